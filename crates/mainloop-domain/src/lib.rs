@@ -1,0 +1,16 @@
+//! The pure domain core of mainloop: identifiers, the task state machine, inbox rules,
+//! the main-thread conversation model and the event vocabulary.
+//!
+//! Nothing in this crate performs IO, reads the clock or spawns tasks; callers pass in
+//! everything (including "now"), which keeps every rule exhaustively unit-testable.
+
+pub mod chat;
+pub mod event;
+pub mod ids;
+pub mod inbox;
+pub mod question;
+pub mod task;
+pub mod time;
+
+pub use ids::*;
+pub use time::Timestamp;

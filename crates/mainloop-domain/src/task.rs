@@ -1,0 +1,814 @@
+//! The task lifecycle as a pure function: `(core, event) -> (core', effects)`.
+//!
+//! The engine persists the new state and the effects in one transaction (the outbox),
+//! then carries the effects out. Nothing here knows about processes, git or databases.
+
+use crate::inbox::InboxKind;
+use crate::question::{Answers, Question};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use utoipa::ToSchema;
+
+/// Where a task is in its lifecycle. The snake_case names are part of the public API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for an agent slot.
+    Queued,
+    /// The agent explores read-only and writes a plan.
+    Planning,
+    /// The agent asked questions; the human answers in the inbox.
+    WaitingAnswers,
+    /// A plan is ready; the human approves, asks for changes or cancels.
+    WaitingPlanReview,
+    /// The agent edits files on the task's branch.
+    Implementing,
+    /// The project's checks run against the agent's work.
+    Checking,
+    /// Checks passed; the human reviews the diff.
+    Review,
+    /// The work reached the base branch. Final.
+    Merged,
+    /// Something went wrong; the human may retry (which resumes, not restarts).
+    Failed,
+    /// Stopped by the human or closed upstream. Final.
+    Cancelled,
+}
+
+impl TaskState {
+    pub const ALL: [Self; 10] = [
+        Self::Queued,
+        Self::Planning,
+        Self::WaitingAnswers,
+        Self::WaitingPlanReview,
+        Self::Implementing,
+        Self::Checking,
+        Self::Review,
+        Self::Merged,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Planning => "planning",
+            Self::WaitingAnswers => "waiting_answers",
+            Self::WaitingPlanReview => "waiting_plan_review",
+            Self::Implementing => "implementing",
+            Self::Checking => "checking",
+            Self::Review => "review",
+            Self::Merged => "merged",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// No event moves a task out of a final state.
+    #[must_use]
+    pub const fn is_final(self) -> bool {
+        matches!(self, Self::Merged | Self::Cancelled)
+    }
+
+    /// The task is waiting for the human (and so holds no agent slot).
+    #[must_use]
+    pub const fn needs_human(self) -> bool {
+        matches!(
+            self,
+            Self::WaitingAnswers | Self::WaitingPlanReview | Self::Review | Self::Failed
+        )
+    }
+
+    /// The task is doing work on its own (an agent or checks run, or it waits for a slot).
+    #[must_use]
+    pub const fn is_running(self) -> bool {
+        matches!(
+            self,
+            Self::Queued | Self::Planning | Self::Implementing | Self::Checking
+        )
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown state name (e.g. a row written by a newer version).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown task state '{0}'")]
+pub struct UnknownState(pub String);
+
+impl FromStr for TaskState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// The mode an agent session runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentPhase {
+    /// Read-only exploration ending in a plan.
+    Plan,
+    /// Edits and commands inside the task's worktree.
+    Implement,
+}
+
+/// What an agent is told when its session starts or resumes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum AgentInput {
+    /// A new session: the task description.
+    Start,
+    /// The human answered the pending questions.
+    Answers(Answers),
+    /// The plan was approved: implement it.
+    PlanApproved,
+    /// The human asked for changes to the plan.
+    PlanFeedback(String),
+    /// The project's checks failed with this output.
+    CheckFailure(String),
+    /// The human reviewed the work and asked for changes.
+    ReviewFeedback(String),
+    /// Merging into the base branch conflicted.
+    MergeConflict(String),
+    /// The human retried a failed task: continue where it stopped.
+    Retry,
+}
+
+/// A worker update worth a line in the main thread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Announcement {
+    Started,
+    QuestionsAsked { count: usize },
+    PlanReady,
+    ReadyForReview,
+    ChecksFailed { round: u32 },
+    Merged,
+    Failed { reason: String },
+    Cancelled,
+    Retrying,
+}
+
+/// Something the engine must do because of a transition. Effects that touch the
+/// outside world run as keyed jobs; inbox and announcements are rows written in the
+/// transition's own transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    RunAgent { phase: AgentPhase, input: AgentInput },
+    StopAgent,
+    CommitWork,
+    RunChecks { round: u32 },
+    Merge,
+    /// Resolve every open inbox item of the task.
+    ResolveInbox,
+    OpenInbox { kind: InboxKind },
+    Announce(Announcement),
+}
+
+/// The part of a task the lifecycle reads and writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCore {
+    pub state: TaskState,
+    pub skip_plan: bool,
+    /// Check rounds used so far in this implementation cycle.
+    pub check_round: u32,
+    pub max_check_rounds: u32,
+    /// The working state to return to once the pending questions are answered.
+    pub asked_in: Option<TaskState>,
+    /// The state a failed task failed in; retry resumes there.
+    pub failed_in: Option<TaskState>,
+    /// The human approved the review and a merge is under way.
+    pub merge_requested: bool,
+}
+
+impl TaskCore {
+    #[must_use]
+    pub const fn new(skip_plan: bool, max_check_rounds: u32) -> Self {
+        Self {
+            state: TaskState::Queued,
+            skip_plan,
+            check_round: 0,
+            max_check_rounds,
+            asked_in: None,
+            failed_in: None,
+            merge_requested: false,
+        }
+    }
+}
+
+/// Something that happened to a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
+pub enum TaskEvent {
+    /// An agent slot became free for a queued task.
+    SlotGranted,
+    QuestionsAsked(Vec<Question>),
+    Answered(Answers),
+    PlanProposed(String),
+    PlanApproved,
+    PlanRevisionRequested(String),
+    /// The agent ended its turn normally.
+    AgentFinished,
+    ChecksPassed,
+    ChecksFailed(String),
+    ReviewApproved,
+    ChangesRequested(String),
+    MergeConflict(String),
+    Merged,
+    /// The forge closed the work without merging it.
+    ClosedUnmerged,
+    /// The agent crashed, reported an error, or setup failed.
+    AgentFailed(String),
+    CancelRequested,
+    RetryRequested,
+}
+
+impl TaskEvent {
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::SlotGranted => "slot_granted",
+            Self::QuestionsAsked(_) => "questions_asked",
+            Self::Answered(_) => "answered",
+            Self::PlanProposed(_) => "plan_proposed",
+            Self::PlanApproved => "plan_approved",
+            Self::PlanRevisionRequested(_) => "plan_revision_requested",
+            Self::AgentFinished => "agent_finished",
+            Self::ChecksPassed => "checks_passed",
+            Self::ChecksFailed(_) => "checks_failed",
+            Self::ReviewApproved => "review_approved",
+            Self::ChangesRequested(_) => "changes_requested",
+            Self::MergeConflict(_) => "merge_conflict",
+            Self::Merged => "merged",
+            Self::ClosedUnmerged => "closed_unmerged",
+            Self::AgentFailed(_) => "agent_failed",
+            Self::CancelRequested => "cancel_requested",
+            Self::RetryRequested => "retry_requested",
+        }
+    }
+}
+
+/// The event does not apply in the task's current state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {event} a task that is {state}")]
+pub struct TransitionError {
+    pub state: TaskState,
+    pub event: &'static str,
+}
+
+/// The outcome of a transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub core: TaskCore,
+    pub effects: Vec<Effect>,
+}
+
+/// Applies `event` to a task.
+///
+/// # Errors
+/// [`TransitionError`] when the event is not allowed in the current state; the caller
+/// must then change nothing.
+pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, TransitionError> {
+    use Effect as E;
+    use TaskState as S;
+    let mut next = core.clone();
+    let refuse = |event: &TaskEvent| TransitionError {
+        state: core.state,
+        event: event.name(),
+    };
+    let effects = match (core.state, event) {
+        (S::Queued, TaskEvent::SlotGranted) => {
+            let phase = if core.skip_plan {
+                next.state = S::Implementing;
+                AgentPhase::Implement
+            } else {
+                next.state = S::Planning;
+                AgentPhase::Plan
+            };
+            vec![
+                E::RunAgent {
+                    phase,
+                    input: AgentInput::Start,
+                },
+                E::Announce(Announcement::Started),
+            ]
+        }
+        (S::Planning | S::Implementing, TaskEvent::QuestionsAsked(qs)) if !qs.is_empty() => {
+            next.asked_in = Some(core.state);
+            next.state = S::WaitingAnswers;
+            vec![
+                E::OpenInbox {
+                    kind: InboxKind::Question,
+                },
+                E::Announce(Announcement::QuestionsAsked { count: qs.len() }),
+            ]
+        }
+        (S::WaitingAnswers, TaskEvent::Answered(answers)) => {
+            let back = core.asked_in.unwrap_or(S::Planning);
+            next.state = back;
+            next.asked_in = None;
+            vec![
+                E::ResolveInbox,
+                E::RunAgent {
+                    phase: phase_of(back),
+                    input: AgentInput::Answers(answers),
+                },
+            ]
+        }
+        (S::Planning, TaskEvent::PlanProposed(_)) => {
+            next.state = S::WaitingPlanReview;
+            vec![
+                E::OpenInbox {
+                    kind: InboxKind::PlanReview,
+                },
+                E::Announce(Announcement::PlanReady),
+            ]
+        }
+        (S::WaitingPlanReview, TaskEvent::PlanApproved) => {
+            next.state = S::Implementing;
+            next.check_round = 0;
+            vec![
+                E::ResolveInbox,
+                E::RunAgent {
+                    phase: AgentPhase::Implement,
+                    input: AgentInput::PlanApproved,
+                },
+            ]
+        }
+        (S::WaitingPlanReview, TaskEvent::PlanRevisionRequested(feedback)) => {
+            next.state = S::Planning;
+            vec![
+                E::ResolveInbox,
+                E::RunAgent {
+                    phase: AgentPhase::Plan,
+                    input: AgentInput::PlanFeedback(feedback),
+                },
+            ]
+        }
+        (S::Implementing, TaskEvent::AgentFinished) => {
+            next.state = S::Checking;
+            vec![
+                E::CommitWork,
+                E::RunChecks {
+                    round: core.check_round,
+                },
+            ]
+        }
+        (S::Planning, TaskEvent::AgentFinished) => {
+            fail(&mut next, "the agent stopped planning without proposing a plan")
+        }
+        (S::Checking, TaskEvent::ChecksPassed) => {
+            next.state = S::Review;
+            next.merge_requested = false;
+            vec![
+                E::OpenInbox {
+                    kind: InboxKind::Review,
+                },
+                E::Announce(Announcement::ReadyForReview),
+            ]
+        }
+        (S::Checking, TaskEvent::ChecksFailed(output)) => {
+            if core.check_round < core.max_check_rounds {
+                next.state = S::Implementing;
+                next.check_round = core.check_round + 1;
+                vec![
+                    E::Announce(Announcement::ChecksFailed {
+                        round: next.check_round,
+                    }),
+                    E::RunAgent {
+                        phase: AgentPhase::Implement,
+                        input: AgentInput::CheckFailure(output),
+                    },
+                ]
+            } else {
+                fail(
+                    &mut next,
+                    &format!(
+                        "checks still failing after {} fix rounds",
+                        core.max_check_rounds
+                    ),
+                )
+            }
+        }
+        (S::Review, TaskEvent::ReviewApproved) if !core.merge_requested => {
+            next.merge_requested = true;
+            vec![E::ResolveInbox, E::Merge]
+        }
+        (S::Review, TaskEvent::ChangesRequested(feedback)) if !core.merge_requested => {
+            next.state = S::Implementing;
+            next.check_round = 0;
+            vec![
+                E::ResolveInbox,
+                E::RunAgent {
+                    phase: AgentPhase::Implement,
+                    input: AgentInput::ReviewFeedback(feedback),
+                },
+            ]
+        }
+        (S::Review, TaskEvent::MergeConflict(details)) => {
+            next.state = S::Implementing;
+            next.merge_requested = false;
+            next.check_round = 0;
+            vec![E::RunAgent {
+                phase: AgentPhase::Implement,
+                input: AgentInput::MergeConflict(details),
+            }]
+        }
+        (S::Review, TaskEvent::Merged) => {
+            next.state = S::Merged;
+            vec![E::ResolveInbox, E::Announce(Announcement::Merged)]
+        }
+        (S::Review, TaskEvent::ClosedUnmerged) => {
+            next.state = S::Cancelled;
+            vec![E::ResolveInbox, E::Announce(Announcement::Cancelled)]
+        }
+        (state, TaskEvent::AgentFailed(reason)) if !state.is_final() && state != S::Failed => {
+            let mut effects = vec![E::StopAgent];
+            effects.extend(fail(&mut next, &reason));
+            effects
+        }
+        (state, TaskEvent::CancelRequested) if !state.is_final() => {
+            next.state = S::Cancelled;
+            vec![
+                E::StopAgent,
+                E::ResolveInbox,
+                E::Announce(Announcement::Cancelled),
+            ]
+        }
+        (S::Failed, TaskEvent::RetryRequested) => {
+            let resume_in = core.failed_in.unwrap_or(S::Queued);
+            next.failed_in = None;
+            next.check_round = 0;
+            let mut effects = vec![E::ResolveInbox, E::Announce(Announcement::Retrying)];
+            match resume_in {
+                S::Queued => next.state = S::Queued,
+                S::Planning | S::WaitingAnswers | S::WaitingPlanReview => {
+                    next.state = S::Planning;
+                    effects.push(E::RunAgent {
+                        phase: AgentPhase::Plan,
+                        input: AgentInput::Retry,
+                    });
+                }
+                S::Review if core.merge_requested => {
+                    // The merge itself failed: try it again rather than re-running the agent.
+                    next.state = S::Review;
+                    effects.push(E::Merge);
+                }
+                _ => {
+                    next.state = S::Implementing;
+                    next.merge_requested = false;
+                    effects.push(E::RunAgent {
+                        phase: AgentPhase::Implement,
+                        input: AgentInput::Retry,
+                    });
+                }
+            }
+            effects
+        }
+        (_, event) => return Err(refuse(&event)),
+    };
+    Ok(Transition {
+        core: next,
+        effects,
+    })
+}
+
+fn phase_of(state: TaskState) -> AgentPhase {
+    if state == TaskState::Implementing {
+        AgentPhase::Implement
+    } else {
+        AgentPhase::Plan
+    }
+}
+
+fn fail(next: &mut TaskCore, reason: &str) -> Vec<Effect> {
+    next.failed_in = Some(next.state);
+    next.state = TaskState::Failed;
+    vec![
+        Effect::ResolveInbox,
+        Effect::OpenInbox {
+            kind: InboxKind::Failed,
+        },
+        Effect::Announce(Announcement::Failed {
+            reason: reason.to_owned(),
+        }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::question::{Answer, QuestionOption};
+    use std::collections::BTreeSet;
+    use TaskState as S;
+
+    fn question() -> Question {
+        Question {
+            id: "q1".into(),
+            header: "Color".into(),
+            question: "Which color?".into(),
+            options: vec![QuestionOption {
+                label: "Red".into(),
+                description: "warm".into(),
+            }],
+            multi_select: false,
+        }
+    }
+
+    fn answers() -> Answers {
+        [("q1".to_owned(), Answer::Choices(vec!["Red".into()]))]
+            .into_iter()
+            .collect()
+    }
+
+    fn all_events() -> Vec<TaskEvent> {
+        vec![
+            TaskEvent::SlotGranted,
+            TaskEvent::QuestionsAsked(vec![question()]),
+            TaskEvent::Answered(answers()),
+            TaskEvent::PlanProposed("# plan".into()),
+            TaskEvent::PlanApproved,
+            TaskEvent::PlanRevisionRequested("shorter".into()),
+            TaskEvent::AgentFinished,
+            TaskEvent::ChecksPassed,
+            TaskEvent::ChecksFailed("boom".into()),
+            TaskEvent::ReviewApproved,
+            TaskEvent::ChangesRequested("rename".into()),
+            TaskEvent::MergeConflict("conflict".into()),
+            TaskEvent::Merged,
+            TaskEvent::ClosedUnmerged,
+            TaskEvent::AgentFailed("crash".into()),
+            TaskEvent::CancelRequested,
+            TaskEvent::RetryRequested,
+        ]
+    }
+
+    fn core(state: TaskState) -> TaskCore {
+        TaskCore {
+            state,
+            ..TaskCore::new(false, 3)
+        }
+    }
+
+    fn step(c: &TaskCore, e: TaskEvent) -> Transition {
+        transition(c, e).unwrap()
+    }
+
+    /// Every (state, event) pair, checked against the table of allowed pairs, so adding a
+    /// state or event forces a decision here.
+    #[test]
+    fn allowed_pairs_match_the_table() {
+        let allowed: BTreeSet<(&str, &str)> = [
+            ("queued", "slot_granted"),
+            ("planning", "questions_asked"),
+            ("implementing", "questions_asked"),
+            ("waiting_answers", "answered"),
+            ("planning", "plan_proposed"),
+            ("waiting_plan_review", "plan_approved"),
+            ("waiting_plan_review", "plan_revision_requested"),
+            ("implementing", "agent_finished"),
+            ("planning", "agent_finished"),
+            ("checking", "checks_passed"),
+            ("checking", "checks_failed"),
+            ("review", "review_approved"),
+            ("review", "changes_requested"),
+            ("review", "merge_conflict"),
+            ("review", "merged"),
+            ("review", "closed_unmerged"),
+            ("failed", "retry_requested"),
+        ]
+        .into_iter()
+        .chain(
+            ["queued", "planning", "waiting_answers", "waiting_plan_review", "implementing", "checking", "review"]
+                .into_iter()
+                .flat_map(|s| [(s, "agent_failed"), (s, "cancel_requested")]),
+        )
+        .chain([("failed", "cancel_requested")])
+        .collect();
+
+        for state in S::ALL {
+            for event in all_events() {
+                let name = event.name();
+                let got = transition(&core(state), event);
+                let want = allowed.contains(&(state.as_str(), name));
+                assert_eq!(got.is_ok(), want, "{state} + {name}: {got:?}");
+                if let Err(e) = got {
+                    assert_eq!(e.state, state);
+                    assert_eq!(e.to_string(), format!("cannot {name} a task that is {state}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn final_states_accept_nothing() {
+        for state in [S::Merged, S::Cancelled] {
+            assert!(state.is_final());
+            for event in all_events() {
+                assert!(transition(&core(state), event).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn happy_path_with_questions_revision_and_a_failed_check() {
+        let c = TaskCore::new(false, 3);
+        let t = step(&c, TaskEvent::SlotGranted);
+        assert_eq!(t.core.state, S::Planning);
+        assert_eq!(
+            t.effects[0],
+            Effect::RunAgent {
+                phase: AgentPhase::Plan,
+                input: AgentInput::Start
+            }
+        );
+
+        let t = step(&t.core, TaskEvent::QuestionsAsked(vec![question()]));
+        assert_eq!(t.core.state, S::WaitingAnswers);
+        assert!(t.effects.contains(&Effect::OpenInbox {
+            kind: InboxKind::Question
+        }));
+
+        let t = step(&t.core, TaskEvent::Answered(answers()));
+        assert_eq!(t.core.state, S::Planning);
+        assert_eq!(t.effects[0], Effect::ResolveInbox);
+        assert_eq!(
+            t.effects[1],
+            Effect::RunAgent {
+                phase: AgentPhase::Plan,
+                input: AgentInput::Answers(answers())
+            }
+        );
+
+        let t = step(&t.core, TaskEvent::PlanProposed("# v1".into()));
+        assert_eq!(t.core.state, S::WaitingPlanReview);
+        let t = step(&t.core, TaskEvent::PlanRevisionRequested("add tests".into()));
+        assert_eq!(t.core.state, S::Planning);
+        assert!(t.effects.contains(&Effect::RunAgent {
+            phase: AgentPhase::Plan,
+            input: AgentInput::PlanFeedback("add tests".into())
+        }));
+        let t = step(&t.core, TaskEvent::PlanProposed("# v2".into()));
+        let t = step(&t.core, TaskEvent::PlanApproved);
+        assert_eq!(t.core.state, S::Implementing);
+
+        let t = step(&t.core, TaskEvent::AgentFinished);
+        assert_eq!(t.core.state, S::Checking);
+        assert_eq!(t.effects, vec![Effect::CommitWork, Effect::RunChecks { round: 0 }]);
+
+        let t = step(&t.core, TaskEvent::ChecksFailed("1 test failed".into()));
+        assert_eq!(t.core.state, S::Implementing);
+        assert_eq!(t.core.check_round, 1);
+        let t = step(&t.core, TaskEvent::AgentFinished);
+        assert_eq!(t.effects[1], Effect::RunChecks { round: 1 });
+        let t = step(&t.core, TaskEvent::ChecksPassed);
+        assert_eq!(t.core.state, S::Review);
+
+        let t = step(&t.core, TaskEvent::ReviewApproved);
+        assert_eq!(t.core.state, S::Review);
+        assert!(t.core.merge_requested);
+        assert_eq!(t.effects, vec![Effect::ResolveInbox, Effect::Merge]);
+        // A second approval while the merge runs is refused rather than merging twice.
+        assert!(transition(&t.core, TaskEvent::ReviewApproved).is_err());
+        assert!(transition(&t.core, TaskEvent::ChangesRequested("x".into())).is_err());
+
+        let t = step(&t.core, TaskEvent::Merged);
+        assert_eq!(t.core.state, S::Merged);
+    }
+
+    #[test]
+    fn skip_plan_starts_implementing() {
+        let t = step(&TaskCore::new(true, 3), TaskEvent::SlotGranted);
+        assert_eq!(t.core.state, S::Implementing);
+        assert_eq!(
+            t.effects[0],
+            Effect::RunAgent {
+                phase: AgentPhase::Implement,
+                input: AgentInput::Start
+            }
+        );
+    }
+
+    #[test]
+    fn questions_while_implementing_return_to_implementing() {
+        let t = step(&core(S::Implementing), TaskEvent::QuestionsAsked(vec![question()]));
+        assert_eq!(t.core.asked_in, Some(S::Implementing));
+        let t = step(&t.core, TaskEvent::Answered(answers()));
+        assert_eq!(t.core.state, S::Implementing);
+        assert!(matches!(
+            t.effects[1],
+            Effect::RunAgent {
+                phase: AgentPhase::Implement,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn no_questions_is_not_a_question() {
+        assert!(transition(&core(S::Planning), TaskEvent::QuestionsAsked(vec![])).is_err());
+    }
+
+    #[test]
+    fn check_rounds_are_bounded() {
+        let mut c = core(S::Checking);
+        c.max_check_rounds = 2;
+        for round in 1..=2 {
+            let t = step(&c, TaskEvent::ChecksFailed("red".into()));
+            assert_eq!(t.core.state, S::Implementing);
+            assert_eq!(t.core.check_round, round);
+            c = step(&t.core, TaskEvent::AgentFinished).core;
+        }
+        let t = step(&c, TaskEvent::ChecksFailed("still red".into()));
+        assert_eq!(t.core.state, S::Failed);
+        assert_eq!(t.core.failed_in, Some(S::Checking));
+        assert!(t.effects.contains(&Effect::OpenInbox {
+            kind: InboxKind::Failed
+        }));
+    }
+
+    #[test]
+    fn failure_then_retry_resumes_where_it_stopped() {
+        for (failed_in, resumed, phase) in [
+            (S::Planning, S::Planning, Some(AgentPhase::Plan)),
+            (S::WaitingAnswers, S::Planning, Some(AgentPhase::Plan)),
+            (S::Implementing, S::Implementing, Some(AgentPhase::Implement)),
+            (S::Checking, S::Implementing, Some(AgentPhase::Implement)),
+            (S::Queued, S::Queued, None),
+        ] {
+            let t = step(&core(failed_in), TaskEvent::AgentFailed("oops".into()));
+            assert_eq!(t.core.state, S::Failed);
+            assert_eq!(t.effects[0], Effect::StopAgent);
+            assert!(t.effects.contains(&Effect::Announce(Announcement::Failed {
+                reason: "oops".into()
+            })));
+            let r = step(&t.core, TaskEvent::RetryRequested);
+            assert_eq!(r.core.state, resumed, "retry after failing in {failed_in}");
+            assert_eq!(r.core.failed_in, None);
+            let run = r.effects.iter().find_map(|e| match e {
+                Effect::RunAgent { phase, input } => {
+                    assert_eq!(*input, AgentInput::Retry);
+                    Some(*phase)
+                }
+                _ => None,
+            });
+            assert_eq!(run, phase);
+        }
+    }
+
+    #[test]
+    fn a_failed_merge_retries_the_merge() {
+        let mut c = core(S::Review);
+        c.merge_requested = true;
+        let t = step(&c, TaskEvent::AgentFailed("push rejected".into()));
+        let r = step(&t.core, TaskEvent::RetryRequested);
+        assert_eq!(r.core.state, S::Review);
+        assert!(r.effects.contains(&Effect::Merge));
+    }
+
+    #[test]
+    fn merge_conflict_sends_the_agent_back() {
+        let mut c = core(S::Review);
+        c.merge_requested = true;
+        let t = step(&c, TaskEvent::MergeConflict("src/lib.rs".into()));
+        assert_eq!(t.core.state, S::Implementing);
+        assert!(!t.core.merge_requested);
+    }
+
+    #[test]
+    fn cancel_stops_the_agent_and_clears_the_inbox() {
+        for state in S::ALL.into_iter().filter(|s| !s.is_final()) {
+            let t = step(&core(state), TaskEvent::CancelRequested);
+            assert_eq!(t.core.state, S::Cancelled);
+            assert_eq!(t.effects[0], Effect::StopAgent);
+            assert_eq!(t.effects[1], Effect::ResolveInbox);
+        }
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in S::ALL {
+            assert_eq!(s.as_str().parse::<TaskState>().unwrap(), s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert!("sleeping".parse::<TaskState>().is_err());
+    }
+
+    #[test]
+    fn human_and_running_states_do_not_overlap() {
+        for s in S::ALL {
+            assert!(!(s.needs_human() && s.is_running()), "{s}");
+        }
+    }
+}
