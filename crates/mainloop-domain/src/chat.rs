@@ -102,7 +102,11 @@ impl ContentBlock {
     }
 
     #[must_use]
-    pub fn tool_result(tool_use_id: impl Into<String>, content: impl Into<String>, is_error: bool) -> Self {
+    pub fn tool_result(
+        tool_use_id: impl Into<String>,
+        content: impl Into<String>,
+        is_error: bool,
+    ) -> Self {
         Self::Known(Block::ToolResult {
             tool_use_id: tool_use_id.into(),
             content: Value::String(content.into()),
@@ -123,7 +127,9 @@ impl ContentBlock {
     #[must_use]
     pub fn as_tool_use(&self) -> Option<(&str, &str, &Value)> {
         match self {
-            Self::Known(Block::ToolUse { id, name, input, .. }) => Some((id, name, input)),
+            Self::Known(Block::ToolUse {
+                id, name, input, ..
+            }) => Some((id, name, input)),
             _ => None,
         }
     }
@@ -272,7 +278,11 @@ pub struct CompactionEntry {
 /// when the context fits in `budget` tokens. Folds down to about half the budget so
 /// compaction runs rarely, and only ever at exchange boundaries.
 #[must_use]
-pub fn plan_compaction(summary_tokens: usize, entries: &[CompactionEntry], budget: usize) -> Option<usize> {
+pub fn plan_compaction(
+    summary_tokens: usize,
+    entries: &[CompactionEntry],
+    budget: usize,
+) -> Option<usize> {
     let total: usize = summary_tokens + entries.iter().map(|e| e.tokens).sum::<usize>();
     if total <= budget {
         return None;
@@ -335,7 +345,10 @@ mod tests {
     }
 
     fn msg(role: Role, blocks: Vec<ContentBlock>) -> ThreadMessage {
-        ThreadMessage { role, content: blocks }
+        ThreadMessage {
+            role,
+            content: blocks,
+        }
     }
 
     #[test]
@@ -348,25 +361,44 @@ mod tests {
                     Role::Assistant,
                     vec![ContentBlock::tool_use("t1", "list_tasks", json!({}))],
                 ),
-                msg(Role::Event, vec![ContentBlock::text("task 1 has a question")]),
-                msg(Role::User, vec![ContentBlock::tool_result("t1", "[]", false)]),
+                msg(
+                    Role::Event,
+                    vec![ContentBlock::text("task 1 has a question")],
+                ),
+                msg(
+                    Role::User,
+                    vec![ContentBlock::tool_result("t1", "[]", false)],
+                ),
                 msg(Role::Assistant, vec![ContentBlock::text("none")]),
             ],
         );
         assert_eq!(ctx.len(), 4);
         assert_eq!(ctx[0].role, ModelRole::User);
         assert_eq!(ctx[0].content.len(), 2, "summary and first message merged");
-        assert!(ctx[0].content[0].as_text().unwrap().contains("we talked about X"));
+        assert!(
+            ctx[0].content[0]
+                .as_text()
+                .unwrap()
+                .contains("we talked about X")
+        );
         assert_eq!(ctx[1].role, ModelRole::Assistant);
         // The tool result leads the merged user message even though the event came first.
         assert!(ctx[2].content[0].is_tool_result());
-        assert!(ctx[2].content[1].as_text().unwrap().starts_with(EVENT_PREFIX));
+        assert!(
+            ctx[2].content[1]
+                .as_text()
+                .unwrap()
+                .starts_with(EVENT_PREFIX)
+        );
         assert_eq!(ctx[3].role, ModelRole::Assistant);
     }
 
     #[test]
     fn context_always_starts_with_the_user() {
-        let ctx = build_context(None, &[msg(Role::Assistant, vec![ContentBlock::text("hi")])]);
+        let ctx = build_context(
+            None,
+            &[msg(Role::Assistant, vec![ContentBlock::text("hi")])],
+        );
         assert_eq!(ctx[0].role, ModelRole::User);
         assert!(build_context(None, &[]).is_empty());
         assert!(build_context(Some("  "), &[]).is_empty());
@@ -413,7 +445,11 @@ mod tests {
 
     #[test]
     fn a_single_huge_exchange_is_folded_whole() {
-        let entries = [e(400, true, false), e(400, false, false), e(10, true, false)];
+        let entries = [
+            e(400, true, false),
+            e(400, false, false),
+            e(10, true, false),
+        ];
         assert_eq!(plan_compaction(0, &entries, 100), Some(2));
     }
 }

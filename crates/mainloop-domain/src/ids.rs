@@ -90,15 +90,21 @@ uuid_id!(
     ProjectId,
     "project"
 );
-uuid_id!(
-    /// A durable effect job in the outbox.
-    JobId,
-    "job"
-);
 
 /// Position in the append-only event log. Strictly increasing in commit order.
 #[derive(
-    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Debug,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(transparent)]
 pub struct EventId(pub i64);

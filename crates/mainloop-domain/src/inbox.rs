@@ -118,10 +118,7 @@ impl Priority {
 
 /// Inbox order: open before resolved, then most urgent, then longest waiting.
 #[must_use]
-pub fn inbox_order(
-    a: (bool, Priority, Timestamp),
-    b: (bool, Priority, Timestamp),
-) -> Ordering {
+pub fn inbox_order(a: (bool, Priority, Timestamp), b: (bool, Priority, Timestamp)) -> Ordering {
     let (a_resolved, a_prio, a_at) = a;
     let (b_resolved, b_prio, b_at) = b;
     a_resolved
@@ -133,7 +130,11 @@ pub fn inbox_order(
 /// The first line of `text`, cut to at most `max` characters on a char boundary.
 #[must_use]
 pub fn first_line(text: &str, max: usize) -> String {
-    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     if line.chars().count() <= max {
         line.to_owned()
     } else {
@@ -178,7 +179,12 @@ mod tests {
 
     #[test]
     fn ranks_round_trip() {
-        for p in [Priority::Urgent, Priority::High, Priority::Normal, Priority::Low] {
+        for p in [
+            Priority::Urgent,
+            Priority::High,
+            Priority::Normal,
+            Priority::Low,
+        ] {
             assert_eq!(Priority::from_rank(p.rank()), p);
         }
         assert_eq!(Priority::from_rank(99), Priority::Low);
@@ -193,7 +199,10 @@ mod tests {
         assert!("nope".parse::<InboxKind>().is_err());
         let long = "x".repeat(500);
         assert!(InboxKind::Review.title(&long).chars().count() < 110);
-        assert_eq!(InboxKind::Question.title("\n\nFix login\nmore"), "Question: Fix login");
+        assert_eq!(
+            InboxKind::Question.title("\n\nFix login\nmore"),
+            "Question: Fix login"
+        );
     }
 
     #[test]

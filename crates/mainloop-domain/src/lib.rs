@@ -9,6 +9,7 @@ pub mod event;
 pub mod ids;
 pub mod inbox;
 pub mod question;
+pub mod records;
 pub mod task;
 pub mod time;
 

@@ -168,7 +168,10 @@ mod tests {
         let cases = [
             (answers(&[]), AnswerError::Missing("q1".into())),
             (
-                answers(&[("q1", Answer::Choices(vec!["A".into()])), ("zz", Answer::Text("x".into()))]),
+                answers(&[
+                    ("q1", Answer::Choices(vec!["A".into()])),
+                    ("zz", Answer::Text("x".into())),
+                ]),
                 AnswerError::UnknownQuestion("zz".into()),
             ),
             (
@@ -182,8 +185,14 @@ mod tests {
                 answers(&[("q1", Answer::Choices(vec!["A".into(), "B".into()]))]),
                 AnswerError::NotSingle("q1".into()),
             ),
-            (answers(&[("q1", Answer::Choices(vec![]))]), AnswerError::Empty("q1".into())),
-            (answers(&[("q1", Answer::Text("  ".into()))]), AnswerError::Empty("q1".into())),
+            (
+                answers(&[("q1", Answer::Choices(vec![]))]),
+                AnswerError::Empty("q1".into()),
+            ),
+            (
+                answers(&[("q1", Answer::Text("  ".into()))]),
+                AnswerError::Empty("q1".into()),
+            ),
         ];
         for (a, want) in cases {
             assert_eq!(validate_answers(&qs, &a), Err(want));

@@ -165,14 +165,21 @@ pub enum Announcement {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
-    RunAgent { phase: AgentPhase, input: AgentInput },
+    RunAgent {
+        phase: AgentPhase,
+        input: AgentInput,
+    },
     StopAgent,
     CommitWork,
-    RunChecks { round: u32 },
+    RunChecks {
+        round: u32,
+    },
     Merge,
     /// Resolve every open inbox item of the task.
     ResolveInbox,
-    OpenInbox { kind: InboxKind },
+    OpenInbox {
+        kind: InboxKind,
+    },
     Announce(Announcement),
 }
 
@@ -365,9 +372,10 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                 },
             ]
         }
-        (S::Planning, TaskEvent::AgentFinished) => {
-            fail(&mut next, "the agent stopped planning without proposing a plan")
-        }
+        (S::Planning, TaskEvent::AgentFinished) => fail(
+            &mut next,
+            "the agent stopped planning without proposing a plan",
+        ),
         (S::Checking, TaskEvent::ChecksPassed) => {
             next.state = S::Review;
             next.merge_requested = false;
@@ -510,8 +518,8 @@ fn fail(next: &mut TaskCore, reason: &str) -> Vec<Effect> {
 mod tests {
     use super::*;
     use crate::question::{Answer, QuestionOption};
-    use std::collections::BTreeSet;
     use TaskState as S;
+    use std::collections::BTreeSet;
 
     fn question() -> Question {
         Question {
@@ -590,9 +598,17 @@ mod tests {
         ]
         .into_iter()
         .chain(
-            ["queued", "planning", "waiting_answers", "waiting_plan_review", "implementing", "checking", "review"]
-                .into_iter()
-                .flat_map(|s| [(s, "agent_failed"), (s, "cancel_requested")]),
+            [
+                "queued",
+                "planning",
+                "waiting_answers",
+                "waiting_plan_review",
+                "implementing",
+                "checking",
+                "review",
+            ]
+            .into_iter()
+            .flat_map(|s| [(s, "agent_failed"), (s, "cancel_requested")]),
         )
         .chain([("failed", "cancel_requested")])
         .collect();
@@ -605,7 +621,10 @@ mod tests {
                 assert_eq!(got.is_ok(), want, "{state} + {name}: {got:?}");
                 if let Err(e) = got {
                     assert_eq!(e.state, state);
-                    assert_eq!(e.to_string(), format!("cannot {name} a task that is {state}"));
+                    assert_eq!(
+                        e.to_string(),
+                        format!("cannot {name} a task that is {state}")
+                    );
                 }
             }
         }
@@ -653,7 +672,10 @@ mod tests {
 
         let t = step(&t.core, TaskEvent::PlanProposed("# v1".into()));
         assert_eq!(t.core.state, S::WaitingPlanReview);
-        let t = step(&t.core, TaskEvent::PlanRevisionRequested("add tests".into()));
+        let t = step(
+            &t.core,
+            TaskEvent::PlanRevisionRequested("add tests".into()),
+        );
         assert_eq!(t.core.state, S::Planning);
         assert!(t.effects.contains(&Effect::RunAgent {
             phase: AgentPhase::Plan,
@@ -665,7 +687,10 @@ mod tests {
 
         let t = step(&t.core, TaskEvent::AgentFinished);
         assert_eq!(t.core.state, S::Checking);
-        assert_eq!(t.effects, vec![Effect::CommitWork, Effect::RunChecks { round: 0 }]);
+        assert_eq!(
+            t.effects,
+            vec![Effect::CommitWork, Effect::RunChecks { round: 0 }]
+        );
 
         let t = step(&t.core, TaskEvent::ChecksFailed("1 test failed".into()));
         assert_eq!(t.core.state, S::Implementing);
@@ -702,7 +727,10 @@ mod tests {
 
     #[test]
     fn questions_while_implementing_return_to_implementing() {
-        let t = step(&core(S::Implementing), TaskEvent::QuestionsAsked(vec![question()]));
+        let t = step(
+            &core(S::Implementing),
+            TaskEvent::QuestionsAsked(vec![question()]),
+        );
         assert_eq!(t.core.asked_in, Some(S::Implementing));
         let t = step(&t.core, TaskEvent::Answered(answers()));
         assert_eq!(t.core.state, S::Implementing);
@@ -743,7 +771,11 @@ mod tests {
         for (failed_in, resumed, phase) in [
             (S::Planning, S::Planning, Some(AgentPhase::Plan)),
             (S::WaitingAnswers, S::Planning, Some(AgentPhase::Plan)),
-            (S::Implementing, S::Implementing, Some(AgentPhase::Implement)),
+            (
+                S::Implementing,
+                S::Implementing,
+                Some(AgentPhase::Implement),
+            ),
             (S::Checking, S::Implementing, Some(AgentPhase::Implement)),
             (S::Queued, S::Queued, None),
         ] {

@@ -1,0 +1,136 @@
+//! The stored entities as the API shows them: tasks, inbox items, messages, projects,
+//! users and events. Plain data; the store builds them and the API serialises them.
+
+use crate::chat::{ContentBlock, Role};
+use crate::event::EventName;
+use crate::inbox::{InboxKind, Priority};
+use crate::question::{Answers, Question};
+use crate::task::{TaskCore, TaskState};
+use crate::{EventId, InboxItemId, MessageId, ProjectId, TaskId, Timestamp, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A person using mainloop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub is_owner: bool,
+    pub created_at: Timestamp,
+}
+
+/// A repository a user works in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    pub id: ProjectId,
+    /// A local path, a git URL, or `owner/name`.
+    pub repo: String,
+    pub name: String,
+    /// Per-project settings (e.g. the check command), free-form JSON.
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    pub created_at: Timestamp,
+}
+
+/// A worker task.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct Task {
+    pub id: TaskId,
+    pub project_id: ProjectId,
+    pub state: TaskState,
+    pub description: String,
+    pub repo: String,
+    pub branch: Option<String>,
+    pub skip_plan: bool,
+    /// Pending or last-asked questions.
+    pub questions: Vec<Question>,
+    /// The human's answers to `questions`, once given.
+    #[schema(value_type = Option<Object>)]
+    pub answers: Option<Answers>,
+    /// The latest plan (markdown).
+    pub plan: Option<String>,
+    /// The agent session this task resumes.
+    pub session_id: Option<String>,
+    pub cost_usd: f64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Why the task failed, when it did.
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Lifecycle bookkeeping the state machine reads and writes.
+    #[serde(skip)]
+    pub core: TaskCore,
+    /// Optimistic-concurrency version; every save increments it.
+    #[serde(skip)]
+    pub version: i64,
+}
+
+/// One inbox item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InboxItem {
+    pub id: InboxItemId,
+    pub kind: InboxKind,
+    pub priority: Priority,
+    pub task_id: Option<TaskId>,
+    pub title: String,
+    pub body: String,
+    pub created_at: Timestamp,
+    pub read: bool,
+    pub resolved_at: Option<Timestamp>,
+}
+
+/// What a stored message is, beyond its role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// Human or model text (possibly with tool calls).
+    Text,
+    /// The results of the model's tool calls (API role `user`).
+    ToolResult,
+}
+
+impl MessageKind {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::ToolResult => "tool_result",
+        }
+    }
+}
+
+/// One stored main-thread message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChatMessage {
+    pub id: MessageId,
+    pub role: Role,
+    pub kind: MessageKind,
+    /// The readable text (text blocks joined).
+    pub text: String,
+    /// The exact content blocks, including tool calls and tool results.
+    #[schema(value_type = Vec<Object>)]
+    pub content: Vec<ContentBlock>,
+    /// The user message whose turn produced this message.
+    pub turn_id: Option<MessageId>,
+    /// The task an `event` message is about.
+    pub task_id: Option<TaskId>,
+    /// Per-user sequence number, in order of storage.
+    pub seq: i64,
+    /// Sort key for display and context: a turn's messages follow its user message.
+    pub thread_pos: i64,
+    /// Set once the message is folded into the rolling summary.
+    pub summary_id: Option<i64>,
+    pub created_at: Timestamp,
+}
+
+/// One entry of a user's event log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: EventId,
+    pub user_id: UserId,
+    pub name: EventName,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub created_at: Timestamp,
+}

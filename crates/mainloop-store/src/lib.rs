@@ -1,0 +1,242 @@
+//! mainloop's durable storage. One set of SQL queries (with `$N` placeholders) serves
+//! SQLite and PostgreSQL through sqlx's `Any` driver; each backend has its own migration
+//! folder. Writes go through [`Tx`], so a state change, its events and its effect jobs
+//! commit together (the transactional outbox).
+
+mod error;
+mod events;
+mod inbox;
+mod jobs;
+mod messages;
+mod projects;
+mod tasks;
+mod users;
+
+pub use error::{Result, StoreError};
+pub use jobs::{Job, JobState, NewJob};
+pub use messages::{NewMessage, Summary};
+pub use tasks::NewTask;
+pub use users::TokenKind;
+
+use mainloop_domain::EventId;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Executor};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database engine is behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from a database URL.
+    ///
+    /// # Errors
+    /// [`StoreError::UnsupportedUrl`] for anything but `sqlite:` and `postgres(ql):`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            let scheme = url.split(':').next().unwrap_or_default();
+            Err(StoreError::UnsupportedUrl(format!("{scheme}:…")))
+        }
+    }
+}
+
+/// Connection options beyond the URL.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The database handle. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite allows one writer; taking this in-process lock before `BEGIN` turns what
+    /// would be `SQLITE_BUSY` failures under contention into orderly waiting.
+    write_lock: Option<Arc<Mutex<()>>>,
+    latest_event: Arc<watch::Sender<EventId>>,
+}
+
+impl Store {
+    /// Connects (creating a SQLite file if needed) and applies pending migrations.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or a migration fails.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
+        install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers proceed while a write commits; foreign keys are
+                    // off by default in SQLite; the busy timeout covers other processes
+                    // such as `mainloop token` touching the file.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect(&url).await?;
+        let store = Self {
+            pool,
+            backend,
+            write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            latest_event: Arc::new(watch::channel(EventId(0)).0),
+        };
+        store.migrate().await?;
+        let latest = store.latest_event_id().await?;
+        store.latest_event.send_replace(latest);
+        Ok(store)
+    }
+
+    /// Applies the backend's pending migrations.
+    ///
+    /// # Errors
+    /// When a migration fails.
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    #[must_use]
+    pub const fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Starts a write transaction.
+    ///
+    /// # Errors
+    /// When no connection can be had.
+    pub async fn begin(&self) -> Result<Tx> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(Arc::clone(lock).lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(Tx {
+            tx,
+            _guard: guard,
+            max_event: None,
+            latest_event: Arc::clone(&self.latest_event),
+        })
+    }
+
+    /// Wakes whenever events are committed; holds the newest committed event id.
+    #[must_use]
+    pub fn subscribe_events(&self) -> watch::Receiver<EventId> {
+        self.latest_event.subscribe()
+    }
+
+    /// Checks the database answers.
+    ///
+    /// # Errors
+    /// When it does not.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) const fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// A write transaction. Dropping it without [`Tx::commit`] rolls everything back.
+#[derive(Debug)]
+pub struct Tx {
+    tx: sqlx::Transaction<'static, Any>,
+    _guard: Option<OwnedMutexGuard<()>>,
+    max_event: Option<EventId>,
+    latest_event: Arc<watch::Sender<EventId>>,
+}
+
+impl Tx {
+    /// Commits, then tells event subscribers about the events this transaction wrote.
+    ///
+    /// # Errors
+    /// When the commit fails (nothing was written).
+    pub async fn commit(self) -> Result<()> {
+        let Self {
+            tx,
+            _guard,
+            max_event,
+            latest_event,
+        } = self;
+        tx.commit().await?;
+        if let Some(id) = max_event {
+            latest_event.send_if_modified(|cur| {
+                if id > *cur {
+                    *cur = id;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+pub(crate) fn to_bool(v: i64) -> bool {
+    v != 0
+}
+
+pub(crate) fn from_bool(b: bool) -> i64 {
+    i64::from(b)
+}
+
+pub(crate) fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{what} '{s}': {e}")))
+}

@@ -1,0 +1,230 @@
+//! Tasks. Saves are optimistic: a save names the version it read, and a concurrent
+//! change makes it fail with a conflict instead of silently overwriting.
+
+use crate::{Result, Store, StoreError, Tx, parse};
+use mainloop_domain::records::Task;
+use mainloop_domain::task::{TaskCore, TaskState};
+use mainloop_domain::{ProjectId, TaskId, Timestamp, UserId};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// A task to create.
+#[derive(Clone, Debug)]
+pub struct NewTask {
+    pub description: String,
+    pub repo: String,
+    pub skip_plan: bool,
+    pub max_check_rounds: u32,
+    /// Idempotency key of whatever created the task (e.g. the model's tool_use id), so
+    /// a replayed request creates it once.
+    pub origin_key: Option<String>,
+}
+
+const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
+                    answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
+                    version, created_at, updated_at";
+
+fn task_from_row(row: &AnyRow) -> Result<Task> {
+    let core: String = row.try_get("core")?;
+    let core: TaskCore = serde_json::from_str(&core)?;
+    let questions: String = row.try_get("questions")?;
+    let answers: Option<String> = row.try_get("answers")?;
+    Ok(Task {
+        id: parse(&row.try_get::<String, _>("id")?, "task id")?,
+        project_id: parse::<ProjectId>(&row.try_get::<String, _>("project_id")?, "project id")?,
+        state: parse::<TaskState>(&row.try_get::<String, _>("state")?, "task state")?,
+        description: row.try_get("description")?,
+        repo: row.try_get("repo")?,
+        branch: row.try_get("branch")?,
+        skip_plan: core.skip_plan,
+        questions: serde_json::from_str(&questions)?,
+        answers: answers.map(|a| serde_json::from_str(&a)).transpose()?,
+        plan: row.try_get("plan")?,
+        session_id: row.try_get("session_id")?,
+        cost_usd: row.try_get("cost_usd")?,
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        error: row.try_get("error")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
+        core,
+        version: row.try_get("version")?,
+    })
+}
+
+async fn fetch_task(
+    conn: &mut sqlx::AnyConnection,
+    user: Option<UserId>,
+    id: TaskId,
+) -> Result<Option<Task>> {
+    let row = match user {
+        Some(user) => {
+            sqlx::query(&format!(
+                "SELECT {COLS} FROM tasks WHERE id = $1 AND user_id = $2"
+            ))
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query(&format!("SELECT {COLS} FROM tasks WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
+    row.as_ref().map(task_from_row).transpose()
+}
+
+impl Tx {
+    /// Creates a queued task, or returns the existing one with the same origin key.
+    /// The flag says whether it was created now.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn insert_task(
+        &mut self,
+        user: UserId,
+        project: ProjectId,
+        new: &NewTask,
+        now: Timestamp,
+    ) -> Result<(Task, bool)> {
+        if let Some(key) = &new.origin_key {
+            let row = sqlx::query(&format!("SELECT {COLS} FROM tasks WHERE origin_key = $1"))
+                .bind(key)
+                .fetch_optional(self.conn())
+                .await?;
+            if let Some(row) = row {
+                return Ok((task_from_row(&row)?, false));
+            }
+        }
+        let id = TaskId::new_v7(now);
+        let core = TaskCore::new(new.skip_plan, new.max_check_rounds);
+        sqlx::query(
+            "INSERT INTO tasks (id, user_id, project_id, state, core, description, repo, \
+                 origin_key, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(id.to_string())
+        .bind(user.to_string())
+        .bind(project.to_string())
+        .bind(core.state.as_str())
+        .bind(serde_json::to_string(&core)?)
+        .bind(&new.description)
+        .bind(&new.repo)
+        .bind(&new.origin_key)
+        .bind(now.as_millis())
+        .execute(self.conn())
+        .await?;
+        let task = fetch_task(self.conn(), None, id)
+            .await?
+            .ok_or(StoreError::NotFound("task"))?;
+        Ok((task, true))
+    }
+
+    /// Reads a task inside the transaction.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn task(&mut self, user: Option<UserId>, id: TaskId) -> Result<Option<Task>> {
+        fetch_task(self.conn(), user, id).await
+    }
+
+    /// Writes every mutable field of `task`, provided nobody saved it since it was read
+    /// (its `version`). Returns the task as stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the task changed meanwhile.
+    pub async fn save_task(&mut self, task: &Task, now: Timestamp) -> Result<Task> {
+        let answers = task
+            .answers
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?;
+        let n = sqlx::query(
+            "UPDATE tasks SET state = $1, core = $2, branch = $3, questions = $4, answers = $5, \
+                 plan = $6, session_id = $7, cost_usd = $8, input_tokens = $9, output_tokens = $10, \
+                 error = $11, updated_at = $12, version = version + 1 \
+             WHERE id = $13 AND version = $14",
+        )
+        .bind(task.core.state.as_str())
+        .bind(serde_json::to_string(&task.core)?)
+        .bind(&task.branch)
+        .bind(serde_json::to_string(&task.questions)?)
+        .bind(answers)
+        .bind(&task.plan)
+        .bind(&task.session_id)
+        .bind(task.cost_usd)
+        .bind(task.input_tokens)
+        .bind(task.output_tokens)
+        .bind(&task.error)
+        .bind(now.as_millis())
+        .bind(task.id.to_string())
+        .bind(task.version)
+        .execute(self.conn())
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Err(StoreError::Conflict(format!(
+                "task {} changed concurrently",
+                task.id
+            )));
+        }
+        fetch_task(self.conn(), None, task.id)
+            .await?
+            .ok_or(StoreError::NotFound("task"))
+    }
+}
+
+impl Store {
+    /// One of the user's tasks (`None` for another user's).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn task(&self, user: UserId, id: TaskId) -> Result<Option<Task>> {
+        let mut conn = self.pool().acquire().await?;
+        fetch_task(&mut conn, Some(user), id).await
+    }
+
+    /// A task by id regardless of owner (for workers and jobs).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn task_any_user(&self, id: TaskId) -> Result<Option<(UserId, Task)>> {
+        let row = sqlx::query(&format!("SELECT {COLS} FROM tasks WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(row) => {
+                let user = parse(&row.try_get::<String, _>("user_id")?, "user id")?;
+                Ok(Some((user, task_from_row(&row)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The user's tasks, newest first; optionally only those in `states`.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn tasks(&self, user: UserId, states: &[TaskState], limit: i64) -> Result<Vec<Task>> {
+        let filter = if states.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 3)).collect();
+            format!("AND state IN ({})", list.join(", "))
+        };
+        let sql = format!(
+            "SELECT {COLS} FROM tasks WHERE user_id = $1 {filter} \
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let mut q = sqlx::query(&sql).bind(user.to_string()).bind(limit);
+        for s in states {
+            q = q.bind(s.as_str());
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        rows.iter().map(task_from_row).collect()
+    }
+}

@@ -1,0 +1,816 @@
+//! Every storage function, run against SQLite and PostgreSQL.
+
+use mainloop_domain::chat::{ContentBlock, Role};
+use mainloop_domain::event::EventName;
+use mainloop_domain::inbox::InboxKind;
+use mainloop_domain::records::MessageKind;
+use mainloop_domain::task::{TaskEvent, TaskState, transition};
+use mainloop_domain::{EventId, MessageId, Timestamp, UserId};
+use mainloop_store::{
+    JobState, NewJob, NewMessage, NewTask, Store, StoreError, StoreOptions, TokenKind,
+};
+use serde_json::json;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + ms)
+}
+
+async fn sqlite_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/test.db", dir.path().display());
+    (
+        Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap(),
+        dir,
+    )
+}
+
+async fn pg_store() -> (Store, ()) {
+    let url = mainloop_testpg::fresh_database_url().await.unwrap();
+    (
+        Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap(),
+        (),
+    )
+}
+
+/// Runs each named test once per backend.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let (store, _dir) = super::sqlite_store().await;
+                    super::$name(store).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let (store, _guard) = super::pg_store().await;
+                    super::$name(store).await;
+                }
+            }
+        )*
+    };
+}
+
+both_backends!(
+    users_and_tokens,
+    events_are_ordered_per_user_and_notify_after_commit,
+    rollback_writes_nothing,
+    jobs_are_keyed_leased_retried_and_laned,
+    concurrent_claims_take_each_job_once,
+    concurrent_event_appends_stay_strictly_increasing,
+    projects_and_tasks,
+    inbox_order_resolution_and_isolation,
+    messages_thread_order_paging_and_summary,
+    tool_calls_are_recorded_once,
+    migrations_are_idempotent,
+);
+
+async fn user(store: &Store, name: &str) -> UserId {
+    let mut tx = store.begin().await.unwrap();
+    let u = tx.create_user(name, false, at(0)).await.unwrap();
+    tx.commit().await.unwrap();
+    u.id
+}
+
+async fn users_and_tokens(store: Store) {
+    assert!(store.owner().await.unwrap().is_none());
+    let mut tx = store.begin().await.unwrap();
+    let owner = tx.create_user("ada", true, at(0)).await.unwrap();
+    let bob = tx.create_user("bob", false, at(1)).await.unwrap();
+    tx.insert_token("h-api", owner.id, TokenKind::Api, None, at(0))
+        .await
+        .unwrap();
+    tx.insert_token("h-sess", bob.id, TokenKind::Session, Some(at(100)), at(0))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = store.begin().await.unwrap();
+    let dup = tx.create_user("ada", false, at(2)).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+    drop(tx);
+
+    assert_eq!(store.owner().await.unwrap().unwrap(), owner);
+    assert_eq!(
+        store.users().await.unwrap(),
+        vec![owner.clone(), bob.clone()]
+    );
+    assert_eq!(store.user_by_name("bob").await.unwrap().unwrap().id, bob.id);
+    assert_eq!(store.user(bob.id).await.unwrap().unwrap().name, "bob");
+    assert!(store.user_by_name("eve").await.unwrap().is_none());
+
+    let found = store
+        .user_for_token("h-api", TokenKind::Api, at(5))
+        .await
+        .unwrap();
+    assert_eq!(found.unwrap().id, owner.id);
+    // Wrong kind, unknown hash and expiry all fail closed.
+    assert!(
+        store
+            .user_for_token("h-api", TokenKind::Session, at(5))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .user_for_token("nope", TokenKind::Api, at(5))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .user_for_token("h-sess", TokenKind::Session, at(99))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .user_for_token("h-sess", TokenKind::Session, at(100))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert_eq!(store.purge_expired_tokens(at(200)).await.unwrap(), 1);
+    assert!(store.delete_token("h-api").await.unwrap());
+    assert!(!store.delete_token("h-api").await.unwrap());
+    assert!(
+        store
+            .user_for_token("h-api", TokenKind::Api, at(5))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn events_are_ordered_per_user_and_notify_after_commit(store: Store) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let mut rx = store.subscribe_events();
+    let before = *rx.borrow_and_update();
+
+    let mut tx = store.begin().await.unwrap();
+    let e1 = tx
+        .append_event(a, EventName::ChatMessage, &json!({"n": 1}), at(1))
+        .await
+        .unwrap();
+    let e2 = tx
+        .append_event(b, EventName::TaskUpdated, &json!({"n": 2}), at(2))
+        .await
+        .unwrap();
+    let e3 = tx
+        .append_event(a, EventName::ChatDelta, &json!({"n": 3}), at(3))
+        .await
+        .unwrap();
+    assert!(e1 < e2 && e2 < e3);
+    assert!(!rx.has_changed().unwrap(), "no wake-up before commit");
+    tx.commit().await.unwrap();
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(*rx.borrow_and_update(), e3);
+    assert!(e1 > before);
+
+    let mine = store.events_after(a, EventId(0), 100).await.unwrap();
+    assert_eq!(mine.iter().map(|e| e.id).collect::<Vec<_>>(), vec![e1, e3]);
+    assert_eq!(mine[0].payload, json!({"n": 1}));
+    assert_eq!(mine[0].name, EventName::ChatMessage);
+    assert_eq!(mine[0].user_id, a);
+    assert_eq!(store.events_after(a, e1, 100).await.unwrap().len(), 1);
+    assert_eq!(store.events_after(a, e1, 0).await.unwrap().len(), 0);
+    assert_eq!(store.all_events_after(e1, 100).await.unwrap().len(), 2);
+    assert_eq!(store.latest_event_id().await.unwrap(), e3);
+
+    // Old deltas can be pruned; messages and other events stay.
+    assert_eq!(store.prune_deltas(at(10)).await.unwrap(), 1);
+    assert_eq!(
+        store.events_after(a, EventId(0), 100).await.unwrap().len(),
+        1
+    );
+    // Ids never go backwards, even after pruning.
+    let mut tx = store.begin().await.unwrap();
+    let e4 = tx
+        .append_event(a, EventName::InboxUpdated, &json!({}), at(4))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(e4 > e3);
+}
+
+async fn rollback_writes_nothing(store: Store) {
+    let a = user(&store, "a").await;
+    let latest = store.latest_event_id().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.append_event(a, EventName::ChatMessage, &json!({}), at(1))
+        .await
+        .unwrap();
+    tx.insert_message(a, &text_message(Role::User, "lost", None), at(1))
+        .await
+        .unwrap();
+    tx.enqueue(&job("k-lost", None, 0), at(1)).await.unwrap();
+    drop(tx);
+    assert_eq!(store.latest_event_id().await.unwrap(), latest);
+    assert_eq!(store.count_messages(a).await.unwrap(), 0);
+    assert!(store.job_by_key("k-lost").await.unwrap().is_none());
+}
+
+fn job(key: &str, lane: Option<&str>, run_after: i64) -> NewJob {
+    NewJob {
+        key: key.into(),
+        kind: "test".into(),
+        user_id: None,
+        lane: lane.map(str::to_owned),
+        payload: json!({"key": key}),
+        run_after: at(run_after),
+    }
+}
+
+async fn jobs_are_keyed_leased_retried_and_laned(store: Store) {
+    let kinds = ["test"];
+    let mut tx = store.begin().await.unwrap();
+    let id1 = tx
+        .enqueue(&job("j1", Some("lane"), 0), at(0))
+        .await
+        .unwrap();
+    assert!(id1.is_some());
+    assert_eq!(
+        tx.enqueue(&job("j1", Some("lane"), 0), at(0))
+            .await
+            .unwrap(),
+        None,
+        "same key"
+    );
+    tx.enqueue(&job("j2", Some("lane"), 0), at(0))
+        .await
+        .unwrap()
+        .unwrap();
+    tx.enqueue(&job("later", None, 1_000), at(0))
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(at(0)));
+
+    // Other kinds are not claimed.
+    assert!(
+        store
+            .claim_job(&["other"], "w", at(60), at(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .claim_job(&[], "w", at(60), at(1))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let j1 = store
+        .claim_job(&kinds, "w1", at(60), at(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j1.key, "j1");
+    assert_eq!(j1.state, JobState::Running);
+    assert_eq!(j1.attempts, 1);
+    assert_eq!(j1.payload, json!({"key": "j1"}));
+    // j2 shares j1's lane and waits; "later" is not due.
+    assert!(
+        store
+            .claim_job(&kinds, "w2", at(60), at(2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A failed attempt with retry goes back to pending at the given time.
+    assert!(
+        store
+            .fail_job(j1.id, "w1", "boom", Some(at(10)), at(3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .fail_job(j1.id, "w1", "again", None, at(3))
+            .await
+            .unwrap(),
+        "lease gone"
+    );
+    assert!(
+        store
+            .claim_job(&kinds, "w2", at(60), at(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "lane blocked by j1 retry"
+    );
+    let again = store
+        .claim_job(&kinds, "w2", at(60), at(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.key.as_str(), again.attempts), ("j1", 2));
+    assert_eq!(again.last_error.as_deref(), Some("boom"));
+
+    // The lease expires: another worker reclaims it; the old owner can no longer finish.
+    let stolen = store
+        .claim_job(&kinds, "w3", at(200), at(61))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stolen.key.as_str(), stolen.attempts), ("j1", 3));
+    assert!(!store.complete_job(stolen.id, "w2", at(62)).await.unwrap());
+    assert!(!store.extend_lease(stolen.id, "w2", at(300)).await.unwrap());
+    assert!(store.extend_lease(stolen.id, "w3", at(300)).await.unwrap());
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.complete_job(stolen.id, "w3", at(63)).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store.job_by_key("j1").await.unwrap().unwrap().state,
+        JobState::Done
+    );
+
+    // Now j2 runs; a permanent failure ends it.
+    let j2 = store
+        .claim_job(&kinds, "w1", at(200), at(64))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j2.key, "j2");
+    assert!(
+        store
+            .fail_job(j2.id, "w1", "fatal", None, at(65))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.job_by_key("j2").await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+    assert_eq!(store.count_jobs(JobState::Failed).await.unwrap(), 1);
+
+    // Reclaiming after a crash.
+    let later = store
+        .claim_job(&kinds, "w1", at(5_000), at(1_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.reclaim_expired(at(1_001)).await.unwrap(), 0);
+    assert_eq!(store.reclaim_expired(at(5_001)).await.unwrap(), 1);
+    let later = store
+        .claim_job(&kinds, "w1", at(9_000), at(5_002))
+        .await
+        .unwrap()
+        .unwrap_or(later);
+    assert_eq!(later.key, "later");
+    assert_eq!(store.reclaim_all_running().await.unwrap(), 1);
+    assert_eq!(
+        store.job_by_key("later").await.unwrap().unwrap().state,
+        JobState::Pending
+    );
+    assert_eq!(store.count_jobs(JobState::Pending).await.unwrap(), 1);
+}
+
+async fn concurrent_claims_take_each_job_once(store: Store) {
+    let mut tx = store.begin().await.unwrap();
+    for i in 0..40 {
+        tx.enqueue(&job(&format!("c{i}"), None, 0), at(0))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                match store
+                    .claim_job(&["test"], &format!("w{w}"), at(60_000), at(1))
+                    .await
+                {
+                    Ok(Some(j)) => got.push(j.key),
+                    Ok(None) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort();
+    all.dedup();
+    // Under PostgreSQL a claimer that loses a race sees nothing and stops early, so a
+    // second sweep picks up any leftovers; what matters is that no job is taken twice.
+    while let Some(j) = store
+        .claim_job(&["test"], "sweep", at(60_000), at(1))
+        .await
+        .unwrap()
+    {
+        assert!(!all.contains(&j.key));
+        all.push(j.key);
+    }
+    assert_eq!(all.len(), 40);
+    assert_eq!(store.count_jobs(JobState::Running).await.unwrap(), 40);
+}
+
+async fn concurrent_event_appends_stay_strictly_increasing(store: Store) {
+    let a = user(&store, "a").await;
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..10 {
+                let mut tx = store.begin().await.unwrap();
+                tx.append_event(a, EventName::TaskOutput, &json!({"w": w, "i": i}), at(i))
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    // A reader paging by cursor while writers run must see every event exactly once.
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = EventId(0);
+            while seen.len() < 80 {
+                for e in store.events_after(a, cursor, 7).await.unwrap() {
+                    cursor = e.id;
+                    seen.push(e.id);
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    for h in handles {
+        h.await.unwrap();
+    }
+    let seen = reader.await.unwrap();
+    assert_eq!(seen.len(), 80);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+}
+
+fn new_task(desc: &str, origin: Option<&str>) -> NewTask {
+    NewTask {
+        description: desc.into(),
+        repo: "/src/app".into(),
+        skip_plan: false,
+        max_check_rounds: 3,
+        origin_key: origin.map(str::to_owned),
+    }
+}
+
+async fn projects_and_tasks(store: Store) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let mut tx = store.begin().await.unwrap();
+    let p = tx.upsert_project(a, "/src/app", at(0)).await.unwrap();
+    let p_again = tx.upsert_project(a, "/src/app", at(5)).await.unwrap();
+    assert_eq!(p, p_again);
+    assert_eq!(p.name, "app");
+    let pb = tx.upsert_project(b, "/src/app", at(0)).await.unwrap();
+    assert_ne!(p.id, pb.id, "projects are per user");
+    let (t1, created) = tx
+        .insert_task(a, p.id, &new_task("first", Some("toolu_1")), at(1))
+        .await
+        .unwrap();
+    assert!(created);
+    let (t1_again, created) = tx
+        .insert_task(a, p.id, &new_task("dup", Some("toolu_1")), at(2))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(t1_again.id, t1.id);
+    let (t2, _) = tx
+        .insert_task(a, p.id, &new_task("second", None), at(3))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(t1.state, TaskState::Queued);
+    assert_eq!(t1.description, "first");
+    assert_eq!(t1.cost_usd, 0.0);
+    assert_eq!(store.projects(a).await.unwrap(), vec![p.clone()]);
+    assert_eq!(store.project(a, p.id).await.unwrap().unwrap(), p);
+    assert!(store.project(b, p.id).await.unwrap().is_none());
+
+    // Save through the state machine; a stale save is refused.
+    let step = transition(&t1.core, TaskEvent::SlotGranted).unwrap();
+    let mut changed = t1.clone();
+    changed.core = step.core;
+    changed.state = changed.core.state;
+    changed.plan = Some("# plan".into());
+    changed.cost_usd = 0.25;
+    changed.branch = Some("mainloop/x".into());
+    let mut tx = store.begin().await.unwrap();
+    let saved = tx.save_task(&changed, at(10)).await.unwrap();
+    assert_eq!(saved.version, t1.version + 1);
+    let stale = tx.save_task(&changed, at(11)).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    tx.commit().await.unwrap();
+
+    let got = store.task(a, t1.id).await.unwrap().unwrap();
+    assert_eq!(got.state, TaskState::Planning);
+    assert_eq!(got.plan.as_deref(), Some("# plan"));
+    assert_eq!(got.cost_usd, 0.25);
+    assert_eq!(got.updated_at, at(10));
+    assert!(
+        store.task(b, t1.id).await.unwrap().is_none(),
+        "not b's task"
+    );
+    assert_eq!(store.task_any_user(t1.id).await.unwrap().unwrap().0, a);
+
+    let all = store.tasks(a, &[], 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![t2.id, t1.id]
+    );
+    let planning = store.tasks(a, &[TaskState::Planning], 10).await.unwrap();
+    assert_eq!(planning.len(), 1);
+    let some = store
+        .tasks(a, &[TaskState::Planning, TaskState::Queued], 1)
+        .await
+        .unwrap();
+    assert_eq!(some.len(), 1);
+    assert!(store.tasks(b, &[], 10).await.unwrap().is_empty());
+}
+
+async fn inbox_order_resolution_and_isolation(store: Store) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let mut tx = store.begin().await.unwrap();
+    let p = tx.upsert_project(a, "/r", at(0)).await.unwrap();
+    let (t, _) = tx
+        .insert_task(a, p.id, &new_task("t", None), at(0))
+        .await
+        .unwrap();
+    let review = tx
+        .open_inbox_item(a, Some(t.id), InboxKind::Review, "R", "diff", at(1))
+        .await
+        .unwrap();
+    let failed = tx
+        .open_inbox_item(a, None, InboxKind::Failed, "F", "x", at(0))
+        .await
+        .unwrap();
+    let q_new = tx
+        .open_inbox_item(a, Some(t.id), InboxKind::Question, "Q2", "?", at(5))
+        .await
+        .unwrap();
+    let q_old = tx
+        .open_inbox_item(a, None, InboxKind::Question, "Q1", "?", at(2))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let order: Vec<_> = store
+        .inbox(a, 100, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(order, vec![q_old.id, q_new.id, review.id, failed.id]);
+    assert_eq!(store.count_needs_you(a).await.unwrap(), 3);
+    assert!(store.inbox(b, 100, 10).await.unwrap().is_empty());
+    assert_eq!(store.inbox(a, 2, 0).await.unwrap().len(), 2);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.set_inbox_read(b, review.id, true)
+            .await
+            .unwrap()
+            .is_none(),
+        "not b's"
+    );
+    let read = tx
+        .set_inbox_read(a, review.id, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(read.read);
+    let resolved = tx.resolve_task_inbox(t.id, at(9)).await.unwrap();
+    assert_eq!(resolved.len(), 2);
+    assert!(resolved.iter().all(|i| i.resolved_at == Some(at(9))));
+    assert!(
+        tx.resolve_task_inbox(t.id, at(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit().await.unwrap();
+
+    assert!(store.open_items_for_task(t.id).await.unwrap().is_empty());
+    let items = store.inbox(a, 100, 10).await.unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(items.iter().filter(|i| i.resolved_at.is_none()).count(), 2);
+    assert!(
+        items[2].resolved_at.is_some(),
+        "resolved items come after open ones"
+    );
+    assert_eq!(store.count_needs_you(a).await.unwrap(), 1);
+}
+
+fn text_message(role: Role, text: &str, turn: Option<MessageId>) -> NewMessage {
+    NewMessage {
+        role,
+        kind: MessageKind::Text,
+        content: vec![ContentBlock::text(text)],
+        turn_id: turn,
+        task_id: None,
+    }
+}
+
+async fn messages_thread_order_paging_and_summary(store: Store) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let mut tx = store.begin().await.unwrap();
+    let m1 = tx
+        .insert_message(a, &text_message(Role::User, "one", None), at(1))
+        .await
+        .unwrap();
+    let m2 = tx
+        .insert_message(a, &text_message(Role::User, "two", None), at(2))
+        .await
+        .unwrap();
+    // m1's reply is stored after m2 but belongs right after m1.
+    let exact = json!([
+        {"type": "text", "text": "reply one", "citations": null},
+        {"type": "tool_use", "id": "toolu_9", "name": "list_tasks", "input": {}}
+    ]);
+    let r1 = tx
+        .insert_message(
+            a,
+            &NewMessage {
+                role: Role::Assistant,
+                kind: MessageKind::Text,
+                content: serde_json::from_value(exact.clone()).unwrap(),
+                turn_id: Some(m1.id),
+                task_id: None,
+            },
+            at(3),
+        )
+        .await
+        .unwrap();
+    let tr = tx
+        .insert_message(
+            a,
+            &NewMessage {
+                role: Role::User,
+                kind: MessageKind::ToolResult,
+                content: vec![ContentBlock::tool_result("toolu_9", "[]", false)],
+                turn_id: Some(m1.id),
+                task_id: None,
+            },
+            at(4),
+        )
+        .await
+        .unwrap();
+    let ev = tx
+        .insert_message(a, &text_message(Role::Event, "task done", None), at(5))
+        .await
+        .unwrap();
+    tx.insert_message(b, &text_message(Role::User, "b's", None), at(5))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!((m1.seq, m2.seq, r1.seq, tr.seq, ev.seq), (1, 2, 3, 4, 5));
+    assert_eq!(r1.thread_pos, m1.thread_pos);
+    assert_eq!(r1.text, "reply one");
+    assert_eq!(
+        serde_json::to_value(&r1.content).unwrap(),
+        exact,
+        "stored exactly"
+    );
+
+    let (page, more) = store.messages_page(a, None, 10, false).await.unwrap();
+    assert!(!more);
+    assert_eq!(
+        page.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![m1.id, r1.id, m2.id, ev.id]
+    );
+    let (page, _) = store.messages_page(a, None, 10, true).await.unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![m1.id, r1.id, tr.id, m2.id, ev.id]
+    );
+    let (page, more) = store.messages_page(a, None, 2, false).await.unwrap();
+    assert!(more);
+    assert_eq!(
+        page.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![m2.id, ev.id]
+    );
+    let (page, more) = store.messages_page(a, Some(m2.id), 2, false).await.unwrap();
+    assert!(!more);
+    assert_eq!(
+        page.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![m1.id, r1.id]
+    );
+    assert!(matches!(
+        store.messages_page(b, Some(m2.id), 2, false).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let turn = store.turn_messages(a, m1.id).await.unwrap();
+    assert_eq!(
+        turn.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![r1.id, tr.id]
+    );
+    let ctx = store.context_messages(a, m1.thread_pos).await.unwrap();
+    assert_eq!(
+        ctx.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![m1.id, r1.id, tr.id]
+    );
+    assert_eq!(
+        store.message(a, ev.id).await.unwrap().unwrap().role,
+        Role::Event
+    );
+    assert!(store.message(b, ev.id).await.unwrap().is_none());
+
+    // Fold the first exchange; a second fold of the same message is refused.
+    assert!(store.latest_summary(a).await.unwrap().is_none());
+    let mut tx = store.begin().await.unwrap();
+    let s = tx
+        .insert_summary(a, "talked about one", &[m1.id, r1.id, tr.id], at(6))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.message_count, 3);
+    let mut tx = store.begin().await.unwrap();
+    assert!(matches!(
+        tx.insert_summary(a, "again", &[m1.id], at(7)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    drop(tx);
+    assert_eq!(store.latest_summary(a).await.unwrap().unwrap(), s);
+    let ctx = store.context_messages(a, i64::MAX).await.unwrap();
+    assert_eq!(
+        ctx.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![m2.id, ev.id]
+    );
+    // Folded messages stay stored and retrievable.
+    assert_eq!(store.count_messages(a).await.unwrap(), 5);
+    assert_eq!(
+        store.message(a, m1.id).await.unwrap().unwrap().summary_id,
+        Some(s.id)
+    );
+}
+
+async fn tool_calls_are_recorded_once(store: Store) {
+    let a = user(&store, "a").await;
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.tool_call("toolu_1").await.unwrap().is_none());
+    tx.record_tool_call(a, "toolu_1", "spawn_task", "{\"ok\":1}", false, at(1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.tool_call("toolu_1").await.unwrap(),
+        Some(("{\"ok\":1}".into(), false))
+    );
+    assert!(matches!(
+        tx.record_tool_call(a, "toolu_1", "spawn_task", "x", true, at(2))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn migrations_are_idempotent(store: Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+}
+
+#[test]
+fn unsupported_urls_are_refused() {
+    use mainloop_store::Backend;
+    assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+    assert_eq!(
+        Backend::from_url("postgres://u@h/db").unwrap(),
+        Backend::Postgres
+    );
+    assert_eq!(
+        Backend::from_url("postgresql://u@h/db").unwrap(),
+        Backend::Postgres
+    );
+    let err = Backend::from_url("mysql://root:secret@h/db").unwrap_err();
+    assert!(!err.to_string().contains("secret"));
+}

@@ -1,0 +1,83 @@
+//! Throwaway PostgreSQL for tests: a fresh, empty database per call, on a private cluster
+//! started once per test process (or on the server named by `TEST_DATABASE_URL`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mainloop_testpg::TestPgError> {
+//! let url = mainloop_testpg::fresh_database_url().await?;
+//! // connect with sqlx, run migrations, test away; the cluster vanishes when the process exits
+//! # Ok(()) }
+//! ```
+
+mod cluster;
+mod error;
+mod url;
+
+pub use error::TestPgError;
+
+use sqlx::{Connection, Executor, PgConnection};
+use tokio::sync::OnceCell;
+
+/// The process-wide private cluster. Only the port is kept: every `#[tokio::test]` has its own
+/// runtime, and a pool created on one runtime breaks once that runtime is gone.
+static CLUSTER: OnceCell<cluster::Cluster> = OnceCell::const_new();
+
+/// Environment variable naming an existing server to use instead of a private cluster.
+const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
+
+/// Returns a connection URL for a fresh, empty database, unique per call.
+///
+/// If `TEST_DATABASE_URL` is set (`postgres://user:pw@host:port/anydb`), creates a new database
+/// `mainloop_test_<random>` on that server and returns its URL. Otherwise starts (once per
+/// process, lazily, thread-safe) a private PostgreSQL cluster and creates a new database in it.
+///
+/// Databases are never dropped: the private cluster is deleted wholesale when the process
+/// exits, and on a shared server they are left for inspection.
+pub async fn fresh_database_url() -> Result<String, TestPgError> {
+    let server_url = match std::env::var(TEST_DATABASE_URL) {
+        Ok(url) if !url.trim().is_empty() => url,
+        Ok(_) | Err(std::env::VarError::NotPresent) => private_cluster().await?.admin_url(),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(TestPgError::BadUrl {
+                url: "<not UTF-8>".to_owned(),
+                reason: "not valid UTF-8",
+            });
+        }
+    };
+    create_database(&server_url).await
+}
+
+async fn private_cluster() -> Result<&'static cluster::Cluster, TestPgError> {
+    // If start fails the cell stays empty, so a later test retries and reports its own error
+    // instead of every test failing with a stale one.
+    CLUSTER
+        .get_or_try_init(|| async {
+            tokio::task::spawn_blocking(cluster::Cluster::start)
+                .await
+                .map_err(|e| TestPgError::StartTask(e.to_string()))?
+        })
+        .await
+}
+
+async fn create_database(server_url: &str) -> Result<String, TestPgError> {
+    let name = format!("mainloop_test_{:032x}", rand::random::<u128>());
+    // Validate the URL before connecting so a malformed one gets the clearer message.
+    let db_url = url::with_database(server_url, &name)?;
+    let sql_error = |action: &str| {
+        let url = url::redact(server_url);
+        let action = action.to_owned();
+        move |source| TestPgError::Sql {
+            action,
+            url,
+            source,
+        }
+    };
+    let mut conn = PgConnection::connect(server_url)
+        .await
+        .map_err(sql_error("connect"))?;
+    conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+        .await
+        .map_err(sql_error(&format!("create database {name}")))?;
+    // Best effort: the database exists either way and the server reaps the session.
+    let _ = conn.close().await;
+    Ok(db_url)
+}
