@@ -303,10 +303,12 @@ pub fn plan_compaction(
         remaining -= entry.tokens;
     }
     // Folding everything before the current turn is also a boundary.
-    if let Some(k) = entries.iter().position(|e| e.in_current_turn) {
-        if k > 0 {
-            best = Some(k);
-        }
+    if let Some(k) = entries
+        .iter()
+        .position(|e| e.in_current_turn)
+        .filter(|k| *k > 0)
+    {
+        best = Some(k);
     }
     best
 }

@@ -1,4 +1,5 @@
 //! Every storage function, run against SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mainloop_domain::chat::{ContentBlock, Role};
 use mainloop_domain::event::EventName;

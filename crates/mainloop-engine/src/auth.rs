@@ -1,0 +1,156 @@
+//! Credentials: API tokens and browser sessions. Only SHA-256 hashes are stored, so a
+//! leaked database does not leak usable tokens.
+
+use crate::{Engine, Result, now};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mainloop_domain::Timestamp;
+use mainloop_domain::records::User;
+use mainloop_store::TokenKind;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Prefix of API tokens, so they are recognisable in secret scanners.
+pub const API_TOKEN_PREFIX: &str = "mlt_";
+const SESSION_PREFIX: &str = "mls_";
+
+/// A new random token with `prefix`: 256 bits from the OS generator.
+fn new_token(prefix: &str) -> String {
+    let mut bytes = [0_u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The stored form of a token.
+#[must_use]
+pub fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Engine {
+    /// Creates the owner and their first API token if there is no owner yet. Returns the
+    /// token only when it was created now (it is shown once).
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn ensure_owner(&self, name: &str) -> Result<(User, Option<String>)> {
+        if let Some(owner) = self.store().owner().await? {
+            return Ok((owner, None));
+        }
+        let (user, token) = self.create_user(name, true).await?;
+        Ok((user, Some(token)))
+    }
+
+    /// Creates a user with a fresh API token.
+    ///
+    /// # Errors
+    /// Conflict when the name is taken; invalid names.
+    pub async fn create_user(&self, name: &str, is_owner: bool) -> Result<(User, String)> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(crate::EngineError::Invalid(
+                "a user name is 1-64 characters of letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        let token = new_token(API_TOKEN_PREFIX);
+        let now = now();
+        let mut tx = self.store().begin().await?;
+        let user = tx.create_user(name, is_owner, now).await?;
+        tx.insert_token(&hash_token(&token), user.id, TokenKind::Api, None, now)
+            .await?;
+        tx.commit().await?;
+        Ok((user, token))
+    }
+
+    /// Issues another API token for an existing user.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn issue_api_token(&self, user: &User) -> Result<String> {
+        let token = new_token(API_TOKEN_PREFIX);
+        let mut tx = self.store().begin().await?;
+        tx.insert_token(&hash_token(&token), user.id, TokenKind::Api, None, now())
+            .await?;
+        tx.commit().await?;
+        Ok(token)
+    }
+
+    /// The user an API token belongs to.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<User>> {
+        Ok(self
+            .store()
+            .user_for_token(&hash_token(token), TokenKind::Api, now())
+            .await?)
+    }
+
+    /// Exchanges an API token for a browser session: `(user, session token, expiry)`.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn login(&self, token: &str) -> Result<Option<(User, String, Timestamp)>> {
+        let Some(user) = self.authenticate_token(token).await? else {
+            return Ok(None);
+        };
+        let session = new_token(SESSION_PREFIX);
+        let now = now();
+        let ttl_ms = i64::try_from(self.config().session_ttl.as_millis()).unwrap_or(i64::MAX);
+        let expires = now.plus_millis(ttl_ms);
+        let mut tx = self.store().begin().await?;
+        tx.insert_token(
+            &hash_token(&session),
+            user.id,
+            TokenKind::Session,
+            Some(expires),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some((user, session, expires)))
+    }
+
+    /// The user a session belongs to, if it has not expired.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn authenticate_session(&self, session: &str) -> Result<Option<User>> {
+        Ok(self
+            .store()
+            .user_for_token(&hash_token(session), TokenKind::Session, now())
+            .await?)
+    }
+
+    /// Ends a session.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn logout(&self, session: &str) -> Result<()> {
+        self.store().delete_token(&hash_token(session)).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_prefixed_and_hashed() {
+        let a = new_token(API_TOKEN_PREFIX);
+        let b = new_token(API_TOKEN_PREFIX);
+        assert_ne!(a, b);
+        assert!(a.starts_with(API_TOKEN_PREFIX));
+        assert_eq!(a.len(), 4 + 43);
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_eq!(hash_token(&a), hash_token(&a));
+        assert_ne!(hash_token(&a), hash_token(&b));
+    }
+}

@@ -1,0 +1,232 @@
+//! The job dispatcher: workers claim due jobs with a lease, keep the lease alive while
+//! the handler runs, and record success, retry with backoff, or final failure.
+
+use crate::{Engine, now};
+use futures::future::BoxFuture;
+use mainloop_domain::Timestamp;
+use mainloop_store::Job;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What a handler gets: the engine, the claimed job, and the lease owner id (needed to
+/// complete the job inside the handler's own transaction).
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    pub engine: Engine,
+    pub job: Job,
+    pub owner: String,
+}
+
+/// A failed job attempt.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct JobError {
+    pub message: String,
+    /// Worth another attempt later.
+    pub retryable: bool,
+    /// Wait at least this long before the next attempt.
+    pub retry_after: Option<Duration>,
+}
+
+impl JobError {
+    #[must_use]
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+            retry_after: None,
+        }
+    }
+
+    #[must_use]
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// Runs one kind of job. Must be idempotent: a job may run again after a crash.
+pub trait JobHandler: Send + Sync + std::fmt::Debug + 'static {
+    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>>;
+}
+
+pub(crate) struct Dispatcher {
+    engine: Engine,
+    owner: String,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(engine: Engine) -> Self {
+        let owner = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        Self { engine, owner }
+    }
+
+    pub(crate) fn spawn(self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+        let workers = self.engine.config().dispatcher_concurrency.max(1);
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let engine = self.engine.clone();
+            let owner = format!("{}/{i}", self.owner);
+            let shutdown = shutdown.clone();
+            handles.push(tokio::spawn(worker(engine, owner, shutdown)));
+        }
+        tokio::spawn(async move {
+            for h in handles {
+                if let Err(e) = h.await {
+                    tracing::error!(error = %e, "dispatcher worker ended abnormally");
+                }
+            }
+        })
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Exponential backoff with full jitter, capped.
+fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
+    let exp = base.saturating_mul(2_u32.saturating_pow(attempts.saturating_sub(1).min(20)));
+    let cap = exp.min(max);
+    let jitter = rand::random::<f64>();
+    cap.mul_f64(0.5 + jitter / 2.0)
+}
+
+async fn worker(engine: Engine, owner: String, shutdown: CancellationToken) {
+    let lease = engine.config().lease;
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let notified = engine.inner.jobs_ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let kinds = engine.handler_kinds();
+        let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+        let t = now();
+        match engine
+            .store()
+            .claim_job(&kinds, &owner, t.plus_millis(millis(lease)), t)
+            .await
+        {
+            Ok(Some(job)) => run_job(&engine, &owner, job, &shutdown).await,
+            Ok(None) => {
+                // Sleep until woken, until the next job is due, or a poll interval
+                // (another process may have enqueued work in a shared database).
+                let wait = match engine.store().next_due().await {
+                    Ok(Some(at)) => Duration::from_millis(
+                        u64::try_from(at.as_millis() - now().as_millis()).unwrap_or(0),
+                    )
+                    .clamp(Duration::from_millis(5), Duration::from_secs(1)),
+                    _ => Duration::from_secs(1),
+                };
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = &mut notified => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim jobs; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn run_job(engine: &Engine, owner: &str, job: Job, shutdown: &CancellationToken) {
+    let Some(handler) = engine.handler(&job.kind) else {
+        return;
+    };
+    let lease = engine.config().lease;
+    let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
+    let _enter = span.enter();
+    let ctx = JobContext {
+        engine: engine.clone(),
+        job: job.clone(),
+        owner: owner.to_owned(),
+    };
+    let run = handler.run(ctx);
+    let heartbeat = async {
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let until = now().plus_millis(millis(lease));
+            match engine.store().extend_lease(job.id, owner, until).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "could not extend a job lease"),
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = run => r,
+        () = heartbeat => {
+            tracing::warn!("lost the lease on a running job; abandoning this attempt");
+            return;
+        }
+        () = shutdown.cancelled() => {
+            // Left running: the next start (or lease expiry) hands it to a new worker.
+            return;
+        }
+    };
+    let t = now();
+    let outcome = match result {
+        Ok(()) => engine
+            .store()
+            .complete_job(job.id, owner, t)
+            .await
+            .map(|_| ()),
+        Err(err) => {
+            let cfg = engine.config();
+            let retry_at: Option<Timestamp> = (err.retryable && job.attempts < cfg.max_attempts)
+                .then(|| {
+                    let wait = err.retry_after.unwrap_or_default().max(backoff(
+                        cfg.backoff_base,
+                        cfg.backoff_max,
+                        job.attempts,
+                    ));
+                    t.plus_millis(millis(wait))
+                });
+            if retry_at.is_some() {
+                tracing::warn!(error = %err, "job attempt failed; will retry");
+            } else {
+                tracing::error!(error = %err, "job failed for good");
+            }
+            engine
+                .store()
+                .fail_job(job.id, owner, &err.message, retry_at, t)
+                .await
+                .map(|_| ())
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "could not record a job's outcome; its lease will expire and it will run again");
+    }
+    engine.wake_dispatcher();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for attempt in 1..30 {
+            let d = backoff(base, max, attempt);
+            assert!(d <= max, "{attempt}: {d:?}");
+        }
+        let first = backoff(base, max, 1);
+        assert!(first >= Duration::from_millis(50) && first <= base);
+        assert!(backoff(base, max, 5) >= Duration::from_millis(800));
+    }
+}

@@ -1,0 +1,190 @@
+//! mainloop's services, between the HTTP API and the store: the main-thread chat (turns
+//! run as durable jobs), task transitions with their transactional outbox, the job
+//! dispatcher, and the per-user event fan-out.
+//!
+//! The engine never picks adapters itself: the binary passes in the store and the model
+//! provider, and registers job handlers (agents, forges) from other crates.
+
+mod auth;
+mod chat;
+mod dispatcher;
+mod error;
+mod hub;
+mod tasks;
+mod tools;
+
+pub use auth::{API_TOKEN_PREFIX, hash_token};
+pub use chat::{CHAT_TURN_JOB, SYSTEM_PROMPT};
+pub use dispatcher::{JobContext, JobError, JobHandler};
+pub use error::{EngineError, Result};
+pub use tasks::{CreateTask, PlanAction, ReviewAction, TASK_JOB_PREFIX};
+
+use dispatcher::Dispatcher;
+use hub::Hub;
+use mainloop_domain::Timestamp;
+use mainloop_model::ModelProvider;
+use mainloop_store::Store;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The engine's settings (a slice of the binary's config).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub max_check_rounds: u32,
+    /// Context budget for the main thread, in estimated tokens.
+    pub context_budget_tokens: usize,
+    pub max_tokens: u32,
+    pub max_chat_chars: usize,
+    pub session_ttl: Duration,
+    pub dispatcher_concurrency: usize,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Reclaim every running job at start (single-process deployments).
+    pub reclaim_all_at_start: bool,
+    /// Tool-call rounds one chat turn may take before it is cut off.
+    pub max_tool_rounds: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_check_rounds: 3,
+            context_budget_tokens: 60_000,
+            max_tokens: 4096,
+            max_chat_chars: 100_000,
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            dispatcher_concurrency: 4,
+            lease: Duration::from_secs(60),
+            max_attempts: 8,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            reclaim_all_at_start: true,
+            max_tool_rounds: 16,
+        }
+    }
+}
+
+/// The current wall-clock time.
+#[must_use]
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default();
+    Timestamp::from_millis(ms)
+}
+
+/// The service layer. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    model: Option<Arc<dyn ModelProvider>>,
+    config: EngineConfig,
+    hub: Hub,
+    /// Wakes idle dispatcher workers when a job is enqueued in this process.
+    jobs_ready: Notify,
+    handlers: std::sync::RwLock<HashMap<String, Arc<dyn JobHandler>>>,
+}
+
+impl Engine {
+    #[must_use]
+    pub fn new(store: Store, model: Option<Arc<dyn ModelProvider>>, config: EngineConfig) -> Self {
+        let engine = Self {
+            inner: Arc::new(Inner {
+                hub: Hub::new(store.clone()),
+                store,
+                model,
+                config,
+                jobs_ready: Notify::new(),
+                handlers: std::sync::RwLock::new(HashMap::new()),
+            }),
+        };
+        engine.register_handler(CHAT_TURN_JOB, Arc::new(chat::ChatTurnHandler));
+        engine
+    }
+
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The configured model provider, if any.
+    #[must_use]
+    pub fn model(&self) -> Option<&Arc<dyn ModelProvider>> {
+        self.inner.model.as_ref()
+    }
+
+    /// Registers the handler for a job kind (e.g. the worker runtime's agent jobs).
+    /// Jobs of kinds without a handler wait in the queue.
+    pub fn register_handler(&self, kind: &str, handler: Arc<dyn JobHandler>) {
+        if let Ok(mut map) = self.inner.handlers.write() {
+            map.insert(kind.to_owned(), handler);
+        }
+        self.inner.jobs_ready.notify_waiters();
+    }
+
+    pub(crate) fn handler(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
+        self.inner.handlers.read().ok()?.get(kind).cloned()
+    }
+
+    pub(crate) fn handler_kinds(&self) -> Vec<String> {
+        self.inner
+            .handlers
+            .read()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Tells idle dispatcher workers that a job may be ready.
+    pub fn wake_dispatcher(&self) {
+        self.inner.jobs_ready.notify_waiters();
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    /// Starts the background work: event fan-out and the job dispatcher. Runs until
+    /// `shutdown` is cancelled; the returned handle finishes when everything stopped.
+    ///
+    /// # Errors
+    /// When reclaiming jobs left by a previous process fails.
+    pub async fn start(&self, shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>> {
+        let reclaimed = if self.config().reclaim_all_at_start {
+            self.store().reclaim_all_running().await?
+        } else {
+            self.store().reclaim_expired(now()).await?
+        };
+        if reclaimed > 0 {
+            tracing::info!(
+                reclaimed,
+                "resuming jobs left running by a previous process"
+            );
+        }
+        let hub = self.hub().spawn(shutdown.clone());
+        let dispatcher = Dispatcher::new(self.clone()).spawn(&shutdown);
+        Ok(tokio::spawn(async move {
+            if let Err(e) = hub.await {
+                tracing::error!(error = %e, "event fan-out stopped abnormally");
+            }
+            if let Err(e) = dispatcher.await {
+                tracing::error!(error = %e, "dispatcher stopped abnormally");
+            }
+        }))
+    }
+}

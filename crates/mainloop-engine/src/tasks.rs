@@ -1,0 +1,472 @@
+//! Tasks: creation, and every lifecycle change as one transaction that saves the new
+//! state, writes inbox items and worker updates, enqueues effect jobs, and appends the
+//! events that tell clients — all or nothing.
+
+use crate::{Engine, EngineError, Result, now};
+use mainloop_domain::chat::{ContentBlock, Role};
+use mainloop_domain::event::EventName;
+use mainloop_domain::inbox::{InboxKind, first_line};
+use mainloop_domain::question::{Answers, validate_answers};
+use mainloop_domain::records::{ChatMessage, InboxItem, MessageKind, Task};
+use mainloop_domain::task::{Announcement, Effect, TaskEvent, TaskState, transition};
+use mainloop_domain::{InboxItemId, TaskId, Timestamp, UserId};
+use mainloop_store::{NewJob, NewMessage, NewTask, Tx};
+use serde_json::json;
+
+/// Prefix of the job kinds task effects become (`task.run_agent`, `task.merge`, …).
+pub const TASK_JOB_PREFIX: &str = "task.";
+const MAX_DESCRIPTION: usize = 20_000;
+const MAX_REPO: usize = 2_048;
+const MAX_FEEDBACK: usize = 20_000;
+/// Attempts at a transition that lost an optimistic-concurrency race.
+const SAVE_ATTEMPTS: usize = 5;
+
+/// A task to spawn.
+#[derive(Clone, Debug)]
+pub struct CreateTask {
+    pub description: String,
+    pub repo: String,
+    pub skip_plan: bool,
+}
+
+impl CreateTask {
+    fn validate(&self) -> Result<()> {
+        let description = self.description.trim();
+        if description.is_empty() {
+            return Err(EngineError::Invalid("description must not be empty".into()));
+        }
+        if description.len() > MAX_DESCRIPTION {
+            return Err(EngineError::Invalid(format!(
+                "description is longer than {MAX_DESCRIPTION} bytes"
+            )));
+        }
+        let repo = self.repo.trim();
+        if repo.is_empty() {
+            return Err(EngineError::Invalid("repo must not be empty".into()));
+        }
+        if repo.len() > MAX_REPO || repo.chars().any(char::is_control) {
+            return Err(EngineError::Invalid(
+                "repo must be a path, URL or owner/name without control characters".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn effect_job_kind(effect: &Effect) -> Option<&'static str> {
+    Some(match effect {
+        Effect::RunAgent { .. } => "task.run_agent",
+        Effect::StopAgent => "task.stop_agent",
+        Effect::CommitWork => "task.commit",
+        Effect::RunChecks { .. } => "task.checks",
+        Effect::Merge => "task.merge",
+        Effect::ResolveInbox | Effect::OpenInbox { .. } | Effect::Announce(_) => return None,
+    })
+}
+
+fn announcement_text(task: &Task, a: &Announcement) -> String {
+    let what = first_line(&task.description, 80);
+    match a {
+        Announcement::Started => format!("Started: {what}"),
+        Announcement::QuestionsAsked { count } => {
+            let s = if *count == 1 { "" } else { "s" };
+            format!("{what} — {count} question{s} need your answer.")
+        }
+        Announcement::PlanReady => format!("{what} — a plan is ready for review."),
+        Announcement::ReadyForReview => format!("{what} — ready for review."),
+        Announcement::ChecksFailed { round } => {
+            format!("{what} — checks failed; the agent is fixing them (round {round}).")
+        }
+        Announcement::Merged => format!("{what} — merged."),
+        Announcement::Failed { reason } => format!("{what} — failed: {reason}"),
+        Announcement::Cancelled => format!("{what} — cancelled."),
+        Announcement::Retrying => format!("{what} — retrying."),
+    }
+}
+
+fn inbox_body(task: &Task, kind: InboxKind) -> String {
+    match kind {
+        InboxKind::Question => task
+            .questions
+            .iter()
+            .map(|q| {
+                let opts: Vec<String> = q
+                    .options
+                    .iter()
+                    .map(|o| format!("- {}: {}", o.label, o.description))
+                    .collect();
+                format!("{}\n{}", q.question, opts.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        InboxKind::PlanReview => task.plan.clone().unwrap_or_default(),
+        InboxKind::Review => format!("Branch {}", task.branch.as_deref().unwrap_or("(none)")),
+        InboxKind::Failed => task.error.clone().unwrap_or_default(),
+    }
+}
+
+/// Writes a worker update into the user's main thread, with its event.
+pub(crate) async fn post_event_message(
+    tx: &mut Tx,
+    user: UserId,
+    task: Option<TaskId>,
+    text: String,
+    at: Timestamp,
+) -> Result<ChatMessage> {
+    let msg = tx
+        .insert_message(
+            user,
+            &NewMessage {
+                role: Role::Event,
+                kind: MessageKind::Text,
+                content: vec![ContentBlock::text(text)],
+                turn_id: None,
+                task_id: task,
+            },
+            at,
+        )
+        .await?;
+    tx.append_event(
+        user,
+        EventName::ChatMessage,
+        &serde_json::to_value(&msg).map_err(internal)?,
+        at,
+    )
+    .await?;
+    Ok(msg)
+}
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(e.to_string())
+}
+
+async fn task_event(tx: &mut Tx, user: UserId, task: &Task, at: Timestamp) -> Result<()> {
+    tx.append_event(
+        user,
+        EventName::TaskUpdated,
+        &serde_json::to_value(task).map_err(internal)?,
+        at,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn inbox_event(tx: &mut Tx, user: UserId, item: &InboxItem, at: Timestamp) -> Result<()> {
+    tx.append_event(
+        user,
+        EventName::InboxUpdated,
+        &serde_json::to_value(item).map_err(internal)?,
+        at,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Creates a task inside `tx`: project, task row, worker update and events.
+/// With an `origin_key` already used, returns the existing task and writes nothing.
+pub(crate) async fn create_task_in(
+    tx: &mut Tx,
+    engine: &Engine,
+    user: UserId,
+    req: &CreateTask,
+    origin_key: Option<String>,
+    at: Timestamp,
+) -> Result<Task> {
+    req.validate()?;
+    let repo = req.repo.trim();
+    let project = tx.upsert_project(user, repo, at).await?;
+    let (task, created) = tx
+        .insert_task(
+            user,
+            project.id,
+            &NewTask {
+                description: req.description.trim().to_owned(),
+                repo: repo.to_owned(),
+                skip_plan: req.skip_plan,
+                max_check_rounds: engine.config().max_check_rounds,
+                origin_key,
+            },
+            at,
+        )
+        .await?;
+    if created {
+        let plan = if req.skip_plan {
+            " (skipping the plan)"
+        } else {
+            ""
+        };
+        let text = format!(
+            "Task created{plan}: {} — in {}",
+            first_line(&task.description, 80),
+            task.repo
+        );
+        post_event_message(tx, user, Some(task.id), text, at).await?;
+        task_event(tx, user, &task, at).await?;
+    }
+    Ok(task)
+}
+
+/// Applies a lifecycle event inside `tx`; see [`Engine::apply_task_event`].
+pub(crate) async fn apply_in(
+    tx: &mut Tx,
+    owner: UserId,
+    id: TaskId,
+    event: TaskEvent,
+    at: Timestamp,
+) -> Result<Task> {
+    let task = tx
+        .task(Some(owner), id)
+        .await?
+        .ok_or(EngineError::NotFound("task"))?;
+    if let TaskEvent::Answered(answers) = &event {
+        validate_answers(&task.questions, answers)?;
+    }
+    let step = transition(&task.core, event.clone())?;
+    let mut next = task.clone();
+    next.core = step.core;
+    next.state = next.core.state;
+    match &event {
+        TaskEvent::QuestionsAsked(qs) => {
+            next.questions.clone_from(qs);
+            next.answers = None;
+        }
+        TaskEvent::Answered(a) => next.answers = Some(a.clone()),
+        TaskEvent::PlanProposed(p) => next.plan = Some(p.clone()),
+        TaskEvent::RetryRequested => next.error = None,
+        _ => {}
+    }
+    for effect in &step.effects {
+        if let Effect::Announce(Announcement::Failed { reason }) = effect {
+            next.error = Some(reason.clone());
+        }
+    }
+    let saved = tx.save_task(&next, at).await?;
+    for (i, effect) in step.effects.iter().enumerate() {
+        match effect {
+            Effect::ResolveInbox => {
+                for item in tx.resolve_task_inbox(saved.id, at).await? {
+                    inbox_event(tx, owner, &item, at).await?;
+                }
+            }
+            Effect::OpenInbox { kind } => {
+                let item = tx
+                    .open_inbox_item(
+                        owner,
+                        Some(saved.id),
+                        *kind,
+                        &kind.title(&saved.description),
+                        &inbox_body(&saved, *kind),
+                        at,
+                    )
+                    .await?;
+                inbox_event(tx, owner, &item, at).await?;
+            }
+            Effect::Announce(a) => {
+                post_event_message(tx, owner, Some(saved.id), announcement_text(&saved, a), at)
+                    .await?;
+            }
+            other => {
+                if let Some(kind) = effect_job_kind(other) {
+                    tx.enqueue(
+                        &NewJob {
+                            key: format!("task:{}:v{}:{i}", saved.id, saved.version),
+                            kind: kind.to_owned(),
+                            user_id: Some(owner),
+                            lane: Some(format!("task:{}", saved.id)),
+                            payload: json!({"task_id": saved.id, "effect": other}),
+                            run_after: at,
+                        },
+                        at,
+                    )
+                    .await?;
+                }
+            }
+        }
+    }
+    task_event(tx, owner, &saved, at).await?;
+    Ok(saved)
+}
+
+impl Engine {
+    /// Spawns a task (from the API; the chat's `spawn_task` tool uses the same path).
+    ///
+    /// # Errors
+    /// Invalid input; storage failures.
+    pub async fn create_task(&self, user: UserId, req: &CreateTask) -> Result<Task> {
+        let at = now();
+        let mut tx = self.store().begin().await?;
+        let task = create_task_in(&mut tx, self, user, req, None, at).await?;
+        tx.commit().await?;
+        self.wake_dispatcher();
+        Ok(task)
+    }
+
+    /// Applies a lifecycle event to one of `user`'s tasks (or, with `None`, to any task —
+    /// for workers). Retries a few times when a concurrent change wins the race.
+    ///
+    /// # Errors
+    /// Not found; the state does not allow the event; invalid answers; storage failures.
+    pub async fn apply_task_event(
+        &self,
+        user: Option<UserId>,
+        id: TaskId,
+        event: TaskEvent,
+    ) -> Result<Task> {
+        let user = match user {
+            Some(u) => u,
+            None => {
+                self.store()
+                    .task_any_user(id)
+                    .await?
+                    .ok_or(EngineError::NotFound("task"))?
+                    .0
+            }
+        };
+        let mut last = None;
+        for _ in 0..SAVE_ATTEMPTS {
+            let at = now();
+            let mut tx = self.store().begin().await?;
+            match apply_in(&mut tx, user, id, event.clone(), at).await {
+                Ok(task) => {
+                    tx.commit().await?;
+                    self.wake_dispatcher();
+                    return Ok(task);
+                }
+                Err(EngineError::Conflict(m)) => last = Some(m),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EngineError::Conflict(last.unwrap_or_default()))
+    }
+
+    /// Answers a task's pending questions.
+    ///
+    /// # Errors
+    /// As [`Engine::apply_task_event`].
+    pub async fn answer_questions(
+        &self,
+        user: UserId,
+        id: TaskId,
+        answers: Answers,
+    ) -> Result<Task> {
+        self.apply_task_event(Some(user), id, TaskEvent::Answered(answers))
+            .await
+    }
+
+    /// Approves a plan, asks for a revision, or cancels.
+    ///
+    /// # Errors
+    /// Feedback missing or too long for a revision; otherwise as [`Engine::apply_task_event`].
+    pub async fn plan_action(&self, user: UserId, id: TaskId, action: PlanAction) -> Result<Task> {
+        let event = match action {
+            PlanAction::Approve => TaskEvent::PlanApproved,
+            PlanAction::Revise(feedback) => {
+                TaskEvent::PlanRevisionRequested(feedback_text(feedback)?)
+            }
+            PlanAction::Cancel => TaskEvent::CancelRequested,
+        };
+        self.apply_task_event(Some(user), id, event).await
+    }
+
+    /// Approves the work for merging, or asks for changes.
+    ///
+    /// # Errors
+    /// As [`Engine::plan_action`].
+    pub async fn review_action(
+        &self,
+        user: UserId,
+        id: TaskId,
+        action: ReviewAction,
+    ) -> Result<Task> {
+        let event = match action {
+            ReviewAction::Approve => TaskEvent::ReviewApproved,
+            ReviewAction::Changes(feedback) => {
+                TaskEvent::ChangesRequested(feedback_text(feedback)?)
+            }
+        };
+        self.apply_task_event(Some(user), id, event).await
+    }
+
+    /// One of `user`'s tasks.
+    ///
+    /// # Errors
+    /// Not found; storage failures.
+    pub async fn task(&self, user: UserId, id: TaskId) -> Result<Task> {
+        self.store()
+            .task(user, id)
+            .await?
+            .ok_or(EngineError::NotFound("task"))
+    }
+
+    /// `user`'s tasks, newest first, optionally only in `states`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn tasks(&self, user: UserId, states: &[TaskState], limit: i64) -> Result<Vec<Task>> {
+        Ok(self
+            .store()
+            .tasks(user, states, limit.clamp(1, 1000))
+            .await?)
+    }
+
+    /// `user`'s inbox: open items most urgent first, then recently resolved ones.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn inbox(&self, user: UserId, limit: i64, resolved: i64) -> Result<Vec<InboxItem>> {
+        Ok(self
+            .store()
+            .inbox(user, limit.clamp(1, 1000), resolved.clamp(0, 1000))
+            .await?)
+    }
+
+    /// Marks an inbox item read or unread.
+    ///
+    /// # Errors
+    /// Not found; storage failures.
+    pub async fn set_inbox_read(
+        &self,
+        user: UserId,
+        id: InboxItemId,
+        read: bool,
+    ) -> Result<InboxItem> {
+        let at = now();
+        let mut tx = self.store().begin().await?;
+        let item = tx
+            .set_inbox_read(user, id, read)
+            .await?
+            .ok_or(EngineError::NotFound("inbox item"))?;
+        inbox_event(&mut tx, user, &item, at).await?;
+        tx.commit().await?;
+        Ok(item)
+    }
+}
+
+/// What the human decided about a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanAction {
+    Approve,
+    Revise(Option<String>),
+    Cancel,
+}
+
+/// What the human decided about finished work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReviewAction {
+    Approve,
+    Changes(Option<String>),
+}
+
+fn feedback_text(feedback: Option<String>) -> Result<String> {
+    let text = feedback.unwrap_or_default();
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(EngineError::Invalid("feedback is required".into()));
+    }
+    if text.len() > MAX_FEEDBACK {
+        return Err(EngineError::Invalid(format!(
+            "feedback is longer than {MAX_FEEDBACK} bytes"
+        )));
+    }
+    Ok(text.to_owned())
+}

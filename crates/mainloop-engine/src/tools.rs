@@ -1,0 +1,211 @@
+//! The tools the main-thread model may call. Each call runs inside the transaction that
+//! records it under the model's `tool_use` id, so a replayed turn never repeats a side
+//! effect: it reads back the recorded result instead.
+
+use crate::tasks::{CreateTask, apply_in, create_task_in};
+use crate::{Engine, EngineError, Result};
+use mainloop_domain::task::{TaskEvent, TaskState};
+use mainloop_domain::{TaskId, Timestamp, UserId};
+use mainloop_model::ToolSpec;
+use mainloop_store::Tx;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The tool specs offered to the model.
+#[must_use]
+pub fn tool_specs() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: "spawn_task".into(),
+            description: "Spawn a worker: a coding agent that works on the task in its own \
+                          workspace (plan, questions, implementation, checks, review). Only call \
+                          this after the user has confirmed they want the worker."
+                .into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "description": {"type": "string", "description": "What the worker should do, with all the context it needs."},
+                    "repo": {"type": "string", "description": "The repository: a local path, a git URL, or owner/name."},
+                    "skip_plan": {"type": "boolean", "description": "Skip planning and implement straight away (only when the user asks for it)."}
+                },
+                "required": ["description", "repo"]
+            }),
+        },
+        ToolSpec {
+            name: "list_tasks".into(),
+            description: "List the user's tasks, newest first.".into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "state": {"type": "string", "description": "Only tasks in this state (queued, planning, waiting_answers, waiting_plan_review, implementing, checking, review, merged, failed, cancelled)."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 100}
+                }
+            }),
+        },
+        ToolSpec {
+            name: "get_task".into(),
+            description: "Get one task with its questions, plan, state and cost.".into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {"task_id": {"type": "string"}},
+                "required": ["task_id"]
+            }),
+        },
+        ToolSpec {
+            name: "cancel_task".into(),
+            description: "Cancel a task (stops its worker). Only when the user asks for it.".into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {"task_id": {"type": "string"}},
+                "required": ["task_id"]
+            }),
+        },
+    ]
+}
+
+#[derive(Deserialize)]
+struct SpawnInput {
+    description: String,
+    repo: String,
+    #[serde(default)]
+    skip_plan: bool,
+}
+
+#[derive(Deserialize)]
+struct ListInput {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct TaskInput {
+    task_id: String,
+}
+
+fn summary(task: &mainloop_domain::records::Task) -> Value {
+    json!({
+        "task_id": task.id,
+        "state": task.state,
+        "description": task.description,
+        "repo": task.repo,
+        "branch": task.branch,
+        "cost_usd": task.cost_usd,
+        "error": task.error,
+    })
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(input: &Value) -> std::result::Result<T, String> {
+    serde_json::from_value(input.clone()).map_err(|e| format!("invalid input: {e}"))
+}
+
+fn task_id(raw: &str) -> std::result::Result<TaskId, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a task id"))
+}
+
+/// Runs one tool call. The outer error is for storage failures (the turn is retried);
+/// anything the model did wrong comes back as an error result it can read.
+pub(crate) async fn execute(
+    tx: &mut Tx,
+    engine: &Engine,
+    user: UserId,
+    tool_use_id: &str,
+    name: &str,
+    input: &Value,
+    at: Timestamp,
+) -> Result<(String, bool)> {
+    let outcome: Result<std::result::Result<Value, String>> = match name {
+        "spawn_task" => match parse::<SpawnInput>(input) {
+            Ok(i) => {
+                let req = CreateTask {
+                    description: i.description,
+                    repo: i.repo,
+                    skip_plan: i.skip_plan,
+                };
+                create_task_in(
+                    tx,
+                    engine,
+                    user,
+                    &req,
+                    Some(format!("tool:{tool_use_id}")),
+                    at,
+                )
+                .await
+                .map(|t| Ok(summary(&t)))
+            }
+            Err(e) => Ok(Err(e)),
+        },
+        "list_tasks" => match parse::<ListInput>(input) {
+            Ok(i) => {
+                let states: std::result::Result<Vec<TaskState>, String> = i
+                    .state
+                    .iter()
+                    .map(|s| s.parse().map_err(|e| format!("{e}")))
+                    .collect();
+                match states {
+                    Ok(states) => engine
+                        .tasks(user, &states, i.limit.unwrap_or(20).clamp(1, 100))
+                        .await
+                        .map(|ts| Ok(json!({"tasks": ts.iter().map(summary).collect::<Vec<_>>()}))),
+                    Err(e) => Ok(Err(e)),
+                }
+            }
+            Err(e) => Ok(Err(e)),
+        },
+        "get_task" => match parse::<TaskInput>(input).and_then(|i| task_id(&i.task_id)) {
+            Ok(id) => match tx.task(Some(user), id).await {
+                Ok(Some(t)) => Ok(Ok(json!({
+                    "task": summary(&t),
+                    "questions": t.questions,
+                    "answers": t.answers,
+                    "plan": t.plan,
+                }))),
+                Ok(None) => Ok(Err(format!("no task {id}"))),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Ok(Err(e)),
+        },
+        "cancel_task" => match parse::<TaskInput>(input).and_then(|i| task_id(&i.task_id)) {
+            Ok(id) => apply_in(tx, user, id, TaskEvent::CancelRequested, at)
+                .await
+                .map(|t| Ok(summary(&t))),
+            Err(e) => Ok(Err(e)),
+        },
+        other => Ok(Err(format!("unknown tool '{other}'"))),
+    };
+    match outcome {
+        Ok(Ok(v)) => Ok((v.to_string(), false)),
+        Ok(Err(msg)) => Ok((msg, true)),
+        // The model's mistakes (a bad id, a task in the wrong state) are results it can
+        // act on; only storage trouble fails the turn.
+        Err(
+            e @ (EngineError::NotFound(_)
+            | EngineError::Invalid(_)
+            | EngineError::WrongState(_)
+            | EngineError::Answers(_)),
+        ) => Ok((e.to_string(), true)),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_task_keeps_its_public_shape() {
+        let specs = tool_specs();
+        let spawn = specs.iter().find(|s| s.name == "spawn_task").unwrap();
+        assert_eq!(
+            spawn.input_schema["required"],
+            json!(["description", "repo"])
+        );
+        assert!(spawn.input_schema["properties"]["skip_plan"].is_object());
+        let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["spawn_task", "list_tasks", "get_task", "cancel_task"]
+        );
+    }
+}
