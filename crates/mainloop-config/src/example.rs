@@ -1,0 +1,71 @@
+//! `EXAMPLE_TOML`: the documented sample `mainloop.toml`; tests keep it equal to the defaults.
+
+/// A complete, commented `mainloop.toml` listing every key with its default value.
+///
+/// Keys that are unset by default are shown commented out. Loading this file yields exactly
+/// the built-in defaults (a test enforces it, so this text cannot drift from the code).
+pub const EXAMPLE_TOML: &str = r#"# mainloop.toml — every setting with its default.
+#
+# Looked up at: --config PATH, else $MAINLOOP_CONFIG, else <data_dir>/mainloop.toml,
+# else ./mainloop.toml. Every key can also be set through the environment as
+# MAINLOOP_<KEY>, with nested keys joined by "__" (e.g. MAINLOOP_MODEL__NAME);
+# the environment wins over this file. Unknown keys are errors.
+
+# Where mainloop keeps its state (SQLite database, workspaces).
+# Default: the per-user data directory (~/.local/share/mainloop on Linux).
+# data_dir = "/home/you/.local/share/mainloop"
+
+# Address the HTTP server listens on. Keep it on localhost unless a TLS proxy is in front.
+listen = "127.0.0.1:8080"
+
+# Database URL; also read from $DATABASE_URL. Default: sqlite://<data_dir>/mainloop.db
+# database_url = "postgres://mainloop:password@localhost:5432/mainloop"
+
+# Externally reachable base URL, used for links in notifications. Default: unset.
+# public_url = "https://mainloop.example.com"
+
+[auth]
+# Require login. Only disable on a single-user machine with a localhost listener.
+enabled = true
+# Session lifetime in hours (720 = 30 days).
+session_ttl_hours = 720
+
+[model]
+# "anthropic", or "none" to run without a model.
+provider = "anthropic"
+# API key; also read from $ANTHROPIC_API_KEY. Prefer the environment over this file.
+# api_key = "sk-ant-..."
+# Messages API base URL; also read from $ANTHROPIC_BASE_URL.
+base_url = "https://api.anthropic.com"
+# Model name.
+name = "claude-sonnet-4-5"
+# Maximum tokens per reply.
+max_tokens = 4096
+# Conversation history sent per request, in tokens.
+context_budget_tokens = 60000
+# Give up on a model request after this many seconds.
+request_timeout_secs = 300
+
+[dispatcher]
+# Jobs running at once.
+concurrency = 4
+# Seconds a claimed job stays owned without renewal before another runner may take it.
+lease_secs = 60
+# Failures before a job is given up.
+max_attempts = 8
+# First retry delay in milliseconds; doubles per attempt up to backoff_max_ms.
+backoff_base_ms = 500
+backoff_max_ms = 60000
+
+[limits]
+# Largest accepted request body in bytes (1 MiB).
+max_body_bytes = 1048576
+# Longest accepted chat message in characters.
+max_chat_chars = 100000
+
+[log]
+# tracing env-filter syntax, e.g. "info,mainloop=debug".
+filter = "info"
+# JSON lines instead of human-readable text.
+json = false
+"#;

@@ -1,0 +1,309 @@
+//! mainloop's one typed configuration: the settings structs, their defaults and documentation.
+//!
+//! Layering (later wins): built-in defaults → `mainloop.toml` → conventional environment
+//! variables (`DATABASE_URL`, `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`) → `MAINLOOP_*`
+//! environment variables (nested keys joined with `__`, e.g. `MAINLOOP_MODEL__NAME`).
+//! See [`Config::load`] for how the file is found, and [`EXAMPLE_TOML`] for every key.
+//!
+//! The field docs below are the reference documentation for each setting.
+
+mod error;
+mod example;
+mod load;
+mod redact;
+mod secret;
+mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use example::EXAMPLE_TOML;
+pub use secret::{REDACTED, Secret};
+
+/// File name looked for in the data directory and the working directory.
+pub const CONFIG_FILE_NAME: &str = "mainloop.toml";
+
+/// The whole configuration of a mainloop server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for mainloop's own state (SQLite database, worker workspaces, logs).
+    /// Default: the per-user data directory, e.g. `~/.local/share/mainloop` on Linux.
+    /// Env: `MAINLOOP_DATA_DIR`.
+    pub data_dir: PathBuf,
+
+    /// Address the HTTP server listens on. Default `127.0.0.1:8080` (local only; put a TLS
+    /// proxy in front before exposing it). Env: `MAINLOOP_LISTEN`.
+    pub listen: SocketAddr,
+
+    /// Database to use: `sqlite://...` or `postgres://user:password@host/db`.
+    /// Default: unset, meaning `sqlite://<data_dir>/mainloop.db`.
+    /// Env: `MAINLOOP_DATABASE_URL`, or the conventional `DATABASE_URL`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redact::serialize_url"
+    )]
+    pub database_url: Option<Secret>,
+
+    /// Externally reachable base URL of this server (e.g. `https://mainloop.example.com`),
+    /// used for links in notifications. Default: unset. Env: `MAINLOOP_PUBLIC_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+
+    /// Login and sessions.
+    pub auth: AuthConfig,
+
+    /// The language model behind the main thread.
+    pub model: ModelConfig,
+
+    /// The background job dispatcher that drives workers.
+    pub dispatcher: DispatcherConfig,
+
+    /// Request size limits.
+    pub limits: LimitsConfig,
+
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Login and sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Require login. Default `true`. Only turn off for a server reachable solely by you
+    /// (e.g. bound to localhost on a single-user machine). Env: `MAINLOOP_AUTH__ENABLED`.
+    pub enabled: bool,
+
+    /// How long a login session stays valid, in hours. Default `720` (30 days).
+    /// Env: `MAINLOOP_AUTH__SESSION_TTL_HOURS`.
+    pub session_ttl_hours: u64,
+}
+
+/// Which model API the main thread talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelProviderKind {
+    /// The Anthropic Messages API (or anything speaking it, via `base_url`).
+    #[default]
+    Anthropic,
+    /// No model: the server runs, but the chat cannot answer.
+    None,
+}
+
+/// The language model behind the main thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `"anthropic"` or `"none"`. Default `"anthropic"`. Env: `MAINLOOP_MODEL__PROVIDER`.
+    pub provider: ModelProviderKind,
+
+    /// API key for the provider. Default: unset (the chat cannot answer until it is set).
+    /// Env: `MAINLOOP_MODEL__API_KEY`, or the conventional `ANTHROPIC_API_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+
+    /// Base URL of the Messages API. Default `https://api.anthropic.com`.
+    /// Env: `MAINLOOP_MODEL__BASE_URL`, or the conventional `ANTHROPIC_BASE_URL`.
+    pub base_url: String,
+
+    /// Model name sent to the API. Default `"claude-sonnet-4-5"`. Env: `MAINLOOP_MODEL__NAME`.
+    pub name: String,
+
+    /// Maximum tokens the model may produce per reply. Default `4096`.
+    /// Env: `MAINLOOP_MODEL__MAX_TOKENS`.
+    pub max_tokens: u32,
+
+    /// How many tokens of conversation history to send per request; older turns are
+    /// summarised or dropped. Default `60000`. Env: `MAINLOOP_MODEL__CONTEXT_BUDGET_TOKENS`.
+    pub context_budget_tokens: usize,
+
+    /// Give up on a model request after this many seconds. Default `300`.
+    /// Env: `MAINLOOP_MODEL__REQUEST_TIMEOUT_SECS`.
+    pub request_timeout_secs: u64,
+}
+
+/// The background job dispatcher that drives workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// How many jobs run at once. Default `4`. Env: `MAINLOOP_DISPATCHER__CONCURRENCY`.
+    pub concurrency: usize,
+
+    /// A claimed job is owned for this many seconds and must be renewed; if its runner dies
+    /// the job becomes claimable again after this. Default `60`.
+    /// Env: `MAINLOOP_DISPATCHER__LEASE_SECS`.
+    pub lease_secs: u64,
+
+    /// A job that fails this many times is given up and surfaced as a failure. Default `8`.
+    /// Env: `MAINLOOP_DISPATCHER__MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+
+    /// First retry delay in milliseconds; doubles per attempt. Default `500`.
+    /// Env: `MAINLOOP_DISPATCHER__BACKOFF_BASE_MS`.
+    pub backoff_base_ms: u64,
+
+    /// Upper bound on the retry delay in milliseconds. Default `60000`.
+    /// Env: `MAINLOOP_DISPATCHER__BACKOFF_MAX_MS`.
+    pub backoff_max_ms: u64,
+}
+
+/// Request size limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted HTTP request body, in bytes. Default `1048576` (1 MiB).
+    /// Env: `MAINLOOP_LIMITS__MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+
+    /// Longest accepted chat message, in characters. Default `100000`.
+    /// Env: `MAINLOOP_LIMITS__MAX_CHAT_CHARS`.
+    pub max_chat_chars: usize,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Log filter in `tracing` env-filter syntax, e.g. `"info"` or `"info,mainloop=debug"`.
+    /// Default `"info"`. Env: `MAINLOOP_LOG__FILTER`.
+    pub filter: String,
+
+    /// Emit logs as JSON lines instead of human-readable text. Default `false`.
+    /// Env: `MAINLOOP_LOG__JSON`.
+    pub json: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_ttl_hours: 720,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            provider: ModelProviderKind::Anthropic,
+            api_key: None,
+            base_url: "https://api.anthropic.com".to_owned(),
+            name: "claude-sonnet-4-5".to_owned(),
+            max_tokens: 4096,
+            context_budget_tokens: 60_000,
+            request_timeout_secs: 300,
+        }
+    }
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            lease_secs: 60,
+            max_attempts: 8,
+            backoff_base_ms: 500,
+            backoff_max_ms: 60_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_chat_chars: 100_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            json: false,
+        }
+    }
+}
+
+/// Built-in defaults. `data_dir` is [`default_data_dir`], or empty when the platform has no
+/// per-user data directory (loading then insists on an explicit one).
+impl Default for Config {
+    fn default() -> Self {
+        Self::defaults_in(default_data_dir().unwrap_or_default())
+    }
+}
+
+/// The per-user data directory, e.g. `~/.local/share/mainloop` on Linux (derived from
+/// `$XDG_DATA_HOME`/`$HOME` by the `directories` crate); `None` if there is no home directory.
+pub fn default_data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("dev", "mainloop", "mainloop")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+}
+
+impl Config {
+    /// Built-in defaults with the given data directory.
+    pub fn defaults_in(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            database_url: None,
+            public_url: None,
+            auth: AuthConfig::default(),
+            model: ModelConfig::default(),
+            dispatcher: DispatcherConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+
+    /// Loads and validates the configuration from the real process environment.
+    ///
+    /// The file is, in order of preference: `explicit_file` (the `--config` flag; must exist),
+    /// `$MAINLOOP_CONFIG` (must exist), `<data_dir>/mainloop.toml` if present (`data_dir` here
+    /// being `$MAINLOOP_DATA_DIR` or the default), `./mainloop.toml` if present, else none.
+    pub fn load(explicit_file: Option<&Path>) -> Result<Self, ConfigError> {
+        load::load(explicit_file, &load::process_env()?)
+    }
+
+    /// Like [`Config::load`], but with the environment given explicitly; the process
+    /// environment is never read (only the default data directory is derived from `$HOME`
+    /// by the OS-conventions crate). Empty variables count as unset.
+    pub fn load_from(
+        explicit_file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        load::load(explicit_file, env)
+    }
+
+    /// The database URL to connect with, in plain text: the configured one, or the SQLite
+    /// database in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!(
+                "sqlite://{}",
+                self.data_dir.join("mainloop.db").to_string_lossy()
+            ),
+        }
+    }
+
+    /// Whether the main thread can talk to a model: a provider is chosen and has an API key.
+    pub fn model_configured(&self) -> bool {
+        self.model.provider != ModelProviderKind::None && self.model.api_key.is_some()
+    }
+
+    /// The effective configuration as TOML, for `mainloop print-config`: secrets appear as
+    /// `[redacted]`, and in database URLs only the password is redacted
+    /// (`postgres://user:[redacted]@host/db`). `database_url` shows the effective URL even
+    /// when it is the SQLite default.
+    pub fn redacted_toml(&self) -> Result<String, ConfigError> {
+        let mut effective = self.clone();
+        effective.database_url = Some(Secret::new(self.database_url()));
+        toml::to_string_pretty(&effective).map_err(|e| ConfigError::Render(e.to_string()))
+    }
+}

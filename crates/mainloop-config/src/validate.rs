@@ -1,0 +1,118 @@
+//! Checks on the merged configuration that types alone cannot express.
+
+use crate::{Config, ConfigError, ModelProviderKind};
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+fn positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
+
+fn http_url(key: &'static str, value: &str) -> Result<(), ConfigError> {
+    if value.starts_with("http://") || value.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("must be an http:// or https:// URL, got {value:?}"),
+        ))
+    }
+}
+
+impl Config {
+    /// Rejects settings that would only fail later, at a worse moment (first request, first
+    /// retry), with a message naming the key.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "data_dir",
+                "is not set and no per-user data directory could be determined (no $HOME?); \
+                 set MAINLOOP_DATA_DIR or data_dir",
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            // The value itself is not quoted: it may contain a password.
+            let url = url.expose();
+            let known = ["sqlite:", "postgres://", "postgresql://"];
+            if !known.iter().any(|scheme| url.starts_with(scheme)) {
+                return Err(invalid(
+                    "database_url",
+                    "must start with sqlite:, postgres:// or postgresql://",
+                ));
+            }
+        }
+        if let Some(url) = &self.public_url {
+            http_url("public_url", url)?;
+        }
+
+        positive("auth.session_ttl_hours", self.auth.session_ttl_hours)?;
+
+        let model = &self.model;
+        if model.provider != ModelProviderKind::None {
+            http_url("model.base_url", &model.base_url)?;
+            if model.name.trim().is_empty() {
+                return Err(invalid("model.name", "must not be empty"));
+            }
+        }
+        if model
+            .api_key
+            .as_ref()
+            .is_some_and(|k| k.expose().trim().is_empty())
+        {
+            return Err(invalid(
+                "model.api_key",
+                "is empty; remove it to leave it unset",
+            ));
+        }
+        positive("model.max_tokens", u64::from(model.max_tokens))?;
+        positive(
+            "model.context_budget_tokens",
+            model.context_budget_tokens as u64,
+        )?;
+        if model.context_budget_tokens <= model.max_tokens as usize {
+            return Err(invalid(
+                "model.context_budget_tokens",
+                format!(
+                    "must be larger than model.max_tokens ({}), or no history fits",
+                    model.max_tokens
+                ),
+            ));
+        }
+        positive("model.request_timeout_secs", model.request_timeout_secs)?;
+
+        let dispatcher = &self.dispatcher;
+        positive("dispatcher.concurrency", dispatcher.concurrency as u64)?;
+        positive("dispatcher.lease_secs", dispatcher.lease_secs)?;
+        positive(
+            "dispatcher.max_attempts",
+            u64::from(dispatcher.max_attempts),
+        )?;
+        positive("dispatcher.backoff_base_ms", dispatcher.backoff_base_ms)?;
+        if dispatcher.backoff_max_ms < dispatcher.backoff_base_ms {
+            return Err(invalid(
+                "dispatcher.backoff_max_ms",
+                format!(
+                    "must be at least dispatcher.backoff_base_ms ({})",
+                    dispatcher.backoff_base_ms
+                ),
+            ));
+        }
+
+        positive("limits.max_body_bytes", self.limits.max_body_bytes as u64)?;
+        positive("limits.max_chat_chars", self.limits.max_chat_chars as u64)?;
+
+        if self.log.filter.trim().is_empty() {
+            return Err(invalid("log.filter", "must not be empty (try \"info\")"));
+        }
+        Ok(())
+    }
+}

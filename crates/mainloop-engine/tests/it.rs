@@ -1,0 +1,684 @@
+//! Engine behaviour end to end: the real Anthropic client against the scripted fake
+//! model, over real databases.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use futures::StreamExt;
+use mainloop_anthropic::{AnthropicConfig, AnthropicProvider};
+use mainloop_domain::chat::{ContentBlock, Role};
+use mainloop_domain::event::EventName;
+use mainloop_domain::inbox::InboxKind;
+use mainloop_domain::question::{Answer, Question, QuestionOption};
+use mainloop_domain::records::{ChatMessage, MessageKind};
+use mainloop_domain::task::{TaskEvent, TaskState};
+use mainloop_domain::{EventId, UserId};
+use mainloop_engine::{
+    CHAT_TURN_JOB, CreateTask, Engine, EngineConfig, EngineError, JobContext, JobError, JobHandler,
+    PlanAction,
+};
+use mainloop_fake_anthropic::{FakeAnthropic, Script};
+use mainloop_store::{JobState, NewJob, NewMessage, Store, StoreOptions};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    engine: Engine,
+    user: UserId,
+    shutdown: CancellationToken,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn fast_config() -> EngineConfig {
+    EngineConfig {
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        ..EngineConfig::default()
+    }
+}
+
+fn provider(fake: &FakeAnthropic) -> Arc<dyn mainloop_model::ModelProvider> {
+    let mut cfg = AnthropicConfig::new("sk-test".to_owned().into(), "claude-test");
+    cfg.base_url = fake.base_url();
+    Arc::new(AnthropicProvider::new(cfg).unwrap())
+}
+
+async fn start(
+    url: &str,
+    fake: Option<&FakeAnthropic>,
+    config: EngineConfig,
+) -> (Engine, CancellationToken) {
+    let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
+    let engine = Engine::new(store, fake.map(provider), config);
+    let shutdown = CancellationToken::new();
+    engine.start(shutdown.clone()).await.unwrap();
+    (engine, shutdown)
+}
+
+async fn sqlite_harness(fake: Option<&FakeAnthropic>, config: EngineConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/engine.db", dir.path().display());
+    let (engine, shutdown) = start(&url, fake, config).await;
+    let (user, _) = engine.ensure_owner("owner").await.unwrap();
+    Harness {
+        engine,
+        user: user.id,
+        shutdown,
+        url,
+        _dir: Some(dir),
+    }
+}
+
+async fn pg_harness(fake: Option<&FakeAnthropic>, config: EngineConfig) -> Harness {
+    let url = mainloop_testpg::fresh_database_url().await.unwrap();
+    let mut config = config;
+    config.reclaim_all_at_start = false;
+    let (engine, shutdown) = start(&url, fake, config).await;
+    let (user, _) = engine.ensure_owner("owner").await.unwrap();
+    Harness {
+        engine,
+        user: user.id,
+        shutdown,
+        url,
+        _dir: None,
+    }
+}
+
+/// Polls until `f` returns Some, or fails after 20 s.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn reply_to(engine: &Engine, user: UserId, msg: &ChatMessage) -> ChatMessage {
+    eventually("the assistant's final reply", || async {
+        let turn = engine.store().turn_messages(user, msg.id).await.unwrap();
+        turn.into_iter().rev().find(|m| {
+            m.role == Role::Assistant && m.content.iter().all(|b| b.as_tool_use().is_none())
+        })
+    })
+    .await
+}
+
+const CHAT_SCRIPT: &str = r#"
+rules:
+  - name: summarise
+    match: {system_contains: "running summary"}
+    reply: [{text: "SUMMARY: the user asked about the login bug and spawned a worker."}]
+  - name: propose
+    match: {user_contains: "login bug", tool_offered: spawn_task, times: 1}
+    reply: [{text: "I can spawn a worker to fix the login bug in /src/app. Shall I?"}]
+  - name: spawn
+    match: {user_contains: "yes, go", tool_offered: spawn_task}
+    reply:
+      - {text: "Spawning it now."}
+      - tool_use: {name: spawn_task, input: {description: "Fix the login bug: sessions expire too early", repo: "/src/app"}}
+  - name: confirm-spawn
+    match: {tool_result_for: spawn_task}
+    reply: [{text: "Done: the worker is queued."}]
+  - name: status
+    match: {user_contains: "status?"}
+    reply: [{text: "Still queued."}]
+"#;
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() { super::$name(super::Backend::Sqlite).await; }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() { super::$name(super::Backend::Postgres).await; }
+            }
+        )*
+    };
+}
+
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+async fn harness(backend: Backend, fake: Option<&FakeAnthropic>, config: EngineConfig) -> Harness {
+    match backend {
+        Backend::Sqlite => sqlite_harness(fake, config).await,
+        Backend::Postgres => pg_harness(fake, config).await,
+    }
+}
+
+both_backends!(
+    chat_confirms_then_spawns_and_survives_restart,
+    task_transitions_write_outbox_inbox_and_events
+);
+
+async fn chat_confirms_then_spawns_and_survives_restart(backend: Backend) {
+    let fake = FakeAnthropic::start(Script::from_yaml(CHAT_SCRIPT).unwrap())
+        .await
+        .unwrap();
+    let h = harness(backend, Some(&fake), fast_config()).await;
+    let (engine, user) = (&h.engine, h.user);
+    let mut events = engine.subscribe(user, EventId(0));
+
+    let ask = engine
+        .post_chat(user, "Please fix the login bug in /src/app")
+        .await
+        .unwrap();
+    let proposal = reply_to(engine, user, &ask).await;
+    assert!(proposal.text.contains("Shall I?"), "{}", proposal.text);
+    assert!(
+        engine.tasks(user, &[], 10).await.unwrap().is_empty(),
+        "nothing spawned before confirmation"
+    );
+
+    let yes = engine.post_chat(user, "yes, go ahead").await.unwrap();
+    let done = reply_to(engine, user, &yes).await;
+    assert_eq!(done.text, "Done: the worker is queued.");
+
+    let tasks = engine.tasks(user, &[], 10).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(
+        tasks[0].description,
+        "Fix the login bug: sessions expire too early"
+    );
+    assert_eq!(tasks[0].repo, "/src/app");
+    assert_eq!(tasks[0].state, TaskState::Queued);
+
+    // The turn stored the tool call and its result exactly, in order.
+    let turn = engine.store().turn_messages(user, yes.id).await.unwrap();
+    assert_eq!(turn.len(), 3);
+    assert_eq!(turn[0].content[1].as_tool_use().unwrap().1, "spawn_task");
+    assert_eq!(turn[1].kind, MessageKind::ToolResult);
+    assert!(turn[1].content[0].is_tool_result());
+
+    // A worker update went into the thread.
+    let (all, _) = engine.chat_messages(user, None, 100, false).await.unwrap();
+    let event = all
+        .iter()
+        .find(|m| m.role == Role::Event)
+        .expect("event message");
+    assert!(event.text.contains("Task created"), "{}", event.text);
+    assert_eq!(event.task_id, Some(tasks[0].id));
+
+    // Clients saw deltas and stored messages on the event stream.
+    let mut names = Vec::new();
+    while names
+        .iter()
+        .filter(|n| **n == EventName::ChatMessage)
+        .count()
+        < 6
+    {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        names.push(e.name);
+    }
+    assert!(names.contains(&EventName::ChatDelta));
+    assert!(names.contains(&EventName::TaskUpdated));
+
+    // The second request carried the whole first exchange.
+    let reqs = fake.message_requests();
+    let second = &reqs[1].body["messages"];
+    assert_eq!(second.as_array().unwrap().len(), 3, "{second}");
+
+    // Restart: a new engine on the same database sees everything and keeps going.
+    h.shutdown.cancel();
+    let (engine2, shutdown2) = start(&h.url, Some(&fake), fast_config()).await;
+    let (again, _) = engine2.chat_messages(user, None, 100, true).await.unwrap();
+    let (before, _) = engine.chat_messages(user, None, 100, true).await.unwrap();
+    assert_eq!(again, before);
+    let status = engine2.post_chat(user, "status?").await.unwrap();
+    let answer = reply_to(&engine2, user, &status).await;
+    assert_eq!(answer.text, "Still queued.");
+    let last = fake.message_requests().last().unwrap().body.clone();
+    let text = last["messages"].to_string();
+    assert!(
+        text.contains("[mainloop worker update] Task created"),
+        "worker updates reach the model: {text}"
+    );
+    shutdown2.cancel();
+}
+
+async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
+    let h = harness(backend, None, fast_config()).await;
+    let (engine, user) = (&h.engine, h.user);
+    let task = engine
+        .create_task(
+            user,
+            &CreateTask {
+                description: "Add dark mode".into(),
+                repo: "/src/ui".into(),
+                skip_plan: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(task.state, TaskState::Queued);
+
+    let planning = engine
+        .apply_task_event(None, task.id, TaskEvent::SlotGranted)
+        .await
+        .unwrap();
+    assert_eq!(planning.state, TaskState::Planning);
+    let run = engine
+        .store()
+        .job_by_key(&format!("task:{}:v{}:0", task.id, planning.version))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.kind, "task.run_agent");
+    assert_eq!(run.state, JobState::Pending, "no handler yet: it waits");
+
+    let questions = vec![Question {
+        id: "q1".into(),
+        header: "Scope".into(),
+        question: "Which pages?".into(),
+        options: vec![
+            QuestionOption {
+                label: "All".into(),
+                description: "every page".into(),
+            },
+            QuestionOption {
+                label: "Settings".into(),
+                description: "just settings".into(),
+            },
+        ],
+        multi_select: true,
+    }];
+    let waiting = engine
+        .apply_task_event(Some(user), task.id, TaskEvent::QuestionsAsked(questions))
+        .await
+        .unwrap();
+    assert_eq!(waiting.state, TaskState::WaitingAnswers);
+    let inbox = engine.inbox(user, 10, 0).await.unwrap();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(inbox[0].kind, InboxKind::Question);
+    assert!(inbox[0].body.contains("Settings: just settings"));
+
+    // Bad answers and wrong-state actions change nothing.
+    let latest = engine.store().latest_event_id().await.unwrap();
+    let bad = [("q1".to_owned(), Answer::Choices(vec!["Nope".into()]))]
+        .into_iter()
+        .collect();
+    assert!(matches!(
+        engine.answer_questions(user, task.id, bad).await,
+        Err(EngineError::Answers(_))
+    ));
+    assert!(matches!(
+        engine.plan_action(user, task.id, PlanAction::Approve).await,
+        Err(EngineError::WrongState(_))
+    ));
+    let other = engine.create_user("mallory", false).await.unwrap().0;
+    let good: mainloop_domain::question::Answers = [(
+        "q1".to_owned(),
+        Answer::Choices(vec!["All".into(), "Settings".into()]),
+    )]
+    .into_iter()
+    .collect();
+    assert!(matches!(
+        engine
+            .answer_questions(other.id, task.id, good.clone())
+            .await,
+        Err(EngineError::NotFound(_))
+    ));
+    assert_eq!(engine.store().latest_event_id().await.unwrap(), latest);
+    assert_eq!(
+        engine.task(user, task.id).await.unwrap().version,
+        waiting.version
+    );
+
+    let answered = engine
+        .answer_questions(user, task.id, good.clone())
+        .await
+        .unwrap();
+    assert_eq!(answered.state, TaskState::Planning);
+    assert_eq!(answered.answers, Some(good));
+    assert!(
+        engine.inbox(user, 10, 0).await.unwrap().is_empty(),
+        "question resolved"
+    );
+
+    let failed = engine
+        .apply_task_event(
+            None,
+            task.id,
+            TaskEvent::AgentFailed("agent crashed".into()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.state, TaskState::Failed);
+    assert_eq!(failed.error.as_deref(), Some("agent crashed"));
+    let inbox = engine.inbox(user, 10, 0).await.unwrap();
+    assert_eq!(inbox[0].kind, InboxKind::Failed);
+    let retried = engine
+        .apply_task_event(Some(user), task.id, TaskEvent::RetryRequested)
+        .await
+        .unwrap();
+    assert_eq!(retried.state, TaskState::Planning);
+    assert_eq!(retried.error, None);
+    let cancelled = engine
+        .apply_task_event(Some(user), task.id, TaskEvent::CancelRequested)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.state, TaskState::Cancelled);
+
+    // Every step is visible on the user's stream, and only on theirs.
+    let events: Vec<_> = engine
+        .subscribe(user, EventId(0))
+        .take_while(|_| async { true })
+        .take(5)
+        .collect()
+        .await;
+    assert!(events.iter().all(|e| e.as_ref().unwrap().user_id == user));
+    let theirs = engine
+        .store()
+        .events_after(other.id, EventId(0), 100)
+        .await
+        .unwrap();
+    assert!(theirs.is_empty());
+    let (thread, _) = engine.chat_messages(user, None, 100, false).await.unwrap();
+    let updates: Vec<_> = thread
+        .iter()
+        .filter(|m| m.role == Role::Event)
+        .map(|m| m.text.clone())
+        .collect();
+    assert!(
+        updates.iter().any(|t| t.contains("question")),
+        "{updates:?}"
+    );
+    assert!(
+        updates.iter().any(|t| t.contains("failed: agent crashed")),
+        "{updates:?}"
+    );
+    assert!(
+        updates.iter().any(|t| t.contains("cancelled")),
+        "{updates:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_model_chat_explains_how_to_configure_one() {
+    let h = sqlite_harness(None, fast_config()).await;
+    let msg = h.engine.post_chat(h.user, "hello?").await.unwrap();
+    let reply = reply_to(&h.engine, h.user, &msg).await;
+    assert!(reply.text.contains("ANTHROPIC_API_KEY"), "{}", reply.text);
+    assert!(matches!(
+        h.engine.post_chat(h.user, "   ").await,
+        Err(EngineError::Invalid(_))
+    ));
+    let huge = "x".repeat(h.engine.config().max_chat_chars + 1);
+    assert!(matches!(
+        h.engine.post_chat(h.user, &huge).await,
+        Err(EngineError::Invalid(_))
+    ));
+    assert_eq!(h.engine.store().count_messages(h.user).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_model_is_retried_and_the_user_is_told() {
+    let script = r#"
+rules:
+  - {match: {times: 1}, status: 529}
+  - {reply: [{text: "Back again."}]}
+"#;
+    let fake = FakeAnthropic::start(Script::from_yaml(script).unwrap())
+        .await
+        .unwrap();
+    let h = sqlite_harness(Some(&fake), fast_config()).await;
+    let mut events = h.engine.subscribe(h.user, EventId(0));
+    let msg = h.engine.post_chat(h.user, "hi").await.unwrap();
+    let reply = reply_to(&h.engine, h.user, &msg).await;
+    assert_eq!(reply.text, "Back again.");
+    let mut saw_error = false;
+    while let Ok(Some(Ok(e))) =
+        tokio::time::timeout(Duration::from_millis(500), events.next()).await
+    {
+        if e.name == EventName::ChatError {
+            assert_eq!(e.payload["retrying"], json!(true));
+            saw_error = true;
+        }
+    }
+    assert!(saw_error);
+    let turn = h
+        .engine
+        .store()
+        .turn_messages(h.user, msg.id)
+        .await
+        .unwrap();
+    assert_eq!(turn.len(), 1, "exactly one reply");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_turn_never_repeats_a_tool_call_or_an_answer() {
+    let fake = FakeAnthropic::start(Script::from_yaml(CHAT_SCRIPT).unwrap())
+        .await
+        .unwrap();
+    let h = sqlite_harness(Some(&fake), fast_config()).await;
+    let (engine, user) = (&h.engine, h.user);
+    // State as a crash would leave it: the model's tool call is stored, nothing ran yet,
+    // and the turn's job is still pending.
+    let mut tx = engine.store().begin().await.unwrap();
+    let now = mainloop_engine::now();
+    let msg = tx
+        .insert_message(
+            user,
+            &NewMessage {
+                role: Role::User,
+                kind: MessageKind::Text,
+                content: vec![ContentBlock::text("yes, go")],
+                turn_id: None,
+                task_id: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    tx.insert_message(
+        user,
+        &NewMessage {
+            role: Role::Assistant,
+            kind: MessageKind::Text,
+            content: vec![ContentBlock::tool_use(
+                "toolu_crash",
+                "spawn_task",
+                json!({"description": "d", "repo": "/r"}),
+            )],
+            turn_id: Some(msg.id),
+            task_id: None,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    for key in ["first", "replay"] {
+        tx.enqueue(
+            &NewJob {
+                key: format!("chat:{}:{key}", msg.id),
+                kind: CHAT_TURN_JOB.into(),
+                user_id: Some(user),
+                lane: Some(format!("chat:{user}")),
+                payload: json!({"user_id": user, "message_id": msg.id}),
+                run_after: now,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    engine.wake_dispatcher();
+
+    let reply = reply_to(engine, user, &msg).await;
+    assert_eq!(reply.text, "Done: the worker is queued.");
+    eventually("both jobs done", || async {
+        (engine.store().count_jobs(JobState::Done).await.unwrap() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        engine.tasks(user, &[], 10).await.unwrap().len(),
+        1,
+        "spawned once"
+    );
+    assert_eq!(
+        engine
+            .store()
+            .turn_messages(user, msg.id)
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "answered once"
+    );
+    assert_eq!(
+        fake.message_requests().len(),
+        1,
+        "the replay did not call the model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_threads_fold_into_a_summary_once() {
+    let fake = FakeAnthropic::start(Script::from_yaml(CHAT_SCRIPT).unwrap())
+        .await
+        .unwrap();
+    let config = EngineConfig {
+        context_budget_tokens: 400,
+        ..fast_config()
+    };
+    let h = sqlite_harness(Some(&fake), config).await;
+    let (engine, user) = (&h.engine, h.user);
+    let padding = "lorem ipsum dolor sit amet ".repeat(12);
+    for i in 0..8 {
+        let m = engine
+            .post_chat(user, &format!("status? {i} {padding}"))
+            .await
+            .unwrap();
+        reply_to(engine, user, &m).await;
+    }
+    let summary = engine
+        .store()
+        .latest_summary(user)
+        .await
+        .unwrap()
+        .expect("a summary");
+    assert!(summary.text.starts_with("SUMMARY:"));
+    let (all, _) = engine.chat_messages(user, None, 100, true).await.unwrap();
+    assert_eq!(all.len(), 16, "every message stays stored");
+    let folded = all.iter().filter(|m| m.summary_id.is_some()).count();
+    assert!(folded > 0 && folded < 16, "{folded}");
+    let last = fake.message_requests().last().unwrap().body.clone();
+    let sent = last["messages"].to_string();
+    assert!(sent.contains("<conversation_summary>"), "{sent}");
+    assert!(
+        !sent.contains("status? 0 "),
+        "the oldest message was folded away: {sent}"
+    );
+    // Folded messages are summarised exactly once: summaries only ever grow.
+    let summaries: Vec<_> = fake
+        .message_requests()
+        .into_iter()
+        .filter(|r| r.rule_name.as_deref() == Some("summarise"))
+        .collect();
+    assert!(!summaries.is_empty());
+}
+
+#[derive(Debug)]
+struct Flaky {
+    calls: Arc<AtomicU32>,
+    fail_first: u32,
+    fatal: bool,
+}
+
+impl JobHandler for Flaky {
+    fn run(&self, _ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let (fail_first, fatal) = (self.fail_first, self.fatal);
+        Box::pin(async move {
+            if fatal {
+                Err(JobError::fatal("broken for good"))
+            } else if n < fail_first {
+                Err(JobError::retry("transient"))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_retries_with_backoff_and_stops_on_fatal_errors() {
+    let h = sqlite_harness(None, fast_config()).await;
+    let engine = &h.engine;
+    let flaky = Arc::new(AtomicU32::new(0));
+    let broken = Arc::new(AtomicU32::new(0));
+    engine.register_handler(
+        "test.flaky",
+        Arc::new(Flaky {
+            calls: flaky.clone(),
+            fail_first: 2,
+            fatal: false,
+        }),
+    );
+    engine.register_handler(
+        "test.broken",
+        Arc::new(Flaky {
+            calls: broken.clone(),
+            fail_first: 0,
+            fatal: true,
+        }),
+    );
+    let now = mainloop_engine::now();
+    let mut tx = engine.store().begin().await.unwrap();
+    for (key, kind) in [("a", "test.flaky"), ("b", "test.broken")] {
+        tx.enqueue(
+            &NewJob {
+                key: key.into(),
+                kind: kind.into(),
+                user_id: None,
+                lane: None,
+                payload: json!({}),
+                run_after: now,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    engine.wake_dispatcher();
+    eventually("flaky job done", || async {
+        (engine.store().job_by_key("a").await.unwrap().unwrap().state == JobState::Done)
+            .then_some(())
+    })
+    .await;
+    let a = engine.store().job_by_key("a").await.unwrap().unwrap();
+    assert_eq!(a.attempts, 3);
+    assert_eq!(flaky.load(Ordering::SeqCst), 3);
+    let b = engine.store().job_by_key("b").await.unwrap().unwrap();
+    assert_eq!(b.state, JobState::Failed);
+    assert_eq!(b.last_error.as_deref(), Some("broken for good"));
+    assert_eq!(broken.load(Ordering::SeqCst), 1);
+}

@@ -1,0 +1,125 @@
+//! A scripted fake of the Anthropic Messages API, for tests and benchmarks that run our
+//! client or the real `claude` CLI against it. See the README for the script format.
+
+mod script;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub use script::{
+    ErrorSpec, Fallback, Match, NO_MATCH_TEXT, ReplyBlock, RequestView, Rule, Script, ToolUseSpec,
+    conditions_hold,
+};
+pub use server::{LoggedRequest, Shared, router};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("yaml: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("script {0} must end in .json, .yaml or .yml")]
+    ScriptExtension(PathBuf),
+    /// A client sent something the real API would reject with 400.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Self::BadRequest(msg) => {
+                server::error_response(StatusCode::BAD_REQUEST, "invalid_request_error", &msg)
+            }
+            other => server::error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                &other.to_string(),
+            ),
+        }
+    }
+}
+
+/// A running fake; the server stops when this is dropped.
+#[derive(Debug)]
+pub struct FakeAnthropic {
+    addr: SocketAddr,
+    shared: Shared,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl FakeAnthropic {
+    /// Serves `script` on an ephemeral port of 127.0.0.1.
+    pub async fn start(script: Script) -> Result<Self, Error> {
+        Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)), script).await
+    }
+
+    pub async fn bind(addr: SocketAddr, script: Script) -> Result<Self, Error> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Shared::new(script);
+        let app = router(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    // Either an explicit stop or a dropped handle ends the server.
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "fake-anthropic server failed");
+            }
+        });
+        Ok(Self {
+            addr,
+            shared,
+            shutdown: Some(tx),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, suitable for `ANTHROPIC_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.requests()
+    }
+
+    /// Only the Messages API calls (`POST /v1/messages`), which is what tests usually inspect.
+    pub fn message_requests(&self) -> Vec<LoggedRequest> {
+        let is_messages =
+            |r: &LoggedRequest| r.path == "/v1/messages" || r.path.starts_with("/v1/messages?");
+        self.requests().into_iter().filter(is_messages).collect()
+    }
+
+    pub fn set_script(&self, script: Script) {
+        self.shared.set_script(script);
+    }
+
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+}
+
+impl Drop for FakeAnthropic {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
