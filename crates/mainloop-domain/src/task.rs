@@ -268,7 +268,7 @@ impl TaskEvent {
 
 /// The event does not apply in the task's current state.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("cannot {event} a task that is {state}")]
+#[error("{event} is not allowed while the task is {state}")]
 pub struct TransitionError {
     pub state: TaskState,
     pub event: &'static str,
@@ -623,7 +623,7 @@ mod tests {
                     assert_eq!(e.state, state);
                     assert_eq!(
                         e.to_string(),
-                        format!("cannot {name} a task that is {state}")
+                        format!("{name} is not allowed while the task is {state}")
                     );
                 }
             }

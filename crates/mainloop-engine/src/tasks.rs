@@ -218,10 +218,13 @@ pub(crate) async fn apply_in(
         .task(Some(owner), id)
         .await?
         .ok_or(EngineError::NotFound("task"))?;
-    if let TaskEvent::Answered(answers) = &event {
-        validate_answers(&task.questions, answers)?;
-    }
+    // The state decides first (409), then the content (422).
     let step = transition(&task.core, event.clone())?;
+    match &event {
+        TaskEvent::Answered(answers) => validate_answers(&task.questions, answers)?,
+        TaskEvent::PlanRevisionRequested(f) | TaskEvent::ChangesRequested(f) => check_feedback(f)?,
+        _ => {}
+    }
     let mut next = task.clone();
     next.core = step.core;
     next.state = next.core.state;
@@ -361,7 +364,7 @@ impl Engine {
         let event = match action {
             PlanAction::Approve => TaskEvent::PlanApproved,
             PlanAction::Revise(feedback) => {
-                TaskEvent::PlanRevisionRequested(feedback_text(feedback)?)
+                TaskEvent::PlanRevisionRequested(feedback.unwrap_or_default().trim().to_owned())
             }
             PlanAction::Cancel => TaskEvent::CancelRequested,
         };
@@ -381,7 +384,7 @@ impl Engine {
         let event = match action {
             ReviewAction::Approve => TaskEvent::ReviewApproved,
             ReviewAction::Changes(feedback) => {
-                TaskEvent::ChangesRequested(feedback_text(feedback)?)
+                TaskEvent::ChangesRequested(feedback.unwrap_or_default().trim().to_owned())
             }
         };
         self.apply_task_event(Some(user), id, event).await
@@ -457,10 +460,8 @@ pub enum ReviewAction {
     Changes(Option<String>),
 }
 
-fn feedback_text(feedback: Option<String>) -> Result<String> {
-    let text = feedback.unwrap_or_default();
-    let text = text.trim();
-    if text.is_empty() {
+fn check_feedback(text: &str) -> Result<()> {
+    if text.trim().is_empty() {
         return Err(EngineError::Invalid("feedback is required".into()));
     }
     if text.len() > MAX_FEEDBACK {
@@ -468,5 +469,5 @@ fn feedback_text(feedback: Option<String>) -> Result<String> {
             "feedback is longer than {MAX_FEEDBACK} bytes"
         )));
     }
-    Ok(text.to_owned())
+    Ok(())
 }

@@ -361,6 +361,24 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
         "question resolved"
     );
 
+    // A plan review needs real feedback for a revision; the state is checked first.
+    let review = engine
+        .apply_task_event(None, task.id, TaskEvent::PlanProposed("# Plan".into()))
+        .await
+        .unwrap();
+    assert_eq!(review.state, TaskState::WaitingPlanReview);
+    for feedback in [Some("  ".to_owned()), None] {
+        assert!(matches!(
+            engine
+                .plan_action(user, task.id, PlanAction::Revise(feedback))
+                .await,
+            Err(EngineError::Invalid(_))
+        ));
+    }
+    assert_eq!(
+        engine.task(user, task.id).await.unwrap().version,
+        review.version
+    );
     let failed = engine
         .apply_task_event(
             None,

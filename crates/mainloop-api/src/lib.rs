@@ -1,0 +1,213 @@
+//! mainloop's public HTTP API: the router under `/api` (chat, tasks, inbox, projects,
+//! server-sent events, sign-in) and its OpenAPI document. Handlers are thin: they
+//! authenticate, decode, call the [`Engine`] and shape the reply.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mainloop_engine::Engine;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+pub use auth::{CurrentUser, SESSION_COOKIE};
+pub use error::{ApiError, ErrorBody};
+
+/// Settings the binary passes in.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// When false every request acts as the owner (the binary allows that on loopback
+    /// only).
+    pub auth_enabled: bool,
+    /// Largest accepted request body; larger ones get `413 too_large`.
+    pub max_body_bytes: usize,
+    /// Mark the session cookie `Secure` (the public URL is https).
+    pub secure_cookies: bool,
+    /// The server version, reported by `/api/health` and the OpenAPI document.
+    pub version: String,
+}
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub(crate) engine: Engine,
+    pub(crate) config: Arc<ApiConfig>,
+    /// Ends open event streams, so a graceful shutdown does not wait on them forever.
+    pub(crate) shutdown: CancellationToken,
+    openapi_json: Bytes,
+}
+
+/// The API's routes, all under `/api`, with their state. Event streams stay open until
+/// the client leaves; see [`router_with_shutdown`] to end them on shutdown.
+pub fn router(engine: Engine, config: ApiConfig) -> Router {
+    router_with_shutdown(engine, config, CancellationToken::new())
+}
+
+/// Like [`router`], but open `/api/events` streams end when `shutdown` is cancelled
+/// (axum's graceful shutdown waits for every open connection).
+pub fn router_with_shutdown(
+    engine: Engine,
+    config: ApiConfig,
+    shutdown: CancellationToken,
+) -> Router {
+    let mut doc = openapi();
+    doc.info.version.clone_from(&config.version);
+    let openapi_json = match doc.to_json() {
+        Ok(json) => Bytes::from(json),
+        Err(e) => {
+            tracing::error!(error = %e, "could not render the OpenAPI document");
+            Bytes::from_static(b"{}")
+        }
+    };
+    let max_body_bytes = config.max_body_bytes;
+    let state = AppState {
+        engine,
+        shutdown,
+        openapi_json,
+        config: Arc::new(config),
+    };
+    use routes::{chat, events, health, inbox, projects, tasks};
+    let api = Router::new()
+        .route("/health", get(health::health))
+        .route("/openapi.json", get(openapi_json_handler))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route("/chat", post(chat::post_chat))
+        .route("/chat/messages", get(chat::messages))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/{id}", get(tasks::get))
+        .route("/tasks/{id}/answers", post(tasks::answers))
+        .route("/tasks/{id}/plan", post(tasks::plan))
+        .route("/tasks/{id}/review", post(tasks::review))
+        .route("/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/tasks/{id}/retry", post(tasks::retry))
+        .route("/inbox", get(inbox::list))
+        .route("/inbox/{id}/read", post(inbox::mark_read))
+        .route("/projects", get(projects::list))
+        .route("/projects/{id}", get(projects::get))
+        .route("/events", get(events::events))
+        // Nested, so the JSON 404 covers `/api/*` only and the binary stays free to
+        // serve the web app from its own fallback.
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    Router::new().nest("/api", api).with_state(state)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::not_found("no such API route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "openapi_document",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object))
+)]
+async fn openapi_json_handler(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi_json,
+    )
+        .into_response()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mainloop",
+        description = "One conversation with an AI that runs parallel coding workers, and one inbox for what needs you.\n\nAuthenticate with `Authorization: Bearer <api token>`, or sign in (`POST /api/auth/login`) for the `mainloop_session` cookie; cookie-authenticated POSTs need an `Origin` matching the `Host`. Errors are `{\"error\":{\"code\",\"message\"}}`."
+    ),
+    paths(
+        routes::health::health,
+        openapi_json_handler,
+        auth::login,
+        auth::logout,
+        auth::me,
+        routes::chat::post_chat,
+        routes::chat::messages,
+        routes::tasks::list,
+        routes::tasks::create,
+        routes::tasks::get,
+        routes::tasks::answers,
+        routes::tasks::plan,
+        routes::tasks::review,
+        routes::tasks::cancel,
+        routes::tasks::retry,
+        routes::inbox::list,
+        routes::inbox::mark_read,
+        routes::projects::list,
+        routes::projects::get,
+        routes::events::events,
+    ),
+    components(schemas(
+        ErrorBody,
+        mainloop_domain::records::Event,
+        mainloop_domain::event::EventName,
+    )),
+    modifiers(&SecuritySchemes),
+    security(("bearer" = []), ("cookie" = [])),
+    tags(
+        (name = "meta", description = "Health and this document"),
+        (name = "auth", description = "Sign-in for browsers"),
+        (name = "chat", description = "The main thread"),
+        (name = "tasks", description = "Worker tasks and the human's decisions"),
+        (name = "inbox", description = "What needs you"),
+        (name = "projects", description = "Repositories tasks work in"),
+        (name = "events", description = "Live updates as server-sent events"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token (`mlt_…`), from `mainloop token`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                SESSION_COOKIE,
+                "The browser session from `POST /api/auth/login`",
+            ))),
+        );
+    }
+}
+
+/// The OpenAPI document served at `/api/openapi.json`.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}

@@ -1,0 +1,9 @@
+//! The API's resource handlers, one module per resource. Each handler authenticates
+//! (its first argument), decodes the request, calls the engine and shapes the reply.
+
+pub mod chat;
+pub mod events;
+pub mod health;
+pub mod inbox;
+pub mod projects;
+pub mod tasks;

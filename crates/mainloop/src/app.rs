@@ -1,0 +1,272 @@
+//! The composition root: builds the store, the model provider, the engine and the HTTP
+//! server from the configuration. The only place that picks adapter implementations.
+
+use anyhow::{Context, Result, bail};
+use mainloop_anthropic::{AnthropicConfig, AnthropicProvider};
+use mainloop_api::ApiConfig;
+use mainloop_config::{Config, ModelProviderKind};
+use mainloop_domain::records::User;
+use mainloop_engine::{Engine, EngineConfig};
+use mainloop_model::ModelProvider;
+use mainloop_store::{Backend, Store, StoreOptions};
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const OWNER_NAME: &str = "owner";
+const TOKEN_FILE: &str = "owner.token";
+const LOCK_FILE: &str = "mainloop.lock";
+
+/// Sets up logging to stderr as configured (`RUST_LOG` wins over the config file).
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless; ignore it.
+    let _ = if config.log.json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn ensure_data_dir(config: &Config) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    restrict(&config.data_dir, 0o700);
+    Ok(())
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(path = %path.display(), error = %e, "could not restrict permissions");
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path, _mode: u32) {}
+
+/// Opens the database (creating it and applying migrations as needed).
+pub async fn open_store(config: &Config) -> Result<Store> {
+    ensure_data_dir(config)?;
+    let url = config.database_url();
+    Store::connect(&url, &StoreOptions::default())
+        .await
+        .context("opening the database")
+}
+
+fn engine_config(config: &Config, single_process: bool) -> EngineConfig {
+    EngineConfig {
+        context_budget_tokens: config.model.context_budget_tokens,
+        max_tokens: config.model.max_tokens,
+        max_chat_chars: config.limits.max_chat_chars,
+        session_ttl: Duration::from_secs(config.auth.session_ttl_hours.saturating_mul(3600)),
+        dispatcher_concurrency: config.dispatcher.concurrency,
+        lease: Duration::from_secs(config.dispatcher.lease_secs),
+        max_attempts: config.dispatcher.max_attempts,
+        backoff_base: Duration::from_millis(config.dispatcher.backoff_base_ms),
+        backoff_max: Duration::from_millis(config.dispatcher.backoff_max_ms),
+        reclaim_all_at_start: single_process,
+        ..EngineConfig::default()
+    }
+}
+
+fn model_provider(config: &Config) -> Result<Option<Arc<dyn ModelProvider>>> {
+    match (&config.model.provider, &config.model.api_key) {
+        (ModelProviderKind::Anthropic, Some(key)) => {
+            let mut anthropic =
+                AnthropicConfig::new(key.expose().to_owned().into(), &config.model.name);
+            anthropic.base_url.clone_from(&config.model.base_url);
+            anthropic.timeout = Some(Duration::from_secs(config.model.request_timeout_secs));
+            let provider =
+                AnthropicProvider::new(anthropic).context("setting up the Anthropic client")?;
+            Ok(Some(Arc::new(provider)))
+        }
+        (ModelProviderKind::Anthropic, None) => {
+            tracing::warn!(
+                "no model API key configured (ANTHROPIC_API_KEY); chat will explain how to set one"
+            );
+            Ok(None)
+        }
+        (ModelProviderKind::None, _) => Ok(None),
+    }
+}
+
+/// An engine for one-off commands (`token`, `user add`): no background work.
+pub async fn offline_engine(config: &Config) -> Result<Engine> {
+    let store = open_store(config).await?;
+    Ok(Engine::new(store, None, engine_config(config, false)))
+}
+
+fn token_path(config: &Config) -> PathBuf {
+    config.data_dir.join(TOKEN_FILE)
+}
+
+fn save_token(config: &Config, token: &str) -> Result<()> {
+    let path = token_path(config);
+    let mut file = File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+    restrict(&path, 0o600);
+    file.write_all(token.as_bytes())?;
+    file.write_all(b"\n")?;
+    Ok(())
+}
+
+/// Creates the owner on first start; returns the owner and, when just created, their
+/// token (also kept in the data directory for `mainloop token`).
+pub async fn ensure_owner(engine: &Engine, config: &Config) -> Result<(User, Option<String>)> {
+    let (owner, token) = engine.ensure_owner(OWNER_NAME).await?;
+    if let Some(token) = &token {
+        save_token(config, token)?;
+    }
+    Ok((owner, token))
+}
+
+/// The owner's API token: the one on file, or a new one.
+pub async fn owner_token(engine: &Engine, config: &Config, new: bool) -> Result<String> {
+    let (owner, created) = ensure_owner(engine, config).await?;
+    if let Some(token) = created {
+        return Ok(token);
+    }
+    let saved = if new {
+        None
+    } else {
+        std::fs::read_to_string(token_path(config)).ok()
+    };
+    if let Some(saved) = saved {
+        let saved = saved.trim();
+        if engine
+            .authenticate_token(saved)
+            .await?
+            .is_some_and(|u| u.id == owner.id)
+        {
+            return Ok(saved.to_owned());
+        }
+    }
+    let token = engine.issue_api_token(&owner).await?;
+    save_token(config, &token)?;
+    Ok(token)
+}
+
+/// Holds an exclusive lock on the data directory: a second server on the same data
+/// would break the single-process assumptions (job reclaim at start).
+fn lock_data_dir(config: &Config) -> Result<File> {
+    let path = config.data_dir.join(LOCK_FILE);
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another mainloop server is using {}; stop it first",
+            config.data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn announce(line: &str) {
+    println!("{line}");
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn serve(config: Config) -> Result<()> {
+    if !config.listen.ip().is_loopback() && !config.auth.enabled {
+        bail!(
+            "refusing to listen on {} with authentication off; turn auth on or listen on 127.0.0.1",
+            config.listen
+        );
+    }
+    ensure_data_dir(&config)?;
+    let _lock = lock_data_dir(&config)?;
+    let store = open_store(&config).await?;
+    let single_process = store.backend() == Backend::Sqlite;
+    let engine = Engine::new(
+        store,
+        model_provider(&config)?,
+        engine_config(&config, single_process),
+    );
+    let (_, created) = ensure_owner(&engine, &config).await?;
+
+    let shutdown = CancellationToken::new();
+    let background = engine.start(shutdown.clone()).await?;
+    let router = mainloop_api::router_with_shutdown(
+        engine.clone(),
+        ApiConfig {
+            auth_enabled: config.auth.enabled,
+            max_body_bytes: config.limits.max_body_bytes,
+            secure_cookies: config
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://")),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+        shutdown.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    if let Some(token) = created {
+        announce(&format!(
+            "created the owner account. API token (also in {}; `mainloop token` prints it):",
+            token_path(&config).display()
+        ));
+        announce(&token);
+    }
+    // Last, so whoever watches stdout knows everything before it has been said.
+    announce(&format!("mainloop listening on http://{addr}"));
+    tracing::info!(%addr, database = ?engine.store().backend(), "serving");
+
+    let stop = shutdown.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        })
+        .await
+        .context("serving HTTP")?;
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), background)
+        .await
+        .is_err()
+    {
+        tracing::warn!("background work did not stop within 10 s");
+    }
+    engine.store().close().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
