@@ -51,6 +51,10 @@ pub struct Task {
     pub plan: Option<String>,
     /// The agent session this task resumes.
     pub session_id: Option<String>,
+    /// The task's git worktree, once created.
+    pub worktree: Option<String>,
+    /// The branch the work is based on and merged into.
+    pub base_branch: Option<String>,
     pub cost_usd: f64,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -64,6 +68,22 @@ pub struct Task {
     /// Optimistic-concurrency version; every save increments it.
     #[serde(skip)]
     pub version: i64,
+    /// The job whose input the agent session already received.
+    #[serde(skip)]
+    pub agent_input_key: Option<String>,
+}
+
+/// One normalised agent event in a task's transcript.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TranscriptEntry {
+    /// Position in the task's transcript, from 1.
+    pub seq: i64,
+    /// `text`, `tool_call`, `tool_result`, `question`, `plan`, `permission`, `finished`,
+    /// `error`, `status`.
+    pub kind: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub created_at: Timestamp,
 }
 
 /// One inbox item.

@@ -332,4 +332,17 @@ impl Store {
                 .await?,
         )
     }
+
+    /// Counts unfinished (pending or running) jobs of one kind.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn count_unfinished(&self, kind: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND state IN ('pending', 'running')",
+        )
+        .bind(kind)
+        .fetch_one(self.pool())
+        .await?)
+    }
 }

@@ -10,6 +10,7 @@ mod jobs;
 mod messages;
 mod projects;
 mod tasks;
+mod transcript;
 mod users;
 
 pub use error::{Result, StoreError};

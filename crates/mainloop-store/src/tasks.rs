@@ -22,7 +22,7 @@ pub struct NewTask {
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
                     answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
-                    version, created_at, updated_at";
+                    version, created_at, updated_at, worktree, base_branch, agent_input_key";
 
 fn task_from_row(row: &AnyRow) -> Result<Task> {
     let core: String = row.try_get("core")?;
@@ -41,6 +41,9 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         answers: answers.map(|a| serde_json::from_str(&a)).transpose()?,
         plan: row.try_get("plan")?,
         session_id: row.try_get("session_id")?,
+        worktree: row.try_get("worktree")?,
+        base_branch: row.try_get("base_branch")?,
+        agent_input_key: row.try_get("agent_input_key")?,
         cost_usd: row.try_get("cost_usd")?,
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
@@ -131,8 +134,10 @@ impl Tx {
         fetch_task(self.conn(), user, id).await
     }
 
-    /// Writes every mutable field of `task`, provided nobody saved it since it was read
-    /// (its `version`). Returns the task as stored.
+    /// Writes the lifecycle fields of `task` (state, core, questions, answers, plan,
+    /// error), provided nobody saved it since it was read (its `version`). Runtime
+    /// fields (workspace, session, usage) have their own setters, so a transition never
+    /// overwrites them with a stale copy. Returns the task as stored.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the task changed meanwhile.
@@ -143,21 +148,15 @@ impl Tx {
             .map(serde_json::to_string)
             .transpose()?;
         let n = sqlx::query(
-            "UPDATE tasks SET state = $1, core = $2, branch = $3, questions = $4, answers = $5, \
-                 plan = $6, session_id = $7, cost_usd = $8, input_tokens = $9, output_tokens = $10, \
-                 error = $11, updated_at = $12, version = version + 1 \
-             WHERE id = $13 AND version = $14",
+            "UPDATE tasks SET state = $1, core = $2, questions = $3, answers = $4, \
+                 plan = $5, error = $6, updated_at = $7, version = version + 1 \
+             WHERE id = $8 AND version = $9",
         )
         .bind(task.core.state.as_str())
         .bind(serde_json::to_string(&task.core)?)
-        .bind(&task.branch)
         .bind(serde_json::to_string(&task.questions)?)
         .bind(answers)
         .bind(&task.plan)
-        .bind(&task.session_id)
-        .bind(task.cost_usd)
-        .bind(task.input_tokens)
-        .bind(task.output_tokens)
         .bind(&task.error)
         .bind(now.as_millis())
         .bind(task.id.to_string())
@@ -174,6 +173,72 @@ impl Tx {
         fetch_task(self.conn(), None, task.id)
             .await?
             .ok_or(StoreError::NotFound("task"))
+    }
+}
+
+impl Tx {
+    /// Records the task's git workspace.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn set_task_workspace(
+        &mut self,
+        id: TaskId,
+        branch: &str,
+        worktree: &str,
+        base_branch: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE tasks SET branch = $1, worktree = $2, base_branch = $3 WHERE id = $4")
+            .bind(branch)
+            .bind(worktree)
+            .bind(base_branch)
+            .bind(id.to_string())
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Records the agent session and which job's input it has received.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn set_task_session(
+        &mut self,
+        id: TaskId,
+        session_id: &str,
+        input_key: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE tasks SET session_id = $1, agent_input_key = $2 WHERE id = $3")
+            .bind(session_id)
+            .bind(input_key)
+            .bind(id.to_string())
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Adds an agent run's cost and token usage to the task's totals.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn add_task_usage(
+        &mut self,
+        id: TaskId,
+        cost_usd: f64,
+        input_tokens: i64,
+        output_tokens: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET cost_usd = cost_usd + $1, input_tokens = input_tokens + $2, \
+                 output_tokens = output_tokens + $3 WHERE id = $4",
+        )
+        .bind(cost_usd)
+        .bind(input_tokens)
+        .bind(output_tokens)
+        .bind(id.to_string())
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 }
 
@@ -226,5 +291,35 @@ impl Store {
         }
         let rows = q.fetch_all(self.pool()).await?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    /// Tasks of every user in `states`, oldest first (the worker runtime's view).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn tasks_in_states(
+        &self,
+        states: &[TaskState],
+        limit: i64,
+    ) -> Result<Vec<(UserId, Task)>> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..states.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT {COLS} FROM tasks WHERE state IN ({}) ORDER BY created_at, id LIMIT $1",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(limit);
+        for s in states {
+            q = q.bind(s.as_str());
+        }
+        let rows = q.fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|row| {
+                let user = parse(&row.try_get::<String, _>("user_id")?, "user id")?;
+                Ok((user, task_from_row(row)?))
+            })
+            .collect()
     }
 }

@@ -259,6 +259,8 @@ async fn jobs_are_keyed_leased_retried_and_laned(store: Store) {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(at(0)));
+    assert_eq!(store.count_unfinished("test").await.unwrap(), 3);
+    assert_eq!(store.count_unfinished("other").await.unwrap(), 0);
 
     // Other kinds are not claimed.
     assert!(
@@ -518,9 +520,17 @@ async fn projects_and_tasks(store: Store) {
     changed.core = step.core;
     changed.state = changed.core.state;
     changed.plan = Some("# plan".into());
-    changed.cost_usd = 0.25;
-    changed.branch = Some("mainloop/x".into());
+    // Runtime fields are not the transition's to write: a stale copy cannot undo them.
+    changed.cost_usd = 99.0;
     let mut tx = store.begin().await.unwrap();
+    tx.set_task_workspace(t1.id, "mainloop/x", "/wt/x", "main")
+        .await
+        .unwrap();
+    tx.set_task_session(t1.id, "sess-1", Some("job-key"))
+        .await
+        .unwrap();
+    tx.add_task_usage(t1.id, 0.125, 100, 20).await.unwrap();
+    tx.add_task_usage(t1.id, 0.125, 1, 2).await.unwrap();
     let saved = tx.save_task(&changed, at(10)).await.unwrap();
     assert_eq!(saved.version, t1.version + 1);
     let stale = tx.save_task(&changed, at(11)).await;
@@ -531,7 +541,45 @@ async fn projects_and_tasks(store: Store) {
     assert_eq!(got.state, TaskState::Planning);
     assert_eq!(got.plan.as_deref(), Some("# plan"));
     assert_eq!(got.cost_usd, 0.25);
+    assert_eq!((got.input_tokens, got.output_tokens), (101, 22));
+    assert_eq!(got.branch.as_deref(), Some("mainloop/x"));
+    assert_eq!(got.worktree.as_deref(), Some("/wt/x"));
+    assert_eq!(got.base_branch.as_deref(), Some("main"));
+    assert_eq!(got.session_id.as_deref(), Some("sess-1"));
+    assert_eq!(got.agent_input_key.as_deref(), Some("job-key"));
     assert_eq!(got.updated_at, at(10));
+    let queued = store
+        .tasks_in_states(&[TaskState::Queued], 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        queued.iter().map(|(u, t)| (*u, t.id)).collect::<Vec<_>>(),
+        vec![(a, t2.id)]
+    );
+    assert!(store.tasks_in_states(&[], 10).await.unwrap().is_empty());
+
+    // The transcript numbers entries per task and pages by position.
+    let mut tx = store.begin().await.unwrap();
+    for i in 0..5 {
+        let seq = tx
+            .append_transcript(t1.id, "text", &json!({"i": i}), at(20 + i))
+            .await
+            .unwrap();
+        assert_eq!(seq, i + 1);
+    }
+    assert_eq!(
+        tx.append_transcript(t2.id, "text", &json!({}), at(30))
+            .await
+            .unwrap(),
+        1
+    );
+    tx.commit().await.unwrap();
+    let page = store.transcript(t1.id, 2, 2).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(page[0].payload, json!({"i": 2}));
+    assert_eq!(page[0].kind, "text");
+    assert_eq!(store.transcript(t1.id, 5, 10).await.unwrap().len(), 0);
+    assert_eq!(store.transcript(t2.id, 0, 10).await.unwrap().len(), 1);
     assert!(
         store.task(b, t1.id).await.unwrap().is_none(),
         "not b's task"
