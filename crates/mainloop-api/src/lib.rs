@@ -91,6 +91,8 @@ pub fn router_with_shutdown(
         .route("/tasks/{id}/review", post(tasks::review))
         .route("/tasks/{id}/cancel", post(tasks::cancel))
         .route("/tasks/{id}/retry", post(tasks::retry))
+        .route("/tasks/{id}/transcript", get(tasks::transcript))
+        .route("/tasks/{id}/diff", get(tasks::diff))
         .route("/inbox", get(inbox::list))
         .route("/inbox/{id}/read", post(inbox::mark_read))
         .route("/projects", get(projects::list))
@@ -155,6 +157,8 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::tasks::review,
         routes::tasks::cancel,
         routes::tasks::retry,
+        routes::tasks::transcript,
+        routes::tasks::diff,
         routes::inbox::list,
         routes::inbox::mark_read,
         routes::projects::list,

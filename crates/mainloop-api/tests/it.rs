@@ -385,7 +385,7 @@ const QUIET: Duration = Duration::from_millis(1500);
 
 const PUBLIC: [&str; 3] = ["/api/health", "/api/auth/login", "/api/openapi.json"];
 
-const ROUTES: [(&str, &str); 20] = [
+const ROUTES: [(&str, &str); 22] = [
     ("GET", "/api/health"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/auth/login"),
@@ -401,6 +401,8 @@ const ROUTES: [(&str, &str); 20] = [
     ("POST", "/api/tasks/{id}/review"),
     ("POST", "/api/tasks/{id}/cancel"),
     ("POST", "/api/tasks/{id}/retry"),
+    ("GET", "/api/tasks/{id}/transcript"),
+    ("GET", "/api/tasks/{id}/diff"),
     ("GET", "/api/inbox"),
     ("POST", "/api/inbox/{id}/read"),
     ("GET", "/api/projects"),
@@ -956,6 +958,8 @@ async fn users_only_see_their_own_things() {
     };
     for (method, path, body) in [
         (Method::GET, format!("/api/tasks/{id}"), None),
+        (Method::GET, format!("/api/tasks/{id}/transcript"), None),
+        (Method::GET, format!("/api/tasks/{id}/diff"), None),
         (Method::POST, format!("/api/tasks/{id}/cancel"), None),
         (Method::POST, format!("/api/tasks/{id}/retry"), None),
         (

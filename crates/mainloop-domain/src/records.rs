@@ -154,3 +154,23 @@ pub struct Event {
     pub payload: serde_json::Value,
     pub created_at: Timestamp,
 }
+
+/// One file's share of a diff.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileStat {
+    pub path: String,
+    pub added: u64,
+    pub removed: u64,
+}
+
+/// A task's work as a unified diff against its base, with stats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskDiff {
+    pub base: String,
+    pub branch: String,
+    pub files: Vec<FileStat>,
+    pub added: u64,
+    pub removed: u64,
+    /// The unified diff.
+    pub text: String,
+}

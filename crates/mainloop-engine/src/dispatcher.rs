@@ -65,13 +65,14 @@ impl Dispatcher {
     }
 
     pub(crate) fn spawn(self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
-        let workers = self.engine.config().dispatcher_concurrency.max(1);
-        let mut handles = Vec::with_capacity(workers);
-        for i in 0..workers {
-            let engine = self.engine.clone();
-            let owner = format!("{}/{i}", self.owner);
-            let shutdown = shutdown.clone();
-            handles.push(tokio::spawn(worker(engine, owner, shutdown)));
+        let mut handles = Vec::new();
+        for (pool, workers) in self.engine.pools() {
+            for i in 0..workers {
+                let engine = self.engine.clone();
+                let owner = format!("{}/{pool}/{i}", self.owner);
+                let shutdown = shutdown.clone();
+                handles.push(tokio::spawn(worker(engine, pool.clone(), owner, shutdown)));
+            }
         }
         tokio::spawn(async move {
             for h in handles {
@@ -95,7 +96,7 @@ fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
     cap.mul_f64(0.5 + jitter / 2.0)
 }
 
-async fn worker(engine: Engine, owner: String, shutdown: CancellationToken) {
+async fn worker(engine: Engine, pool: String, owner: String, shutdown: CancellationToken) {
     let lease = engine.config().lease;
     loop {
         if shutdown.is_cancelled() {
@@ -104,7 +105,7 @@ async fn worker(engine: Engine, owner: String, shutdown: CancellationToken) {
         let notified = engine.inner.jobs_ready.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let kinds = engine.handler_kinds();
+        let kinds = engine.handler_kinds(&pool);
         let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
         let t = now();
         match engine

@@ -10,6 +10,7 @@ mod chat;
 mod dispatcher;
 mod error;
 mod hub;
+mod runtime;
 mod tasks;
 mod tools;
 
@@ -17,6 +18,7 @@ pub use auth::{API_TOKEN_PREFIX, hash_token};
 pub use chat::{CHAT_TURN_JOB, SYSTEM_PROMPT};
 pub use dispatcher::{JobContext, JobError, JobHandler};
 pub use error::{EngineError, Result};
+pub use runtime::Workspaces;
 pub use tasks::{CreateTask, PlanAction, ReviewAction, TASK_JOB_PREFIX};
 
 use dispatcher::Dispatcher;
@@ -24,7 +26,7 @@ use hub::Hub;
 use mainloop_domain::Timestamp;
 use mainloop_model::ModelProvider;
 use mainloop_store::Store;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -93,12 +95,23 @@ struct Inner {
     hub: Hub,
     /// Wakes idle dispatcher workers when a job is enqueued in this process.
     jobs_ready: Notify,
-    handlers: std::sync::RwLock<HashMap<String, Arc<dyn JobHandler>>>,
+    handlers: std::sync::RwLock<HashMap<String, Registered>>,
+    /// Pool → number of dispatcher workers. Long jobs (agent runs) get a pool of their
+    /// own so they never starve chat turns.
+    pools: std::sync::RwLock<BTreeMap<String, usize>>,
+    workspaces: std::sync::RwLock<Option<Arc<dyn Workspaces>>>,
 }
+
+/// A job kind's handler and the dispatcher pool that runs it.
+type Registered = (Arc<dyn JobHandler>, String);
+
+/// The dispatcher pool handlers join unless they name another.
+pub const DEFAULT_POOL: &str = "default";
 
 impl Engine {
     #[must_use]
     pub fn new(store: Store, model: Option<Arc<dyn ModelProvider>>, config: EngineConfig) -> Self {
+        let default_pool = config.dispatcher_concurrency.max(1);
         let engine = Self {
             inner: Arc::new(Inner {
                 hub: Hub::new(store.clone()),
@@ -107,6 +120,11 @@ impl Engine {
                 config,
                 jobs_ready: Notify::new(),
                 handlers: std::sync::RwLock::new(HashMap::new()),
+                pools: std::sync::RwLock::new(BTreeMap::from([(
+                    DEFAULT_POOL.to_owned(),
+                    default_pool,
+                )])),
+                workspaces: std::sync::RwLock::new(None),
             }),
         };
         engine.register_handler(CHAT_TURN_JOB, Arc::new(chat::ChatTurnHandler));
@@ -129,24 +147,54 @@ impl Engine {
         self.inner.model.as_ref()
     }
 
-    /// Registers the handler for a job kind (e.g. the worker runtime's agent jobs).
-    /// Jobs of kinds without a handler wait in the queue.
+    /// Registers the handler for a job kind in the default pool. Jobs of kinds without
+    /// a handler wait in the queue.
     pub fn register_handler(&self, kind: &str, handler: Arc<dyn JobHandler>) {
+        self.register_pool_handler(kind, handler, DEFAULT_POOL);
+    }
+
+    /// Registers the handler for a job kind in a named pool (see [`Engine::set_pool`]).
+    pub fn register_pool_handler(&self, kind: &str, handler: Arc<dyn JobHandler>, pool: &str) {
         if let Ok(mut map) = self.inner.handlers.write() {
-            map.insert(kind.to_owned(), handler);
+            map.insert(kind.to_owned(), (handler, pool.to_owned()));
         }
         self.inner.jobs_ready.notify_waiters();
     }
 
-    pub(crate) fn handler(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
-        self.inner.handlers.read().ok()?.get(kind).cloned()
+    /// Sets how many dispatcher workers serve a pool. Takes effect at [`Engine::start`].
+    pub fn set_pool(&self, pool: &str, workers: usize) {
+        if let Ok(mut pools) = self.inner.pools.write() {
+            pools.insert(pool.to_owned(), workers.max(1));
+        }
     }
 
-    pub(crate) fn handler_kinds(&self) -> Vec<String> {
+    pub(crate) fn pools(&self) -> Vec<(String, usize)> {
+        self.inner
+            .pools
+            .read()
+            .map(|p| p.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn handler(&self, kind: &str) -> Option<Arc<dyn JobHandler>> {
         self.inner
             .handlers
             .read()
-            .map(|m| m.keys().cloned().collect())
+            .ok()?
+            .get(kind)
+            .map(|(h, _)| Arc::clone(h))
+    }
+
+    pub(crate) fn handler_kinds(&self, pool: &str) -> Vec<String> {
+        self.inner
+            .handlers
+            .read()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, (_, p))| p == pool)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -275,7 +275,9 @@ pub(crate) async fn apply_in(
                             key: format!("task:{}:v{}:{i}", saved.id, saved.version),
                             kind: kind.to_owned(),
                             user_id: Some(owner),
-                            lane: Some(format!("task:{}", saved.id)),
+                            // Stopping must not queue behind the run it stops.
+                            lane: (!matches!(other, Effect::StopAgent))
+                                .then(|| format!("task:{}", saved.id)),
                             payload: json!({"task_id": saved.id, "effect": other}),
                             run_after: at,
                         },

@@ -700,3 +700,101 @@ async fn dispatcher_retries_with_backoff_and_stops_on_fatal_errors() {
     assert_eq!(b.last_error.as_deref(), Some("broken for good"));
     assert_eq!(broken.load(Ordering::SeqCst), 1);
 }
+
+#[derive(Debug)]
+struct Blocker;
+
+impl JobHandler for Blocker {
+    fn run(&self, _ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_jobs_in_their_own_pool_never_starve_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/pool.db", dir.path().display());
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let engine = Engine::new(
+        store,
+        None,
+        EngineConfig {
+            dispatcher_concurrency: 1,
+            ..fast_config()
+        },
+    );
+    engine.set_pool("agents", 2);
+    engine.register_pool_handler("test.block", Arc::new(Blocker), "agents");
+    let shutdown = CancellationToken::new();
+    engine.start(shutdown.clone()).await.unwrap();
+    let (owner, _) = engine.ensure_owner("owner").await.unwrap();
+    let now = mainloop_engine::now();
+    let mut tx = engine.store().begin().await.unwrap();
+    for i in 0..3 {
+        tx.enqueue(
+            &NewJob {
+                key: format!("b{i}"),
+                kind: "test.block".into(),
+                user_id: None,
+                lane: None,
+                payload: json!({}),
+                run_after: now,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    engine.wake_dispatcher();
+    eventually("two blockers running", || async {
+        (engine.store().count_jobs(JobState::Running).await.unwrap() == 2).then_some(())
+    })
+    .await;
+    // The default pool still answers chat while the agents pool is saturated.
+    let msg = engine.post_chat(owner.id, "anyone there?").await.unwrap();
+    reply_to(&engine, owner.id, &msg).await;
+    assert_eq!(
+        engine.store().count_jobs(JobState::Running).await.unwrap(),
+        2,
+        "the third waits for the pool"
+    );
+
+    // Agent output lands in the transcript and on the stream.
+    let task = engine
+        .create_task(
+            owner.id,
+            &CreateTask {
+                description: "d".into(),
+                repo: "/r".into(),
+                skip_plan: true,
+            },
+        )
+        .await
+        .unwrap();
+    let mut events = engine.subscribe(owner.id, engine.store().latest_event_id().await.unwrap());
+    let seq = engine
+        .record_task_output(owner.id, task.id, "text", &json!({"text": "hello"}))
+        .await
+        .unwrap();
+    assert_eq!(seq, 1);
+    let e = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.name, EventName::TaskOutput);
+    assert_eq!(e.payload["payload"]["text"], "hello");
+    let page = engine
+        .task_transcript(owner.id, task.id, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(matches!(
+        engine.task_diff(owner.id, task.id).await,
+        Err(EngineError::Invalid(_))
+    ));
+    shutdown.cancel();
+}

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use mainloop_domain::TaskId;
 use mainloop_domain::question::Answer;
-use mainloop_domain::records::Task;
+use mainloop_domain::records::{Task, TaskDiff, TranscriptEntry};
 use mainloop_domain::task::{TaskEvent, TaskState};
 use mainloop_engine::{CreateTask, PlanAction, ReviewAction};
 use serde::{Deserialize, Serialize};
@@ -345,4 +345,77 @@ mod tests {
             "bad_request"
         );
     }
+}
+
+/// Which transcript entries to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TranscriptQuery {
+    /// Entries after this position (default 0: from the start).
+    pub after: Option<i64>,
+    /// At most this many (1–1000, default 500).
+    pub limit: Option<i64>,
+}
+
+/// A page of a task's transcript.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TranscriptPage {
+    pub entries: Vec<TranscriptEntry>,
+    /// Pass as `after` to read on.
+    pub next_after: i64,
+}
+
+/// Pages through the task's transcript: every normalised agent event, in order.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/transcript",
+    operation_id = "task_transcript",
+    tag = "tasks",
+    params(("id" = TaskId, Path, description = "Task id"), TranscriptQuery),
+    responses(
+        (status = 200, description = "Entries after `after`", body = TranscriptPage),
+        (status = 400, description = "Malformed id or query", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    )
+)]
+pub async fn transcript(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<TaskId>,
+    ApiQuery(q): ApiQuery<TranscriptQuery>,
+) -> ApiResult<Json<TranscriptPage>> {
+    let after = q.after.unwrap_or(0);
+    let entries = state
+        .engine
+        .task_transcript(user.id, id, after, q.limit.unwrap_or(500))
+        .await?;
+    let next_after = entries.last().map_or(after, |e| e.seq);
+    Ok(Json(TranscriptPage {
+        entries,
+        next_after,
+    }))
+}
+
+/// The task's work as a diff against its base branch.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/diff",
+    operation_id = "task_diff",
+    tag = "tasks",
+    params(("id" = TaskId, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The diff with per-file stats", body = TaskDiff),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 422, description = "The task has no workspace yet", body = ErrorBody),
+    )
+)]
+pub async fn diff(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<TaskId>,
+) -> ApiResult<Json<TaskDiff>> {
+    Ok(Json(state.engine.task_diff(user.id, id).await?))
 }

@@ -1,0 +1,141 @@
+//! What the worker runtime needs from the engine: recording agent output, workspace and
+//! session facts, usage; and the port through which the API reads a task's diff.
+
+use crate::{Engine, EngineError, Result, now};
+use futures::future::BoxFuture;
+use mainloop_domain::event::EventName;
+use mainloop_domain::records::{TaskDiff, TranscriptEntry};
+use mainloop_domain::{TaskId, UserId};
+use serde_json::json;
+use std::sync::Arc;
+
+/// Reads task workspaces (implemented by the worker runtime; set by the binary).
+pub trait Workspaces: Send + Sync + std::fmt::Debug + 'static {
+    /// The task's committed work against its base.
+    fn diff(
+        &self,
+        task: mainloop_domain::records::Task,
+    ) -> BoxFuture<'static, Result<TaskDiff, String>>;
+}
+
+impl Engine {
+    /// Installs the workspace reader used by [`Engine::task_diff`].
+    pub fn set_workspaces(&self, workspaces: Arc<dyn Workspaces>) {
+        if let Ok(mut w) = self.inner.workspaces.write() {
+            *w = Some(workspaces);
+        }
+    }
+
+    /// One of `user`'s tasks' diff.
+    ///
+    /// # Errors
+    /// Not found; `Invalid` when the task has no workspace yet or it cannot be read.
+    pub async fn task_diff(&self, user: UserId, id: TaskId) -> Result<TaskDiff> {
+        let task = self.task(user, id).await?;
+        if task.worktree.is_none() {
+            return Err(EngineError::Invalid("the task has no workspace yet".into()));
+        }
+        let workspaces = self
+            .inner
+            .workspaces
+            .read()
+            .ok()
+            .and_then(|w| w.clone())
+            .ok_or_else(|| EngineError::Invalid("no worker runtime is running".into()))?;
+        workspaces.diff(task).await.map_err(EngineError::Invalid)
+    }
+
+    /// A page of one of `user`'s tasks' transcript.
+    ///
+    /// # Errors
+    /// Not found; storage failures.
+    pub async fn task_transcript(
+        &self,
+        user: UserId,
+        id: TaskId,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<TranscriptEntry>> {
+        self.task(user, id).await?;
+        Ok(self
+            .store()
+            .transcript(id, after.max(0), limit.clamp(1, 1000))
+            .await?)
+    }
+
+    /// Stores an agent event in the task's transcript and streams it as `task.output`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn record_task_output(
+        &self,
+        user: UserId,
+        task: TaskId,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<i64> {
+        let at = now();
+        let mut tx = self.store().begin().await?;
+        let seq = tx.append_transcript(task, kind, payload, at).await?;
+        tx.append_event(
+            user,
+            EventName::TaskOutput,
+            &json!({"task_id": task, "seq": seq, "kind": kind, "payload": payload, "created_at": at}),
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    /// Records the task's git workspace.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn set_task_workspace(
+        &self,
+        id: TaskId,
+        branch: &str,
+        worktree: &str,
+        base: &str,
+    ) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.set_task_workspace(id, branch, worktree, base).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the agent session and which job's input it has received.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn set_task_session(
+        &self,
+        id: TaskId,
+        session: &str,
+        input_key: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.set_task_session(id, session, input_key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a run's cost and tokens to the task.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn add_task_usage(
+        &self,
+        id: TaskId,
+        cost_usd: f64,
+        input_tokens: i64,
+        output_tokens: i64,
+    ) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.add_task_usage(id, cost_usd, input_tokens, output_tokens)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
