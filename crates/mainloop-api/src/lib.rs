@@ -22,6 +22,9 @@ use utoipa::{Modify, OpenApi};
 pub use auth::{CurrentUser, SESSION_COOKIE};
 pub use error::{ApiError, ErrorBody};
 
+/// `needs_you` in `GET /api/inbox` counts at most this many (clients show "999+").
+pub const NEEDS_YOU_CAP: i64 = 1000;
+
 /// Settings the binary passes in.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {

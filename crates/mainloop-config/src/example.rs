@@ -57,6 +57,24 @@ max_attempts = 8
 backoff_base_ms = 500
 backoff_max_ms = 60000
 
+[workers]
+# Agents running at once; more tasks queue. Tasks waiting for you hold no slot.
+max_agents = 3
+# The Claude Code command (program and leading arguments).
+claude_command = "claude"
+# Model for workers; unset means the agent's default.
+# model = "claude-opus-4-1"
+# Seconds a waiting agent keeps its process before it is stopped (and later resumed).
+idle_timeout_secs = 600
+# Seconds without output before a running agent is stopped and the task fails.
+inactivity_timeout_secs = 1800
+# "Checks failed, fix them" rounds before the task fails.
+max_check_rounds = 3
+# Seconds the project's check command may run.
+check_timeout_secs = 1800
+# Accept file:// repository URLs (local paths always work).
+allow_file_urls = false
+
 [limits]
 # Largest accepted request body in bytes (1 MiB).
 max_body_bytes = 1048576

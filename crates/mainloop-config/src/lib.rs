@@ -63,6 +63,9 @@ pub struct Config {
     /// The background job dispatcher that drives workers.
     pub dispatcher: DispatcherConfig,
 
+    /// Coding-agent workers.
+    pub workers: WorkersConfig,
+
     /// Request size limits.
     pub limits: LimitsConfig,
 
@@ -151,6 +154,45 @@ pub struct DispatcherConfig {
     pub backoff_max_ms: u64,
 }
 
+/// Coding-agent workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Agents running at once; further tasks queue in order. Tasks waiting for you hold
+    /// no slot. Default `3`. Env: `MAINLOOP_WORKERS__MAX_AGENTS`.
+    pub max_agents: usize,
+
+    /// The Claude Code command (program and leading arguments). Default `"claude"`.
+    /// Env: `MAINLOOP_WORKERS__CLAUDE_COMMAND` (split on whitespace).
+    pub claude_command: String,
+
+    /// Model for workers (`--model`); unset means the agent's own default.
+    /// Env: `MAINLOOP_WORKERS__MODEL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+
+    /// Seconds an agent waiting for your answer keeps its process; after that it is
+    /// stopped and resumed from its saved session when you answer. Default `600`.
+    /// Env: `MAINLOOP_WORKERS__IDLE_TIMEOUT_SECS`.
+    pub idle_timeout_secs: u64,
+
+    /// Seconds without any output after which a running agent is stopped and the task
+    /// fails (it can be retried). Default `1800`. Env: `MAINLOOP_WORKERS__INACTIVITY_TIMEOUT_SECS`.
+    pub inactivity_timeout_secs: u64,
+
+    /// Rounds of "checks failed, fix them" before the task fails. Default `3`.
+    /// Env: `MAINLOOP_WORKERS__MAX_CHECK_ROUNDS`.
+    pub max_check_rounds: u32,
+
+    /// Seconds the project's check command may run. Default `1800`.
+    /// Env: `MAINLOOP_WORKERS__CHECK_TIMEOUT_SECS`.
+    pub check_timeout_secs: u64,
+
+    /// Accept `file://` repository URLs (local paths are always accepted). Default `false`.
+    /// Env: `MAINLOOP_WORKERS__ALLOW_FILE_URLS`.
+    pub allow_file_urls: bool,
+}
+
 /// Request size limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +254,21 @@ impl Default for DispatcherConfig {
     }
 }
 
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            max_agents: 3,
+            claude_command: "claude".to_owned(),
+            model: None,
+            idle_timeout_secs: 600,
+            inactivity_timeout_secs: 1800,
+            max_check_rounds: 3,
+            check_timeout_secs: 1800,
+            allow_file_urls: false,
+        }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -256,6 +313,7 @@ impl Config {
             auth: AuthConfig::default(),
             model: ModelConfig::default(),
             dispatcher: DispatcherConfig::default(),
+            workers: WorkersConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }

@@ -89,6 +89,17 @@ impl Config {
         }
         positive("model.request_timeout_secs", model.request_timeout_secs)?;
 
+        let workers = &self.workers;
+        positive("workers.max_agents", workers.max_agents as u64)?;
+        positive("workers.idle_timeout_secs", workers.idle_timeout_secs)?;
+        positive(
+            "workers.inactivity_timeout_secs",
+            workers.inactivity_timeout_secs,
+        )?;
+        positive("workers.check_timeout_secs", workers.check_timeout_secs)?;
+        if workers.claude_command.trim().is_empty() {
+            return Err(invalid("workers.claude_command", "must not be empty"));
+        }
         let dispatcher = &self.dispatcher;
         positive("dispatcher.concurrency", dispatcher.concurrency as u64)?;
         positive("dispatcher.lease_secs", dispatcher.lease_secs)?;

@@ -25,10 +25,13 @@ macro_rules! uuid_id {
                 Self(Uuid::new_v7(ts))
             }
 
-            /// The first eight hex digits: enough to tell tasks apart in branch names and logs.
+            /// Eight hex digits from the random part (a v7 id starts with its timestamp,
+            /// so its head is shared by everything created in the same minute): enough
+            /// to tell tasks apart in branch names and logs.
             #[must_use]
             pub fn short(&self) -> String {
-                self.0.simple().to_string()[..8].to_owned()
+                let hex = self.0.simple().to_string();
+                hex[hex.len() - 8..].to_owned()
             }
         }
 
@@ -136,6 +139,14 @@ mod tests {
         let a = TaskId::new_v7(Timestamp::from_millis(1_000));
         let b = TaskId::new_v7(Timestamp::from_millis(2_000));
         assert!(a < b);
+    }
+
+    #[test]
+    fn short_ids_differ_for_ids_made_in_the_same_millisecond() {
+        let at = Timestamp::from_millis(1_700_000_000_000);
+        let shorts: std::collections::BTreeSet<String> =
+            (0..200).map(|_| TaskId::new_v7(at).short()).collect();
+        assert!(shorts.len() > 195, "{}", shorts.len());
     }
 
     #[test]

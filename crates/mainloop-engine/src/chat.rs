@@ -17,7 +17,7 @@ use mainloop_domain::event::EventName;
 use mainloop_domain::records::{ChatMessage, MessageKind};
 use mainloop_domain::{MessageId, UserId};
 use mainloop_model::{ModelError, ModelProvider, ModelRequest, ModelResponse, StreamEvent};
-use mainloop_store::{NewJob, NewMessage, StoreError};
+use mainloop_store::{NewJob, NewMessage, StoreError, Summary};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -187,10 +187,24 @@ async fn run_turn(ctx: JobContext) -> std::result::Result<(), JobError> {
         let Some(model) = engine.model().cloned() else {
             return finish_with_text(&ctx, user, &trigger, NOT_CONFIGURED).await;
         };
-        if let Err(e) = maybe_compact(engine, user, &trigger, &model).await {
-            tracing::warn!(error = %e, "could not fold old messages into the summary; continuing with the full context");
+        // The context is read once per model call; compaction only trims it.
+        let mut summary = engine.store().latest_summary(user).await.map_err(storage)?;
+        let mut messages = engine
+            .store()
+            .context_messages(user, trigger.thread_pos)
+            .await
+            .map_err(storage)?;
+        match maybe_compact(engine, user, &trigger, &model, summary.as_ref(), &messages).await {
+            Ok(Some((folded_into, folded))) => {
+                summary = Some(folded_into);
+                messages.drain(..folded);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not fold old messages into the summary; continuing with the full context");
+            }
         }
-        let request = build_request(engine, user, &trigger)
+        let request = build_request(engine, user, summary.as_ref(), &messages)
             .await
             .map_err(storage)?;
         let response = match stream_reply(engine, user, &trigger, &model, request).await {
@@ -379,13 +393,9 @@ fn thread(messages: &[ChatMessage]) -> Vec<ThreadMessage> {
 async fn build_request(
     engine: &Engine,
     user: UserId,
-    trigger: &ChatMessage,
+    summary: Option<&Summary>,
+    messages: &[ChatMessage],
 ) -> Result<ModelRequest> {
-    let summary = engine.store().latest_summary(user).await?;
-    let messages = engine
-        .store()
-        .context_messages(user, trigger.thread_pos)
-        .await?;
     let projects = engine.store().projects(user).await?;
     let mut system = SYSTEM_PROMPT.to_owned();
     if !projects.is_empty() {
@@ -395,10 +405,7 @@ async fn build_request(
     }
     Ok(ModelRequest {
         system,
-        messages: build_context(
-            summary.as_ref().map(|s| s.text.as_str()),
-            &thread(&messages),
-        ),
+        messages: build_context(summary.map(|s| s.text.as_str()), &thread(messages)),
         tools: tool_specs(),
         max_tokens: engine.config().max_tokens,
     })
@@ -471,17 +478,15 @@ fn render_for_summary(m: &ChatMessage) -> String {
 
 /// Folds the oldest unsummarised messages into the rolling summary when the context is
 /// over budget. Each message is folded once: the store refuses to fold it again.
+/// Returns the new summary and how many of `messages` (from the front) it folded.
 async fn maybe_compact(
     engine: &Engine,
     user: UserId,
     trigger: &ChatMessage,
     model: &Arc<dyn ModelProvider>,
-) -> Result<()> {
-    let summary = engine.store().latest_summary(user).await?;
-    let messages = engine
-        .store()
-        .context_messages(user, trigger.thread_pos)
-        .await?;
+    summary: Option<&Summary>,
+    messages: &[ChatMessage],
+) -> Result<Option<(Summary, usize)>> {
     let entries: Vec<CompactionEntry> = messages
         .iter()
         .map(|m| CompactionEntry {
@@ -491,7 +496,7 @@ async fn maybe_compact(
             in_current_turn: m.id == trigger.id || m.turn_id == Some(trigger.id),
         })
         .collect();
-    let summary_tokens = summary.as_ref().map_or(0, |s| {
+    let summary_tokens = summary.map_or(0, |s| {
         estimate_tokens(&[ContentBlock::text(s.text.clone())])
     });
     let Some(k) = plan_compaction(
@@ -499,11 +504,11 @@ async fn maybe_compact(
         &entries,
         engine.config().context_budget_tokens,
     ) else {
-        return Ok(());
+        return Ok(None);
     };
     let folded = &messages[..k];
     let mut text = String::new();
-    if let Some(s) = &summary {
+    if let Some(s) = summary {
         text.push_str("<previous_summary>\n");
         text.push_str(&s.text);
         text.push_str("\n</previous_summary>\n\n");
@@ -540,10 +545,13 @@ async fn maybe_compact(
     let ids: Vec<MessageId> = folded.iter().map(|m| m.id).collect();
     let mut tx = engine.store().begin().await?;
     match tx.insert_summary(user, &new_summary, &ids, now()).await {
-        Ok(_) => tx.commit().await?,
-        // Someone folded these meanwhile (a replayed turn); theirs stands.
-        Err(StoreError::Conflict(_)) => {}
-        Err(e) => return Err(e.into()),
+        Ok(stored) => {
+            tx.commit().await?;
+            Ok(Some((stored, k)))
+        }
+        // Someone folded these meanwhile (a replayed turn); theirs stands, and this
+        // turn goes on with the context it read.
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }

@@ -102,7 +102,8 @@ async fn worker(engine: Engine, pool: String, owner: String, shutdown: Cancellat
         if shutdown.is_cancelled() {
             return;
         }
-        let notified = engine.inner.jobs_ready.notified();
+        let notify = engine.pool_notify(&pool);
+        let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let kinds = engine.handler_kinds(&pool);

@@ -94,7 +94,9 @@ struct Inner {
     config: EngineConfig,
     hub: Hub,
     /// Wakes idle dispatcher workers when a job is enqueued in this process.
-    jobs_ready: Notify,
+    /// Per pool: wakes one idle worker when a job may be ready (waking every worker for
+    /// every job costs a claim transaction each).
+    jobs_ready: std::sync::RwLock<HashMap<String, Arc<Notify>>>,
     handlers: std::sync::RwLock<HashMap<String, Registered>>,
     /// Pool → number of dispatcher workers. Long jobs (agent runs) get a pool of their
     /// own so they never starve chat turns.
@@ -118,7 +120,7 @@ impl Engine {
                 store,
                 model,
                 config,
-                jobs_ready: Notify::new(),
+                jobs_ready: std::sync::RwLock::new(HashMap::new()),
                 handlers: std::sync::RwLock::new(HashMap::new()),
                 pools: std::sync::RwLock::new(BTreeMap::from([(
                     DEFAULT_POOL.to_owned(),
@@ -158,7 +160,7 @@ impl Engine {
         if let Ok(mut map) = self.inner.handlers.write() {
             map.insert(kind.to_owned(), (handler, pool.to_owned()));
         }
-        self.inner.jobs_ready.notify_waiters();
+        self.pool_notify(pool).notify_waiters();
     }
 
     /// Sets how many dispatcher workers serve a pool. Takes effect at [`Engine::start`].
@@ -200,7 +202,31 @@ impl Engine {
 
     /// Tells idle dispatcher workers that a job may be ready.
     pub fn wake_dispatcher(&self) {
-        self.inner.jobs_ready.notify_waiters();
+        let pools: Vec<Arc<Notify>> = self
+            .inner
+            .jobs_ready
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for notify in pools {
+            notify.notify_one();
+        }
+    }
+
+    pub(crate) fn pool_notify(&self, pool: &str) -> Arc<Notify> {
+        if let Some(n) = self
+            .inner
+            .jobs_ready
+            .read()
+            .ok()
+            .and_then(|m| m.get(pool).cloned())
+        {
+            return n;
+        }
+        match self.inner.jobs_ready.write() {
+            Ok(mut m) => Arc::clone(m.entry(pool.to_owned()).or_default()),
+            Err(_) => Arc::new(Notify::new()),
+        }
     }
 
     pub(crate) fn hub(&self) -> &Hub {

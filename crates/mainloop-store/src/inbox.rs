@@ -161,15 +161,18 @@ impl Store {
         rows.iter().map(item_from_row).collect()
     }
 
-    /// How many open items need the user (failures excluded).
+    /// How many open items need the user (failures excluded), counted up to `cap`: a
+    /// badge needs "99+", not an exact scan of a huge backlog on every request.
     ///
     /// # Errors
     /// On database failure.
-    pub async fn count_needs_you(&self, user: UserId) -> Result<i64> {
+    pub async fn count_needs_you(&self, user: UserId, cap: i64) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM inbox_items WHERE user_id = $1 AND resolved_at IS NULL AND kind <> 'failed'",
+            "SELECT COUNT(*) FROM (SELECT 1 FROM inbox_items \
+             WHERE user_id = $1 AND resolved_at IS NULL AND kind <> 'failed' LIMIT $2) capped",
         )
         .bind(user.to_string())
+        .bind(cap)
         .fetch_one(self.pool())
         .await?)
     }

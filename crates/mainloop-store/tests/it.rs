@@ -636,7 +636,8 @@ async fn inbox_order_resolution_and_isolation(store: Store) {
         .map(|i| i.id)
         .collect();
     assert_eq!(order, vec![q_old.id, q_new.id, review.id, failed.id]);
-    assert_eq!(store.count_needs_you(a).await.unwrap(), 3);
+    assert_eq!(store.count_needs_you(a, 1000).await.unwrap(), 3);
+    assert_eq!(store.count_needs_you(a, 2).await.unwrap(), 2, "capped");
     assert!(store.inbox(b, 100, 10).await.unwrap().is_empty());
     assert_eq!(store.inbox(a, 2, 0).await.unwrap().len(), 2);
 
@@ -673,7 +674,7 @@ async fn inbox_order_resolution_and_isolation(store: Store) {
         items[2].resolved_at.is_some(),
         "resolved items come after open ones"
     );
-    assert_eq!(store.count_needs_you(a).await.unwrap(), 1);
+    assert_eq!(store.count_needs_you(a, 1000).await.unwrap(), 1);
 }
 
 fn text_message(role: Role, text: &str, turn: Option<MessageId>) -> NewMessage {

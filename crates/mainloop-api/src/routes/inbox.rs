@@ -29,7 +29,7 @@ pub struct InboxQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InboxList {
     pub items: Vec<InboxItem>,
-    /// How many open items ask the human to act (failures not counted).
+    /// How many open items ask the human to act (failures not counted), at most 1000.
     pub needs_you: i64,
 }
 
@@ -68,7 +68,7 @@ pub async fn list(
     let needs_you = state
         .engine
         .store()
-        .count_needs_you(user.id)
+        .count_needs_you(user.id, crate::NEEDS_YOU_CAP)
         .await
         .map_err(EngineError::from)?;
     Ok(Json(InboxList { items, needs_you }))

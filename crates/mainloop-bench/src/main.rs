@@ -1,0 +1,96 @@
+//! `mainloop-bench`: measures the core's performance figures (idle memory, chat latency,
+//! inbox latency, event fan-out) and prints each as text plus one JSON line.
+// A benchmark binary: printing results is its job, and setup failures may abort it.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+mod chat_latency;
+mod fanout;
+mod harness;
+mod idle_rss;
+mod inbox;
+mod sse;
+mod stats;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Measures mainloop's performance figures.
+#[derive(Debug, Parser)]
+#[command(name = "mainloop-bench", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Resident memory of an idle `mainloop serve`.
+    IdleRss(idle_rss::Args),
+    /// Chat message → first streamed delta / stored reply, through the HTTP API.
+    ChatLatency(chat_latency::Args),
+    /// `GET /api/inbox` latency with 100,000 inbox items.
+    InboxP99(inbox::Args),
+    /// Event fan-out to 100 SSE clients.
+    Fanout(fanout::Args),
+    /// Everything above, with default settings.
+    All {
+        /// The `mainloop` binary for idle-rss.
+        #[arg(long, default_value = "target/release/mainloop")]
+        bin: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // Logs only on request (`RUST_LOG=warn`, `RUST_LOG=sqlx=debug`), to stderr.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
+        Command::IdleRss(args) => idle_rss::run(&args).await,
+        Command::ChatLatency(args) => chat_latency::run(&args).await,
+        Command::InboxP99(args) => inbox::run(&args).await,
+        Command::Fanout(args) => fanout::run(&args).await,
+        Command::All { bin } => {
+            let started = Instant::now();
+            let mut failures = Vec::new();
+            if let Err(e) = idle_rss::run(&idle_rss::Args { bin }).await {
+                println!("idle-rss failed: {e:#}");
+                failures.push("idle-rss");
+            }
+            if let Err(e) = chat_latency::run(&chat_latency::Args::default()).await {
+                println!("chat-latency failed: {e:#}");
+                failures.push("chat-latency");
+            }
+            if let Err(e) = inbox::run(&inbox::Args::default()).await {
+                println!("inbox-p99 failed: {e:#}");
+                failures.push("inbox-p99");
+            }
+            if let Err(e) = fanout::run(&fanout::Args::default()).await {
+                println!("fanout failed: {e:#}");
+                failures.push("fanout");
+            }
+            println!(
+                "\nall benchmarks finished in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                anyhow::bail!("failed: {}", failures.join(", "))
+            }
+        }
+    }
+}
