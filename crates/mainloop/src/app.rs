@@ -2,13 +2,16 @@
 //! server from the configuration. The only place that picks adapter implementations.
 
 use anyhow::{Context, Result, bail};
+use mainloop_agent::ClaudeCode;
 use mainloop_anthropic::{AnthropicConfig, AnthropicProvider};
 use mainloop_api::ApiConfig;
 use mainloop_config::{Config, ModelProviderKind};
 use mainloop_domain::records::User;
 use mainloop_engine::{Engine, EngineConfig};
+use mainloop_git::Git;
 use mainloop_model::ModelProvider;
 use mainloop_store::{Backend, Store, StoreOptions};
+use mainloop_worker::{Runtime, WorkerConfig};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -75,6 +78,7 @@ fn engine_config(config: &Config, single_process: bool) -> EngineConfig {
         backoff_base: Duration::from_millis(config.dispatcher.backoff_base_ms),
         backoff_max: Duration::from_millis(config.dispatcher.backoff_max_ms),
         reclaim_all_at_start: single_process,
+        max_check_rounds: config.workers.max_check_rounds,
         ..EngineConfig::default()
     }
 }
@@ -98,6 +102,76 @@ fn model_provider(config: &Config) -> Result<Option<Arc<dyn ModelProvider>>> {
         }
         (ModelProviderKind::None, _) => Ok(None),
     }
+}
+
+/// Environment variables agents and check commands inherit: what a shell needs, and the
+/// agent's own credentials and settings. Nothing else of the server's environment (its
+/// database URL, for one) reaches them.
+fn agent_environment() -> Vec<(String, String)> {
+    const EXACT: &[&str] = &[
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "TERM",
+        "TMPDIR",
+        "TZ",
+        "XDG_CONFIG_HOME",
+        "XDG_CACHE_HOME",
+        "XDG_DATA_HOME",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "DISABLE_TELEMETRY",
+        "DISABLE_AUTOUPDATER",
+        "DISABLE_ERROR_REPORTING",
+    ];
+    const PREFIXES: &[&str] = &["ANTHROPIC_", "CLAUDE_", "LC_", "CARGO_HOME", "RUSTUP_HOME"];
+    std::env::vars()
+        .filter(|(k, _)| EXACT.contains(&k.as_str()) || PREFIXES.iter().any(|p| k.starts_with(p)))
+        .collect()
+}
+
+fn worker_runtime(engine: &Engine, config: &Config) -> Runtime {
+    let w = &config.workers;
+    let git = Git::new(
+        config.data_dir.join("repos"),
+        config.data_dir.join("worktrees"),
+    )
+    .with_allow_file_urls(w.allow_file_urls);
+    let command: Vec<String> = w
+        .claude_command
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let env = agent_environment();
+    let home = env
+        .iter()
+        .find(|(k, _)| k == "HOME")
+        .map_or_else(|| config.data_dir.clone(), |(_, v)| PathBuf::from(v));
+    Runtime::new(
+        engine.clone(),
+        Arc::new(ClaudeCode::new(command)),
+        git,
+        WorkerConfig {
+            max_agents: w.max_agents,
+            idle_timeout: Duration::from_secs(w.idle_timeout_secs),
+            inactivity_timeout: Duration::from_secs(w.inactivity_timeout_secs),
+            check_timeout: Duration::from_secs(w.check_timeout_secs),
+            check_output_bytes: 64 * 1024,
+            model: w.model.clone(),
+            agent_env: env,
+            plans_dir: home.join(".claude").join("plans"),
+            pid_dir: config.data_dir.join("agents"),
+        },
+    )
 }
 
 /// An engine for one-off commands (`token`, `user add`): no background work.
@@ -195,7 +269,10 @@ pub async fn serve(config: Config) -> Result<()> {
     let (_, created) = ensure_owner(&engine, &config).await?;
 
     let shutdown = CancellationToken::new();
+    let runtime = worker_runtime(&engine, &config);
+    runtime.install();
     let background = engine.start(shutdown.clone()).await?;
+    let workers = runtime.spawn(shutdown.clone());
     let router = mainloop_api::router_with_shutdown(
         engine.clone(),
         ApiConfig {
@@ -234,6 +311,12 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .context("serving HTTP")?;
     shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), workers)
+        .await
+        .is_err()
+    {
+        tracing::warn!("workers did not stop within 10 s");
+    }
     if tokio::time::timeout(Duration::from_secs(10), background)
         .await
         .is_err()

@@ -1,6 +1,11 @@
 //! The real `mainloop` binary, started and killed as a user (or a crash) would: chat
 //! through the fake model, SIGKILL mid-turn, restarts, and the CLI commands.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use serde_json::{Value, json};
@@ -35,7 +40,11 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, model_url: Option<&str>) -> Self {
-        let mut child = command(data, model_url)
+        Self::spawn(command(data, model_url))
+    }
+
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -234,7 +243,10 @@ async fn chat_spawns_a_task_and_everything_survives_sigkill() {
     server.sigkill();
     let server = Server::start(data.path(), Some(&fake.base_url()));
     assert!(server.token.is_none(), "the owner already exists");
-    assert_eq!(messages(&server.base, &token).await, thread);
+    // Everything said before the crash is still there, in order (workers may have
+    // added updates since: the task's repository does not exist, so it fails).
+    let after = messages(&server.base, &token).await;
+    assert_eq!(after[..thread.len()], thread[..]);
     assert_eq!(
         get(&server.base, &token, "/api/tasks").await["tasks"]
             .as_array()
@@ -362,4 +374,145 @@ async fn cli_token_users_config_and_safety_checks() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"));
+}
+
+/// Whether `pid` runs (a zombie waiting for init to reap it does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .is_some_and(|zombie| !zombie)
+}
+
+fn claude_path() -> Option<std::path::PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/claude");
+    if p.exists() {
+        Some(p)
+    } else {
+        // CI installs it (`npm ci` in scripts/test); there a missing CLI is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing",
+            p.display()
+        );
+        eprintln!("skipping: {} is missing (run `npm ci`)", p.display());
+        None
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start_with_workers(data: &Path, fake: &FakeAnthropic, claude: &Path) -> Server {
+    let mut cmd = command(data, Some(&fake.base_url()));
+    cmd.env("MAINLOOP_WORKERS__CLAUDE_COMMAND", claude)
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+    Server::spawn(cmd)
+}
+
+const LONG_JOB: &str = r##"
+rules:
+  - name: relaunched
+    match: {user_contains: "mainloop restarted"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
+  - name: slow-work
+    match: {user_contains: "long job", times: 1}
+    delay_ms: 500
+    reply:
+      - text: "Starting a long piece of work: step one, step two, step three, step four."
+  - name: finish
+    match: {tool_result_for: Bash}
+    reply: [{text: "Finished after the restart."}]
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_killed_mid_implementation_finishes_after_restart() {
+    let Some(claude) = claude_path() else { return };
+    let fake = FakeAnthropic::start(Script::from_yaml(LONG_JOB).unwrap())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("README.md"), "x\n").unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "init"]);
+
+    let server = start_with_workers(data.path(), &fake, &claude);
+    let token = server.token.clone().unwrap();
+    let (status, task) = post(
+        &server.base,
+        &token,
+        "/api/tasks",
+        json!({"description": "long job", "repo": repo.path(), "skip_plan": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    // Kill the server while the agent is mid-reply.
+    for _ in 0..400 {
+        if fake
+            .message_requests()
+            .iter()
+            .any(|r| r.rule_name.as_deref() == Some("slow-work"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let before = get(&server.base, &token, &format!("/api/tasks/{id}")).await;
+    assert_eq!(before["state"], "implementing");
+    let record = std::fs::read_to_string(data.path().join("agents").join(&id)).unwrap();
+    let orphan: u32 = record.split_whitespace().next().unwrap().parse().unwrap();
+    server.sigkill();
+    assert!(alive(orphan), "the agent outlived the server");
+
+    let server = start_with_workers(data.path(), &fake, &claude);
+    let mut state = Value::Null;
+    for _ in 0..600 {
+        state = get(&server.base, &token, &format!("/api/tasks/{id}")).await;
+        if state["state"] == "review" || state["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state["state"], "review", "{state}");
+    assert!(
+        !alive(orphan),
+        "the restarted server stopped the orphaned agent"
+    );
+    assert_eq!(
+        state["session_id"], before["session_id"],
+        "the same session was resumed"
+    );
+    let rules: Vec<_> = fake
+        .message_requests()
+        .into_iter()
+        .filter_map(|r| r.rule_name)
+        .collect();
+    let transcript = get(&server.base, &token, &format!("/api/tasks/{id}/transcript")).await;
+    assert!(
+        rules.contains(&"relaunched".to_owned()),
+        "{rules:?} {transcript:#}"
+    );
+    let diff = get(&server.base, &token, &format!("/api/tasks/{id}/diff")).await;
+    assert!(diff["text"].as_str().unwrap().contains("+done"), "{diff}");
+    let transcript = get(&server.base, &token, &format!("/api/tasks/{id}/transcript")).await;
+    assert!(!transcript["entries"].as_array().unwrap().is_empty());
 }

@@ -1,0 +1,421 @@
+//! Claude Code as an [`Agent`]: spawning the CLI in its own process group, the reader
+//! tasks for stdout (parsed into events) and stderr (a bounded tail), the writer task
+//! for stdin, and reaping. Killing is in [`crate::kill`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::kill;
+use crate::protocol::{self, MALFORMED_LINE_BYTES};
+use crate::{Agent, AgentError, AgentEvent, AgentSession, ControlReply, RunSpec};
+
+/// Default cap on one stdout line; a longer line becomes `Malformed` and is dropped
+/// (a single huge tool result must not grow our memory without bound).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 10 * 1024 * 1024;
+/// How many stderr lines a session keeps.
+pub const STDERR_TAIL_LINES: usize = 40;
+/// Cap on one kept stderr line.
+const STDERR_LINE_BYTES: usize = 4096;
+/// Events buffered between the stdout reader and `next_event`; when full, the reader
+/// stops reading and the CLI blocks on its stdout pipe, which is the backpressure we want.
+const EVENT_BUFFER: usize = 256;
+/// After the process exits, how long to wait for the stderr reader to drain: a
+/// grandchild that inherited stderr could otherwise hold us forever.
+const STDERR_DRAIN: Duration = Duration::from_secs(2);
+
+/// The Claude Code CLI (or anything speaking its stream-json protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaudeCode {
+    command: Vec<String>,
+    max_line_bytes: usize,
+}
+
+impl Default for ClaudeCode {
+    fn default() -> Self {
+        Self::new(vec!["claude".to_owned()])
+    }
+}
+
+impl ClaudeCode {
+    /// `command` is the program and any leading arguments, e.g. `["claude"]` or
+    /// `["/repo/node_modules/.bin/claude"]`; the stream-json flags are appended.
+    pub fn new(command: Vec<String>) -> Self {
+        Self {
+            command,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+
+    /// Overrides the stdout line cap ([`DEFAULT_MAX_LINE_BYTES`]).
+    #[must_use]
+    pub fn with_max_line_bytes(mut self, max: usize) -> Self {
+        self.max_line_bytes = max.max(1);
+        self
+    }
+
+    /// The full command line `start` runs for `spec`, program first.
+    pub fn command_line(&self, spec: &RunSpec) -> Vec<String> {
+        let mut line = self.command.clone();
+        line.extend(protocol::claude_args(
+            &spec.session,
+            spec.mode,
+            spec.model.as_deref(),
+            spec.append_system_prompt.as_deref(),
+        ));
+        line
+    }
+
+    /// Like [`Agent::start`], with the concrete session type.
+    pub fn spawn(&self, spec: &RunSpec) -> Result<ClaudeSession, AgentError> {
+        let line = self.command_line(spec);
+        let Some((program, args)) = line.split_first() else {
+            return Err(AgentError::Spawn("empty command".to_owned()));
+        };
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(&spec.cwd)
+            .env_clear()
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so that kill() reaches the shells and tools it spawns.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| AgentError::Spawn(format!("{program}: {e}")))?;
+        let pid = child.id();
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            if let Some(pid) = pid {
+                kill::kill_tree(pid);
+            }
+            return Err(AgentError::Spawn("child without piped stdio".to_owned()));
+        };
+
+        let (event_tx, events) = mpsc::channel(EVENT_BUFFER);
+        let stdout_task = tokio::spawn(read_stdout(stdout, event_tx, self.max_line_bytes));
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
+        let stderr_task = tokio::spawn(read_stderr(stderr, Arc::clone(&tail)));
+        let (writes, write_rx) = mpsc::channel(16);
+        let stdin_task = tokio::spawn(write_stdin(stdin, write_rx));
+
+        let session = ClaudeSession {
+            child,
+            pid,
+            status: None,
+            events,
+            writes: Some(writes),
+            tail,
+            stdout_task,
+            stderr_task: Some(stderr_task),
+            stdin_task,
+        };
+        // Queued, not awaited: `start` is synchronous. Failure surfaces on the next write.
+        session.queue_write(protocol::initialize_line());
+        Ok(session)
+    }
+}
+
+impl Agent for ClaudeCode {
+    fn name(&self) -> &str {
+        "claude-code"
+    }
+
+    fn start(&self, spec: RunSpec) -> Result<Box<dyn AgentSession>, AgentError> {
+        Ok(Box::new(self.spawn(&spec)?))
+    }
+}
+
+struct WriteRequest {
+    line: String,
+    done: Option<oneshot::Sender<io::Result<()>>>,
+}
+
+/// One running CLI process. Dropping it SIGKILLs the process and everything it started,
+/// if it is still running.
+pub struct ClaudeSession {
+    child: Child,
+    /// Also the process group id. Cleared once reaped, because the number may be reused.
+    pid: Option<u32>,
+    status: Option<ExitStatus>,
+    events: mpsc::Receiver<AgentEvent>,
+    /// None once input is closed.
+    writes: Option<mpsc::Sender<WriteRequest>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stdout_task: JoinHandle<()>,
+    stderr_task: Option<JoinHandle<()>>,
+    stdin_task: JoinHandle<()>,
+}
+
+impl fmt::Debug for ClaudeSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaudeSession")
+            .field("pid", &self.pid)
+            .field("status", &self.status)
+            .field("input_open", &self.writes.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClaudeSession {
+    fn queue_write(&self, line: String) {
+        if let Some(writes) = &self.writes {
+            let _ = writes.try_send(WriteRequest { line, done: None });
+        }
+    }
+
+    async fn write(&mut self, line: String) -> Result<(), AgentError> {
+        let writes = self.writes.as_ref().ok_or(AgentError::Closed)?;
+        let (done, result) = oneshot::channel();
+        writes
+            .send(WriteRequest {
+                line,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| AgentError::Closed)?;
+        match result.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => Err(AgentError::Closed),
+            Ok(Err(e)) => Err(AgentError::Io(e.to_string())),
+            Err(_) => Err(AgentError::Closed),
+        }
+    }
+
+    /// Waits for the process to exit, records its status and lets stderr drain.
+    async fn reap(&mut self) {
+        if self.status.is_none() {
+            match self.child.wait().await {
+                Ok(status) => self.status = Some(status),
+                Err(e) => tracing::warn!(error = %e, "waiting for the agent failed"),
+            }
+            self.pid = None;
+        }
+        if let Some(task) = self.stderr_task.take() {
+            let _ = tokio::time::timeout(STDERR_DRAIN, task).await;
+        }
+    }
+
+    fn kill_now(&mut self) {
+        // Once reaped, the pid may already name someone else's process.
+        if self.status.is_some() {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            kill::kill_tree(pid);
+        }
+    }
+
+    fn lock_tail(&self) -> MutexGuard<'_, VecDeque<String>> {
+        self.tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl AgentSession for ClaudeSession {
+    fn next_event(&mut self) -> BoxFuture<'_, Option<AgentEvent>> {
+        Box::pin(async move {
+            if let Some(event) = self.events.recv().await {
+                return Some(event);
+            }
+            // stdout is closed: the process has exited or is about to.
+            self.reap().await;
+            None
+        })
+    }
+
+    fn reply(
+        &mut self,
+        request_id: &str,
+        reply: ControlReply,
+    ) -> BoxFuture<'_, Result<(), AgentError>> {
+        let line = protocol::control_response_line(request_id, &reply);
+        Box::pin(self.write(line))
+    }
+
+    fn send_user_message(&mut self, text: &str) -> BoxFuture<'_, Result<(), AgentError>> {
+        let line = protocol::user_message_line(text);
+        Box::pin(self.write(line))
+    }
+
+    fn close_input(&mut self) -> BoxFuture<'_, ()> {
+        // The writer task finishes queued lines, then drops stdin: the CLI sees EOF.
+        self.writes = None;
+        Box::pin(async {})
+    }
+
+    fn kill(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.writes = None;
+            self.kill_now();
+            self.reap().await;
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn stderr_tail(&self) -> Vec<String> {
+        self.lock_tail().iter().cloned().collect()
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        let status = self.status?;
+        status.code().or_else(|| status.signal().map(|s| 128 + s))
+    }
+}
+
+impl Drop for ClaudeSession {
+    fn drop(&mut self) {
+        // kill_on_drop only reaches the leader, not the tools and shells it started.
+        self.kill_now();
+        self.stdout_task.abort();
+        self.stdin_task.abort();
+        if let Some(task) = &self.stderr_task {
+            task.abort();
+        }
+    }
+}
+
+async fn write_stdin(mut stdin: ChildStdin, mut requests: mpsc::Receiver<WriteRequest>) {
+    while let Some(WriteRequest { mut line, done }) = requests.recv().await {
+        line.push('\n');
+        let result = async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.flush().await
+        }
+        .await;
+        let failed = result.is_err();
+        if let Some(done) = done {
+            let _ = done.send(result);
+        }
+        if failed {
+            // The pipe is broken for good; later writers see the channel closed.
+            break;
+        }
+    }
+}
+
+async fn read_stdout(
+    stdout: impl AsyncRead + Unpin,
+    events: mpsc::Sender<AgentEvent>,
+    max_line_bytes: usize,
+) {
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        let parsed = match read_line_capped(&mut reader, &mut buf, max_line_bytes).await {
+            Ok(None) => break,
+            Ok(Some(len)) if len > max_line_bytes => {
+                vec![AgentEvent::Malformed {
+                    line: protocol::truncate_bytes(
+                        &String::from_utf8_lossy(&buf),
+                        MALFORMED_LINE_BYTES,
+                    ),
+                    error: format!("line of {len} bytes exceeds the {max_line_bytes}-byte limit"),
+                }]
+            }
+            Ok(Some(_)) => protocol::parse_line(&String::from_utf8_lossy(&buf)),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the agent's stdout failed");
+                break;
+            }
+        };
+        for event in parsed {
+            if events.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn read_stderr(stderr: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    while let Ok(Some(_)) = read_line_capped(&mut reader, &mut buf, STDERR_LINE_BYTES).await {
+        let line = String::from_utf8_lossy(&buf).into_owned();
+        let mut tail = tail
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// Reads one line into `buf` (without the newline or a trailing `\r`), keeping at most
+/// `cap` bytes of it but consuming all of it. Returns the line's full length, or None
+/// at end of input.
+async fn read_line_capped(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+    cap: usize,
+) -> io::Result<Option<usize>> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut saw_any = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            break;
+        }
+        saw_any = true;
+        let newline = available.iter().position(|b| *b == b'\n');
+        let chunk = &available[..newline.unwrap_or(available.len())];
+        let room = cap.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        total = total.saturating_add(chunk.len());
+        let consumed = newline.map_or(available.len(), |i| i + 1);
+        reader.consume(consumed);
+        if newline.is_some() {
+            break;
+        }
+    }
+    if !saw_any {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(Some(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn capped_reader_consumes_long_lines_whole() {
+        let input: &[u8] = b"short\r\nxxxxxxxxxxxxxxxxxxxx\nlast";
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        while let Ok(Some(len)) = read_line_capped(&mut reader, &mut buf, 8).await {
+            got.push((len, String::from_utf8_lossy(&buf).into_owned()));
+        }
+        assert_eq!(
+            got,
+            [
+                (6, "short".to_owned()),
+                (20, "xxxxxxxx".to_owned()),
+                (4, "last".to_owned())
+            ]
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! Claude Code's stream-json protocol as pure functions: [`parse_line`] turns one stdout
+//! line into [`AgentEvent`]s, and the `*_line` functions build the lines we write to
+//! stdin. No I/O here, so recorded lines are enough to test it.
+
+use serde_json::{Value, json};
+
+use crate::{AgentEvent, AgentMode, AgentOption, AgentQuestion, ControlReply, SessionRef};
+
+/// Longest `ToolCall::summary`, in characters.
+pub const TOOL_CALL_SUMMARY_CHARS: usize = 200;
+/// Longest `ToolResult::summary`, in bytes (cut at a character boundary).
+pub const TOOL_RESULT_SUMMARY_BYTES: usize = 2048;
+/// Longest `Malformed::line`, in bytes: the line is evidence, not payload.
+pub const MALFORMED_LINE_BYTES: usize = 2048;
+
+/// The request id of the `initialize` request sent at start.
+pub const INITIALIZE_REQUEST_ID: &str = "init-1";
+
+/// The flags after the command itself, in the order the CLI documents them.
+pub fn claude_args(
+    session: &SessionRef,
+    mode: AgentMode,
+    model: Option<&str>,
+    append_system_prompt: Option<&str>,
+) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-p",
+        "--input-format",
+        "stream-json",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--permission-prompt-tool",
+        "stdio",
+        "--permission-mode",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    args.push(
+        match mode {
+            AgentMode::Plan => "plan",
+            AgentMode::Implement => "acceptEdits",
+        }
+        .to_owned(),
+    );
+    match session {
+        SessionRef::New(id) => args.extend(["--session-id".to_owned(), id.clone()]),
+        SessionRef::Resume(id) => args.extend(["--resume".to_owned(), id.clone()]),
+    }
+    if let Some(model) = model {
+        args.extend(["--model".to_owned(), model.to_owned()]);
+    }
+    if let Some(prompt) = append_system_prompt {
+        args.extend(["--append-system-prompt".to_owned(), prompt.to_owned()]);
+    }
+    args
+}
+
+/// The first line we write: without it the CLI does not answer control requests.
+pub fn initialize_line() -> String {
+    json!({"type": "control_request", "request_id": INITIALIZE_REQUEST_ID,
+           "request": {"subtype": "initialize"}})
+    .to_string()
+}
+
+pub fn user_message_line(text: &str) -> String {
+    json!({"type": "user", "message": {"role": "user", "content": text}}).to_string()
+}
+
+/// The answer to a `can_use_tool` control request.
+pub fn control_response_line(request_id: &str, reply: &ControlReply) -> String {
+    let response = match reply {
+        ControlReply::Allow { updated_input } => {
+            json!({"behavior": "allow", "updatedInput": updated_input})
+        }
+        ControlReply::Deny { message, interrupt } => {
+            json!({"behavior": "deny", "message": message, "interrupt": interrupt})
+        }
+    };
+    json!({"type": "control_response",
+           "response": {"subtype": "success", "request_id": request_id, "response": response}})
+    .to_string()
+}
+
+/// Parses one stdout line of `claude --output-format stream-json --verbose`.
+///
+/// Lenient by design, because the CLI changes often: unknown line types and unknown
+/// content blocks yield nothing; only a line that is not a JSON object, or a known type
+/// missing what we need to act on, yields [`AgentEvent::Malformed`]. Never panics.
+pub fn parse_line(line: &str) -> Vec<AgentEvent> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Vec::new();
+    }
+    let value: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return vec![malformed(line, e.to_string())],
+    };
+    if !value.is_object() {
+        return vec![malformed(line, "not a JSON object".to_owned())];
+    }
+    let Some(kind) = value.get("type").and_then(Value::as_str) else {
+        return vec![malformed(line, "no \"type\" field".to_owned())];
+    };
+    let parsed = match kind {
+        "system" => system(&value),
+        "assistant" => Ok(assistant(&value)),
+        "user" => Ok(user(&value)),
+        "control_request" => control_request(&value),
+        "result" => Ok(vec![result(&value)]),
+        // Acknowledges our `initialize`; its payload (commands, models) is not needed.
+        "control_response" => Ok(Vec::new()),
+        // stream_event (partial messages), control_cancel_request, rate-limit notices,
+        // and whatever later CLI versions add.
+        _ => Ok(Vec::new()),
+    };
+    parsed.unwrap_or_else(|error| vec![malformed(line, error)])
+}
+
+fn malformed(line: &str, error: String) -> AgentEvent {
+    AgentEvent::Malformed {
+        line: truncate_bytes(line, MALFORMED_LINE_BYTES),
+        error,
+    }
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn system(v: &Value) -> Result<Vec<AgentEvent>, String> {
+    // Other subtypes (status, api_retry, informational, compact_boundary) are progress
+    // noise for our purposes.
+    if str_field(v, "subtype") != Some("init") {
+        return Ok(Vec::new());
+    }
+    let session_id = str_field(v, "session_id").ok_or("system/init without session_id")?;
+    Ok(vec![AgentEvent::SessionStarted {
+        session_id: session_id.to_owned(),
+        model: str_field(v, "model").unwrap_or_default().to_owned(),
+    }])
+}
+
+/// The content of `message.content`, where a bare string means one text block.
+fn content_blocks(v: &Value) -> Vec<Value> {
+    match v.get("message").and_then(|m| m.get("content")) {
+        Some(Value::Array(blocks)) => blocks.clone(),
+        Some(Value::String(text)) => vec![json!({"type": "text", "text": text})],
+        _ => Vec::new(),
+    }
+}
+
+fn assistant(v: &Value) -> Vec<AgentEvent> {
+    content_blocks(v)
+        .iter()
+        .filter_map(|block| match str_field(block, "type")? {
+            "text" => {
+                let text = str_field(block, "text")?;
+                (!text.trim().is_empty()).then(|| AgentEvent::Text {
+                    text: text.to_owned(),
+                })
+            }
+            "tool_use" => {
+                let name = str_field(block, "name").unwrap_or_default();
+                let input = block.get("input").cloned().unwrap_or(Value::Null);
+                Some(AgentEvent::ToolCall {
+                    id: str_field(block, "id").unwrap_or_default().to_owned(),
+                    name: name.to_owned(),
+                    summary: tool_call_summary(name, &input),
+                })
+            }
+            // thinking, redacted_thinking, server tool blocks: not shown.
+            _ => None,
+        })
+        .collect()
+}
+
+fn user(v: &Value) -> Vec<AgentEvent> {
+    // User text (our own prompts, "[Request interrupted …]") is not agent output.
+    content_blocks(v)
+        .iter()
+        .filter(|block| str_field(block, "type") == Some("tool_result"))
+        .map(|block| AgentEvent::ToolResult {
+            tool_use_id: str_field(block, "tool_use_id")
+                .unwrap_or_default()
+                .to_owned(),
+            summary: tool_result_summary(block.get("content").unwrap_or(&Value::Null)),
+            is_error: block
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+        .collect()
+}
+
+fn control_request(v: &Value) -> Result<Vec<AgentEvent>, String> {
+    let request_id = str_field(v, "request_id").ok_or("control_request without request_id")?;
+    let request = v.get("request").unwrap_or(&Value::Null);
+    let subtype = str_field(request, "subtype").unwrap_or_default();
+    if subtype != "can_use_tool" {
+        // The CLI waits for an answer we cannot give (hooks and SDK MCP servers are
+        // never registered), so the caller must hear about it.
+        return Err(format!("unsupported control_request subtype {subtype:?}"));
+    }
+    let tool = str_field(request, "tool_name").ok_or("can_use_tool without tool_name")?;
+    let input = request.get("input").cloned().unwrap_or_else(|| json!({}));
+    let request_id = request_id.to_owned();
+    Ok(vec![match tool {
+        "AskUserQuestion" => AgentEvent::Question {
+            request_id,
+            questions: questions(&input),
+            input,
+        },
+        "ExitPlanMode" => AgentEvent::Plan {
+            request_id,
+            plan: str_field(&input, "plan").unwrap_or_default().to_owned(),
+            input,
+        },
+        _ => AgentEvent::Permission {
+            request_id,
+            tool: tool.to_owned(),
+            input,
+        },
+    }])
+}
+
+fn questions(input: &Value) -> Vec<AgentQuestion> {
+    let text = |v: &Value, key: &str| str_field(v, key).unwrap_or_default().to_owned();
+    input
+        .get("questions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|q| AgentQuestion {
+            question: text(q, "question"),
+            header: text(q, "header"),
+            options: q
+                .get("options")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|o| AgentOption {
+                    label: text(o, "label"),
+                    description: text(o, "description"),
+                })
+                .collect(),
+            multi_select: q
+                .get("multiSelect")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        })
+        .collect()
+}
+
+fn result(v: &Value) -> AgentEvent {
+    let subtype = str_field(v, "subtype");
+    // `is_error` is authoritative: an interrupted turn can still say subtype "success"
+    // in some versions, and an API error can come back with subtype "success".
+    let is_error = v
+        .get("is_error")
+        .and_then(Value::as_bool)
+        .unwrap_or(subtype != Some("success"));
+    let result = str_field(v, "result").map(str::to_owned).or_else(|| {
+        let errors: Vec<String> = v
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
+            .collect();
+        (!errors.is_empty()).then(|| errors.join("\n"))
+    });
+    let usage = v.get("usage").unwrap_or(&Value::Null);
+    let tokens = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+    AgentEvent::Finished {
+        is_error,
+        result,
+        session_id: str_field(v, "session_id").map(str::to_owned),
+        cost_usd: v
+            .get("total_cost_usd")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0),
+        input_tokens: tokens("input_tokens")
+            .saturating_add(tokens("cache_creation_input_tokens"))
+            .saturating_add(tokens("cache_read_input_tokens")),
+        output_tokens: tokens("output_tokens"),
+    }
+}
+
+/// A one-line description of a tool call, e.g. `Edit src/lib.rs` or `Bash: cargo test`.
+pub fn tool_call_summary(name: &str, input: &Value) -> String {
+    let s = |key: &str| str_field(input, key);
+    let summary = match name {
+        "Read" | "Write" | "Edit" | "MultiEdit" => match s("file_path") {
+            Some(path) => format!("{name} {path}"),
+            None => name.to_owned(),
+        },
+        "NotebookEdit" => format!("{name} {}", s("notebook_path").unwrap_or_default()),
+        "Bash" => format!("Bash: {}", s("command").unwrap_or_default()),
+        "Grep" | "Glob" => match s("path") {
+            Some(path) => format!("{name}: {} in {path}", s("pattern").unwrap_or_default()),
+            None => format!("{name}: {}", s("pattern").unwrap_or_default()),
+        },
+        "WebFetch" => format!("WebFetch {}", s("url").unwrap_or_default()),
+        "WebSearch" => format!("WebSearch: {}", s("query").unwrap_or_default()),
+        "Task" | "Agent" => format!("{name}: {}", s("description").unwrap_or_default()),
+        "TodoWrite" => {
+            let n = input
+                .get("todos")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            format!("TodoWrite: {n} items")
+        }
+        "AskUserQuestion" => {
+            let first = input
+                .get("questions")
+                .and_then(|q| q.get(0))
+                .and_then(|q| str_field(q, "question"))
+                .unwrap_or_default();
+            format!("AskUserQuestion: {first}")
+        }
+        "ExitPlanMode" => "ExitPlanMode".to_owned(),
+        _ => match input {
+            Value::Object(map) if map.is_empty() => name.to_owned(),
+            Value::Null => name.to_owned(),
+            other => format!("{name} {other}"),
+        },
+    };
+    truncate_chars(&one_line(&summary), TOOL_CALL_SUMMARY_CHARS)
+}
+
+/// The text of a tool result's `content` (a string or content blocks), capped.
+pub fn tool_result_summary(content: &Value) -> String {
+    let text = match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .map(|b| match str_field(b, "type") {
+                Some("text") => str_field(b, "text").unwrap_or_default().to_owned(),
+                Some("image") => "[image]".to_owned(),
+                _ => b.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    truncate_bytes(&text, TOOL_RESULT_SUMMARY_BYTES)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+    }
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary, saying how much was cut.
+pub fn truncate_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… [{} more bytes]", &s[..cut], s.len() - cut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let s = "é".repeat(10);
+        let t = truncate_bytes(&s, 5);
+        assert!(t.starts_with("éé…"), "{t}");
+        assert_eq!(truncate_chars("abcdef", 3), "abc…");
+        assert_eq!(truncate_chars("abc", 3), "abc");
+    }
+
+    #[test]
+    fn args_follow_mode_and_session() {
+        let a = claude_args(
+            &SessionRef::Resume("s1".into()),
+            AgentMode::Implement,
+            Some("m"),
+            None,
+        );
+        let joined = a.join(" ");
+        assert!(joined.contains("--permission-mode acceptEdits --resume s1 --model m"));
+        assert!(!joined.contains("--append-system-prompt"));
+    }
+}

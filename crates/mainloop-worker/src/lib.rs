@@ -1,0 +1,292 @@
+//! The local worker runtime. It runs the `task.*` jobs the engine's task transitions
+//! enqueue: agent runs (in their own dispatcher pool, whose size is the agent slot
+//! count), commits, checks, merges and stops; it grants slots to queued tasks in order,
+//! and keeps an agent that waits for the human parked without a slot until an idle
+//! timeout, after which the session is resumed from disk when the answer comes.
+
+mod policy;
+mod prompts;
+mod run;
+mod steps;
+
+pub use policy::{Decision, decide};
+pub use prompts::WORKER_INSTRUCTIONS;
+
+use mainloop_agent::{Agent, AgentSession};
+use mainloop_domain::TaskId;
+use mainloop_domain::records::{Task, TaskDiff};
+use mainloop_domain::task::TaskState;
+use mainloop_engine::{Engine, JobContext, JobError, JobHandler, Workspaces};
+use mainloop_git::Git;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The dispatcher pool agent runs use; its size is the number of agent slots.
+pub const AGENTS_POOL: &str = "agents";
+/// Checks can take long; they get their own pool so merges and commits are not stuck
+/// behind them.
+pub const EFFECTS_POOL: &str = "effects";
+
+/// The runtime's settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub max_agents: usize,
+    pub idle_timeout: Duration,
+    pub inactivity_timeout: Duration,
+    pub check_timeout: Duration,
+    pub check_output_bytes: usize,
+    pub model: Option<String>,
+    /// The exact environment agents and checks get.
+    pub agent_env: Vec<(String, String)>,
+    /// Where the agent writes plans (`$HOME/.claude/plans` of the agent's home).
+    pub plans_dir: PathBuf,
+    /// Where each task's agent process is recorded, so one left running by a server that
+    /// was killed can be found and stopped at the next start.
+    pub pid_dir: PathBuf,
+}
+
+/// A session waiting for the human, its process kept until the idle timeout.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    pub session: Box<dyn AgentSession>,
+    pub request_id: String,
+    pub input: serde_json::Value,
+    pub waiting_for: Waiting,
+    pub since: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    Answers,
+    PlanReview,
+}
+
+/// The worker runtime. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub engine: Engine,
+    pub agent: Arc<dyn Agent>,
+    pub git: Git,
+    pub config: WorkerConfig,
+    pub parked: Mutex<HashMap<TaskId, Parked>>,
+    /// Cancels the live run of a task (cancel, failure elsewhere).
+    pub running: Mutex<HashMap<TaskId, CancellationToken>>,
+}
+
+impl Runtime {
+    #[must_use]
+    pub fn new(engine: Engine, agent: Arc<dyn Agent>, git: Git, config: WorkerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                engine,
+                agent,
+                git,
+                config,
+                parked: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Registers the `task.*` job handlers and the diff reader with the engine. Call
+    /// before [`Engine::start`].
+    pub fn install(&self) {
+        let engine = &self.inner.engine;
+        engine.set_pool(AGENTS_POOL, self.inner.config.max_agents);
+        engine.set_pool(EFFECTS_POOL, 2);
+        let handler = |step: Step| {
+            Arc::new(Handler {
+                runtime: self.clone(),
+                step,
+            }) as Arc<dyn JobHandler>
+        };
+        engine.register_pool_handler("task.run_agent", handler(Step::RunAgent), AGENTS_POOL);
+        engine.register_handler("task.stop_agent", handler(Step::Stop));
+        engine.register_pool_handler("task.commit", handler(Step::Commit), EFFECTS_POOL);
+        engine.register_pool_handler("task.checks", handler(Step::Checks), EFFECTS_POOL);
+        engine.register_pool_handler("task.merge", handler(Step::Merge), EFFECTS_POOL);
+        engine.set_workspaces(Arc::new(self.clone()));
+    }
+
+    /// Starts the slot scheduler and the idle reaper.
+    #[must_use]
+    pub fn spawn(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            rt.reap_orphans();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = rt.grant_slots().await {
+                    tracing::warn!(error = %e, "could not schedule queued tasks");
+                }
+                rt.reap_idle();
+            }
+            rt.stop_all();
+        })
+    }
+
+    /// Moves queued tasks, oldest first, into work while agent slots are free. A slot is
+    /// an unfinished `task.run_agent` job: waiting tasks have none.
+    async fn grant_slots(&self) -> mainloop_engine::Result<()> {
+        let engine = &self.inner.engine;
+        let busy = engine.store().count_unfinished("task.run_agent").await?;
+        let free = i64::try_from(self.inner.config.max_agents).unwrap_or(i64::MAX) - busy;
+        if free <= 0 {
+            return Ok(());
+        }
+        for (_, task) in engine
+            .store()
+            .tasks_in_states(&[TaskState::Queued], free)
+            .await?
+        {
+            match engine
+                .apply_task_event(None, task.id, mainloop_domain::task::TaskEvent::SlotGranted)
+                .await
+            {
+                Ok(_) | Err(mainloop_engine::EngineError::WrongState(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops agents recorded by a previous server process. The data directory is locked
+    /// by this process, so every recorded agent still alive is an orphan.
+    fn reap_orphans(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.inner.config.pid_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let record = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut parts = record.split_whitespace().map(str::parse::<u64>);
+            if let (Some(Ok(pid)), Some(Ok(start))) = (parts.next(), parts.next()) {
+                let pid = u32::try_from(pid).unwrap_or(0);
+                if pid != 0 && mainloop_agent::kill_stale_agent(pid, start) {
+                    tracing::info!(pid, file = %path.display(), "stopped an agent left running by a previous server");
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Records a task's live agent process (see [`Runtime::reap_orphans`]).
+    pub(crate) fn record_pid(&self, task: TaskId, pid: Option<u32>) {
+        let Some(pid) = pid else { return };
+        let Some(start) = mainloop_agent::process_start_time(pid) else {
+            return;
+        };
+        let dir = &self.inner.config.pid_dir;
+        if let Err(e) = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(dir.join(task.to_string()), format!("{pid} {start}\n")))
+        {
+            tracing::warn!(error = %e, "could not record an agent's pid");
+        }
+    }
+
+    fn reap_idle(&self) {
+        let idle = self.inner.config.idle_timeout;
+        let expired: Vec<Parked> = match self.inner.parked.lock() {
+            Ok(mut parked) => {
+                let ids: Vec<TaskId> = parked
+                    .iter()
+                    .filter(|(_, p)| p.since.elapsed() >= idle)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| parked.remove(&id))
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for mut p in expired {
+            tokio::spawn(async move { p.session.kill().await });
+        }
+    }
+
+    fn stop_all(&self) {
+        if let Ok(running) = self.inner.running.lock() {
+            for token in running.values() {
+                token.cancel();
+            }
+        }
+        let parked: Vec<Parked> = self
+            .inner
+            .parked
+            .lock()
+            .map(|mut p| p.drain().map(|(_, v)| v).collect())
+            .unwrap_or_default();
+        for mut p in parked {
+            tokio::spawn(async move { p.session.kill().await });
+        }
+    }
+
+    /// Whether a task has a parked session (for tests and status).
+    #[must_use]
+    pub fn is_parked(&self, task: TaskId) -> bool {
+        self.inner
+            .parked
+            .lock()
+            .is_ok_and(|p| p.contains_key(&task))
+    }
+
+    pub(crate) fn take_parked(&self, task: TaskId) -> Option<Parked> {
+        self.inner.parked.lock().ok()?.remove(&task)
+    }
+
+    pub(crate) fn park(&self, task: TaskId, parked: Parked) {
+        if let Ok(mut p) = self.inner.parked.lock() {
+            p.insert(task, parked);
+        }
+    }
+}
+
+impl Workspaces for Runtime {
+    fn diff(&self, task: Task) -> futures::future::BoxFuture<'static, Result<TaskDiff, String>> {
+        let rt = self.clone();
+        Box::pin(async move { steps::diff(&rt, &task).await.map_err(|e| e.to_string()) })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    RunAgent,
+    Stop,
+    Commit,
+    Checks,
+    Merge,
+}
+
+#[derive(Debug)]
+struct Handler {
+    runtime: Runtime,
+    step: Step,
+}
+
+impl JobHandler for Handler {
+    fn run(&self, ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+        let rt = self.runtime.clone();
+        let step = self.step;
+        Box::pin(async move {
+            match step {
+                Step::RunAgent => run::run_agent(&rt, &ctx).await,
+                Step::Stop => steps::stop(&rt, &ctx).await,
+                Step::Commit => steps::commit(&rt, &ctx).await,
+                Step::Checks => steps::checks(&rt, &ctx).await,
+                Step::Merge => steps::merge(&rt, &ctx).await,
+            }
+        })
+    }
+}

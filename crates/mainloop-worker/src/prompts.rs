@@ -1,0 +1,87 @@
+//! The words a worker's agent receives: mainloop's standing instructions and the message
+//! for each way a session starts or resumes.
+
+use mainloop_domain::question::{Answers, Question, answers_by_question_text};
+use mainloop_domain::records::Task;
+use mainloop_domain::task::AgentInput;
+
+/// Appended to the agent's system prompt.
+pub const WORKER_INSTRUCTIONS: &str = "\
+You are a mainloop worker: you carry out one task in this git worktree while the human is \
+away. The human sees only what you ask through AskUserQuestion, the plan you submit with \
+ExitPlanMode, and your finished work.
+- Stay inside this repository.
+- When you need a decision, ask with AskUserQuestion (offer concrete options); do not guess \
+on things that matter.
+- While planning, explore read-only, write the plan to the plan file, then call ExitPlanMode.
+- When implementing, make focused changes, run the project's tests if there are any, and \
+finish with a short summary. mainloop commits your work and runs the project's checks.";
+
+/// The user message that starts or resumes the session for `input`.
+#[must_use]
+pub fn input_message(task: &Task, input: &AgentInput) -> String {
+    match input {
+        AgentInput::Start => format!("Task: {}\n\nRepository: {}\n", task.description, task.repo),
+        AgentInput::Answers(answers) => answers_text(&task.questions, answers),
+        AgentInput::PlanApproved => {
+            "Your plan was approved. Implement it now in this worktree.".to_owned()
+        }
+        AgentInput::PlanFeedback(feedback) => format!(
+            "Please revise the plan. Feedback from the reviewer:\n\n{feedback}\n\nWrite the revised plan and call ExitPlanMode again."
+        ),
+        AgentInput::CheckFailure(output) => format!(
+            "The project's checks failed on your work. Fix the problems; the output was:\n\n```\n{output}\n```"
+        ),
+        AgentInput::ReviewFeedback(feedback) => {
+            format!("The reviewer asked for changes:\n\n{feedback}")
+        }
+        AgentInput::MergeConflict(files) => format!(
+            "Merging your branch into {} conflicted. The base branch has been merged into your \
+             branch, leaving conflict markers in: {files}. Resolve them keeping both sides' \
+             intent, and make sure everything still builds and passes.",
+            task.base_branch.as_deref().unwrap_or("the base branch")
+        ),
+        AgentInput::Retry => {
+            "The previous attempt stopped before finishing. Continue the task where you left off."
+                .to_owned()
+        }
+    }
+}
+
+/// The message sent to a relaunched session whose input was already delivered.
+pub const CONTINUE: &str =
+    "mainloop restarted while you were working. Continue the task where you left off.";
+
+fn answers_text(questions: &[Question], answers: &Answers) -> String {
+    let by_text = answers_by_question_text(questions, answers);
+    let mut out = String::from("Answers to your questions:\n");
+    for (q, a) in by_text {
+        out.push_str(&format!("- {q} → {a}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mainloop_domain::question::{Answer, QuestionOption};
+
+    #[test]
+    fn answers_are_given_by_question_text() {
+        let q = Question {
+            id: "q1".into(),
+            header: "DB".into(),
+            question: "Which database?".into(),
+            options: vec![QuestionOption {
+                label: "SQLite".into(),
+                description: String::new(),
+            }],
+            multi_select: false,
+        };
+        let a: Answers = [("q1".to_owned(), Answer::Choices(vec!["SQLite".into()]))]
+            .into_iter()
+            .collect();
+        let text = answers_text(&[q], &a);
+        assert!(text.contains("Which database? → SQLite"), "{text}");
+    }
+}

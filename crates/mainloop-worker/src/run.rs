@@ -1,0 +1,463 @@
+//! One agent run: start or resume the session, deliver its input, and turn its events
+//! into transcript entries and lifecycle events until it finishes, fails, or waits for
+//! the human (then the session is parked and the slot freed).
+
+use crate::policy::{Decision, decide};
+use crate::prompts::{CONTINUE, WORKER_INSTRUCTIONS, input_message};
+use crate::steps::{apply, fail, load, payload, retry, status, workspace};
+use crate::{Parked, Runtime, Waiting};
+use mainloop_agent::{AgentEvent, AgentMode, AgentSession, ControlReply, RunSpec, SessionRef};
+use mainloop_domain::question::{Question, QuestionOption, answers_by_question_text};
+use mainloop_domain::records::Task;
+use mainloop_domain::task::{AgentInput, AgentPhase, Effect, TaskEvent, TaskState};
+use mainloop_domain::{TaskId, UserId};
+use mainloop_engine::{JobContext, JobError};
+use serde_json::json;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Removes the task's cancel token when the run ends, however it ends.
+struct RunningGuard<'a> {
+    rt: &'a Runtime,
+    task: TaskId,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.rt.inner.running.lock() {
+            r.remove(&self.task);
+        }
+    }
+}
+
+const fn state_of(phase: AgentPhase) -> TaskState {
+    match phase {
+        AgentPhase::Plan => TaskState::Planning,
+        AgentPhase::Implement => TaskState::Implementing,
+    }
+}
+
+const fn mode_of(phase: AgentPhase) -> AgentMode {
+    match phase {
+        AgentPhase::Plan => AgentMode::Plan,
+        AgentPhase::Implement => AgentMode::Implement,
+    }
+}
+
+/// `task.run_agent`.
+pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
+    let p = payload(ctx)?;
+    let Effect::RunAgent { phase, input } = p.effect else {
+        return Err(JobError::fatal("task.run_agent without an agent input"));
+    };
+    let Some((user, task)) = load(rt, p.task_id).await? else {
+        return Ok(());
+    };
+    if task.state != state_of(phase) {
+        // Cancelled, failed or moved on before this run started.
+        return Ok(());
+    }
+    let cancel = CancellationToken::new();
+    if let Ok(mut r) = rt.inner.running.lock() {
+        r.insert(task.id, cancel.clone());
+    }
+    let _guard = RunningGuard { rt, task: task.id };
+
+    let (_, wt) = match workspace(rt, &task).await {
+        Ok(w) => w,
+        Err(e) => return fail(rt, task.id, format!("could not prepare the workspace: {e}")).await,
+    };
+    let key = ctx.job.key.clone();
+    let session = match deliver(rt, user, &task, phase, &input, &key, &wt.path).await {
+        Ok(s) => s,
+        Err(Delivery::Retry(e)) => return Err(e),
+        Err(Delivery::Fail(reason)) => return fail(rt, task.id, reason).await,
+    };
+    let run = Run {
+        rt,
+        user,
+        task: &task,
+        phase,
+        cwd: &wt.path,
+        input_key: &key,
+    };
+    pump(&run, session, &cancel).await
+}
+
+/// What one agent run is about.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    rt: &'a Runtime,
+    user: UserId,
+    task: &'a Task,
+    phase: AgentPhase,
+    cwd: &'a std::path::Path,
+    input_key: &'a str,
+}
+
+enum Delivery {
+    Retry(JobError),
+    Fail(String),
+}
+
+/// Gets a session that has received `input`: the parked one answered through the
+/// control protocol when possible, else a started or resumed process given a message.
+async fn deliver(
+    rt: &Runtime,
+    user: UserId,
+    task: &Task,
+    phase: AgentPhase,
+    input: &AgentInput,
+    key: &str,
+    cwd: &std::path::Path,
+) -> Result<Box<dyn AgentSession>, Delivery> {
+    let engine = &rt.inner.engine;
+    if let Some(mut parked) = rt.take_parked(task.id) {
+        let reply = match (input, parked.waiting_for) {
+            (AgentInput::Answers(a), Waiting::Answers) => Some(ControlReply::answers(
+                &parked.input,
+                &answers_by_question_text(&task.questions, a),
+            )),
+            (AgentInput::PlanApproved, Waiting::PlanReview) => Some(ControlReply::Allow {
+                updated_input: parked.input.clone(),
+            }),
+            (AgentInput::PlanFeedback(f), Waiting::PlanReview) => Some(ControlReply::Deny {
+                message: f.clone(),
+                interrupt: false,
+            }),
+            _ => None,
+        };
+        let replied = match reply {
+            Some(reply) => parked
+                .session
+                .reply(&parked.request_id, reply)
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if replied {
+            let _ = engine
+                .set_task_session(
+                    task.id,
+                    task.session_id.as_deref().unwrap_or_default(),
+                    Some(key),
+                )
+                .await;
+            return Ok(parked.session);
+        }
+        // The parked process cannot take this input (or died): resume from disk.
+        parked.session.kill().await;
+    }
+    let (session_ref, new_id) = match &task.session_id {
+        Some(id) => (SessionRef::Resume(id.clone()), None),
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            (SessionRef::New(id.clone()), Some(id))
+        }
+    };
+    let spec = RunSpec {
+        cwd: cwd.to_path_buf(),
+        session: session_ref,
+        mode: mode_of(phase),
+        model: rt.inner.config.model.clone(),
+        append_system_prompt: Some(WORKER_INSTRUCTIONS.to_owned()),
+        env: rt.inner.config.agent_env.clone(),
+    };
+    let mut session = rt
+        .inner
+        .agent
+        .start(spec)
+        .map_err(|e| Delivery::Fail(format!("could not start the agent: {e}")))?;
+    rt.record_pid(task.id, session.pid());
+    // Record a new session before it can do anything, so a crash resumes it.
+    if let Some(id) = &new_id {
+        engine
+            .set_task_session(task.id, id, None)
+            .await
+            .map_err(|e| Delivery::Retry(retry(e)))?;
+    }
+    let delivered = task.agent_input_key.as_deref() == Some(key);
+    let text = if delivered {
+        CONTINUE.to_owned()
+    } else {
+        input_message(task, input)
+    };
+    session
+        .send_user_message(&text)
+        .await
+        .map_err(|e| Delivery::Fail(format!("could not talk to the agent: {e}")))?;
+    let session_id = new_id
+        .or_else(|| task.session_id.clone())
+        .unwrap_or_default();
+    engine
+        .set_task_session(task.id, &session_id, Some(key))
+        .await
+        .map_err(|e| Delivery::Retry(retry(e)))?;
+    status(
+        rt,
+        user,
+        task.id,
+        if delivered {
+            "agent relaunched"
+        } else {
+            "agent started"
+        },
+    )
+    .await;
+    Ok(session)
+}
+
+fn questions_of(qs: &[mainloop_agent::AgentQuestion]) -> Vec<Question> {
+    qs.iter()
+        .enumerate()
+        .map(|(i, q)| Question {
+            id: format!("q{}", i + 1),
+            header: q.header.clone(),
+            question: q.question.clone(),
+            options: q
+                .options
+                .iter()
+                .map(|o| QuestionOption {
+                    label: o.label.clone(),
+                    description: o.description.clone(),
+                })
+                .collect(),
+            multi_select: q.multi_select,
+        })
+        .collect()
+}
+
+/// Reads the session's events until the run ends or parks.
+async fn pump(
+    run: &Run<'_>,
+    mut session: Box<dyn AgentSession>,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    let Run {
+        rt,
+        user,
+        task,
+        phase,
+        cwd,
+        input_key,
+    } = *run;
+    let engine = &rt.inner.engine;
+    let record = |kind: &'static str, payload: serde_json::Value| async move {
+        if let Err(e) = engine
+            .record_task_output(user, task.id, kind, &payload)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record agent output");
+        }
+    };
+    let inactivity = rt.inner.config.inactivity_timeout;
+    loop {
+        let event = tokio::select! {
+            () = cancel.cancelled() => {
+                session.kill().await;
+                return Ok(());
+            }
+            ev = tokio::time::timeout(inactivity, session.next_event()) => ev,
+        };
+        let event = match event {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                let tail = session.stderr_tail().join("\n");
+                let code = session
+                    .exit_code()
+                    .map_or_else(|| "?".to_owned(), |c| c.to_string());
+                record(
+                    "error",
+                    json!({"text": format!("agent exited ({code})"), "stderr": tail}),
+                )
+                .await;
+                return fail(
+                    rt,
+                    task.id,
+                    format!("the agent exited unexpectedly (status {code}): {tail}"),
+                )
+                .await;
+            }
+            Err(_) => {
+                session.kill().await;
+                return fail(
+                    rt,
+                    task.id,
+                    format!(
+                        "the agent produced no output for {} s and was stopped",
+                        inactivity.as_secs()
+                    ),
+                )
+                .await;
+            }
+        };
+        match event {
+            AgentEvent::SessionStarted { session_id, model } => {
+                if task.session_id.as_deref() != Some(session_id.as_str()) && !session_id.is_empty()
+                {
+                    let _ = engine
+                        .set_task_session(task.id, &session_id, Some(input_key))
+                        .await;
+                }
+                record("session", json!({"session_id": session_id, "model": model})).await;
+            }
+            AgentEvent::Text { text } => record("text", json!({"text": text})).await,
+            AgentEvent::ToolCall { id, name, summary } => {
+                record(
+                    "tool_call",
+                    json!({"id": id, "name": name, "summary": summary}),
+                )
+                .await;
+            }
+            AgentEvent::ToolResult {
+                tool_use_id,
+                summary,
+                is_error,
+            } => {
+                record(
+                    "tool_result",
+                    json!({"tool_use_id": tool_use_id, "summary": summary, "is_error": is_error}),
+                )
+                .await;
+            }
+            AgentEvent::Permission {
+                request_id,
+                tool,
+                input,
+            } => {
+                let decision = decide(phase, &tool, &input, cwd, &rt.inner.config.plans_dir);
+                let (reply, allowed) = match decision {
+                    Decision::Allow => (
+                        ControlReply::Allow {
+                            updated_input: input.clone(),
+                        },
+                        true,
+                    ),
+                    Decision::Deny(message) => (
+                        ControlReply::Deny {
+                            message,
+                            interrupt: false,
+                        },
+                        false,
+                    ),
+                };
+                record("permission", json!({"tool": tool, "allowed": allowed})).await;
+                session.reply(&request_id, reply).await.map_err(retry)?;
+            }
+            AgentEvent::Question {
+                request_id,
+                questions,
+                input,
+            } => {
+                let qs = questions_of(&questions);
+                record("question", json!({"questions": qs})).await;
+                if qs.is_empty() {
+                    session
+                        .reply(
+                            &request_id,
+                            ControlReply::Deny {
+                                message: "ask at least one question".into(),
+                                interrupt: false,
+                            },
+                        )
+                        .await
+                        .map_err(retry)?;
+                    continue;
+                }
+                if apply(rt, task.id, TaskEvent::QuestionsAsked(qs))
+                    .await?
+                    .is_none()
+                {
+                    session.kill().await;
+                    return Ok(());
+                }
+                park(rt, task.id, session, request_id, input, Waiting::Answers);
+                return Ok(());
+            }
+            AgentEvent::Plan {
+                request_id,
+                plan,
+                input,
+            } => {
+                record("plan", json!({"plan": plan})).await;
+                if phase == AgentPhase::Implement {
+                    // Already approved; the agent re-announced its plan. Let it go on.
+                    session
+                        .reply(
+                            &request_id,
+                            ControlReply::Allow {
+                                updated_input: input,
+                            },
+                        )
+                        .await
+                        .map_err(retry)?;
+                    continue;
+                }
+                if apply(rt, task.id, TaskEvent::PlanProposed(plan))
+                    .await?
+                    .is_none()
+                {
+                    session.kill().await;
+                    return Ok(());
+                }
+                park(rt, task.id, session, request_id, input, Waiting::PlanReview);
+                return Ok(());
+            }
+            AgentEvent::Finished {
+                is_error,
+                result,
+                session_id,
+                cost_usd,
+                input_tokens,
+                output_tokens,
+            } => {
+                let _ = engine
+                    .add_task_usage(
+                        task.id,
+                        cost_usd,
+                        i64::try_from(input_tokens).unwrap_or(i64::MAX),
+                        i64::try_from(output_tokens).unwrap_or(i64::MAX),
+                    )
+                    .await;
+                record("finished", json!({"is_error": is_error, "result": result, "session_id": session_id, "cost_usd": cost_usd})).await;
+                session.kill().await;
+                return if is_error {
+                    let tail = session.stderr_tail().join("\n");
+                    let why = result.filter(|r| !r.trim().is_empty()).unwrap_or(tail);
+                    fail(rt, task.id, format!("the agent reported an error: {why}")).await
+                } else {
+                    apply(rt, task.id, TaskEvent::AgentFinished)
+                        .await
+                        .map(|_| ())
+                };
+            }
+            AgentEvent::Malformed { line, error } => {
+                tracing::warn!(task = %task.id, %error, "skipping malformed agent output");
+                let mut line = line;
+                line.truncate(500);
+                record("malformed", json!({"line": line, "error": error})).await;
+            }
+        }
+    }
+}
+
+/// Keeps a session that waits for the human, without a slot, until the idle timeout.
+fn park(
+    rt: &Runtime,
+    task: TaskId,
+    session: Box<dyn AgentSession>,
+    request_id: String,
+    input: serde_json::Value,
+    waiting_for: Waiting,
+) {
+    rt.park(
+        task,
+        Parked {
+            session,
+            request_id,
+            input,
+            waiting_for,
+            since: Instant::now(),
+        },
+    );
+}

@@ -1,0 +1,726 @@
+//! The worker runtime end to end: the real `claude` CLI against the scripted fake model,
+//! real git repositories, real SQLite; plus slots and queueing with the fake agent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use mainloop_agent::ClaudeCode;
+use mainloop_domain::question::Answer;
+use mainloop_domain::records::Task;
+use mainloop_domain::task::TaskState;
+use mainloop_domain::{TaskId, UserId};
+use mainloop_engine::{CreateTask, Engine, EngineConfig, PlanAction, ReviewAction};
+use mainloop_fake_anthropic::{FakeAnthropic, Script};
+use mainloop_git::Git;
+use mainloop_store::{Store, StoreOptions};
+use mainloop_worker::{Runtime, WorkerConfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn claude_path() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/claude");
+    if p.exists() {
+        Some(p)
+    } else {
+        // CI installs it (`npm ci` in scripts/test); there a missing CLI is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing",
+            p.display()
+        );
+        eprintln!("skipping: {} is missing (run `npm ci`)", p.display());
+        None
+    }
+}
+
+/// The protocol-speaking fake agent from `mainloop-agent`, built beside this test by
+/// `cargo test --workspace`.
+fn fake_agent_path() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let p = dir.join("mainloop-fake-agent");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p mainloop-agent` (scripts/test builds it)",
+        p.display()
+    );
+    p
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct World {
+    engine: Engine,
+    runtime: Runtime,
+    user: UserId,
+    repo: tempfile::TempDir,
+    _data: tempfile::TempDir,
+    _home: tempfile::TempDir,
+    fake: Option<FakeAnthropic>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl World {
+    async fn new(
+        command: Vec<String>,
+        script: Option<&str>,
+        max_agents: usize,
+        check: Option<&str>,
+    ) -> Self {
+        Self::with_idle(command, script, max_agents, check, Duration::from_secs(600)).await
+    }
+
+    async fn with_idle(
+        command: Vec<String>,
+        script: Option<&str>,
+        max_agents: usize,
+        check: Option<&str>,
+        idle_timeout: Duration,
+    ) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let repo = tempfile::tempdir().unwrap();
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.path().join("README.md"), "greeter\n").unwrap();
+        if let Some(check) = check {
+            std::fs::write(
+                repo.path().join(".mainloop.toml"),
+                format!("check = {check:?}\n"),
+            )
+            .unwrap();
+        }
+        git(repo.path(), &["add", "-A"]);
+        git(repo.path(), &["commit", "-q", "-m", "init"]);
+
+        let fake = match script {
+            Some(s) => Some(
+                FakeAnthropic::start(Script::from_yaml(s).unwrap())
+                    .await
+                    .unwrap(),
+            ),
+            None => None,
+        };
+        let mut env = vec![
+            ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default()),
+            ("HOME".to_owned(), home.path().display().to_string()),
+            ("ANTHROPIC_API_KEY".to_owned(), "sk-test".to_owned()),
+            ("DISABLE_TELEMETRY".to_owned(), "1".to_owned()),
+            ("DISABLE_AUTOUPDATER".to_owned(), "1".to_owned()),
+            ("DISABLE_ERROR_REPORTING".to_owned(), "1".to_owned()),
+            (
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(),
+                "1".to_owned(),
+            ),
+        ];
+        if let Some(f) = &fake {
+            env.push(("ANTHROPIC_BASE_URL".to_owned(), f.base_url()));
+        }
+        let url = format!("sqlite://{}/mainloop.db", data.path().display());
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let engine = Engine::new(
+            store,
+            None,
+            EngineConfig {
+                backoff_base: Duration::from_millis(50),
+                backoff_max: Duration::from_millis(200),
+                max_check_rounds: 2,
+                ..EngineConfig::default()
+            },
+        );
+        let (owner, _) = engine.ensure_owner("owner").await.unwrap();
+        let runtime = Runtime::new(
+            engine.clone(),
+            Arc::new(ClaudeCode::new(command)),
+            Git::new(data.path().join("repos"), data.path().join("worktrees")),
+            WorkerConfig {
+                max_agents,
+                idle_timeout,
+                inactivity_timeout: Duration::from_secs(120),
+                check_timeout: Duration::from_secs(60),
+                check_output_bytes: 16 * 1024,
+                model: None,
+                agent_env: env,
+                plans_dir: home.path().join(".claude/plans"),
+                pid_dir: data.path().join("agents"),
+            },
+        );
+        runtime.install();
+        let shutdown = CancellationToken::new();
+        engine.start(shutdown.clone()).await.unwrap();
+        drop(runtime.spawn(shutdown.clone()));
+        Self {
+            engine,
+            runtime,
+            user: owner.id,
+            repo,
+            _data: data,
+            _home: home,
+            fake,
+            shutdown,
+        }
+    }
+
+    async fn spawn(&self, description: &str, skip_plan: bool) -> Task {
+        self.engine
+            .create_task(
+                self.user,
+                &CreateTask {
+                    description: description.into(),
+                    repo: self.repo.path().display().to_string(),
+                    skip_plan,
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn task(&self, id: TaskId) -> Task {
+        self.engine.task(self.user, id).await.unwrap()
+    }
+
+    /// Waits until the task reaches `state`, failing early if it fails unexpectedly.
+    async fn wait_state(&self, id: TaskId, state: TaskState) -> Task {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = self.task(id).await;
+            if t.state == state {
+                return t;
+            }
+            if t.state == TaskState::Failed && state != TaskState::Failed {
+                panic!(
+                    "task failed: {:?}; rules so far: {:?}",
+                    t.error,
+                    self.rules()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {state}, task is {}; rules {:?}",
+                t.state,
+                self.rules()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn rules(&self) -> Vec<String> {
+        self.fake
+            .as_ref()
+            .map(|f| {
+                f.message_requests()
+                    .iter()
+                    .map(|r| r.rule_name.clone().unwrap_or_else(|| "<none>".into()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+const JOURNEY: &str = r##"
+rules:
+  - name: fix-checks
+    match: {user_contains: "checks failed"}
+    reply:
+      - text: "Fixing the checks."
+      - tool_use: {name: Bash, input: {command: "touch fixed.txt", description: "Fix"}}
+
+  - name: ask
+    match: {user_contains: "build the greeter", tool_offered: AskUserQuestion}
+    reply:
+      - text: "Two questions first."
+      - tool_use:
+          name: AskUserQuestion
+          input:
+            questions:
+              - question: "Which language?"
+                header: "Language"
+                options:
+                  - {label: "Rust", description: "fast"}
+                  - {label: "Go", description: "simple"}
+                multiSelect: false
+              - question: "Which extras?"
+                header: "Extras"
+                options:
+                  - {label: "Tests", description: "unit tests"}
+                  - {label: "Docs", description: "a README"}
+                multiSelect: true
+
+  - name: write-plan
+    match: {tool_result_for: AskUserQuestion}
+    reply:
+      - tool_use:
+          name: Write
+          input: {file_path: "{{plan_file}}", content: "# Plan\n\nA greeter in Rust.\n"}
+
+  - name: exit-plan
+    match: {tool_result_for: Write, tool_result_contains: "/.claude/plans/"}
+    reply:
+      - tool_use: {name: ExitPlanMode, input: {}}
+
+  - name: implement
+    match: {tool_result_for: ExitPlanMode, tool_result_contains: "User has approved your plan"}
+    reply:
+      - text: "Implementing."
+      - tool_use: {name: Bash, input: {command: "printf 'hello\\n' > greeting.txt", description: "Write the greeting"}}
+
+  - name: revise-plan
+    match: {tool_result_for: ExitPlanMode, tool_result_contains: "add tests"}
+    reply:
+      - text: "Revising."
+      - tool_use:
+          name: Write
+          input: {file_path: "{{plan_file}}", content: "# Plan (revised)\n\nA greeter in Rust, with tests.\n"}
+
+  - name: done
+    match: {tool_result_for: Bash}
+    reply:
+      - text: "All done."
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn questions_plan_revision_implementation_checks_review_and_merge() {
+    let Some(claude) = claude_path() else { return };
+    let w = World::new(
+        vec![claude.display().to_string()],
+        Some(JOURNEY),
+        3,
+        Some("test -f fixed.txt"),
+    )
+    .await;
+    let task = w.spawn("build the greeter", false).await;
+
+    let waiting = w.wait_state(task.id, TaskState::WaitingAnswers).await;
+    assert_eq!(waiting.questions.len(), 2);
+    assert!(waiting.questions[1].multi_select);
+    assert_eq!(waiting.questions[0].options[0].description, "fast");
+    assert!(
+        waiting
+            .branch
+            .as_deref()
+            .unwrap()
+            .starts_with(&format!("mainloop/{}-", task.id.short()))
+    );
+    assert!(
+        w.runtime.is_parked(task.id),
+        "the agent waits without a slot"
+    );
+    let inbox = w.engine.inbox(w.user, 10, 0).await.unwrap();
+    assert_eq!(inbox[0].kind, mainloop_domain::inbox::InboxKind::Question);
+
+    let answers = [
+        ("q1".to_owned(), Answer::Choices(vec!["Rust".into()])),
+        (
+            "q2".to_owned(),
+            Answer::Choices(vec!["Tests".into(), "Docs".into()]),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    w.engine
+        .answer_questions(w.user, task.id, answers)
+        .await
+        .unwrap();
+    let review = w.wait_state(task.id, TaskState::WaitingPlanReview).await;
+    assert!(
+        review
+            .plan
+            .as_deref()
+            .unwrap()
+            .contains("A greeter in Rust."),
+        "{:?}",
+        review.plan
+    );
+    // The answers reached the model keyed by question text, through the same session.
+    let fake = w.fake.as_ref().unwrap();
+    let answered = fake
+        .message_requests()
+        .into_iter()
+        .find(|r| r.rule_name.as_deref() == Some("write-plan"))
+        .unwrap();
+    let sent = answered.body["messages"].to_string();
+    assert!(
+        sent.contains("Which extras?") && sent.contains("Tests, Docs"),
+        "{sent}"
+    );
+
+    w.engine
+        .plan_action(
+            w.user,
+            task.id,
+            PlanAction::Revise(Some("add tests".into())),
+        )
+        .await
+        .unwrap();
+    let revised = loop {
+        let t = w.wait_state(task.id, TaskState::WaitingPlanReview).await;
+        if t.plan.as_deref().is_some_and(|p| p.contains("revised")) {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(revised.plan.unwrap().contains("with tests"));
+
+    w.engine
+        .plan_action(w.user, task.id, PlanAction::Approve)
+        .await
+        .unwrap();
+    let in_review = w.wait_state(task.id, TaskState::Review).await;
+    assert_eq!(
+        in_review.core.check_round, 1,
+        "one failed check round, then green"
+    );
+    let rules = w.rules();
+    assert!(rules.contains(&"fix-checks".to_owned()), "{rules:?}");
+
+    let diff = w.engine.task_diff(w.user, task.id).await.unwrap();
+    let files: Vec<_> = diff.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        files.contains(&"greeting.txt") && files.contains(&"fixed.txt"),
+        "{files:?}"
+    );
+    assert!(diff.text.contains("+hello"));
+
+    w.engine
+        .review_action(w.user, task.id, ReviewAction::Approve)
+        .await
+        .unwrap();
+    let merged = w.wait_state(task.id, TaskState::Merged).await;
+    assert_eq!(
+        std::fs::read_to_string(w.repo.path().join("greeting.txt")).unwrap(),
+        "hello\n"
+    );
+    assert!(git(w.repo.path(), &["log", "--oneline", "main"]).contains("Merge"));
+    assert!(merged.cost_usd >= 0.0);
+
+    let transcript = w
+        .engine
+        .task_transcript(w.user, task.id, 0, 1000)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = transcript.iter().map(|e| e.kind.as_str()).collect();
+    for k in ["question", "plan", "tool_call", "checks", "finished"] {
+        assert!(kinds.contains(&k), "transcript has {k}: {kinds:?}");
+    }
+    let (thread, _) = w
+        .engine
+        .chat_messages(w.user, None, 100, false)
+        .await
+        .unwrap();
+    let updates: Vec<_> = thread.iter().map(|m| m.text.as_str()).collect();
+    assert!(updates.iter().any(|t| t.contains("merged")), "{updates:?}");
+}
+
+const SKIP: &str = r##"
+rules:
+  - name: work
+    match: {user_contains: "write the file"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'x\\n' > quick.txt", description: "Write"}}
+  - name: slow
+    match: {user_contains: "take forever"}
+    delay_ms: 2000
+    reply:
+      - text: "Thinking very slowly."
+  - name: done
+    match: {tool_result_for: Bash}
+    reply: [{text: "Done."}]
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_plan_goes_straight_to_work_and_cancel_stops_a_running_agent() {
+    let Some(claude) = claude_path() else { return };
+    let w = World::new(vec![claude.display().to_string()], Some(SKIP), 3, None).await;
+    let quick = w.spawn("write the file", true).await;
+    let done = w.wait_state(quick.id, TaskState::Review).await;
+    assert!(done.plan.is_none());
+    assert!(!w.rules().contains(&"<none>".to_owned()));
+
+    let slow = w.spawn("take forever", true).await;
+    w.wait_state(slow.id, TaskState::Implementing).await;
+    // Let the agent process start, then cancel.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    w.engine
+        .apply_task_event(
+            Some(w.user),
+            slow.id,
+            mainloop_domain::task::TaskEvent::CancelRequested,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(w.task(slow.id).await.state, TaskState::Cancelled);
+    assert_eq!(
+        w.engine
+            .store()
+            .count_unfinished("task.run_agent")
+            .await
+            .unwrap(),
+        0,
+        "the run ended"
+    );
+}
+
+const FLAKY: &str = r##"
+rules:
+  - name: resumed
+    match: {user_contains: "Continue the task"}
+    reply: [{text: "Recovered and finished."}]
+  - name: slow-first
+    match: {user_contains: "do the thing", times: 1}
+    delay_ms: 1500
+    reply: [{text: "Working on it, slowly, step by step."}]
+  - name: again
+    match: {user_contains: "do the thing"}
+    reply: [{text: "Finished."}]
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_agent_fails_the_task_and_retry_resumes_its_session() {
+    let Some(claude) = claude_path() else { return };
+    let flag = tempfile::tempdir().unwrap();
+    // The first run is killed mid-reply (as a crash would); later runs are the plain CLI.
+    let wrapper = format!(
+        "if [ -e '{flag}/ran' ]; then exec '{claude}' \"$@\"; fi; touch '{flag}/ran'; exec timeout -s KILL 4 '{claude}' \"$@\"",
+        flag = flag.path().display(),
+        claude = claude.display()
+    );
+    let w = World::new(
+        vec!["sh".into(), "-c".into(), wrapper, "sh".into()],
+        Some(FLAKY),
+        3,
+        None,
+    )
+    .await;
+    let task = w.spawn("do the thing", true).await;
+    let failed = w.wait_state(task.id, TaskState::Failed).await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("exited unexpectedly"),
+        "{:?}",
+        failed.error
+    );
+    let inbox = w.engine.inbox(w.user, 10, 0).await.unwrap();
+    assert_eq!(inbox[0].kind, mainloop_domain::inbox::InboxKind::Failed);
+    let session = failed.session_id.clone().unwrap();
+
+    w.engine
+        .apply_task_event(
+            Some(w.user),
+            task.id,
+            mainloop_domain::task::TaskEvent::RetryRequested,
+        )
+        .await
+        .unwrap();
+    let done = w.wait_state(task.id, TaskState::Review).await;
+    assert_eq!(
+        done.session_id.as_deref(),
+        Some(session.as_str()),
+        "same session resumed"
+    );
+    let rules = w.rules();
+    assert!(rules.contains(&"resumed".to_owned()), "{rules:?}");
+    let resumed = w
+        .fake
+        .as_ref()
+        .unwrap()
+        .message_requests()
+        .into_iter()
+        .find(|r| r.rule_name.as_deref() == Some("resumed"))
+        .unwrap();
+    assert!(
+        resumed.body["messages"]
+            .to_string()
+            .contains("do the thing"),
+        "the resumed session kept its history"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_n_agents_run_and_the_rest_queue_in_order() {
+    let fake_agent = fake_agent_path();
+    let w = World::new(
+        vec![
+            fake_agent.display().to_string(),
+            "--events".into(),
+            "20".into(),
+            "--rate".into(),
+            "20".into(),
+        ],
+        None,
+        2,
+        None,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(w.spawn(&format!("task {i}"), true).await.id);
+    }
+    let mut max_running = 0;
+    let mut first_started = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut running = 0;
+        let mut all_review = true;
+        for id in &ids {
+            let t = w.task(*id).await;
+            if t.state == TaskState::Implementing {
+                running += 1;
+                if !first_started.contains(id) {
+                    first_started.push(*id);
+                }
+            }
+            if matches!(t.state, TaskState::Checking | TaskState::Review)
+                && !first_started.contains(id)
+            {
+                first_started.push(*id);
+            }
+            all_review &= t.state == TaskState::Review;
+        }
+        max_running = max_running.max(running);
+        if all_review {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let mut states = Vec::new();
+            for id in &ids {
+                let t = w.task(*id).await;
+                states.push((t.state, t.error));
+            }
+            panic!("tasks did not finish: {states:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(max_running <= 2, "ran {max_running} at once");
+    assert_eq!(max_running, 2, "both slots were used");
+    assert_eq!(first_started, ids, "queued tasks started in order");
+}
+
+const WAITING: &str = r##"
+rules:
+  - name: ask
+    match: {user_contains: "needs a decision", tool_offered: AskUserQuestion}
+    reply:
+      - tool_use:
+          name: AskUserQuestion
+          input:
+            questions:
+              - question: "Which colour?"
+                header: "Colour"
+                options:
+                  - {label: "Red", description: "warm"}
+                  - {label: "Blue", description: "cool"}
+                multiSelect: false
+  - name: answered-in-session
+    match: {tool_result_for: AskUserQuestion}
+    reply: [{text: "Thanks, that settles it."}]
+  - name: answered-after-resume
+    match: {user_contains: "Answers to your questions"}
+    reply: [{text: "Thanks, resumed with your answer."}]
+  - name: other
+    match: {user_contains: "independent work"}
+    reply: [{text: "Independent work done."}]
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_answers_holds_no_slot() {
+    let Some(claude) = claude_path() else { return };
+    let w = World::new(vec![claude.display().to_string()], Some(WAITING), 1, None).await;
+    let asking = w.spawn("this needs a decision", true).await;
+    w.wait_state(asking.id, TaskState::WaitingAnswers).await;
+    assert!(w.runtime.is_parked(asking.id));
+    // With a single slot, a second task still runs while the first waits for the human.
+    let other = w.spawn("independent work", true).await;
+    w.wait_state(other.id, TaskState::Review).await;
+    assert_eq!(w.task(asking.id).await.state, TaskState::WaitingAnswers);
+
+    let answers = [("q1".to_owned(), Answer::Choices(vec!["Blue".into()]))]
+        .into_iter()
+        .collect();
+    w.engine
+        .answer_questions(w.user, asking.id, answers)
+        .await
+        .unwrap();
+    w.wait_state(asking.id, TaskState::Review).await;
+    assert!(
+        w.rules().contains(&"answered-in-session".to_owned()),
+        "answered through the live session: {:?}",
+        w.rules()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_idle_timeout_the_answer_resumes_the_saved_session() {
+    let Some(claude) = claude_path() else { return };
+    let w = World::with_idle(
+        vec![claude.display().to_string()],
+        Some(WAITING),
+        1,
+        None,
+        Duration::from_millis(300),
+    )
+    .await;
+    let task = w.spawn("this needs a decision", true).await;
+    let waiting = w.wait_state(task.id, TaskState::WaitingAnswers).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while w.runtime.is_parked(task.id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle agent was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answers = [("q1".to_owned(), Answer::Text("green, actually".into()))]
+        .into_iter()
+        .collect();
+    w.engine
+        .answer_questions(w.user, task.id, answers)
+        .await
+        .unwrap();
+    let done = w.wait_state(task.id, TaskState::Review).await;
+    assert_eq!(
+        done.session_id, waiting.session_id,
+        "the same session, resumed"
+    );
+    let fake = w.fake.as_ref().unwrap();
+    let resumed = fake
+        .message_requests()
+        .into_iter()
+        .find(|r| r.rule_name.as_deref() == Some("answered-after-resume"))
+        .unwrap_or_else(|| panic!("{:?}", w.rules()));
+    let sent = resumed.body["messages"].to_string();
+    assert!(sent.contains("Which colour? → green, actually"), "{sent}");
+    assert!(
+        sent.contains("this needs a decision"),
+        "the resumed session kept its history"
+    );
+}
