@@ -64,7 +64,20 @@ impl Server {
         model: Option<Arc<dyn ModelProvider>>,
         config: EngineConfig,
     ) -> Result<Self> {
+        Self::start_with(store, dir, model, config, |_| {}).await
+    }
+
+    /// Like [`Server::start_on`], calling `setup` with the engine before its background
+    /// work starts (where a worker runtime registers its job handlers).
+    pub async fn start_with(
+        store: Store,
+        dir: Option<tempfile::TempDir>,
+        model: Option<Arc<dyn ModelProvider>>,
+        config: EngineConfig,
+        setup: impl FnOnce(&Engine),
+    ) -> Result<Self> {
         let engine = Engine::new(store, model, config);
+        setup(&engine);
         let (user, token) = engine.ensure_owner("owner").await?;
         let token = match token {
             Some(t) => t,
@@ -104,6 +117,11 @@ impl Server {
             background: Some(background),
             dir,
         })
+    }
+
+    /// The token that stops the server; other background work can stop with it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// Stops serving and the engine's background work (waiting a little for both).

@@ -425,7 +425,9 @@ async fn stream_reply(
             StreamEvent::TextDelta(text) => {
                 let at = now();
                 let written = async {
-                    let mut tx = engine.store().begin().await?;
+                    // Deltas only preview the reply, which is stored whole at the end;
+                    // they need not survive a power failure.
+                    let mut tx = engine.store().begin_relaxed().await?;
                     tx.append_event(
                         user,
                         EventName::ChatDelta,

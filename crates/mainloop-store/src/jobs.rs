@@ -185,7 +185,8 @@ impl Store {
         for k in kinds {
             q = q.bind(*k);
         }
-        let mut tx = self.begin().await?;
+        // A claim lost to a power failure only means the job runs again.
+        let mut tx = self.begin_relaxed().await?;
         let row = q.fetch_optional(tx.conn()).await?;
         tx.commit().await?;
         row.as_ref().map(job_from_row).transpose()
@@ -196,7 +197,7 @@ impl Store {
     /// # Errors
     /// On database failure.
     pub async fn extend_lease(&self, id: i64, owner: &str, until: Timestamp) -> Result<bool> {
-        let mut tx = self.begin().await?;
+        let mut tx = self.begin_relaxed().await?;
         let n = sqlx::query(
             "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND state = 'running' AND lease_owner = $3",
         )

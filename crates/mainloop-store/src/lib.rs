@@ -73,6 +73,11 @@ impl Default for StoreOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// For writes whose loss in a power failure is harmless (job leases, streamed chat
+    /// deltas): SQLite connections with `synchronous = NORMAL`; with PostgreSQL the
+    /// same pool, and such transactions commit asynchronously. Either way they are
+    /// durable across a crash of the mainloop process itself.
+    relaxed: AnyPool,
     backend: Backend,
     /// SQLite allows one writer; taking this in-process lock before `BEGIN` turns what
     /// would be `SQLITE_BUSY` failures under contention into orderly waiting.
@@ -95,26 +100,27 @@ impl Store {
             }
             _ => url.to_owned(),
         };
-        let mut pool_options = AnyPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout);
-        if backend == Backend::Sqlite {
-            pool_options = pool_options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers proceed while a write commits; foreign keys are
-                    // off by default in SQLite; the busy timeout covers other processes
-                    // such as `mainloop token` touching the file.
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    conn.execute("PRAGMA synchronous = FULL").await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = pool_options.connect(&url).await?;
+        let pool = Self::pool_options(backend, options, "FULL")
+            .connect(&url)
+            .await?;
+        let relaxed = match backend {
+            Backend::Sqlite => {
+                Self::pool_options(
+                    backend,
+                    &StoreOptions {
+                        max_connections: 2,
+                        ..options.clone()
+                    },
+                    "NORMAL",
+                )
+                .connect(&url)
+                .await?
+            }
+            Backend::Postgres => pool.clone(),
+        };
         let store = Self {
             pool,
+            relaxed,
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             latest_event: Arc::new(watch::channel(EventId(0)).0),
@@ -123,6 +129,36 @@ impl Store {
         let latest = store.latest_event_id().await?;
         store.latest_event.send_replace(latest);
         Ok(store)
+    }
+
+    fn pool_options(
+        backend: Backend,
+        options: &StoreOptions,
+        synchronous: &'static str,
+    ) -> AnyPoolOptions {
+        let pool_options = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        if backend != Backend::Sqlite {
+            return pool_options;
+        }
+        pool_options.after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                // WAL lets readers proceed while a write commits; foreign keys are off by
+                // default in SQLite; the busy timeout covers other processes such as
+                // `mainloop token` touching the file.
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA foreign_keys = ON").await?;
+                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute(if synchronous == "FULL" {
+                    "PRAGMA synchronous = FULL"
+                } else {
+                    "PRAGMA synchronous = NORMAL"
+                })
+                .await?;
+                Ok(())
+            })
+        })
     }
 
     /// Applies the backend's pending migrations.
@@ -161,6 +197,30 @@ impl Store {
         })
     }
 
+    /// Starts a write transaction for data whose loss in a power failure (not a process
+    /// crash) is harmless: it skips the flush to disk at commit.
+    ///
+    /// # Errors
+    /// When no connection can be had.
+    pub async fn begin_relaxed(&self) -> Result<Tx> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(Arc::clone(lock).lock_owned().await),
+            None => None,
+        };
+        let mut tx = self.relaxed.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(Tx {
+            tx,
+            _guard: guard,
+            max_event: None,
+            latest_event: Arc::clone(&self.latest_event),
+        })
+    }
+
     /// Wakes whenever events are committed; holds the newest committed event id.
     #[must_use]
     pub fn subscribe_events(&self) -> watch::Receiver<EventId> {
@@ -179,6 +239,7 @@ impl Store {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.relaxed.close().await;
     }
 
     pub(crate) const fn pool(&self) -> &AnyPool {

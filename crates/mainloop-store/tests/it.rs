@@ -196,6 +196,16 @@ async fn events_are_ordered_per_user_and_notify_after_commit(store: Store) {
         store.events_after(a, EventId(0), 100).await.unwrap().len(),
         1
     );
+    // Relaxed transactions (no flush at commit) share the one id sequence.
+    let mut tx = store.begin_relaxed().await.unwrap();
+    let relaxed = tx
+        .append_event(a, EventName::ChatDelta, &json!({"r": 1}), at(3))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(relaxed > e3);
+    assert_eq!(*rx.borrow_and_update(), relaxed);
+    assert_eq!(store.prune_deltas(at(4)).await.unwrap(), 1);
     // Ids never go backwards, even after pruning.
     let mut tx = store.begin().await.unwrap();
     let e4 = tx

@@ -68,11 +68,6 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
         Err(e) => return fail(rt, task.id, format!("could not prepare the workspace: {e}")).await,
     };
     let key = ctx.job.key.clone();
-    let session = match deliver(rt, user, &task, phase, &input, &key, &wt.path).await {
-        Ok(s) => s,
-        Err(Delivery::Retry(e)) => return Err(e),
-        Err(Delivery::Fail(reason)) => return fail(rt, task.id, reason).await,
-    };
     let run = Run {
         rt,
         user,
@@ -81,8 +76,43 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
         cwd: &wt.path,
         input_key: &key,
     };
-    pump(&run, session, &cancel).await
+    let mut fresh = false;
+    loop {
+        let session = match deliver(&run, &input, fresh).await {
+            Ok(s) => s,
+            Err(Delivery::Retry(e)) => return Err(e),
+            Err(Delivery::Fail(reason)) => return fail(rt, task.id, reason).await,
+        };
+        match pump(&run, session, &cancel).await? {
+            Outcome::Ended => return Ok(()),
+            Outcome::SessionMissing if !fresh => {
+                // The agent died before it saved its session (the server was killed
+                // right after starting it): start that session afresh, with the task.
+                status(
+                    rt,
+                    user,
+                    task.id,
+                    "the saved session was missing; starting it again",
+                )
+                .await;
+                fresh = true;
+            }
+            Outcome::SessionMissing => {
+                return fail(rt, task.id, "the agent could not find its session".into()).await;
+            }
+        }
+    }
 }
+
+/// How a pump ended.
+enum Outcome {
+    Ended,
+    /// `--resume` found no saved conversation.
+    SessionMissing,
+}
+
+/// What the CLI says when `--resume` names a session it never saved.
+const NO_SESSION: &str = "No conversation found with session ID";
 
 /// What one agent run is about.
 #[derive(Clone, Copy)]
@@ -103,16 +133,20 @@ enum Delivery {
 /// Gets a session that has received `input`: the parked one answered through the
 /// control protocol when possible, else a started or resumed process given a message.
 async fn deliver(
-    rt: &Runtime,
-    user: UserId,
-    task: &Task,
-    phase: AgentPhase,
+    run: &Run<'_>,
     input: &AgentInput,
-    key: &str,
-    cwd: &std::path::Path,
+    fresh: bool,
 ) -> Result<Box<dyn AgentSession>, Delivery> {
+    let Run {
+        rt,
+        user,
+        task,
+        phase,
+        cwd,
+        input_key: key,
+    } = *run;
     let engine = &rt.inner.engine;
-    if let Some(mut parked) = rt.take_parked(task.id) {
+    if let Some(mut parked) = rt.take_parked(task.id).filter(|_| !fresh) {
         let reply = match (input, parked.waiting_for) {
             (AgentInput::Answers(a), Waiting::Answers) => Some(ControlReply::answers(
                 &parked.input,
@@ -149,6 +183,7 @@ async fn deliver(
         parked.session.kill().await;
     }
     let (session_ref, new_id) = match &task.session_id {
+        Some(id) if fresh => (SessionRef::New(id.clone()), Some(id.clone())),
         Some(id) => (SessionRef::Resume(id.clone()), None),
         None => {
             let id = uuid::Uuid::new_v4().to_string();
@@ -177,15 +212,35 @@ async fn deliver(
             .map_err(|e| Delivery::Retry(retry(e)))?;
     }
     let delivered = task.agent_input_key.as_deref() == Some(key);
-    let text = if delivered {
+    let text = if fresh {
+        // A new conversation knows nothing yet: give it the task, then the input.
+        match input {
+            AgentInput::Start => input_message(task, input),
+            other => format!(
+                "{}\n\n{}",
+                input_message(task, &AgentInput::Start),
+                input_message(task, other)
+            ),
+        }
+    } else if delivered {
         CONTINUE.to_owned()
     } else {
         input_message(task, input)
     };
-    session
-        .send_user_message(&text)
-        .await
-        .map_err(|e| Delivery::Fail(format!("could not talk to the agent: {e}")))?;
+    if let Err(e) = session.send_user_message(&text).await {
+        session.kill().await;
+        // Its stderr says why it died; give the reader a moment to drain the pipe.
+        for _ in 0..20 {
+            if !session.stderr_tail().is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let tail = session.stderr_tail().join("\n");
+        return Err(Delivery::Fail(format!(
+            "could not talk to the agent ({e}): {tail}"
+        )));
+    }
     let session_id = new_id
         .or_else(|| task.session_id.clone())
         .unwrap_or_default();
@@ -232,7 +287,7 @@ async fn pump(
     run: &Run<'_>,
     mut session: Box<dyn AgentSession>,
     cancel: &CancellationToken,
-) -> Result<(), JobError> {
+) -> Result<Outcome, JobError> {
     let Run {
         rt,
         user,
@@ -255,7 +310,7 @@ async fn pump(
         let event = tokio::select! {
             () = cancel.cancelled() => {
                 session.kill().await;
-                return Ok(());
+                return Ok(Outcome::Ended);
             }
             ev = tokio::time::timeout(inactivity, session.next_event()) => ev,
         };
@@ -276,7 +331,8 @@ async fn pump(
                     task.id,
                     format!("the agent exited unexpectedly (status {code}): {tail}"),
                 )
-                .await;
+                .await
+                .map(|()| Outcome::Ended);
             }
             Err(_) => {
                 session.kill().await;
@@ -288,7 +344,8 @@ async fn pump(
                         inactivity.as_secs()
                     ),
                 )
-                .await;
+                .await
+                .map(|()| Outcome::Ended);
             }
         };
         match event {
@@ -369,10 +426,10 @@ async fn pump(
                     .is_none()
                 {
                     session.kill().await;
-                    return Ok(());
+                    return Ok(Outcome::Ended);
                 }
                 park(rt, task.id, session, request_id, input, Waiting::Answers);
-                return Ok(());
+                return Ok(Outcome::Ended);
             }
             AgentEvent::Plan {
                 request_id,
@@ -398,10 +455,10 @@ async fn pump(
                     .is_none()
                 {
                     session.kill().await;
-                    return Ok(());
+                    return Ok(Outcome::Ended);
                 }
                 park(rt, task.id, session, request_id, input, Waiting::PlanReview);
-                return Ok(());
+                return Ok(Outcome::Ended);
             }
             AgentEvent::Finished {
                 is_error,
@@ -421,14 +478,19 @@ async fn pump(
                     .await;
                 record("finished", json!({"is_error": is_error, "result": result, "session_id": session_id, "cost_usd": cost_usd})).await;
                 session.kill().await;
+                if is_error && result.as_deref().is_some_and(|r| r.contains(NO_SESSION)) {
+                    return Ok(Outcome::SessionMissing);
+                }
                 return if is_error {
                     let tail = session.stderr_tail().join("\n");
                     let why = result.filter(|r| !r.trim().is_empty()).unwrap_or(tail);
-                    fail(rt, task.id, format!("the agent reported an error: {why}")).await
+                    fail(rt, task.id, format!("the agent reported an error: {why}"))
+                        .await
+                        .map(|()| Outcome::Ended)
                 } else {
                     apply(rt, task.id, TaskEvent::AgentFinished)
                         .await
-                        .map(|_| ())
+                        .map(|_| Outcome::Ended)
                 };
             }
             AgentEvent::Malformed { line, error } => {

@@ -724,3 +724,54 @@ async fn after_the_idle_timeout_the_answer_resumes_the_saved_session() {
         "the resumed session kept its history"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_was_never_saved_is_started_again_on_retry() {
+    let Some(claude) = claude_path() else { return };
+    let flag = tempfile::tempdir().unwrap();
+    // The first run dies before the CLI could save anything (as when the server is
+    // killed right after starting the agent).
+    let wrapper = format!(
+        "if [ -e '{flag}/ran' ]; then exec '{claude}' \"$@\"; fi; touch '{flag}/ran'; echo dead >&2; exit 1",
+        flag = flag.path().display(),
+        claude = claude.display()
+    );
+    let w = World::new(
+        vec!["sh".into(), "-c".into(), wrapper, "sh".into()],
+        Some(FLAKY),
+        3,
+        None,
+    )
+    .await;
+    let task = w.spawn("do the thing", true).await;
+    let failed = w.wait_state(task.id, TaskState::Failed).await;
+    assert!(
+        failed.error.as_deref().unwrap().contains("dead"),
+        "{:?}",
+        failed.error
+    );
+    w.engine
+        .apply_task_event(
+            Some(w.user),
+            task.id,
+            mainloop_domain::task::TaskEvent::RetryRequested,
+        )
+        .await
+        .unwrap();
+    let done = w.wait_state(task.id, TaskState::Review).await;
+    assert_eq!(
+        done.session_id, failed.session_id,
+        "the recorded session id is kept"
+    );
+    let transcript = w
+        .engine
+        .task_transcript(w.user, task.id, 0, 100)
+        .await
+        .unwrap();
+    assert!(
+        transcript.iter().any(|e| e.payload["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("starting it again"))),
+        "{transcript:?}"
+    );
+}
