@@ -720,6 +720,7 @@ async fn tasks_lifecycle_and_bad_input_changes_nothing() {
     assert_eq!(task["state"], "queued");
     assert_eq!(task["repo"], "acme/widgets");
     assert_eq!(task["skip_plan"], false);
+    assert_eq!(task["model"], Value::Null);
     let id = task["id"].as_str().unwrap().to_owned();
 
     let (status, got) = app.get(&format!("/api/tasks/{id}")).await;
@@ -815,6 +816,15 @@ async fn tasks_lifecycle_and_bad_input_changes_nothing() {
         {
             let (s, b) = app.post("/api/tasks", json!([1, 2])).await;
             (s, b, StatusCode::BAD_REQUEST, "bad_request")
+        },
+        {
+            let (s, b) = app
+                .post(
+                    "/api/tasks",
+                    json!({"description": "x", "repo": "r", "model": "rm -rf /"}),
+                )
+                .await;
+            (s, b, StatusCode::UNPROCESSABLE_ENTITY, "invalid")
         },
         {
             let (s, b) = app

@@ -80,6 +80,7 @@ async fn seed_mostly_resolved(store: &Store, user: UserId, args: &Args) -> Resul
                         repo: "/src/app".into(),
                         skip_plan: false,
                         max_check_rounds: 3,
+                        model: None,
                         origin_key: None,
                     },
                     created,

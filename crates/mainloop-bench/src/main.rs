@@ -1,8 +1,9 @@
 //! `mainloop-bench`: measures the core's performance figures (idle memory, chat latency,
-//! inbox latency, event fan-out) and prints each as text plus one JSON line.
+//! inbox latency, event fan-out, concurrent agents) and prints each as text plus one JSON line.
 // A benchmark binary: printing results is its job, and setup failures may abort it.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+mod agents;
 mod chat_latency;
 mod fanout;
 mod harness;
@@ -34,6 +35,8 @@ enum Command {
     InboxP99(inbox::Args),
     /// Event fan-out to 100 SSE clients.
     Fanout(fanout::Args),
+    /// 50 concurrent fake agents streaming 100 events/s each through the worker runtime.
+    Agents(agents::Args),
     /// Everything above, with default settings.
     All {
         /// The `mainloop` binary for idle-rss.
@@ -63,6 +66,7 @@ async fn run(command: Command) -> Result<()> {
         Command::ChatLatency(args) => chat_latency::run(&args).await,
         Command::InboxP99(args) => inbox::run(&args).await,
         Command::Fanout(args) => fanout::run(&args).await,
+        Command::Agents(args) => agents::run(&args).await,
         Command::All { bin } => {
             let started = Instant::now();
             let mut failures = Vec::new();
@@ -81,6 +85,10 @@ async fn run(command: Command) -> Result<()> {
             if let Err(e) = fanout::run(&fanout::Args::default()).await {
                 println!("fanout failed: {e:#}");
                 failures.push("fanout");
+            }
+            if let Err(e) = agents::run(&agents::Args::default()).await {
+                println!("agents failed: {e:#}");
+                failures.push("agents");
             }
             println!(
                 "\nall benchmarks finished in {:.1} s",

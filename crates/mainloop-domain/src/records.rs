@@ -55,6 +55,8 @@ pub struct Task {
     pub worktree: Option<String>,
     /// The branch the work is based on and merged into.
     pub base_branch: Option<String>,
+    /// The model the agent runs (`None`: the configured default).
+    pub model: Option<String>,
     pub cost_usd: f64,
     pub input_tokens: i64,
     pub output_tokens: i64,

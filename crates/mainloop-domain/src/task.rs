@@ -150,6 +150,13 @@ pub enum AgentInput {
 pub enum Announcement {
     Started,
     QuestionsAsked { count: usize },
+    Answered,
+    PlanApproved,
+    RevisingPlan,
+    Checking,
+    Merging,
+    ChangesRequested,
+    MergeConflict,
     PlanReady,
     ReadyForReview,
     ChecksFailed { round: u32 },
@@ -331,6 +338,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                     phase: phase_of(back),
                     input: AgentInput::Answers(answers),
                 },
+                E::Announce(Announcement::Answered),
             ]
         }
         (S::Planning, TaskEvent::PlanProposed(_)) => {
@@ -351,6 +359,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                     phase: AgentPhase::Implement,
                     input: AgentInput::PlanApproved,
                 },
+                E::Announce(Announcement::PlanApproved),
             ]
         }
         (S::WaitingPlanReview, TaskEvent::PlanRevisionRequested(feedback)) => {
@@ -361,6 +370,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                     phase: AgentPhase::Plan,
                     input: AgentInput::PlanFeedback(feedback),
                 },
+                E::Announce(Announcement::RevisingPlan),
             ]
         }
         (S::Implementing, TaskEvent::AgentFinished) => {
@@ -370,6 +380,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                 E::RunChecks {
                     round: core.check_round,
                 },
+                E::Announce(Announcement::Checking),
             ]
         }
         (S::Planning, TaskEvent::AgentFinished) => fail(
@@ -411,7 +422,11 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
         }
         (S::Review, TaskEvent::ReviewApproved) if !core.merge_requested => {
             next.merge_requested = true;
-            vec![E::ResolveInbox, E::Merge]
+            vec![
+                E::ResolveInbox,
+                E::Merge,
+                E::Announce(Announcement::Merging),
+            ]
         }
         (S::Review, TaskEvent::ChangesRequested(feedback)) if !core.merge_requested => {
             next.state = S::Implementing;
@@ -422,16 +437,20 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                     phase: AgentPhase::Implement,
                     input: AgentInput::ReviewFeedback(feedback),
                 },
+                E::Announce(Announcement::ChangesRequested),
             ]
         }
         (S::Review, TaskEvent::MergeConflict(details)) => {
             next.state = S::Implementing;
             next.merge_requested = false;
             next.check_round = 0;
-            vec![E::RunAgent {
-                phase: AgentPhase::Implement,
-                input: AgentInput::MergeConflict(details),
-            }]
+            vec![
+                E::RunAgent {
+                    phase: AgentPhase::Implement,
+                    input: AgentInput::MergeConflict(details),
+                },
+                E::Announce(Announcement::MergeConflict),
+            ]
         }
         (S::Review, TaskEvent::Merged) => {
             next.state = S::Merged;
@@ -630,6 +649,22 @@ mod tests {
         }
     }
 
+    /// The main thread shows every step: each allowed transition announces itself.
+    #[test]
+    fn every_transition_is_announced() {
+        for state in S::ALL {
+            for event in all_events() {
+                let name = event.name();
+                if let Ok(t) = transition(&core(state), event) {
+                    assert!(
+                        t.effects.iter().any(|e| matches!(e, Effect::Announce(_))),
+                        "{state} + {name} is silent"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn final_states_accept_nothing() {
         for state in [S::Merged, S::Cancelled] {
@@ -689,7 +724,11 @@ mod tests {
         assert_eq!(t.core.state, S::Checking);
         assert_eq!(
             t.effects,
-            vec![Effect::CommitWork, Effect::RunChecks { round: 0 }]
+            vec![
+                Effect::CommitWork,
+                Effect::RunChecks { round: 0 },
+                Effect::Announce(Announcement::Checking)
+            ]
         );
 
         let t = step(&t.core, TaskEvent::ChecksFailed("1 test failed".into()));
@@ -703,7 +742,14 @@ mod tests {
         let t = step(&t.core, TaskEvent::ReviewApproved);
         assert_eq!(t.core.state, S::Review);
         assert!(t.core.merge_requested);
-        assert_eq!(t.effects, vec![Effect::ResolveInbox, Effect::Merge]);
+        assert_eq!(
+            t.effects,
+            vec![
+                Effect::ResolveInbox,
+                Effect::Merge,
+                Effect::Announce(Announcement::Merging)
+            ]
+        );
         // A second approval while the merge runs is refused rather than merging twice.
         assert!(transition(&t.core, TaskEvent::ReviewApproved).is_err());
         assert!(transition(&t.core, TaskEvent::ChangesRequested("x".into())).is_err());

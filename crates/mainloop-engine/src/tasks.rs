@@ -27,6 +27,8 @@ pub struct CreateTask {
     pub description: String,
     pub repo: String,
     pub skip_plan: bool,
+    /// The agent's model for this task; `None` for the configured default.
+    pub model: Option<String>,
 }
 
 impl CreateTask {
@@ -47,6 +49,17 @@ impl CreateTask {
         if repo.len() > MAX_REPO || repo.chars().any(char::is_control) {
             return Err(EngineError::Invalid(
                 "repo must be a path, URL or owner/name without control characters".into(),
+            ));
+        }
+        let valid_model = |m: &str| {
+            !m.is_empty()
+                && m.len() <= 100
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-._:/@".contains(c))
+        };
+        if self.model.as_deref().is_some_and(|m| !valid_model(m)) {
+            return Err(EngineError::Invalid(
+                "model must be a model name such as claude-opus-4-1".into(),
             ));
         }
         Ok(())
@@ -81,6 +94,17 @@ fn announcement_text(task: &Task, a: &Announcement) -> String {
         Announcement::Failed { reason } => format!("{what} — failed: {reason}"),
         Announcement::Cancelled => format!("{what} — cancelled."),
         Announcement::Retrying => format!("{what} — retrying."),
+        Announcement::Answered => format!("{what} — answers received; the agent continues."),
+        Announcement::PlanApproved => format!("{what} — plan approved; implementing."),
+        Announcement::RevisingPlan => format!("{what} — revising the plan."),
+        Announcement::Checking => format!("{what} — work done; running checks."),
+        Announcement::Merging => format!("{what} — approved; merging."),
+        Announcement::ChangesRequested => {
+            format!("{what} — changes requested; the agent is on it.")
+        }
+        Announcement::MergeConflict => {
+            format!("{what} — merging conflicted; the agent is resolving it.")
+        }
     }
 }
 
@@ -184,6 +208,7 @@ pub(crate) async fn create_task_in(
                 repo: repo.to_owned(),
                 skip_plan: req.skip_plan,
                 max_check_rounds: engine.config().max_check_rounds,
+                model: req.model.clone(),
                 origin_key,
             },
             at,

@@ -122,6 +122,7 @@ pub(crate) async fn execute(
                     description: i.description,
                     repo: i.repo,
                     skip_plan: i.skip_plan,
+                    model: None,
                 };
                 create_task_in(
                     tx,

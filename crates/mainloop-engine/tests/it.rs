@@ -272,6 +272,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
                 description: "Add dark mode".into(),
                 repo: "/src/ui".into(),
                 skip_plan: false,
+                model: None,
             },
         )
         .await
@@ -770,6 +771,7 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
                 description: "d".into(),
                 repo: "/r".into(),
                 skip_plan: true,
+                model: None,
             },
         )
         .await

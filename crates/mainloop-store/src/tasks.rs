@@ -15,6 +15,8 @@ pub struct NewTask {
     pub repo: String,
     pub skip_plan: bool,
     pub max_check_rounds: u32,
+    /// The model the task's agent runs; `None` for the configured default.
+    pub model: Option<String>,
     /// Idempotency key of whatever created the task (e.g. the model's tool_use id), so
     /// a replayed request creates it once.
     pub origin_key: Option<String>,
@@ -22,7 +24,7 @@ pub struct NewTask {
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
                     answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
-                    version, created_at, updated_at, worktree, base_branch, agent_input_key";
+                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model";
 
 fn task_from_row(row: &AnyRow) -> Result<Task> {
     let core: String = row.try_get("core")?;
@@ -44,6 +46,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         worktree: row.try_get("worktree")?,
         base_branch: row.try_get("base_branch")?,
         agent_input_key: row.try_get("agent_input_key")?,
+        model: row.try_get("model")?,
         cost_usd: row.try_get("cost_usd")?,
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
@@ -106,8 +109,8 @@ impl Tx {
         let core = TaskCore::new(new.skip_plan, new.max_check_rounds);
         sqlx::query(
             "INSERT INTO tasks (id, user_id, project_id, state, core, description, repo, \
-                 origin_key, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+                 origin_key, created_at, updated_at, model) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
         )
         .bind(id.to_string())
         .bind(user.to_string())
@@ -118,6 +121,7 @@ impl Tx {
         .bind(&new.repo)
         .bind(&new.origin_key)
         .bind(now.as_millis())
+        .bind(&new.model)
         .execute(self.conn())
         .await?;
         let task = fetch_task(self.conn(), None, id)

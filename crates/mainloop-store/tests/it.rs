@@ -486,6 +486,7 @@ fn new_task(desc: &str, origin: Option<&str>) -> NewTask {
         repo: "/src/app".into(),
         skip_plan: false,
         max_check_rounds: 3,
+        model: (desc == "second").then(|| "claude-opus-4-1".to_owned()),
         origin_key: origin.map(str::to_owned),
     }
 }
@@ -518,6 +519,8 @@ async fn projects_and_tasks(store: Store) {
     tx.commit().await.unwrap();
 
     assert_eq!(t1.state, TaskState::Queued);
+    assert_eq!(t1.model, None);
+    assert_eq!(t2.model.as_deref(), Some("claude-opus-4-1"));
     assert_eq!(t1.description, "first");
     assert_eq!(t1.cost_usd, 0.0);
     assert_eq!(store.projects(a).await.unwrap(), vec![p.clone()]);

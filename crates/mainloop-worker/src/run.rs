@@ -194,7 +194,7 @@ async fn deliver(
         cwd: cwd.to_path_buf(),
         session: session_ref,
         mode: mode_of(phase),
-        model: rt.inner.config.model.clone(),
+        model: task.model.clone().or_else(|| rt.inner.config.model.clone()),
         append_system_prompt: Some(WORKER_INSTRUCTIONS.to_owned()),
         env: rt.inner.config.agent_env.clone(),
     };

@@ -195,6 +195,7 @@ impl World {
                     description: description.into(),
                     repo: self.repo.path().display().to_string(),
                     skip_plan,
+                    model: None,
                 },
             )
             .await
@@ -457,9 +458,23 @@ rules:
 async fn skip_plan_goes_straight_to_work_and_cancel_stops_a_running_agent() {
     let Some(claude) = claude_path() else { return };
     let w = World::new(vec![claude.display().to_string()], Some(SKIP), 3, None).await;
-    let quick = w.spawn("write the file", true).await;
+    let quick = w
+        .engine
+        .create_task(
+            w.user,
+            &CreateTask {
+                description: "write the file".into(),
+                repo: w.repo.path().display().to_string(),
+                skip_plan: true,
+                model: Some("claude-per-task-model".into()),
+            },
+        )
+        .await
+        .unwrap();
     let done = w.wait_state(quick.id, TaskState::Review).await;
     assert!(done.plan.is_none());
+    let first = w.fake.as_ref().unwrap().message_requests()[0].body.clone();
+    assert_eq!(first["model"], "claude-per-task-model", "--model per task");
     assert!(!w.rules().contains(&"<none>".to_owned()));
 
     let slow = w.spawn("take forever", true).await;

@@ -45,6 +45,9 @@ pub struct CreateTaskRequest {
     /// Go straight to implementation without a plan review.
     #[serde(default)]
     pub skip_plan: bool,
+    /// The model the task's agent runs (e.g. `claude-opus-4-1`); default: the server's.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// Answers to a task's pending questions, keyed by question id: the chosen option
@@ -148,6 +151,7 @@ pub async fn create(
                 description: body.description,
                 repo: body.repo,
                 skip_plan: body.skip_plan,
+                model: body.model,
             },
         )
         .await?;
