@@ -49,6 +49,9 @@ pub struct Args {
     /// A real `claude` CLI whose idle RSS to measure, if it exists.
     #[arg(long, default_value = "node_modules/.bin/claude")]
     pub claude: PathBuf,
+    /// Print the 200 ms samples once a second: CPU, children's CPU, RSS, live agents.
+    #[arg(long)]
+    pub timeline: bool,
 }
 
 impl Default for Args {
@@ -61,6 +64,7 @@ impl Default for Args {
             probe_ms: 50,
             fake_agent: None,
             claude: PathBuf::from("node_modules/.bin/claude"),
+            timeline: false,
         }
     }
 }
@@ -358,12 +362,6 @@ fn fake_agent_path(args: &Args) -> Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-/// How many transcript entries of each agent kind `events` progress lines make (the
-/// fake agent's line `i` is text, tool call, tool result for `i % 3` = 0, 1, 2).
-fn expected_kinds(events: u64) -> [u64; 3] {
-    [events.div_ceil(3), (events + 1) / 3, events / 3]
 }
 
 /// What the transcripts hold.
@@ -897,6 +895,20 @@ pub async fn run(args: &Args) -> Result<()> {
     };
 
     // Report.
+    if args.timeline {
+        for w in sampled.samples.windows(6).step_by(5) {
+            let (a, b) = (w[0], w[5]);
+            let wall = (b.at_ms - a.at_ms) / 1000.0;
+            println!(
+                "    t={:5.1}s  cpu {:5.1} %  children {:6.1} %  rss {:6.1} MiB  agents alive {}",
+                (b.at_ms - create_at) / 1000.0,
+                (b.self_ticks - a.self_ticks) as f64 / tick_hz / wall * 100.0,
+                (b.child_ticks - a.child_ticks) as f64 / tick_hz / wall * 100.0,
+                mib(b.rss_kib as f64),
+                b.live_agents
+            );
+        }
+    }
     println!(
         "  {n} tasks created in {create_ms:.0} ms; settled after {:.1} s{}; states {states:?}; at most {max_implementing} implementing, {max_live} agent processes alive at once",
         settled_ms / 1000.0,
@@ -1061,12 +1073,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_add_up() {
-        for e in 0..10 {
-            let k = expected_kinds(e);
-            assert_eq!(k.iter().sum::<u64>(), e);
-        }
-        assert_eq!(expected_kinds(2000), [667, 667, 666]);
+    fn steps_of_the_fake_agents_lines() {
+        assert_eq!(
+            step_of(0, &json!({"text": "Working on step 12."})),
+            Some(12)
+        );
+        assert_eq!(
+            step_of(
+                1,
+                &json!({"id": "toolu_fake_agent_4", "summary": "Bash: echo step 13"})
+            ),
+            Some(13)
+        );
+        assert_eq!(
+            step_of(
+                2,
+                &json!({"tool_use_id": "toolu_fake_agent_4", "summary": "step 13"})
+            ),
+            Some(14)
+        );
+        assert_eq!(step_of(0, &json!({"text": "no number"})), None);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Task {
     pub base_branch: Option<String>,
     /// The model the agent runs (`None`: the configured default).
     pub model: Option<String>,
+    /// Files changed, lines added and removed, as of the last passing checks.
+    pub diffstat: Option<String>,
     pub cost_usd: f64,
     pub input_tokens: i64,
     pub output_tokens: i64,

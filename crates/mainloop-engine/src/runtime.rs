@@ -121,6 +121,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Records the work's diffstat for the review inbox item.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn set_task_diffstat(&self, id: TaskId, diffstat: &str) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.set_task_diffstat(id, diffstat).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Adds a run's cost and tokens to the task.
     ///
     /// # Errors

@@ -124,7 +124,14 @@ fn inbox_body(task: &Task, kind: InboxKind) -> String {
             .collect::<Vec<_>>()
             .join("\n\n"),
         InboxKind::PlanReview => task.plan.clone().unwrap_or_default(),
-        InboxKind::Review => format!("Branch {}", task.branch.as_deref().unwrap_or("(none)")),
+        InboxKind::Review => format!(
+            "Branch {} → {}\n\n{}",
+            task.branch.as_deref().unwrap_or("(none)"),
+            task.base_branch.as_deref().unwrap_or("(base)"),
+            task.diffstat.as_deref().unwrap_or("")
+        )
+        .trim_end()
+        .to_owned(),
         InboxKind::Failed => task.error.clone().unwrap_or_default(),
     }
 }

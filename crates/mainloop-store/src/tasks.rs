@@ -24,7 +24,7 @@ pub struct NewTask {
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
                     answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
-                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model";
+                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat";
 
 fn task_from_row(row: &AnyRow) -> Result<Task> {
     let core: String = row.try_get("core")?;
@@ -47,6 +47,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         base_branch: row.try_get("base_branch")?,
         agent_input_key: row.try_get("agent_input_key")?,
         model: row.try_get("model")?,
+        diffstat: row.try_get("diffstat")?,
         cost_usd: row.try_get("cost_usd")?,
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
@@ -215,6 +216,19 @@ impl Tx {
         sqlx::query("UPDATE tasks SET session_id = $1, agent_input_key = $2 WHERE id = $3")
             .bind(session_id)
             .bind(input_key)
+            .bind(id.to_string())
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Records the work's diffstat (shown when the task enters review).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn set_task_diffstat(&mut self, id: TaskId, diffstat: &str) -> Result<()> {
+        sqlx::query("UPDATE tasks SET diffstat = $1 WHERE id = $2")
+            .bind(diffstat)
             .bind(id.to_string())
             .execute(self.conn())
             .await?;

@@ -544,6 +544,7 @@ async fn projects_and_tasks(store: Store) {
         .unwrap();
     tx.add_task_usage(t1.id, 0.125, 100, 20).await.unwrap();
     tx.add_task_usage(t1.id, 0.125, 1, 2).await.unwrap();
+    tx.set_task_diffstat(t1.id, "1 file changed").await.unwrap();
     let saved = tx.save_task(&changed, at(10)).await.unwrap();
     assert_eq!(saved.version, t1.version + 1);
     let stale = tx.save_task(&changed, at(11)).await;
@@ -560,6 +561,7 @@ async fn projects_and_tasks(store: Store) {
     assert_eq!(got.base_branch.as_deref(), Some("main"));
     assert_eq!(got.session_id.as_deref(), Some("sess-1"));
     assert_eq!(got.agent_input_key.as_deref(), Some("job-key"));
+    assert_eq!(got.diffstat.as_deref(), Some("1 file changed"));
     assert_eq!(got.updated_at, at(10));
     let queued = store
         .tasks_in_states(&[TaskState::Queued], 10)

@@ -199,6 +199,7 @@ pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
             "no check command configured; skipping checks",
         )
         .await;
+        record_diffstat(rt, &task).await;
         return apply(rt, task.id, TaskEvent::ChecksPassed)
             .await
             .map(|_| ());
@@ -230,6 +231,9 @@ pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
             }),
         )
         .await;
+    if outcome.passed {
+        record_diffstat(rt, &task).await;
+    }
     let event = if outcome.passed {
         TaskEvent::ChecksPassed
     } else {
@@ -241,6 +245,32 @@ pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
         TaskEvent::ChecksFailed(format!("$ {command}\n{why}{}", outcome.output_tail))
     };
     apply(rt, task.id, event).await.map(|_| ())
+}
+
+/// Stores the work's diffstat for the review inbox item (best effort: review works
+/// without it).
+async fn record_diffstat(rt: &Runtime, task: &Task) {
+    match diff(rt, task).await {
+        Ok(d) => {
+            let mut text = format!(
+                "{} file{} changed, +{} −{}",
+                d.files.len(),
+                if d.files.len() == 1 { "" } else { "s" },
+                d.added,
+                d.removed
+            );
+            for f in d.files.iter().take(30) {
+                text.push_str(&format!("\n  {} (+{} −{})", f.path, f.added, f.removed));
+            }
+            if d.files.len() > 30 {
+                text.push_str(&format!("\n  … and {} more", d.files.len() - 30));
+            }
+            if let Err(e) = rt.inner.engine.set_task_diffstat(task.id, &text).await {
+                tracing::warn!(error = %e, "could not record the diffstat");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not compute the diffstat"),
+    }
 }
 
 /// `task.merge`: merges the approved branch into the base branch.

@@ -400,6 +400,21 @@ async fn questions_plan_revision_implementation_checks_review_and_merge() {
     let rules = w.rules();
     assert!(rules.contains(&"fix-checks".to_owned()), "{rules:?}");
 
+    let inbox = w.engine.inbox(w.user, 10, 0).await.unwrap();
+    let review_item = inbox
+        .iter()
+        .find(|i| i.kind == mainloop_domain::inbox::InboxKind::Review)
+        .unwrap();
+    assert!(
+        review_item.body.contains("2 files changed"),
+        "{}",
+        review_item.body
+    );
+    assert!(
+        review_item.body.contains("greeting.txt (+1"),
+        "{}",
+        review_item.body
+    );
     let diff = w.engine.task_diff(w.user, task.id).await.unwrap();
     let files: Vec<_> = diff.files.iter().map(|f| f.path.as_str()).collect();
     assert!(
