@@ -48,6 +48,10 @@ pub fn read_check_command(worktree: &Path) -> Result<Option<String>, GitError> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(GitError::io("read", path, e)),
     };
+    parse_check_command(&text, path)
+}
+
+fn parse_check_command(text: &str, path: std::path::PathBuf) -> Result<Option<String>, GitError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| GitError::Config {
@@ -61,6 +65,23 @@ pub fn read_check_command(worktree: &Path) -> Result<Option<String>, GitError> {
             path,
             message: format!("`check` must be a string, not {}", other.type_str()),
         }),
+    }
+}
+
+impl crate::Git {
+    /// The check command as the task's base branch has it. The agent can edit the
+    /// worktree's copy, so the gate its work must pass is read from where it cannot.
+    pub async fn check_command_at_base(
+        &self,
+        wt: &crate::Worktree,
+    ) -> Result<Option<String>, GitError> {
+        let spec = format!("refs/heads/{}:{CONFIG_FILE}", wt.base);
+        let out = self.cmd(&wt.path).args(["show", &spec]).output().await?;
+        if !out.success() {
+            // No such file on the base branch: no check configured.
+            return Ok(None);
+        }
+        parse_check_command(&out.text(), std::path::PathBuf::from(spec))
     }
 }
 

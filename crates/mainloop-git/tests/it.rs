@@ -1079,3 +1079,47 @@ fn slugs() {
         assert!(!s.starts_with('-') && !s.ends_with('-') && !s.contains("--"));
     }
 }
+
+#[tokio::test]
+async fn the_check_command_comes_from_the_base_branch_not_the_worktree() {
+    let fx = Fx::new();
+    let (repo, wt) = repo_with_task(&fx, "main").await;
+    assert_eq!(fx.git.check_command_at_base(&wt).await.unwrap(), None);
+
+    write(&repo.path.join(".mainloop.toml"), "check = \"make test\"\n");
+    git(&repo.path, &["add", ".mainloop.toml"]);
+    git(
+        &repo.path,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "check",
+        ],
+    );
+    // The agent rewrites its copy to make the gate pass trivially; it does not count.
+    write(&wt.path.join(".mainloop.toml"), "check = \"true\"\n");
+    assert_eq!(
+        fx.git.check_command_at_base(&wt).await.unwrap().as_deref(),
+        Some("make test")
+    );
+
+    write(&repo.path.join(".mainloop.toml"), "check = 5\n");
+    git(
+        &repo.path,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qam",
+            "bad",
+        ],
+    );
+    assert!(fx.git.check_command_at_base(&wt).await.is_err());
+}

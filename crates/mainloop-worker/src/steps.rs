@@ -145,7 +145,8 @@ pub(crate) async fn commit(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
     Ok(())
 }
 
-/// The check command: the project's setting, else `.mainloop.toml` in the worktree.
+/// The check command: the project's setting, else `.mainloop.toml` as the base branch
+/// has it (not the worktree's copy, which the agent could rewrite).
 async fn check_command(
     rt: &Runtime,
     user: UserId,
@@ -167,7 +168,11 @@ async fn check_command(
     {
         return Ok(Some(cmd.to_owned()));
     }
-    mainloop_git::read_check_command(&wt.path).map_err(|e| e.to_string())
+    rt.inner
+        .git
+        .check_command_at_base(wt)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// `task.checks`: runs the project's checks and reports the outcome.
