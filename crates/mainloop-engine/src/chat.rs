@@ -212,40 +212,7 @@ async fn run_turn(ctx: JobContext) -> std::result::Result<(), JobError> {
             Err(e) => return model_failure(&ctx, user, &trigger, &e).await,
         };
         let done = response.tool_uses().is_empty();
-        let at = now();
-        let mut tx = engine.store().begin().await.map_err(storage)?;
-        let msg = tx
-            .insert_message(
-                user,
-                &NewMessage {
-                    role: Role::Assistant,
-                    kind: MessageKind::Text,
-                    content: response.content,
-                    turn_id: Some(trigger.id),
-                    task_id: None,
-                },
-                at,
-            )
-            .await
-            .map_err(storage)?;
-        tx.append_event(
-            user,
-            EventName::ChatMessage,
-            &to_json(&msg).map_err(storage)?,
-            at,
-        )
-        .await
-        .map_err(storage)?;
-        if done
-            && !tx
-                .complete_job(ctx.job.id, &ctx.owner, at)
-                .await
-                .map_err(storage)?
-        {
-            // Another worker holds the job now; let it finish the turn.
-            return Err(JobError::retry("lost the lease before storing the reply"));
-        }
-        tx.commit().await.map_err(storage)?;
+        store_reply(&ctx, user, &trigger, response.content, done).await?;
         if done {
             return Ok(());
         }
@@ -266,6 +233,18 @@ async fn finish_with_text(
     trigger: &ChatMessage,
     text: &str,
 ) -> std::result::Result<(), JobError> {
+    store_reply(ctx, user, trigger, vec![ContentBlock::text(text)], true).await
+}
+
+/// Stores an assistant message of the turn with its event; a final one completes the
+/// turn's job in the same transaction, so the answer and the job's end commit together.
+async fn store_reply(
+    ctx: &JobContext,
+    user: UserId,
+    trigger: &ChatMessage,
+    content: Vec<ContentBlock>,
+    last: bool,
+) -> std::result::Result<(), JobError> {
     let engine = &ctx.engine;
     let at = now();
     let mut tx = engine.store().begin().await.map_err(storage)?;
@@ -275,7 +254,7 @@ async fn finish_with_text(
             &NewMessage {
                 role: Role::Assistant,
                 kind: MessageKind::Text,
-                content: vec![ContentBlock::text(text)],
+                content,
                 turn_id: Some(trigger.id),
                 task_id: None,
             },
@@ -291,11 +270,13 @@ async fn finish_with_text(
     )
     .await
     .map_err(storage)?;
-    if !tx
-        .complete_job(ctx.job.id, &ctx.owner, at)
-        .await
-        .map_err(storage)?
+    if last
+        && !tx
+            .complete_job(ctx.job.id, &ctx.owner, at)
+            .await
+            .map_err(storage)?
     {
+        // Another worker holds the job now; let it finish the turn.
         return Err(JobError::retry("lost the lease before storing the reply"));
     }
     tx.commit().await.map_err(storage)?;

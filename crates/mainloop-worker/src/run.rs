@@ -421,15 +421,15 @@ async fn pump(
                         .map_err(retry)?;
                     continue;
                 }
-                if apply(rt, task.id, TaskEvent::QuestionsAsked(qs))
-                    .await?
-                    .is_none()
-                {
-                    session.kill().await;
-                    return Ok(Outcome::Ended);
-                }
-                park(rt, task.id, session, request_id, input, Waiting::Answers);
-                return Ok(Outcome::Ended);
+                let waiting = Waiting::Answers;
+                return wait_for_human(
+                    rt,
+                    task.id,
+                    session,
+                    TaskEvent::QuestionsAsked(qs),
+                    (request_id, input, waiting),
+                )
+                .await;
             }
             AgentEvent::Plan {
                 request_id,
@@ -450,15 +450,15 @@ async fn pump(
                         .map_err(retry)?;
                     continue;
                 }
-                if apply(rt, task.id, TaskEvent::PlanProposed(plan))
-                    .await?
-                    .is_none()
-                {
-                    session.kill().await;
-                    return Ok(Outcome::Ended);
-                }
-                park(rt, task.id, session, request_id, input, Waiting::PlanReview);
-                return Ok(Outcome::Ended);
+                let waiting = Waiting::PlanReview;
+                return wait_for_human(
+                    rt,
+                    task.id,
+                    session,
+                    TaskEvent::PlanProposed(plan),
+                    (request_id, input, waiting),
+                )
+                .await;
             }
             AgentEvent::Finished {
                 is_error,
@@ -503,15 +503,20 @@ async fn pump(
     }
 }
 
-/// Keeps a session that waits for the human, without a slot, until the idle timeout.
-fn park(
+/// Hands the task to the human (`event`) and parks the session, whose pending control
+/// request `(id, input, kind)` the answer will resolve; the run ends and frees its slot.
+async fn wait_for_human(
     rt: &Runtime,
     task: TaskId,
-    session: Box<dyn AgentSession>,
-    request_id: String,
-    input: serde_json::Value,
-    waiting_for: Waiting,
-) {
+    mut session: Box<dyn AgentSession>,
+    event: TaskEvent,
+    (request_id, input, waiting_for): (String, serde_json::Value, Waiting),
+) -> Result<Outcome, JobError> {
+    if apply(rt, task, event).await?.is_none() {
+        // The task moved on (cancelled, say): nobody will answer.
+        session.kill().await;
+        return Ok(Outcome::Ended);
+    }
     rt.park(
         task,
         Parked {
@@ -522,4 +527,5 @@ fn park(
             since: Instant::now(),
         },
     );
+    Ok(Outcome::Ended)
 }
