@@ -52,6 +52,10 @@ pub struct Args {
     /// Print the 200 ms samples once a second: CPU, children's CPU, RSS, live agents.
     #[arg(long)]
     pub timeline: bool,
+    /// Seconds per variant of the store's write ceiling (without agents): the agents'
+    /// write path from `--agents` concurrent writers, relaxed, batched; 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    pub ceiling_seconds: u64,
 }
 
 impl Default for Args {
@@ -65,6 +69,7 @@ impl Default for Args {
             fake_agent: None,
             claude: PathBuf::from("node_modules/.bin/claude"),
             timeline: false,
+            ceiling_seconds: 3,
         }
     }
 }
@@ -108,6 +113,24 @@ fn status_kib(pid: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Context switches of this process's live threads, voluntary and involuntary.
+fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 fn getconf(name: &str, default: u64) -> u64 {
     std::process::Command::new("getconf")
         .arg(name)
@@ -138,6 +161,10 @@ struct Sample {
     at_ms: f64,
     /// utime + stime of this process, ticks.
     self_ticks: u64,
+    /// stime (kernel) of this process, ticks.
+    self_sys: u64,
+    /// Context switches of all this process's threads (voluntary + involuntary).
+    ctx_switches: u64,
     /// cutime + cstime (waited-for children: agents and git), ticks.
     child_ticks: u64,
     rss_kib: u64,
@@ -201,6 +228,8 @@ async fn sample(
         out.samples.push(Sample {
             at_ms: epoch.elapsed().as_secs_f64() * 1000.0,
             self_ticks: s.utime + s.stime,
+            self_sys: s.stime,
+            ctx_switches: context_switches(),
             child_ticks: s.cutime + s.cstime,
             rss_kib: status_kib("self", "VmRSS").unwrap_or_default(),
             live_agents: live,
@@ -536,6 +565,141 @@ async fn claude_idle_rss(claude: &Path) -> Result<Value> {
 }
 
 // ---------------------------------------------------------------------------------------
+// The store's write ceiling: what the agents' write path can do without agents.
+
+#[derive(Clone, Copy, Debug)]
+enum WriteMode {
+    /// `Engine::record_task_output`, as the worker runtime calls it per agent event.
+    Engine,
+    /// The same transaction through `Store::begin_relaxed` (no flush at commit).
+    Relaxed,
+    /// `n` events (transcript row + event each) per `Store::begin` transaction.
+    Batched(usize),
+}
+
+impl WriteMode {
+    fn name(self) -> String {
+        match self {
+            Self::Engine => "record_task_output (1 event per tx, synchronous=FULL)".to_owned(),
+            Self::Relaxed => "the same tx via begin_relaxed (synchronous=NORMAL)".to_owned(),
+            Self::Batched(n) => format!("{n} events per tx (synchronous=FULL)"),
+        }
+    }
+}
+
+/// One write of `mode`; returns the events written.
+async fn write_once(
+    engine: &mainloop_engine::Engine,
+    user: mainloop_domain::UserId,
+    task: TaskId,
+    mode: WriteMode,
+    step: u64,
+) -> Result<u64> {
+    use mainloop_domain::event::EventName;
+    let payload = json!({"text": format!("Working on step {step}.")});
+    let (mut tx, n) = match mode {
+        WriteMode::Engine => {
+            engine
+                .record_task_output(user, task, "text", &payload)
+                .await?;
+            return Ok(1);
+        }
+        WriteMode::Relaxed => (engine.store().begin_relaxed().await?, 1),
+        WriteMode::Batched(n) => (engine.store().begin().await?, n),
+    };
+    for _ in 0..n {
+        let at = mainloop_engine::now();
+        let seq = tx.append_transcript(task, "text", &payload, at).await?;
+        tx.append_event(
+            user,
+            EventName::TaskOutput,
+            &json!({"task_id": task, "seq": seq, "kind": "text", "payload": payload, "created_at": at}),
+            at,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(n as u64)
+}
+
+#[allow(clippy::cast_precision_loss)]
+async fn write_ceiling(writers: usize, duration: Duration, tick_hz: f64) -> Result<Value> {
+    let server = Server::start(None, EngineConfig::default()).await?;
+    // Tasks to write to; without a worker runtime they stay queued.
+    let mut tasks = Vec::with_capacity(writers);
+    for i in 0..writers {
+        let t = server
+            .engine
+            .create_task(
+                server.user,
+                &CreateTask {
+                    description: format!("ceiling {i}"),
+                    repo: "/nonexistent".into(),
+                    skip_plan: true,
+                    model: None,
+                },
+            )
+            .await?;
+        tasks.push(t.id);
+    }
+    let mut rows = Vec::new();
+    for mode in [
+        WriteMode::Engine,
+        WriteMode::Relaxed,
+        WriteMode::Batched(10),
+    ] {
+        let started = Instant::now();
+        let cpu0 = proc_stat(Path::new("/proc/self/stat")).unwrap_or_default();
+        let mut handles = Vec::with_capacity(writers);
+        for task in &tasks {
+            let engine = server.engine.clone();
+            let (user, task) = (server.user, *task);
+            handles.push(tokio::spawn(async move {
+                let mut calls = Vec::new();
+                let mut written = 0_u64;
+                let mut error = None;
+                while started.elapsed() < duration {
+                    let t = Instant::now();
+                    match write_once(&engine, user, task, mode, written).await {
+                        Ok(k) => written += k,
+                        Err(e) => {
+                            error = Some(format!("{e:#}"));
+                            break;
+                        }
+                    }
+                    calls.push(t.elapsed());
+                }
+                (written, calls, error)
+            }));
+        }
+        let (mut written, mut calls, mut errors) = (0, Vec::new(), Vec::new());
+        for h in handles {
+            let (w, mut c, e) = h.await?;
+            written += w;
+            calls.append(&mut c);
+            errors.extend(e);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let cpu1 = proc_stat(Path::new("/proc/self/stat")).unwrap_or_default();
+        let cpu = ((cpu1.utime + cpu1.stime) - (cpu0.utime + cpu0.stime)) as f64 / tick_hz;
+        let calls = Summary::of(calls);
+        rows.push(json!({
+            "variant": mode.name(),
+            "writers": writers,
+            "events": written,
+            "events_per_s": round3(written as f64 / wall),
+            "cpu_pct_core": round3(cpu / wall * 100.0),
+            "call_ms": calls.json(),
+            "call_line": calls.line(),
+            "errors": errors.len(),
+            "first_error": errors.first(),
+        }));
+    }
+    server.stop().await;
+    Ok(Value::Array(rows))
+}
+
+// ---------------------------------------------------------------------------------------
 
 /// The samples in `[from, to]` ms, plus the nearest ones outside so a short window
 /// still has two ends.
@@ -650,6 +814,9 @@ pub async fn run(args: &Args) -> Result<()> {
     // One idle second: the baseline RSS and idle API latency.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let baseline_rss = status_kib("self", "VmRSS").unwrap_or_default();
+    let rss_note = (baseline_rss > 40 * 1024).then_some(
+        " (the heap was already grown by earlier work in this process, so the per-task figure is too low: run `agents` alone)",
+    );
     let create_at = epoch.elapsed().as_secs_f64() * 1000.0;
 
     let repo_s = repo.display().to_string();
@@ -806,17 +973,23 @@ pub async fn run(args: &Args) -> Result<()> {
     }
 
     // CPU over the streaming window.
-    let (server_cpu_core, child_cpu_s) = match window(&sampled.samples, stream_from, stream_to) {
-        Some((a, b)) => {
-            let wall = (b.at_ms - a.at_ms) / 1000.0;
-            let cpu = (b.self_ticks - a.self_ticks) as f64 / tick_hz;
-            (
-                cpu / wall * 100.0,
-                (b.child_ticks - a.child_ticks) as f64 / tick_hz,
-            )
-        }
-        None => (0.0, 0.0),
-    };
+    let (server_cpu_core, server_sys_core, child_cpu_s, switches_per_s) =
+        match window(&sampled.samples, stream_from, stream_to) {
+            Some((a, b)) => {
+                let wall = (b.at_ms - a.at_ms) / 1000.0;
+                let cpu = (b.self_ticks - a.self_ticks) as f64 / tick_hz;
+                let sys = (b.self_sys - a.self_sys) as f64 / tick_hz;
+                (
+                    cpu / wall * 100.0,
+                    sys / wall * 100.0,
+                    (b.child_ticks - a.child_ticks) as f64 / tick_hz,
+                    b.ctx_switches.saturating_sub(a.ctx_switches) as f64 / wall,
+                )
+            }
+            None => (0.0, 0.0, 0.0, 0.0),
+        };
+    let cpu_per_event_ms = server_cpu_core / 100.0 / throughput.max(0.001) * 1000.0;
+    let switches_per_event = switches_per_s / throughput.max(0.001);
     let agents_cpu_s: f64 = sampled.agents.values().map(|a| a.ticks as f64).sum::<f64>() / tick_hz;
     let agents_cpu_core = agents_cpu_s / stream_s.max(0.001) * 100.0;
     // Final children figure after every agent exited and was reaped.
@@ -885,6 +1058,15 @@ pub async fn run(args: &Args) -> Result<()> {
         lags[rank.clamp(1, lags.len()) - 1]
     };
 
+    let ceiling = if args.ceiling_seconds > 0 {
+        println!(
+            "  (measuring the store's write ceiling without agents, {} s per variant…)",
+            args.ceiling_seconds
+        );
+        Some(write_ceiling(n, Duration::from_secs(args.ceiling_seconds), tick_hz).await?)
+    } else {
+        None
+    };
     let claude = if let Ok(path) = std::fs::canonicalize(&args.claude) {
         match claude_idle_rss(&path).await {
             Ok(v) => Some(v),
@@ -910,9 +1092,13 @@ pub async fn run(args: &Args) -> Result<()> {
         }
     }
     println!(
-        "  {n} tasks created in {create_ms:.0} ms; settled after {:.1} s{}; states {states:?}; at most {max_implementing} implementing, {max_live} agent processes alive at once",
-        settled_ms / 1000.0,
-        if timed_out { " (TIMED OUT)" } else { "" }
+        "  {n} tasks created in {create_ms:.0} ms; {} after {:.1} s; states {states:?}; at most {max_implementing} implementing, {max_live} agent processes alive at once",
+        if timed_out {
+            "DEADLINE reached (not every task in review; the agents were stopped)"
+        } else {
+            "all settled"
+        },
+        settled_ms / 1000.0
     );
     if let Some(e) = errors.first() {
         println!("    failed ({}): {e}", errors.len());
@@ -945,7 +1131,7 @@ pub async fn run(args: &Args) -> Result<()> {
     );
     println!("    recorded per second: {per_second:?}");
     println!(
-        "  server CPU (this process) over the window: {server_cpu_core:.1} % of one core = {:.1} % of the {cores} cores",
+        "  server CPU (this process) over the window: {server_cpu_core:.1} % of one core ({server_sys_core:.1} % in the kernel) = {:.1} % of the {cores} cores; {cpu_per_event_ms:.3} ms CPU and {switches_per_event:.1} thread context switches per recorded event",
         server_cpu_core / cores
     );
     println!(
@@ -959,6 +1145,9 @@ pub async fn run(args: &Args) -> Result<()> {
         mib(rss_peak as f64),
         per_task_kib
     );
+    if let Some(note) = rss_note {
+        println!("   {note}");
+    }
     println!(
         "  fake agent RSS: median {:.1} MiB, max {:.1} MiB (peak per process, {} processes)",
         mib(agent_rss_median_kib),
@@ -967,6 +1156,18 @@ pub async fn run(args: &Args) -> Result<()> {
     );
     if let Some(c) = &claude {
         println!("  real claude CLI, idle in stream-json mode: {c}");
+    }
+    if let Some(Value::Array(rows)) = &ceiling {
+        println!("  store write ceiling without agents ({n} concurrent writers):");
+        for r in rows {
+            println!(
+                "    {}: {:.0} events/s, server CPU {:.0} % of one core, per call {}",
+                r["variant"].as_str().unwrap_or_default(),
+                r["events_per_s"].as_f64().unwrap_or_default(),
+                r["cpu_pct_core"].as_f64().unwrap_or_default(),
+                r["call_line"].as_str().unwrap_or_default()
+            );
+        }
     }
     println!("  GET /api/tasks while streaming: {}", tasks_lat.line());
     println!("  GET /api/inbox while streaming: {}", inbox_lat.line());
@@ -1036,6 +1237,10 @@ pub async fn run(args: &Args) -> Result<()> {
             "cpu": {
                 "server_pct_core": round3(server_cpu_core),
                 "server_pct_machine": round3(server_cpu_core / cores),
+                "server_sys_pct_core": round3(server_sys_core),
+                "server_ms_per_event": round3(cpu_per_event_ms),
+                "server_context_switches_per_s": round3(switches_per_s),
+                "server_context_switches_per_event": round3(switches_per_event),
                 "cores": cores,
                 "agents_s": round3(agents_cpu_s),
                 "agents_pct_core": round3(agents_cpu_core),
@@ -1054,6 +1259,7 @@ pub async fn run(args: &Args) -> Result<()> {
                 "fake_agent_max_mib": round3(mib(agent_rss_max_kib)),
                 "claude_idle": claude,
             },
+            "write_ceiling": ceiling,
             "latency": {
                 "tasks_ms": tasks_lat.json(),
                 "inbox_ms": inbox_lat.json(),

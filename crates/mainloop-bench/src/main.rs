@@ -74,6 +74,11 @@ async fn run(command: Command) -> Result<()> {
                 println!("idle-rss failed: {e:#}");
                 failures.push("idle-rss");
             }
+            // Before the in-process benchmarks grow the heap: it measures this process's RSS.
+            if let Err(e) = agents::run(&agents::Args::default()).await {
+                println!("agents failed: {e:#}");
+                failures.push("agents");
+            }
             if let Err(e) = chat_latency::run(&chat_latency::Args::default()).await {
                 println!("chat-latency failed: {e:#}");
                 failures.push("chat-latency");
@@ -85,10 +90,6 @@ async fn run(command: Command) -> Result<()> {
             if let Err(e) = fanout::run(&fanout::Args::default()).await {
                 println!("fanout failed: {e:#}");
                 failures.push("fanout");
-            }
-            if let Err(e) = agents::run(&agents::Args::default()).await {
-                println!("agents failed: {e:#}");
-                failures.push("agents");
             }
             println!(
                 "\nall benchmarks finished in {:.1} s",

@@ -116,13 +116,20 @@ async fn worker(engine: Engine, pool: String, owner: String, shutdown: Cancellat
         {
             Ok(Some(job)) => run_job(&engine, &owner, job, &shutdown).await,
             Ok(None) => {
-                // Sleep until woken, until the next job is due, or a poll interval
-                // (another process may have enqueued work in a shared database).
-                let wait = match engine.store().next_due().await {
-                    Ok(Some(at)) => Duration::from_millis(
-                        u64::try_from(at.as_millis() - now().as_millis()).unwrap_or(0),
-                    )
-                    .clamp(Duration::from_millis(5), Duration::from_secs(1)),
+                // Nothing claimable: sleep until woken (enqueues and finished jobs wake
+                // us), until the next job of ours is due, or a poll interval (another
+                // process may share the database). A job that is due but could not be
+                // claimed waits behind its lane, whose end wakes us: no fast polling.
+                let wait = match engine.store().next_due(&kinds).await {
+                    Ok(Some(at)) => {
+                        let ms = at.as_millis() - now().as_millis();
+                        if ms <= 0 {
+                            Duration::from_millis(250)
+                        } else {
+                            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                                .clamp(Duration::from_millis(5), Duration::from_secs(1))
+                        }
+                    }
                     _ => Duration::from_secs(1),
                 };
                 tokio::select! {

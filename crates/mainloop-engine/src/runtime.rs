@@ -74,18 +74,37 @@ impl Engine {
         kind: &str,
         payload: &serde_json::Value,
     ) -> Result<i64> {
+        self.record_task_outputs(user, task, &[(kind, payload.clone())])
+            .await
+    }
+
+    /// Stores several agent events in order, in one transaction (a burst of output costs
+    /// one commit); returns the last position.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn record_task_outputs<K: AsRef<str>>(
+        &self,
+        user: UserId,
+        task: TaskId,
+        entries: &[(K, serde_json::Value)],
+    ) -> Result<i64> {
         let at = now();
         let mut tx = self.store().begin().await?;
-        let seq = tx.append_transcript(task, kind, payload, at).await?;
-        tx.append_event(
-            user,
-            EventName::TaskOutput,
-            &json!({"task_id": task, "seq": seq, "kind": kind, "payload": payload, "created_at": at}),
-            at,
-        )
-        .await?;
+        let mut last = 0;
+        for (kind, payload) in entries {
+            let kind = kind.as_ref();
+            last = tx.append_transcript(task, kind, payload, at).await?;
+            tx.append_event(
+                user,
+                EventName::TaskOutput,
+                &json!({"task_id": task, "seq": last, "kind": kind, "payload": payload, "created_at": at}),
+                at,
+            )
+            .await?;
+        }
         tx.commit().await?;
-        Ok(seq)
+        Ok(last)
     }
 
     /// Records the task's git workspace.

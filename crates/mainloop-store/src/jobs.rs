@@ -307,17 +307,26 @@ impl Store {
         row.as_ref().map(job_from_row).transpose()
     }
 
-    /// When the earliest pending job becomes due, so the dispatcher can sleep until then.
+    /// When the earliest unfinished job of one of `kinds` becomes due (or its lease
+    /// expires), so a dispatcher worker can sleep until then.
     ///
     /// # Errors
     /// On database failure.
-    pub async fn next_due(&self) -> Result<Option<Timestamp>> {
-        let at: Option<i64> = sqlx::query_scalar(
+    pub async fn next_due(&self, kinds: &[&str]) -> Result<Option<Timestamp>> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let list: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 1)).collect();
+        let sql = format!(
             "SELECT MIN(CASE WHEN state = 'pending' THEN run_after ELSE lease_until END) FROM jobs \
-             WHERE state IN ('pending', 'running')",
-        )
-        .fetch_one(self.pool())
-        .await?;
+             WHERE state IN ('pending', 'running') AND kind IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_scalar(&sql);
+        for k in kinds {
+            q = q.bind(*k);
+        }
+        let at: Option<i64> = q.fetch_one(self.pool()).await?;
         Ok(at.map(Timestamp::from_millis))
     }
 

@@ -268,7 +268,9 @@ async fn jobs_are_keyed_leased_retried_and_laned(store: Store) {
         .unwrap()
         .unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(store.next_due().await.unwrap(), Some(at(0)));
+    assert_eq!(store.next_due(&kinds).await.unwrap(), Some(at(0)));
+    assert_eq!(store.next_due(&["other"]).await.unwrap(), None);
+    assert_eq!(store.next_due(&[]).await.unwrap(), None);
     assert_eq!(store.count_unfinished("test").await.unwrap(), 3);
     assert_eq!(store.count_unfinished("other").await.unwrap(), 0);
 

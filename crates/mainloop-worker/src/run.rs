@@ -114,6 +114,45 @@ enum Outcome {
 /// What the CLI says when `--resume` names a session it never saved.
 const NO_SESSION: &str = "No conversation found with session ID";
 
+/// Buffers transcript entries so a burst of agent output commits in one transaction.
+struct Recorder<'a> {
+    rt: &'a Runtime,
+    user: UserId,
+    task: TaskId,
+    pending: Vec<(&'static str, serde_json::Value)>,
+}
+
+impl Recorder<'_> {
+    /// Most output is buffered; entries that precede a lifecycle change (questions, a
+    /// plan, the end) are stored at once, so the transcript never lags the task.
+    async fn record(&mut self, kind: &'static str, payload: serde_json::Value) {
+        self.pending.push((kind, payload));
+        let routine = matches!(
+            kind,
+            "text" | "tool_call" | "tool_result" | "permission" | "malformed"
+        );
+        if !routine || self.pending.len() >= 256 {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.pending);
+        if let Err(e) = self
+            .rt
+            .inner
+            .engine
+            .record_task_outputs(self.user, self.task, &entries)
+            .await
+        {
+            tracing::warn!(error = %e, lost = entries.len(), "could not record agent output");
+        }
+    }
+}
+
 /// What one agent run is about.
 #[derive(Clone, Copy)]
 struct Run<'a> {
@@ -297,22 +336,29 @@ async fn pump(
         input_key,
     } = *run;
     let engine = &rt.inner.engine;
-    let record = |kind: &'static str, payload: serde_json::Value| async move {
-        if let Err(e) = engine
-            .record_task_output(user, task.id, kind, &payload)
-            .await
-        {
-            tracing::warn!(error = %e, "could not record agent output");
-        }
+    let mut rec = Recorder {
+        rt,
+        user,
+        task: task.id,
+        pending: Vec::new(),
     };
     let inactivity = rt.inner.config.inactivity_timeout;
     loop {
-        let event = tokio::select! {
-            () = cancel.cancelled() => {
-                session.kill().await;
-                return Ok(Outcome::Ended);
+        // Events already waiting are recorded together, in one transaction; before
+        // waiting for more, whatever is pending is stored.
+        let ready = futures::FutureExt::now_or_never(session.next_event());
+        let event = match ready {
+            Some(ev) => Ok(ev),
+            None => {
+                rec.flush().await;
+                tokio::select! {
+                    () = cancel.cancelled() => {
+                        session.kill().await;
+                        return Ok(Outcome::Ended);
+                    }
+                    ev = tokio::time::timeout(inactivity, session.next_event()) => ev,
+                }
             }
-            ev = tokio::time::timeout(inactivity, session.next_event()) => ev,
         };
         let event = match event {
             Ok(Some(e)) => e,
@@ -321,7 +367,7 @@ async fn pump(
                 let code = session
                     .exit_code()
                     .map_or_else(|| "?".to_owned(), |c| c.to_string());
-                record(
+                rec.record(
                     "error",
                     json!({"text": format!("agent exited ({code})"), "stderr": tail}),
                 )
@@ -356,11 +402,12 @@ async fn pump(
                         .set_task_session(task.id, &session_id, Some(input_key))
                         .await;
                 }
-                record("session", json!({"session_id": session_id, "model": model})).await;
+                rec.record("session", json!({"session_id": session_id, "model": model}))
+                    .await;
             }
-            AgentEvent::Text { text } => record("text", json!({"text": text})).await,
+            AgentEvent::Text { text } => rec.record("text", json!({"text": text})).await,
             AgentEvent::ToolCall { id, name, summary } => {
-                record(
+                rec.record(
                     "tool_call",
                     json!({"id": id, "name": name, "summary": summary}),
                 )
@@ -371,7 +418,7 @@ async fn pump(
                 summary,
                 is_error,
             } => {
-                record(
+                rec.record(
                     "tool_result",
                     json!({"tool_use_id": tool_use_id, "summary": summary, "is_error": is_error}),
                 )
@@ -398,7 +445,8 @@ async fn pump(
                         false,
                     ),
                 };
-                record("permission", json!({"tool": tool, "allowed": allowed})).await;
+                rec.record("permission", json!({"tool": tool, "allowed": allowed}))
+                    .await;
                 session.reply(&request_id, reply).await.map_err(retry)?;
             }
             AgentEvent::Question {
@@ -407,7 +455,7 @@ async fn pump(
                 input,
             } => {
                 let qs = questions_of(&questions);
-                record("question", json!({"questions": qs})).await;
+                rec.record("question", json!({"questions": qs})).await;
                 if qs.is_empty() {
                     session
                         .reply(
@@ -436,7 +484,7 @@ async fn pump(
                 plan,
                 input,
             } => {
-                record("plan", json!({"plan": plan})).await;
+                rec.record("plan", json!({"plan": plan})).await;
                 if phase == AgentPhase::Implement {
                     // Already approved; the agent re-announced its plan. Let it go on.
                     session
@@ -476,7 +524,7 @@ async fn pump(
                         i64::try_from(output_tokens).unwrap_or(i64::MAX),
                     )
                     .await;
-                record("finished", json!({"is_error": is_error, "result": result, "session_id": session_id, "cost_usd": cost_usd})).await;
+                rec.record("finished", json!({"is_error": is_error, "result": result, "session_id": session_id, "cost_usd": cost_usd})).await;
                 session.kill().await;
                 if is_error && result.as_deref().is_some_and(|r| r.contains(NO_SESSION)) {
                     return Ok(Outcome::SessionMissing);
@@ -497,7 +545,8 @@ async fn pump(
                 tracing::warn!(task = %task.id, %error, "skipping malformed agent output");
                 let mut line = line;
                 line.truncate(500);
-                record("malformed", json!({"line": line, "error": error})).await;
+                rec.record("malformed", json!({"line": line, "error": error}))
+                    .await;
             }
         }
     }
