@@ -107,6 +107,9 @@ struct Inner {
 /// A job kind's handler and the dispatcher pool that runs it.
 type Registered = (Arc<dyn JobHandler>, String);
 
+/// How long streamed chat deltas stay in the event log.
+const DELTA_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
 /// The dispatcher pool handlers join unless they name another.
 pub const DEFAULT_POOL: &str = "default";
 
@@ -252,6 +255,7 @@ impl Engine {
         }
         let hub = self.hub().spawn(shutdown.clone());
         let dispatcher = Dispatcher::new(self.clone()).spawn(&shutdown);
+        let housekeeping = self.spawn_housekeeping(shutdown);
         Ok(tokio::spawn(async move {
             if let Err(e) = hub.await {
                 tracing::error!(error = %e, "event fan-out stopped abnormally");
@@ -259,6 +263,33 @@ impl Engine {
             if let Err(e) = dispatcher.await {
                 tracing::error!(error = %e, "dispatcher stopped abnormally");
             }
+            if let Err(e) = housekeeping.await {
+                tracing::error!(error = %e, "housekeeping stopped abnormally");
+            }
         }))
+    }
+
+    /// Hourly: drops streamed chat deltas older than a day (the stored messages hold the
+    /// full text; only a client a day behind could still want them) and expired sessions.
+    fn spawn_housekeeping(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let at = now();
+                match engine.store().prune_deltas(at.plus_millis(-DELTA_RETENTION_MS)).await {
+                    Ok(n) if n > 0 => tracing::info!(pruned = n, "dropped old chat deltas"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not prune chat deltas"),
+                }
+                if let Err(e) = engine.store().purge_expired_tokens(at).await {
+                    tracing::warn!(error = %e, "could not purge expired sessions");
+                }
+            }
+        })
     }
 }
