@@ -281,7 +281,11 @@ impl Engine {
                     _ = tick.tick() => {}
                 }
                 let at = now();
-                match engine.store().prune_deltas(at.plus_millis(-DELTA_RETENTION_MS)).await {
+                match engine
+                    .store()
+                    .prune_deltas(at.plus_millis(-DELTA_RETENTION_MS))
+                    .await
+                {
                     Ok(n) if n > 0 => tracing::info!(pruned = n, "dropped old chat deltas"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "could not prune chat deltas"),
