@@ -430,11 +430,19 @@ rules:
     match: {user_contains: "mainloop restarted"}
     reply:
       - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
-  - name: slow-work
+  - name: first-step
     match: {user_contains: "long job", times: 1}
+    reply:
+      - tool_use: {name: Bash, input: {command: "echo step one", description: "Start"}}
+  - name: slow-work
+    match: {tool_result_for: Bash, tool_result_contains: "step one", times: 1}
     delay_ms: 500
     reply:
-      - text: "Starting a long piece of work: step one, step two, step three, step four."
+      - text: "Step one is done; now a long piece of work: step two, step three, step four."
+  - name: started-again
+    match: {user_contains: "long job"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
   - name: finish
     match: {tool_result_for: Bash}
     reply: [{text: "Finished after the restart."}]
@@ -507,10 +515,13 @@ async fn a_task_killed_mid_implementation_finishes_after_restart() {
         .filter_map(|r| r.rule_name)
         .collect();
     let transcript = get(&server.base, &token, &format!("/api/tasks/{id}/transcript")).await;
+    // The session was saved (a tool call had completed), so it is resumed and told to
+    // continue rather than given the task again.
     assert!(
         rules.contains(&"relaunched".to_owned()),
         "{rules:?} {transcript:#}"
     );
+    assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
     let diff = get(&server.base, &token, &format!("/api/tasks/{id}/diff")).await;
     assert!(diff["text"].as_str().unwrap().contains("+done"), "{diff}");
     let transcript = get(&server.base, &token, &format!("/api/tasks/{id}/transcript")).await;
