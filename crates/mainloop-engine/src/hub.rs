@@ -69,7 +69,11 @@ impl Engine {
     /// `user`'s events after `after`: first those already in the log, then live ones,
     /// each exactly once and in id order. Ends only on a storage error.
     #[must_use]
-    pub fn subscribe(&self, user: UserId, after: EventId) -> BoxStream<'static, Result<Event>> {
+    pub fn subscribe(
+        &self,
+        user: UserId,
+        after: EventId,
+    ) -> BoxStream<'static, Result<Arc<Event>>> {
         let store = self.store().clone();
         // Subscribe before reading the log so nothing committed meanwhile is missed.
         let mut live = self.hub().tx.subscribe();
@@ -81,7 +85,7 @@ impl Engine {
                     let full = i64::try_from(batch.len()).unwrap_or(i64::MAX) >= BATCH;
                     for e in batch {
                         cursor = e.id;
-                        yield e;
+                        yield Arc::new(e);
                     }
                     if !full {
                         break;
@@ -90,9 +94,10 @@ impl Engine {
                 loop {
                     match live.recv().await {
                         Ok(e) => {
+                            // Shared, not copied: a hundred subscribers cost one event.
                             if e.user_id == user && e.id > cursor {
                                 cursor = e.id;
-                                yield (*e).clone();
+                                yield e;
                             }
                         }
                         // Fell behind: the log has everything, so re-read from the cursor.
