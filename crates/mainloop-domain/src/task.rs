@@ -71,24 +71,6 @@ impl TaskState {
     pub const fn is_final(self) -> bool {
         matches!(self, Self::Merged | Self::Cancelled)
     }
-
-    /// The task is waiting for the human (and so holds no agent slot).
-    #[must_use]
-    pub const fn needs_human(self) -> bool {
-        matches!(
-            self,
-            Self::WaitingAnswers | Self::WaitingPlanReview | Self::Review | Self::Failed
-        )
-    }
-
-    /// The task is doing work on its own (an agent or checks run, or it waits for a slot).
-    #[must_use]
-    pub const fn is_running(self) -> bool {
-        matches!(
-            self,
-            Self::Queued | Self::Planning | Self::Implementing | Self::Checking
-        )
-    }
 }
 
 impl fmt::Display for TaskState {
@@ -881,12 +863,5 @@ mod tests {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
         assert!("sleeping".parse::<TaskState>().is_err());
-    }
-
-    #[test]
-    fn human_and_running_states_do_not_overlap() {
-        for s in S::ALL {
-            assert!(!(s.needs_human() && s.is_running()), "{s}");
-        }
     }
 }

@@ -71,8 +71,6 @@ pub enum StreamEvent {
 /// Why a provider could not answer.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
-    #[error("no model provider is configured")]
-    NotConfigured,
     #[error("the provider rejected the credentials: {0}")]
     Unauthorized(String),
     #[error("rate limited by the provider")]
@@ -132,7 +130,7 @@ mod tests {
         assert!(ModelError::RateLimited { retry_after: None }.is_retryable());
         assert!(ModelError::Transport("reset".into()).is_retryable());
         assert!(!ModelError::Unauthorized("bad key".into()).is_retryable());
-        assert!(!ModelError::NotConfigured.is_retryable());
+        assert!(!ModelError::BadRequest("too long".into()).is_retryable());
         assert_eq!(
             ModelError::Overloaded {
                 retry_after: Some(Duration::from_secs(3))

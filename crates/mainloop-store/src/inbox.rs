@@ -147,20 +147,6 @@ impl Store {
         Ok(items)
     }
 
-    /// The user's open items of one task.
-    ///
-    /// # Errors
-    /// On database failure.
-    pub async fn open_items_for_task(&self, task: TaskId) -> Result<Vec<InboxItem>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLS} FROM inbox_items WHERE task_id = $1 AND resolved_at IS NULL ORDER BY created_at"
-        ))
-        .bind(task.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(item_from_row).collect()
-    }
-
     /// How many open items need the user (failures excluded), counted up to `cap`: a
     /// badge needs "99+", not an exact scan of a huge backlog on every request.
     ///

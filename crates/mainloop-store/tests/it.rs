@@ -652,6 +652,15 @@ async fn inbox_order_resolution_and_isolation(store: Store) {
         .into_iter()
         .map(|i| i.id)
         .collect();
+    // The SQL order is the domain's rule, `inbox_order`.
+    let mut by_rule = store.inbox(a, 100, 0).await.unwrap();
+    by_rule.sort_by(|x, y| {
+        mainloop_domain::inbox::inbox_order(
+            (x.resolved_at.is_some(), x.priority, x.created_at),
+            (y.resolved_at.is_some(), y.priority, y.created_at),
+        )
+    });
+    assert_eq!(by_rule.iter().map(|i| i.id).collect::<Vec<_>>(), order);
     assert_eq!(order, vec![q_old.id, q_new.id, review.id, failed.id]);
     assert_eq!(store.count_needs_you(a, 1000).await.unwrap(), 3);
     assert_eq!(store.count_needs_you(a, 2).await.unwrap(), 2, "capped");
@@ -683,7 +692,11 @@ async fn inbox_order_resolution_and_isolation(store: Store) {
     );
     tx.commit().await.unwrap();
 
-    assert!(store.open_items_for_task(t.id).await.unwrap().is_empty());
+    let open: Vec<_> = store.inbox(a, 100, 0).await.unwrap();
+    assert!(
+        open.iter().all(|i| i.task_id != Some(t.id)),
+        "the task's items are resolved"
+    );
     let items = store.inbox(a, 100, 10).await.unwrap();
     assert_eq!(items.len(), 4);
     assert_eq!(items.iter().filter(|i| i.resolved_at.is_none()).count(), 2);
