@@ -4,7 +4,7 @@
 
 use crate::policy::{Decision, decide};
 use crate::prompts::{CONTINUE, WORKER_INSTRUCTIONS, input_message};
-use crate::steps::{apply, fail, load, payload, retry, status, workspace};
+use crate::steps::{apply, fail, load, payload, retry, status, worktree};
 use crate::{Parked, Runtime, Waiting};
 use mainloop_agent::{AgentEvent, AgentMode, AgentSession, ControlReply, RunSpec, SessionRef};
 use mainloop_domain::question::{Question, QuestionOption, answers_by_question_text};
@@ -63,7 +63,7 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
     }
     let _guard = RunningGuard { rt, task: task.id };
 
-    let (_, wt) = match workspace(rt, &task).await {
+    let wt = match worktree(rt, &task).await {
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("could not prepare the workspace: {e}")).await,
     };

@@ -89,6 +89,25 @@ pub(crate) async fn workspace(
     Ok((repo, wt))
 }
 
+/// The task's worktree: the recorded one when it is still on disk (no repository
+/// lookup, which for a cloned repository would fetch), else set up as by [`workspace`].
+pub(crate) async fn worktree(
+    rt: &Runtime,
+    task: &Task,
+) -> Result<Worktree, mainloop_git::GitError> {
+    if let (Some(path), Some(branch), Some(base)) =
+        (&task.worktree, &task.branch, &task.base_branch)
+        && std::path::Path::new(path).is_dir()
+    {
+        return Ok(Worktree {
+            path: path.into(),
+            branch: branch.clone(),
+            base: base.clone(),
+        });
+    }
+    workspace(rt, task).await.map(|(_, wt)| wt)
+}
+
 pub(crate) async fn status(rt: &Runtime, user: UserId, task: TaskId, text: &str) {
     if let Err(e) = rt
         .inner
@@ -127,7 +146,7 @@ pub(crate) async fn commit(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
     if task.state != TaskState::Checking {
         return Ok(());
     }
-    let (_, wt) = match workspace(rt, &task).await {
+    let wt = match worktree(rt, &task).await {
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("workspace unavailable: {e}")).await,
     };
@@ -188,7 +207,7 @@ pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
     if task.state != TaskState::Checking || task.core.check_round != round {
         return Ok(());
     }
-    let (_, wt) = match workspace(rt, &task).await {
+    let wt = match worktree(rt, &task).await {
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("workspace unavailable: {e}")).await,
     };
@@ -301,9 +320,9 @@ pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError
                 &format!("merged into {} as {sha}", wt.base),
             )
             .await;
-            apply(rt, task.id, TaskEvent::Merged).await.map(|_| ())
+            merged(rt, task.id, &repo, &wt).await
         }
-        Ok(MergeOutcome::AlreadyMerged) => apply(rt, task.id, TaskEvent::Merged).await.map(|_| ()),
+        Ok(MergeOutcome::AlreadyMerged) => merged(rt, task.id, &repo, &wt).await,
         Ok(MergeOutcome::Conflict { files }) => {
             if let Err(e) = rt.inner.git.merge_base_into_branch(&wt).await {
                 return fail(
@@ -321,9 +340,19 @@ pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError
     }
 }
 
+/// Marks the task merged, then removes its worktree (the branch stays): merged work
+/// needs no checkout, and a long-running server must not fill the disk with them.
+async fn merged(rt: &Runtime, id: TaskId, repo: &Repo, wt: &Worktree) -> Result<(), JobError> {
+    apply(rt, id, TaskEvent::Merged).await?;
+    if let Err(e) = rt.inner.git.remove_worktree(repo, wt).await {
+        tracing::warn!(error = %e, "could not remove a merged task's worktree");
+    }
+    Ok(())
+}
+
 /// The task's diff against its base.
 pub(crate) async fn diff(rt: &Runtime, task: &Task) -> Result<TaskDiff, mainloop_git::GitError> {
-    let (_, wt) = workspace(rt, task).await?;
+    let wt = worktree(rt, task).await?;
     let d = rt.inner.git.diff(&wt).await?;
     Ok(TaskDiff {
         base: wt.base.clone(),

@@ -428,6 +428,19 @@ async fn questions_plan_revision_implementation_checks_review_and_merge() {
         .await
         .unwrap();
     let merged = w.wait_state(task.id, TaskState::Merged).await;
+    let worktree = merged.worktree.clone().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while Path::new(&worktree).exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the merged task's worktree stays on disk"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        git(w.repo.path(), &["branch", "--list", "mainloop/*"]).contains(&task.id.short()),
+        "the branch stays"
+    );
     assert_eq!(
         std::fs::read_to_string(w.repo.path().join("greeting.txt")).unwrap(),
         "hello\n"
@@ -670,12 +683,14 @@ rules:
                   - {label: "Red", description: "warm"}
                   - {label: "Blue", description: "cool"}
                 multiSelect: false
-  - name: answered-in-session
-    match: {tool_result_for: AskUserQuestion}
-    reply: [{text: "Thanks, that settles it."}]
+  # A resumed session may also carry a placeholder result for the unanswered tool
+  # call, so the answer in text is matched first.
   - name: answered-after-resume
     match: {user_contains: "Answers to your questions"}
     reply: [{text: "Thanks, resumed with your answer."}]
+  - name: answered-in-session
+    match: {tool_result_for: AskUserQuestion}
+    reply: [{text: "Thanks, that settles it."}]
   - name: other
     match: {user_contains: "independent work"}
     reply: [{text: "Independent work done."}]
