@@ -1,0 +1,12 @@
+// Short relative ages ("3m", "2h", "5d") for lists.
+export function age(iso: string, now = Date.now()): string {
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return "now";
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+export function stateLabel(state: string): string {
+  return state.replaceAll("_", " ");
+}

@@ -1,0 +1,142 @@
+// Starts what the browser tests run against: the fake Anthropic server with a script,
+// a throwaway git repository, and the real `mainloop` binary with the real claude CLI
+// as its worker agent. Everything lives in a temporary directory removed at the end.
+import { type ChildProcess, spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import type { Page } from "@playwright/test";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const ROOT = path.resolve(here, "../..");
+const BIN_DIR = process.env.MAINLOOP_BIN_DIR ?? path.join(ROOT, "target", "debug");
+const CLAUDE = path.join(ROOT, "node_modules", ".bin", "claude");
+
+function bin(name: string): string {
+  const p = path.join(BIN_DIR, name);
+  if (!existsSync(p)) throw new Error(`${p} is missing: run \`cargo build --bins\` first`);
+  return p;
+}
+
+/** Spawns a program and resolves with the first stdout line matching `re`. */
+function spawnUntil(cmd: string, args: string[], env: NodeJS.ProcessEnv, re: RegExp): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "inherit"] });
+    const lines = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => reject(new Error(`${cmd} did not start in time`)), 30_000);
+    lines.on("line", (line) => {
+      const m = line.match(re);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, match: m });
+      }
+    });
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd} exited with ${code} before it was ready`));
+    });
+  });
+}
+
+function stop(child: ChildProcess | null, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once("exit", () => resolve());
+    child.kill(signal);
+    setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
+  });
+}
+
+export function git(dir: string, ...args: string[]): string {
+  return execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd: dir, encoding: "utf8" });
+}
+
+export class World {
+  readonly dir = mkdtempSync(path.join(tmpdir(), "mainloop-web-"));
+  readonly data = path.join(this.dir, "data");
+  readonly repo = path.join(this.dir, "repo");
+  base = "";
+  token = "";
+  private fake: ChildProcess | null = null;
+  private fakeUrl = "";
+  private server: ChildProcess | null = null;
+  private port = 0;
+
+  /** A repository with one commit, for workers to branch from. */
+  makeRepo(): string {
+    execFileSync("mkdir", ["-p", this.repo]);
+    git(this.repo, "init", "-q", "-b", "main");
+    writeFileSync(path.join(this.repo, "README.md"), "# demo\n");
+    git(this.repo, "add", ".");
+    git(this.repo, "commit", "-q", "-m", "init");
+    return this.repo;
+  }
+
+  async startFake(script: string): Promise<void> {
+    const file = path.join(this.dir, "script.yaml");
+    writeFileSync(file, script.replaceAll("{{repo}}", this.repo));
+    const { child, match } = await spawnUntil(bin("mainloop-fake-anthropic"), ["--script", file], { PATH: process.env.PATH, RUST_LOG: "warn" }, /^listening on (\S+)/);
+    this.fake = child;
+    this.fakeUrl = match[1] ?? "";
+  }
+
+  /** Starts (or restarts, on the same port) the server. */
+  async startServer(extraEnv: Record<string, string> = {}): Promise<void> {
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: this.data,
+      MAINLOOP_DATA_DIR: this.data,
+      MAINLOOP_LOG__FILTER: "warn",
+      MAINLOOP_DISPATCHER__BACKOFF_BASE_MS: "50",
+      MAINLOOP_DISPATCHER__BACKOFF_MAX_MS: "200",
+      MAINLOOP_WORKERS__CLAUDE_COMMAND: CLAUDE,
+      DISABLE_TELEMETRY: "1",
+      DISABLE_AUTOUPDATER: "1",
+      DISABLE_ERROR_REPORTING: "1",
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
+      ...(this.fakeUrl ? { ANTHROPIC_BASE_URL: this.fakeUrl, ANTHROPIC_API_KEY: "sk-test-key" } : {}),
+      ...extraEnv,
+    };
+    const listen = `127.0.0.1:${this.port}`;
+    const { child, match } = await spawnUntil(bin("mainloop"), ["serve", "--listen", listen], env, /^mainloop listening on (http:\/\/\S+)/);
+    this.server = child;
+    this.base = match[1] ?? "";
+    this.port = Number(new URL(this.base).port);
+    this.token = readFileSync(path.join(this.data, "owner.token"), "utf8").trim();
+  }
+
+  /** Kills the server outright, as a crash would. */
+  async killServer(): Promise<void> {
+    await stop(this.server, "SIGKILL");
+    this.server = null;
+  }
+
+  async close(): Promise<void> {
+    await stop(this.server);
+    await stop(this.fake);
+    rmSync(this.dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+
+  /** Signs the page's browser context in through the API (the login form has its own test). */
+  async signIn(page: Page): Promise<void> {
+    const res = await page.request.post(`${this.base}/api/auth/login`, { data: { token: this.token }, headers: { origin: this.base } });
+    if (!res.ok()) throw new Error(`login failed: ${res.status()} ${await res.text()}`);
+  }
+
+  async api<T>(page: Page, method: "GET" | "POST", p: string, data?: unknown): Promise<T> {
+    const res = await page.request.fetch(`${this.base}/api${p}`, {
+      method,
+      data,
+      headers: { authorization: `Bearer ${this.token}` },
+    });
+    if (!res.ok()) throw new Error(`${method} ${p}: ${res.status()} ${await res.text()}`);
+    return (await res.json()) as T;
+  }
+}
+
+/** Where screenshots of the main screens go (CI keeps them as artifacts). */
+export function shot(page: Page, project: string, name: string): Promise<Buffer> {
+  return page.screenshot({ path: path.join(here, "..", "test-results", "screenshots", `${project}-${name}.png`), fullPage: false });
+}
