@@ -1662,3 +1662,24 @@ async fn the_binary_can_serve_its_web_app_beside_the_api() {
     .await;
     assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ok")));
 }
+
+/// The web app's API types are generated from `web/openapi.json` (`npm run gen:api`), so
+/// the checked-in document must be exactly what this crate describes; a changed API
+/// fails here until the snapshot and the types are regenerated.
+#[test]
+fn the_web_apps_openapi_snapshot_is_current() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/openapi.json");
+    let current = format!("{}\n", openapi().to_pretty_json().unwrap());
+    if std::env::var_os("MAINLOOP_UPDATE_OPENAPI").is_some_and(|v| v == "1") {
+        std::fs::write(&path, &current).unwrap();
+        return;
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == current,
+        "{} is not the API's current OpenAPI document. Regenerate it and the web app's \
+         types: MAINLOOP_UPDATE_OPENAPI=1 cargo test -p mainloop-api --test it \
+         the_web_apps_openapi_snapshot_is_current && (cd web && npm run gen:api)",
+        path.display()
+    );
+}

@@ -285,7 +285,9 @@ pub async fn serve(config: Config) -> Result<()> {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         },
         shutdown.clone(),
-    );
+    )
+    // The web app answers every path outside `/api` (the API keeps its own JSON 404).
+    .merge(mainloop_web::router());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;

@@ -350,6 +350,31 @@ async fn cli_token_users_config_and_safety_checks() {
         .unwrap();
     assert_eq!(r.status(), 401);
 
+    // The embedded web app: `/` is its HTML with the CSP, a client-side route falls back
+    // to the same page, and `/api` keeps its JSON 404.
+    let page = |path: &'static str| {
+        let url = format!("{}{path}", server.base);
+        async move { client().get(url).send().await.unwrap() }
+    };
+    let root = page("/").await;
+    assert_eq!(root.status(), 200);
+    assert!(
+        root.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let csp = root.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = root.text().await.unwrap();
+    assert!(html.contains("<div id=\"app\">"), "{html}");
+    let inbox = page("/inbox").await;
+    assert_eq!(inbox.status(), 200);
+    assert_eq!(inbox.text().await.unwrap(), html);
+    let missing = page("/api/no-such-route").await;
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().await.unwrap().contains("\"not_found\""));
+
     // A second server on the same data directory is refused.
     let (ok, _, err) = {
         let out = command(data.path(), None)
