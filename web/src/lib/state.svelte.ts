@@ -107,6 +107,21 @@ class AppState {
     return page.messages.length > 0;
   }
 
+  private projectsLoading = false;
+
+  /** A task in a project not seen yet: fetch the list again (once at a time). */
+  private async loadProjects(): Promise<void> {
+    if (this.projectsLoading) return;
+    this.projectsLoading = true;
+    try {
+      this.projects = (await api.projects()).projects;
+    } catch {
+      // The next snapshot refresh retries.
+    } finally {
+      this.projectsLoading = false;
+    }
+  }
+
   onOutput(f: Listener<OutputEvent>): () => void {
     this.outputListeners.add(f);
     return () => this.outputListeners.delete(f);
@@ -160,6 +175,7 @@ class AppState {
         const t = data as Task;
         const old = this.tasks.get(t.id);
         if (!old || old.updated_at <= t.updated_at) this.tasks.set(t.id, t);
+        if (!this.projects.some((p) => p.id === t.project_id)) void this.loadProjects();
         break;
       }
       case "inbox.updated": {
