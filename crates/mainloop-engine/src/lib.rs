@@ -20,6 +20,7 @@ pub use auth::{API_TOKEN_PREFIX, hash_token};
 pub use chat::{CHAT_TURN_JOB, SYSTEM_PROMPT};
 pub use dispatcher::{JobContext, JobError, JobHandler};
 pub use error::{EngineError, Result};
+pub use mainloop_store::PushSubscription;
 pub use notifications::{
     NOTIFY_JOB, Notification, NotificationKind, NotificationOverview, RegisterPush,
     validate_ntfy_url, validate_push_endpoint, validate_push_subscription,
