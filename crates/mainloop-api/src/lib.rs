@@ -1,6 +1,6 @@
-//! mainloop's public HTTP API: the router under `/api` (chat, tasks, inbox, projects,
-//! server-sent events, sign-in) and its OpenAPI document. Handlers are thin: they
-//! authenticate, decode, call the [`Engine`] and shape the reply.
+//! mainloop's public HTTP API: the router under `/api` (chat, tasks, inbox, notification
+//! settings, projects, server-sent events, sign-in) and its OpenAPI document. Handlers
+//! are thin: they authenticate, decode, call the [`Engine`] and shape the reply.
 
 pub mod auth;
 pub mod error;
@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use mainloop_engine::Engine;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -78,7 +78,7 @@ pub fn router_with_shutdown(
         openapi_json,
         config: Arc::new(config),
     };
-    use routes::{chat, events, health, inbox, projects, tasks};
+    use routes::{chat, events, health, inbox, notifications, projects, tasks};
     let api = Router::new()
         .route("/health", get(health::health))
         .route("/openapi.json", get(openapi_json_handler))
@@ -98,6 +98,14 @@ pub fn router_with_shutdown(
         .route("/tasks/{id}/diff", get(tasks::diff))
         .route("/inbox", get(inbox::list))
         .route("/inbox/{id}/read", post(inbox::mark_read))
+        .route("/notifications", get(notifications::get))
+        .route("/notifications/push", post(notifications::register_push))
+        .route(
+            "/notifications/push/{id}",
+            delete(notifications::delete_push),
+        )
+        .route("/notifications/ntfy", put(notifications::set_ntfy))
+        .route("/notifications/test", post(notifications::test))
         .route("/projects", get(projects::list))
         .route("/projects/{id}", get(projects::get))
         .route("/events", get(events::events))
@@ -164,6 +172,11 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::tasks::diff,
         routes::inbox::list,
         routes::inbox::mark_read,
+        routes::notifications::get,
+        routes::notifications::register_push,
+        routes::notifications::delete_push,
+        routes::notifications::set_ntfy,
+        routes::notifications::test,
         routes::projects::list,
         routes::projects::get,
         routes::events::events,
@@ -181,6 +194,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         (name = "chat", description = "The main thread"),
         (name = "tasks", description = "Worker tasks and the human's decisions"),
         (name = "inbox", description = "What needs you"),
+        (name = "notifications", description = "Web Push subscriptions and ntfy"),
         (name = "projects", description = "Repositories tasks work in"),
         (name = "events", description = "Live updates as server-sent events"),
     )

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const VERSION: &str = "test-1.2.3";
+const PUBLIC_URL: &str = "https://mainloop.example";
 
 fn config() -> ApiConfig {
     ApiConfig {
@@ -57,6 +58,12 @@ async fn app_with(config: ApiConfig, stoppable: bool) -> App {
     let store = Store::connect(&url, &Default::default()).await.unwrap();
     let engine = Engine::new(store, None, EngineConfig::default());
     let (_, token) = engine.ensure_owner("owner").await.unwrap();
+    // As the binary does: notification delivery is part of the stack under test.
+    mainloop_push::install(
+        &engine,
+        mainloop_push::PushConfig::new("mailto:ops@example.com", Some(PUBLIC_URL.to_owned())),
+    )
+    .unwrap();
     let shutdown = CancellationToken::new();
     engine.start(shutdown.clone()).await.unwrap();
     let routes = if stoppable {
@@ -385,7 +392,7 @@ const QUIET: Duration = Duration::from_millis(1500);
 
 const PUBLIC: [&str; 3] = ["/api/health", "/api/auth/login", "/api/openapi.json"];
 
-const ROUTES: [(&str, &str); 22] = [
+const ROUTES: [(&str, &str); 27] = [
     ("GET", "/api/health"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/auth/login"),
@@ -405,6 +412,11 @@ const ROUTES: [(&str, &str); 22] = [
     ("GET", "/api/tasks/{id}/diff"),
     ("GET", "/api/inbox"),
     ("POST", "/api/inbox/{id}/read"),
+    ("GET", "/api/notifications"),
+    ("POST", "/api/notifications/push"),
+    ("DELETE", "/api/notifications/push/{id}"),
+    ("PUT", "/api/notifications/ntfy"),
+    ("POST", "/api/notifications/test"),
     ("GET", "/api/projects"),
     ("GET", "/api/projects/{id}"),
     ("GET", "/api/events"),
@@ -1682,4 +1694,343 @@ fn the_web_apps_openapi_snapshot_is_current() {
          the_web_apps_openapi_snapshot_is_current && (cd web && npm run gen:api)",
         path.display()
     );
+}
+
+// ---------------------------------------------------------------------------------
+// Notifications
+
+/// What a local stand-in for an ntfy server received: headers and body per POST.
+type NtfyLog = std::sync::Arc<std::sync::Mutex<Vec<(HeaderMap, String)>>>;
+
+impl App {
+    async fn put_ntfy(&self, body: Value) -> (StatusCode, Value) {
+        self.call(
+            Cred::Bearer(&self.token),
+            Method::PUT,
+            "/api/notifications/ntfy",
+            Some(body),
+        )
+        .await
+    }
+
+    async fn delete_push(&self, id: &str) -> (StatusCode, Value) {
+        let path = format!("/api/notifications/push/{id}");
+        self.call(Cred::Bearer(&self.token), Method::DELETE, &path, None)
+            .await
+    }
+}
+
+async fn ntfy_listener() -> (String, NtfyLog) {
+    let log: NtfyLog = NtfyLog::default();
+    let seen = log.clone();
+    let routes = axum::Router::new().route(
+        "/{topic}",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: String| async move {
+                let mut converted = HeaderMap::new();
+                for (name, value) in &headers {
+                    converted.insert(
+                        reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(),
+                        reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+                    );
+                }
+                seen.lock().unwrap().push((converted, body));
+                "{}"
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, routes).await.unwrap() });
+    (format!("http://{addr}/mainloop-alerts"), log)
+}
+
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn notifications_reach_web_push_and_ntfy_and_bad_input_changes_nothing() {
+    let app = app().await;
+    let fake = mainloop_fake_push::FakePush::start().await.unwrap();
+    let (ntfy_url, ntfy_log) = ntfy_listener().await;
+
+    // Fresh settings: the VAPID key is made on first need and then stays the same.
+    let (status, settings) = app.get("/api/notifications").await;
+    assert_eq!(status, StatusCode::OK, "{settings}");
+    let key = settings["vapid_public_key"].as_str().unwrap();
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(key)
+        .unwrap();
+    assert_eq!((raw.len(), raw[0]), (65, 4));
+    assert_eq!(settings["ntfy_url"], Value::Null);
+    assert_eq!(settings["subscriptions"], json!([]));
+    assert_eq!(app.get("/api/notifications").await.1, settings);
+
+    // Two browsers subscribe at the fake push service (as PushSubscription.toJSON()).
+    let client = Client::new();
+    let mut browsers = Vec::new();
+    for _ in 0..2 {
+        let resp = client
+            .post(format!("{}/subscriptions", fake.base_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        browsers.push(resp.json::<Value>().await.unwrap());
+    }
+    let (kept, gone) = (&browsers[0], &browsers[1]);
+
+    // Bad input on every route changes nothing.
+    let before = (
+        app.snapshot(&app.token).await,
+        app.get("/api/notifications").await.1,
+    );
+    let good_keys = kept["keys"].clone();
+    let bad_bodies = [
+        (
+            json!({"endpoint": "http://push.example.com/x", "keys": good_keys}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"endpoint": "ftp://127.0.0.1/x", "keys": good_keys}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"endpoint": "not a url", "keys": good_keys}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"endpoint": kept["endpoint"], "keys": {"p256dh": "AAAA", "auth": good_keys["auth"]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"endpoint": kept["endpoint"], "keys": {"p256dh": good_keys["p256dh"], "auth": "AAAA"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"endpoint": kept["endpoint"], "keys": {"p256dh": "%%%", "auth": good_keys["auth"]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"endpoint": kept["endpoint"]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"endpoint": 7, "keys": good_keys}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (json!([]), StatusCode::BAD_REQUEST),
+    ];
+    for (body, want) in bad_bodies {
+        let (status, err) = app.post("/api/notifications/push", body.clone()).await;
+        assert_eq!(status, want, "{body}: {err}");
+        assert!(err["error"]["code"].is_string(), "{err}");
+    }
+    let (status, _) = app
+        .post_raw("/api/notifications/push", "application/json", "{nope")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for (body, want) in [
+        (
+            json!({"url": "ftp://ntfy.example/t"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"url": "ntfy.sh/topic"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (json!({"url": 5}), StatusCode::BAD_REQUEST),
+    ] {
+        let (status, err) = app.put_ntfy(body.clone()).await;
+        assert_error(
+            status,
+            &err,
+            want,
+            if want == StatusCode::BAD_REQUEST {
+                "bad_request"
+            } else {
+                "invalid"
+            },
+        );
+    }
+    let (status, err) = app.delete_push(&Uuid::new_v4().to_string()).await;
+    assert_error(status, &err, StatusCode::NOT_FOUND, "not_found");
+    let (status, err) = app.delete_push("not-a-uuid").await;
+    assert_error(status, &err, StatusCode::BAD_REQUEST, "bad_request");
+    // A cookie session without a matching Origin may not change anything.
+    let session = app.login(&app.token).await;
+    let (status, _) = app
+        .call(
+            Cred::CookieNoOrigin(&session),
+            Method::POST,
+            "/api/notifications/test",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        (
+            app.snapshot(&app.token).await,
+            app.get("/api/notifications").await.1
+        ),
+        before
+    );
+
+    // Registering, idempotently on the endpoint.
+    let mut ids = Vec::new();
+    for browser in [kept, gone, kept] {
+        let body = json!({
+            "endpoint": browser["endpoint"],
+            "keys": browser["keys"],
+            "expirationTime": null,
+            "user_agent": "Test Browser",
+        });
+        let (status, sub) = app.post("/api/notifications/push", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{sub}");
+        let fields: BTreeSet<&str> = sub
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            BTreeSet::from(["id", "endpoint", "user_agent", "created_at"])
+        );
+        assert_eq!(sub["endpoint"], browser["endpoint"]);
+        assert_eq!(sub["user_agent"], "Test Browser");
+        ids.push(sub["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids[0], ids[2]);
+    let (status, settings) = app.put_ntfy(json!({"url": ntfy_url})).await;
+    assert_eq!(status, StatusCode::OK, "{settings}");
+    assert_eq!(settings["ntfy_url"], json!(ntfy_url));
+    assert_eq!(settings["vapid_public_key"], json!(key));
+    assert_eq!(settings["subscriptions"].as_array().unwrap().len(), 2);
+    // Another user can neither see nor delete them.
+    let (_, bob) = app.engine.create_user("bob", false).await.unwrap();
+    let (_, theirs) = app
+        .call(Cred::Bearer(&bob), Method::GET, "/api/notifications", None)
+        .await;
+    assert_eq!(theirs["subscriptions"], json!([]));
+    let (status, _) = app
+        .call(
+            Cred::Bearer(&bob),
+            Method::DELETE,
+            &format!("/api/notifications/push/{}", ids[0]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The second browser unsubscribed at its push service: it answers 410 from now on.
+    let resp = client
+        .delete(format!(
+            "{}/subscriptions/{}",
+            fake.base_url(),
+            gone["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+
+    // A worker asks a question: the inbox item reaches the browser and ntfy.
+    let task = app.create_task("Questionable work", false).await;
+    app.drive(
+        &task,
+        vec![
+            TaskEvent::SlotGranted,
+            TaskEvent::QuestionsAsked(questions()),
+        ],
+    )
+    .await;
+    let (_, inbox) = app.get("/api/inbox").await;
+    let item = inbox["items"][0].clone();
+    let item_id = item["id"].as_str().unwrap();
+    let task_id = task["id"].as_str().unwrap();
+    let msg = eventually("the push", async || fake.messages().into_iter().next()).await;
+    assert_eq!(msg.subscription_id, kept["id"].as_str().unwrap());
+    assert_eq!(
+        msg.payload,
+        json!({
+            "title": item["title"],
+            "body": item["body"],
+            "url": format!("/tasks/{task_id}?item={item_id}"),
+            "tag": item_id,
+            "item_id": item_id,
+            "task_id": task_id,
+            "kind": "question",
+        })
+    );
+    assert_eq!(msg.urgency.as_deref(), Some("high"));
+    assert_eq!(
+        msg.topic.as_deref(),
+        Some(item_id.replace('-', "").as_str())
+    );
+    assert_eq!(msg.ttl, 24 * 3600);
+    let (headers, body) = eventually("the ntfy post", async || {
+        ntfy_log.lock().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(body, item["body"].as_str().unwrap());
+    assert_eq!(headers["title"], "Question: Questionable work");
+    assert_eq!(headers["priority"], "high");
+    assert_eq!(headers["tags"], "question");
+    assert_eq!(
+        headers["click"].to_str().unwrap(),
+        format!("{PUBLIC_URL}/tasks/{task_id}?item={item_id}")
+    );
+    // The 410 removed the other subscription.
+    let remaining = eventually("the gone subscription's removal", async || {
+        let (_, s) = app.get("/api/notifications").await;
+        let subs = s["subscriptions"].as_array().unwrap().clone();
+        (subs.len() == 1).then_some(subs)
+    })
+    .await;
+    assert_eq!(remaining[0]["id"], json!(ids[0]));
+    let job = app
+        .engine
+        .store()
+        .job_by_key(&format!("notify:{item_id}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state, mainloop_store::JobState::Done);
+
+    // A push service in trouble (503) makes the job retry; the test message arrives.
+    fake.fail_next(kept["id"].as_str().unwrap(), 503, 1);
+    let (status, _) = app.post_empty("/api/notifications/test").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let test = eventually("the test push", async || fake.messages().get(1).cloned()).await;
+    assert_eq!(test.payload["kind"], "test");
+    assert_eq!(test.payload["url"], "/settings");
+    assert_eq!(test.payload["task_id"], Value::Null);
+    assert_eq!(test.urgency.as_deref(), Some("normal"));
+    eventually("the second ntfy post", async || {
+        (ntfy_log.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await;
+
+    // Removing: 204, then 404; ntfy cleared with null.
+    let (status, _) = app.delete_push(&ids[0]).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app.delete_push(&ids[0]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, settings) = app.put_ntfy(json!({"url": null})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings["ntfy_url"], Value::Null);
+    assert_eq!(settings["subscriptions"], json!([]));
 }

@@ -86,4 +86,8 @@ max_chat_chars = 100000
 filter = "info"
 # JSON lines instead of human-readable text.
 json = false
+
+[notifications]
+# Contact URI (mailto: or https:) sent to push services with every Web Push.
+vapid_subject = "https://github.com/mainloop-dev/mainloop"
 "#;

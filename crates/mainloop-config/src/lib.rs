@@ -71,6 +71,9 @@ pub struct Config {
 
     /// Logging.
     pub log: LogConfig,
+
+    /// Web Push and ntfy notifications.
+    pub notifications: NotificationsConfig,
 }
 
 /// Login and sessions.
@@ -206,6 +209,17 @@ pub struct LimitsConfig {
     pub max_chat_chars: usize,
 }
 
+/// Web Push and ntfy notifications for new inbox items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// Contact URI sent to push services in every VAPID token (`sub`): a `mailto:` or
+    /// `https:` URI where the push service's operator can reach whoever runs this server.
+    /// Default `"https://github.com/mainloop-dev/mainloop"`.
+    /// Env: `MAINLOOP_NOTIFICATIONS__VAPID_SUBJECT`.
+    pub vapid_subject: String,
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -278,6 +292,14 @@ impl Default for LimitsConfig {
     }
 }
 
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            vapid_subject: "https://github.com/mainloop-dev/mainloop".to_owned(),
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -316,6 +338,7 @@ impl Config {
             workers: WorkersConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 

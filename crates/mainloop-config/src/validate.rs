@@ -121,6 +121,14 @@ impl Config {
         positive("limits.max_body_bytes", self.limits.max_body_bytes as u64)?;
         positive("limits.max_chat_chars", self.limits.max_chat_chars as u64)?;
 
+        let subject = &self.notifications.vapid_subject;
+        if !(subject.starts_with("mailto:") || subject.starts_with("https://")) {
+            return Err(invalid(
+                "notifications.vapid_subject",
+                format!("must be a mailto: or https: URI, got {subject:?}"),
+            ));
+        }
+
         if self.log.filter.trim().is_empty() {
             return Err(invalid("log.filter", "must not be empty (try \"info\")"));
         }

@@ -93,6 +93,11 @@ uuid_id!(
     ProjectId,
     "project"
 );
+uuid_id!(
+    /// One browser's Web Push subscription.
+    PushSubscriptionId,
+    "push"
+);
 
 /// Position in the append-only event log. Strictly increasing in commit order.
 #[derive(

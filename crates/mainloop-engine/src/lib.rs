@@ -1,6 +1,7 @@
 //! mainloop's services, between the HTTP API and the store: the main-thread chat (turns
 //! run as durable jobs), task transitions with their transactional outbox, the job
-//! dispatcher, and the per-user event fan-out.
+//! dispatcher, the per-user event fan-out, and the notification settings with the
+//! durable `notify` job each new inbox item enqueues.
 //!
 //! The engine never picks adapters itself: the binary passes in the store and the model
 //! provider, and registers job handlers (agents, forges) from other crates.
@@ -10,6 +11,7 @@ mod chat;
 mod dispatcher;
 mod error;
 mod hub;
+mod notifications;
 mod runtime;
 mod tasks;
 mod tools;
@@ -18,6 +20,11 @@ pub use auth::{API_TOKEN_PREFIX, hash_token};
 pub use chat::{CHAT_TURN_JOB, SYSTEM_PROMPT};
 pub use dispatcher::{JobContext, JobError, JobHandler};
 pub use error::{EngineError, Result};
+pub use mainloop_store::PushSubscription;
+pub use notifications::{
+    NOTIFY_JOB, Notification, NotificationKind, NotificationOverview, RegisterPush,
+    validate_ntfy_url, validate_push_endpoint, validate_push_subscription,
+};
 pub use runtime::Workspaces;
 pub use tasks::{CreateTask, PlanAction, ReviewAction, TASK_JOB_PREFIX};
 

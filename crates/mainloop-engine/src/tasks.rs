@@ -295,6 +295,9 @@ pub(crate) async fn apply_in(
                     )
                     .await?;
                 inbox_event(tx, owner, &item, at).await?;
+                // Every kind of item needs the human (or tells of a failure): reach
+                // them where they are, committed with the item itself.
+                crate::notifications::enqueue_notification(tx, owner, &item, at).await?;
             }
             Effect::Announce(a) => {
                 post_event_message(tx, owner, Some(saved.id), announcement_text(&saved, a), at)

@@ -318,6 +318,19 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].kind, InboxKind::Question);
     assert!(inbox[0].body.contains("Settings: just settings"));
+    // The item's notification was enqueued with it, keyed by the item.
+    let notify = engine
+        .store()
+        .job_by_key(&format!("notify:{}", inbox[0].id))
+        .await
+        .unwrap()
+        .expect("a notify job for the new item");
+    assert_eq!(notify.kind, mainloop_engine::NOTIFY_JOB);
+    assert_eq!(notify.user_id, Some(user));
+    let n: mainloop_engine::Notification = serde_json::from_value(notify.payload).unwrap();
+    assert_eq!(n.kind, mainloop_engine::NotificationKind::Question);
+    assert_eq!(n.task_id, Some(task.id));
+    assert_eq!(n.title, inbox[0].title);
 
     // Bad answers and wrong-state actions change nothing.
     let latest = engine.store().latest_event_id().await.unwrap();

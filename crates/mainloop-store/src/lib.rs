@@ -1,13 +1,15 @@
 //! mainloop's durable storage. One set of SQL queries (with `$N` placeholders) serves
 //! SQLite and PostgreSQL through sqlx's `Any` driver; each backend has its own migration
 //! folder. Writes go through [`Tx`], so a state change, its events and its effect jobs
-//! commit together (the transactional outbox).
+//! commit together (the transactional outbox). Also notification state (VAPID keys, push
+//! subscriptions, ntfy settings).
 
 mod error;
 mod events;
 mod inbox;
 mod jobs;
 mod messages;
+mod notifications;
 mod projects;
 mod tasks;
 mod transcript;
@@ -16,6 +18,7 @@ mod users;
 pub use error::{Result, StoreError};
 pub use jobs::{Job, JobState, NewJob};
 pub use messages::{NewMessage, Summary};
+pub use notifications::{NewPushSubscription, NotificationSettings, PushSubscription, VapidKeys};
 pub use tasks::NewTask;
 pub use users::TokenKind;
 

@@ -8,7 +8,8 @@ use mainloop_domain::records::MessageKind;
 use mainloop_domain::task::{TaskEvent, TaskState, transition};
 use mainloop_domain::{EventId, MessageId, Timestamp, UserId};
 use mainloop_store::{
-    JobState, NewJob, NewMessage, NewTask, Store, StoreError, StoreOptions, TokenKind,
+    JobState, NewJob, NewMessage, NewPushSubscription, NewTask, NotificationSettings, Store,
+    StoreError, StoreOptions, TokenKind, VapidKeys,
 };
 use serde_json::json;
 
@@ -71,6 +72,9 @@ both_backends!(
     messages_thread_order_paging_and_summary,
     tool_calls_are_recorded_once,
     migrations_are_idempotent,
+    vapid_keys_are_made_once,
+    push_subscriptions_upsert_by_endpoint_and_are_scoped_by_user,
+    notification_settings_default_set_and_clear,
 );
 
 async fn user(store: &Store, name: &str) -> UserId {
@@ -893,4 +897,139 @@ fn unsupported_urls_are_refused() {
     );
     let err = Backend::from_url("mysql://root:secret@h/db").unwrap_err();
     assert!(!err.to_string().contains("secret"));
+}
+
+async fn vapid_keys_are_made_once(store: Store) {
+    assert!(store.vapid_keys().await.unwrap().is_none());
+    let first = VapidKeys {
+        public_key: "pub-1".into(),
+        private_key: "priv-1".into(),
+    };
+    let second = VapidKeys {
+        public_key: "pub-2".into(),
+        private_key: "priv-2".into(),
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.insert_vapid_keys(&first, at(0)).await.unwrap());
+    tx.commit().await.unwrap();
+    // A second pair (another process racing) is refused; the first stays forever.
+    let mut tx = store.begin().await.unwrap();
+    assert!(!tx.insert_vapid_keys(&second, at(1)).await.unwrap());
+    tx.commit().await.unwrap();
+    let stored = store.vapid_keys().await.unwrap().unwrap();
+    assert_eq!(stored, first);
+    // The private half never shows in Debug output.
+    let debug = format!("{stored:?}");
+    assert!(
+        debug.contains("pub-1") && !debug.contains("priv-1"),
+        "{debug}"
+    );
+}
+
+async fn push_subscriptions_upsert_by_endpoint_and_are_scoped_by_user(store: Store) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    let sub = |endpoint: &str, key: &str| NewPushSubscription {
+        endpoint: endpoint.into(),
+        p256dh: key.into(),
+        auth: "auth".into(),
+        user_agent: Some("Firefox".into()),
+    };
+    let mut tx = store.begin().await.unwrap();
+    let one = tx
+        .upsert_push_subscription(a, &sub("https://push.example/1", "k1"), at(1))
+        .await
+        .unwrap();
+    let two = tx
+        .upsert_push_subscription(a, &sub("https://push.example/2", "k2"), at(2))
+        .await
+        .unwrap();
+    let theirs = tx
+        .upsert_push_subscription(b, &sub("https://push.example/3", "k3"), at(3))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(one.user_id, a);
+    assert_eq!(one.p256dh, "k1");
+    assert_eq!(one.created_at, at(1));
+    assert_eq!(
+        store.push_subscriptions(a).await.unwrap(),
+        vec![one.clone(), two.clone()]
+    );
+    assert_eq!(
+        store.push_subscriptions(b).await.unwrap(),
+        vec![theirs.clone()]
+    );
+
+    // Re-registering an endpoint updates its keys in place: same id, same age.
+    let mut tx = store.begin().await.unwrap();
+    let again = tx
+        .upsert_push_subscription(
+            a,
+            &NewPushSubscription {
+                user_agent: None,
+                ..sub("https://push.example/1", "k1-new")
+            },
+            at(9),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(again.id, one.id);
+    assert_eq!(again.created_at, at(1));
+    assert_eq!(again.p256dh, "k1-new");
+    assert_eq!(again.user_agent, None);
+    assert_eq!(store.push_subscriptions(a).await.unwrap().len(), 2);
+
+    // Deleting is scoped by user: another user's id is as unknown as a made-up one.
+    assert!(!store.delete_push_subscription(a, theirs.id).await.unwrap());
+    assert_eq!(store.push_subscriptions(b).await.unwrap().len(), 1);
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.delete_push_subscription(a, two.id).await.unwrap());
+    assert!(!tx.delete_push_subscription(a, two.id).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(store.delete_push_subscription(a, one.id).await.unwrap());
+    assert!(store.push_subscriptions(a).await.unwrap().is_empty());
+
+    // The same browser signing in as another user moves the subscription.
+    let mut tx = store.begin().await.unwrap();
+    let moved = tx
+        .upsert_push_subscription(a, &sub("https://push.example/3", "k3"), at(10))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(moved.id, theirs.id);
+    assert!(store.push_subscriptions(b).await.unwrap().is_empty());
+    assert_eq!(store.push_subscriptions(a).await.unwrap(), vec![moved]);
+}
+
+async fn notification_settings_default_set_and_clear(store: Store) {
+    let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
+    assert_eq!(
+        store.notification_settings(a).await.unwrap(),
+        NotificationSettings::default()
+    );
+    let mut tx = store.begin().await.unwrap();
+    tx.set_ntfy_url(a, Some("https://ntfy.sh/topic"), at(1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .notification_settings(a)
+            .await
+            .unwrap()
+            .ntfy_url
+            .as_deref(),
+        Some("https://ntfy.sh/topic")
+    );
+    assert_eq!(store.notification_settings(b).await.unwrap().ntfy_url, None);
+    let mut tx = store.begin().await.unwrap();
+    tx.set_ntfy_url(a, Some("https://ntfy.sh/other"), at(2))
+        .await
+        .unwrap();
+    tx.set_ntfy_url(a, None, at(3)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.notification_settings(a).await.unwrap().ntfy_url, None);
 }

@@ -271,6 +271,14 @@ pub async fn serve(config: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     let runtime = worker_runtime(&engine, &config);
     runtime.install();
+    mainloop_push::install(
+        &engine,
+        mainloop_push::PushConfig::new(
+            config.notifications.vapid_subject.clone(),
+            config.public_url.clone(),
+        ),
+    )
+    .context("setting up notification delivery")?;
     let background = engine.start(shutdown.clone()).await?;
     let workers = runtime.spawn(shutdown.clone());
     let router = mainloop_api::router_with_shutdown(

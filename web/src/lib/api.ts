@@ -91,24 +91,12 @@ export const api = {
   projects: () => get<S["ProjectList"]>("/projects"),
 };
 
-/** A browser push subscription the server keeps for the user. */
-export interface PushSubscriptionInfo {
-  id: string;
-  endpoint: string;
-  user_agent: string | null;
-  created_at: string;
-}
-
-/** The user's notification channels. */
-export interface NotificationSettings {
-  vapid_public_key: string;
-  ntfy_url: string | null;
-  subscriptions: PushSubscriptionInfo[];
-}
+export type PushSubscriptionInfo = S["PushSubscriptionView"];
+export type NotificationSettings = S["NotificationSettings"];
 
 export const notifications = {
   get: () => get<NotificationSettings>("/notifications"),
-  subscribe: (sub: { endpoint: string; keys: { p256dh: string; auth: string }; user_agent?: string }) =>
+  subscribe: (sub: S["RegisterPushRequest"]) =>
     post<PushSubscriptionInfo>("/notifications/push", sub),
   unsubscribe: (id: string) => request<void>("DELETE", `/notifications/push/${encodeURIComponent(id)}`),
   setNtfy: (url: string | null) => request<NotificationSettings>("PUT", "/notifications/ntfy", { url }),

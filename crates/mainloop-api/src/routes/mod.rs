@@ -5,5 +5,6 @@ pub mod chat;
 pub mod events;
 pub mod health;
 pub mod inbox;
+pub mod notifications;
 pub mod projects;
 pub mod tasks;
