@@ -11,7 +11,7 @@ import type { Page } from "@playwright/test";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, "../..");
-const BIN_DIR = process.env.MAINLOOP_BIN_DIR ?? path.join(ROOT, "target", "debug");
+const BIN_DIR = path.resolve(process.env.MAINLOOP_BIN_DIR ?? path.join(ROOT, "target", "debug"));
 const CLAUDE = path.join(ROOT, "node_modules", ".bin", "claude");
 
 function bin(name: string): string {

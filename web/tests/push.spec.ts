@@ -8,7 +8,7 @@ import { createInterface } from "node:readline";
 import path from "node:path";
 import { World } from "./harness";
 
-const BIN_DIR = process.env.MAINLOOP_BIN_DIR ?? path.resolve(import.meta.dirname, "../../target/debug");
+const BIN_DIR = path.resolve(process.env.MAINLOOP_BIN_DIR ?? path.join(import.meta.dirname, "../../target/debug"));
 
 const SCRIPT = `
 rules:
