@@ -152,6 +152,11 @@ test("chat, spawn, questions, plan revision, restart, transcript, review, merge"
   if (mobile) await expect(page.getByTestId("inbox-badge")).toHaveText("1");
   await openNeedsYou(page, mobile, "question");
   await expect(page).toHaveURL(/\/tasks\/[0-9a-f-]+\?item=/);
+  // Opening an item marks it read.
+  const itemId = new URL(page.url()).searchParams.get("item");
+  await expect
+    .poll(async () => (await w.api<{ items: { id: string; read: boolean }[] }>(page, "GET", "/inbox")).items.find((i) => i.id === itemId)?.read)
+    .toBe(true);
   const questions = page.getByTestId("questions");
   await expect(questions.getByTestId("question-text")).toHaveText("Which language?");
   await expect(questions.getByText("fast and strict")).toBeVisible(); // descriptions are shown, not tooltips
