@@ -90,4 +90,27 @@ json = false
 [notifications]
 # Contact URI (mailto: or https:) sent to push services with every Web Push.
 vapid_subject = "https://github.com/mainloop-dev/mainloop"
+
+[github]
+# Token for issues, pull requests, contents, checks and Actions logs; also read from
+# $GITHUB_TOKEN. Prefer the environment over this file.
+# token = "github_pat_..."
+# REST API base; also read from $GITHUB_API_URL. Enterprise: "https://HOST/api/v3".
+api_url = "https://api.github.com"
+# The web host in repository URLs (https://HOST/owner/name).
+web_host = "github.com"
+# Clone and push URL; {owner} and {name} are filled in. The token is never put in it.
+git_url = "https://github.com/{owner}/{name}.git"
+# Secret for webhook deliveries (X-Hub-Signature-256); unset: polling only.
+# webhook_secret = "..."
+# Seconds between polls of a watched issue or pull request.
+poll_interval_secs = 60
+# Seconds CI may stay pending before the task fails.
+ci_pending_timeout_secs = 3600
+# Seconds to wait for the first check run after a push before reporting "no CI".
+ci_appear_timeout_secs = 120
+# "CI failed, fix it" rounds before the task fails.
+max_ci_rounds = 5
+# Label on plan issues and pull requests.
+label = "mainloop"
 "#;

@@ -74,6 +74,9 @@ pub struct Config {
 
     /// Web Push and ntfy notifications.
     pub notifications: NotificationsConfig,
+
+    /// Projects on GitHub (or GitHub Enterprise).
+    pub github: GithubConfig,
 }
 
 /// Login and sessions.
@@ -220,6 +223,59 @@ pub struct NotificationsConfig {
     pub vapid_subject: String,
 }
 
+/// GitHub: where its API and git host are, the token mainloop acts with, and how often
+/// it looks for news when no webhook arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// A token allowed to read and write issues, pull requests and contents (and read
+    /// checks and Actions logs). Env: `GITHUB_TOKEN` or `MAINLOOP_GITHUB__TOKEN`.
+    /// Never logged, never put in a git remote URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// REST API base. GitHub Enterprise: `https://HOST/api/v3`.
+    /// Default `"https://api.github.com"`. Env: `GITHUB_API_URL`.
+    pub api_url: String,
+    /// The web host whose URLs name repositories (`https://HOST/owner/name`).
+    /// Default `"github.com"`.
+    pub web_host: String,
+    /// Where repositories are cloned from and pushed to; `{owner}` and `{name}` are filled
+    /// in. Default `"https://github.com/{owner}/{name}.git"`.
+    pub git_url: String,
+    /// Secret for verifying webhook deliveries (`X-Hub-Signature-256`); unset disables the
+    /// webhook endpoint (polling still works). Env: `MAINLOOP_GITHUB__WEBHOOK_SECRET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<Secret>,
+    /// Seconds between polls of a watched issue or pull request. Default `60`.
+    pub poll_interval_secs: u64,
+    /// Seconds CI may stay pending before the task fails. Default `3600`.
+    pub ci_pending_timeout_secs: u64,
+    /// Seconds to wait for the first check run after a push before reporting "no CI".
+    /// Default `120`.
+    pub ci_appear_timeout_secs: u64,
+    /// "CI failed, fix it" rounds before the task fails. Default `5`.
+    pub max_ci_rounds: u32,
+    /// Label put on plan issues and pull requests. Default `"mainloop"`.
+    pub label: String,
+}
+
+impl Default for GithubConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            api_url: "https://api.github.com".to_owned(),
+            web_host: "github.com".to_owned(),
+            git_url: "https://github.com/{owner}/{name}.git".to_owned(),
+            webhook_secret: None,
+            poll_interval_secs: 60,
+            ci_pending_timeout_secs: 3600,
+            ci_appear_timeout_secs: 120,
+            max_ci_rounds: 5,
+            label: "mainloop".to_owned(),
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +395,7 @@ impl Config {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             notifications: NotificationsConfig::default(),
+            github: GithubConfig::default(),
         }
     }
 

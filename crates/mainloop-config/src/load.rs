@@ -24,6 +24,8 @@ const CONVENTIONAL: &[(&str, &str)] = &[
     ("DATABASE_URL", "database_url"),
     ("ANTHROPIC_API_KEY", "model.api_key"),
     ("ANTHROPIC_BASE_URL", "model.base_url"),
+    ("GITHUB_TOKEN", "github.token"),
+    ("GITHUB_API_URL", "github.api_url"),
 ];
 
 /// The process environment, restricted to the variables loading looks at, so unrelated

@@ -129,6 +129,26 @@ impl Config {
             ));
         }
 
+        let gh = &self.github;
+        if !(gh.api_url.starts_with("https://") || gh.api_url.starts_with("http://")) {
+            return Err(invalid(
+                "github.api_url",
+                format!("must be an http(s) URL, got {:?}", gh.api_url),
+            ));
+        }
+        if !(gh.git_url.contains("{owner}") && gh.git_url.contains("{name}")) {
+            return Err(invalid("github.git_url", "must contain {owner} and {name}"));
+        }
+        if gh.web_host.is_empty() || gh.web_host.contains('/') {
+            return Err(invalid(
+                "github.web_host",
+                "must be a host name such as github.com",
+            ));
+        }
+        positive("github.poll_interval_secs", gh.poll_interval_secs)?;
+        positive("github.ci_pending_timeout_secs", gh.ci_pending_timeout_secs)?;
+        positive("github.label", gh.label.trim().len() as u64)?;
+
         if self.log.filter.trim().is_empty() {
             return Err(invalid("log.filter", "must not be empty (try \"info\")"));
         }

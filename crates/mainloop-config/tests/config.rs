@@ -539,3 +539,26 @@ fn model_configured_needs_provider_and_key() -> TestResult {
     assert!(!no_provider.model_configured());
     Ok(())
 }
+
+#[test]
+fn github_token_and_api_url_come_from_the_conventional_variables_and_stay_secret() -> TestResult {
+    let fx = Fixture::new()?;
+    let env = fx.env(&[
+        ("GITHUB_TOKEN", "ghp_planted_secret_4242"),
+        ("GITHUB_API_URL", "https://ghe.example/api/v3"),
+        ("MAINLOOP_GITHUB__WEBHOOK_SECRET", "hook-secret-777"),
+    ]);
+    let config = Config::load_from(None, &env)?;
+    assert_eq!(
+        config.github.token.as_ref().map(|k| k.expose()),
+        Some("ghp_planted_secret_4242")
+    );
+    assert_eq!(config.github.api_url, "https://ghe.example/api/v3");
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("ghp_planted_secret_4242"), "{shown}");
+    assert!(!shown.contains("hook-secret-777"), "{shown}");
+    let env = fx.env(&[("MAINLOOP_GITHUB__GIT_URL", "https://github.com/x.git")]);
+    let err = expect_err(Config::load_from(None, &env))?;
+    assert!(err.to_string().contains("github.git_url"), "{err}");
+    Ok(())
+}
