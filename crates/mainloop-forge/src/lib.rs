@@ -4,6 +4,7 @@
 //! server. Polling reads take and return a [`Cursor`], so nothing posted between two
 //! polls is skipped, and an unchanged resource costs a conditional request only.
 
+pub mod replies;
 mod repo;
 
 pub use repo::{RepoRef, RepoRefError};
