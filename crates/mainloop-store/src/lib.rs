@@ -6,6 +6,7 @@
 
 mod error;
 mod events;
+mod forge;
 mod inbox;
 mod jobs;
 mod messages;
@@ -16,6 +17,7 @@ mod transcript;
 mod users;
 
 pub use error::{Result, StoreError};
+pub use forge::TaskForge;
 pub use jobs::{Job, JobState, NewJob};
 pub use messages::{NewMessage, Summary};
 pub use notifications::{NewPushSubscription, NotificationSettings, PushSubscription, VapidKeys};

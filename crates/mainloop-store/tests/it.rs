@@ -61,6 +61,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    task_forge_records_round_trip_and_are_found_by_number,
     users_and_tokens,
     events_are_ordered_per_user_and_notify_after_commit,
     rollback_writes_nothing,
@@ -1032,4 +1033,69 @@ async fn notification_settings_default_set_and_clear(store: Store) {
     tx.set_ntfy_url(a, None, at(3)).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.notification_settings(a).await.unwrap().ntfy_url, None);
+}
+
+async fn task_forge_records_round_trip_and_are_found_by_number(store: Store) {
+    use mainloop_store::TaskForge;
+    let a = user(&store, "a").await;
+    let mut tx = store.begin().await.unwrap();
+    let p = tx.upsert_project(a, "octo/app", at(0)).await.unwrap();
+    let (t1, _) = tx
+        .insert_task(a, p.id, &new_task("one", None), at(1))
+        .await
+        .unwrap();
+    let (t2, _) = tx
+        .insert_task(a, p.id, &new_task("two", None), at(2))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.task_forge(t1.id).await.unwrap(), None);
+
+    let mut f = TaskForge {
+        task_id: t1.id,
+        repo: "octo/app".into(),
+        issue_number: Some(7),
+        pr_number: None,
+        data: serde_json::json!({"plan_comment": 41, "cursor": {"seen_id": 3}}),
+        updated_at: at(3),
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.put_task_forge(&f).await.unwrap();
+    tx.put_task_forge(&TaskForge {
+        task_id: t2.id,
+        repo: "octo/other".into(),
+        issue_number: Some(8),
+        pr_number: Some(9),
+        data: serde_json::json!({}),
+        updated_at: at(3),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.task_forge(t1.id).await.unwrap(), Some(f.clone()));
+
+    // The pull request arrives later; both numbers find the task, in its own repo only.
+    f.pr_number = Some(12);
+    f.data = serde_json::json!({"plan_comment": 41, "pr_node": "PR_x"});
+    f.updated_at = at(4);
+    let mut tx = store.begin().await.unwrap();
+    tx.put_task_forge(&f).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.task_forge(t1.id).await.unwrap(), Some(f));
+    assert_eq!(
+        store.tasks_for_forge_number("octo/app", 7).await.unwrap(),
+        vec![t1.id]
+    );
+    assert_eq!(
+        store.tasks_for_forge_number("octo/app", 12).await.unwrap(),
+        vec![t1.id]
+    );
+    assert_eq!(
+        store.tasks_for_forge_number("octo/app", 9).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        store.tasks_for_forge_number("octo/other", 9).await.unwrap(),
+        vec![t2.id]
+    );
 }
