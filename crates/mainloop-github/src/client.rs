@@ -380,8 +380,15 @@ impl Api {
         max_items: Option<usize>,
     ) -> Result<Listing, ForgeError> {
         let mut items = Vec::new();
+        // GitHub's default page size is 30; callers ask for their own.
+        let mut page_size = first
+            .query_pairs()
+            .find(|(k, _)| k == "per_page")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(30)
+            .min(PER_PAGE);
         let mut url = first;
-        let mut page_size = PER_PAGE;
         let mut cursor_etag = None;
         for page in 0..MAX_PAGES {
             let got = self
