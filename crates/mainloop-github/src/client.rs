@@ -207,9 +207,7 @@ impl Api {
         }
     }
 
-    /// Sends one API request with the token. Same-origin redirects are followed;
-    /// a redirect elsewhere is returned as is (only log downloads expect one). Errors for
-    /// every status from 400 up.
+    /// Sends one API request with the token; errors for every status from 400 up.
     async fn send(
         &self,
         method: Method,
@@ -217,6 +215,21 @@ impl Api {
         json: Option<&Value>,
         if_none_match: Option<&str>,
         resource: &str,
+    ) -> Result<Response, ForgeError> {
+        self.send_with(method, url, json, if_none_match, resource, true)
+            .await
+    }
+
+    /// Same-origin redirects of GETs (a renamed repository answers 301) are followed when
+    /// `follow` is set; any other redirect is returned as is.
+    async fn send_with(
+        &self,
+        method: Method,
+        url: Url,
+        json: Option<&Value>,
+        if_none_match: Option<&str>,
+        resource: &str,
+        follow: bool,
     ) -> Result<Response, ForgeError> {
         let mut url = url;
         for _ in 0..=MAX_REDIRECTS {
@@ -242,7 +255,9 @@ impl Api {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|l| url.join(l).ok());
                 match target {
-                    Some(target) if self.same_origin(&target) && method == Method::GET => {
+                    Some(target)
+                        if follow && self.same_origin(&target) && method == Method::GET =>
+                    {
                         url = target;
                         continue;
                     }
@@ -511,8 +526,10 @@ impl Api {
     /// The last `max_bytes` of a job's log. The API answers with a redirect to a storage
     /// host and a signed URL; that request carries no token.
     pub async fn log_tail(&self, url: Url, max_bytes: usize) -> Result<String, ForgeError> {
+        // Not followed by `send`: the storage URL may share the API's origin (GitHub
+        // Enterprise, the fake) and must still not receive the token.
         let response = self
-            .send(Method::GET, url.clone(), None, None, "core")
+            .send_with(Method::GET, url.clone(), None, None, "core", false)
             .await?;
         let status = response.status();
         let response = if status.is_redirection() {
