@@ -109,6 +109,7 @@ pub fn router_with_shutdown(
         .route("/projects", get(projects::list))
         .route("/projects/{id}", get(projects::get))
         .route("/events", get(events::events))
+        .route("/webhooks/github", post(routes::webhooks::github))
         // Nested, so the JSON 404 covers `/api/*` only and the binary stays free to
         // serve the web app from its own fallback.
         .fallback(unknown_route)
@@ -180,6 +181,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::projects::list,
         routes::projects::get,
         routes::events::events,
+        routes::webhooks::github,
     ),
     components(schemas(
         ErrorBody,
@@ -197,6 +199,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         (name = "notifications", description = "Web Push subscriptions and ntfy"),
         (name = "projects", description = "Repositories tasks work in"),
         (name = "events", description = "Live updates as server-sent events"),
+        (name = "webhooks", description = "Deliveries from GitHub, verified by signature"),
     )
 )]
 struct ApiDoc;

@@ -390,9 +390,14 @@ const QUIET: Duration = Duration::from_millis(1500);
 // ---------------------------------------------------------------------------------
 // The OpenAPI document
 
-const PUBLIC: [&str; 3] = ["/api/health", "/api/auth/login", "/api/openapi.json"];
+const PUBLIC: [&str; 4] = [
+    "/api/health",
+    "/api/auth/login",
+    "/api/openapi.json",
+    "/api/webhooks/github",
+];
 
-const ROUTES: [(&str, &str); 27] = [
+const ROUTES: [(&str, &str); 28] = [
     ("GET", "/api/health"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/auth/login"),
@@ -420,6 +425,7 @@ const ROUTES: [(&str, &str); 27] = [
     ("GET", "/api/projects"),
     ("GET", "/api/projects/{id}"),
     ("GET", "/api/events"),
+    ("POST", "/api/webhooks/github"),
 ];
 
 /// Every (method, path template) in the document, with the operation as JSON.

@@ -57,6 +57,23 @@ pub struct EngineConfig {
     pub reclaim_all_at_start: bool,
     /// Tool-call rounds one chat turn may take before it is cut off.
     pub max_tool_rounds: usize,
+    /// The forge's web host (`github.com`) when a forge is configured: tasks whose
+    /// repository names a repository there are mirrored to it.
+    pub forge_host: Option<String>,
+    /// CI rounds for forge tasks (their checks are the forge's CI).
+    pub forge_max_ci_rounds: u32,
+    /// Verifies forge webhook deliveries; `None` turns the webhook endpoint off.
+    pub forge_webhook_secret: Option<WebhookSecret>,
+}
+
+/// The shared secret of forge webhooks. `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(pub String);
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret([redacted])")
+    }
 }
 
 impl Default for EngineConfig {
@@ -74,6 +91,9 @@ impl Default for EngineConfig {
             backoff_max: Duration::from_secs(60),
             reclaim_all_at_start: true,
             max_tool_rounds: 16,
+            forge_host: None,
+            forge_max_ci_rounds: 5,
+            forge_webhook_secret: None,
         }
     }
 }

@@ -9,13 +9,19 @@ use mainloop_domain::{TaskId, UserId};
 use serde_json::json;
 use std::sync::Arc;
 
-/// Reads task workspaces (implemented by the worker runtime; set by the binary).
+/// Reads task workspaces and wakes forge watches (implemented by the worker runtime; set
+/// by the binary).
 pub trait Workspaces: Send + Sync + std::fmt::Debug + 'static {
     /// The task's committed work against its base.
     fn diff(
         &self,
         task: mainloop_domain::records::Task,
     ) -> BoxFuture<'static, Result<TaskDiff, String>>;
+
+    /// Polls the forge for this task now (a webhook said something changed).
+    fn wake_forge(&self, _task: TaskId) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl Engine {
@@ -24,6 +30,26 @@ impl Engine {
         if let Ok(mut w) = self.inner.workspaces.write() {
             *w = Some(workspaces);
         }
+    }
+
+    /// A verified forge delivery about issue or pull request `numbers` of `repo`
+    /// (`owner/name`): every task mirrored there polls the forge at once. Returns how
+    /// many tasks were woken.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn forge_webhook(&self, repo: &str, numbers: &[i64]) -> Result<usize> {
+        let workspaces = self.inner.workspaces.read().ok().and_then(|w| w.clone());
+        let mut woken = 0;
+        for n in numbers {
+            for task in self.store().tasks_for_forge_number(repo, *n).await? {
+                if let Some(w) = &workspaces {
+                    w.wake_forge(task).await.map_err(EngineError::Unavailable)?;
+                    woken += 1;
+                }
+            }
+        }
+        Ok(woken)
     }
 
     /// One of `user`'s tasks' diff.

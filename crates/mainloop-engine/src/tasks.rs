@@ -10,7 +10,7 @@ use mainloop_domain::question::{Answers, validate_answers};
 use mainloop_domain::records::{ChatMessage, InboxItem, MessageKind, Task};
 use mainloop_domain::task::{Announcement, Effect, TaskEvent, TaskState, transition};
 use mainloop_domain::{InboxItemId, TaskId, Timestamp, UserId};
-use mainloop_store::{NewJob, NewMessage, NewTask, Tx};
+use mainloop_store::{NewJob, NewMessage, NewTask, TaskForge, Tx};
 use serde_json::json;
 
 /// Prefix of the job kinds task effects become (`task.run_agent`, `task.merge`, …).
@@ -204,7 +204,15 @@ pub(crate) async fn create_task_in(
     at: Timestamp,
 ) -> Result<Task> {
     req.validate()?;
-    let repo = req.repo.trim();
+    // A repository on the configured forge is named one way (`owner/name`) whatever the
+    // spelling, so its tasks share one project and one mirror.
+    let forge_repo = engine
+        .config()
+        .forge_host
+        .as_deref()
+        .and_then(|host| mainloop_forge::RepoRef::parse(&req.repo, host).ok());
+    let normalized = forge_repo.as_ref().map(ToString::to_string);
+    let repo = normalized.as_deref().unwrap_or_else(|| req.repo.trim());
     let project = tx.upsert_project(user, repo, at).await?;
     let (task, created) = tx
         .insert_task(
@@ -214,7 +222,11 @@ pub(crate) async fn create_task_in(
                 description: req.description.trim().to_owned(),
                 repo: repo.to_owned(),
                 skip_plan: req.skip_plan,
-                max_check_rounds: engine.config().max_check_rounds,
+                max_check_rounds: if forge_repo.is_some() {
+                    engine.config().forge_max_ci_rounds
+                } else {
+                    engine.config().max_check_rounds
+                },
                 model: req.model.clone(),
                 origin_key,
             },
@@ -222,6 +234,18 @@ pub(crate) async fn create_task_in(
         )
         .await?;
     if created {
+        if let Some(r) = &forge_repo {
+            tx.put_task_forge(&TaskForge {
+                task_id: task.id,
+                repo: r.to_string(),
+                issue_number: None,
+                pr_number: None,
+                data: json!({}),
+                updated_at: at,
+            })
+            .await?;
+            enqueue_forge_sync(tx, user, task.id, task.version, at).await?;
+        }
         let plan = if req.skip_plan {
             " (skipping the plan)"
         } else {
@@ -323,11 +347,65 @@ pub(crate) async fn apply_in(
             }
         }
     }
+    if tx.has_task_forge(saved.id).await? {
+        enqueue_forge_sync(tx, owner, saved.id, saved.version, at).await?;
+    }
     task_event(tx, owner, &saved, at).await?;
     Ok(saved)
 }
 
+/// Kind of the job that mirrors a forge task's transition (handled by the worker).
+pub const FORGE_SYNC_JOB: &str = "forge.sync";
+
+/// Enqueues the mirror of a forge task's new state, committed with the transition.
+async fn enqueue_forge_sync(
+    tx: &mut Tx,
+    owner: UserId,
+    task: TaskId,
+    version: i64,
+    at: Timestamp,
+) -> Result<()> {
+    tx.enqueue(
+        &NewJob {
+            key: format!("{FORGE_SYNC_JOB}:{task}:v{version}"),
+            kind: FORGE_SYNC_JOB.to_owned(),
+            user_id: Some(owner),
+            lane: Some(format!("forge:{task}")),
+            payload: json!({"task_id": task}),
+            run_after: at,
+        },
+        at,
+    )
+    .await?;
+    Ok(())
+}
+
 impl Engine {
+    /// Enqueues a job on its own (the worker's forge watch reschedules itself this way),
+    /// and wakes the dispatcher. A key that exists already enqueues nothing.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn enqueue_job(&self, job: &NewJob) -> Result<()> {
+        let at = now();
+        let mut tx = self.store().begin().await?;
+        tx.enqueue(job, at).await?;
+        tx.commit().await?;
+        self.wake_dispatcher();
+        Ok(())
+    }
+
+    /// Saves a task's forge record (the worker's mirror bookkeeping).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn put_task_forge(&self, record: &TaskForge) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.put_task_forge(record).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Spawns a task (from the API; the chat's `spawn_task` tool uses the same path).
     ///
     /// # Errors

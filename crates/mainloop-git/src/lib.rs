@@ -93,7 +93,7 @@ pub enum MergeOutcome {
 
 /// Entry point for all repository operations. Cheap to clone; clones share the
 /// per-repository locks, so keep one per process.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Git {
     program: PathBuf,
     cache_dir: PathBuf,
@@ -104,6 +104,24 @@ pub struct Git {
     network_timeout: Duration,
     extra_env: Vec<(OsString, OsString)>,
     locks: Arc<Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Names the extra environment but never shows its values: they may carry a forge token
+/// for git's askpass helper.
+impl std::fmt::Debug for Git {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<_> = self.extra_env.iter().map(|(k, _)| k).collect();
+        f.debug_struct("Git")
+            .field("program", &self.program)
+            .field("cache_dir", &self.cache_dir)
+            .field("worktrees_dir", &self.worktrees_dir)
+            .field("allow_file_urls", &self.allow_file_urls)
+            .field("use_merge_tree", &self.use_merge_tree)
+            .field("timeout", &self.timeout)
+            .field("network_timeout", &self.network_timeout)
+            .field("extra_env (names only)", &env)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Git {

@@ -201,6 +201,31 @@ impl Git {
         Ok(())
     }
 
+    /// Pushes the task branch's commit to `url` (the branch of the same name there) and
+    /// returns the pushed commit. The URL never carries credentials: a forge token reaches
+    /// git through the askpass environment the `Git` was built with, so it cannot end up in
+    /// a config file, a remote or an error message.
+    ///
+    /// # Errors
+    /// When git fails (a rejected push, the network, authentication).
+    pub async fn push_branch(&self, wt: &Worktree, url: &str) -> Result<String, GitError> {
+        self.ensure_on_branch(wt).await?;
+        let sha = self
+            .resolve_commit(&wt.path, "HEAD")
+            .await?
+            .ok_or_else(|| GitError::InvalidRepo {
+                repo: wt.path.display().to_string(),
+                reason: "the task branch has no commit to push".into(),
+            })?;
+        let refspec = format!("HEAD:refs/heads/{}", wt.branch);
+        self.cmd(&wt.path)
+            .network()
+            .args(["push", "--quiet", "--no-verify", url, &refspec])
+            .run()
+            .await?;
+        Ok(sha)
+    }
+
     /// `git add -A` and commit on the task branch when anything changed (or a merge
     /// is waiting to be concluded). Returns the new commit, or `None` when clean.
     /// The author is always mainloop; the committer is the repository's identity if

@@ -1123,3 +1123,30 @@ async fn the_check_command_comes_from_the_base_branch_not_the_worktree() {
     );
     assert!(fx.git.check_command_at_base(&wt).await.is_err());
 }
+
+#[tokio::test]
+async fn push_branch_publishes_the_task_branch_without_a_remote() {
+    let fx = Fx::new();
+    let (repo, wt) = repo_with_task(&fx, "main").await;
+    let bare = fx.path("remote.git");
+    git(
+        fx.tmp.path(),
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
+    let url = format!("file://{}", bare.display());
+    let sha = fx.git.push_branch(&wt, &url).await.unwrap();
+    assert_eq!(rev(&bare, &format!("refs/heads/{}", wt.branch)), sha);
+    // A second commit moves the remote branch; no remote was configured on the way.
+    write(&wt.path.join("more.txt"), "more\n");
+    let second = fx.git.commit_all(&wt, "more").await.unwrap().unwrap();
+    assert_eq!(fx.git.push_branch(&wt, &url).await.unwrap(), second);
+    assert_eq!(rev(&bare, &format!("refs/heads/{}", wt.branch)), second);
+    assert!(!git(&repo.path, &["remote"]).contains("remote.git"));
+    // A push the remote refuses is an error, not a silent success.
+    let err = fx
+        .git
+        .push_branch(&wt, "file:///nonexistent/x.git")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("push"), "{err}");
+}

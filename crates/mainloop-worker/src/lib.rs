@@ -4,11 +4,13 @@
 //! and keeps an agent that waits for the human parked without a slot until an idle
 //! timeout, after which the session is resumed from disk when the answer comes.
 
+mod forge;
 mod policy;
 mod prompts;
 mod run;
 mod steps;
 
+pub use forge::{ForgeSettings, MARKER as FORGE_MARKER, wake as wake_forge_watch};
 pub use policy::{Decision, decide};
 pub use prompts::WORKER_INSTRUCTIONS;
 
@@ -29,6 +31,8 @@ pub const AGENTS_POOL: &str = "agents";
 /// Checks can take long; they get their own pool so merges and commits are not stuck
 /// behind them.
 pub const EFFECTS_POOL: &str = "effects";
+/// Forge mirroring and polling: short API calls, kept apart from checks and agents.
+pub const FORGE_POOL: &str = "forge";
 
 /// The runtime's settings.
 #[derive(Clone, Debug)]
@@ -46,6 +50,8 @@ pub struct WorkerConfig {
     /// Where each task's agent process is recorded, so one left running by a server that
     /// was killed can be found and stopped at the next start.
     pub pid_dir: PathBuf,
+    /// The forge (GitHub) tasks on it are mirrored to; `None`: local work only.
+    pub forge: Option<ForgeSettings>,
 }
 
 /// A session waiting for the human, its process kept until the idle timeout.
@@ -79,6 +85,9 @@ pub(crate) struct Inner {
     pub parked: Mutex<HashMap<TaskId, Parked>>,
     /// Cancels the live run of a task (cancel, failure elsewhere).
     pub running: Mutex<HashMap<TaskId, CancellationToken>>,
+    /// One lock per forge task: its mirror bookkeeping is read, changed and written
+    /// under it by the sync, watch, commit and checks jobs.
+    pub forge_locks: Mutex<HashMap<TaskId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Runtime {
@@ -92,7 +101,17 @@ impl Runtime {
                 config,
                 parked: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                forge_locks: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// The lock serialising a forge task's mirror updates.
+    pub(crate) fn forge_lock(&self, id: TaskId) -> Arc<tokio::sync::Mutex<()>> {
+        match self.inner.forge_locks.lock() {
+            Ok(mut map) => map.entry(id).or_default().clone(),
+            // A poisoned map only loses sharing; a fresh lock keeps the job going.
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -113,6 +132,11 @@ impl Runtime {
         engine.register_pool_handler("task.commit", handler(Step::Commit), EFFECTS_POOL);
         engine.register_pool_handler("task.checks", handler(Step::Checks), EFFECTS_POOL);
         engine.register_pool_handler("task.merge", handler(Step::Merge), EFFECTS_POOL);
+        if self.inner.config.forge.is_some() {
+            engine.set_pool(FORGE_POOL, 2);
+            engine.register_pool_handler(forge::SYNC_JOB, handler(Step::ForgeSync), FORGE_POOL);
+            engine.register_pool_handler(forge::WATCH_JOB, handler(Step::ForgeWatch), FORGE_POOL);
+        }
         engine.set_workspaces(Arc::new(self.clone()));
     }
 
@@ -258,6 +282,11 @@ impl Workspaces for Runtime {
         let rt = self.clone();
         Box::pin(async move { steps::diff(&rt, &task).await.map_err(|e| e.to_string()) })
     }
+
+    fn wake_forge(&self, task: TaskId) -> futures::future::BoxFuture<'static, Result<(), String>> {
+        let rt = self.clone();
+        Box::pin(async move { forge::wake(&rt, task).await.map_err(|e| e.message) })
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -267,6 +296,8 @@ enum Step {
     Commit,
     Checks,
     Merge,
+    ForgeSync,
+    ForgeWatch,
 }
 
 #[derive(Debug)]
@@ -286,6 +317,8 @@ impl JobHandler for Handler {
                 Step::Commit => steps::commit(&rt, &ctx).await,
                 Step::Checks => steps::checks(&rt, &ctx).await,
                 Step::Merge => steps::merge(&rt, &ctx).await,
+                Step::ForgeSync => forge::sync(&rt, &ctx).await,
+                Step::ForgeWatch => forge::watch(&rt, &ctx).await,
             }
         })
     }

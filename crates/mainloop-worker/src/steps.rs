@@ -67,7 +67,9 @@ pub(crate) async fn workspace(
     task: &Task,
 ) -> Result<(Repo, Worktree), mainloop_git::GitError> {
     let git = &rt.inner.git;
-    let repo = git.resolve_repo(&task.repo).await?;
+    let repo = git
+        .resolve_repo(&crate::forge::repo_source(rt, task).await)
+        .await?;
     let base = match &task.base_branch {
         Some(b) => b.clone(),
         None => git.base_branch(&repo).await?,
@@ -161,7 +163,7 @@ pub(crate) async fn commit(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
         Ok(None) => {}
         Err(e) => return fail(rt, task.id, format!("could not commit the work: {e}")).await,
     }
-    Ok(())
+    crate::forge::publish(rt, &task, &wt).await.map(|_| ())
 }
 
 /// The check command: the project's setting, else `.mainloop.toml` as the base branch
@@ -205,6 +207,11 @@ pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
         _ => return Err(JobError::fatal("task.checks without a round")),
     };
     if task.state != TaskState::Checking || task.core.check_round != round {
+        return Ok(());
+    }
+    if crate::forge::is_forge_task(rt, task.id).await {
+        record_diffstat(rt, &task).await;
+        crate::forge::start_ci(rt, &task).await?;
         return Ok(());
     }
     let wt = match worktree(rt, &task).await {
@@ -304,6 +311,9 @@ pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError
         return Ok(());
     };
     if task.state != TaskState::Review || !task.core.merge_requested {
+        return Ok(());
+    }
+    if crate::forge::merge(rt, &task).await? {
         return Ok(());
     }
     let (repo, wt) = match workspace(rt, &task).await {

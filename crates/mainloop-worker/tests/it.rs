@@ -169,6 +169,7 @@ impl World {
                 agent_env: env,
                 plans_dir: home.path().join(".claude/plans"),
                 pid_dir: data.path().join("agents"),
+                forge: None,
             },
         );
         runtime.install();

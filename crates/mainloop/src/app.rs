@@ -11,7 +11,7 @@ use mainloop_engine::{Engine, EngineConfig};
 use mainloop_git::Git;
 use mainloop_model::ModelProvider;
 use mainloop_store::{Backend, Store, StoreOptions};
-use mainloop_worker::{Runtime, WorkerConfig};
+use mainloop_worker::{ForgeSettings, Runtime, WorkerConfig};
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,17 @@ fn engine_config(config: &Config, single_process: bool) -> EngineConfig {
         backoff_max: Duration::from_millis(config.dispatcher.backoff_max_ms),
         reclaim_all_at_start: single_process,
         max_check_rounds: config.workers.max_check_rounds,
+        forge_host: config
+            .github
+            .token
+            .is_some()
+            .then(|| config.github.web_host.clone()),
+        forge_max_ci_rounds: config.github.max_ci_rounds,
+        forge_webhook_secret: config
+            .github
+            .webhook_secret
+            .as_ref()
+            .map(|s| mainloop_engine::WebhookSecret(s.expose().to_owned())),
         ..EngineConfig::default()
     }
 }
@@ -139,13 +150,43 @@ fn agent_environment() -> Vec<(String, String)> {
         .collect()
 }
 
-fn worker_runtime(engine: &Engine, config: &Config) -> Runtime {
+/// GitHub, when a token is configured: the forge client, and git set up to authenticate
+/// through an askpass helper (the token never enters a URL or a git config).
+fn forge_settings(config: &Config, mut git: Git) -> Result<(Git, Option<ForgeSettings>)> {
+    let gh = &config.github;
+    let Some(token) = gh.token.clone() else {
+        return Ok((git, None));
+    };
+    let client = mainloop_github::GithubConfig::from_config(gh).context("GitHub settings")?;
+    let forge = mainloop_github::GithubForge::new(&client).context("GitHub client")?;
+    let askpass =
+        mainloop_github::install_askpass(&config.data_dir).context("git askpass helper")?;
+    let env = mainloop_github::GitEnv::new(askpass, token);
+    for (key, value) in env.vars() {
+        git = git.with_env(key, value.to_owned());
+    }
+    let settings = ForgeSettings {
+        forge: Arc::new(forge),
+        web_host: gh.web_host.clone(),
+        git_url: gh.git_url.clone(),
+        label: gh.label.clone(),
+        mention: "mainloop".to_owned(),
+        poll_interval: Duration::from_secs(gh.poll_interval_secs),
+        ci_pending_timeout: Duration::from_secs(gh.ci_pending_timeout_secs),
+        ci_appear_timeout: Duration::from_secs(gh.ci_appear_timeout_secs),
+        log_tail_bytes: 8 * 1024,
+    };
+    Ok((git, Some(settings)))
+}
+
+fn worker_runtime(engine: &Engine, config: &Config) -> Result<Runtime> {
     let w = &config.workers;
     let git = Git::new(
         config.data_dir.join("repos"),
         config.data_dir.join("worktrees"),
     )
     .with_allow_file_urls(w.allow_file_urls);
+    let (git, forge) = forge_settings(config, git)?;
     let command: Vec<String> = w
         .claude_command
         .split_whitespace()
@@ -156,7 +197,7 @@ fn worker_runtime(engine: &Engine, config: &Config) -> Runtime {
         .iter()
         .find(|(k, _)| k == "HOME")
         .map_or_else(|| config.data_dir.clone(), |(_, v)| PathBuf::from(v));
-    Runtime::new(
+    Ok(Runtime::new(
         engine.clone(),
         Arc::new(ClaudeCode::new(command)),
         git,
@@ -170,8 +211,9 @@ fn worker_runtime(engine: &Engine, config: &Config) -> Runtime {
             agent_env: env,
             plans_dir: home.join(".claude").join("plans"),
             pid_dir: config.data_dir.join("agents"),
+            forge,
         },
-    )
+    ))
 }
 
 /// An engine for one-off commands (`token`, `user add`): no background work.
@@ -269,7 +311,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let (_, created) = ensure_owner(&engine, &config).await?;
 
     let shutdown = CancellationToken::new();
-    let runtime = worker_runtime(&engine, &config);
+    let runtime = worker_runtime(&engine, &config)?;
     runtime.install();
     mainloop_push::install(
         &engine,

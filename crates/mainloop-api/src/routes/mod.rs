@@ -8,3 +8,4 @@ pub mod inbox;
 pub mod notifications;
 pub mod projects;
 pub mod tasks;
+pub mod webhooks;

@@ -1,0 +1,905 @@
+//! The lifecycle on a forge (GitHub): the plan issue with the worker's questions and plan
+//! (answered there or in the app, whichever is first), the pushed branch and draft pull
+//! request, CI watched with conditional requests, ready for review, review feedback sent
+//! back to the agent, and merge or close detected. The task state machine is the same as
+//! for local work; this module mirrors it outward and reads decisions back in.
+//!
+//! Two job kinds: `forge.sync` (enqueued with every transition of a forge task) brings
+//! the forge up to date with the task's state; `forge.watch` polls what the task waits
+//! for and reschedules itself. Both read and write the task's `task_forge` record under
+//! a per-task lock, so they never overwrite each other's bookkeeping.
+
+use crate::Runtime;
+use crate::steps::{self, apply, fail, load, retry, status};
+use mainloop_domain::records::Task;
+use mainloop_domain::task::{TaskEvent, TaskState};
+use mainloop_domain::{TaskId, Timestamp, UserId};
+use mainloop_engine::{JobContext, JobError, PlanAction};
+use mainloop_forge::replies::{
+    ParsedAnswers, PlanReply, parse_answers, parse_plan_reply, plan_comment, questions_comment,
+    review_feedback,
+};
+use mainloop_forge::{
+    CiStatus, Cursor, FeedbackCursor, Forge, ForgeError, NewPullRequest, PrState, PullRequest,
+    RepoRef,
+};
+use mainloop_store::{NewJob, TaskForge};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Kind of the job that mirrors a transition onto the forge.
+pub const SYNC_JOB: &str = "forge.sync";
+/// Kind of the job that polls the forge for what a task waits on.
+pub const WATCH_JOB: &str = "forge.watch";
+
+/// Appended to every comment mainloop posts, so its own words are never read back as a
+/// human's answer or feedback.
+pub const MARKER: &str = "<!-- mainloop -->";
+
+/// How the runtime reaches the forge, and its timings.
+#[derive(Clone, Debug)]
+pub struct ForgeSettings {
+    pub forge: Arc<dyn Forge>,
+    /// The web host repository URLs name (`github.com`).
+    pub web_host: String,
+    /// Clone/push URL template with `{owner}` and `{name}`.
+    pub git_url: String,
+    pub label: String,
+    /// The handle a comment mentions to ask for changes (`@mainloop`).
+    pub mention: String,
+    pub poll_interval: Duration,
+    pub ci_pending_timeout: Duration,
+    pub ci_appear_timeout: Duration,
+    /// Bytes of each failing job's log sent to the agent.
+    pub log_tail_bytes: usize,
+}
+
+impl ForgeSettings {
+    /// The clone and push URL of a repository.
+    #[must_use]
+    pub fn git_url_for(&self, repo: &RepoRef) -> String {
+        self.git_url
+            .replace("{owner}", &repo.owner)
+            .replace("{name}", &repo.name)
+    }
+}
+
+/// The worker's bookkeeping for one task, kept as the `data` of its `task_forge` record.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Mirror {
+    issue_url: Option<String>,
+    /// The question set last posted (their ids and texts), so each set is posted once.
+    questions_posted: Option<String>,
+    /// Answers arrived on the forge (so the app-side acknowledgement is not posted).
+    answered_on_forge: bool,
+    answers_acknowledged: Option<String>,
+    plan_comment: Option<u64>,
+    plan_posted: Option<String>,
+    plan_decided_on_forge: bool,
+    plan_acknowledged: bool,
+    issue_cursor: Cursor,
+    pr: Option<PullRequest>,
+    pushed_sha: Option<String>,
+    /// CI is watched for this commit, since this time (ms).
+    ci_sha: Option<String>,
+    ci_since: Option<i64>,
+    no_ci: bool,
+    ready_marked: bool,
+    review_round_announced: Option<String>,
+    feedback_cursor: FeedbackCursor,
+    closed: bool,
+    failure_posted: Option<String>,
+    /// The live watch chain; a watch job of another generation stops.
+    watch_gen: u64,
+    /// Set while the forge is unreachable, so the outage is reported once.
+    outage: Option<String>,
+}
+
+struct Ctx<'a> {
+    rt: &'a Runtime,
+    fs: &'a ForgeSettings,
+    user: UserId,
+    task: Task,
+    repo: RepoRef,
+    rec: TaskForge,
+    m: Mirror,
+}
+
+impl Ctx<'_> {
+    fn f(&self) -> &dyn Forge {
+        self.fs.forge.as_ref()
+    }
+
+    async fn save(&mut self) -> Result<(), JobError> {
+        self.rec.data =
+            serde_json::to_value(&self.m).map_err(|e| JobError::fatal(e.to_string()))?;
+        self.rec.updated_at = mainloop_engine::now();
+        self.rt
+            .inner
+            .engine
+            .put_task_forge(&self.rec)
+            .await
+            .map_err(retry)
+    }
+
+    async fn comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
+        let c = self
+            .f()
+            .comment(&self.repo, number, &format!("{body}\n\n{MARKER}"))
+            .await?;
+        Ok(c.id)
+    }
+
+    fn issue(&self) -> Option<u64> {
+        self.rec.issue_number.and_then(|n| u64::try_from(n).ok())
+    }
+
+    /// Where progress is narrated: the pull request once there is one, else the issue.
+    fn thread(&self) -> Option<u64> {
+        self.m
+            .pr
+            .as_ref()
+            .map(|p| p.number)
+            .or_else(|| self.issue())
+    }
+}
+
+fn forge_err(e: &ForgeError) -> JobError {
+    match e {
+        ForgeError::RateLimited(d) => JobError {
+            message: e.to_string(),
+            retryable: true,
+            retry_after: Some(*d),
+        },
+        _ => JobError::retry(e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct SyncPayload {
+    task_id: TaskId,
+}
+
+/// Loads what a forge job works on; `None` when the task is gone or not on a forge.
+async fn context<'a>(rt: &'a Runtime, id: TaskId) -> Result<Option<Ctx<'a>>, JobError> {
+    let Some(fs) = rt.inner.config.forge.as_ref() else {
+        return Ok(None);
+    };
+    let Some((user, task)) = load(rt, id).await? else {
+        return Ok(None);
+    };
+    let Some(rec) = rt
+        .inner
+        .engine
+        .store()
+        .task_forge(id)
+        .await
+        .map_err(retry)?
+    else {
+        return Ok(None);
+    };
+    let Ok(repo) = RepoRef::parse(&rec.repo, &fs.web_host) else {
+        return Err(JobError::fatal(format!(
+            "'{}' is not a forge repository",
+            rec.repo
+        )));
+    };
+    let m = serde_json::from_value(rec.data.clone()).unwrap_or_default();
+    Ok(Some(Ctx {
+        rt,
+        fs,
+        user,
+        task,
+        repo,
+        rec,
+        m,
+    }))
+}
+
+/// Whether a task's work lives on the forge.
+pub(crate) async fn is_forge_task(rt: &Runtime, id: TaskId) -> bool {
+    rt.inner.config.forge.is_some()
+        && matches!(rt.inner.engine.store().task_forge(id).await, Ok(Some(_)))
+}
+
+/// The clone URL for a forge task (the task's repository otherwise).
+pub(crate) async fn repo_source(rt: &Runtime, task: &Task) -> String {
+    if let Some(fs) = rt.inner.config.forge.as_ref()
+        && let Ok(Some(rec)) = rt.inner.engine.store().task_forge(task.id).await
+        && let Ok(repo) = RepoRef::parse(&rec.repo, &fs.web_host)
+    {
+        return fs.git_url_for(&repo);
+    }
+    task.repo.clone()
+}
+
+/// Starts a new watch chain now (superseding any other), e.g. on entering a waiting
+/// state or when a webhook says something changed.
+async fn schedule_watch(c: &mut Ctx<'_>, after: Duration) -> Result<(), JobError> {
+    c.m.watch_gen += 1;
+    c.save().await?;
+    enqueue_watch(c.rt, c.task.id, c.m.watch_gen, 0, after).await
+}
+
+async fn enqueue_watch(
+    rt: &Runtime,
+    id: TaskId,
+    generation: u64,
+    seq: u64,
+    after: Duration,
+) -> Result<(), JobError> {
+    let at = mainloop_engine::now();
+    let run_after = Timestamp::from_millis(
+        at.as_millis() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2),
+    );
+    rt.inner
+        .engine
+        .enqueue_job(&NewJob {
+            key: format!("{WATCH_JOB}:{id}:{generation}:{seq}"),
+            kind: WATCH_JOB.to_owned(),
+            user_id: None,
+            lane: None,
+            payload: json!({"task_id": id, "generation": generation, "seq": seq}),
+            run_after,
+        })
+        .await
+        .map_err(retry)
+}
+
+/// Wakes a task's watch at once (a webhook delivery about its issue or pull request).
+///
+/// # Errors
+/// When the store is unavailable.
+pub async fn wake(rt: &Runtime, id: TaskId) -> Result<(), JobError> {
+    let lock = rt.forge_lock(id);
+    let _guard = lock.lock().await;
+    let Some(mut c) = context(rt, id).await? else {
+        return Ok(());
+    };
+    if c.task.core.state.is_final() && c.m.closed {
+        return Ok(());
+    }
+    schedule_watch(&mut c, Duration::ZERO).await
+}
+
+/// `forge.sync`: makes the forge reflect the task's current state.
+pub(crate) async fn sync(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
+    let p: SyncPayload = serde_json::from_value(ctx.job.payload.clone())
+        .map_err(|e| JobError::fatal(format!("bad forge job payload: {e}")))?;
+    let lock = rt.forge_lock(p.task_id);
+    let _guard = lock.lock().await;
+    let Some(mut c) = context(rt, p.task_id).await? else {
+        return Ok(());
+    };
+    sync_in(&mut c).await.map_err(|e| forge_err(&e))
+}
+
+async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
+    if c.rec.issue_number.is_none() && c.task.state != TaskState::Cancelled {
+        let title = mainloop_domain::inbox::first_line(&c.task.description, 120);
+        let body = format!(
+            "{}\n\n---\nA mainloop worker is on this. Its questions and plan will appear \
+             here; answer and decide here or in mainloop.\n\n{MARKER}",
+            c.task.description.trim()
+        );
+        let issue = c
+            .f()
+            .create_issue(&c.repo, &title, &body, &[c.fs.label.as_str()])
+            .await?;
+        c.rec.issue_number = i64::try_from(issue.number).ok();
+        c.m.issue_url = Some(issue.url.clone());
+        save(c).await?;
+        steps::status(
+            c.rt,
+            c.user,
+            c.task.id,
+            &format!("plan issue: {}", issue.url),
+        )
+        .await;
+    }
+    let Some(issue) = c.issue() else {
+        return Ok(());
+    };
+    match c.task.state {
+        TaskState::WaitingAnswers => {
+            let sig = question_signature(&c.task);
+            if c.m.questions_posted.as_deref() != Some(sig.as_str()) {
+                c.comment(issue, &questions_comment(&c.task.questions))
+                    .await?;
+                c.m.questions_posted = Some(sig);
+                c.m.answered_on_forge = false;
+                save(c).await?;
+            }
+            watch_now(c).await?;
+        }
+        TaskState::WaitingPlanReview => {
+            let plan = c.task.plan.clone().unwrap_or_default();
+            let sig = format!("{}:{}", c.task.version, plan.len());
+            if c.m.plan_posted.as_deref() != Some(sig.as_str()) {
+                let id = c.comment(issue, &plan_comment(&plan)).await?;
+                c.m.plan_comment = Some(id);
+                c.m.plan_posted = Some(sig);
+                c.m.plan_decided_on_forge = false;
+                c.m.plan_acknowledged = false;
+                save(c).await?;
+            }
+            watch_now(c).await?;
+        }
+        TaskState::Planning | TaskState::Implementing => {
+            acknowledge_app_decisions(c, issue).await?;
+        }
+        TaskState::Review => {
+            if let Some(pr) = c.m.pr.clone() {
+                if !c.m.ready_marked {
+                    if pr.draft {
+                        c.f().mark_ready_for_review(&c.repo, &pr).await?;
+                    }
+                    let ci = if c.m.no_ci {
+                        "This repository has **no CI**: nothing checked this work."
+                    } else {
+                        "CI is green."
+                    };
+                    let summary = c.task.diffstat.clone().unwrap_or_default();
+                    c.comment(
+                        pr.number,
+                        &format!("**Ready for review.** {ci}\n\n```\n{summary}\n```\n\nRequest changes in a review, or mention @{} / start a comment with `/revise`, and the worker picks it up.", c.fs.mention),
+                    )
+                    .await?;
+                    c.m.ready_marked = true;
+                    if let Some(p) = c.m.pr.as_mut() {
+                        p.draft = false;
+                    }
+                    save(c).await?;
+                }
+                watch_now(c).await?;
+            }
+        }
+        TaskState::Cancelled => close_everything(c, issue, "Cancelled in mainloop.").await?,
+        TaskState::Merged => {
+            if !c.m.closed {
+                c.m.closed = true;
+                save(c).await?;
+                // A merged "Closes #n" pull request closes the issue on GitHub; closing
+                // again is harmless and covers forges that do not.
+                c.f().close_issue(&c.repo, issue).await?;
+            }
+        }
+        TaskState::Failed => {
+            let reason = c.task.error.clone().unwrap_or_default();
+            let key = format!("{}:{reason}", c.task.version);
+            if c.m.failure_posted.as_deref() != Some(key.as_str())
+                && let Some(thread) = c.thread()
+            {
+                c.comment(
+                    thread,
+                    &format!("**The worker failed:** {reason}\n\nRetry it in mainloop."),
+                )
+                .await?;
+                c.m.failure_posted = Some(key);
+                save(c).await?;
+            }
+        }
+        TaskState::Queued | TaskState::Checking => {}
+    }
+    Ok(())
+}
+
+async fn save(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
+    c.save()
+        .await
+        .map_err(|e| ForgeError::Unavailable(format!("store: {}", e.message)))
+}
+
+async fn watch_now(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
+    schedule_watch(c, Duration::ZERO)
+        .await
+        .map_err(|e| ForgeError::Unavailable(format!("store: {}", e.message)))
+}
+
+fn question_signature(task: &Task) -> String {
+    task.questions
+        .iter()
+        .map(|q| format!("{}={}", q.id, q.question))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// Decisions made in the app are told on the issue, so nobody answers twice.
+async fn acknowledge_app_decisions(c: &mut Ctx<'_>, issue: u64) -> Result<(), ForgeError> {
+    if let (Some(posted), Some(answers)) = (&c.m.questions_posted, &c.task.answers)
+        && c.m.answers_acknowledged.as_deref() != Some(posted.as_str())
+    {
+        if !c.m.answered_on_forge {
+            let mut text = String::from("**Answered in mainloop:**\n");
+            for q in &c.task.questions {
+                if let Some(a) = answers.get(&q.id) {
+                    let a = match a {
+                        mainloop_domain::question::Answer::Choices(l) => l.join(", "),
+                        mainloop_domain::question::Answer::Text(t) => t.clone(),
+                    };
+                    text.push_str(&format!("- {} → {a}\n", q.question));
+                }
+            }
+            c.comment(issue, &text).await?;
+        }
+        c.m.answers_acknowledged = Some(posted.clone());
+        save(c).await?;
+    }
+    if c.task.state == TaskState::Implementing
+        && c.m.plan_comment.is_some()
+        && !c.m.plan_acknowledged
+    {
+        if !c.m.plan_decided_on_forge {
+            c.comment(
+                issue,
+                "**Plan approved in mainloop**; the worker is implementing it.",
+            )
+            .await?;
+        }
+        c.m.plan_acknowledged = true;
+        save(c).await?;
+    }
+    Ok(())
+}
+
+async fn close_everything(c: &mut Ctx<'_>, issue: u64, why: &str) -> Result<(), ForgeError> {
+    if c.m.closed {
+        return Ok(());
+    }
+    if let Some(pr) = c.m.pr.clone()
+        && pr.state == PrState::Open
+    {
+        c.comment(pr.number, why).await?;
+        c.f().close_pull_request(&c.repo, pr.number).await?;
+    }
+    c.comment(issue, why).await?;
+    c.f().close_issue(&c.repo, issue).await?;
+    c.m.closed = true;
+    save(c).await
+}
+
+/// `task.commit` on a forge: push the branch, open the draft pull request once, and
+/// narrate. Returns false when the task is not on a forge.
+pub(crate) async fn publish(
+    rt: &Runtime,
+    task: &Task,
+    wt: &mainloop_git::Worktree,
+) -> Result<bool, JobError> {
+    let lock = rt.forge_lock(task.id);
+    let _guard = lock.lock().await;
+    let Some(mut c) = context(rt, task.id).await? else {
+        return Ok(false);
+    };
+    let url = c.fs.git_url_for(&c.repo);
+    let sha = match rt.inner.git.push_branch(wt, &url).await {
+        Ok(sha) => sha,
+        Err(e) => return Err(JobError::retry(format!("push failed: {e}"))),
+    };
+    let first_push = c.m.pushed_sha.is_none();
+    c.m.pushed_sha = Some(sha.clone());
+    c.save().await?;
+    let result: Result<(), ForgeError> = async {
+        match c.m.pr.clone() {
+            None => {
+                let title = mainloop_domain::inbox::first_line(&c.task.description, 120);
+                let closes = c.issue().map(|n| format!("Closes #{n}.\n\n")).unwrap_or_default();
+                let body = format!(
+                    "{closes}{}\n\nmainloop keeps this draft until CI is green, then marks it ready for review.\n\n{MARKER}",
+                    c.task.plan.as_deref().unwrap_or(c.task.description.as_str()).trim()
+                );
+                let pr = c
+                    .f()
+                    .open_pull_request(
+                        &c.repo,
+                        NewPullRequest {
+                            head: &wt.branch,
+                            base: &wt.base,
+                            title: &title,
+                            body: &body,
+                            draft: true,
+                        },
+                    )
+                    .await?;
+                c.rec.pr_number = i64::try_from(pr.number).ok();
+                let url = pr.url.clone();
+                c.m.pr = Some(pr);
+                save(&mut c).await?;
+                if let Some(issue) = c.issue() {
+                    c.comment(issue, &format!("Draft pull request: {url}")).await?;
+                }
+                steps::status(c.rt, c.user, c.task.id, &format!("draft pull request: {url}")).await;
+            }
+            Some(pr) => {
+                let what = if first_push { "Pushed" } else { "Pushed an update" };
+                c.comment(pr.number, &format!("{what}: `{}`.", &sha[..sha.len().min(12)]))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    result.map_err(|e| forge_err(&e))?;
+    Ok(true)
+}
+
+/// `task.checks` on a forge: start watching CI for the pushed commit. Returns false
+/// when the task is not on a forge.
+pub(crate) async fn start_ci(rt: &Runtime, task: &Task) -> Result<bool, JobError> {
+    let lock = rt.forge_lock(task.id);
+    let _guard = lock.lock().await;
+    let Some(mut c) = context(rt, task.id).await? else {
+        return Ok(false);
+    };
+    let Some(sha) = c.m.pushed_sha.clone() else {
+        drop(_guard);
+        fail(rt, task.id, "nothing was pushed to check".into()).await?;
+        return Ok(true);
+    };
+    if c.m.ci_sha.as_deref() != Some(sha.as_str()) {
+        c.m.ci_sha = Some(sha.clone());
+        c.m.ci_since = Some(mainloop_engine::now().as_millis());
+        c.m.no_ci = false;
+    }
+    status(
+        rt,
+        c.user,
+        task.id,
+        &format!("watching CI for {}", &sha[..sha.len().min(12)]),
+    )
+    .await;
+    schedule_watch(&mut c, Duration::ZERO).await?;
+    Ok(true)
+}
+
+/// `task.merge` on a forge: merge the pull request. Returns false when the task is not
+/// on a forge.
+pub(crate) async fn merge(rt: &Runtime, task: &Task) -> Result<bool, JobError> {
+    let lock = rt.forge_lock(task.id);
+    let _guard = lock.lock().await;
+    let Some(c) = context(rt, task.id).await? else {
+        return Ok(false);
+    };
+    let Some(pr) = c.m.pr.clone() else {
+        drop(_guard);
+        fail(rt, task.id, "there is no pull request to merge".into()).await?;
+        return Ok(true);
+    };
+    match c.f().merge_pull_request(&c.repo, pr.number).await {
+        Ok(()) => {
+            drop(_guard);
+            apply(rt, task.id, TaskEvent::Merged).await?;
+        }
+        Err(ForgeError::Rejected(why)) => {
+            drop(_guard);
+            fail(rt, task.id, format!("GitHub refused the merge: {why}")).await?;
+        }
+        Err(e) => return Err(forge_err(&e)),
+    }
+    Ok(true)
+}
+
+/// `forge.watch`: polls what the task waits on, then reschedules itself.
+pub(crate) async fn watch(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
+    #[derive(Deserialize)]
+    struct P {
+        task_id: TaskId,
+        generation: u64,
+        #[serde(default)]
+        seq: u64,
+    }
+    let p: P = serde_json::from_value(ctx.job.payload.clone())
+        .map_err(|e| JobError::fatal(format!("bad forge watch payload: {e}")))?;
+    let lock = rt.forge_lock(p.task_id);
+    let guard = lock.lock().await;
+    let Some(mut c) = context(rt, p.task_id).await? else {
+        return Ok(());
+    };
+    if c.m.watch_gen != p.generation {
+        return Ok(()); // superseded by a newer chain
+    }
+    if c.task.state.is_final() {
+        return Ok(());
+    }
+    let interval = c.fs.poll_interval;
+    let outcome = poll(&mut c).await;
+    let next = match outcome {
+        Ok(Poll::Continue) => {
+            if let Some(what) = c.m.outage.take() {
+                c.save().await?;
+                status(
+                    rt,
+                    c.user,
+                    c.task.id,
+                    &format!("GitHub is reachable again (after: {what})"),
+                )
+                .await;
+            }
+            Some(interval)
+        }
+        Ok(Poll::Stop) => None,
+        Ok(Poll::Applied(event)) => {
+            c.save().await?;
+            drop(guard);
+            // The transition's own forge.sync continues from here.
+            apply(rt, p.task_id, event).await?;
+            return Ok(());
+        }
+        Err(e) => {
+            // An outage or a rate limit delays the work; it never ends the watch.
+            let wait = match &e {
+                ForgeError::RateLimited(d) => (*d).max(interval),
+                _ => interval,
+            };
+            if c.m.outage.is_none() {
+                c.m.outage = Some(e.to_string());
+                c.save().await?;
+                status(
+                    rt,
+                    c.user,
+                    c.task.id,
+                    &format!("GitHub trouble, retrying: {e}"),
+                )
+                .await;
+            }
+            tracing::warn!(task = %p.task_id, error = %e, "forge poll failed; retrying");
+            Some(wait)
+        }
+    };
+    drop(guard);
+    if let Some(after) = next {
+        enqueue_watch(rt, p.task_id, p.generation, p.seq + 1, after).await?;
+    }
+    Ok(())
+}
+
+enum Poll {
+    Continue,
+    Stop,
+    Applied(TaskEvent),
+}
+
+/// Human comments on the issue since the cursor (mainloop's own are skipped).
+async fn new_issue_comments(c: &mut Ctx<'_>) -> Result<Vec<mainloop_forge::Comment>, ForgeError> {
+    let Some(issue) = c.issue() else {
+        return Ok(Vec::new());
+    };
+    let (comments, cursor) = c
+        .f()
+        .comments_since(&c.repo, issue, &c.m.issue_cursor)
+        .await?;
+    c.m.issue_cursor = cursor;
+    Ok(comments
+        .into_iter()
+        .filter(|x| !x.body.contains(MARKER))
+        .collect())
+}
+
+async fn poll(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
+    match c.task.state {
+        TaskState::WaitingAnswers => poll_answers(c).await,
+        TaskState::WaitingPlanReview => poll_plan(c).await,
+        TaskState::Checking => poll_ci(c).await,
+        TaskState::Review => poll_review(c).await,
+        TaskState::Queued | TaskState::Planning | TaskState::Implementing | TaskState::Failed => {
+            late_replies(c).await?;
+            Ok(if c.task.state == TaskState::Failed {
+                Poll::Stop
+            } else {
+                Poll::Continue
+            })
+        }
+        TaskState::Merged | TaskState::Cancelled => Ok(Poll::Stop),
+    }
+}
+
+/// Answers or decisions posted on the issue after the app already decided: say so.
+async fn late_replies(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
+    let Some(issue) = c.issue() else {
+        return Ok(());
+    };
+    for comment in new_issue_comments(c).await? {
+        let late = !matches!(
+            parse_answers(&comment.body, &c.task.questions),
+            ParsedAnswers::NotAnAnswer
+        ) || parse_plan_reply(&comment.body).is_some();
+        if late {
+            c.comment(
+                issue,
+                &format!(
+                    "@{} this was already decided in mainloop; nothing changed.",
+                    comment.author
+                ),
+            )
+            .await?;
+        }
+    }
+    save(c).await
+}
+
+async fn poll_answers(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
+    let Some(issue) = c.issue() else {
+        return Ok(Poll::Stop);
+    };
+    for comment in new_issue_comments(c).await? {
+        match parse_answers(&comment.body, &c.task.questions) {
+            ParsedAnswers::NotAnAnswer => {}
+            ParsedAnswers::Invalid(why) => {
+                c.comment(issue, &format!("@{} {why}", comment.author))
+                    .await?;
+            }
+            ParsedAnswers::Complete(answers) => {
+                c.m.answered_on_forge = true;
+                c.m.answers_acknowledged = c.m.questions_posted.clone();
+                c.comment(
+                    issue,
+                    &format!(
+                        "Thanks @{}; the worker continues with your answers.",
+                        comment.author
+                    ),
+                )
+                .await?;
+                return Ok(Poll::Applied(TaskEvent::Answered(answers)));
+            }
+        }
+    }
+    save(c).await?;
+    Ok(Poll::Continue)
+}
+
+async fn poll_plan(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
+    let Some(issue) = c.issue() else {
+        return Ok(Poll::Stop);
+    };
+    for comment in new_issue_comments(c).await? {
+        let decision = match parse_plan_reply(&comment.body) {
+            None => continue,
+            Some(PlanReply::Invalid(why)) => {
+                c.comment(issue, &format!("@{} {why}", comment.author))
+                    .await?;
+                continue;
+            }
+            Some(PlanReply::Approve) => PlanAction::Approve,
+            Some(PlanReply::Revise(f)) => PlanAction::Revise(Some(f)),
+            Some(PlanReply::Cancel) => PlanAction::Cancel,
+        };
+        c.m.plan_decided_on_forge = true;
+        c.m.plan_acknowledged = true;
+        let reply = match &decision {
+            PlanAction::Approve => "approved; the worker is implementing it",
+            PlanAction::Revise(_) => "sent back for revision",
+            PlanAction::Cancel => "cancelled",
+        };
+        c.comment(issue, &format!("Plan {reply} (@{}).", comment.author))
+            .await?;
+        return Ok(Poll::Applied(plan_event(decision)));
+    }
+    if let Some(plan_comment) = c.m.plan_comment {
+        let fans = c.f().thumbs_up(&c.repo, plan_comment).await?;
+        if let Some(who) = fans.first() {
+            c.m.plan_decided_on_forge = true;
+            c.m.plan_acknowledged = true;
+            c.comment(
+                issue,
+                &format!("Plan approved by @{who}'s 👍; the worker is implementing it."),
+            )
+            .await?;
+            return Ok(Poll::Applied(TaskEvent::PlanApproved));
+        }
+    }
+    save(c).await?;
+    Ok(Poll::Continue)
+}
+
+fn plan_event(action: PlanAction) -> TaskEvent {
+    match action {
+        PlanAction::Approve => TaskEvent::PlanApproved,
+        PlanAction::Revise(f) => TaskEvent::PlanRevisionRequested(f.unwrap_or_default()),
+        PlanAction::Cancel => TaskEvent::CancelRequested,
+    }
+}
+
+async fn poll_ci(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
+    let (Some(sha), Some(since)) = (c.m.ci_sha.clone(), c.m.ci_since) else {
+        return Ok(Poll::Stop); // the checks step starts the CI watch
+    };
+    let elapsed = Duration::from_millis(
+        u64::try_from(mainloop_engine::now().as_millis() - since).unwrap_or(0),
+    );
+    match c.f().ci_status(&c.repo, &sha).await? {
+        CiStatus::None if elapsed >= c.fs.ci_appear_timeout => {
+            c.m.no_ci = true;
+            record_checks(c, json!({"command": "GitHub CI", "passed": null, "no_ci": true, "output": "no check runs on this commit: this repository has no CI"})).await;
+            Ok(Poll::Applied(TaskEvent::ChecksPassed))
+        }
+        CiStatus::None | CiStatus::Pending { .. }
+            if elapsed >= c.fs.ci_pending_timeout && c.m.ci_since.is_some() =>
+        {
+            Ok(Poll::Applied(TaskEvent::AgentFailed(format!(
+                "CI did not finish within {} minutes",
+                c.fs.ci_pending_timeout.as_secs() / 60
+            ))))
+        }
+        CiStatus::None | CiStatus::Pending { .. } => Ok(Poll::Continue),
+        CiStatus::Passed { total } => {
+            record_checks(c, json!({"command": "GitHub CI", "passed": true, "output": format!("{total} check(s) passed")})).await;
+            Ok(Poll::Applied(TaskEvent::ChecksPassed))
+        }
+        CiStatus::Failed { total, failures } => {
+            let mut report = format!(
+                "{} of {total} GitHub check(s) failed on {}:\n",
+                failures.len(),
+                &sha[..sha.len().min(12)]
+            );
+            for f in failures.iter().take(5) {
+                report.push_str(&format!("\n### {} ({})\n{}\n", f.name, f.conclusion, f.url));
+                if let Some(job) = f.job_id {
+                    match c.f().job_log_tail(&c.repo, job, c.fs.log_tail_bytes).await {
+                        Ok(tail) => report.push_str(&format!("```\n{}\n```\n", tail.trim_end())),
+                        Err(e) => report.push_str(&format!("(log unavailable: {e})\n")),
+                    }
+                }
+            }
+            if let Some(pr) = c.m.pr.as_ref().map(|p| p.number) {
+                let names: Vec<&str> = failures.iter().map(|f| f.name.as_str()).collect();
+                c.comment(
+                    pr,
+                    &format!("CI failed ({}); the worker is fixing it.", names.join(", ")),
+                )
+                .await?;
+            }
+            record_checks(
+                c,
+                json!({"command": "GitHub CI", "passed": false, "output": report}),
+            )
+            .await;
+            c.m.ci_sha = None;
+            Ok(Poll::Applied(TaskEvent::ChecksFailed(report)))
+        }
+    }
+}
+
+async fn record_checks(c: &Ctx<'_>, payload: serde_json::Value) {
+    if let Err(e) =
+        c.rt.inner
+            .engine
+            .record_task_output(c.user, c.task.id, "checks", &payload)
+            .await
+    {
+        tracing::warn!(error = %e, "could not record the CI outcome");
+    }
+}
+
+async fn poll_review(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
+    let Some(pr) = c.m.pr.clone() else {
+        return Ok(Poll::Stop);
+    };
+    let now = c.f().pull_request(&c.repo, pr.number).await?;
+    match now.state {
+        PrState::Merged => return Ok(Poll::Applied(TaskEvent::Merged)),
+        PrState::Closed => {
+            c.m.closed = true;
+            return Ok(Poll::Applied(TaskEvent::ClosedUnmerged));
+        }
+        PrState::Open => {}
+    }
+    let (items, cursor) = c
+        .f()
+        .feedback_since(&c.repo, pr.number, &c.m.feedback_cursor)
+        .await?;
+    c.m.feedback_cursor = cursor;
+    let human: Vec<_> = items
+        .into_iter()
+        .filter(|f| !f.body.contains(MARKER))
+        .collect();
+    if let Some(feedback) = review_feedback(&human, &c.fs.mention, "") {
+        c.comment(pr.number, "On it: the worker is addressing this feedback.")
+            .await?;
+        c.m.ci_sha = None;
+        return Ok(Poll::Applied(TaskEvent::ChangesRequested(feedback)));
+    }
+    save(c).await?;
+    Ok(Poll::Continue)
+}
