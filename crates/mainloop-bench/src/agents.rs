@@ -771,6 +771,7 @@ pub async fn run(args: &Args) -> Result<()> {
         ],
         plans_dir: home.join(".claude/plans"),
         pid_dir: pid_dir.clone(),
+        forge: None,
     };
     let git_dirs = Git::new(work.path().join("repos"), work.path().join("worktrees"));
     let (store, dir) = fresh_store().await?;
