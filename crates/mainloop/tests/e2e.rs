@@ -552,3 +552,404 @@ async fn a_task_killed_mid_implementation_finishes_after_restart() {
     let transcript = get(&server.base, &token, &format!("/api/tasks/{id}/transcript")).await;
     assert!(!transcript["entries"].as_array().unwrap().is_empty());
 }
+
+// ---------------------------------------------------------------------------------
+// GitHub: the lifecycle against the fake GitHub (REST wire format, bare git remote),
+// with the real binary, the real claude CLI and the fake model.
+
+const GH_SCRIPT: &str = r##"
+rules:
+  - name: fix-ci
+    match: {user_contains: "checks failed"}
+    reply:
+      - text: "Fixing CI."
+      - tool_use: {name: Bash, input: {command: "date +%s%N > ci-fix.txt", description: "Fix CI"}}
+  - name: review-fix
+    match: {user_contains: "reviewer asked for changes"}
+    reply:
+      - text: "Addressing the review."
+      - tool_use: {name: Bash, input: {command: "printf 'hello, reviewed\\n' > greeting.txt", description: "Apply the review"}}
+  - name: answered-after-resume
+    match: {user_contains: "Answers to your questions"}
+    reply:
+      - tool_use:
+          name: Write
+          input: {file_path: "{{plan_file}}", content: "# Plan\n\nA greeter.\n"}
+  - name: approved-after-resume
+    match: {user_contains: "Your plan was approved"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'hello\\n' > greeting.txt", description: "Write the greeting"}}
+  - name: restarted
+    match: {user_contains: "mainloop restarted"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'hello\\n' > greeting.txt", description: "Write the greeting"}}
+  - name: ask
+    match: {user_contains: "build the greeter", tool_offered: AskUserQuestion}
+    reply:
+      - tool_use:
+          name: AskUserQuestion
+          input:
+            questions:
+              - question: "Which language?"
+                header: "Language"
+                options:
+                  - {label: "Rust", description: "fast"}
+                  - {label: "Go", description: "simple"}
+                multiSelect: false
+              - question: "Which extras?"
+                header: "Extras"
+                options:
+                  - {label: "Tests", description: "unit tests"}
+                  - {label: "Docs", description: "a README"}
+                multiSelect: true
+  - name: write-plan
+    match: {tool_result_for: AskUserQuestion}
+    reply:
+      - tool_use:
+          name: Write
+          input: {file_path: "{{plan_file}}", content: "# Plan\n\nA greeter.\n"}
+  - name: exit-plan
+    match: {tool_result_for: Write, tool_result_contains: "/.claude/plans/"}
+    reply:
+      - tool_use: {name: ExitPlanMode, input: {}}
+  - name: implement
+    match: {tool_result_for: ExitPlanMode, tool_result_contains: "User has approved your plan"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'hello\\n' > greeting.txt", description: "Write the greeting"}}
+  - name: just-do-it
+    match: {user_contains: "quick fix"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'quick\\n' > quick.txt", description: "Quick fix"}}
+  - name: done
+    match: {tool_result_for: Bash}
+    reply:
+      - text: "Done."
+"##;
+
+const BOT: &str = "bot-token";
+const ALICE: &str = "alice-token";
+const HOOK_SECRET: &str = "hook-secret-31337";
+
+struct Gh {
+    fake: mainloop_fake_github::FakeGithub,
+    base: String,
+}
+
+impl Gh {
+    async fn start(root: &Path) -> Self {
+        let fake = mainloop_fake_github::FakeGithub::start(mainloop_fake_github::Config::new(
+            root,
+            &[(BOT, "mainloop-bot"), (ALICE, "alice")],
+        ))
+        .await
+        .unwrap();
+        fake.create_repo("octo", "app", "main").await.unwrap();
+        let base = fake.base_url();
+        Self { fake, base }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut rb = client()
+            .request(method.clone(), format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {ALICE}"))
+            .header("user-agent", "e2e");
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let v = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {v}");
+        v
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Comments on issue/PR `n` (none while it does not exist yet).
+    async fn comments(&self, n: u64) -> Vec<Value> {
+        let r = client()
+            .get(format!(
+                "{}/repos/octo/app/issues/{n}/comments?per_page=100",
+                self.base
+            ))
+            .header("authorization", format!("Bearer {ALICE}"))
+            .header("user-agent", "e2e")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Vec::new();
+        }
+        r.json::<Value>().await.unwrap().as_array().unwrap().clone()
+    }
+
+    /// Waits for a comment on issue/PR `n` containing `needle`; returns it.
+    async fn wait_comment(&self, n: u64, needle: &str) -> Value {
+        for _ in 0..600 {
+            if let Some(c) = self
+                .comments(n)
+                .await
+                .into_iter()
+                .find(|c| c["body"].as_str().unwrap_or_default().contains(needle))
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no comment containing {needle:?} on #{n}: {:?}",
+            self.comments(n).await
+        );
+    }
+
+    async fn pr(&self, n: u64) -> Value {
+        let r = client()
+            .get(format!("{}/repos/octo/app/pulls/{n}", self.base))
+            .header("authorization", format!("Bearer {ALICE}"))
+            .header("user-agent", "e2e")
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    /// Waits until PR `n`'s head differs from `old`; returns the new head sha.
+    async fn wait_push(&self, n: u64, old: Option<&str>) -> String {
+        for _ in 0..600 {
+            let sha = self.pr(n).await["head"]["sha"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if !sha.is_empty() && Some(sha.as_str()) != old {
+                return sha;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("PR #{n} was not pushed to");
+    }
+
+    /// Reports a completed check run on `sha`, with a job log when it failed.
+    async fn ci(&self, sha: &str, conclusion: &str) {
+        let run = self
+            .post(
+                "/repos/octo/app/check-runs",
+                json!({"name": "build", "head_sha": sha, "status": "completed", "conclusion": conclusion}),
+            )
+            .await;
+        if conclusion == "failure" {
+            self.fake
+                .attach_job_log(
+                    "octo",
+                    "app",
+                    run["id"].as_u64().unwrap(),
+                    "compiling...\nerror[E0308]: mismatched types in src/main.rs\n",
+                )
+                .unwrap();
+        }
+    }
+}
+
+fn start_with_github(data: &Path, fake: &FakeAnthropic, claude: &Path, gh: &Gh) -> Server {
+    let mut cmd = command(data, Some(&fake.base_url()));
+    cmd.env("MAINLOOP_WORKERS__CLAUDE_COMMAND", claude)
+        .env("MAINLOOP_WORKERS__ALLOW_FILE_URLS", "true")
+        .env("GITHUB_TOKEN", BOT)
+        .env("GITHUB_API_URL", &gh.base)
+        .env(
+            "MAINLOOP_GITHUB__GIT_URL",
+            format!(
+                "file://{}/{{owner}}/{{name}}.git",
+                gh.fake
+                    .repo_path("octo", "app")
+                    .parent()
+                    .unwrap()
+                    .parent()
+                    .unwrap()
+                    .display()
+            ),
+        )
+        .env("MAINLOOP_GITHUB__POLL_INTERVAL_SECS", "1")
+        .env("MAINLOOP_GITHUB__CI_APPEAR_TIMEOUT_SECS", "3")
+        .env("MAINLOOP_GITHUB__WEBHOOK_SECRET", HOOK_SECRET)
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+    Server::spawn(cmd)
+}
+
+async fn wait_task_state(base: &str, token: &str, id: &str, state: &str) -> Value {
+    for _ in 0..900 {
+        let t = get(base, token, &format!("/api/tasks/{id}")).await;
+        if t["state"] == state {
+            return t;
+        }
+        assert!(
+            !(t["state"] == "failed" && state != "failed"),
+            "task failed while waiting for {state}: {}",
+            t["error"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "task {id} never reached {state}: {}",
+        get(base, token, &format!("/api/tasks/{id}")).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_plan_issue_reaction_draft_pr_ci_loop_review_and_merge() {
+    let Some(claude) = claude_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let gh = Gh::start(&dir.path().join("github")).await;
+    let fake = FakeAnthropic::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Script::from_yaml(GH_SCRIPT).unwrap(),
+    )
+    .await
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = start_with_github(&data, &fake, &claude, &gh);
+    let token = server.token.clone().unwrap();
+    let base = server.base.clone();
+
+    // A task on octo/app gets a labelled plan issue, and its questions appear there.
+    let (status, task) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "build the greeter", "repo": "https://github.com/octo/app"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    assert_eq!(task["repo"], "octo/app");
+    let questions = gh.wait_comment(1, "The worker has questions").await;
+    assert!(
+        questions["body"]
+            .as_str()
+            .unwrap()
+            .contains("*(choose any)*")
+    );
+    let issue = gh.get("/repos/octo/app/issues/1").await;
+    assert_eq!(issue["labels"][0]["name"], "mainloop");
+    assert_eq!(issue["title"], "build the greeter");
+
+    // Answered on GitHub (one of them a multi-select); a bad attempt is explained first.
+    gh.post(
+        "/repos/octo/app/issues/1/comments",
+        json!({"body": "1: Rust"}),
+    )
+    .await;
+    gh.wait_comment(1, "missing: 2").await;
+    gh.post(
+        "/repos/octo/app/issues/1/comments",
+        json!({"body": "Here you go:\n1: Rust\n2: 1, docs"}),
+    )
+    .await;
+    gh.wait_comment(1, "Thanks @alice").await;
+    let t = wait_task_state(&base, &token, &id, "waiting_plan_review").await;
+    assert_eq!(
+        t["answers"],
+        json!({"q1": ["Rust"], "q2": ["Tests", "Docs"]})
+    );
+
+    // The plan is posted; a 👍 on it approves.
+    let plan = gh.wait_comment(1, "The worker's plan").await;
+    let plan_id = plan["id"].as_u64().unwrap();
+    gh.post(
+        &format!("/repos/octo/app/issues/comments/{plan_id}/reactions"),
+        json!({"content": "+1"}),
+    )
+    .await;
+    gh.wait_comment(1, "approved by @alice's 👍").await;
+
+    // Implemented, pushed, and a draft PR that closes the issue.
+    gh.wait_comment(1, "Draft pull request").await;
+    let pr = gh.pr(2).await;
+    assert_eq!(pr["draft"], true);
+    assert!(pr["body"].as_str().unwrap().contains("Closes #1"));
+    let mut sha = gh.wait_push(2, None).await;
+    wait_task_state(&base, &token, &id, "checking").await;
+
+    // CI fails twice (the agent gets the log tail each time), then passes.
+    for round in 1..=2 {
+        gh.ci(&sha, "failure").await;
+        gh.wait_comment(2, "CI failed").await;
+        sha = gh.wait_push(2, Some(&sha)).await;
+        let transcript = get(
+            &base,
+            &token,
+            &format!("/api/tasks/{id}/transcript?limit=1000"),
+        )
+        .await;
+        assert!(
+            transcript.to_string().contains("mismatched types"),
+            "round {round}: the failing job's log reached the agent"
+        );
+    }
+    gh.ci(&sha, "success").await;
+    wait_task_state(&base, &token, &id, "review").await;
+    gh.wait_comment(2, "Ready for review").await;
+    assert_eq!(
+        gh.pr(2).await["draft"],
+        false,
+        "marked ready through GraphQL"
+    );
+    let inbox = get(&base, &token, "/api/inbox").await;
+    assert!(
+        inbox["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["kind"] == "review" && i["resolved_at"].is_null())
+    );
+
+    // A review requesting changes goes back to the agent; its push is checked again.
+    gh.post(
+        "/repos/octo/app/pulls/2/reviews",
+        json!({"event": "REQUEST_CHANGES", "body": "Make it friendlier.", "comments": [{"path": "greeting.txt", "line": 1, "body": "say reviewed"}]}),
+    )
+    .await;
+    gh.wait_comment(2, "addressing this feedback").await;
+    sha = gh.wait_push(2, Some(&sha)).await;
+    wait_task_state(&base, &token, &id, "checking").await;
+    gh.ci(&sha, "success").await;
+    wait_task_state(&base, &token, &id, "review").await;
+
+    // Merged on GitHub: detected.
+    gh.call(
+        reqwest::Method::PUT,
+        "/repos/octo/app/pulls/2/merge",
+        Some(json!({})),
+    )
+    .await;
+    wait_task_state(&base, &token, &id, "merged").await;
+    let bare = gh.fake.repo_path("octo", "app");
+    let out = Command::new("git")
+        .args([
+            "--git-dir",
+            bare.to_str().unwrap(),
+            "show",
+            "main:greeting.txt",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello, reviewed\n");
+
+    // The token never reached git's configuration or the transcript.
+    let transcript = get(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/transcript?limit=1000"),
+    )
+    .await;
+    assert!(!transcript.to_string().contains(BOT));
+    drop(server);
+}
