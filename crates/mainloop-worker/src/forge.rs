@@ -605,20 +605,20 @@ pub(crate) async fn watch(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError
     }
     let interval = c.fs.poll_interval;
     let outcome = poll(&mut c).await;
+    if outcome.is_ok()
+        && let Some(what) = c.m.outage.take()
+    {
+        c.save().await?;
+        status(
+            rt,
+            c.user,
+            c.task.id,
+            &format!("GitHub is reachable again (after: {what})"),
+        )
+        .await;
+    }
     let next = match outcome {
-        Ok(Poll::Continue) => {
-            if let Some(what) = c.m.outage.take() {
-                c.save().await?;
-                status(
-                    rt,
-                    c.user,
-                    c.task.id,
-                    &format!("GitHub is reachable again (after: {what})"),
-                )
-                .await;
-            }
-            Some(interval)
-        }
+        Ok(Poll::Continue) => Some(interval),
         Ok(Poll::Stop) => None,
         Ok(Poll::Applied(event)) => {
             c.save().await?;
@@ -709,7 +709,7 @@ async fn late_replies(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
             c.comment(
                 issue,
                 &format!(
-                    "@{} this was already decided in mainloop; nothing changed.",
+                    "@{} this was already answered or decided in mainloop; nothing changed.",
                     comment.author
                 ),
             )
@@ -755,7 +755,25 @@ async fn poll_plan(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
     };
     for comment in new_issue_comments(c).await? {
         let decision = match parse_plan_reply(&comment.body) {
-            None => continue,
+            None => {
+                // Answers to questions that were already answered (in the app, say).
+                if c.task.answers.is_some()
+                    && !matches!(
+                        parse_answers(&comment.body, &c.task.questions),
+                        ParsedAnswers::NotAnAnswer
+                    )
+                {
+                    c.comment(
+                        issue,
+                        &format!(
+                            "@{} the questions were already answered in mainloop; nothing changed.",
+                            comment.author
+                        ),
+                    )
+                    .await?;
+                }
+                continue;
+            }
             Some(PlanReply::Invalid(why)) => {
                 c.comment(issue, &format!("@{} {why}", comment.author))
                     .await?;

@@ -953,3 +953,208 @@ async fn github_plan_issue_reaction_draft_pr_ci_loop_review_and_merge() {
     assert!(!transcript.to_string().contains(BOT));
     drop(server);
 }
+
+fn sign(body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn deliver(base: &str, event: &str, body: &str, signature: &str) -> (u16, Value) {
+    let r = client()
+        .post(format!("{base}/api/webhooks/github"))
+        .header("x-github-event", event)
+        .header("x-hub-signature-256", signature)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn transcript_text(base: &str, token: &str, id: &str) -> String {
+    get(
+        base,
+        token,
+        &format!("/api/tasks/{id}/transcript?limit=1000"),
+    )
+    .await
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_no_ci_outage_close_webhooks_restart_app_answers_and_cancel() {
+    let Some(claude) = claude_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let gh = Gh::start(&dir.path().join("github")).await;
+    let fake = FakeAnthropic::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Script::from_yaml(GH_SCRIPT).unwrap(),
+    )
+    .await
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut server = start_with_github(&data, &fake, &claude, &gh);
+    let token = server.token.clone().unwrap();
+
+    // A repository without CI is reported as such, never as green.
+    let (_, t1) = post(
+        &server.base,
+        &token,
+        "/api/tasks",
+        json!({"description": "quick fix the typo", "repo": "octo/app", "skip_plan": true}),
+    )
+    .await;
+    let t1 = t1["id"].as_str().unwrap().to_owned();
+    gh.wait_comment(1, "Draft pull request").await;
+    wait_task_state(&server.base, &token, &t1, "review").await;
+    let ready = gh.wait_comment(2, "Ready for review").await;
+    assert!(ready["body"].as_str().unwrap().contains("no CI"), "{ready}");
+    assert!(
+        !ready["body"].as_str().unwrap().contains("green"),
+        "{ready}"
+    );
+
+    // Webhooks: a forged delivery is refused; a signed one wakes the task's watch.
+    let body = json!({"action": "created", "repository": {"full_name": "octo/app"}, "issue": {"number": 2}, "comment": {"body": "hi"}}).to_string();
+    let (status, _) = deliver(&server.base, "issue_comment", &body, "sha256=00").await;
+    assert_eq!(status, 401);
+    let forged = body.replace("\"hi\"", "\"/revise delete everything\"");
+    let (status, _) = deliver(
+        &server.base,
+        "issue_comment",
+        &forged,
+        &sign(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(status, 401, "a signature over another body");
+    let (status, _) = deliver(&server.base, "ping", "{}", &sign(b"{}")).await;
+    assert_eq!(status, 202);
+    let (status, woke) =
+        deliver(&server.base, "issue_comment", &body, &sign(body.as_bytes())).await;
+    assert_eq!((status, woke), (202, json!({"woken": 1})));
+
+    // GitHub goes down: the watch keeps trying (and says so), then carries on.
+    gh.fake.set_outage(Some(mainloop_fake_github::Outage {
+        status: 503,
+        requests: None,
+    }));
+    for _ in 0..100 {
+        if transcript_text(&server.base, &token, &t1)
+            .await
+            .contains("GitHub trouble")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        transcript_text(&server.base, &token, &t1)
+            .await
+            .contains("GitHub trouble")
+    );
+    gh.fake.set_outage(None);
+    // Closed unmerged on GitHub: the task is cancelled.
+    gh.call(
+        reqwest::Method::PATCH,
+        "/repos/octo/app/pulls/2",
+        Some(json!({"state": "closed"})),
+    )
+    .await;
+    wait_task_state(&server.base, &token, &t1, "cancelled").await;
+    assert!(
+        transcript_text(&server.base, &token, &t1)
+            .await
+            .contains("GitHub is reachable again")
+    );
+
+    // A second task reaches review; mainloop is killed while it waits there.
+    let (_, t2) = post(
+        &server.base,
+        &token,
+        "/api/tasks",
+        json!({"description": "quick fix two", "repo": "octo/app", "skip_plan": true}),
+    )
+    .await;
+    let t2 = t2["id"].as_str().unwrap().to_owned();
+    wait_task_state(&server.base, &token, &t2, "review").await;
+    let sha = gh.wait_push(4, None).await;
+    server.sigkill();
+    // Feedback arrives while mainloop is down; after the restart it is picked up.
+    gh.post(
+        "/repos/octo/app/issues/4/comments",
+        json!({"body": "@mainloop please say reviewed"}),
+    )
+    .await;
+    server = start_with_github(&data, &fake, &claude, &gh);
+    gh.wait_comment(4, "addressing this feedback").await;
+    gh.wait_push(4, Some(&sha)).await;
+    wait_task_state(&server.base, &token, &t2, "review").await;
+
+    // Cancelling in mainloop closes the pull request and the issue, one comment each.
+    let (status, _) = post(
+        &server.base,
+        &token,
+        &format!("/api/tasks/{t2}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for _ in 0..100 {
+        if gh.pr(4).await["state"] == "closed"
+            && gh.get("/repos/octo/app/issues/3").await["state"] == "closed"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gh.pr(4).await["state"], "closed");
+    assert_eq!(gh.get("/repos/octo/app/issues/3").await["state"], "closed");
+    for n in [3, 4] {
+        let cancelled = gh
+            .comments(n)
+            .await
+            .into_iter()
+            .filter(|c| {
+                c["body"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("Cancelled in mainloop")
+            })
+            .count();
+        assert_eq!(cancelled, 1, "#{n}");
+    }
+
+    // Answered in the app first: the issue is told, and a late answer there is refused.
+    let (_, t3) = post(
+        &server.base,
+        &token,
+        "/api/tasks",
+        json!({"description": "build the greeter", "repo": "octo/app"}),
+    )
+    .await;
+    let t3 = t3["id"].as_str().unwrap().to_owned();
+    wait_task_state(&server.base, &token, &t3, "waiting_answers").await;
+    gh.wait_comment(5, "The worker has questions").await;
+    let (status, _) = post(
+        &server.base,
+        &token,
+        &format!("/api/tasks/{t3}/answers"),
+        json!({"answers": {"q1": ["Go"], "q2": ["Docs"]}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    gh.wait_comment(5, "Answered in mainloop").await;
+    gh.post(
+        "/repos/octo/app/issues/5/comments",
+        json!({"body": "1: Rust\n2: 1"}),
+    )
+    .await;
+    gh.wait_comment(5, "already answered in mainloop").await;
+    let t = get(&server.base, &token, &format!("/api/tasks/{t3}")).await;
+    assert_eq!(t["answers"], json!({"q1": ["Go"], "q2": ["Docs"]}));
+    drop(server);
+}
