@@ -25,7 +25,7 @@ pub use notifications::{
     NOTIFY_JOB, Notification, NotificationKind, NotificationOverview, RegisterPush,
     validate_ntfy_url, validate_push_endpoint, validate_push_subscription,
 };
-pub use runtime::Workspaces;
+pub use runtime::{ForgeSummary, Workspaces};
 pub use tasks::{CreateTask, PlanAction, ReviewAction, TASK_JOB_PREFIX};
 
 use dispatcher::Dispatcher;
@@ -129,6 +129,8 @@ struct Inner {
     /// own so they never starve chat turns.
     pools: std::sync::RwLock<BTreeMap<String, usize>>,
     workspaces: std::sync::RwLock<Option<Arc<dyn Workspaces>>>,
+    /// The forge the projects view reads, with its web host.
+    forge: std::sync::RwLock<Option<(Arc<dyn mainloop_forge::Forge>, String)>>,
 }
 
 /// A job kind's handler and the dispatcher pool that runs it.
@@ -157,6 +159,7 @@ impl Engine {
                     default_pool,
                 )])),
                 workspaces: std::sync::RwLock::new(None),
+                forge: std::sync::RwLock::new(None),
             }),
         };
         engine.register_handler(CHAT_TURN_JOB, Arc::new(chat::ChatTurnHandler));

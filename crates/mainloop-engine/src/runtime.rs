@@ -9,6 +9,27 @@ use mainloop_domain::{TaskId, UserId};
 use serde_json::json;
 use std::sync::Arc;
 
+/// What the projects view shows of a repository on a forge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForgeSummary {
+    pub url: String,
+    pub open_pull_requests: Vec<mainloop_forge::PrSummary>,
+    pub recent_commits: Vec<mainloop_forge::CommitSummary>,
+    /// Why the lists are empty when the forge could not be read.
+    pub error: Option<String>,
+}
+
+impl ForgeSummary {
+    fn failed(url: String, error: String) -> Self {
+        Self {
+            url,
+            open_pull_requests: Vec::new(),
+            recent_commits: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
 /// Reads task workspaces and wakes forge watches (implemented by the worker runtime; set
 /// by the binary).
 pub trait Workspaces: Send + Sync + std::fmt::Debug + 'static {
@@ -50,6 +71,41 @@ impl Engine {
             }
         }
         Ok(woken)
+    }
+
+    /// Installs the forge the projects view reads (GitHub), with its web host.
+    pub fn set_forge(&self, forge: Arc<dyn mainloop_forge::Forge>, web_host: &str) {
+        if let Ok(mut f) = self.inner.forge.write() {
+            *f = Some((forge, web_host.to_owned()));
+        }
+    }
+
+    /// A forge project's open pull requests and recent commits on its default branch;
+    /// `None` for local projects. A forge that cannot be reached gives a summary with
+    /// `error` set rather than an error, so the projects view still lists everything.
+    pub async fn forge_summary(&self, repo: &str) -> Option<ForgeSummary> {
+        let (forge, host) = self.inner.forge.read().ok().and_then(|f| f.clone())?;
+        let r = mainloop_forge::RepoRef::parse(repo, &host).ok()?;
+        let work = async {
+            let (prs, commits) = futures::join!(
+                forge.open_pull_requests(&r, 20),
+                forge.recent_commits(&r, "", 10)
+            );
+            Ok::<_, mainloop_forge::ForgeError>((prs?, commits?))
+        };
+        let url = format!("https://{host}/{r}");
+        Some(
+            match tokio::time::timeout(std::time::Duration::from_secs(10), work).await {
+                Ok(Ok((open_pull_requests, recent_commits))) => ForgeSummary {
+                    url,
+                    open_pull_requests,
+                    recent_commits,
+                    error: None,
+                },
+                Ok(Err(e)) => ForgeSummary::failed(url, e.to_string()),
+                Err(_) => ForgeSummary::failed(url, "the forge did not answer in time".into()),
+            },
+        )
     }
 
     /// One of `user`'s tasks' diff.

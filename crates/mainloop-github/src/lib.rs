@@ -436,11 +436,13 @@ impl Forge for GithubForge {
                 return Ok(Vec::new());
             }
             let per_page = limit.min(PER_PAGE).to_string();
-            let url = self.repo_url(
-                repo,
-                &["commits"],
-                &[("sha", branch), ("per_page", &per_page)],
-            );
+            // No branch: the repository's default branch.
+            let query: Vec<(&str, &str)> = if branch.is_empty() {
+                vec![("per_page", &per_page)]
+            } else {
+                vec![("sha", branch), ("per_page", &per_page)]
+            };
+            let url = self.repo_url(repo, &["commits"], &query);
             let listing = self.api.list(url, None, None, Some(limit)).await?;
             let mut commits: Vec<CommitSummary> = items::<wire::Commit>("a commit", listing.items)?
                 .into_iter()

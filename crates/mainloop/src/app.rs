@@ -187,6 +187,9 @@ fn worker_runtime(engine: &Engine, config: &Config) -> Result<Runtime> {
     )
     .with_allow_file_urls(w.allow_file_urls);
     let (git, forge) = forge_settings(config, git)?;
+    if let Some(f) = &forge {
+        engine.set_forge(f.forge.clone(), &f.web_host);
+    }
     let command: Vec<String> = w
         .claude_command
         .split_whitespace()

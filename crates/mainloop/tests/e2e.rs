@@ -923,6 +923,29 @@ async fn github_plan_issue_reaction_draft_pr_ci_loop_review_and_merge() {
     gh.ci(&sha, "success").await;
     wait_task_state(&base, &token, &id, "review").await;
 
+    // The projects view shows the open pull request and the default branch's commits.
+    let projects = get(&base, &token, "/api/projects").await;
+    let project = &projects["projects"][0];
+    assert_eq!(project["repo"], "octo/app");
+    assert_eq!(
+        project["forge"]["open_pull_requests"][0]["number"], 2,
+        "{project}"
+    );
+    assert!(
+        !project["forge"]["recent_commits"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{project}"
+    );
+    let one = get(
+        &base,
+        &token,
+        &format!("/api/projects/{}", project["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(one["forge"]["open_pull_requests"][0]["draft"], false);
+
     // Merged on GitHub: detected.
     gh.call(
         reqwest::Method::PUT,

@@ -1,4 +1,5 @@
-//! Projects: the repositories a user's tasks work in (created with their first task).
+//! Projects: the repositories a user's tasks work in (created with their first task),
+//! with open pull requests and recent commits for those on GitHub.
 
 use crate::AppState;
 use crate::auth::CurrentUser;
@@ -15,7 +16,78 @@ use utoipa::ToSchema;
 /// The user's projects, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectList {
-    pub projects: Vec<Project>,
+    pub projects: Vec<ProjectView>,
+}
+
+/// A project, and for one on GitHub what is happening there.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectView {
+    #[serde(flatten)]
+    pub project: Project,
+    /// Present for GitHub projects (when a token is configured).
+    pub forge: Option<ForgeView>,
+}
+
+/// A GitHub repository's open pull requests and recent commits on its default branch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ForgeView {
+    pub url: String,
+    pub open_pull_requests: Vec<PullRequestView>,
+    pub recent_commits: Vec<CommitView>,
+    /// Why the lists are empty: GitHub could not be read just now.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PullRequestView {
+    pub number: u64,
+    pub title: String,
+    pub url: String,
+    pub author: String,
+    pub draft: bool,
+    pub head: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommitView {
+    pub sha: String,
+    pub message: String,
+    pub author: String,
+    pub url: String,
+}
+
+async fn view(state: &AppState, project: Project) -> ProjectView {
+    let forge = state
+        .engine
+        .forge_summary(&project.repo)
+        .await
+        .map(|f| ForgeView {
+            url: f.url,
+            open_pull_requests: f
+                .open_pull_requests
+                .into_iter()
+                .map(|p| PullRequestView {
+                    number: p.number,
+                    title: p.title,
+                    url: p.url,
+                    author: p.author,
+                    draft: p.draft,
+                    head: p.head,
+                })
+                .collect(),
+            recent_commits: f
+                .recent_commits
+                .into_iter()
+                .map(|c| CommitView {
+                    sha: c.sha,
+                    message: c.message,
+                    author: c.author,
+                    url: c.url,
+                })
+                .collect(),
+            error: f.error,
+        });
+    ProjectView { project, forge }
 }
 
 /// Lists the user's projects.
@@ -39,7 +111,8 @@ pub async fn list(
         .projects(user.id)
         .await
         .map_err(EngineError::from)?;
-    Ok(Json(ProjectList { projects }))
+    let views = futures::future::join_all(projects.into_iter().map(|p| view(&state, p))).await;
+    Ok(Json(ProjectList { projects: views }))
 }
 
 /// One project.
@@ -50,7 +123,7 @@ pub async fn list(
     tag = "projects",
     params(("id" = ProjectId, Path, description = "Project id")),
     responses(
-        (status = 200, description = "The project", body = Project),
+        (status = 200, description = "The project", body = ProjectView),
         (status = 400, description = "Malformed id", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 404, description = "No such project", body = ErrorBody),
@@ -60,7 +133,7 @@ pub async fn get(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProjectId>,
-) -> ApiResult<Json<Project>> {
+) -> ApiResult<Json<ProjectView>> {
     let project = state
         .engine
         .store()
@@ -68,5 +141,5 @@ pub async fn get(
         .await
         .map_err(EngineError::from)?
         .ok_or(EngineError::NotFound("project"))?;
-    Ok(Json(project))
+    Ok(Json(view(&state, project).await))
 }

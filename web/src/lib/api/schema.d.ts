@@ -516,6 +516,12 @@ export interface components {
         ChatPosted: {
             message_id: components["schemas"]["MessageId"];
         };
+        CommitView: {
+            author: string;
+            message: string;
+            sha: string;
+            url: string;
+        };
         /** @description A task to spawn. */
         CreateTaskRequest: {
             /** @description What the worker should do; it sees nothing else, so make it self-contained. */
@@ -566,6 +572,14 @@ export interface components {
             path: string;
             /** Format: int64 */
             removed: number;
+        };
+        /** @description A GitHub repository's open pull requests and recent commits on its default branch. */
+        ForgeView: {
+            /** @description Why the lists are empty: GitHub could not be read just now. */
+            error?: string | null;
+            open_pull_requests: components["schemas"]["PullRequestView"][];
+            recent_commits: components["schemas"]["CommitView"][];
+            url: string;
         };
         /** @description The server is up and its database answers. */
         Health: {
@@ -673,7 +687,20 @@ export interface components {
         ProjectId: string;
         /** @description The user's projects, newest first. */
         ProjectList: {
-            projects: components["schemas"]["Project"][];
+            projects: components["schemas"]["ProjectView"][];
+        };
+        /** @description A project, and for one on GitHub what is happening there. */
+        ProjectView: components["schemas"]["Project"] & {
+            forge?: null | components["schemas"]["ForgeView"];
+        };
+        PullRequestView: {
+            author: string;
+            draft: boolean;
+            head: string;
+            /** Format: int64 */
+            number: number;
+            title: string;
+            url: string;
         };
         /** @description A subscription's keys, as `PushSubscription.toJSON()` has them. */
         PushKeys: {
@@ -1570,7 +1597,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Project"];
+                    "application/json": components["schemas"]["ProjectView"];
                 };
             };
             /** @description Malformed id */
