@@ -363,7 +363,7 @@ async fn count_sse(
 // ---------------------------------------------------------------------------------------
 // Setup helpers
 
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> Result<()> {
     let out = std::process::Command::new("git")
         .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
         .args(args)

@@ -6,6 +6,7 @@
 mod agents;
 mod chat_latency;
 mod fanout;
+mod github;
 mod harness;
 mod idle_rss;
 mod inbox;
@@ -37,6 +38,8 @@ enum Command {
     Fanout(fanout::Args),
     /// 50 concurrent fake agents streaming 100 events/s each through the worker runtime.
     Agents(agents::Args),
+    /// GitHub API calls of one idle pull request under review.
+    GithubIdle(github::Args),
     /// Everything above, with default settings.
     All {
         /// The `mainloop` binary for idle-rss.
@@ -67,6 +70,7 @@ async fn run(command: Command) -> Result<()> {
         Command::InboxP99(args) => inbox::run(&args).await,
         Command::Fanout(args) => fanout::run(&args).await,
         Command::Agents(args) => agents::run(&args).await,
+        Command::GithubIdle(args) => github::run(&args).await,
         Command::All { bin } => {
             let started = Instant::now();
             let mut failures = Vec::new();
@@ -90,6 +94,10 @@ async fn run(command: Command) -> Result<()> {
             if let Err(e) = fanout::run(&fanout::Args::default()).await {
                 println!("fanout failed: {e:#}");
                 failures.push("fanout");
+            }
+            if let Err(e) = github::run(&github::Args::default()).await {
+                println!("github-idle failed: {e:#}");
+                failures.push("github-idle");
             }
             println!(
                 "\nall benchmarks finished in {:.1} s",
