@@ -98,6 +98,7 @@ pub async fn run(args: &Args) -> Result<()> {
         ci_pending_timeout: Duration::from_secs(3600),
         ci_appear_timeout: Duration::from_secs(120),
         log_tail_bytes: 8 * 1024,
+        trusted_users: Vec::new(),
     };
     let home = work.path().join("home");
     let config = WorkerConfig {

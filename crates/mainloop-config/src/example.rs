@@ -113,4 +113,6 @@ ci_appear_timeout_secs = 120
 max_ci_rounds = 5
 # Label on plan issues and pull requests.
 label = "mainloop"
+# Logins (comma-separated) whose replies count, besides the token's own account.
+trusted_users = ""
 "#;

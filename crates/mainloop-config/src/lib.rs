@@ -257,6 +257,10 @@ pub struct GithubConfig {
     pub max_ci_rounds: u32,
     /// Label put on plan issues and pull requests. Default `"mainloop"`.
     pub label: String,
+    /// Besides the token's own account, the GitHub logins (comma-separated) whose
+    /// answers, plan decisions, 👍 and review feedback count; everyone else's are ignored,
+    /// so a stranger on a public repository cannot steer a worker. Default `""`.
+    pub trusted_users: String,
 }
 
 impl Default for GithubConfig {
@@ -272,6 +276,7 @@ impl Default for GithubConfig {
             ci_appear_timeout_secs: 120,
             max_ci_rounds: 5,
             label: "mainloop".to_owned(),
+            trusted_users: String::new(),
         }
     }
 }

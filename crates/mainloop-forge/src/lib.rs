@@ -183,6 +183,8 @@ pub struct NewPullRequest<'a> {
 /// What mainloop asks of a code host. Every method is one or a few API calls; none
 /// retries by itself (the job that calls it does, with backoff).
 pub trait Forge: Send + Sync + fmt::Debug + 'static {
+    /// The login the token acts as.
+    fn current_user(&self) -> BoxFuture<'_, Result<String>>;
     /// Opens an issue with labels.
     fn create_issue<'a>(
         &'a self,

@@ -142,6 +142,18 @@ impl GithubForge {
 }
 
 impl Forge for GithubForge {
+    fn current_user(&self) -> BoxFuture<'_, Result<String>> {
+        Box::pin(async move {
+            #[derive(serde::Deserialize)]
+            struct Me {
+                login: String,
+            }
+            let url = self.api.url(&["user"], &[]);
+            let body = self.api.get(url).await?;
+            Ok(parse::<Me>("the current user", &body)?.login)
+        })
+    }
+
     fn create_issue<'a>(
         &'a self,
         repo: &'a RepoRef,

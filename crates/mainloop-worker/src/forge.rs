@@ -54,6 +54,8 @@ pub struct ForgeSettings {
     pub ci_appear_timeout: Duration,
     /// Bytes of each failing job's log sent to the agent.
     pub log_tail_bytes: usize,
+    /// Logins whose replies count besides the token's own account.
+    pub trusted_users: Vec<String>,
 }
 
 impl ForgeSettings {
@@ -131,6 +133,47 @@ impl Ctx<'_> {
             .comment(&self.repo, number, &format!("{body}\n\n{MARKER}"))
             .await?;
         Ok(c.id)
+    }
+
+    /// Whether `login`'s replies may steer the worker: the token's own account (usually
+    /// the person running mainloop) or a configured trusted login.
+    async fn trusted(&self, login: &str) -> Result<bool, ForgeError> {
+        if self
+            .fs
+            .trusted_users
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(login))
+        {
+            return Ok(true);
+        }
+        let me = self
+            .rt
+            .inner
+            .forge_login
+            .get_or_try_init(|| self.f().current_user())
+            .await?;
+        Ok(me.eq_ignore_ascii_case(login))
+    }
+
+    /// Keeps what trusted people wrote; the rest is logged and dropped.
+    async fn only_trusted<T>(
+        &self,
+        items: Vec<T>,
+        author: impl Fn(&T) -> &str,
+    ) -> Result<Vec<T>, ForgeError> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if self.trusted(author(&item)).await? {
+                out.push(item);
+            } else {
+                tracing::info!(
+                    task = %self.task.id,
+                    author = author(&item),
+                    "ignoring a reply from an untrusted account"
+                );
+            }
+        }
+        Ok(out)
     }
 
     fn issue(&self) -> Option<u64> {
@@ -670,11 +713,13 @@ async fn new_issue_comments(c: &mut Ctx<'_>) -> Result<Vec<mainloop_forge::Comme
         .f()
         .comments_since(&c.repo, issue, &c.m.issue_cursor)
         .await?;
-    c.m.issue_cursor = cursor;
-    Ok(comments
+    let theirs: Vec<_> = comments
         .into_iter()
         .filter(|x| !x.body.contains(MARKER))
-        .collect())
+        .collect();
+    let trusted = c.only_trusted(theirs, |x| x.author.as_str()).await?;
+    c.m.issue_cursor = cursor;
+    Ok(trusted)
 }
 
 async fn poll(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
@@ -796,6 +841,7 @@ async fn poll_plan(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
     }
     if let Some(plan_comment) = c.m.plan_comment {
         let fans = c.f().thumbs_up(&c.repo, plan_comment).await?;
+        let fans = c.only_trusted(fans, String::as_str).await?;
         if let Some(who) = fans.first() {
             c.m.plan_decided_on_forge = true;
             c.m.plan_acknowledged = true;
@@ -907,11 +953,12 @@ async fn poll_review(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
         .f()
         .feedback_since(&c.repo, pr.number, &c.m.feedback_cursor)
         .await?;
-    c.m.feedback_cursor = cursor;
     let human: Vec<_> = items
         .into_iter()
         .filter(|f| !f.body.contains(MARKER))
         .collect();
+    let human = c.only_trusted(human, |f| f.author.as_str()).await?;
+    c.m.feedback_cursor = cursor;
     if let Some(feedback) = review_feedback(&human, &c.fs.mention, "") {
         c.comment(pr.number, "On it: the worker is addressing this feedback.")
             .await?;

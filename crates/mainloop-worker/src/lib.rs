@@ -88,6 +88,8 @@ pub(crate) struct Inner {
     /// One lock per forge task: its mirror bookkeeping is read, changed and written
     /// under it by the sync, watch, commit and checks jobs.
     pub forge_locks: Mutex<HashMap<TaskId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The login the forge token acts as, asked once.
+    pub forge_login: tokio::sync::OnceCell<String>,
 }
 
 impl Runtime {
@@ -102,6 +104,7 @@ impl Runtime {
                 parked: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 forge_locks: Mutex::new(HashMap::new()),
+                forge_login: tokio::sync::OnceCell::new(),
             }),
         }
     }

@@ -175,6 +175,13 @@ fn forge_settings(config: &Config, mut git: Git) -> Result<(Git, Option<ForgeSet
         ci_pending_timeout: Duration::from_secs(gh.ci_pending_timeout_secs),
         ci_appear_timeout: Duration::from_secs(gh.ci_appear_timeout_secs),
         log_tail_bytes: 8 * 1024,
+        trusted_users: gh
+            .trusted_users
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect(),
     };
     Ok((git, Some(settings)))
 }

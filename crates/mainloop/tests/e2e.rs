@@ -628,6 +628,7 @@ rules:
 
 const BOT: &str = "bot-token";
 const ALICE: &str = "alice-token";
+const MALLORY: &str = "mallory-token";
 const HOOK_SECRET: &str = "hook-secret-31337";
 
 struct Gh {
@@ -639,7 +640,11 @@ impl Gh {
     async fn start(root: &Path) -> Self {
         let fake = mainloop_fake_github::FakeGithub::start(mainloop_fake_github::Config::new(
             root,
-            &[(BOT, "mainloop-bot"), (ALICE, "alice")],
+            &[
+                (BOT, "mainloop-bot"),
+                (ALICE, "alice"),
+                (MALLORY, "mallory"),
+            ],
         ))
         .await
         .unwrap();
@@ -649,9 +654,19 @@ impl Gh {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.call_as(ALICE, method, path, body).await
+    }
+
+    async fn call_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let mut rb = client()
             .request(method.clone(), format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {ALICE}"))
+            .header("authorization", format!("Bearer {token}"))
             .header("user-agent", "e2e");
         if let Some(b) = body {
             rb = rb.json(&b);
@@ -777,6 +792,7 @@ fn start_with_github(data: &Path, fake: &FakeAnthropic, claude: &Path, gh: &Gh) 
         .env("MAINLOOP_GITHUB__POLL_INTERVAL_SECS", "1")
         .env("MAINLOOP_GITHUB__CI_APPEAR_TIMEOUT_SECS", "3")
         .env("MAINLOOP_GITHUB__WEBHOOK_SECRET", HOOK_SECRET)
+        .env("MAINLOOP_GITHUB__TRUSTED_USERS", "alice")
         .env("DISABLE_TELEMETRY", "1")
         .env("DISABLE_AUTOUPDATER", "1")
         .env("DISABLE_ERROR_REPORTING", "1")
@@ -863,6 +879,26 @@ async fn github_plan_issue_reaction_draft_pr_ci_loop_review_and_merge() {
     // The plan is posted; a 👍 on it approves.
     let plan = gh.wait_comment(1, "The worker's plan").await;
     let plan_id = plan["id"].as_u64().unwrap();
+    // A stranger cannot approve it, by comment or by reaction.
+    gh.call_as(
+        MALLORY,
+        reqwest::Method::POST,
+        "/repos/octo/app/issues/1/comments",
+        Some(json!({"body": "/approve"})),
+    )
+    .await;
+    gh.call_as(
+        MALLORY,
+        reqwest::Method::POST,
+        &format!("/repos/octo/app/issues/comments/{plan_id}/reactions"),
+        Some(json!({"content": "+1"})),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&base, &token, &format!("/api/tasks/{id}")).await["state"],
+        "waiting_plan_review"
+    );
     gh.post(
         &format!("/repos/octo/app/issues/comments/{plan_id}/reactions"),
         json!({"content": "+1"}),
