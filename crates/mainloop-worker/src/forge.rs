@@ -876,19 +876,21 @@ async fn poll_ci(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
         CiStatus::None if elapsed >= c.fs.ci_appear_timeout => {
             c.m.no_ci = true;
             record_checks(c, json!({"command": "GitHub CI", "passed": null, "no_ci": true, "output": "no check runs on this commit: this repository has no CI"})).await;
+            review_summary(c, "no CI: nothing checked this work").await;
             Ok(Poll::Applied(TaskEvent::ChecksPassed))
         }
         CiStatus::None | CiStatus::Pending { .. }
             if elapsed >= c.fs.ci_pending_timeout && c.m.ci_since.is_some() =>
         {
             Ok(Poll::Applied(TaskEvent::AgentFailed(format!(
-                "CI did not finish within {} minutes",
-                c.fs.ci_pending_timeout.as_secs() / 60
+                "CI did not finish within {} s",
+                c.fs.ci_pending_timeout.as_secs()
             ))))
         }
         CiStatus::None | CiStatus::Pending { .. } => Ok(Poll::Continue),
         CiStatus::Passed { total } => {
             record_checks(c, json!({"command": "GitHub CI", "passed": true, "output": format!("{total} check(s) passed")})).await;
+            review_summary(c, &format!("green ({total} check(s) passed)")).await;
             Ok(Poll::Applied(TaskEvent::ChecksPassed))
         }
         CiStatus::Failed { total, failures } => {
@@ -922,6 +924,26 @@ async fn poll_ci(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
             c.m.ci_sha = None;
             Ok(Poll::Applied(TaskEvent::ChecksFailed(report)))
         }
+    }
+}
+
+/// Puts the pull request's link and the CI outcome at the top of the summary the review
+/// inbox item shows (best effort: review works without it).
+async fn review_summary(c: &Ctx<'_>, ci: &str) {
+    let Some(pr) = &c.m.pr else { return };
+    let stat = c.task.diffstat.clone().unwrap_or_default();
+    let stat: Vec<&str> = stat
+        .lines()
+        .filter(|l| !l.starts_with("Pull request: ") && !l.starts_with("CI: "))
+        .collect();
+    let text = format!("Pull request: {}\nCI: {ci}\n{}", pr.url, stat.join("\n"));
+    if let Err(e) =
+        c.rt.inner
+            .engine
+            .set_task_diffstat(c.task.id, text.trim_end())
+            .await
+    {
+        tracing::warn!(error = %e, "could not record the review summary");
     }
 }
 

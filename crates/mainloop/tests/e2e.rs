@@ -771,7 +771,18 @@ impl Gh {
 }
 
 fn start_with_github(data: &Path, fake: &FakeAnthropic, claude: &Path, gh: &Gh) -> Server {
+    start_with_github_env(data, fake, claude, gh, &[])
+}
+
+fn start_with_github_env(
+    data: &Path,
+    fake: &FakeAnthropic,
+    claude: &Path,
+    gh: &Gh,
+    extra: &[(&str, &str)],
+) -> Server {
     let mut cmd = command(data, Some(&fake.base_url()));
+    cmd.envs(extra.iter().copied());
     cmd.env("MAINLOOP_WORKERS__CLAUDE_COMMAND", claude)
         .env("MAINLOOP_WORKERS__ALLOW_FILE_URLS", "true")
         .env("GITHUB_TOKEN", BOT)
@@ -939,13 +950,19 @@ async fn github_plan_issue_reaction_draft_pr_ci_loop_review_and_merge() {
         "marked ready through GraphQL"
     );
     let inbox = get(&base, &token, "/api/inbox").await;
+    let item = inbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "review" && i["resolved_at"].is_null())
+        .cloned()
+        .expect("a review item");
+    let body = item["body"].as_str().unwrap();
     assert!(
-        inbox["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|i| i["kind"] == "review" && i["resolved_at"].is_null())
+        body.contains("Pull request: ") && body.contains("/pull/2"),
+        "{body}"
     );
+    assert!(body.contains("CI: green"), "{body}");
 
     // A review requesting changes goes back to the agent; its push is checked again.
     gh.post(
@@ -1215,5 +1232,72 @@ async fn github_no_ci_outage_close_webhooks_restart_app_answers_and_cancel() {
     gh.wait_comment(5, "already answered in mainloop").await;
     let t = get(&server.base, &token, &format!("/api/tasks/{t3}")).await;
     assert_eq!(t["answers"], json!({"q1": ["Go"], "q2": ["Docs"]}));
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_ci_is_rechecked_after_the_last_round_and_pending_times_out() {
+    let Some(claude) = claude_path() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let gh = Gh::start(&dir.path().join("github")).await;
+    let fake = FakeAnthropic::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Script::from_yaml(GH_SCRIPT).unwrap(),
+    )
+    .await
+    .unwrap();
+    let server = start_with_github_env(
+        &dir.path().join("data"),
+        &fake,
+        &claude,
+        &gh,
+        &[
+            ("MAINLOOP_GITHUB__MAX_CI_ROUNDS", "1"),
+            ("MAINLOOP_GITHUB__CI_PENDING_TIMEOUT_SECS", "4"),
+        ],
+    );
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+
+    // One fix round allowed: the fix is pushed and checked again; red again fails the task.
+    let (_, t) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "quick fix one", "repo": "octo/app", "skip_plan": true}),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let sha = gh.wait_push(2, None).await;
+    wait_task_state(&base, &token, &id, "checking").await;
+    gh.ci(&sha, "failure").await;
+    let fixed = gh.wait_push(2, Some(&sha)).await;
+    gh.ci(&fixed, "failure").await;
+    let failed = wait_task_state(&base, &token, &id, "failed").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("check"),
+        "{failed}"
+    );
+    gh.wait_comment(2, "The worker failed").await;
+
+    // CI that never finishes fails the task after the pending timeout.
+    let (_, t) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "quick fix two", "repo": "octo/app", "skip_plan": true}),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let sha = gh.wait_push(4, None).await;
+    gh.post(
+        "/repos/octo/app/check-runs",
+        json!({"name": "build", "head_sha": sha, "status": "in_progress"}),
+    )
+    .await;
+    let failed = wait_task_state(&base, &token, &id, "failed").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("did not finish"),
+        "{failed}"
+    );
     drop(server);
 }
