@@ -190,17 +190,6 @@ impl Ctx<'_> {
     }
 }
 
-fn forge_err(e: &ForgeError) -> JobError {
-    match e {
-        ForgeError::RateLimited(d) => JobError {
-            message: e.to_string(),
-            retryable: true,
-            retry_after: Some(*d),
-        },
-        _ => JobError::retry(e.to_string()),
-    }
-}
-
 #[derive(Deserialize)]
 struct SyncPayload {
     task_id: TaskId,
@@ -317,7 +306,94 @@ pub(crate) async fn sync(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError>
     let Some(mut c) = context(rt, p.task_id).await? else {
         return Ok(());
     };
-    sync_in(&mut c).await.map_err(|e| forge_err(&e))
+    match sync_in(&mut c).await {
+        Ok(()) => {
+            clear_outage(&mut c).await?;
+            Ok(())
+        }
+        Err(e) => {
+            let (user, task) = (c.user, c.task.id);
+            let wait = c.fs.poll_interval;
+            note_outage(&mut c, &e).await?;
+            drop(_guard);
+            give_up_or_retry(rt, ctx, user, task, &e, wait).await
+        }
+    }
+}
+
+/// A forge call failed: a transient failure (an outage, a rate limit) runs the same job
+/// again later, however long it lasts, so a GitHub outage only delays the work; anything
+/// else (bad credentials, a rejected request) fails the task with GitHub's reason, where
+/// the human sees it.
+async fn give_up_or_retry(
+    rt: &Runtime,
+    ctx: &JobContext,
+    user: UserId,
+    task: TaskId,
+    e: &ForgeError,
+    interval: Duration,
+) -> Result<(), JobError> {
+    if e.is_transient() {
+        let wait = match e {
+            ForgeError::RateLimited(d) => (*d).max(interval),
+            _ => interval,
+        };
+        tracing::warn!(task = %task, error = %e, "GitHub call failed; trying again later");
+        return retry_later(rt, ctx, wait).await;
+    }
+    status(rt, user, task, &format!("GitHub refused: {e}")).await;
+    fail(rt, task, format!("GitHub refused: {e}")).await
+}
+
+/// Enqueues this job again (same kind, lane and payload, a new key) to run after `wait`.
+async fn retry_later(rt: &Runtime, ctx: &JobContext, wait: Duration) -> Result<(), JobError> {
+    let now = mainloop_engine::now();
+    let after = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+    let job = &ctx.job;
+    let base = job.key.split(":retry@").next().unwrap_or(&job.key);
+    rt.inner
+        .engine
+        .enqueue_job(&NewJob {
+            key: format!("{base}:retry@{}", now.as_millis()),
+            kind: job.kind.clone(),
+            user_id: job.user_id,
+            lane: job.lane.clone(),
+            payload: job.payload.clone(),
+            run_after: Timestamp::from_millis(now.as_millis() + after),
+        })
+        .await
+        .map_err(retry)
+}
+
+/// Records (once) that the forge is failing, in the task's transcript.
+async fn note_outage(c: &mut Ctx<'_>, e: &ForgeError) -> Result<(), JobError> {
+    if c.m.outage.is_none() {
+        c.m.outage = Some(e.to_string());
+        c.save().await?;
+        status(
+            c.rt,
+            c.user,
+            c.task.id,
+            &format!("GitHub trouble, retrying: {e}"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Records that the forge answers again, if it had been failing.
+async fn clear_outage(c: &mut Ctx<'_>) -> Result<(), JobError> {
+    if let Some(what) = c.m.outage.take() {
+        c.save().await?;
+        status(
+            c.rt,
+            c.user,
+            c.task.id,
+            &format!("GitHub is reachable again (after: {what})"),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
@@ -508,6 +584,7 @@ async fn close_everything(c: &mut Ctx<'_>, issue: u64, why: &str) -> Result<(), 
 /// narrate. Returns false when the task is not on a forge.
 pub(crate) async fn publish(
     rt: &Runtime,
+    ctx: &JobContext,
     task: &Task,
     wt: &mainloop_git::Worktree,
 ) -> Result<bool, JobError> {
@@ -519,7 +596,17 @@ pub(crate) async fn publish(
     let url = c.fs.git_url_for(&c.repo);
     let sha = match rt.inner.git.push_branch(wt, &url).await {
         Ok(sha) => sha,
-        Err(e) => return Err(JobError::retry(format!("push failed: {e}"))),
+        Err(e) => {
+            // The network or the remote: try again later, saying so in the transcript.
+            let wait = c.fs.poll_interval;
+            note_outage(
+                &mut c,
+                &ForgeError::Unavailable(format!("push failed: {e}")),
+            )
+            .await?;
+            drop(_guard);
+            return retry_later(rt, ctx, wait).await.map(|()| true);
+        }
     };
     let first_push = c.m.pushed_sha.is_none();
     c.m.pushed_sha = Some(sha.clone());
@@ -564,7 +651,15 @@ pub(crate) async fn publish(
         Ok(())
     }
     .await;
-    result.map_err(|e| forge_err(&e))?;
+    match result {
+        Ok(()) => clear_outage(&mut c).await?,
+        Err(e) => {
+            let (user, id, wait) = (c.user, c.task.id, c.fs.poll_interval);
+            note_outage(&mut c, &e).await?;
+            drop(_guard);
+            give_up_or_retry(rt, ctx, user, id, &e, wait).await?;
+        }
+    }
     Ok(true)
 }
 
@@ -599,7 +694,7 @@ pub(crate) async fn start_ci(rt: &Runtime, task: &Task) -> Result<bool, JobError
 
 /// `task.merge` on a forge: merge the pull request. Returns false when the task is not
 /// on a forge.
-pub(crate) async fn merge(rt: &Runtime, task: &Task) -> Result<bool, JobError> {
+pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext, task: &Task) -> Result<bool, JobError> {
     let lock = rt.forge_lock(task.id);
     let _guard = lock.lock().await;
     let Some(c) = context(rt, task.id).await? else {
@@ -619,7 +714,11 @@ pub(crate) async fn merge(rt: &Runtime, task: &Task) -> Result<bool, JobError> {
             drop(_guard);
             fail(rt, task.id, format!("GitHub refused the merge: {why}")).await?;
         }
-        Err(e) => return Err(forge_err(&e)),
+        Err(e) => {
+            let (user, id, wait) = (c.user, c.task.id, c.fs.poll_interval);
+            drop(_guard);
+            give_up_or_retry(rt, ctx, user, id, &e, wait).await?;
+        }
     }
     Ok(true)
 }
@@ -648,17 +747,8 @@ pub(crate) async fn watch(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError
     }
     let interval = c.fs.poll_interval;
     let outcome = poll(&mut c).await;
-    if outcome.is_ok()
-        && let Some(what) = c.m.outage.take()
-    {
-        c.save().await?;
-        status(
-            rt,
-            c.user,
-            c.task.id,
-            &format!("GitHub is reachable again (after: {what})"),
-        )
-        .await;
+    if outcome.is_ok() {
+        clear_outage(&mut c).await?;
     }
     let next = match outcome {
         Ok(Poll::Continue) => Some(interval),
@@ -676,17 +766,7 @@ pub(crate) async fn watch(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError
                 ForgeError::RateLimited(d) => (*d).max(interval),
                 _ => interval,
             };
-            if c.m.outage.is_none() {
-                c.m.outage = Some(e.to_string());
-                c.save().await?;
-                status(
-                    rt,
-                    c.user,
-                    c.task.id,
-                    &format!("GitHub trouble, retrying: {e}"),
-                )
-                .await;
-            }
+            note_outage(&mut c, &e).await?;
             tracing::warn!(task = %p.task_id, error = %e, "forge poll failed; retrying");
             Some(wait)
         }

@@ -163,7 +163,7 @@ pub(crate) async fn commit(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
         Ok(None) => {}
         Err(e) => return fail(rt, task.id, format!("could not commit the work: {e}")).await,
     }
-    crate::forge::publish(rt, &task, &wt).await.map(|_| ())
+    crate::forge::publish(rt, ctx, &task, &wt).await.map(|_| ())
 }
 
 /// The check command: the project's setting, else `.mainloop.toml` as the base branch
@@ -313,7 +313,7 @@ pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError
     if task.state != TaskState::Review || !task.core.merge_requested {
         return Ok(());
     }
-    if crate::forge::merge(rt, &task).await? {
+    if crate::forge::merge(rt, ctx, &task).await? {
         return Ok(());
     }
     let (repo, wt) = match workspace(rt, &task).await {

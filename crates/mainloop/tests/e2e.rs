@@ -1299,5 +1299,44 @@ async fn github_ci_is_rechecked_after_the_last_round_and_pending_times_out() {
         failed["error"].as_str().unwrap().contains("did not finish"),
         "{failed}"
     );
+
+    // GitHub is down when a task starts: mirroring waits it out, far beyond the
+    // dispatcher's own retry budget (8 attempts within a second or two here), and then
+    // catches up.
+    gh.fake.set_outage(Some(mainloop_fake_github::Outage {
+        status: 502,
+        requests: None,
+    }));
+    let (_, t) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "quick fix three", "repo": "octo/app"}),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        transcript_text(&base, &token, &id)
+            .await
+            .contains("GitHub trouble")
+    );
+    gh.fake.set_outage(None);
+    // The plan issue appears once GitHub answers again.
+    for _ in 0..100 {
+        let r = client()
+            .get(format!("{}/repos/octo/app/issues/5", gh.base))
+            .header("authorization", format!("Bearer {ALICE}"))
+            .header("user-agent", "e2e")
+            .send()
+            .await
+            .unwrap();
+        if r.status().is_success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let issue = gh.get("/repos/octo/app/issues/5").await;
+    assert_eq!(issue["title"], "quick fix three");
     drop(server);
 }
