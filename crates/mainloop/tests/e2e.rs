@@ -770,6 +770,21 @@ impl Gh {
     }
 }
 
+/// What every GitHub test runs against: a temp dir, the fake GitHub with `octo/app`,
+/// the fake model with [`GH_SCRIPT`], and the claude CLI (`None`: not installed here).
+async fn github_world() -> Option<(tempfile::TempDir, Gh, FakeAnthropic, std::path::PathBuf)> {
+    let claude = claude_path()?;
+    let dir = tempfile::tempdir().unwrap();
+    let gh = Gh::start(&dir.path().join("github")).await;
+    let fake = FakeAnthropic::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Script::from_yaml(GH_SCRIPT).unwrap(),
+    )
+    .await
+    .unwrap();
+    Some((dir, gh, fake, claude))
+}
+
 fn start_with_github(data: &Path, fake: &FakeAnthropic, claude: &Path, gh: &Gh) -> Server {
     start_with_github_env(data, fake, claude, gh, &[])
 }
@@ -832,15 +847,9 @@ async fn wait_task_state(base: &str, token: &str, id: &str, state: &str) -> Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_plan_issue_reaction_draft_pr_ci_loop_review_and_merge() {
-    let Some(claude) = claude_path() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let gh = Gh::start(&dir.path().join("github")).await;
-    let fake = FakeAnthropic::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Script::from_yaml(GH_SCRIPT).unwrap(),
-    )
-    .await
-    .unwrap();
+    let Some((dir, gh, fake, claude)) = github_world().await else {
+        return;
+    };
     let data = dir.path().join("data");
     let server = start_with_github(&data, &fake, &claude, &gh);
     let token = server.token.clone().unwrap();
@@ -1063,15 +1072,9 @@ async fn transcript_text(base: &str, token: &str, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_no_ci_outage_close_webhooks_restart_app_answers_and_cancel() {
-    let Some(claude) = claude_path() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let gh = Gh::start(&dir.path().join("github")).await;
-    let fake = FakeAnthropic::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Script::from_yaml(GH_SCRIPT).unwrap(),
-    )
-    .await
-    .unwrap();
+    let Some((dir, gh, fake, claude)) = github_world().await else {
+        return;
+    };
     let data = dir.path().join("data");
     let mut server = start_with_github(&data, &fake, &claude, &gh);
     let token = server.token.clone().unwrap();
@@ -1237,15 +1240,9 @@ async fn github_no_ci_outage_close_webhooks_restart_app_answers_and_cancel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_ci_is_rechecked_after_the_last_round_and_pending_times_out() {
-    let Some(claude) = claude_path() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let gh = Gh::start(&dir.path().join("github")).await;
-    let fake = FakeAnthropic::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Script::from_yaml(GH_SCRIPT).unwrap(),
-    )
-    .await
-    .unwrap();
+    let Some((dir, gh, fake, claude)) = github_world().await else {
+        return;
+    };
     let server = start_with_github_env(
         &dir.path().join("data"),
         &fake,
