@@ -1070,3 +1070,40 @@ async fn poll_review(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
     save(c).await?;
     Ok(Poll::Continue)
 }
+
+/// A code host (GitHub) as the task's forge: push and a draft pull request, the forge's
+/// CI, and merging the pull request.
+pub(crate) struct RemoteForge;
+
+impl crate::steps::WorkForge for RemoteForge {
+    async fn publish(
+        &self,
+        rt: &Runtime,
+        ctx: &JobContext,
+        task: &Task,
+        wt: &mainloop_git::Worktree,
+    ) -> Result<(), JobError> {
+        publish(rt, ctx, task, wt).await.map(|_| ())
+    }
+
+    async fn check(
+        &self,
+        rt: &Runtime,
+        _ctx: &JobContext,
+        _user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError> {
+        crate::steps::record_diffstat(rt, task).await;
+        start_ci(rt, task).await.map(|_| ())
+    }
+
+    async fn merge(
+        &self,
+        rt: &Runtime,
+        ctx: &JobContext,
+        _user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError> {
+        merge(rt, ctx, task).await.map(|_| ())
+    }
+}

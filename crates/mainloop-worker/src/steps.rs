@@ -163,7 +163,10 @@ pub(crate) async fn commit(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
         Ok(None) => {}
         Err(e) => return fail(rt, task.id, format!("could not commit the work: {e}")).await,
     }
-    crate::forge::publish(rt, ctx, &task, &wt).await.map(|_| ())
+    Forges::for_task(rt, task.id)
+        .await
+        .publish(rt, ctx, &task, &wt)
+        .await
 }
 
 /// The check command: the project's setting, else `.mainloop.toml` as the base branch
@@ -209,11 +212,14 @@ pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
     if task.state != TaskState::Checking || task.core.check_round != round {
         return Ok(());
     }
-    if crate::forge::is_forge_task(rt, task.id).await {
-        record_diffstat(rt, &task).await;
-        crate::forge::start_ci(rt, &task).await?;
-        return Ok(());
-    }
+    Forges::for_task(rt, task.id)
+        .await
+        .check(rt, ctx, user, &task)
+        .await
+}
+
+/// The project's check command, run in the task's worktree.
+async fn local_checks(rt: &Runtime, user: UserId, task: Task) -> Result<(), JobError> {
     let wt = match worktree(rt, &task).await {
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("workspace unavailable: {e}")).await,
@@ -280,7 +286,7 @@ pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
 
 /// Stores the work's diffstat for the review inbox item (best effort: review works
 /// without it).
-async fn record_diffstat(rt: &Runtime, task: &Task) {
+pub(crate) async fn record_diffstat(rt: &Runtime, task: &Task) {
     match diff(rt, task).await {
         Ok(d) => {
             let mut text = format!(
@@ -313,9 +319,14 @@ pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError
     if task.state != TaskState::Review || !task.core.merge_requested {
         return Ok(());
     }
-    if crate::forge::merge(rt, ctx, &task).await? {
-        return Ok(());
-    }
+    Forges::for_task(rt, task.id)
+        .await
+        .merge(rt, ctx, user, &task)
+        .await
+}
+
+/// Merges the task branch into the local base branch.
+async fn local_merge(rt: &Runtime, user: UserId, task: Task) -> Result<(), JobError> {
     let (repo, wt) = match workspace(rt, &task).await {
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("workspace unavailable: {e}")).await,
@@ -380,4 +391,126 @@ pub(crate) async fn diff(rt: &Runtime, task: &Task) -> Result<TaskDiff, mainloop
         removed: d.removed,
         text: d.text,
     })
+}
+
+/// Where a task's work is published, checked and merged: the parts of the lifecycle that
+/// differ between the local repository and a code host.
+pub(crate) trait WorkForge {
+    /// After a commit: make the work visible for review.
+    async fn publish(
+        &self,
+        rt: &Runtime,
+        ctx: &JobContext,
+        task: &Task,
+        wt: &Worktree,
+    ) -> Result<(), JobError>;
+    /// Checks this round's work; the outcome arrives as `ChecksPassed`/`ChecksFailed`.
+    async fn check(
+        &self,
+        rt: &Runtime,
+        ctx: &JobContext,
+        user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError>;
+    /// Merges the approved work; the outcome arrives as `Merged` (or a conflict).
+    async fn merge(
+        &self,
+        rt: &Runtime,
+        ctx: &JobContext,
+        user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError>;
+}
+
+/// The local repository: nothing to publish, the project's check command, a git merge
+/// into the base branch.
+pub(crate) struct LocalForge;
+
+impl WorkForge for LocalForge {
+    async fn publish(
+        &self,
+        _rt: &Runtime,
+        _ctx: &JobContext,
+        _task: &Task,
+        _wt: &Worktree,
+    ) -> Result<(), JobError> {
+        Ok(())
+    }
+
+    async fn check(
+        &self,
+        rt: &Runtime,
+        _ctx: &JobContext,
+        user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError> {
+        local_checks(rt, user, task.clone()).await
+    }
+
+    async fn merge(
+        &self,
+        rt: &Runtime,
+        _ctx: &JobContext,
+        user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError> {
+        local_merge(rt, user, task.clone()).await
+    }
+}
+
+/// The task's forge, chosen by whether it is mirrored to a code host.
+pub(crate) enum Forges {
+    Local(LocalForge),
+    Remote(crate::forge::RemoteForge),
+}
+
+impl Forges {
+    pub(crate) async fn for_task(rt: &Runtime, id: TaskId) -> Self {
+        if crate::forge::is_forge_task(rt, id).await {
+            Self::Remote(crate::forge::RemoteForge)
+        } else {
+            Self::Local(LocalForge)
+        }
+    }
+}
+
+impl WorkForge for Forges {
+    async fn publish(
+        &self,
+        rt: &Runtime,
+        ctx: &JobContext,
+        task: &Task,
+        wt: &Worktree,
+    ) -> Result<(), JobError> {
+        match self {
+            Self::Local(f) => f.publish(rt, ctx, task, wt).await,
+            Self::Remote(f) => f.publish(rt, ctx, task, wt).await,
+        }
+    }
+
+    async fn check(
+        &self,
+        rt: &Runtime,
+        ctx: &JobContext,
+        user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError> {
+        match self {
+            Self::Local(f) => f.check(rt, ctx, user, task).await,
+            Self::Remote(f) => f.check(rt, ctx, user, task).await,
+        }
+    }
+
+    async fn merge(
+        &self,
+        rt: &Runtime,
+        ctx: &JobContext,
+        user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError> {
+        match self {
+            Self::Local(f) => f.merge(rt, ctx, user, task).await,
+            Self::Remote(f) => f.merge(rt, ctx, user, task).await,
+        }
+    }
 }
