@@ -230,10 +230,12 @@ fn session_cookie_header(value: &str, max_age_secs: u64, secure: bool) -> ApiRes
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Wrong token", body = ErrorBody),
         (status = 403, description = "Cross-origin request", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens from this address; see `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     uri: Uri,
     ApiJson(body): ApiJson<LoginRequest>,
@@ -242,9 +244,25 @@ pub async fn login(
     if headers.contains_key(header::ORIGIN) {
         require_same_origin(&headers, &uri)?;
     }
+    let client = client.map(|c| c.0.0.ip());
+    let now = std::time::Instant::now();
+    if let Some(wait) = state.logins.blocked_for(client, now) {
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "too many wrong tokens from this address; try again later",
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            err.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(err);
+    }
     let Some((user, session, _expires)) = state.engine.login(body.token.trim()).await? else {
+        state.logins.record_failure(client, now);
         return Err(ApiError::unauthorized("wrong token"));
     };
+    state.logins.record_success(client);
     let max_age = state.engine.config().session_ttl.as_secs();
     let cookie = session_cookie_header(&session, max_age, state.config.secure_cookies)?;
     let mut response = Json(LoginResponse { user }).into_response();

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limit;
 pub mod routes;
 
 use axum::Router;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub(crate) config: Arc<ApiConfig>,
     /// Ends open event streams, so a graceful shutdown does not wait on them forever.
     pub(crate) shutdown: CancellationToken,
+    /// Wrong sign-in tokens per client address.
+    pub(crate) logins: Arc<limit::LoginLimiter>,
     openapi_json: Bytes,
 }
 
@@ -76,6 +79,7 @@ pub fn router_with_shutdown(
         engine,
         shutdown,
         openapi_json,
+        logins: Arc::default(),
         config: Arc::new(config),
     };
     use routes::{chat, events, health, inbox, notifications, projects, tasks};

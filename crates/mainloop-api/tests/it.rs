@@ -2040,3 +2040,39 @@ async fn notifications_reach_web_push_and_ntfy_and_bad_input_changes_nothing() {
     assert_eq!(settings["ntfy_url"], Value::Null);
     assert_eq!(settings["subscriptions"], json!([]));
 }
+
+#[tokio::test]
+async fn sign_in_is_refused_for_a_while_after_repeated_wrong_tokens() {
+    let app = app().await;
+    let attempt = |token: &'static str| {
+        app.client
+            .post(app.url("/api/auth/login"))
+            .json(&json!({ "token": token }))
+            .send()
+    };
+    for _ in 0..mainloop_api::limit::MAX_FAILURES {
+        assert_eq!(
+            attempt("mlt_guess").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let refused = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .json(&json!({ "token": app.token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 0 && wait <= mainloop_api::limit::WINDOW.as_secs());
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+    // API tokens keep working for programs; only the sign-in form is limited.
+    let (status, _) = app.get("/api/auth/me").await;
+    assert_eq!(status, StatusCode::OK);
+}

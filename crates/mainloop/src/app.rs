@@ -364,14 +364,18 @@ pub async fn serve(config: Config) -> Result<()> {
     tracing::info!(%addr, database = ?engine.store().backend(), "serving");
 
     let stop = shutdown.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            stop.cancel();
-        })
-        .await
-        .context("serving HTTP")?;
+    // Connection addresses let sign-in attempts be limited per client.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    })
+    .await
+    .context("serving HTTP")?;
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(10), workers)
         .await
