@@ -397,4 +397,81 @@ mod tests {
         assert!(joined.contains("--permission-mode acceptEdits --resume s1 --model m"));
         assert!(!joined.contains("--append-system-prompt"));
     }
+
+    mod properties {
+        use super::super::parse_line;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                "\\PC{0,12}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("type".to_owned()),
+                            Just("subtype".to_owned()),
+                            Just("message".to_owned()),
+                            Just("content".to_owned()),
+                            Just("request".to_owned()),
+                            Just("input".to_owned()),
+                            Just("name".to_owned()),
+                            Just("id".to_owned()),
+                            Just("tool_use_id".to_owned()),
+                            Just("request_id".to_owned()),
+                            Just("text".to_owned()),
+                            "[a-z_]{1,10}",
+                        ],
+                        inner,
+                        0..6,
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// Real message types with arbitrary bodies: the shapes the parser dispatches on.
+        fn agent_message() -> impl Strategy<Value = Value> {
+            (
+                prop_oneof![
+                    Just("system"),
+                    Just("assistant"),
+                    Just("user"),
+                    Just("result"),
+                    Just("control_request"),
+                    Just("control_response"),
+                    Just("stream_event"),
+                ],
+                json_value(),
+                json_value(),
+            )
+                .prop_map(|(t, a, b)| {
+                    json!({"type": t, "subtype": "init", "message": {"content": a}, "request": b,
+                           "session_id": "s", "request_id": "r"})
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn garbage_lines_never_panic(line in "\\PC{0,300}") {
+                let _ = parse_line(&line);
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics(v in json_value()) {
+                let _ = parse_line(&v.to_string());
+            }
+
+            #[test]
+            fn message_shaped_json_never_panics(v in agent_message()) {
+                let _ = parse_line(&v.to_string());
+            }
+        }
+    }
 }

@@ -523,4 +523,76 @@ mod tests {
             "{plan}"
         );
     }
+
+    mod properties {
+        use super::*;
+        use mainloop_domain::question::validate_answers;
+        use proptest::prelude::*;
+
+        fn questions() -> impl Strategy<Value = Vec<Question>> {
+            prop::collection::vec(
+                (
+                    prop::collection::vec("[A-Za-z][A-Za-z ]{0,8}", 0..4),
+                    any::<bool>(),
+                ),
+                1..4,
+            )
+            .prop_map(|qs| {
+                qs.into_iter()
+                    .enumerate()
+                    .map(|(i, (labels, multi))| {
+                        let mut seen = Vec::new();
+                        for l in labels {
+                            let l = l.trim().to_owned();
+                            if !l.is_empty()
+                                && !seen.iter().any(|s: &String| s.eq_ignore_ascii_case(&l))
+                            {
+                                seen.push(l);
+                            }
+                        }
+                        let refs: Vec<&str> = seen.iter().map(String::as_str).collect();
+                        q(
+                            &format!("q{}", i + 1),
+                            &format!("Question {i}?"),
+                            &refs,
+                            multi,
+                        )
+                    })
+                    .collect()
+            })
+        }
+
+        /// Lines shaped like answers, mixed with noise.
+        fn bodies() -> impl Strategy<Value = String> {
+            prop::collection::vec(
+                prop_oneof![
+                    ("[0-9]{1,2}", "[:.)]", "[ -~]{0,20}")
+                        .prop_map(|(n, sep, v)| format!("{n}{sep} {v}")),
+                    "[ -~]{0,30}",
+                    "\\PC{0,30}",
+                ],
+                0..6,
+            )
+            .prop_map(|lines| lines.join("\n"))
+        }
+
+        proptest! {
+            #[test]
+            fn complete_answers_always_validate(qs in questions(), body in bodies()) {
+                if let ParsedAnswers::Complete(a) = parse_answers(&body, &qs) {
+                    prop_assert!(validate_answers(&qs, &a).is_ok(), "{body:?} gave {a:?}");
+                }
+            }
+
+            #[test]
+            fn arbitrary_text_never_panics(body in "\\PC{0,200}", qs in questions()) {
+                let _ = parse_answers(&body, &qs);
+                if let Some(PlanReply::Revise(f)) = parse_plan_reply(&body) {
+                    prop_assert!(!f.trim().is_empty());
+                }
+                let f = Feedback { id: 1, kind: FeedbackKind::Comment, author: "a".into(), body, path: None, line: None, url: String::new() };
+                let _ = review_feedback(&[f], "mainloop", "bot");
+            }
+        }
+    }
 }

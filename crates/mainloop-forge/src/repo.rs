@@ -131,4 +131,15 @@ mod tests {
             Ok("team/app".to_owned())
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics_and_round_trips(spec in "\\PC{0,60}") {
+            if let Ok(r) = RepoRef::parse(&spec, "github.com") {
+                proptest::prop_assert_eq!(RepoRef::parse(&r.to_string(), "github.com"), Ok(r.clone()));
+                proptest::prop_assert!(!r.owner.contains('/') && !r.name.contains('/'));
+                proptest::prop_assert!(r.owner != ".." && r.name != "..");
+            }
+        }
+    }
 }
