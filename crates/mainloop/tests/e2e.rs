@@ -43,11 +43,16 @@ impl Server {
         Self::spawn(command(data, model_url))
     }
 
-    fn spawn(mut cmd: Command) -> Self {
+    fn spawn(cmd: Command) -> Self {
+        Self::spawn_logging_to(cmd, Stdio::inherit())
+    }
+
+    /// Like [`Server::spawn`], with the server's log (stderr) sent to `log`.
+    fn spawn_logging_to(mut cmd: Command, log: Stdio) -> Self {
         let mut child = cmd
             .args(["serve", "--listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -796,6 +801,16 @@ fn start_with_github_env(
     gh: &Gh,
     extra: &[(&str, &str)],
 ) -> Server {
+    Server::spawn(github_command(data, fake, claude, gh, extra))
+}
+
+fn github_command(
+    data: &Path,
+    fake: &FakeAnthropic,
+    claude: &Path,
+    gh: &Gh,
+    extra: &[(&str, &str)],
+) -> Command {
     let mut cmd = command(data, Some(&fake.base_url()));
     cmd.envs(extra.iter().copied());
     cmd.env("MAINLOOP_WORKERS__CLAUDE_COMMAND", claude)
@@ -823,7 +838,7 @@ fn start_with_github_env(
         .env("DISABLE_AUTOUPDATER", "1")
         .env("DISABLE_ERROR_REPORTING", "1")
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
-    Server::spawn(cmd)
+    cmd
 }
 
 async fn wait_task_state(base: &str, token: &str, id: &str, state: &str) -> Value {
@@ -1336,4 +1351,57 @@ async fn github_ci_is_rechecked_after_the_last_round_and_pending_times_out() {
     let issue = gh.get("/repos/octo/app/issues/5").await;
     assert_eq!(issue["title"], "quick fix three");
     drop(server);
+}
+
+/// Planted secrets (the model API key, the GitHub token, the webhook secret, the owner's
+/// API token) never reach the server's log, even at debug level, nor a task transcript
+/// or the chat, through a chat turn and a whole GitHub task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_secrets_never_reach_logs_or_transcripts() {
+    let Some((dir, gh, fake, claude)) = github_world().await else {
+        return;
+    };
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = github_command(&dir.path().join("data"), &fake, &claude, &gh, &[]);
+    cmd.env("MAINLOOP_LOG__FILTER", "debug");
+    let server = Server::spawn_logging_to(cmd, Stdio::from(log));
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+
+    let (status, _) = post(&base, &token, "/api/chat", json!({"text": "hello there"})).await;
+    assert_eq!(status, 202);
+    let (_, t) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "quick fix the log", "repo": "octo/app", "skip_plan": true}),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    wait_task_state(&base, &token, &id, "review").await;
+    let (status, _) = deliver(&base, "ping", "{}", &sign(b"{}")).await;
+    assert_eq!(status, 202);
+    let chat = messages(&base, &token).await;
+    let transcript = transcript_text(&base, &token, &id).await;
+    drop(server);
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.len() > 1000,
+        "the debug log was written ({} bytes)",
+        log.len()
+    );
+    for (name, secret) in [
+        ("the model API key", "sk-planted-secret-4242"),
+        ("the GitHub token", BOT),
+        ("the webhook secret", HOOK_SECRET),
+        ("the owner's API token", token.as_str()),
+    ] {
+        assert!(!log.contains(secret), "{name} is in the server log");
+        assert!(!transcript.contains(secret), "{name} is in the transcript");
+        assert!(
+            !serde_json::to_string(&chat).unwrap().contains(secret),
+            "{name} is in the chat"
+        );
+    }
 }
