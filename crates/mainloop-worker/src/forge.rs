@@ -725,15 +725,34 @@ pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext, task: &Task) -> Result
 
 /// `forge.watch`: polls what the task waits on, then reschedules itself.
 pub(crate) async fn watch(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
-    #[derive(Deserialize)]
-    struct P {
-        task_id: TaskId,
-        generation: u64,
-        #[serde(default)]
-        seq: u64,
-    }
-    let p: P = serde_json::from_value(ctx.job.payload.clone())
+    let p: WatchPayload = serde_json::from_value(ctx.job.payload.clone())
         .map_err(|e| JobError::fatal(format!("bad forge watch payload: {e}")))?;
+    match watch_once(rt, &p).await {
+        Ok(()) => Ok(()),
+        // A store hiccup or a transition that lost a race: the chain goes on later rather
+        // than spending the dispatcher's few retries and ending the watch.
+        Err(e) => {
+            tracing::warn!(task = %p.task_id, error = %e, "forge watch step failed; continuing later");
+            let interval = rt
+                .inner
+                .config
+                .forge
+                .as_ref()
+                .map_or(Duration::from_secs(60), |f| f.poll_interval);
+            enqueue_watch(rt, p.task_id, p.generation, p.seq + 1, interval).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WatchPayload {
+    task_id: TaskId,
+    generation: u64,
+    #[serde(default)]
+    seq: u64,
+}
+
+async fn watch_once(rt: &Runtime, p: &WatchPayload) -> Result<(), JobError> {
     let lock = rt.forge_lock(p.task_id);
     let guard = lock.lock().await;
     let Some(mut c) = context(rt, p.task_id).await? else {

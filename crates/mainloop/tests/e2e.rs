@@ -1378,7 +1378,27 @@ async fn planted_secrets_never_reach_logs_or_transcripts() {
     )
     .await;
     let id = t["id"].as_str().unwrap().to_owned();
-    wait_task_state(&base, &token, &id, "review").await;
+    let mut state = Value::Null;
+    for _ in 0..1200 {
+        state = get(&base, &token, &format!("/api/tasks/{id}")).await["state"].clone();
+        if state == "review" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if state != "review" {
+        // Say why, from the server's own account of it.
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let forge: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("forge") || l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        let tail = forge[forge.len().saturating_sub(60)..].join("\n");
+        panic!(
+            "the task is {state}, not in review; transcript: {}\nserver log:\n{tail}",
+            transcript_text(&base, &token, &id).await
+        );
+    }
     let (status, _) = deliver(&base, "ping", "{}", &sign(b"{}")).await;
     assert_eq!(status, 202);
     let chat = messages(&base, &token).await;
