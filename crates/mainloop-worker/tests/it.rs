@@ -10,7 +10,7 @@
 use mainloop_agent::ClaudeCode;
 use mainloop_domain::question::Answer;
 use mainloop_domain::records::Task;
-use mainloop_domain::task::TaskState;
+use mainloop_domain::task::{TaskEvent, TaskState};
 use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{CreateTask, Engine, EngineConfig, PlanAction, ReviewAction};
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
@@ -102,6 +102,25 @@ impl World {
         check: Option<&str>,
         idle_timeout: Duration,
     ) -> Self {
+        Self::with_timeouts(
+            command,
+            script,
+            max_agents,
+            check,
+            idle_timeout,
+            Duration::from_secs(120),
+        )
+        .await
+    }
+
+    async fn with_timeouts(
+        command: Vec<String>,
+        script: Option<&str>,
+        max_agents: usize,
+        check: Option<&str>,
+        idle_timeout: Duration,
+        inactivity_timeout: Duration,
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let repo = tempfile::tempdir().unwrap();
@@ -162,7 +181,7 @@ impl World {
             WorkerConfig {
                 max_agents,
                 idle_timeout,
-                inactivity_timeout: Duration::from_secs(120),
+                inactivity_timeout,
                 check_timeout: Duration::from_secs(60),
                 check_output_bytes: 16 * 1024,
                 model: None,
@@ -820,4 +839,56 @@ async fn a_session_that_was_never_saved_is_started_again_on_retry() {
             .is_some_and(|t| t.contains("starting it again"))),
         "{transcript:?}"
     );
+}
+
+const HANGS_ONCE: &str = r##"
+rules:
+  - name: hang
+    match: {user_contains: "hang please", times: 1}
+    delay_ms: 60000
+    reply: [{text: "too late"}]
+  - name: continue
+    match: {user_contains: "stopped before finishing"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > done.txt", description: "Finish"}}
+  - name: fresh
+    match: {user_contains: "hang please"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > done.txt", description: "Finish"}}
+  - name: done
+    match: {tool_result_for: Bash}
+    reply: [{text: "Done."}]
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_agent_is_stopped_after_the_inactivity_timeout_and_retry_finishes() {
+    let Some(claude) = claude_path() else { return };
+    let w = World::with_timeouts(
+        vec![claude.display().to_string()],
+        Some(HANGS_ONCE),
+        1,
+        None,
+        Duration::from_secs(600),
+        Duration::from_secs(3),
+    )
+    .await;
+    let task = w.spawn("hang please", true).await;
+    let failed = w.wait_state(task.id, TaskState::Failed).await;
+    assert!(
+        failed
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no output for 3 s"),
+        "{:?}",
+        failed.error
+    );
+    assert!(!w.runtime.is_parked(task.id));
+    // The slot is free again and the task can be retried; this time the model answers.
+    w.engine
+        .apply_task_event(Some(w.user), task.id, TaskEvent::RetryRequested)
+        .await
+        .unwrap();
+    let review = w.wait_state(task.id, TaskState::Review).await;
+    assert!(review.error.is_none());
 }
