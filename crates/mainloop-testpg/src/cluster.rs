@@ -36,12 +36,40 @@ const PG_ENV_TO_CLEAR: &[&str] = &[
 #[derive(Debug)]
 pub(crate) struct Cluster {
     port: u16,
+    bins: Binaries,
+    runner: Runner,
+    root: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    options: String,
 }
 
 impl Cluster {
     /// Superuser URL of the maintenance database, from which test databases are created.
     pub(crate) fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Restarts the server (fast shutdown: open connections are cut), on the same port,
+    /// for tests of what survives a database restart.
+    pub(crate) fn restart(&self) -> Result<(), TestPgError> {
+        let mut pg_ctl = self.runner.command(&self.bins.pg_ctl, &self.root);
+        pg_ctl
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args([
+                "-w",
+                "-t",
+                "60",
+                "-m",
+                "fast",
+                "-o",
+                &self.options,
+                "restart",
+            ]);
+        run(&mut pg_ctl).map(|_| ())
     }
 
     pub(crate) fn start() -> Result<Self, TestPgError> {
@@ -78,7 +106,17 @@ impl Cluster {
                 .arg(&log)
                 .args(["-w", "-t", "60", "-o", &options, "start"]);
             match run(&mut pg_ctl) {
-                Ok(_) => return Ok(Self { port }),
+                Ok(_) => {
+                    return Ok(Self {
+                        port,
+                        bins,
+                        runner,
+                        root,
+                        data,
+                        log,
+                        options,
+                    });
+                }
                 Err(err) => {
                     last_detail = err.to_string();
                     let log_tail = tail_of_file(&log);

@@ -46,6 +46,44 @@ pub async fn fresh_database_url() -> Result<String, TestPgError> {
     create_database(&server_url).await
 }
 
+/// A private cluster of one's own (not the shared one [`fresh_database_url`] uses), for
+/// fault tests that restart the server without disturbing other tests.
+#[derive(Debug)]
+pub struct OwnCluster {
+    cluster: cluster::Cluster,
+}
+
+impl OwnCluster {
+    /// Starts a new cluster (removed when the process exits).
+    ///
+    /// # Errors
+    /// When the PostgreSQL binaries are missing or the server does not start.
+    pub async fn start() -> Result<Self, TestPgError> {
+        let cluster = tokio::task::spawn_blocking(cluster::Cluster::start)
+            .await
+            .map_err(|e| TestPgError::StartTask(e.to_string()))??;
+        Ok(Self { cluster })
+    }
+
+    /// A fresh, empty database on this cluster.
+    ///
+    /// # Errors
+    /// When the database cannot be created.
+    pub async fn fresh_database_url(&self) -> Result<String, TestPgError> {
+        create_database(&self.cluster.admin_url()).await
+    }
+
+    /// Restarts the server: every open connection is cut; the data stays.
+    ///
+    /// # Errors
+    /// When `pg_ctl restart` fails.
+    pub async fn restart(&self) -> Result<(), TestPgError> {
+        let c = &self.cluster;
+        // pg_ctl blocks until the server is back; keep the runtime free meanwhile.
+        tokio::task::block_in_place(|| c.restart())
+    }
+}
+
 async fn private_cluster() -> Result<&'static cluster::Cluster, TestPgError> {
     // If start fails the cell stays empty, so a later test retries and reports its own error
     // instead of every test failing with a stale one.
