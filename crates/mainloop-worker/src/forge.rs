@@ -581,17 +581,17 @@ async fn close_everything(c: &mut Ctx<'_>, issue: u64, why: &str) -> Result<(), 
 }
 
 /// `task.commit` on a forge: push the branch, open the draft pull request once, and
-/// narrate. Returns false when the task is not on a forge.
+/// narrate.
 pub(crate) async fn publish(
     rt: &Runtime,
     ctx: &JobContext,
     task: &Task,
     wt: &mainloop_git::Worktree,
-) -> Result<bool, JobError> {
+) -> Result<(), JobError> {
     let lock = rt.forge_lock(task.id);
     let _guard = lock.lock().await;
     let Some(mut c) = context(rt, task.id).await? else {
-        return Ok(false);
+        return Ok(());
     };
     let url = c.fs.git_url_for(&c.repo);
     let sha = match rt.inner.git.push_branch(wt, &url).await {
@@ -605,7 +605,7 @@ pub(crate) async fn publish(
             )
             .await?;
             drop(_guard);
-            return retry_later(rt, ctx, wait).await.map(|()| true);
+            return retry_later(rt, ctx, wait).await;
         }
     };
     let first_push = c.m.pushed_sha.is_none();
@@ -660,21 +660,20 @@ pub(crate) async fn publish(
             give_up_or_retry(rt, ctx, user, id, &e, wait).await?;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
-/// `task.checks` on a forge: start watching CI for the pushed commit. Returns false
-/// when the task is not on a forge.
-pub(crate) async fn start_ci(rt: &Runtime, task: &Task) -> Result<bool, JobError> {
+/// `task.checks` on a forge: start watching CI for the pushed commit.
+pub(crate) async fn start_ci(rt: &Runtime, task: &Task) -> Result<(), JobError> {
     let lock = rt.forge_lock(task.id);
     let _guard = lock.lock().await;
     let Some(mut c) = context(rt, task.id).await? else {
-        return Ok(false);
+        return Ok(());
     };
     let Some(sha) = c.m.pushed_sha.clone() else {
         drop(_guard);
         fail(rt, task.id, "nothing was pushed to check".into()).await?;
-        return Ok(true);
+        return Ok(());
     };
     if c.m.ci_sha.as_deref() != Some(sha.as_str()) {
         c.m.ci_sha = Some(sha.clone());
@@ -689,21 +688,20 @@ pub(crate) async fn start_ci(rt: &Runtime, task: &Task) -> Result<bool, JobError
     )
     .await;
     schedule_watch(&mut c, Duration::ZERO).await?;
-    Ok(true)
+    Ok(())
 }
 
-/// `task.merge` on a forge: merge the pull request. Returns false when the task is not
-/// on a forge.
-pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext, task: &Task) -> Result<bool, JobError> {
+/// `task.merge` on a forge: merge the pull request.
+pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext, task: &Task) -> Result<(), JobError> {
     let lock = rt.forge_lock(task.id);
     let _guard = lock.lock().await;
     let Some(c) = context(rt, task.id).await? else {
-        return Ok(false);
+        return Ok(());
     };
     let Some(pr) = c.m.pr.clone() else {
         drop(_guard);
         fail(rt, task.id, "there is no pull request to merge".into()).await?;
-        return Ok(true);
+        return Ok(());
     };
     match c.f().merge_pull_request(&c.repo, pr.number).await {
         Ok(()) => {
@@ -720,7 +718,7 @@ pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext, task: &Task) -> Result
             give_up_or_retry(rt, ctx, user, id, &e, wait).await?;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// `forge.watch`: polls what the task waits on, then reschedules itself.
@@ -845,22 +843,35 @@ async fn late_replies(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
         return Ok(());
     };
     for comment in new_issue_comments(c).await? {
-        let late = !matches!(
-            parse_answers(&comment.body, &c.task.questions),
-            ParsedAnswers::NotAnAnswer
-        ) || parse_plan_reply(&comment.body).is_some();
-        if late {
-            c.comment(
+        if answers_something(c, &comment.body) || parse_plan_reply(&comment.body).is_some() {
+            too_late(
+                c,
                 issue,
-                &format!(
-                    "@{} this was already answered or decided in mainloop; nothing changed.",
-                    comment.author
-                ),
+                &comment.author,
+                "this was already answered or decided",
             )
             .await?;
         }
     }
     save(c).await
+}
+
+/// Whether a comment tries to answer the task's questions.
+fn answers_something(c: &Ctx<'_>, body: &str) -> bool {
+    !matches!(
+        parse_answers(body, &c.task.questions),
+        ParsedAnswers::NotAnAnswer
+    )
+}
+
+/// Tells a reply's author that the app decided first and nothing changed.
+async fn too_late(c: &Ctx<'_>, issue: u64, author: &str, what: &str) -> Result<(), ForgeError> {
+    c.comment(
+        issue,
+        &format!("@{author} {what} in mainloop; nothing changed."),
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn poll_answers(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
@@ -901,18 +912,12 @@ async fn poll_plan(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
         let decision = match parse_plan_reply(&comment.body) {
             None => {
                 // Answers to questions that were already answered (in the app, say).
-                if c.task.answers.is_some()
-                    && !matches!(
-                        parse_answers(&comment.body, &c.task.questions),
-                        ParsedAnswers::NotAnAnswer
-                    )
-                {
-                    c.comment(
+                if c.task.answers.is_some() && answers_something(c, &comment.body) {
+                    too_late(
+                        c,
                         issue,
-                        &format!(
-                            "@{} the questions were already answered in mainloop; nothing changed.",
-                            comment.author
-                        ),
+                        &comment.author,
+                        "the questions were already answered",
                     )
                     .await?;
                 }
@@ -1102,7 +1107,7 @@ impl crate::steps::WorkForge for RemoteForge {
         task: &Task,
         wt: &mainloop_git::Worktree,
     ) -> Result<(), JobError> {
-        publish(rt, ctx, task, wt).await.map(|_| ())
+        publish(rt, ctx, task, wt).await
     }
 
     async fn check(
@@ -1113,7 +1118,7 @@ impl crate::steps::WorkForge for RemoteForge {
         task: &Task,
     ) -> Result<(), JobError> {
         crate::steps::record_diffstat(rt, task).await;
-        start_ci(rt, task).await.map(|_| ())
+        start_ci(rt, task).await
     }
 
     async fn merge(
@@ -1123,6 +1128,6 @@ impl crate::steps::WorkForge for RemoteForge {
         _user: UserId,
         task: &Task,
     ) -> Result<(), JobError> {
-        merge(rt, ctx, task).await.map(|_| ())
+        merge(rt, ctx, task).await
     }
 }

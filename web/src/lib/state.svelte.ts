@@ -213,10 +213,6 @@ class AppState {
       }
     }
   }
-
-  noteChatMessage(m: ChatMessage): void {
-    this.apply("chat.message", m);
-  }
 }
 
 /** Most urgent first, then longest waiting (the server's inbox rule). */
