@@ -143,7 +143,13 @@ impl Store {
     ) -> AnyPoolOptions {
         let pool_options = AnyPoolOptions::new()
             .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout);
+            .acquire_timeout(options.acquire_timeout)
+            // A connection opened before the database last refused a write may keep
+            // refusing after writes are allowed again; a new one sees the database as
+            // it is now.
+            .before_acquire(|_conn, meta| {
+                Box::pin(async move { Ok(!error::refusals().predates_last(meta.age)) })
+            });
         if backend != Backend::Sqlite {
             return pool_options;
         }
