@@ -1259,3 +1259,64 @@ async fn postgres_refusing_writes_is_unavailable_reads_go_on_and_writes_resume()
     );
     assert!(all.iter().any(|e| e.id == resumed));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_by_another_process_is_unavailable_within_a_bound_and_writes_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/locked.db", dir.path().display());
+    let wait = std::time::Duration::from_millis(400);
+    let store = Store::connect(
+        &url,
+        &StoreOptions {
+            acquire_timeout: wait,
+            busy_timeout: wait,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a = user(&store, "a").await;
+    append(&store, a, 1).await.unwrap();
+
+    // Another connection to the file (a backup script's `BEGIN IMMEDIATE`, the sqlite3
+    // shell) holds the write lock.
+    let other = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let mut held = other.begin().await.unwrap();
+    held.append_event(a, EventName::ChatMessage, &json!({"other": true}), at(2))
+        .await
+        .unwrap();
+
+    // Ten writers at once are all refused as unavailable, within one lock wait plus one
+    // busy timeout, not one busy timeout after another.
+    let started = std::time::Instant::now();
+    let writers: Vec<_> = (0..10)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { append(&store, a, 10 + n).await })
+        })
+        .collect();
+    let mut writes = Vec::new();
+    for w in writers {
+        writes.push(w.await.unwrap());
+    }
+    let took = started.elapsed();
+    for w in &writes {
+        let e = w.as_ref().expect_err("the file is locked");
+        assert!(e.is_transient(), "{e:?}");
+    }
+    assert!(took < wait * 4, "ten refused writes took {took:?}");
+    // Reads go on (WAL).
+    assert_eq!(
+        store.events_after(a, EventId(0), 10).await.unwrap().len(),
+        1
+    );
+
+    drop(held);
+    append(&store, a, 3).await.unwrap();
+    assert_eq!(
+        store.events_after(a, EventId(0), 10).await.unwrap().len(),
+        2
+    );
+}
