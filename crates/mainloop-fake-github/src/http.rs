@@ -292,14 +292,15 @@ async fn api_layer(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "<unmatched>".to_owned(), |m| m.as_str().to_owned());
-    s.count_request(format!("{method} {route}"));
+    let key = format!("{method} {route}");
+    let hang = s.hang_hit(method.as_str(), &key);
+    s.count_request(key);
     let resource = if route == "/graphql" {
         "graphql"
     } else {
         "core"
     };
 
-    let hang = s.hang_hit(method.as_str());
     if let Some(h) = &hang {
         tokio::time::sleep(std::time::Duration::from_millis(h.delay_ms)).await;
         if let (Some(status), false) = (h.status, h.applied) {

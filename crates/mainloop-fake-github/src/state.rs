@@ -210,6 +210,10 @@ pub struct Hang {
     /// Only requests with this method (`POST`, say); every method when unset.
     #[serde(default)]
     pub method: Option<String>,
+    /// Only requests to this route, named as in [`Stats::by_route`]
+    /// (`POST /repos/{o}/{r}/issues`); every route when unset.
+    #[serde(default)]
+    pub route: Option<String>,
     /// Only the next this many matching requests; otherwise until cleared.
     #[serde(default)]
     pub requests: Option<u64>,
@@ -782,13 +786,15 @@ impl Shared {
         Some(status)
     }
 
-    /// The hang this request gets, if one is on for its method (and counts it down).
-    pub(crate) fn hang_hit(&self, method: &str) -> Option<Hang> {
+    /// The hang this request (`route`: `"METHOD /pattern"`) gets, if one is on for it
+    /// (and counts it down).
+    pub(crate) fn hang_hit(&self, method: &str, route: &str) -> Option<Hang> {
         let mut st = self.lock();
         let h = st.hang.as_mut()?;
         if h.method
             .as_deref()
             .is_some_and(|m| !m.eq_ignore_ascii_case(method))
+            || h.route.as_deref().is_some_and(|r| r != route)
         {
             return None;
         }

@@ -1042,12 +1042,25 @@ async fn hangs_answer_late_time_out_or_lose_the_answer_of_a_change_made() {
     assert_eq!(comments(&e, 1).await, 1);
 
     // Timed out after the change was made: the comment exists, the answer says 504.
+    // Only that route hangs.
     e.control(
         Method::POST,
         "/_fake/hang",
-        Some(json!({"delay_ms": 50, "status": 504, "applied": true, "requests": 1})),
+        Some(
+            json!({"delay_ms": 50, "status": 504, "applied": true, "requests": 1,
+                    "route": "POST /repos/{o}/{r}/issues/{n}/comments"}),
+        ),
     )
     .await;
+    let other = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/issues",
+            BOT,
+            json!({"title": "u"}),
+        )
+        .await;
+    assert_eq!(other.status, 201);
     let made = e
         .send(
             Method::POST,

@@ -2533,3 +2533,353 @@ async fn worker_model_errors_are_retried_by_the_cli_and_a_longer_outage_by_a_tas
         started.elapsed()
     );
 }
+
+impl Gh {
+    /// Every issue (pull requests excluded) and every pull request of `octo/app`.
+    async fn issues_and_pulls(&self) -> (Vec<Value>, Vec<Value>) {
+        let all = self
+            .get("/repos/octo/app/issues?state=all&per_page=100")
+            .await;
+        let issues = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i.get("pull_request").is_none())
+            .cloned()
+            .collect();
+        let pulls = self
+            .get("/repos/octo/app/pulls?state=all&per_page=100")
+            .await
+            .as_array()
+            .unwrap()
+            .clone();
+        (issues, pulls)
+    }
+
+    /// Waits until the fake has served `n` faults of `kind` (see `Stats::injected`).
+    async fn wait_injected(&self, kind: &str, n: u64) {
+        for _ in 0..600 {
+            if self.fake.stats().injected.get(kind).copied().unwrap_or(0) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("only {:?} faults served", self.fake.stats().injected);
+    }
+}
+
+/// Comment bodies that appear more than once (mainloop's own words twice is a
+/// duplicated post).
+fn repeated(comments: &[Value]) -> Vec<String> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for c in comments {
+        *seen
+            .entry(c["body"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(b, _)| b)
+        .collect()
+}
+
+/// A request to `route` (as `Stats::by_route` names it) hangs for half a second and
+/// then times out with a 504, once; `applied`: after GitHub made the change.
+fn timeout_on(route: &str, applied: bool) -> mainloop_fake_github::Hang {
+    mainloop_fake_github::Hang {
+        delay_ms: 500,
+        status: Some(504),
+        applied,
+        method: None,
+        route: Some(route.to_owned()),
+        requests: Some(1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothing() {
+    use mainloop_fake_github::{Hang, Outage, SecondaryLimit};
+    let Some((dir, gh, fake, claude)) = github_world().await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let data = dir.path().join("data");
+    let (mut server, log) = spawn_logged(github_command(&data, &fake, &claude, &gh, &[]), &data);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+
+    // The task's first GitHub calls meet a secondary rate limit (429, retry-after 2 s)
+    // and errors (500), two of each.
+    gh.fake.set_secondary_limit(SecondaryLimit {
+        retry_after_secs: 2,
+        requests: Some(2),
+    });
+    gh.fake.set_outage(Some(Outage {
+        status: 500,
+        requests: Some(2),
+    }));
+    let (_, t) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "quick fix under a flaky GitHub", "repo": "octo/app", "skip_plan": true}),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    gh.wait_injected("secondary 429", 2).await;
+    gh.wait_injected("outage 500", 2).await;
+
+    // Then each step's write times out (504 after a hang), most of them after GitHub
+    // made the change, so only the answer is lost: a client that retries blindly
+    // duplicates the issue, the pull request or the comment.
+    let mut timeouts = 0;
+    for (route, applied) in [
+        ("POST /repos/{o}/{r}/issues", true),
+        ("POST /repos/{o}/{r}/pulls", true),
+        ("POST /repos/{o}/{r}/issues/{n}/comments", false),
+        ("POST /repos/{o}/{r}/issues/{n}/comments", true),
+        ("POST /graphql", true),
+    ] {
+        gh.fake.set_hang(Some(timeout_on(route, applied)));
+        timeouts += 1;
+        gh.wait_injected("hang 504", timeouts).await;
+    }
+    wait_task_state(&base, &token, &id, "review").await;
+    let (issues, pulls) = gh.issues_and_pulls().await;
+    assert_eq!(issues.len(), 1, "one plan issue: {issues:#?}");
+    assert_eq!(pulls.len(), 1, "one pull request: {pulls:#?}");
+    let (issue, pr) = (
+        issues[0]["number"].as_u64().unwrap(),
+        pulls[0]["number"].as_u64().unwrap(),
+    );
+    gh.wait_comment(pr, "Ready for review").await;
+    assert_eq!(gh.pr(pr).await["draft"], false);
+
+    // A slow GitHub: the next two requests are answered 1.5 s late.
+    gh.fake.set_hang(Some(Hang {
+        delay_ms: 1500,
+        status: None,
+        applied: false,
+        method: None,
+        route: None,
+        requests: Some(2),
+    }));
+    gh.wait_injected("hang", 2).await;
+
+    // Approved in the app; the merge's answer is lost after GitHub merged.
+    gh.fake
+        .set_hang(Some(timeout_on("PUT /repos/{o}/{r}/pulls/{n}/merge", true)));
+    let (status, _) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/review"),
+        json!({"action": "approve"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    gh.wait_injected("hang 504", timeouts + 1).await;
+    wait_task_state(&base, &token, &id, "merged").await;
+    assert_eq!(gh.pr(pr).await["merged"], true);
+
+    // Nothing was posted twice, on the issue or the pull request.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (issues, pulls) = gh.issues_and_pulls().await;
+    assert_eq!((issues.len(), pulls.len()), (1, 1));
+    for n in [issue, pr] {
+        let comments = gh.comments(n).await;
+        assert!(repeated(&comments).is_empty(), "#{n}: {comments:#?}");
+    }
+    assert_running(&mut server);
+    let transcript = transcript_text(&base, &token, &id).await;
+    assert!(
+        transcript.contains("GitHub trouble"),
+        "the outage was reported"
+    );
+    let injected = gh.fake.stats().injected;
+    eprintln!(
+        "faults: GitHub served {injected:?}; {} forge job attempts put off for later; {:?}",
+        log_lines(&log, "GitHub call failed; trying again later"),
+        started.elapsed()
+    );
+}
+
+/// The longest an API write may wait while another process holds SQLite's write lock:
+/// its turn among this process's writers (the pool's acquire timeout, 10 s) plus the
+/// busy timeout (10 s), with slack for a loaded machine.
+const SQLITE_WRITE_BOUND: Duration = Duration::from_secs(25);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_by_another_process_gets_bounded_answers_and_loses_nothing() {
+    let started = std::time::Instant::now();
+    let fake = FakeAnthropic::start(Script::from_yaml(FROZEN).unwrap())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, log) = spawn_logged(command(data.path(), Some(&fake.base_url())), data.path());
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let at = |path: &str| format!("{base}{path}");
+
+    // A turn in flight when the lock is taken.
+    let in_flight = try_chat(&base, &token, "chat question in flight")
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if fake
+            .message_requests()
+            .iter()
+            .any(|r| r.rule_name.as_deref() == Some("chat"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // Another process (a backup script's `BEGIN IMMEDIATE`, the sqlite3 shell) takes
+    // the database's write lock and keeps it longer than the busy timeout.
+    let db = format!("sqlite://{}/mainloop.db", data.path().display());
+    let other = mainloop_store::Store::connect(&db, &mainloop_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let owner = other.owner().await.unwrap().unwrap();
+    let mut lock = other.begin().await.unwrap();
+    lock.append_event(
+        owner.id,
+        mainloop_domain::event::EventName::ChatMessage,
+        &json!({"from": "another process"}),
+        mainloop_domain::Timestamp::from_millis(1),
+    )
+    .await
+    .unwrap();
+    let locked_for = Duration::from_secs(12);
+    let writes = {
+        let (base, token) = (base.clone(), token.clone());
+        tokio::spawn(async move {
+            let bounded = |what, path: &str, body| {
+                let url = format!("{base}{path}");
+                let token = token.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let r = reqwest::Client::builder()
+                        .timeout(SQLITE_WRITE_BOUND)
+                        .build()
+                        .unwrap()
+                        .post(url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let (status, v) = match r {
+                        Ok(r) => (
+                            r.status().as_u16(),
+                            r.json::<Value>().await.unwrap_or_default(),
+                        ),
+                        Err(e) => (
+                            0,
+                            json!({"error": {"code": "transport", "message": e.to_string()}}),
+                        ),
+                    };
+                    Probe {
+                        what,
+                        status,
+                        code: v["error"]["code"].as_str().unwrap_or_default().to_owned(),
+                        message: v["error"]["message"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        elapsed: started.elapsed(),
+                    }
+                }
+            };
+            let (a, b) = tokio::join!(
+                bounded(
+                    "POST /api/chat",
+                    "/api/chat",
+                    json!({"text": "probe question while locked"})
+                ),
+                bounded(
+                    "POST /api/tasks",
+                    "/api/tasks",
+                    json!({"description": "a task while locked", "repo": "/nowhere"}),
+                ),
+            );
+            vec![a, b]
+        })
+    };
+    // Reads go on meanwhile, at their usual speed.
+    let mut reads = Vec::new();
+    while started.elapsed() < locked_for {
+        for (what, path) in [
+            ("GET /api/tasks", "/api/tasks"),
+            ("GET /api/chat/messages", "/api/chat/messages"),
+            ("GET /api/health", "/api/health"),
+        ] {
+            reads.push(probe(what, reqwest::Method::GET, at(path), &token, None).await);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for r in &reads {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.elapsed < Duration::from_secs(2), "{r:?}");
+    }
+    let held = started.elapsed();
+    drop(lock);
+    let writes = writes.await.unwrap();
+    for w in &writes {
+        let accepted = w.status == 201 || w.status == 202;
+        let refused = w.status == 503 && w.code == "unavailable" && !w.message.is_empty();
+        assert!(accepted || refused, "{w:?}");
+        assert!(w.elapsed < SQLITE_WRITE_BOUND, "{w:?}");
+    }
+    assert!(
+        log_lines(&log, "database is locked") > 0,
+        "background work met the lock"
+    );
+
+    // Writes work again; every stored message is answered once; nothing was given up.
+    let (after, _) = until_accepted(|| {
+        probe(
+            "POST /api/chat",
+            reqwest::Method::POST,
+            at("/api/chat"),
+            &token,
+            Some(json!({"text": "probe question after the lock"})),
+        )
+    })
+    .await;
+    assert_eq!(after.status, 202);
+    let thread = messages(&base, &token).await;
+    let users: Vec<String> = thread
+        .iter()
+        .filter(|m| m["role"] == "user" && m["kind"] == "text")
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let accepted_chat = usize::from(writes[0].status == 202);
+    assert_eq!(users.len(), 2 + accepted_chat, "{thread:#?}");
+    assert!(users.contains(&in_flight));
+    for id in &users {
+        wait_reply(&base, &token, id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &users {
+        assert_eq!(replies(&base, &token, id).await.len(), 1, "answered once");
+    }
+    assert_eq!(
+        other
+            .count_jobs(mainloop_store::JobState::Failed)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(log_lines(&log, "job failed for good"), 0);
+    assert_running(&mut server);
+    eprintln!(
+        "faults: SQLite write lock held by another process for {held:?}; API writes during it: \
+         {:?}; {} reads served; background: {} lock refusals logged; {:?}",
+        writes
+            .iter()
+            .map(|w| (w.what, w.status, w.elapsed))
+            .collect::<Vec<_>>(),
+        reads.len(),
+        log_lines(&log, "database is locked"),
+        started.elapsed()
+    );
+}
