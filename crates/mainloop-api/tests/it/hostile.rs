@@ -1090,6 +1090,16 @@ fn path_id() -> BoxedStrategy<PathId> {
     .boxed()
 }
 
+const LAST_EVENT_IDS: [&[u8]; 7] = [
+    b"1",
+    b"-1",
+    b"x",
+    b"",
+    b" 5 ",
+    b"99999999999999999999",
+    b"\xff",
+];
+
 fn query_value() -> BoxedStrategy<String> {
     prop_oneof![
         3 => select(vec![
@@ -1250,8 +1260,7 @@ fn fuzz_every_operation(backend: Backend) {
             let o = op.clone();
             let header = prop_oneof![
                 2 => Just(None),
-                1 => select(vec![&b"1"[..], b"-1", b"x", b"", b" 5 ", b"99999999999999999999", b"\xff"])
-                    .prop_map(Some),
+                1 => select(LAST_EVENT_IDS.as_slice()).prop_map(Some),
             ];
             fuzz.run(
                 "query strings",
