@@ -1,5 +1,7 @@
 //! The real `mainloop` binary, started and killed as a user (or a crash) would: chat
-//! through the fake model, SIGKILL mid-turn, restarts, and the CLI commands.
+//! through the fake model, SIGKILL mid-turn, restarts, the CLI commands, and
+//! infrastructure faults (PostgreSQL restarted or refusing writes, SQLite locked by
+//! another process, the model API and GitHub misbehaving).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -1691,6 +1693,7 @@ rules:
 
 /// Posts a chat message; returns its id when it was stored (202), else the probe.
 async fn try_chat(base: &str, token: &str, text: &str) -> Result<String, Probe> {
+    let started = std::time::Instant::now();
     let r = client()
         .post(format!("{base}/api/chat"))
         .bearer_auth(token)
@@ -1713,7 +1716,7 @@ async fn try_chat(base: &str, token: &str, text: &str) -> Result<String, Probe> 
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),
-                elapsed: Duration::ZERO,
+                elapsed: started.elapsed(),
             })
         }
         Err(e) => Err(Probe {
@@ -1721,7 +1724,7 @@ async fn try_chat(base: &str, token: &str, text: &str) -> Result<String, Probe> 
             status: 0,
             code: "transport".into(),
             message: e.to_string(),
-            elapsed: Duration::ZERO,
+            elapsed: started.elapsed(),
         }),
     }
 }
