@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 #[path = "it/hostile.rs"]
 mod hostile;
+#[path = "it/repos.rs"]
+mod repos;
 
 const VERSION: &str = "test-1.2.3";
 const PUBLIC_URL: &str = "https://mainloop.example";
