@@ -1533,6 +1533,9 @@ async fn health_unknown_routes_and_no_500_for_junk() {
 
     let (status, body) = app.get("/api/nope").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    // Where clients normalising `/api/tasks/..` land.
+    let (status, body) = app.get("/api/").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = app.get("/api/tasks/a/b/c").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = app
