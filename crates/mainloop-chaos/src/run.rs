@@ -356,7 +356,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     for p in supervisor.problems() {
         c.check(false, || format!("server: {p}"));
     }
-    check::tasks(&mut c, &db, &outcomes);
+    let rounds = check::tasks(&mut c, &db, &outcomes);
     check::events(&mut c, &db, &seen.ids, seen.connections);
     check::chat(&mut c, &db, &posted);
     check::jobs(&mut c, &db);
@@ -391,7 +391,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     ) {
         c.check(false, || format!("GitHub repository: {e:#}"));
     }
-    if let Err(e) = check::github(&mut c, &github, &gh_tasks).await {
+    if let Err(e) = check::github(&mut c, &github, &gh_tasks, &rounds).await {
         c.check(false, || format!("GitHub: {e:#}"));
     }
     // Nothing the run started may outlive the server.
@@ -403,6 +403,11 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         procs::kill(pid, start);
     }
 
+    if (settings.keep || !c.violations.is_empty())
+        && let Err(e) = dump_github(&github, &world.join("github.json")).await
+    {
+        c.check(false, || format!("dumping GitHub's state: {e:#}"));
+    }
     let (github_writes, _) = proxy.counts();
     let report = Report {
         kills: supervisor.kills.load(std::sync::atomic::Ordering::SeqCst),
@@ -448,6 +453,19 @@ async fn settle_github(gh: &Gh, tasks: &[(String, String, String)]) {
     }
     // And whatever else the last transitions enqueued.
     tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Every issue and pull request with its comments, for reading a failed run.
+async fn dump_github(gh: &Gh, path: &Path) -> Result<()> {
+    let mut out = Vec::new();
+    for mut issue in gh.issues().await? {
+        if let Some(n) = issue["number"].as_u64() {
+            issue["comments_list"] = serde_json::Value::Array(gh.comments(n).await?);
+        }
+        out.push(issue);
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&out)?)?;
+    Ok(())
 }
 
 /// Posts one of mainloop's comments again, as mainloop (the `--plant` self-test).

@@ -155,8 +155,14 @@ pub fn script(spawns: &[ChatSpawn]) -> Result<Script> {
         ),
         rule(
             "write-plan",
-            json!({"tool_result_for": "AskUserQuestion"}),
+            json!({"tool_result_for": "AskUserQuestion", "tool_result_contains": "have been answered"}),
             write_plan(),
+        ),
+        // An orphaned CLI (its server was killed) sees its question fail: it stops.
+        rule(
+            "unanswered",
+            json!({"tool_result_for": "AskUserQuestion"}),
+            json!([{"text": "No answers; stopping here."}]),
         ),
         rule(
             "exit-plan",
