@@ -548,14 +548,17 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
     let Some(issue) = c.issue() else {
         return Ok(());
     };
+    settle_posts(c).await?;
     match c.task.state {
         TaskState::WaitingAnswers => {
             let sig = question_signature(&c.task);
-            if c.m.questions_posted.as_deref() != Some(sig.as_str()) {
-                let key = format!("questions:{}", digest(&sig));
+            let key = format!("questions:{}", digest(&sig));
+            // Records from before keys were kept hold the signature itself.
+            let posted = c.m.questions_posted.as_deref();
+            if posted != Some(key.as_str()) && posted != Some(sig.as_str()) {
                 c.comment(issue, &key, &questions_comment(&c.task.questions))
                     .await?;
-                c.m.questions_posted = Some(sig);
+                c.m.questions_posted = Some(key);
                 c.m.answered_on_forge = false;
                 save(c).await?;
             }
@@ -564,11 +567,12 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
         TaskState::WaitingPlanReview => {
             let plan = c.task.plan.clone().unwrap_or_default();
             let sig = format!("{}:{}", c.task.version, plan.len());
-            if c.m.plan_posted.as_deref() != Some(sig.as_str()) {
-                let key = format!("plan:{}", digest(&sig));
+            let key = format!("plan:{}", digest(&sig));
+            let posted = c.m.plan_posted.as_deref();
+            if posted != Some(key.as_str()) && posted != Some(sig.as_str()) {
                 let id = c.comment(issue, &key, &plan_comment(&plan)).await?;
                 c.m.plan_comment = Some(id);
-                c.m.plan_posted = Some(sig);
+                c.m.plan_posted = Some(key);
                 c.m.plan_decided_on_forge = false;
                 c.m.plan_acknowledged = false;
                 save(c).await?;
@@ -638,6 +642,46 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
         TaskState::Queued => {}
     }
     Ok(())
+}
+
+/// Questions and plans an attempt posted and died before recording, found on the issue
+/// and recorded as posted before anything relies on them (acknowledging an app decision,
+/// a 👍 on the plan, answers read back) — also when the task has moved past them, so
+/// their own step will not run again. One not found was not posted, and is left to its
+/// step.
+async fn settle_posts(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
+    let keys: Vec<String> = c
+        .recovering
+        .iter()
+        .filter(|k| k.starts_with("questions:") || k.starts_with("plan:"))
+        .cloned()
+        .collect();
+    let Some(issue) = c.issue() else {
+        return Ok(());
+    };
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let (all, _) = c
+        .f()
+        .comments_since(&c.repo, issue, &Cursor::default())
+        .await?;
+    for key in keys {
+        let tag = key_tag(&key);
+        if let Some(found) = all.iter().find(|x| x.body.contains(&tag)) {
+            if key.starts_with("plan:") {
+                c.m.plan_comment = Some(found.id);
+                c.m.plan_posted = Some(key.clone());
+                c.m.plan_decided_on_forge = false;
+                c.m.plan_acknowledged = false;
+            } else {
+                c.m.questions_posted = Some(key.clone());
+                c.m.answered_on_forge = false;
+            }
+        }
+        c.done(&key);
+    }
+    save(c).await
 }
 
 async fn save(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
@@ -980,7 +1024,10 @@ async fn watch_once(rt: &Runtime, p: &WatchPayload) -> Result<(), JobError> {
         return Ok(());
     }
     let interval = c.fs.poll_interval;
-    let outcome = poll(&mut c).await;
+    let outcome = match settle_posts(&mut c).await {
+        Ok(()) => poll(&mut c).await,
+        Err(e) => Err(e),
+    };
     if let Ok(Poll::Applied(event)) = outcome {
         // What was read (the cursor past the reply) commits with the transition it
         // caused, so a crash neither loses the reply nor acts on it twice. The
@@ -1968,6 +2015,30 @@ mod tests {
         assert_eq!(w.forge.comments_with("Plan approved in mainloop"), 1);
         w.sync().await;
         assert_eq!(w.forge.comments_with("Plan approved in mainloop"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_plan_posted_but_unrecorded_and_then_approved_in_the_app_is_told() {
+        let w = world().await;
+        w.asked().await;
+        w.apply(TaskEvent::Answered(
+            [(
+                "q1".to_owned(),
+                mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
+            )]
+            .into_iter()
+            .collect(),
+        ))
+        .await;
+        w.apply(TaskEvent::PlanProposed("# Plan".into())).await;
+        w.forge.lose_next("comment");
+        w.sync().await; // the plan is on the issue; mainloop does not know
+        w.apply(TaskEvent::PlanApproved).await;
+        w.apply(TaskEvent::AgentFinished).await;
+        w.sync().await;
+        assert_eq!(w.forge.comments_with("The worker's plan"), 1);
+        assert_eq!(w.forge.comments_with("Plan approved in mainloop"), 1);
+        assert!(w.mirror().await.pending.is_empty());
     }
 
     #[tokio::test]
