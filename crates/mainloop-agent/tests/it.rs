@@ -346,6 +346,7 @@ fn command_line_and_debug_hide_nothing_but_secrets() {
         model: None,
         append_system_prompt: Some("Be brief.".into()),
         env: vec![("ANTHROPIC_API_KEY".into(), "sk-secret".into())],
+        wrapper: vec![],
     };
     let line = ClaudeCode::new(vec!["/x/claude".into()]).command_line(&spec);
     assert_eq!(
@@ -356,6 +357,14 @@ fn command_line_and_debug_hide_nothing_but_secrets() {
     );
     let debug = format!("{spec:?}");
     assert!(debug.contains("ANTHROPIC_API_KEY") && !debug.contains("sk-secret"));
+
+    // A sandbox wraps the whole command line.
+    let wrapped = RunSpec {
+        wrapper: vec!["/usr/bin/bwrap".into(), "--".into()],
+        ..spec
+    };
+    let line = ClaudeCode::new(vec!["/x/claude".into()]).command_line(&wrapped);
+    assert_eq!(line[..3], ["/usr/bin/bwrap", "--", "/x/claude"]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -372,6 +381,7 @@ fn sh_spec(cwd: &Path) -> RunSpec {
             "PATH".into(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
         )],
+        wrapper: vec![],
     }
 }
 
@@ -697,6 +707,7 @@ impl World {
             model: None,
             append_system_prompt: None,
             env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            wrapper: vec![],
         }
     }
 

@@ -74,6 +74,13 @@ max_check_rounds = 3
 check_timeout_secs = 1800
 # Accept file:// repository URLs (local paths always work).
 allow_file_urls = false
+# Confine agents and check commands: "auto" (bubblewrap when installed and usable),
+# "bubblewrap" (required) or "off". A sandboxed agent sees the system read-only, its
+# task's worktree and a private home; not mainloop's data, your home or other tasks.
+sandbox = "auto"
+# Extra paths sandboxed agents may read / write, comma-separated ("~/.rustup").
+sandbox_read_only = ""
+sandbox_read_write = ""
 
 [limits]
 # Largest accepted request body in bytes (1 MiB).

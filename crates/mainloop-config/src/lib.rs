@@ -197,6 +197,59 @@ pub struct WorkersConfig {
     /// Accept `file://` repository URLs (local paths are always accepted). Default `false`.
     /// Env: `MAINLOOP_WORKERS__ALLOW_FILE_URLS`.
     pub allow_file_urls: bool,
+
+    /// How agents and check commands are confined: `"auto"` (bubblewrap when it is
+    /// installed and works here, else unconfined with a warning), `"bubblewrap"` (refuse
+    /// to start without it) or `"off"`. Default `"auto"`. Env: `MAINLOOP_WORKERS__SANDBOX`.
+    pub sandbox: SandboxMode,
+
+    /// Extra paths a sandboxed agent may read, comma-separated: toolchains kept in your
+    /// home, say (`~/.rustup`). Default `""`. Env: `MAINLOOP_WORKERS__SANDBOX_READ_ONLY`.
+    pub sandbox_read_only: String,
+
+    /// Extra paths a sandboxed agent may write, comma-separated: a shared build cache.
+    /// Default `""`. Env: `MAINLOOP_WORKERS__SANDBOX_READ_WRITE`.
+    pub sandbox_read_write: String,
+}
+
+/// How agents and their check commands are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Bubblewrap when available, else unconfined with a warning at start.
+    #[default]
+    Auto,
+    /// Bubblewrap, or the server refuses to start.
+    Bubblewrap,
+    /// Agents run as the server user, with its permissions.
+    Off,
+}
+
+impl WorkersConfig {
+    /// `sandbox_read_only` as paths, `~/` expanded against `home`.
+    #[must_use]
+    pub fn sandbox_read_only_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
+        path_list(&self.sandbox_read_only, home)
+    }
+
+    /// `sandbox_read_write` as paths, `~/` expanded against `home`.
+    #[must_use]
+    pub fn sandbox_read_write_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
+        path_list(&self.sandbox_read_write, home)
+    }
+}
+
+fn path_list(list: &str, home: Option<&Path>) -> Vec<PathBuf> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| match (p.strip_prefix("~/"), home) {
+            (Some(rest), Some(home)) => Some(home.join(rest)),
+            // A `~` path without a home to expand it against means nothing.
+            (Some(_), None) => None,
+            (None, _) => Some(PathBuf::from(p)),
+        })
+        .collect()
 }
 
 /// Request size limits.
@@ -340,6 +393,9 @@ impl Default for WorkersConfig {
             max_check_rounds: 3,
             check_timeout_secs: 1800,
             allow_file_urls: false,
+            sandbox: SandboxMode::Auto,
+            sandbox_read_only: String::new(),
+            sandbox_read_write: String::new(),
         }
     }
 }

@@ -887,8 +887,11 @@ async fn check_passes_and_fails_with_output() {
     let env = vec![("MAINLOOP_TEST_VAR".to_owned(), "bar".to_owned())];
     let ok = run_check(
         dir.path(),
-        "echo out; echo err >&2; test \"$MAINLOOP_TEST_VAR\" = bar && pwd",
+        // Only the given environment: nothing of the server's (cargo sets CARGO_PKG_NAME
+        // for this test process) reaches the code under test.
+        "echo out; echo err >&2; test \"$MAINLOOP_TEST_VAR\" = bar && test -z \"$CARGO_PKG_NAME\" && pwd",
         &env,
+        &[],
         Duration::from_secs(30),
         10_000,
     )
@@ -908,6 +911,7 @@ async fn check_passes_and_fails_with_output() {
         dir.path(),
         "echo compiling; echo 'error: it broke' >&2; exit 3",
         &[],
+        &[],
         Duration::from_secs(30),
         10_000,
     )
@@ -920,6 +924,7 @@ async fn check_passes_and_fails_with_output() {
     let missing_dir = run_check(
         &dir.path().join("nope"),
         "true",
+        &[],
         &[],
         Duration::from_secs(5),
         1000,
@@ -992,6 +997,7 @@ async fn check_timeout_kills_the_whole_group() {
         dir.path(),
         &format!("echo started; sleep {marker} & sleep {marker}"),
         &[],
+        &[],
         Duration::from_millis(700),
         10_000,
     )
@@ -1015,6 +1021,7 @@ async fn finished_check_leaves_no_background_jobs() {
         dir.path(),
         &format!("sleep {marker} & echo done"),
         &[],
+        &[],
         Duration::from_secs(60),
         10_000,
     )
@@ -1032,6 +1039,7 @@ async fn check_output_is_capped_to_its_tail() {
     let out = run_check(
         dir.path(),
         "i=0; while [ $i -lt 20000 ]; do echo \"line $i\"; i=$((i+1)); done; echo THE-END",
+        &[],
         &[],
         Duration::from_secs(60),
         1000,
