@@ -244,12 +244,14 @@ async fn killing_a_sandboxed_agent_kills_everything_inside() {
             wrapper: w.bwrap.command_prefix(&w.scope()).unwrap(),
         })
         .unwrap();
+    // Processes whose command line names the marker (no pgrep: procps may be missing).
+    let needle = format!("sleep\0{marker}");
     let running = || {
-        let out = Command::new("pgrep")
-            .args(["-f", &format!("sleep {marker}")])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().count()
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| String::from_utf8_lossy(c).contains(&needle))
+            .count()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while running() < 2 {
