@@ -142,13 +142,41 @@ pub fn kill_stale_agent(pid: u32, start_time: u64) -> bool {
     if process_start_time(pid) != Some(start_time) {
         return false;
     }
+    // A stale agent lost its server, so it was reparented; one that is our own child was
+    // started by this server. The start-up reap runs beside the dispatcher, whose
+    // relaunched run can record its new agent before the reap reads the record: killing
+    // that agent fails the task it was about to resume.
+    if parent_of(pid) == Some(std::process::id()) {
+        return false;
+    }
     kill_tree(pid);
     true
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    u32::try_from(parse_stat(&stat)?.ppid).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_this_process_started_is_never_stale() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let start = process_start_time(child.id()).expect("its start time");
+        assert!(!kill_stale_agent(child.id(), start));
+        assert!(
+            child.try_wait().expect("waitable").is_none(),
+            "still running"
+        );
+        child.kill().expect("killed");
+        child.wait().expect("reaped");
+    }
 
     #[test]
     fn stat_lines_with_odd_names_parse() {

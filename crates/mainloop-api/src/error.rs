@@ -2,7 +2,7 @@
 //! leaves as `{"error":{"code":"…","message":"…"}}` with a fitting status.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mainloop_engine::EngineError;
@@ -145,6 +145,15 @@ impl From<JsonRejection> for ApiError {
             }
             other => Self::bad_request(other.body_text()),
         }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::too_large("the request body is too large");
+        }
+        Self::bad_request(r.body_text())
     }
 }
 

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{any, delete, get, post, put};
 use mainloop_engine::Engine;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -119,7 +119,12 @@ pub fn router_with_shutdown(
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes));
-    Router::new().nest("/api", api).with_state(state)
+    Router::new()
+        .nest("/api", api)
+        // The nested fallback misses `/api/` itself (where clients that normalise a
+        // path like `/api/tasks/..` land); it gets the same JSON 404.
+        .route("/api/", any(unknown_route))
+        .with_state(state)
 }
 
 async fn unknown_route() -> ApiError {

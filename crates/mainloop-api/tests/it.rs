@@ -18,6 +18,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+#[path = "it/hostile.rs"]
+mod hostile;
+#[path = "it/repos.rs"]
+mod repos;
+
 const VERSION: &str = "test-1.2.3";
 const PUBLIC_URL: &str = "https://mainloop.example";
 
@@ -53,10 +58,50 @@ async fn app() -> App {
 
 /// Starts an app; `stoppable` serves [`router_with_shutdown`] tied to the app's token.
 async fn app_with(config: ApiConfig, stoppable: bool) -> App {
+    app_from(Setup {
+        config,
+        stoppable,
+        ..Setup::default()
+    })
+    .await
+}
+
+/// How [`app_from`] builds an app.
+struct Setup {
+    config: ApiConfig,
+    engine: EngineConfig,
+    /// Start the engine's dispatcher and event fan-out; without them no background job
+    /// changes anything behind a test's back.
+    start: bool,
+    stoppable: bool,
+    /// A database URL; default: SQLite in the app's temp dir.
+    database: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            config: config(),
+            engine: EngineConfig::default(),
+            start: true,
+            stoppable: false,
+            database: None,
+        }
+    }
+}
+
+async fn app_from(setup: Setup) -> App {
+    let Setup {
+        config,
+        engine: engine_config,
+        start,
+        stoppable,
+        database,
+    } = setup;
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/db", dir.path().display());
+    let url = database.unwrap_or_else(|| format!("sqlite://{}/db", dir.path().display()));
     let store = Store::connect(&url, &Default::default()).await.unwrap();
-    let engine = Engine::new(store, None, EngineConfig::default());
+    let engine = Engine::new(store, None, engine_config);
     let (_, token) = engine.ensure_owner("owner").await.unwrap();
     // As the binary does: notification delivery is part of the stack under test.
     mainloop_push::install(
@@ -65,7 +110,9 @@ async fn app_with(config: ApiConfig, stoppable: bool) -> App {
     )
     .unwrap();
     let shutdown = CancellationToken::new();
-    engine.start(shutdown.clone()).await.unwrap();
+    if start {
+        engine.start(shutdown.clone()).await.unwrap();
+    }
     let routes = if stoppable {
         router_with_shutdown(engine.clone(), config, shutdown.clone())
     } else {
@@ -948,6 +995,11 @@ async fn oversized_bodies_are_refused_with_413() {
         .unwrap();
     let (status, body) = json_of(resp).await;
     assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // A route that reads raw bytes answers in the same shape.
+    let (status, body) = app
+        .post_raw("/api/webhooks/github", "application/json", &big)
+        .await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     assert_eq!(app.snapshot(&app.token).await, before);
     app.create_task("small enough", false).await;
 }
@@ -1480,6 +1532,9 @@ async fn health_unknown_routes_and_no_500_for_junk() {
     assert_eq!(body, json!({"status": "ok", "version": VERSION}));
 
     let (status, body) = app.get("/api/nope").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    // Where clients normalising `/api/tasks/..` land.
+    let (status, body) = app.get("/api/").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = app.get("/api/tasks/a/b/c").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");

@@ -187,37 +187,59 @@ async fn run_job(engine: &Engine, owner: &str, job: Job, shutdown: &Cancellation
         }
     };
     let t = now();
-    let outcome = match result {
-        Ok(()) => engine
-            .store()
-            .complete_job(job.id, owner, t)
-            .await
-            .map(|_| ()),
+    let cfg = engine.config();
+    let retry_at: Option<Timestamp> = match &result {
+        Ok(()) => None,
         Err(err) => {
-            let cfg = engine.config();
-            let retry_at: Option<Timestamp> = (err.retryable && job.attempts < cfg.max_attempts)
-                .then(|| {
-                    let wait = err.retry_after.unwrap_or_default().max(backoff(
-                        cfg.backoff_base,
-                        cfg.backoff_max,
-                        job.attempts,
-                    ));
-                    t.plus_millis(millis(wait))
-                });
+            let retry_at = (err.retryable && job.attempts < cfg.max_attempts).then(|| {
+                let wait = err.retry_after.unwrap_or_default().max(backoff(
+                    cfg.backoff_base,
+                    cfg.backoff_max,
+                    job.attempts,
+                ));
+                t.plus_millis(millis(wait))
+            });
             if retry_at.is_some() {
                 tracing::warn!(error = %err, "job attempt failed; will retry");
             } else {
                 tracing::error!(error = %err, "job failed for good");
             }
-            engine
-                .store()
-                .fail_job(job.id, owner, &err.message, retry_at, t)
-                .await
-                .map(|_| ())
+            retry_at
         }
     };
-    if let Err(e) = outcome {
-        tracing::error!(error = %e, "could not record a job's outcome; its lease will expire and it will run again");
+    // While the database is away (restarting, refusing writes) the outcome is tried
+    // again until the lease would have run out anyway; giving up at once would leave
+    // the job to wait out its whole lease, and a finished job to run again.
+    let give_up = tokio::time::Instant::now() + lease;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let recorded = match &result {
+            Ok(()) => engine.store().complete_job(job.id, owner, t).await,
+            Err(err) => {
+                engine
+                    .store()
+                    .fail_job(job.id, owner, &err.message, retry_at, t)
+                    .await
+            }
+        };
+        let e = match recorded {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        let wait = backoff(cfg.backoff_base, cfg.backoff_max, tries);
+        if !e.is_transient()
+            || shutdown.is_cancelled()
+            || tokio::time::Instant::now() + wait >= give_up
+        {
+            tracing::error!(error = %e, "could not record a job's outcome; its lease will expire and it will run again");
+            break;
+        }
+        tracing::warn!(error = %e, "could not record a job's outcome yet; trying again");
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
     }
     engine.wake_dispatcher();
 }

@@ -430,6 +430,32 @@ impl Engine {
         id: TaskId,
         event: TaskEvent,
     ) -> Result<Task> {
+        self.apply_task_event_saving(user, id, event, None).await
+    }
+
+    /// Applies a lifecycle event that a forge reply caused, saving the task's forge
+    /// record (the cursor past that reply) in the same transaction: the reply is then
+    /// acted on exactly once, whenever the process dies.
+    ///
+    /// # Errors
+    /// As [`Engine::apply_task_event`].
+    pub async fn apply_task_event_with_forge(
+        &self,
+        id: TaskId,
+        event: TaskEvent,
+        record: &TaskForge,
+    ) -> Result<Task> {
+        self.apply_task_event_saving(None, id, event, Some(record))
+            .await
+    }
+
+    async fn apply_task_event_saving(
+        &self,
+        user: Option<UserId>,
+        id: TaskId,
+        event: TaskEvent,
+        record: Option<&TaskForge>,
+    ) -> Result<Task> {
         let user = match user {
             Some(u) => u,
             None => {
@@ -444,6 +470,9 @@ impl Engine {
         for _ in 0..SAVE_ATTEMPTS {
             let at = now();
             let mut tx = self.store().begin().await?;
+            if let Some(record) = record {
+                tx.put_task_forge(record).await?;
+            }
             match apply_in(&mut tx, user, id, event.clone(), at).await {
                 Ok(task) => {
                     tx.commit().await?;

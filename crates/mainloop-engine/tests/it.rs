@@ -813,3 +813,97 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
     ));
     shutdown.cancel();
 }
+
+/// Finishes its job after making the database refuse writes, so the dispatcher cannot
+/// record the outcome at first.
+#[derive(Debug)]
+struct RefusesAfterwards {
+    cluster: Arc<mainloop_testpg::OwnCluster>,
+    url: String,
+    calls: Arc<AtomicU32>,
+}
+
+impl JobHandler for RefusesAfterwards {
+    fn run(&self, _ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let (cluster, url) = (self.cluster.clone(), self.url.clone());
+        Box::pin(async move {
+            cluster.refuse_writes(&url).await.unwrap();
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outcome_the_database_refused_is_recorded_once_writes_return() {
+    let cluster = Arc::new(mainloop_testpg::OwnCluster::start().await.unwrap());
+    let url = cluster.fresh_database_url().await.unwrap();
+    let lease = Duration::from_secs(30);
+    let (engine, shutdown) = start(
+        &url,
+        None,
+        EngineConfig {
+            lease,
+            reclaim_all_at_start: false,
+            ..fast_config()
+        },
+    )
+    .await;
+    let _stop = Harness {
+        engine: engine.clone(),
+        user: engine.ensure_owner("owner").await.unwrap().0.id,
+        shutdown,
+        url: url.clone(),
+        _dir: None,
+    };
+    let calls = Arc::new(AtomicU32::new(0));
+    engine.register_handler(
+        "test.refused",
+        Arc::new(RefusesAfterwards {
+            cluster: cluster.clone(),
+            url: url.clone(),
+            calls: calls.clone(),
+        }),
+    );
+    let now = mainloop_engine::now();
+    let mut tx = engine.store().begin().await.unwrap();
+    tx.enqueue(
+        &NewJob {
+            key: "refused".into(),
+            kind: "test.refused".into(),
+            user_id: None,
+            lane: None,
+            payload: json!({}),
+            run_after: now,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    engine.wake_dispatcher();
+
+    eventually("the handler ran", || async {
+        (calls.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    // The outcome cannot be written for a while.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cluster.allow_writes(&url).await.unwrap();
+    let started = tokio::time::Instant::now();
+    eventually("the job recorded as done", || async {
+        let job = engine.store().job_by_key("refused").await.ok()??;
+        (job.state == JobState::Done).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < lease / 3,
+        "recorded {:?} after writes returned: it waited for the lease instead",
+        started.elapsed()
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the finished job did not run again"
+    );
+}

@@ -33,6 +33,10 @@ pub struct LoggedRequest {
     /// False for a Messages request no rule answered.
     pub matched: bool,
     pub status: u16,
+    /// When it arrived, in milliseconds since the Unix epoch (to check that clients
+    /// waited as `retry-after` told them).
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +123,9 @@ fn entry(method: &str, uri: &Uri, body: Value) -> LoggedRequest {
         rule_name: None,
         matched: true,
         status: 200,
+        at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 

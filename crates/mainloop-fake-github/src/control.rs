@@ -1,10 +1,10 @@
 //! The test-control API under `/_fake` (no authentication, not counted in the stats):
 //! repositories, job logs and the blob storage that serves them, rate limits, outages,
-//! statistics and webhook receivers.
+//! hangs (slow or timing-out requests), statistics and webhook receivers.
 
 use crate::Error;
 use crate::http::{Body, json, num};
-use crate::state::{Outage, RateLimit, SecondaryLimit, Shared};
+use crate::state::{Hang, Outage, RateLimit, SecondaryLimit, Shared};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::HeaderValue;
@@ -25,6 +25,7 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
             post(rate_limit).delete(clear_rate_limit),
         )
         .route("/_fake/outage", post(outage).delete(clear_outage))
+        .route("/_fake/hang", post(hang).delete(clear_hang))
         .route("/_fake/stats", get(stats).delete(reset_stats))
         .route("/_fake/webhooks", post(add_webhook))
         .with_state(s)
@@ -123,6 +124,22 @@ async fn outage(State(s): State<Arc<Shared>>, Body(b): Body<Outage>) -> Result<R
 
 async fn clear_outage(State(s): State<Arc<Shared>>) -> Response {
     s.set_outage(None);
+    no_content()
+}
+
+async fn hang(State(s): State<Arc<Shared>>, Body(b): Body<Hang>) -> Result<Response, Error> {
+    if b.status.is_some_and(|st| !(400..=599).contains(&st)) || b.requests == Some(0) {
+        return Err(Error::api(
+            422,
+            "status must be 400..599 and requests at least 1",
+        ));
+    }
+    s.set_hang(Some(b));
+    Ok(no_content())
+}
+
+async fn clear_hang(State(s): State<Arc<Shared>>) -> Response {
+    s.set_hang(None);
     no_content()
 }
 

@@ -1,9 +1,9 @@
 //! The HTTP edge: the route table, and what GitHub does around every API request —
-//! authentication, outages, primary and secondary rate limits with their headers,
+//! authentication, outages, hangs, primary and secondary rate limits with their headers,
 //! `ETag`/`If-None-Match` (a 304 is free), pagination with `Link` headers, GitHub's
 //! error bodies, JSON bodies that fail the way GitHub's do, and request statistics.
 
-use crate::state::{Bucket, Caller, Gate, Shared};
+use crate::state::{Bucket, Caller, Gate, Hang, Shared};
 use crate::{Error, checks, control, graphql, issues, pulls};
 use axum::Router;
 use axum::body::{Body as HttpBody, Bytes};
@@ -286,19 +286,57 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 }
 
 /// Everything GitHub does around an API request; handlers see only the `Login`.
-async fn api_layer(State(s): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+async fn api_layer(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "<unmatched>".to_owned(), |m| m.as_str().to_owned());
-    s.count_request(format!("{method} {route}"));
+    let key = format!("{method} {route}");
+    let hang = s.hang_hit(method.as_str(), &key);
+    s.count_request(key);
     let resource = if route == "/graphql" {
         "graphql"
     } else {
         "core"
     };
 
+    if let Some(h) = &hang {
+        tokio::time::sleep(std::time::Duration::from_millis(h.delay_ms)).await;
+        if let (Some(status), false) = (h.status, h.applied) {
+            return timed_out(status);
+        }
+    }
+    let resp = handle(&s, req, next, &method, resource).await;
+    match hang {
+        // Carried out, but the answer is lost.
+        Some(Hang {
+            status: Some(status),
+            ..
+        }) => timed_out(status),
+        _ => resp,
+    }
+}
+
+/// What GitHub's front end answers when the request took too long.
+fn timed_out(status: u16) -> Response {
+    let mut r = json(
+        status,
+        &json!({"message": "We couldn't respond to your request in time. Sorry about that. \
+            Please try resubmitting your request and contact us if the problem persists.",
+            "documentation_url": DOCS}),
+    );
+    common_headers(r.headers_mut());
+    r
+}
+
+async fn handle(
+    s: &Arc<Shared>,
+    mut req: Request,
+    next: Next,
+    method: &Method,
+    resource: &'static str,
+) -> Response {
     if let Some(status) = s.outage_hit() {
         let reason = StatusCode::from_u16(status)
             .ok()

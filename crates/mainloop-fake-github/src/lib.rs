@@ -3,7 +3,7 @@
 //! status codes, `ETag`/`Link`/rate-limit headers, signed webhooks), over real bare git
 //! repositories that clients push to and clone from with `file://` URLs. Test-control
 //! endpoints under `/_fake` (and the same operations on [`FakeGithub`]) create
-//! repositories, attach job logs, and simulate rate limits and outages.
+//! repositories, attach job logs, and simulate rate limits, outages and hangs.
 
 mod checks;
 mod control;
@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use state::{Outage, RateLimit, SecondaryLimit, Stats};
+pub use state::{Hang, Outage, RateLimit, SecondaryLimit, Stats};
 
 /// Everything that can go wrong, in the fake itself or as an answer to a client (the
 /// `Api` variant is rendered as GitHub would render it).
@@ -195,6 +195,11 @@ impl FakeGithub {
     /// Answers every API request with a status, for some requests or until cleared.
     pub fn set_outage(&self, outage: Option<Outage>) {
         self.shared.set_outage(outage);
+    }
+
+    /// Makes requests hang (see [`Hang`]), for some requests or until cleared.
+    pub fn set_hang(&self, hang: Option<Hang>) {
+        self.shared.set_hang(hang);
     }
 
     /// Registers a webhook receiver for every repository.

@@ -193,6 +193,32 @@ pub struct Outage {
     pub requests: Option<u64>,
 }
 
+/// Requests that hang before they are handled: a slow GitHub, or one that times out.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Hang {
+    /// How long each request hangs.
+    pub delay_ms: u64,
+    /// Then answer this status (a gateway timeout: 502 or 504) instead of the request's
+    /// own answer; `None`: answer normally, only late.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// With `status`: carry the request out first, so the change is made and only its
+    /// answer is lost, which a client whose request timed out cannot tell apart from a
+    /// change never made.
+    #[serde(default)]
+    pub applied: bool,
+    /// Only requests with this method (`POST`, say); every method when unset.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Only requests to this route, named as in [`Stats::by_route`]
+    /// (`POST /repos/{o}/{r}/issues`); every route when unset.
+    #[serde(default)]
+    pub route: Option<String>,
+    /// Only the next this many matching requests; otherwise until cleared.
+    #[serde(default)]
+    pub requests: Option<u64>,
+}
+
 /// What the API has served since the last reset (test-control requests excluded).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Stats {
@@ -200,6 +226,10 @@ pub struct Stats {
     pub not_modified: u64,
     /// `"METHOD /route/{pattern}"` → count.
     pub by_route: BTreeMap<String, u64>,
+    /// Faults served on purpose (`"outage 503"`, `"secondary 429"`, `"primary 403"`,
+    /// `"hang"`, `"hang 504"`) → count.
+    #[serde(default)]
+    pub injected: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -231,10 +261,15 @@ pub(crate) struct State {
     buckets: HashMap<(String, &'static str), Bucket>,
     secondary: Option<Secondary>,
     outage: Option<Outage>,
+    hang: Option<Hang>,
     stats: Stats,
 }
 
 impl State {
+    fn count_injected(&mut self, what: String) {
+        *self.stats.injected.entry(what).or_default() += 1;
+    }
+
     /// Ids are global and increasing, so every kind of object sorts by creation.
     pub(crate) fn id(&mut self) -> u64 {
         self.next_id += 1;
@@ -701,6 +736,10 @@ impl Shared {
         self.lock().outage = outage;
     }
 
+    pub(crate) fn set_hang(&self, hang: Option<Hang>) {
+        self.lock().hang = hang;
+    }
+
     pub(crate) fn add_webhook(&self, url: &str, secret: &str) -> u64 {
         let mut st = self.lock();
         let id = st.id();
@@ -743,7 +782,34 @@ impl Shared {
                 st.outage = None;
             }
         }
+        st.count_injected(format!("outage {status}"));
         Some(status)
+    }
+
+    /// The hang this request (`route`: `"METHOD /pattern"`) gets, if one is on for it
+    /// (and counts it down).
+    pub(crate) fn hang_hit(&self, method: &str, route: &str) -> Option<Hang> {
+        let mut st = self.lock();
+        let h = st.hang.as_mut()?;
+        if h.method
+            .as_deref()
+            .is_some_and(|m| !m.eq_ignore_ascii_case(method))
+            || h.route.as_deref().is_some_and(|r| r != route)
+        {
+            return None;
+        }
+        let hit = h.clone();
+        if let Some(n) = h.requests.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.hang = None;
+            }
+        }
+        st.count_injected(match hit.status {
+            Some(status) => format!("hang {status}"),
+            None => "hang".to_owned(),
+        });
+        Some(hit)
     }
 
     fn bucket<'s>(st: &'s mut State, caller: &Caller) -> &'s mut Bucket {
@@ -788,12 +854,14 @@ impl Shared {
                 if let Some(n) = s.requests.as_mut() {
                     *n -= 1;
                 }
+                st.count_injected("secondary 429".to_owned());
                 return Gate::Secondary(retry);
             }
             st.secondary = None;
         }
         let b = *Self::bucket(&mut st, caller);
         if b.remaining() == 0 {
+            st.count_injected("primary 403".to_owned());
             Gate::Primary(b)
         } else {
             Gate::Pass

@@ -973,6 +973,116 @@ async fn outages_and_rate_limits() {
     assert_eq!(e.get("/repos/acme/app", BOT).await.status, 200);
 }
 
+async fn comments(e: &Env, issue: u64) -> usize {
+    let r = e
+        .get(&format!("/repos/acme/app/issues/{issue}/comments"), BOT)
+        .await;
+    r.body.as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn hangs_answer_late_time_out_or_lose_the_answer_of_a_change_made() {
+    let e = env().await;
+    repo(&e).await;
+    e.send(
+        Method::POST,
+        "/repos/acme/app/issues",
+        BOT,
+        json!({"title": "t"}),
+    )
+    .await;
+    let bad = e
+        .control(
+            Method::POST,
+            "/_fake/hang",
+            Some(json!({"delay_ms": 1, "status": 200})),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+
+    // Slow: answered normally, only late; GETs are spared when the hang names POST.
+    e.control(
+        Method::POST,
+        "/_fake/hang",
+        Some(json!({"delay_ms": 300, "method": "POST", "requests": 1})),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(e.get("/repos/acme/app", BOT).await.status, 200);
+    assert!(started.elapsed() < Duration::from_millis(300), "a GET hung");
+    let slow = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/issues/1/comments",
+            BOT,
+            json!({"body": "a"}),
+        )
+        .await;
+    assert_eq!(slow.status, 201);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(comments(&e, 1).await, 1);
+
+    // Timed out before anything happened: nothing changed.
+    e.control(
+        Method::POST,
+        "/_fake/hang",
+        Some(json!({"delay_ms": 50, "status": 504, "requests": 1})),
+    )
+    .await;
+    let lost = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/issues/1/comments",
+            BOT,
+            json!({"body": "b"}),
+        )
+        .await;
+    assert_eq!(lost.status, 504);
+    assert!(lost.body["message"].as_str().unwrap().contains("in time"));
+    assert_eq!(comments(&e, 1).await, 1);
+
+    // Timed out after the change was made: the comment exists, the answer says 504.
+    // Only that route hangs.
+    e.control(
+        Method::POST,
+        "/_fake/hang",
+        Some(
+            json!({"delay_ms": 50, "status": 504, "applied": true, "requests": 1,
+                    "route": "POST /repos/{o}/{r}/issues/{n}/comments"}),
+        ),
+    )
+    .await;
+    let other = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/issues",
+            BOT,
+            json!({"title": "u"}),
+        )
+        .await;
+    assert_eq!(other.status, 201);
+    let made = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/issues/1/comments",
+            BOT,
+            json!({"body": "c"}),
+        )
+        .await;
+    assert_eq!(made.status, 504);
+    assert_eq!(comments(&e, 1).await, 2);
+
+    // Until cleared, every request hangs.
+    e.control(Method::POST, "/_fake/hang", Some(json!({"delay_ms": 10})))
+        .await;
+    e.get("/repos/acme/app", BOT).await;
+    e.get("/repos/acme/app", BOT).await;
+    e.control(Method::DELETE, "/_fake/hang", None).await;
+    let injected = e.fake.stats().injected;
+    assert_eq!(injected.get("hang"), Some(&3), "{injected:?}");
+    assert_eq!(injected.get("hang 504"), Some(&2), "{injected:?}");
+}
+
 #[tokio::test]
 async fn stats_count_routes_and_304s() {
     let e = env().await;

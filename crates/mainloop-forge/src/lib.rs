@@ -193,6 +193,15 @@ pub trait Forge: Send + Sync + fmt::Debug + 'static {
         body: &'a str,
         labels: &'a [&'a str],
     ) -> BoxFuture<'a, Result<IssueRef>>;
+    /// The most recent issue with `label` whose body contains `marker`, open or closed:
+    /// finds an issue whose creation went unrecorded (the caller died after the forge
+    /// made it). Looks at recent issues only.
+    fn find_issue<'a>(
+        &'a self,
+        repo: &'a RepoRef,
+        label: &'a str,
+        marker: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IssueRef>>>;
     /// Comments on an issue or pull request.
     fn comment<'a>(
         &'a self,

@@ -173,6 +173,37 @@ impl Forge for GithubForge {
         })
     }
 
+    fn find_issue<'a>(
+        &'a self,
+        repo: &'a RepoRef,
+        label: &'a str,
+        marker: &'a str,
+    ) -> BoxFuture<'a, Result<Option<IssueRef>>> {
+        Box::pin(async move {
+            const RECENT: usize = 100;
+            let url = self.repo_url(
+                repo,
+                &["issues"],
+                &[
+                    ("labels", label),
+                    ("state", "all"),
+                    ("sort", "created"),
+                    ("direction", "desc"),
+                    ("per_page", PER_PAGE_STR),
+                ],
+            );
+            let listing = self.api.list(url, None, None, Some(RECENT)).await?;
+            Ok(items::<wire::Issue>("an issue", listing.items)?
+                .into_iter()
+                .filter(|i| i.pull_request.is_none())
+                .find(|i| i.body.as_deref().is_some_and(|b| b.contains(marker)))
+                .map(|i| IssueRef {
+                    number: i.number,
+                    url: i.html_url,
+                }))
+        })
+    }
+
     fn comment<'a>(
         &'a self,
         repo: &'a RepoRef,

@@ -23,6 +23,11 @@ fn login(user: Option<&User>) -> String {
 pub struct Issue {
     pub number: u64,
     pub html_url: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Present when the "issue" is a pull request (GitHub lists both as issues).
+    #[serde(default)]
+    pub pull_request: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -327,6 +327,36 @@ async fn a_persisted_cursor_gets_304s_after_a_restart() {
 }
 
 #[tokio::test]
+async fn an_issue_is_found_by_the_marker_in_its_body_open_or_closed() {
+    let e = env().await;
+    let tag = "<!-- mainloop-key:issue:42 -->";
+    assert!(
+        e.forge
+            .find_issue(&e.repo, "mainloop", tag)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    e.forge
+        .create_issue(&e.repo, "Other", "another task", &["mainloop"])
+        .await
+        .unwrap();
+    let mine = e
+        .forge
+        .create_issue(
+            &e.repo,
+            "Mine",
+            &format!("the task\n\n{tag}"),
+            &["mainloop"],
+        )
+        .await
+        .unwrap();
+    e.forge.close_issue(&e.repo, mine.number).await.unwrap();
+    let found = e.forge.find_issue(&e.repo, "mainloop", tag).await.unwrap();
+    assert_eq!(found, Some(mine));
+}
+
+#[tokio::test]
 async fn reactions_and_closing_issues() {
     let e = env().await;
     let issue = e

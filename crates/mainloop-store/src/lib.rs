@@ -62,7 +62,11 @@ impl Backend {
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub max_connections: u32,
+    /// How long to wait for a connection, and (SQLite) for this process's other
+    /// writers: past it the store is unavailable rather than slow without bound.
     pub acquire_timeout: Duration,
+    /// SQLite: how long a write waits for another process's lock on the file.
+    pub busy_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -70,6 +74,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct Store {
     /// SQLite allows one writer; taking this in-process lock before `BEGIN` turns what
     /// would be `SQLITE_BUSY` failures under contention into orderly waiting.
     write_lock: Option<Arc<Mutex<()>>>,
+    /// The longest a write waits for `write_lock`.
+    write_wait: Duration,
     latest_event: Arc<watch::Sender<EventId>>,
 }
 
@@ -128,6 +135,7 @@ impl Store {
             relaxed,
             backend,
             write_lock: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            write_wait: options.acquire_timeout,
             latest_event: Arc::new(watch::channel(EventId(0)).0),
         };
         store.migrate().await?;
@@ -143,18 +151,26 @@ impl Store {
     ) -> AnyPoolOptions {
         let pool_options = AnyPoolOptions::new()
             .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout);
+            .acquire_timeout(options.acquire_timeout)
+            // A connection opened before the database last refused a write may keep
+            // refusing after writes are allowed again; a new one sees the database as
+            // it is now.
+            .before_acquire(|_conn, meta| {
+                Box::pin(async move { Ok(!error::refusals().predates_last(meta.age)) })
+            });
         if backend != Backend::Sqlite {
             return pool_options;
         }
+        let busy_timeout = format!("PRAGMA busy_timeout = {}", options.busy_timeout.as_millis());
         pool_options.after_connect(move |conn, _meta| {
+            let busy_timeout = busy_timeout.clone();
             Box::pin(async move {
                 // WAL lets readers proceed while a write commits; foreign keys are off by
                 // default in SQLite; the busy timeout covers other processes such as
                 // `mainloop token` touching the file.
                 conn.execute("PRAGMA journal_mode = WAL").await?;
                 conn.execute("PRAGMA foreign_keys = ON").await?;
-                conn.execute("PRAGMA busy_timeout = 10000").await?;
+                conn.execute(busy_timeout.as_str()).await?;
                 conn.execute(if synchronous == "FULL" {
                     "PRAGMA synchronous = FULL"
                 } else {
@@ -189,10 +205,7 @@ impl Store {
     /// # Errors
     /// When no connection can be had.
     pub async fn begin(&self) -> Result<Tx> {
-        let guard = match &self.write_lock {
-            Some(lock) => Some(Arc::clone(lock).lock_owned().await),
-            None => None,
-        };
+        let guard = self.write_guard().await?;
         let tx = self.pool.begin().await?;
         Ok(Tx {
             tx,
@@ -208,10 +221,7 @@ impl Store {
     /// # Errors
     /// When no connection can be had.
     pub async fn begin_relaxed(&self) -> Result<Tx> {
-        let guard = match &self.write_lock {
-            Some(lock) => Some(Arc::clone(lock).lock_owned().await),
-            None => None,
-        };
+        let guard = self.write_guard().await?;
         let mut tx = self.relaxed.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SET LOCAL synchronous_commit TO OFF")
@@ -224,6 +234,24 @@ impl Store {
             max_event: None,
             latest_event: Arc::clone(&self.latest_event),
         })
+    }
+
+    /// SQLite's in-process writer lock. While another process holds the file's lock each
+    /// writer waits out the busy timeout holding this one, so without a bound on the
+    /// wait the writers queued behind would wait one busy timeout each.
+    async fn write_guard(&self) -> Result<Option<OwnedMutexGuard<()>>> {
+        let Some(lock) = &self.write_lock else {
+            return Ok(None);
+        };
+        tokio::time::timeout(self.write_wait, Arc::clone(lock).lock_owned())
+            .await
+            .map(Some)
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "the database is busy: no turn to write within {:?}",
+                    self.write_wait
+                ))
+            })
     }
 
     /// Wakes whenever events are committed; holds the newest committed event id.

@@ -1157,3 +1157,166 @@ async fn postgres_restart_mid_run_loses_nothing_and_reconnects() {
         "ids keep increasing across the restart"
     );
 }
+
+/// Appends one event in its own transaction.
+async fn append(store: &Store, u: UserId, n: i64) -> Result<EventId, StoreError> {
+    let mut tx = store.begin().await?;
+    let id = tx
+        .append_event(u, EventName::ChatMessage, &json!({"n": n}), at(n))
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_cut_mid_transaction_are_unavailable_not_errors() {
+    let cluster = mainloop_testpg::OwnCluster::start().await.unwrap();
+    let url = cluster.fresh_database_url().await.unwrap();
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let a = user(&store, "a").await;
+    let before = append(&store, a, 1).await.unwrap();
+
+    // An administrator (or a proxy) cuts the session while a transaction is open on it:
+    // PostgreSQL answers the next statement with `57P01 terminating connection due to
+    // administrator command`, which is a passing condition, not a bug in our SQL.
+    let mut tx = store.begin().await.unwrap();
+    assert!(cluster.terminate_sessions(&url).await.unwrap() >= 1);
+    let cut = tx
+        .append_event(a, EventName::ChatMessage, &json!({"n": 2}), at(2))
+        .await
+        .expect_err("the session is gone");
+    assert!(cut.is_transient(), "{cut:?}");
+    drop(tx);
+
+    // Nothing half-written; the pool replaces the cut connection.
+    let after = append(&store, a, 3).await.unwrap();
+    let ids: Vec<EventId> = store
+        .events_after(a, EventId(0), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, vec![before, after]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusing_writes_is_unavailable_reads_go_on_and_writes_resume() {
+    let cluster = mainloop_testpg::OwnCluster::start().await.unwrap();
+    let url = cluster.fresh_database_url().await.unwrap();
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let a = user(&store, "a").await;
+    let first = append(&store, a, 1).await.unwrap();
+    // Several pooled connections, so stale ones would still be around afterwards.
+    let (x, y, z) = tokio::join!(
+        append(&store, a, 2),
+        append(&store, a, 3),
+        append(&store, a, 4)
+    );
+    let written = [first, x.unwrap(), y.unwrap(), z.unwrap()];
+
+    cluster.refuse_writes(&url).await.unwrap();
+    let refused = append(&store, a, 5).await.expect_err("writes are refused");
+    assert!(refused.is_transient(), "{refused:?}");
+    assert!(refused.to_string().contains("refuses writes"), "{refused}");
+    let read = store.events_after(a, EventId(0), 10).await.unwrap();
+    assert_eq!(read.len(), written.len(), "reads go on");
+    // Open more connections while refused: each starts with the read-only default.
+    let (x, y) = tokio::join!(append(&store, a, 6), append(&store, a, 7));
+    assert!(x.is_err() && y.is_err());
+
+    // Writes are allowed again. Connections opened during the refusal keep their
+    // read-only default; the store must not keep handing them out.
+    cluster.allow_writes(&url).await.unwrap();
+    let mut failures = 0;
+    let resumed = loop {
+        match append(&store, a, 8).await {
+            Ok(id) => break id,
+            Err(e) => {
+                failures += 1;
+                assert!(e.is_transient(), "{e:?}");
+                assert!(failures < 5, "writes are still refused: {e}");
+            }
+        }
+    };
+    assert!(
+        failures <= 1,
+        "{failures} refusals after writes were allowed"
+    );
+    // And they stay allowed, on whichever pooled connection.
+    for n in 9..15 {
+        append(&store, a, n).await.unwrap();
+    }
+    let all = store.events_after(a, EventId(0), 100).await.unwrap();
+    assert_eq!(
+        all.len(),
+        written.len() + 7,
+        "nothing refused was half-written"
+    );
+    assert!(all.iter().any(|e| e.id == resumed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_by_another_process_is_unavailable_within_a_bound_and_writes_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/locked.db", dir.path().display());
+    let wait = std::time::Duration::from_millis(400);
+    let store = Store::connect(
+        &url,
+        &StoreOptions {
+            acquire_timeout: wait,
+            busy_timeout: wait,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a = user(&store, "a").await;
+    append(&store, a, 1).await.unwrap();
+
+    // Another connection to the file (a backup script's `BEGIN IMMEDIATE`, the sqlite3
+    // shell) holds the write lock.
+    let other = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let mut held = other.begin().await.unwrap();
+    held.append_event(a, EventName::ChatMessage, &json!({"other": true}), at(2))
+        .await
+        .unwrap();
+
+    // Ten writers at once are all refused as unavailable, within one lock wait plus one
+    // busy timeout, not one busy timeout after another.
+    let started = std::time::Instant::now();
+    let writers: Vec<_> = (0..10)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { append(&store, a, 10 + n).await })
+        })
+        .collect();
+    let mut writes = Vec::new();
+    for w in writers {
+        writes.push(w.await.unwrap());
+    }
+    let took = started.elapsed();
+    for w in &writes {
+        let e = w.as_ref().expect_err("the file is locked");
+        assert!(e.is_transient(), "{e:?}");
+    }
+    assert!(took < wait * 4, "ten refused writes took {took:?}");
+    // Reads go on (WAL).
+    assert_eq!(
+        store.events_after(a, EventId(0), 10).await.unwrap().len(),
+        1
+    );
+
+    drop(held);
+    append(&store, a, 3).await.unwrap();
+    assert_eq!(
+        store.events_after(a, EventId(0), 10).await.unwrap().len(),
+        2
+    );
+}

@@ -53,22 +53,25 @@ impl Cluster {
     /// Restarts the server (fast shutdown: open connections are cut), on the same port,
     /// for tests of what survives a database restart.
     pub(crate) fn restart(&self) -> Result<(), TestPgError> {
+        self.pg_ctl("restart")
+    }
+
+    /// Stops the server (fast shutdown), keeps it down for `down`, and starts it again
+    /// on the same port: a restart as slow as a real server's can be.
+    pub(crate) fn outage(&self, down: std::time::Duration) -> Result<(), TestPgError> {
+        self.pg_ctl("stop")?;
+        std::thread::sleep(down);
+        self.pg_ctl("start")
+    }
+
+    fn pg_ctl(&self, action: &str) -> Result<(), TestPgError> {
         let mut pg_ctl = self.runner.command(&self.bins.pg_ctl, &self.root);
         pg_ctl
             .arg("-D")
             .arg(&self.data)
             .arg("-l")
             .arg(&self.log)
-            .args([
-                "-w",
-                "-t",
-                "60",
-                "-m",
-                "fast",
-                "-o",
-                &self.options,
-                "restart",
-            ]);
+            .args(["-w", "-t", "60", "-m", "fast", "-o", &self.options, action]);
         run(&mut pg_ctl).map(|_| ())
     }
 

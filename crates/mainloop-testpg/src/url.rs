@@ -34,6 +34,23 @@ pub(crate) fn with_database(url: &str, db: &str) -> Result<String, TestPgError> 
     Ok(format!("{scheme}{authority}/{db}{query}"))
 }
 
+/// The database a URL names.
+pub(crate) fn database(url: &str) -> Result<String, TestPgError> {
+    let bad = |reason| TestPgError::BadUrl {
+        url: redact(url),
+        reason,
+    };
+    let (scheme, authority, query) =
+        split(url).ok_or_else(|| bad("expected postgres://…/database"))?;
+    let path = &url[scheme.len() + authority.len()..url.len() - query.len()];
+    let db = path.trim_start_matches('/');
+    // Our own databases are plain identifiers; anything else would need quoting rules.
+    if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(bad("the database name must be a plain identifier"));
+    }
+    Ok(db.to_owned())
+}
+
 /// The URL with the password (if any) replaced, so it can appear in errors and logs.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, authority, _)) = split(url) else {
@@ -68,6 +85,15 @@ mod tests {
             with_database("postgres://h?a=b", "x")?,
             "postgres://h/x?a=b"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn names_the_database() -> Result<(), TestPgError> {
+        assert_eq!(database("postgres://u:p@h:5/db_1?sslmode=disable")?, "db_1");
+        assert_eq!(database("postgresql://h/x")?, "x");
+        assert!(database("postgres://h").is_err());
+        assert!(database("postgres://h/a\"b").is_err());
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use crate::steps::{self, apply, fail, load, retry, status};
 use mainloop_domain::records::Task;
 use mainloop_domain::task::{TaskEvent, TaskState};
 use mainloop_domain::{TaskId, Timestamp, UserId};
-use mainloop_engine::{JobContext, JobError, PlanAction};
+use mainloop_engine::{EngineError, JobContext, JobError, PlanAction};
 use mainloop_forge::replies::{
     ParsedAnswers, PlanReply, parse_answers, parse_plan_reply, plan_comment, questions_comment,
     review_feedback,
@@ -98,6 +98,13 @@ struct Mirror {
     watch_gen: u64,
     /// Set while the forge is unreachable, so the outage is reported once.
     outage: Option<String>,
+    /// Forge writes begun and not yet recorded (see [`Ctx::intend`]): after a crash, each
+    /// is looked up on the forge before it is made again.
+    pending: Vec<String>,
+    /// The draft pull request is open but not yet announced on the issue.
+    draft_unannounced: bool,
+    /// The last pushed commit the pull request was told about.
+    narrated_sha: Option<String>,
 }
 
 struct Ctx<'a> {
@@ -108,6 +115,32 @@ struct Ctx<'a> {
     repo: RepoRef,
     rec: TaskForge,
     m: Mirror,
+    /// The record as stored, which [`Ctx::intend`] extends without saving `m`'s changes.
+    stored: TaskForge,
+    /// Writes a previous attempt began without recording them (it died meanwhile).
+    recovering: Vec<String>,
+    /// Writes this attempt began and has not finished.
+    open: Vec<String>,
+}
+
+/// Unfinished writes remembered at most (the oldest are forgotten first).
+const MAX_PENDING: usize = 32;
+
+/// The hidden tag that names one of mainloop's forge writes, so a write whose outcome
+/// went unrecorded can be found instead of made twice.
+fn key_tag(key: &str) -> String {
+    format!("<!-- mainloop-key:{key} -->")
+}
+
+/// A short, stable digest of a text for a key (FNV-1a: the same in every build, unlike
+/// the standard library's hasher).
+fn digest(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 impl Ctx<'_> {
@@ -115,23 +148,99 @@ impl Ctx<'_> {
         self.fs.forge.as_ref()
     }
 
-    async fn save(&mut self) -> Result<(), JobError> {
+    /// The record with everything done so far. Writes begun and not known to be done
+    /// stay pending.
+    fn record(&mut self) -> Result<TaskForge, JobError> {
+        let mut pending: Vec<String> = Vec::new();
+        for key in self.recovering.iter().chain(&self.open) {
+            if !pending.contains(key) {
+                pending.push(key.clone());
+            }
+        }
+        // A write the task moved past is never looked up again; keep the list short.
+        let excess = pending.len().saturating_sub(MAX_PENDING);
+        pending.drain(..excess);
+        self.m.pending = pending;
         self.rec.data =
             serde_json::to_value(&self.m).map_err(|e| JobError::fatal(e.to_string()))?;
         self.rec.updated_at = mainloop_engine::now();
+        Ok(self.rec.clone())
+    }
+
+    async fn save(&mut self) -> Result<(), JobError> {
+        let rec = self.record()?;
         self.rt
             .inner
             .engine
-            .put_task_forge(&self.rec)
+            .put_task_forge(&rec)
             .await
-            .map_err(retry)
+            .map_err(retry)?;
+        self.stored = rec;
+        Ok(())
     }
 
-    async fn comment(&self, number: u64, body: &str) -> Result<u64, ForgeError> {
+    /// Records that the write `key` is about to be made, and nothing else: what this job
+    /// has read or decided so far (cursors, flags) is saved only with its outcome, so a
+    /// crash never skips a reply nor loses a decision.
+    async fn intend(&mut self, key: &str) -> Result<(), ForgeError> {
+        self.save_only(|m| m.pending.push(key.to_owned()))
+            .await
+            .map_err(|e| ForgeError::Unavailable(format!("store: {}", e.message)))?;
+        self.open.push(key.to_owned());
+        Ok(())
+    }
+
+    /// Makes `change` to the stored record alone (and to the working copy), leaving the
+    /// rest of the working copy unsaved.
+    async fn save_only(&mut self, change: impl Fn(&mut Mirror)) -> Result<(), JobError> {
+        change(&mut self.m);
+        let mut stored: Mirror =
+            serde_json::from_value(self.stored.data.clone()).unwrap_or_default();
+        change(&mut stored);
+        let mut rec = self.stored.clone();
+        rec.data = serde_json::to_value(&stored).map_err(|e| JobError::fatal(e.to_string()))?;
+        rec.updated_at = mainloop_engine::now();
+        self.rt
+            .inner
+            .engine
+            .put_task_forge(&rec)
+            .await
+            .map_err(retry)?;
+        self.stored = rec;
+        Ok(())
+    }
+
+    /// The write `key` is done (made now, or found made by an earlier attempt).
+    fn done(&mut self, key: &str) {
+        self.open.retain(|k| k != key);
+        self.recovering.retain(|k| k != key);
+    }
+
+    /// Whether a previous attempt began the write `key` and died before recording it.
+    fn was_begun(&self, key: &str) -> bool {
+        self.recovering.iter().any(|k| k == key)
+    }
+
+    /// Posts a comment once: `key` names it among all of mainloop's writes for the task,
+    /// and one that a crashed attempt posted is found and returned instead.
+    async fn comment(&mut self, number: u64, key: &str, body: &str) -> Result<u64, ForgeError> {
+        let tag = key_tag(key);
+        if self.was_begun(key) {
+            let (all, _) = self
+                .f()
+                .comments_since(&self.repo, number, &Cursor::default())
+                .await?;
+            if let Some(posted) = all.iter().find(|c| c.body.contains(&tag)) {
+                self.done(key);
+                return Ok(posted.id);
+            }
+        }
+        self.intend(key).await?;
         let c = self
             .f()
-            .comment(&self.repo, number, &format!("{body}\n\n{MARKER}"))
+            .comment(&self.repo, number, &format!("{body}\n\n{MARKER}\n{tag}"))
             .await?;
+        self.done(key);
         Ok(c.id)
     }
 
@@ -219,14 +328,17 @@ async fn context<'a>(rt: &'a Runtime, id: TaskId) -> Result<Option<Ctx<'a>>, Job
             rec.repo
         )));
     };
-    let m = serde_json::from_value(rec.data.clone()).unwrap_or_default();
+    let m: Mirror = serde_json::from_value(rec.data.clone()).unwrap_or_default();
     Ok(Some(Ctx {
         rt,
         fs,
         user,
         task,
         repo,
+        stored: rec.clone(),
         rec,
+        recovering: m.pending.clone(),
+        open: Vec::new(),
         m,
     }))
 }
@@ -368,8 +480,10 @@ async fn retry_later(rt: &Runtime, ctx: &JobContext, wait: Duration) -> Result<(
 /// Records (once) that the forge is failing, in the task's transcript.
 async fn note_outage(c: &mut Ctx<'_>, e: &ForgeError) -> Result<(), JobError> {
     if c.m.outage.is_none() {
-        c.m.outage = Some(e.to_string());
-        c.save().await?;
+        let what = e.to_string();
+        // Only the flag: what the failed step read (a cursor past a reply it could not
+        // act on) must not be saved, or that reply would be skipped.
+        c.save_only(|m| m.outage = Some(what.clone())).await?;
         status(
             c.rt,
             c.user,
@@ -383,8 +497,8 @@ async fn note_outage(c: &mut Ctx<'_>, e: &ForgeError) -> Result<(), JobError> {
 
 /// Records that the forge answers again, if it had been failing.
 async fn clear_outage(c: &mut Ctx<'_>) -> Result<(), JobError> {
-    if let Some(what) = c.m.outage.take() {
-        c.save().await?;
+    if let Some(what) = c.m.outage.clone() {
+        c.save_only(|m| m.outage = None).await?;
         status(
             c.rt,
             c.user,
@@ -398,16 +512,28 @@ async fn clear_outage(c: &mut Ctx<'_>) -> Result<(), JobError> {
 
 async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
     if c.rec.issue_number.is_none() && c.task.state != TaskState::Cancelled {
-        let title = mainloop_domain::inbox::first_line(&c.task.description, 120);
-        let body = format!(
-            "{}\n\n---\nA mainloop worker is on this. Its questions and plan will appear \
-             here; answer and decide here or in mainloop.\n\n{MARKER}",
-            c.task.description.trim()
-        );
-        let issue = c
-            .f()
-            .create_issue(&c.repo, &title, &body, &[c.fs.label.as_str()])
-            .await?;
+        let tag = key_tag(&format!("issue:{}", c.task.id));
+        let found = if c.was_begun("issue") {
+            c.f().find_issue(&c.repo, &c.fs.label, &tag).await?
+        } else {
+            None
+        };
+        let issue = match found {
+            Some(issue) => issue,
+            None => {
+                c.intend("issue").await?;
+                let title = mainloop_domain::inbox::first_line(&c.task.description, 120);
+                let body = format!(
+                    "{}\n\n---\nA mainloop worker is on this. Its questions and plan will \
+                     appear here; answer and decide here or in mainloop.\n\n{MARKER}\n{tag}",
+                    c.task.description.trim()
+                );
+                c.f()
+                    .create_issue(&c.repo, &title, &body, &[c.fs.label.as_str()])
+                    .await?
+            }
+        };
+        c.done("issue");
         c.rec.issue_number = i64::try_from(issue.number).ok();
         c.m.issue_url = Some(issue.url.clone());
         save(c).await?;
@@ -426,7 +552,8 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
         TaskState::WaitingAnswers => {
             let sig = question_signature(&c.task);
             if c.m.questions_posted.as_deref() != Some(sig.as_str()) {
-                c.comment(issue, &questions_comment(&c.task.questions))
+                let key = format!("questions:{}", digest(&sig));
+                c.comment(issue, &key, &questions_comment(&c.task.questions))
                     .await?;
                 c.m.questions_posted = Some(sig);
                 c.m.answered_on_forge = false;
@@ -438,7 +565,8 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
             let plan = c.task.plan.clone().unwrap_or_default();
             let sig = format!("{}:{}", c.task.version, plan.len());
             if c.m.plan_posted.as_deref() != Some(sig.as_str()) {
-                let id = c.comment(issue, &plan_comment(&plan)).await?;
+                let key = format!("plan:{}", digest(&sig));
+                let id = c.comment(issue, &key, &plan_comment(&plan)).await?;
                 c.m.plan_comment = Some(id);
                 c.m.plan_posted = Some(sig);
                 c.m.plan_decided_on_forge = false;
@@ -464,6 +592,7 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
                     let summary = c.task.diffstat.clone().unwrap_or_default();
                     c.comment(
                         pr.number,
+                        &format!("ready:{}", pr.number),
                         &format!("**Ready for review.** {ci}\n\n```\n{summary}\n```\n\nRequest changes in a review, or mention @{} / start a comment with `/revise`, and the worker picks it up.", c.fs.mention),
                     )
                     .await?;
@@ -479,11 +608,12 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
         TaskState::Cancelled => close_everything(c, issue, "Cancelled in mainloop.").await?,
         TaskState::Merged => {
             if !c.m.closed {
+                // A merged "Closes #n" pull request closes the issue on GitHub; closing
+                // again is harmless and covers forges that do not. Closed first, then
+                // recorded: a crash in between only closes it twice.
+                c.f().close_issue(&c.repo, issue).await?;
                 c.m.closed = true;
                 save(c).await?;
-                // A merged "Closes #n" pull request closes the issue on GitHub; closing
-                // again is harmless and covers forges that do not.
-                c.f().close_issue(&c.repo, issue).await?;
             }
         }
         TaskState::Failed => {
@@ -494,6 +624,7 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
             {
                 c.comment(
                     thread,
+                    &format!("failure:{}", digest(&key)),
                     &format!("**The worker failed:** {reason}\n\nRetry it in mainloop."),
                 )
                 .await?;
@@ -518,17 +649,22 @@ async fn watch_now(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
         .map_err(|e| ForgeError::Unavailable(format!("store: {}", e.message)))
 }
 
+/// One round of questions: the transition that asked them (an agent may ask the same
+/// questions again, after a restart lost its answers, and that round needs posting too)
+/// and the questions themselves.
 fn question_signature(task: &Task) -> String {
-    task.questions
+    let questions = task
+        .questions
         .iter()
         .map(|q| format!("{}={}", q.id, q.question))
         .collect::<Vec<_>>()
-        .join("|")
+        .join("|");
+    format!("{}:{questions}", task.version)
 }
 
 /// Decisions made in the app are told on the issue, so nobody answers twice.
 async fn acknowledge_app_decisions(c: &mut Ctx<'_>, issue: u64) -> Result<(), ForgeError> {
-    if let (Some(posted), Some(answers)) = (&c.m.questions_posted, &c.task.answers)
+    if let (Some(posted), Some(answers)) = (c.m.questions_posted.clone(), c.task.answers.clone())
         && c.m.answers_acknowledged.as_deref() != Some(posted.as_str())
     {
         if !c.m.answered_on_forge {
@@ -542,9 +678,10 @@ async fn acknowledge_app_decisions(c: &mut Ctx<'_>, issue: u64) -> Result<(), Fo
                     text.push_str(&format!("- {} → {a}\n", q.question));
                 }
             }
-            c.comment(issue, &text).await?;
+            let key = format!("answered:{}", digest(&posted));
+            c.comment(issue, &key, &text).await?;
         }
-        c.m.answers_acknowledged = Some(posted.clone());
+        c.m.answers_acknowledged = Some(posted);
         save(c).await?;
     }
     if c.task.state == TaskState::Implementing
@@ -552,8 +689,10 @@ async fn acknowledge_app_decisions(c: &mut Ctx<'_>, issue: u64) -> Result<(), Fo
         && !c.m.plan_acknowledged
     {
         if !c.m.plan_decided_on_forge {
+            let key = format!("plan-approved:{}", c.m.plan_comment.unwrap_or_default());
             c.comment(
                 issue,
+                &key,
                 "**Plan approved in mainloop**; the worker is implementing it.",
             )
             .await?;
@@ -571,10 +710,11 @@ async fn close_everything(c: &mut Ctx<'_>, issue: u64, why: &str) -> Result<(), 
     if let Some(pr) = c.m.pr.clone()
         && pr.state == PrState::Open
     {
-        c.comment(pr.number, why).await?;
+        c.comment(pr.number, &format!("closed:{}", pr.number), why)
+            .await?;
         c.f().close_pull_request(&c.repo, pr.number).await?;
     }
-    c.comment(issue, why).await?;
+    c.comment(issue, &format!("closed:{issue}"), why).await?;
     c.f().close_issue(&c.repo, issue).await?;
     c.m.closed = true;
     save(c).await
@@ -608,45 +748,47 @@ pub(crate) async fn publish(
             return retry_later(rt, ctx, wait).await;
         }
     };
-    let first_push = c.m.pushed_sha.is_none();
     c.m.pushed_sha = Some(sha.clone());
     c.save().await?;
     let result: Result<(), ForgeError> = async {
-        match c.m.pr.clone() {
-            None => {
-                let title = mainloop_domain::inbox::first_line(&c.task.description, 120);
-                let closes = c.issue().map(|n| format!("Closes #{n}.\n\n")).unwrap_or_default();
-                let body = format!(
-                    "{closes}{}\n\nmainloop keeps this draft until CI is green, then marks it ready for review.\n\n{MARKER}",
-                    c.task.plan.as_deref().unwrap_or(c.task.description.as_str()).trim()
-                );
-                let pr = c
-                    .f()
-                    .open_pull_request(
-                        &c.repo,
-                        NewPullRequest {
-                            head: &wt.branch,
-                            base: &wt.base,
-                            title: &title,
-                            body: &body,
-                            draft: true,
-                        },
-                    )
-                    .await?;
-                c.rec.pr_number = i64::try_from(pr.number).ok();
-                let url = pr.url.clone();
-                c.m.pr = Some(pr);
-                save(&mut c).await?;
-                if let Some(issue) = c.issue() {
-                    c.comment(issue, &format!("Draft pull request: {url}")).await?;
-                }
-                steps::status(c.rt, c.user, c.task.id, &format!("draft pull request: {url}")).await;
+        if c.m.pr.is_none() {
+            let pr = open_pull_request(&mut c, wt).await?;
+            c.rec.pr_number = i64::try_from(pr.number).ok();
+            c.m.draft_unannounced = true;
+            c.m.narrated_sha = Some(sha.clone());
+            steps::status(
+                c.rt,
+                c.user,
+                c.task.id,
+                &format!("draft pull request: {}", pr.url),
+            )
+            .await;
+            c.m.pr = Some(pr);
+            save(&mut c).await?;
+        }
+        let Some(pr) = c.m.pr.clone() else {
+            return Ok(());
+        };
+        if c.m.draft_unannounced {
+            if let Some(issue) = c.issue() {
+                c.comment(
+                    issue,
+                    &format!("draft:{}", pr.number),
+                    &format!("Draft pull request: {}", pr.url),
+                )
+                .await?;
             }
-            Some(pr) => {
-                let what = if first_push { "Pushed" } else { "Pushed an update" };
-                c.comment(pr.number, &format!("{what}: `{}`.", &sha[..sha.len().min(12)]))
-                    .await?;
-            }
+            c.m.draft_unannounced = false;
+            save(&mut c).await?;
+        } else if c.m.narrated_sha.as_deref() != Some(sha.as_str()) {
+            c.comment(
+                pr.number,
+                &format!("pushed:{sha}"),
+                &format!("Pushed an update: `{}`.", &sha[..sha.len().min(12)]),
+            )
+            .await?;
+            c.m.narrated_sha = Some(sha.clone());
+            save(&mut c).await?;
         }
         Ok(())
     }
@@ -661,6 +803,68 @@ pub(crate) async fn publish(
         }
     }
     Ok(())
+}
+
+/// Opens the task's draft pull request, or finds the one an earlier attempt opened
+/// without recording it (opening a second one for the branch is refused).
+async fn open_pull_request(
+    c: &mut Ctx<'_>,
+    wt: &mainloop_git::Worktree,
+) -> Result<PullRequest, ForgeError> {
+    if c.was_begun("pr")
+        && let Some(pr) = existing_pull_request(c, &wt.branch).await?
+    {
+        c.done("pr");
+        return Ok(pr);
+    }
+    c.intend("pr").await?;
+    let title = mainloop_domain::inbox::first_line(&c.task.description, 120);
+    let closes = c
+        .issue()
+        .map(|n| format!("Closes #{n}.\n\n"))
+        .unwrap_or_default();
+    let body = format!(
+        "{closes}{}\n\nmainloop keeps this draft until CI is green, then marks it ready for review.\n\n{MARKER}",
+        c.task
+            .plan
+            .as_deref()
+            .unwrap_or(c.task.description.as_str())
+            .trim()
+    );
+    let opened = c
+        .f()
+        .open_pull_request(
+            &c.repo,
+            NewPullRequest {
+                head: &wt.branch,
+                base: &wt.base,
+                title: &title,
+                body: &body,
+                draft: true,
+            },
+        )
+        .await;
+    let pr = match opened {
+        Ok(pr) => pr,
+        Err(ForgeError::Rejected(why)) => existing_pull_request(c, &wt.branch)
+            .await?
+            .ok_or(ForgeError::Rejected(why))?,
+        Err(e) => return Err(e),
+    };
+    c.done("pr");
+    Ok(pr)
+}
+
+/// The open pull request from `branch`, if there is one.
+async fn existing_pull_request(
+    c: &Ctx<'_>,
+    branch: &str,
+) -> Result<Option<PullRequest>, ForgeError> {
+    let open = c.f().open_pull_requests(&c.repo, 100).await?;
+    match open.iter().find(|p| p.head == branch) {
+        Some(p) => Ok(Some(c.f().pull_request(&c.repo, p.number).await?)),
+        None => Ok(None),
+    }
 }
 
 /// `task.checks` on a forge: start watching CI for the pushed commit.
@@ -703,7 +907,16 @@ pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext, task: &Task) -> Result
         fail(rt, task.id, "there is no pull request to merge".into()).await?;
         return Ok(());
     };
-    match c.f().merge_pull_request(&c.repo, pr.number).await {
+    let mut merged = c.f().merge_pull_request(&c.repo, pr.number).await;
+    if matches!(merged, Err(ForgeError::Rejected(_))) {
+        // Merged already: by an attempt that died before recording it, or on GitHub.
+        match c.f().pull_request(&c.repo, pr.number).await {
+            Ok(now) if now.state == PrState::Merged => merged = Ok(()),
+            Ok(_) => {}
+            Err(e) => merged = Err(e),
+        }
+    }
+    match merged {
         Ok(()) => {
             drop(_guard);
             apply(rt, task.id, TaskEvent::Merged).await?;
@@ -764,19 +977,37 @@ async fn watch_once(rt: &Runtime, p: &WatchPayload) -> Result<(), JobError> {
     }
     let interval = c.fs.poll_interval;
     let outcome = poll(&mut c).await;
+    if let Ok(Poll::Applied(event)) = outcome {
+        // What was read (the cursor past the reply) commits with the transition it
+        // caused, so a crash neither loses the reply nor acts on it twice. The
+        // transition's own forge.sync continues from here.
+        let rec = c.record()?;
+        match rt
+            .inner
+            .engine
+            .apply_task_event_with_forge(p.task_id, event, &rec)
+            .await
+        {
+            Ok(_) => c.stored = rec,
+            Err(EngineError::WrongState(e)) => {
+                tracing::info!(task = %p.task_id, error = %e, "task moved on; forge reply dropped");
+                c.save().await?;
+            }
+            Err(e @ (EngineError::Unavailable(_) | EngineError::Conflict(_))) => {
+                return Err(retry(e));
+            }
+            Err(e) => return Err(JobError::fatal(e.to_string())),
+        }
+        clear_outage(&mut c).await?;
+        return Ok(());
+    }
     if outcome.is_ok() {
         clear_outage(&mut c).await?;
     }
     let next = match outcome {
         Ok(Poll::Continue) => Some(interval),
         Ok(Poll::Stop) => None,
-        Ok(Poll::Applied(event)) => {
-            c.save().await?;
-            drop(guard);
-            // The transition's own forge.sync continues from here.
-            apply(rt, p.task_id, event).await?;
-            return Ok(());
-        }
+        Ok(Poll::Applied(_)) => None,
         Err(e) => {
             // An outage or a rate limit delays the work; it never ends the watch.
             let wait = match &e {
@@ -844,13 +1075,7 @@ async fn late_replies(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
     };
     for comment in new_issue_comments(c).await? {
         if answers_something(c, &comment.body) || parse_plan_reply(&comment.body).is_some() {
-            too_late(
-                c,
-                issue,
-                &comment.author,
-                "this was already answered or decided",
-            )
-            .await?;
+            too_late(c, issue, &comment, "this was already answered or decided").await?;
         }
     }
     save(c).await
@@ -865,10 +1090,16 @@ fn answers_something(c: &Ctx<'_>, body: &str) -> bool {
 }
 
 /// Tells a reply's author that the app decided first and nothing changed.
-async fn too_late(c: &Ctx<'_>, issue: u64, author: &str, what: &str) -> Result<(), ForgeError> {
+async fn too_late(
+    c: &mut Ctx<'_>,
+    issue: u64,
+    reply: &mainloop_forge::Comment,
+    what: &str,
+) -> Result<(), ForgeError> {
     c.comment(
         issue,
-        &format!("@{author} {what} in mainloop; nothing changed."),
+        &format!("late:{}", reply.id),
+        &format!("@{} {what} in mainloop; nothing changed.", reply.author),
     )
     .await
     .map(|_| ())
@@ -882,7 +1113,8 @@ async fn poll_answers(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
         match parse_answers(&comment.body, &c.task.questions) {
             ParsedAnswers::NotAnAnswer => {}
             ParsedAnswers::Invalid(why) => {
-                c.comment(issue, &format!("@{} {why}", comment.author))
+                let key = format!("invalid:{}", comment.id);
+                c.comment(issue, &key, &format!("@{} {why}", comment.author))
                     .await?;
             }
             ParsedAnswers::Complete(answers) => {
@@ -890,6 +1122,7 @@ async fn poll_answers(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
                 c.m.answers_acknowledged = c.m.questions_posted.clone();
                 c.comment(
                     issue,
+                    &format!("thanks:{}", comment.id),
                     &format!(
                         "Thanks @{}; the worker continues with your answers.",
                         comment.author
@@ -913,18 +1146,13 @@ async fn poll_plan(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
             None => {
                 // Answers to questions that were already answered (in the app, say).
                 if c.task.answers.is_some() && answers_something(c, &comment.body) {
-                    too_late(
-                        c,
-                        issue,
-                        &comment.author,
-                        "the questions were already answered",
-                    )
-                    .await?;
+                    too_late(c, issue, &comment, "the questions were already answered").await?;
                 }
                 continue;
             }
             Some(PlanReply::Invalid(why)) => {
-                c.comment(issue, &format!("@{} {why}", comment.author))
+                let key = format!("invalid:{}", comment.id);
+                c.comment(issue, &key, &format!("@{} {why}", comment.author))
                     .await?;
                 continue;
             }
@@ -939,8 +1167,12 @@ async fn poll_plan(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
             PlanAction::Revise(_) => "sent back for revision",
             PlanAction::Cancel => "cancelled",
         };
-        c.comment(issue, &format!("Plan {reply} (@{}).", comment.author))
-            .await?;
+        c.comment(
+            issue,
+            &format!("decided:{}", comment.id),
+            &format!("Plan {reply} (@{}).", comment.author),
+        )
+        .await?;
         return Ok(Poll::Applied(plan_event(decision)));
     }
     if let Some(plan_comment) = c.m.plan_comment {
@@ -951,6 +1183,7 @@ async fn poll_plan(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
             c.m.plan_acknowledged = true;
             c.comment(
                 issue,
+                &format!("thumbs-up:{plan_comment}"),
                 &format!("Plan approved by @{who}'s 👍; the worker is implementing it."),
             )
             .await?;
@@ -1014,9 +1247,11 @@ async fn poll_ci(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
             }
             if let Some(pr) = c.m.pr.as_ref().map(|p| p.number) {
                 let names: Vec<&str> = failures.iter().map(|f| f.name.as_str()).collect();
+                let names = names.join(", ");
                 c.comment(
                     pr,
-                    &format!("CI failed ({}); the worker is fixing it.", names.join(", ")),
+                    &format!("ci-failed:{sha}"),
+                    &format!("CI failed ({names}); the worker is fixing it."),
                 )
                 .await?;
             }
@@ -1086,8 +1321,16 @@ async fn poll_review(c: &mut Ctx<'_>) -> Result<Poll, ForgeError> {
     let human = c.only_trusted(human, |f| f.author.as_str()).await?;
     c.m.feedback_cursor = cursor;
     if let Some(feedback) = review_feedback(&human, &c.fs.mention, "") {
-        c.comment(pr.number, "On it: the worker is addressing this feedback.")
-            .await?;
+        let key = format!(
+            "feedback:{}",
+            human.iter().map(|f| f.id).max().unwrap_or_default()
+        );
+        c.comment(
+            pr.number,
+            &key,
+            "On it: the worker is addressing this feedback.",
+        )
+        .await?;
         c.m.ci_sha = None;
         return Ok(Poll::Applied(TaskEvent::ChangesRequested(feedback)));
     }
@@ -1129,5 +1372,631 @@ impl crate::steps::WorkForge for RemoteForge {
         task: &Task,
     ) -> Result<(), JobError> {
         merge(rt, ctx, task).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    //! The mirror when the process dies (or a response is lost) between a forge write and
+    //! recording it: an in-memory forge that can carry out a write and then fail the call,
+    //! as a connection reset after GitHub acted looks, and as a crash looks to the next
+    //! attempt (the attempt's bookkeeping is not saved either way).
+
+    use super::*;
+    use futures::future::BoxFuture;
+    use mainloop_domain::question::{Question, QuestionOption};
+    use mainloop_engine::{CreateTask, Engine, EngineConfig};
+    use mainloop_forge::{
+        Comment, CommitSummary, Feedback, FeedbackCursor, IssueRef, PrSummary,
+        Result as ForgeResult,
+    };
+    use mainloop_store::{Job, JobState, Store, StoreOptions};
+    use std::sync::Mutex;
+
+    #[derive(Debug, Default)]
+    struct State {
+        next: u64,
+        /// (number, title, body)
+        issues: Vec<(u64, String, String)>,
+        /// (thread number, comment)
+        comments: Vec<(u64, Comment)>,
+        /// (number, head, merged)
+        pulls: Vec<(u64, String, bool)>,
+        /// Calls that do their work, then fail as if the answer never arrived.
+        lose: Vec<&'static str>,
+    }
+
+    #[derive(Debug, Default)]
+    struct MemoryForge(Mutex<State>);
+
+    impl MemoryForge {
+        fn lose_next(&self, call: &'static str) {
+            self.0.lock().unwrap().lose.push(call);
+        }
+
+        /// Whether this call's answer is to be lost (once).
+        fn lost(&self, call: &str) -> bool {
+            let mut s = self.0.lock().unwrap();
+            let before = s.lose.len();
+            s.lose.retain(|c| *c != call);
+            s.lose.len() != before
+        }
+
+        fn comments_with(&self, needle: &str) -> usize {
+            let s = self.0.lock().unwrap();
+            s.comments
+                .iter()
+                .filter(|(_, c)| c.body.contains(needle))
+                .count()
+        }
+
+        fn answer(&self, number: u64, body: &str) {
+            let mut s = self.0.lock().unwrap();
+            s.next += 1;
+            let id = s.next;
+            s.comments.push((
+                number,
+                Comment {
+                    id,
+                    author: "alice".into(),
+                    body: body.to_owned(),
+                    url: String::new(),
+                },
+            ));
+        }
+    }
+
+    fn reset() -> ForgeError {
+        ForgeError::Unavailable("connection reset".into())
+    }
+
+    fn pr(number: u64, merged: bool) -> PullRequest {
+        PullRequest {
+            number,
+            node_id: format!("PR_{number}"),
+            url: format!("https://example.com/pull/{number}"),
+            head_sha: "abc".into(),
+            draft: true,
+            state: if merged {
+                PrState::Merged
+            } else {
+                PrState::Open
+            },
+        }
+    }
+
+    impl Forge for MemoryForge {
+        fn current_user(&self) -> BoxFuture<'_, ForgeResult<String>> {
+            Box::pin(async { Ok("mainloop-bot".to_owned()) })
+        }
+
+        fn create_issue<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            title: &'a str,
+            body: &'a str,
+            _labels: &'a [&'a str],
+        ) -> BoxFuture<'a, ForgeResult<IssueRef>> {
+            Box::pin(async move {
+                let number = {
+                    let mut s = self.0.lock().unwrap();
+                    s.next += 1;
+                    let n = s.next;
+                    s.issues.push((n, title.to_owned(), body.to_owned()));
+                    n
+                };
+                if self.lost("create_issue") {
+                    return Err(reset());
+                }
+                Ok(IssueRef {
+                    number,
+                    url: format!("https://example.com/issues/{number}"),
+                })
+            })
+        }
+
+        fn find_issue<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _label: &'a str,
+            marker: &'a str,
+        ) -> BoxFuture<'a, ForgeResult<Option<IssueRef>>> {
+            Box::pin(async move {
+                let s = self.0.lock().unwrap();
+                Ok(s.issues
+                    .iter()
+                    .rev()
+                    .find(|(_, _, body)| body.contains(marker))
+                    .map(|(n, _, _)| IssueRef {
+                        number: *n,
+                        url: format!("https://example.com/issues/{n}"),
+                    }))
+            })
+        }
+
+        fn comment<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            number: u64,
+            body: &'a str,
+        ) -> BoxFuture<'a, ForgeResult<Comment>> {
+            Box::pin(async move {
+                let c = {
+                    let mut s = self.0.lock().unwrap();
+                    s.next += 1;
+                    let c = Comment {
+                        id: s.next,
+                        author: "mainloop-bot".into(),
+                        body: body.to_owned(),
+                        url: String::new(),
+                    };
+                    s.comments.push((number, c.clone()));
+                    c
+                };
+                if self.lost("comment") {
+                    return Err(reset());
+                }
+                Ok(c)
+            })
+        }
+
+        fn comments_since<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            number: u64,
+            cursor: &'a Cursor,
+        ) -> BoxFuture<'a, ForgeResult<(Vec<Comment>, Cursor)>> {
+            Box::pin(async move {
+                let s = self.0.lock().unwrap();
+                let new: Vec<Comment> = s
+                    .comments
+                    .iter()
+                    .filter(|(n, c)| *n == number && c.id > cursor.seen_id)
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                let seen_id = new.last().map_or(cursor.seen_id, |c| c.id);
+                Ok((
+                    new,
+                    Cursor {
+                        seen_id,
+                        etag: None,
+                    },
+                ))
+            })
+        }
+
+        fn thumbs_up<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _comment_id: u64,
+        ) -> BoxFuture<'a, ForgeResult<Vec<String>>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn close_issue<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _number: u64,
+        ) -> BoxFuture<'a, ForgeResult<()>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn open_pull_request<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            new: NewPullRequest<'a>,
+        ) -> BoxFuture<'a, ForgeResult<PullRequest>> {
+            Box::pin(async move {
+                let number = {
+                    let mut s = self.0.lock().unwrap();
+                    if s.pulls.iter().any(|(_, head, _)| head == new.head) {
+                        return Err(ForgeError::Rejected(format!(
+                            "A pull request already exists for {}",
+                            new.head
+                        )));
+                    }
+                    s.next += 1;
+                    let n = s.next;
+                    s.pulls.push((n, new.head.to_owned(), false));
+                    n
+                };
+                if self.lost("open_pull_request") {
+                    return Err(reset());
+                }
+                Ok(pr(number, false))
+            })
+        }
+
+        fn pull_request<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            number: u64,
+        ) -> BoxFuture<'a, ForgeResult<PullRequest>> {
+            Box::pin(async move {
+                let s = self.0.lock().unwrap();
+                let (_, _, merged) = s
+                    .pulls
+                    .iter()
+                    .find(|(n, _, _)| *n == number)
+                    .ok_or_else(|| ForgeError::NotFound(format!("#{number}")))?;
+                Ok(pr(number, *merged))
+            })
+        }
+
+        fn ci_status<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _sha: &'a str,
+        ) -> BoxFuture<'a, ForgeResult<CiStatus>> {
+            Box::pin(async { Ok(CiStatus::None) })
+        }
+
+        fn job_log_tail<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _job_id: u64,
+            _max_bytes: usize,
+        ) -> BoxFuture<'a, ForgeResult<String>> {
+            Box::pin(async { Ok(String::new()) })
+        }
+
+        fn mark_ready_for_review<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _pr: &'a PullRequest,
+        ) -> BoxFuture<'a, ForgeResult<()>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn feedback_since<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _number: u64,
+            cursor: &'a FeedbackCursor,
+        ) -> BoxFuture<'a, ForgeResult<(Vec<Feedback>, FeedbackCursor)>> {
+            Box::pin(async move { Ok((Vec::new(), cursor.clone())) })
+        }
+
+        fn merge_pull_request<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            number: u64,
+        ) -> BoxFuture<'a, ForgeResult<()>> {
+            Box::pin(async move {
+                {
+                    let mut s = self.0.lock().unwrap();
+                    let pr = s
+                        .pulls
+                        .iter_mut()
+                        .find(|(n, _, _)| *n == number)
+                        .ok_or_else(|| ForgeError::NotFound(format!("#{number}")))?;
+                    if pr.2 {
+                        // GitHub: 405 "Pull Request is not mergeable".
+                        return Err(ForgeError::Rejected("not mergeable".into()));
+                    }
+                    pr.2 = true;
+                }
+                if self.lost("merge_pull_request") {
+                    return Err(reset());
+                }
+                Ok(())
+            })
+        }
+
+        fn close_pull_request<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _number: u64,
+        ) -> BoxFuture<'a, ForgeResult<()>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn open_pull_requests<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _limit: usize,
+        ) -> BoxFuture<'a, ForgeResult<Vec<PrSummary>>> {
+            Box::pin(async move {
+                let s = self.0.lock().unwrap();
+                Ok(s.pulls
+                    .iter()
+                    .filter(|(_, _, merged)| !merged)
+                    .map(|(n, head, _)| PrSummary {
+                        number: *n,
+                        title: String::new(),
+                        url: String::new(),
+                        author: "mainloop-bot".into(),
+                        draft: true,
+                        head: head.clone(),
+                    })
+                    .collect())
+            })
+        }
+
+        fn recent_commits<'a>(
+            &'a self,
+            _repo: &'a RepoRef,
+            _branch: &'a str,
+            _limit: usize,
+        ) -> BoxFuture<'a, ForgeResult<Vec<CommitSummary>>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    struct World {
+        rt: Runtime,
+        forge: Arc<MemoryForge>,
+        task: TaskId,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn world() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite", dir.path().display());
+        let store = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let engine = Engine::new(
+            store,
+            None,
+            EngineConfig {
+                forge_host: Some("github.com".into()),
+                ..EngineConfig::default()
+            },
+        );
+        let (owner, _) = engine.ensure_owner("owner").await.unwrap();
+        let forge = Arc::new(MemoryForge::default());
+        let settings = ForgeSettings {
+            forge: forge.clone(),
+            web_host: "github.com".into(),
+            git_url: "file:///nowhere/{owner}/{name}.git".into(),
+            label: "mainloop".into(),
+            mention: "mainloop".into(),
+            poll_interval: Duration::from_secs(60),
+            ci_pending_timeout: Duration::from_secs(600),
+            ci_appear_timeout: Duration::from_secs(600),
+            log_tail_bytes: 1024,
+            trusted_users: vec!["alice".into()],
+        };
+        let rt = Runtime::new(
+            engine.clone(),
+            Arc::new(mainloop_agent::ClaudeCode::new(vec!["false".into()])),
+            mainloop_git::Git::new(dir.path().join("repos"), dir.path().join("worktrees")),
+            crate::WorkerConfig {
+                max_agents: 1,
+                idle_timeout: Duration::from_secs(60),
+                inactivity_timeout: Duration::from_secs(60),
+                check_timeout: Duration::from_secs(60),
+                check_output_bytes: 1024,
+                model: None,
+                agent_env: Vec::new(),
+                plans_dir: dir.path().join("plans"),
+                pid_dir: dir.path().join("agents"),
+                forge: Some(settings),
+            },
+        );
+        let task = engine
+            .create_task(
+                owner.id,
+                &CreateTask {
+                    description: "write a note".into(),
+                    repo: "octo/app".into(),
+                    skip_plan: false,
+                    model: None,
+                },
+            )
+            .await
+            .unwrap();
+        World {
+            rt,
+            forge,
+            task: task.id,
+            _dir: dir,
+        }
+    }
+
+    fn questions() -> Vec<Question> {
+        vec![Question {
+            id: "q1".into(),
+            header: "Tone".into(),
+            question: "Which tone?".into(),
+            options: vec![QuestionOption {
+                label: "Plain".into(),
+                description: "just the facts".into(),
+            }],
+            multi_select: false,
+        }]
+    }
+
+    impl World {
+        fn job(&self, kind: &str, payload: serde_json::Value) -> JobContext {
+            let at = mainloop_engine::now();
+            JobContext {
+                engine: self.rt.inner.engine.clone(),
+                job: Job {
+                    id: 1,
+                    key: format!("{kind}:test"),
+                    kind: kind.into(),
+                    user_id: None,
+                    lane: None,
+                    payload,
+                    state: JobState::Running,
+                    attempts: 1,
+                    run_after: at,
+                    lease_owner: None,
+                    lease_until: None,
+                    last_error: None,
+                    created_at: at,
+                },
+                owner: "test".into(),
+            }
+        }
+
+        async fn apply(&self, event: TaskEvent) {
+            self.rt
+                .inner
+                .engine
+                .apply_task_event(None, self.task, event)
+                .await
+                .unwrap();
+        }
+
+        async fn sync(&self) {
+            let ctx = self.job(SYNC_JOB, json!({"task_id": self.task}));
+            sync(&self.rt, &ctx).await.unwrap();
+        }
+
+        async fn watch(&self) {
+            let generation = self.mirror().await.watch_gen;
+            let ctx = self.job(
+                WATCH_JOB,
+                json!({"task_id": self.task, "generation": generation}),
+            );
+            watch(&self.rt, &ctx).await.unwrap();
+        }
+
+        async fn mirror(&self) -> Mirror {
+            let rec = self
+                .rt
+                .inner
+                .engine
+                .store()
+                .task_forge(self.task)
+                .await
+                .unwrap()
+                .unwrap();
+            serde_json::from_value(rec.data).unwrap()
+        }
+
+        async fn state(&self) -> TaskState {
+            load(&self.rt, self.task).await.unwrap().unwrap().1.state
+        }
+
+        /// Into waiting for answers, with the issue and the questions posted.
+        async fn asked(&self) {
+            self.apply(TaskEvent::SlotGranted).await;
+            self.apply(TaskEvent::QuestionsAsked(questions())).await;
+            self.sync().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_issue_whose_creation_went_unrecorded_is_found_not_made_again() {
+        let w = world().await;
+        w.forge.lose_next("create_issue");
+        w.sync().await; // GitHub made it; the answer was lost
+        w.sync().await;
+        let issues = w.forge.0.lock().unwrap().issues.len();
+        assert_eq!(issues, 1);
+        let rec = w.rt.inner.engine.store().task_forge(w.task).await.unwrap();
+        assert_eq!(rec.unwrap().issue_number, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_comment_whose_posting_went_unrecorded_is_not_posted_again() {
+        let w = world().await;
+        w.apply(TaskEvent::SlotGranted).await;
+        w.apply(TaskEvent::QuestionsAsked(questions())).await;
+        w.forge.lose_next("comment");
+        w.sync().await;
+        w.sync().await;
+        assert_eq!(w.forge.comments_with("The worker has questions"), 1);
+        assert!(w.mirror().await.pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_by_a_failed_poll_is_read_again() {
+        let w = world().await;
+        w.asked().await;
+        w.forge.answer(1, "1: 1");
+        // Reading the answer works; the thanks is posted but its answer lost.
+        w.forge.lose_next("comment");
+        w.watch().await;
+        assert_eq!(w.state().await, TaskState::WaitingAnswers);
+        // Whether or not the thanks landed, the next poll still sees the answer.
+        w.watch().await;
+        assert_eq!(w.state().await, TaskState::Planning);
+        assert_eq!(w.forge.comments_with("Thanks @alice"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_second_round_of_the_same_questions_is_posted_again() {
+        let w = world().await;
+        w.asked().await;
+        w.apply(TaskEvent::Answered(
+            [(
+                "q1".to_owned(),
+                mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
+            )]
+            .into_iter()
+            .collect(),
+        ))
+        .await;
+        w.sync().await;
+        // The agent lost the answers (a restart) and asks the same again.
+        w.apply(TaskEvent::QuestionsAsked(questions())).await;
+        w.sync().await;
+        assert_eq!(w.forge.comments_with("The worker has questions"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pull_request_whose_opening_went_unrecorded_is_adopted() {
+        let w = world().await;
+        w.asked().await;
+        let wt = mainloop_git::Worktree {
+            path: std::path::PathBuf::from("/nowhere"),
+            branch: "mainloop/abc-write-a-note".into(),
+            base: "main".into(),
+        };
+        w.forge.lose_next("open_pull_request");
+        let mut c = context(&w.rt, w.task).await.unwrap().unwrap();
+        assert!(open_pull_request(&mut c, &wt).await.is_err());
+        c.save().await.unwrap(); // e.g. the outage note
+        let mut c = context(&w.rt, w.task).await.unwrap().unwrap();
+        let pr = open_pull_request(&mut c, &wt).await.unwrap();
+        assert_eq!(w.forge.0.lock().unwrap().pulls.len(), 1);
+        assert_eq!(pr.number, w.forge.0.lock().unwrap().pulls[0].0);
+    }
+
+    #[tokio::test]
+    async fn a_merge_whose_answer_was_lost_ends_merged_not_failed() {
+        let w = world().await;
+        w.asked().await;
+        let branch = "mainloop/abc-write-a-note";
+        {
+            let mut s = w.forge.0.lock().unwrap();
+            s.next += 1;
+            let n = s.next;
+            s.pulls.push((n, branch.into(), false));
+        }
+        let number = w.forge.0.lock().unwrap().pulls[0].0;
+        let mut c = context(&w.rt, w.task).await.unwrap().unwrap();
+        c.m.pr = Some(pr(number, false));
+        c.save().await.unwrap();
+        for event in [
+            TaskEvent::Answered(
+                [(
+                    "q1".to_owned(),
+                    mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            TaskEvent::PlanProposed("# Plan".into()),
+            TaskEvent::PlanApproved,
+            TaskEvent::AgentFinished,
+            TaskEvent::ChecksPassed,
+            TaskEvent::ReviewApproved,
+        ] {
+            w.apply(event).await;
+        }
+        let (_, task) = load(&w.rt, w.task).await.unwrap().unwrap();
+        w.forge.lose_next("merge_pull_request");
+        let ctx = w.job("task.merge", json!({"task_id": w.task}));
+        merge(&w.rt, &ctx, &task).await.unwrap(); // merged; the answer lost: retry later
+        assert_eq!(w.state().await, TaskState::Review);
+        merge(&w.rt, &ctx, &task).await.unwrap();
+        assert_eq!(w.state().await, TaskState::Merged);
     }
 }

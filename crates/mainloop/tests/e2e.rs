@@ -1,5 +1,7 @@
 //! The real `mainloop` binary, started and killed as a user (or a crash) would: chat
-//! through the fake model, SIGKILL mid-turn, restarts, and the CLI commands.
+//! through the fake model, SIGKILL mid-turn, restarts, the CLI commands, and
+//! infrastructure faults (PostgreSQL restarted or refusing writes, SQLite locked by
+//! another process, the model API and GitHub misbehaving).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -1438,4 +1440,1469 @@ async fn planted_secrets_never_reach_logs_or_transcripts() {
             "{name} is in the chat"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Infrastructure faults under the running server: PostgreSQL restarted or refusing
+// writes, the model API and GitHub misbehaving. Each test counts what it injects.
+
+/// What one API request made during a fault got back.
+#[derive(Debug, Clone)]
+struct Probe {
+    what: &'static str,
+    /// 0: no answer within [`PROBE_BOUND`] (a hang), or the connection failed.
+    status: u16,
+    code: String,
+    message: String,
+    elapsed: Duration,
+}
+
+/// The longest an API request may take while the database is away: the pool's acquire
+/// timeout (10 s) plus slack for a loaded machine. Beyond it a request counts as hung.
+const PROBE_BOUND: Duration = Duration::from_secs(14);
+
+async fn probe(
+    what: &'static str,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> Probe {
+    let started = std::time::Instant::now();
+    let mut rb = reqwest::Client::builder()
+        .timeout(PROBE_BOUND)
+        .build()
+        .unwrap()
+        .request(method, url)
+        .bearer_auth(token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let (status, v) = match rb.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (
+            0,
+            json!({"error": {"code": "transport", "message": e.to_string()}}),
+        ),
+    };
+    Probe {
+        what,
+        status,
+        code: v["error"]["code"].as_str().unwrap_or_default().to_owned(),
+        message: v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Every probe either worked or was refused with a clear 503 (`unavailable`, with a
+/// message) in bounded time: never a 500, never a hang.
+fn assert_refused_cleanly(probes: &[Probe]) {
+    for p in probes {
+        let ok = (200..300).contains(&p.status);
+        let unavailable = p.status == 503 && p.code == "unavailable" && !p.message.is_empty();
+        assert!(ok || unavailable, "{} answered {p:?}", p.what);
+        assert!(p.elapsed < PROBE_BOUND, "{} took {:?}", p.what, p.elapsed);
+    }
+}
+
+/// A client of `/api/events` that behaves like the web app: when the stream ends it
+/// reconnects with `Last-Event-ID`, and it records every event id it is given.
+struct EventFollower {
+    ids: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    reconnects: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventFollower {
+    fn start(base: &str, token: &str) -> Self {
+        use futures::StreamExt as _;
+        let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reconnects = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (base, token) = (base.to_owned(), token.to_owned());
+        let (seen, again) = (ids.clone(), reconnects.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let last = seen.lock().unwrap().last().copied().unwrap_or(0);
+                let response = http
+                    .get(format!("{base}/api/events"))
+                    .bearer_auth(&token)
+                    .header("last-event-id", last.to_string())
+                    .send()
+                    .await;
+                if let Ok(r) = response.and_then(reqwest::Response::error_for_status) {
+                    let mut stream = r.bytes_stream();
+                    let mut buf = String::new();
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        buf.push_str(&String::from_utf8_lossy(&chunk));
+                        while let Some(end) = buf.find("\n\n") {
+                            let block: String = buf.drain(..end + 2).collect();
+                            if let Some(id) = block
+                                .lines()
+                                .find_map(|l| l.strip_prefix("id:"))
+                                .and_then(|v| v.trim().parse::<i64>().ok())
+                            {
+                                seen.lock().unwrap().push(id);
+                            }
+                        }
+                    }
+                }
+                again.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Self {
+            ids,
+            reconnects,
+            task,
+        }
+    }
+
+    fn ids(&self) -> Vec<i64> {
+        self.ids.lock().unwrap().clone()
+    }
+
+    /// Waits until the follower has seen event `id` (or later).
+    async fn wait_for(&self, id: i64) {
+        for _ in 0..400 {
+            if self.ids().last().is_some_and(|l| *l >= id) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the event follower never reached event {id}: {:?}",
+            self.ids()
+        );
+    }
+}
+
+impl Drop for EventFollower {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Every event id of the user's log, read back from the start.
+async fn all_event_ids(base: &str, token: &str) -> Vec<i64> {
+    use futures::StreamExt as _;
+    let r = client()
+        .get(format!("{base}/api/events?after=0"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream();
+    let mut buf = String::new();
+    let mut ids = Vec::new();
+    // The replay comes first and at once; a quiet half second means it is over.
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            if let Some(id) = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id:"))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+            {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+fn strictly_increasing(ids: &[i64]) -> bool {
+    ids.windows(2).all(|w| w[0] < w[1])
+}
+
+/// Starts a server whose log (warnings and errors) goes to `server.log` beside `data`
+/// instead of the test's output: fault tests make it long. Returns the log's path.
+fn spawn_logged(cmd: Command, data: &Path) -> (Server, std::path::PathBuf) {
+    let path = data.with_extension("log");
+    let log = std::fs::File::create(&path).unwrap();
+    (Server::spawn_logging_to(cmd, Stdio::from(log)), path)
+}
+
+/// How many lines of the server's log contain `needle`.
+fn log_lines(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// The server process is still running (it did not exit on the fault).
+fn assert_running(server: &mut Server) {
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the server exited"
+    );
+}
+
+/// A server on PostgreSQL (`database_url`), with the real claude CLI as its worker
+/// agent when there is one.
+fn postgres_command(
+    data: &Path,
+    fake: &FakeAnthropic,
+    database_url: &str,
+    claude: Option<&Path>,
+) -> Command {
+    let mut cmd = command(data, Some(&fake.base_url()));
+    cmd.env("DATABASE_URL", database_url)
+        // Short leases: an attempt whose end could not be recorded while the database
+        // was away is handed out again within seconds, not a minute.
+        .env("MAINLOOP_DISPATCHER__LEASE_SECS", "3")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+    if let Some(claude) = claude {
+        cmd.env("MAINLOOP_WORKERS__CLAUDE_COMMAND", claude);
+    }
+    cmd
+}
+
+fn git_repo() -> tempfile::TempDir {
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("README.md"), "x\n").unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(repo.path(), &["commit", "-q", "-m", "init"]);
+    repo
+}
+
+const STEADY: &str = r##"
+rules:
+  - name: probe
+    match: {user_contains: "probe question"}
+    reply: [{text: "A quick answer."}]
+  - name: chat
+    match: {user_contains: "question"}
+    delay_ms: 120
+    reply: [{text: "An answer in pieces: one, two, three, four, five, six, seven."}]
+  - name: task-work
+    match: {user_contains: "steady work"}
+    delay_ms: 150
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'steady\\n' > steady.txt", description: "Work"}}
+  - name: task-done
+    match: {tool_result_for: Bash}
+    delay_ms: 150
+    reply: [{text: "Done with the steady work."}]
+"##;
+
+/// Posts a chat message; returns its id when it was stored (202), else the probe.
+async fn try_chat(base: &str, token: &str, text: &str) -> Result<String, Probe> {
+    let started = std::time::Instant::now();
+    let r = client()
+        .post(format!("{base}/api/chat"))
+        .bearer_auth(token)
+        .json(&json!({ "text": text }))
+        .send()
+        .await;
+    match r {
+        Ok(r) if r.status() == 202 => {
+            let v: Value = r.json().await.unwrap();
+            Ok(v["message_id"].as_str().unwrap().to_owned())
+        }
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            Err(Probe {
+                what: "POST /api/chat",
+                status,
+                code: v["error"]["code"].as_str().unwrap_or_default().to_owned(),
+                message: v["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                elapsed: started.elapsed(),
+            })
+        }
+        Err(e) => Err(Probe {
+            what: "POST /api/chat",
+            status: 0,
+            code: "transport".into(),
+            message: e.to_string(),
+            elapsed: started.elapsed(),
+        }),
+    }
+}
+
+/// Requests a user makes while something is wrong: reads and writes, one round.
+async fn probe_round(base: &str, token: &str, n: usize) -> Vec<Probe> {
+    let get = |what, path: &str| {
+        probe(
+            what,
+            reqwest::Method::GET,
+            format!("{base}{path}"),
+            token,
+            None,
+        )
+    };
+    let (a, b, c, d) = tokio::join!(
+        get("GET /api/tasks", "/api/tasks"),
+        get("GET /api/chat/messages", "/api/chat/messages?limit=5"),
+        get("GET /api/health", "/api/health"),
+        probe(
+            "POST /api/chat",
+            reqwest::Method::POST,
+            format!("{base}/api/chat"),
+            token,
+            Some(json!({ "text": format!("probe question {n}") })),
+        ),
+    );
+    vec![a, b, c, d]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_a_running_server_loses_nothing() {
+    let started = std::time::Instant::now();
+    let cluster = mainloop_testpg::OwnCluster::start().await.unwrap();
+    let url = cluster.fresh_database_url().await.unwrap();
+    let fake = FakeAnthropic::start(Script::from_yaml(STEADY).unwrap())
+        .await
+        .unwrap();
+    let claude = claude_path();
+    let data = tempfile::tempdir().unwrap();
+    let repo = git_repo();
+    let (mut server, log) = spawn_logged(
+        postgres_command(data.path(), &fake, &url, claude.as_deref()),
+        data.path(),
+    );
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let follower = EventFollower::start(&base, &token);
+
+    // Work in flight: three chat turns (one lane, answered in turn, each streaming for
+    // a second) and, with the CLI, a task whose agent talks to a slow model.
+    let mut sent = Vec::new();
+    for n in 1..=3 {
+        sent.push(
+            try_chat(&base, &token, &format!("question {n}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let task = if claude.is_some() {
+        let (status, t) = post(
+            &base,
+            &token,
+            "/api/tasks",
+            json!({"description": "steady work", "repo": repo.path(), "skip_plan": true}),
+        )
+        .await;
+        assert_eq!(status, 201, "{t}");
+        Some(t["id"].as_str().unwrap().to_owned())
+    } else {
+        None
+    };
+    for _ in 0..400 {
+        let rules: Vec<String> = fake
+            .message_requests()
+            .into_iter()
+            .filter_map(|r| r.rule_name)
+            .collect();
+        if rules.iter().any(|r| r == "chat")
+            && (task.is_none() || rules.iter().any(|r| r == "task-work"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // Restart PostgreSQL twice while requests keep coming: at once, then staying down
+    // for two seconds (as a real server with a large cache or crash recovery does).
+    let restarts = 2;
+    let stop = stop_flag();
+    let load = {
+        let (base, token, stop) = (base.clone(), token.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut probes = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                probes.extend(probe_round(&base, &token, n).await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            probes
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.restart().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.outage(Duration::from_secs(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let probes = load.await.unwrap();
+    assert_running(&mut server);
+    assert_refused_cleanly(&probes);
+    let refused = probes.iter().filter(|p| p.status == 503).count();
+    // Requests made while the server was down were refused, or waited for it (the pool
+    // reconnects within its acquire timeout): either way some met the outage.
+    let waited = probes
+        .iter()
+        .filter(|p| p.status != 503 && p.elapsed >= Duration::from_secs(1))
+        .count();
+    assert!(refused + waited > 0, "nothing met the outage: {probes:?}");
+
+    // Writes work again without anyone's help.
+    let mut after = None;
+    for _ in 0..100 {
+        match try_chat(&base, &token, "question after the restart").await {
+            Ok(id) => {
+                after = Some(id);
+                break;
+            }
+            Err(p) => {
+                assert_refused_cleanly(&[p]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    sent.push(after.expect("writes work again after the restart"));
+    for p in probes.iter().filter(|p| p.what == "POST /api/chat") {
+        assert!(p.status == 202 || p.status == 503, "{p:?}");
+    }
+
+    // Every stored message is answered exactly once, and only stored ones exist.
+    let thread = messages(&base, &token).await;
+    let stored_users: Vec<String> = thread
+        .iter()
+        .filter(|m| m["role"] == "user" && m["kind"] == "text")
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let accepted = probes
+        .iter()
+        .filter(|p| p.what == "POST /api/chat" && p.status == 202)
+        .count();
+    assert_eq!(
+        stored_users.len(),
+        sent.len() + accepted,
+        "a refused message left nothing"
+    );
+    for id in &stored_users {
+        wait_reply(&base, &token, id).await;
+    }
+    if let Some(id) = &task {
+        let t = wait_task_state(&base, &token, id, "review").await;
+        assert!(t["error"].is_null(), "{t}");
+    }
+    // Quiet now: nothing more is pending, and nothing was answered twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &stored_users {
+        assert_eq!(
+            replies(&base, &token, id).await.len(),
+            1,
+            "answered once: {id}"
+        );
+    }
+
+    // Event ids: strictly increasing for the live client across its reconnects, and it
+    // was given every event the log holds.
+    let all = all_event_ids(&base, &token).await;
+    assert!(strictly_increasing(&all), "{all:?}");
+    follower.wait_for(*all.last().unwrap()).await;
+    let live = follower.ids();
+    assert!(
+        strictly_increasing(&live),
+        "duplicated or reordered: {live:?}"
+    );
+    assert_eq!(live, all, "the live client missed events");
+    let reconnects = follower
+        .reconnects
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(log_lines(&log, "job failed for good"), 0);
+    eprintln!(
+        "faults: {restarts} PostgreSQL restarts; {} API requests during them, {refused} refused \
+         with 503, {waited} waited for the server, max latency {:?}; background: {} job attempts and {} claims met the outage; \
+         the event stream reconnected {reconnects} times; {} events; {:?}",
+        probes.len(),
+        probes.iter().map(|p| p.elapsed).max().unwrap_or_default(),
+        log_lines(&log, "job attempt failed; will retry"),
+        log_lines(&log, "could not claim jobs"),
+        all.len(),
+        started.elapsed()
+    );
+}
+
+/// Chat answers slowly (a turn is in flight when the database freezes); a task asks
+/// two questions, then plans.
+const FROZEN: &str = r##"
+rules:
+  - name: probe
+    match: {user_contains: "probe question"}
+    reply: [{text: "A quick answer."}]
+  - name: chat
+    match: {user_contains: "chat question"}
+    delay_ms: 250
+    reply: [{text: "An answer in pieces: one, two, three, four, five, six, seven."}]
+  - name: ask
+    match: {user_contains: "build the greeter", tool_offered: AskUserQuestion}
+    reply:
+      - tool_use:
+          name: AskUserQuestion
+          input:
+            questions:
+              - question: "Which language?"
+                header: "Language"
+                options:
+                  - {label: "Rust", description: "fast"}
+                  - {label: "Go", description: "simple"}
+                multiSelect: false
+  - name: answered-after-resume
+    match: {user_contains: "Answers to your questions"}
+    reply:
+      - tool_use:
+          name: Write
+          input: {file_path: "{{plan_file}}", content: "# Plan\n\nA greeter.\n"}
+  - name: write-plan
+    match: {tool_result_for: AskUserQuestion}
+    reply:
+      - tool_use:
+          name: Write
+          input: {file_path: "{{plan_file}}", content: "# Plan\n\nA greeter.\n"}
+  - name: exit-plan
+    match: {tool_result_for: Write, tool_result_contains: "/.claude/plans/"}
+    reply:
+      - tool_use: {name: ExitPlanMode, input: {}}
+"##;
+
+/// Rows that would mean a write was cut in half. Each count must stay 0.
+const HALF_WRITTEN: &[(&str, &str)] = &[
+    (
+        "a user message without its chat.turn job",
+        "SELECT count(*) FROM messages m WHERE m.role = 'user' AND m.kind = 'text' \
+         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.key = 'chat:' || m.id)",
+    ),
+    (
+        "a user message without its chat.message event",
+        "SELECT count(*) FROM messages m WHERE m.role = 'user' AND m.kind = 'text' \
+         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.name = 'chat.message' \
+         AND e.payload LIKE '%' || m.id || '%')",
+    ),
+    (
+        "a task without its 'Task created' update",
+        "SELECT count(*) FROM tasks t \
+         WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.task_id = t.id)",
+    ),
+    (
+        "a task waiting for answers without an open inbox item",
+        "SELECT count(*) FROM tasks t WHERE t.state = 'waiting_answers' AND NOT EXISTS \
+         (SELECT 1 FROM inbox_items i WHERE i.task_id = t.id AND i.resolved_at IS NULL)",
+    ),
+];
+
+async fn assert_nothing_half_written(url: &str) {
+    for (what, sql) in HALF_WRITTEN {
+        assert_eq!(
+            mainloop_testpg::query_i64(url, sql).await.unwrap(),
+            0,
+            "{what}"
+        );
+    }
+}
+
+async fn count(url: &str, sql: &str) -> i64 {
+    mainloop_testpg::query_i64(url, sql).await.unwrap()
+}
+
+/// Sends `request` until it is accepted (within 10 s), as a user pressing "retry" on a
+/// 503 would; every refusal on the way must be a clean 503. Returns the accepted probe
+/// and how many refusals it met.
+async fn until_accepted<F, Fut>(mut request: F) -> (Probe, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Probe>,
+{
+    let mut refused = 0;
+    for _ in 0..100 {
+        let p = request().await;
+        if (200..300).contains(&p.status) {
+            return (p, refused);
+        }
+        assert_refused_cleanly(std::slice::from_ref(&p));
+        refused += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never accepted after {refused} refusals");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusing_writes_gets_503s_keeps_reads_and_recovers_without_a_restart() {
+    let started = std::time::Instant::now();
+    let cluster = mainloop_testpg::OwnCluster::start().await.unwrap();
+    let url = cluster.fresh_database_url().await.unwrap();
+    let fake = FakeAnthropic::start(Script::from_yaml(FROZEN).unwrap())
+        .await
+        .unwrap();
+    let claude = claude_path();
+    let data = tempfile::tempdir().unwrap();
+    let repo = git_repo();
+    let mut cmd = postgres_command(data.path(), &fake, &url, claude.as_deref());
+    // The default lease (60 s): a turn refused mid-way must not wait it out.
+    cmd.env_remove("MAINLOOP_DISPATCHER__LEASE_SECS");
+    let (mut server, log) = spawn_logged(cmd, data.path());
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let follower = EventFollower::start(&base, &token);
+    let at = |path: &str| format!("{base}{path}");
+
+    // A task waiting for an answer, with its inbox item (needs the claude CLI).
+    let asking = if claude.is_some() {
+        let (status, t) = post(
+            &base,
+            &token,
+            "/api/tasks",
+            json!({"description": "build the greeter", "repo": repo.path()}),
+        )
+        .await;
+        assert_eq!(status, 201, "{t}");
+        let id = t["id"].as_str().unwrap().to_owned();
+        wait_task_state(&base, &token, &id, "waiting_answers").await;
+        let inbox = get(&base, &token, "/api/inbox").await;
+        let item = inbox["items"][0]["id"].as_str().unwrap().to_owned();
+        Some((id, item))
+    } else {
+        None
+    };
+    // A chat turn in flight: its reply streams for a couple of seconds.
+    let in_flight = try_chat(&base, &token, "chat question in flight")
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if fake
+            .message_requests()
+            .iter()
+            .any(|r| r.rule_name.as_deref() == Some("chat"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let tasks_before = count(&url, "SELECT count(*) FROM tasks").await;
+    let messages_before = count(&url, "SELECT count(*) FROM messages").await;
+
+    // The database is frozen for maintenance.
+    let cut = cluster.refuse_writes(&url).await.unwrap();
+    let mut refusals = 0;
+    let mut writes = vec![
+        probe(
+            "POST /api/chat",
+            reqwest::Method::POST,
+            at("/api/chat"),
+            &token,
+            Some(json!({"text": "probe question while frozen"})),
+        )
+        .await,
+        probe(
+            "POST /api/tasks",
+            reqwest::Method::POST,
+            at("/api/tasks"),
+            &token,
+            Some(json!({"description": "a task while frozen", "repo": repo.path()})),
+        )
+        .await,
+    ];
+    if let Some((id, item)) = &asking {
+        writes.push(
+            probe(
+                "POST /api/tasks/{id}/answers",
+                reqwest::Method::POST,
+                at(&format!("/api/tasks/{id}/answers")),
+                &token,
+                Some(json!({"answers": {"q1": ["Rust"]}})),
+            )
+            .await,
+        );
+        writes.push(
+            probe(
+                "POST /api/inbox/{id}/read",
+                reqwest::Method::POST,
+                at(&format!("/api/inbox/{item}/read")),
+                &token,
+                Some(json!({"read": true})),
+            )
+            .await,
+        );
+    }
+    for w in &writes {
+        assert_eq!((w.status, w.code.as_str()), (503, "unavailable"), "{w:?}");
+    }
+    assert_refused_cleanly(&writes);
+    refusals += writes.len();
+    let mut reads = Vec::new();
+    for (what, path) in [
+        ("GET /api/tasks", "/api/tasks"),
+        ("GET /api/chat/messages", "/api/chat/messages"),
+        ("GET /api/inbox", "/api/inbox"),
+        ("GET /api/health", "/api/health"),
+    ] {
+        reads.push(probe(what, reqwest::Method::GET, at(path), &token, None).await);
+    }
+    for r in &reads {
+        assert_eq!(r.status, 200, "reads keep working: {r:?}");
+    }
+    // Let background work (the chat turn, job claims) meet the refusal too.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_running(&mut server);
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM tasks").await,
+        tasks_before
+    );
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM messages").await,
+        messages_before
+    );
+    assert_nothing_half_written(&url).await;
+    assert!(
+        replies(&base, &token, &in_flight).await.is_empty(),
+        "the turn could not store its reply while frozen"
+    );
+
+    // Writes are allowed again: the same server takes the same requests.
+    cluster.allow_writes(&url).await.unwrap();
+    let (chat, r1) = until_accepted(|| {
+        probe(
+            "POST /api/chat",
+            reqwest::Method::POST,
+            at("/api/chat"),
+            &token,
+            Some(json!({"text": "probe question after the freeze"})),
+        )
+    })
+    .await;
+    let (_, r2) = until_accepted(|| {
+        probe(
+            "POST /api/tasks",
+            reqwest::Method::POST,
+            at("/api/tasks"),
+            &token,
+            Some(json!({"description": "a task after the freeze", "repo": "/nowhere"})),
+        )
+    })
+    .await;
+    let mut after_refusals = r1 + r2;
+    if let Some((id, item)) = &asking {
+        let (_, r3) = until_accepted(|| {
+            probe(
+                "POST /api/tasks/{id}/answers",
+                reqwest::Method::POST,
+                at(&format!("/api/tasks/{id}/answers")),
+                &token,
+                Some(json!({"answers": {"q1": ["Rust"]}})),
+            )
+        })
+        .await;
+        let (_, r4) = until_accepted(|| {
+            probe(
+                "POST /api/inbox/{id}/read",
+                reqwest::Method::POST,
+                at(&format!("/api/inbox/{item}/read")),
+                &token,
+                Some(json!({"read": true})),
+            )
+        })
+        .await;
+        after_refusals += r3 + r4;
+        // The answer reached the agent: it planned on.
+        wait_task_state(&base, &token, id, "waiting_plan_review").await;
+    }
+    assert!(chat.status == 202, "{chat:?}");
+
+    // The turn refused mid-way is answered exactly once, and so is the new message.
+    wait_reply(&base, &token, &in_flight).await;
+    let thread = messages(&base, &token).await;
+    let users: Vec<String> = thread
+        .iter()
+        .filter(|m| m["role"] == "user" && m["kind"] == "text")
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        users.len(),
+        2,
+        "the refused message left nothing: {thread:#?}"
+    );
+    for id in &users {
+        wait_reply(&base, &token, id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &users {
+        assert_eq!(replies(&base, &token, id).await.len(), 1, "answered once");
+    }
+    assert_nothing_half_written(&url).await;
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM jobs WHERE state = 'failed'").await,
+        0,
+        "no background job was given up on"
+    );
+    assert!(count(&url, "SELECT count(*) FROM messages WHERE role = 'user'").await >= 2);
+    assert_running(&mut server);
+
+    let all = all_event_ids(&base, &token).await;
+    follower.wait_for(*all.last().unwrap()).await;
+    assert!(strictly_increasing(&follower.ids()));
+    assert_eq!(follower.ids(), all, "the live client missed events");
+    assert_eq!(log_lines(&log, "job failed for good"), 0);
+    eprintln!(
+        "faults: writes refused once ({cut} sessions cut); {refusals} API writes refused with 503 \
+         during it, {} reads served; background: {} job attempts, {} outcome records and {} \
+         claims refused and retried; {after_refusals} refusals after writes returned; {:?}",
+        reads.len(),
+        log_lines(&log, "job attempt failed; will retry"),
+        log_lines(&log, "could not record a job's outcome yet"),
+        log_lines(&log, "could not claim jobs"),
+        started.elapsed()
+    );
+}
+
+/// Every event of the user's log, read back from the start: (id, name, payload).
+async fn all_events(base: &str, token: &str) -> Vec<(i64, String, Value)> {
+    use futures::StreamExt as _;
+    let r = client()
+        .get(format!("{base}/api/events?after=0"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream();
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    while let Ok(Some(Ok(chunk))) =
+        tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            if let (Some(id), Some(name), Some(data)) =
+                (field("id:"), field("event:"), field("data:"))
+            {
+                events.push((
+                    id.parse().unwrap(),
+                    name,
+                    serde_json::from_str(&data).unwrap(),
+                ));
+            }
+        }
+    }
+    events
+}
+
+/// The main thread's model misbehaves, one way per message: rate limited (429 with
+/// `retry-after`), failing (500), overloaded (529), too slow, and refusing the key.
+const MISBEHAVING: &str = r#"
+rules:
+  - name: limited
+    match: {user_contains: "rate limited please", times: 2}
+    status: 429
+    retry_after: 1
+  - name: failing
+    match: {user_contains: "server error please", times: 2}
+    status: 500
+  - name: overloaded
+    match: {user_contains: "overloaded please", times: 1}
+    status: 529
+  - name: slow
+    match: {user_contains: "slow please", times: 1}
+    delay_ms: 700
+    reply: [{text: "This reply streams too slowly to arrive in time: one, two, three."}]
+  - name: refused
+    match: {user_contains: "bad key please"}
+    status: 401
+    error: {message: "invalid x-api-key"}
+  - name: answer
+    match: {system_contains: "You are mainloop"}
+    reply: [{text: "Answered."}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_model_api_still_answers_each_message_once_and_says_so() {
+    let started = std::time::Instant::now();
+    let fake = FakeAnthropic::start(Script::from_yaml(MISBEHAVING).unwrap())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = command(data.path(), Some(&fake.base_url()));
+    // A reply slower than this is cut off and tried again.
+    cmd.env("MAINLOOP_MODEL__REQUEST_TIMEOUT_SECS", "2");
+    let (mut server, _log) = spawn_logged(cmd, data.path());
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+
+    // (message, faults the fake serves it, what the final reply must say)
+    let cases = [
+        ("rate limited please", 2, "Answered."),
+        ("server error please", 2, "Answered."),
+        ("overloaded please", 1, "Answered."),
+        ("slow please", 1, "Answered."),
+        ("bad key please", 1, "I could not reply"),
+    ];
+    let mut ids = Vec::new();
+    let mut took = Vec::new();
+    for (text, _, expected) in cases {
+        let t = std::time::Instant::now();
+        let id = try_chat(&base, &token, text).await.unwrap();
+        let reply = wait_reply(&base, &token, &id).await;
+        took.push(t.elapsed());
+        assert!(
+            reply["text"].as_str().unwrap().contains(expected),
+            "{text}: {reply}"
+        );
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (id, (text, ..)) in ids.iter().zip(cases) {
+        assert_eq!(
+            replies(&base, &token, id).await.len(),
+            1,
+            "{text}: answered once"
+        );
+    }
+    assert_running(&mut server);
+
+    // Exactly one model call per fault plus the one that worked (none for the key the
+    // provider refused: retrying cannot help).
+    let log = fake.message_requests();
+    let calls = |needle: &str| -> Vec<_> {
+        log.iter()
+            .filter(|r| {
+                let messages = r.body["messages"].as_array().unwrap();
+                messages.last().unwrap().to_string().contains(needle)
+            })
+            .cloned()
+            .collect()
+    };
+    for (text, faults, _) in cases {
+        let expected = if text == "bad key please" {
+            1
+        } else {
+            faults + 1
+        };
+        assert_eq!(calls(text).len(), expected, "{text}");
+    }
+    // The rate limit's `retry-after: 1` was honoured before each new attempt.
+    let limited = calls("rate limited please");
+    for w in limited.windows(2) {
+        assert!(
+            w[1].at_ms - w[0].at_ms >= 1000,
+            "retried {} ms after a 429",
+            w[1].at_ms - w[0].at_ms
+        );
+    }
+    // The slow reply was cut off at the timeout and tried again at once.
+    let slow = calls("slow please");
+    let cut_after = slow[1].at_ms - slow[0].at_ms;
+    assert!(
+        (2000..6000).contains(&cut_after),
+        "retried {cut_after} ms after the slow start"
+    );
+
+    // The user was told each time: one `chat.error` per failed attempt, saying whether
+    // it is being retried, and nothing else for the turn but its one reply.
+    let events = all_events(&base, &token).await;
+    let errors: Vec<&Value> = events
+        .iter()
+        .filter(|(_, name, _)| name == "chat.error")
+        .map(|(_, _, data)| data)
+        .collect();
+    let retrying = errors.iter().filter(|e| e["retrying"] == true).count();
+    let final_errors = errors.iter().filter(|e| e["retrying"] == false).count();
+    assert_eq!((retrying, final_errors), (6, 1), "{errors:#?}");
+    for e in &errors {
+        assert!(!e["message"].as_str().unwrap().is_empty(), "{e}");
+    }
+    let served: usize = log.iter().filter(|r| r.status != 200).count();
+    eprintln!(
+        "faults: model API served {served} error responses (2×429 retry-after 1 s, 2×500, 1×529, \
+         1×401) and 1 reply slower than the 2 s timeout; the user got {retrying} retry notices \
+         and 1 final error; per message {took:?}; {:?}",
+        started.elapsed()
+    );
+}
+
+/// A worker's model calls fail: briefly for the first task (the claude CLI's own
+/// retries ride it out), overloaded three times in a row for the second (the CLI gives
+/// up).
+const FLAKY_WORKER_MODEL: &str = r##"
+rules:
+  - name: brief-500
+    match: {user_contains: "briefly flaky work", times: 2}
+    status: 500
+  - name: brief-429
+    match: {user_contains: "briefly flaky work", times: 1}
+    status: 429
+    retry_after: 1
+  - name: brief-work
+    match: {user_contains: "briefly flaky work"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'brief\\n' >> brief.txt", description: "Work"}}
+  - name: down-529
+    match: {user_contains: "long outage work", times: 3}
+    status: 529
+  - name: down-continue
+    match: {user_contains: "mainloop restarted"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'outage\\n' >> outage.txt", description: "Work"}}
+  - name: down-work
+    match: {user_contains: "long outage work"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'outage\\n' >> outage.txt", description: "Work"}}
+  - name: done
+    match: {tool_result_for: Bash}
+    reply: [{text: "Finished."}]
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_model_errors_are_retried_by_the_cli_and_a_longer_outage_by_a_task_retry() {
+    let Some(claude) = claude_path() else { return };
+    let started = std::time::Instant::now();
+    let fake = FakeAnthropic::start(Script::from_yaml(FLAKY_WORKER_MODEL).unwrap())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let repo = git_repo();
+    let mut cmd = command(data.path(), Some(&fake.base_url()));
+    cmd.env("MAINLOOP_WORKERS__CLAUDE_COMMAND", &claude)
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+    let (mut server, _log) = spawn_logged(cmd, data.path());
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let create = |description: &'static str| {
+        let (base, token, repo) = (base.clone(), token.clone(), repo.path().to_owned());
+        async move {
+            let (status, t) = post(
+                &base,
+                &token,
+                "/api/tasks",
+                json!({"description": description, "repo": repo, "skip_plan": true}),
+            )
+            .await;
+            assert_eq!(status, 201, "{t}");
+            t["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let rules = || -> Vec<(String, u16, u64)> {
+        fake.message_requests()
+            .into_iter()
+            .map(|r| (r.rule_name.unwrap_or_default(), r.status, r.at_ms))
+            .collect()
+    };
+
+    // Two 500s and a 429: the CLI retries by itself and the task never notices.
+    let brief = create("briefly flaky work").await;
+    wait_task_state(&base, &token, &brief, "review").await;
+    let seen = rules();
+    let brief_calls: Vec<_> = seen.iter().filter(|r| r.0.starts_with("brief")).collect();
+    let statuses: Vec<u16> = brief_calls.iter().map(|r| r.1).collect();
+    assert_eq!(statuses, [500, 500, 429, 200], "{seen:?}");
+    // The CLI waited at least the `retry-after` second before its next call.
+    assert!(brief_calls[3].2 - brief_calls[2].2 >= 1000, "{seen:?}");
+    let diff = get(&base, &token, &format!("/api/tasks/{brief}/diff")).await;
+    assert_eq!(
+        diff["text"].as_str().unwrap().matches("+brief").count(),
+        1,
+        "the work ran once: {diff}"
+    );
+
+    // Three 529s in a row: the CLI gives up on an overloaded API after three, whatever
+    // its retry setting, so the task fails, saying why; retrying it finishes the work,
+    // once.
+    let outage = create("long outage work").await;
+    let failed = wait_task_state(&base, &token, &outage, "failed").await;
+    let reason = failed["error"].as_str().unwrap_or_default().to_owned();
+    assert!(!reason.is_empty(), "{failed}");
+    let down: Vec<_> = rules().into_iter().filter(|r| r.0 == "down-529").collect();
+    assert_eq!(down.len(), 3, "{:?}", rules());
+    let (status, _) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{outage}/retry"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_task_state(&base, &token, &outage, "review").await;
+    let diff = get(&base, &token, &format!("/api/tasks/{outage}/diff")).await;
+    assert_eq!(
+        diff["text"].as_str().unwrap().matches("+outage").count(),
+        1,
+        "the work ran once: {diff}"
+    );
+    assert_running(&mut server);
+    let served = rules().iter().filter(|r| r.1 != 200).count();
+    eprintln!(
+        "faults: the worker's model served {served} errors (2×500 and 1×429 ridden out by the \
+         CLI's own retries; 3×529 made the CLI give up, failing the task with {reason:?}, and \
+         a retry finished it); {:?}",
+        started.elapsed()
+    );
+}
+
+impl Gh {
+    /// Every issue (pull requests excluded) and every pull request of `octo/app`.
+    async fn issues_and_pulls(&self) -> (Vec<Value>, Vec<Value>) {
+        let all = self
+            .get("/repos/octo/app/issues?state=all&per_page=100")
+            .await;
+        let issues = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i.get("pull_request").is_none())
+            .cloned()
+            .collect();
+        let pulls = self
+            .get("/repos/octo/app/pulls?state=all&per_page=100")
+            .await
+            .as_array()
+            .unwrap()
+            .clone();
+        (issues, pulls)
+    }
+
+    /// Waits until the fake has served `n` faults of `kind` (see `Stats::injected`).
+    async fn wait_injected(&self, kind: &str, n: u64) {
+        for _ in 0..600 {
+            if self.fake.stats().injected.get(kind).copied().unwrap_or(0) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("only {:?} faults served", self.fake.stats().injected);
+    }
+}
+
+/// Comment bodies that appear more than once (mainloop's own words twice is a
+/// duplicated post).
+fn repeated(comments: &[Value]) -> Vec<String> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for c in comments {
+        *seen
+            .entry(c["body"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(b, _)| b)
+        .collect()
+}
+
+/// A request to `route` (as `Stats::by_route` names it) hangs for half a second and
+/// then times out with a 504, once; `applied`: after GitHub made the change.
+fn timeout_on(route: &str, applied: bool) -> mainloop_fake_github::Hang {
+    mainloop_fake_github::Hang {
+        delay_ms: 500,
+        status: Some(504),
+        applied,
+        method: None,
+        route: Some(route.to_owned()),
+        requests: Some(1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothing() {
+    use mainloop_fake_github::{Hang, Outage, SecondaryLimit};
+    let Some((dir, gh, fake, claude)) = github_world().await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let data = dir.path().join("data");
+    let (mut server, log) = spawn_logged(github_command(&data, &fake, &claude, &gh, &[]), &data);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+
+    // The task's first GitHub calls meet a secondary rate limit (429, retry-after 2 s)
+    // and errors (500), two of each.
+    gh.fake.set_secondary_limit(SecondaryLimit {
+        retry_after_secs: 2,
+        requests: Some(2),
+    });
+    gh.fake.set_outage(Some(Outage {
+        status: 500,
+        requests: Some(2),
+    }));
+    let (_, t) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "quick fix under a flaky GitHub", "repo": "octo/app", "skip_plan": true}),
+    )
+    .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    gh.wait_injected("secondary 429", 2).await;
+    gh.wait_injected("outage 500", 2).await;
+
+    // Then each step's write times out (504 after a hang), most of them after GitHub
+    // made the change, so only the answer is lost: a client that retries blindly
+    // duplicates the issue, the pull request or the comment.
+    let mut timeouts = 0;
+    for (route, applied) in [
+        ("POST /repos/{o}/{r}/issues", true),
+        ("POST /repos/{o}/{r}/pulls", true),
+        ("POST /repos/{o}/{r}/issues/{n}/comments", false),
+        ("POST /repos/{o}/{r}/issues/{n}/comments", true),
+        ("POST /graphql", true),
+    ] {
+        gh.fake.set_hang(Some(timeout_on(route, applied)));
+        timeouts += 1;
+        gh.wait_injected("hang 504", timeouts).await;
+    }
+    wait_task_state(&base, &token, &id, "review").await;
+    let (issues, pulls) = gh.issues_and_pulls().await;
+    assert_eq!(issues.len(), 1, "one plan issue: {issues:#?}");
+    assert_eq!(pulls.len(), 1, "one pull request: {pulls:#?}");
+    let (issue, pr) = (
+        issues[0]["number"].as_u64().unwrap(),
+        pulls[0]["number"].as_u64().unwrap(),
+    );
+    gh.wait_comment(pr, "Ready for review").await;
+    assert_eq!(gh.pr(pr).await["draft"], false);
+
+    // A slow GitHub: the next two requests are answered 1.5 s late.
+    gh.fake.set_hang(Some(Hang {
+        delay_ms: 1500,
+        status: None,
+        applied: false,
+        method: None,
+        route: None,
+        requests: Some(2),
+    }));
+    gh.wait_injected("hang", 2).await;
+
+    // Approved in the app; the merge's answer is lost after GitHub merged.
+    gh.fake
+        .set_hang(Some(timeout_on("PUT /repos/{o}/{r}/pulls/{n}/merge", true)));
+    let (status, _) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/review"),
+        json!({"action": "approve"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    gh.wait_injected("hang 504", timeouts + 1).await;
+    wait_task_state(&base, &token, &id, "merged").await;
+    assert_eq!(gh.pr(pr).await["merged"], true);
+
+    // Nothing was posted twice, on the issue or the pull request.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (issues, pulls) = gh.issues_and_pulls().await;
+    assert_eq!((issues.len(), pulls.len()), (1, 1));
+    for n in [issue, pr] {
+        let comments = gh.comments(n).await;
+        assert!(repeated(&comments).is_empty(), "#{n}: {comments:#?}");
+    }
+    assert_running(&mut server);
+    let transcript = transcript_text(&base, &token, &id).await;
+    assert!(
+        transcript.contains("GitHub trouble"),
+        "the outage was reported"
+    );
+    let injected = gh.fake.stats().injected;
+    eprintln!(
+        "faults: GitHub served {injected:?}; {} forge job attempts put off for later; {:?}",
+        log_lines(&log, "GitHub call failed; trying again later"),
+        started.elapsed()
+    );
+}
+
+/// The longest an API write may wait while another process holds SQLite's write lock:
+/// its turn among this process's writers (the pool's acquire timeout, 10 s) plus the
+/// busy timeout (10 s), with slack for a loaded machine.
+const SQLITE_WRITE_BOUND: Duration = Duration::from_secs(25);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locked_by_another_process_gets_bounded_answers_and_loses_nothing() {
+    let started = std::time::Instant::now();
+    let fake = FakeAnthropic::start(Script::from_yaml(FROZEN).unwrap())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, log) = spawn_logged(command(data.path(), Some(&fake.base_url())), data.path());
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let at = |path: &str| format!("{base}{path}");
+
+    // A turn in flight when the lock is taken.
+    let in_flight = try_chat(&base, &token, "chat question in flight")
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if fake
+            .message_requests()
+            .iter()
+            .any(|r| r.rule_name.as_deref() == Some("chat"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // Another process (a backup script's `BEGIN IMMEDIATE`, the sqlite3 shell) takes
+    // the database's write lock and keeps it longer than the busy timeout.
+    let db = format!("sqlite://{}/mainloop.db", data.path().display());
+    let other = mainloop_store::Store::connect(&db, &mainloop_store::StoreOptions::default())
+        .await
+        .unwrap();
+    let owner = other.owner().await.unwrap().unwrap();
+    let mut lock = other.begin().await.unwrap();
+    lock.append_event(
+        owner.id,
+        mainloop_domain::event::EventName::ChatMessage,
+        &json!({"from": "another process"}),
+        mainloop_domain::Timestamp::from_millis(1),
+    )
+    .await
+    .unwrap();
+    let locked_for = Duration::from_secs(12);
+    let writes = {
+        let (base, token) = (base.clone(), token.clone());
+        tokio::spawn(async move {
+            let bounded = |what, path: &str, body| {
+                let url = format!("{base}{path}");
+                let token = token.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let r = reqwest::Client::builder()
+                        .timeout(SQLITE_WRITE_BOUND)
+                        .build()
+                        .unwrap()
+                        .post(url)
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let (status, v) = match r {
+                        Ok(r) => (
+                            r.status().as_u16(),
+                            r.json::<Value>().await.unwrap_or_default(),
+                        ),
+                        Err(e) => (
+                            0,
+                            json!({"error": {"code": "transport", "message": e.to_string()}}),
+                        ),
+                    };
+                    Probe {
+                        what,
+                        status,
+                        code: v["error"]["code"].as_str().unwrap_or_default().to_owned(),
+                        message: v["error"]["message"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        elapsed: started.elapsed(),
+                    }
+                }
+            };
+            let (a, b) = tokio::join!(
+                bounded(
+                    "POST /api/chat",
+                    "/api/chat",
+                    json!({"text": "probe question while locked"})
+                ),
+                bounded(
+                    "POST /api/tasks",
+                    "/api/tasks",
+                    json!({"description": "a task while locked", "repo": "/nowhere"}),
+                ),
+            );
+            vec![a, b]
+        })
+    };
+    // Reads go on meanwhile, at their usual speed.
+    let mut reads = Vec::new();
+    while started.elapsed() < locked_for {
+        for (what, path) in [
+            ("GET /api/tasks", "/api/tasks"),
+            ("GET /api/chat/messages", "/api/chat/messages"),
+            ("GET /api/health", "/api/health"),
+        ] {
+            reads.push(probe(what, reqwest::Method::GET, at(path), &token, None).await);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for r in &reads {
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.elapsed < Duration::from_secs(2), "{r:?}");
+    }
+    let held = started.elapsed();
+    drop(lock);
+    let writes = writes.await.unwrap();
+    for w in &writes {
+        let accepted = w.status == 201 || w.status == 202;
+        let refused = w.status == 503 && w.code == "unavailable" && !w.message.is_empty();
+        assert!(accepted || refused, "{w:?}");
+        assert!(w.elapsed < SQLITE_WRITE_BOUND, "{w:?}");
+    }
+    assert!(
+        log_lines(&log, "database is locked") > 0,
+        "background work met the lock"
+    );
+
+    // Writes work again; every stored message is answered once; nothing was given up.
+    let (after, _) = until_accepted(|| {
+        probe(
+            "POST /api/chat",
+            reqwest::Method::POST,
+            at("/api/chat"),
+            &token,
+            Some(json!({"text": "probe question after the lock"})),
+        )
+    })
+    .await;
+    assert_eq!(after.status, 202);
+    let thread = messages(&base, &token).await;
+    let users: Vec<String> = thread
+        .iter()
+        .filter(|m| m["role"] == "user" && m["kind"] == "text")
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    let accepted_chat = usize::from(writes[0].status == 202);
+    assert_eq!(users.len(), 2 + accepted_chat, "{thread:#?}");
+    assert!(users.contains(&in_flight));
+    for id in &users {
+        wait_reply(&base, &token, id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &users {
+        assert_eq!(replies(&base, &token, id).await.len(), 1, "answered once");
+    }
+    assert_eq!(
+        other
+            .count_jobs(mainloop_store::JobState::Failed)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(log_lines(&log, "job failed for good"), 0);
+    assert_running(&mut server);
+    eprintln!(
+        "faults: SQLite write lock held by another process for {held:?}; API writes during it: \
+         {:?}; {} reads served; background: {} lock refusals logged; {:?}",
+        writes
+            .iter()
+            .map(|w| (w.what, w.status, w.elapsed))
+            .collect::<Vec<_>>(),
+        reads.len(),
+        log_lines(&log, "database is locked"),
+        started.elapsed()
+    );
 }

@@ -5,8 +5,8 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::ApiBytes;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
@@ -90,7 +90,7 @@ fn numbers(payload: &Value) -> Vec<i64> {
 pub async fn github(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> ApiResult<(StatusCode, Json<WebhookOutcome>)> {
     let Some(secret) = state.engine.config().forge_webhook_secret.clone() else {
         return Err(ApiError::not_found("webhooks are not configured"));
@@ -119,6 +119,9 @@ pub async fn github(
         .get("repository")
         .and_then(|r| r.get("full_name"))
         .and_then(Value::as_str)
+        // No mirrored repository has a NUL in its name, and PostgreSQL would refuse
+        // the lookup with an error rather than find nothing.
+        .filter(|r| !r.contains('\0'))
     else {
         return Ok((StatusCode::ACCEPTED, Json(WebhookOutcome { woken: 0 })));
     };

@@ -1,0 +1,224 @@
+//! `mainloop-chaos`: the crash harness. Each run sets up a world (the fake model and a
+//! fake GitHub in-process, a local repository, a data directory), starts the real
+//! `mainloop serve` with workers on the real `claude` CLI, drives several tasks from
+//! chat message or API call to merge, SIGKILLs the server at seeded random moments (and
+//! right after GitHub carries out a write), restarts it on the same data, and at the
+//! end checks that nothing was lost or done twice.
+
+mod api;
+mod check;
+mod driver;
+mod gh;
+mod procs;
+mod proxy;
+mod rng;
+mod run;
+mod script;
+mod server;
+mod sse;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Kills mainloop at random moments across whole task lifecycles and checks nothing was lost or done twice"
+)]
+struct Cli {
+    /// Seed for every random choice (default: from the clock; printed at start).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of runs (default: as many as fit in --budget-secs, else 3).
+    #[arg(long)]
+    runs: Option<u32>,
+    /// Start no new run after this many seconds.
+    #[arg(long)]
+    budget_secs: Option<u64>,
+    /// Index of the first run (to replay one run of a seed: --start-run N --runs 1).
+    #[arg(long, default_value_t = 0)]
+    start_run: u32,
+    /// Keep every run's directory (failed runs are always kept).
+    #[arg(long)]
+    keep: bool,
+    /// The `mainloop` binary (default: next to this one).
+    #[arg(long)]
+    mainloop: Option<PathBuf>,
+    /// The `claude` CLI workers run (default: node_modules/.bin/claude of the workspace).
+    #[arg(long)]
+    claude: Option<PathBuf>,
+    /// Tasks per run, about half of them on GitHub.
+    #[arg(long, default_value_t = 4)]
+    tasks: usize,
+    /// SIGKILLs per run at most.
+    #[arg(long, default_value_t = 10)]
+    kills: u32,
+    /// Chance (percent) that a write GitHub carried out is followed at once by a kill.
+    #[arg(long, default_value_t = 20)]
+    proxy_kill_percent: u64,
+    /// Plain chat messages per run, besides the ones that spawn tasks.
+    #[arg(long, default_value_t = 3)]
+    chatter: usize,
+    /// A run whose tasks are not all merged after this many seconds fails.
+    #[arg(long, default_value_t = 150)]
+    run_limit_secs: u64,
+    /// Plant a fault to show the checks catch it (the run must then fail).
+    #[arg(long, value_enum)]
+    plant: Option<run::Plant>,
+}
+
+fn default_mainloop() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let dir = exe.parent().context("this executable's directory")?;
+    Ok(dir.join("mainloop"))
+}
+
+fn default_claude() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/claude")
+}
+
+#[allow(clippy::print_stdout)]
+fn say(line: &str) {
+    println!("{line}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say(&format!("chaos: could not start the async runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_async(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            say(&format!("chaos: error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The seed of run `index`, derived from the master seed.
+fn run_seed(seed: u64, index: u32) -> u64 {
+    rng::Rng::new(seed ^ u64::from(index).wrapping_mul(0xA076_1D64_78BD_642F)).next_u64()
+}
+
+async fn main_async(cli: Cli) -> Result<bool> {
+    let seed = cli.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            % 1_000_000
+    });
+    let mainloop = match &cli.mainloop {
+        Some(p) => p.clone(),
+        None => default_mainloop()?,
+    };
+    if !mainloop.exists() {
+        bail!(
+            "{} is missing: build it first (cargo build --bins) or pass --mainloop",
+            mainloop.display()
+        );
+    }
+    let claude = cli.claude.clone().unwrap_or_else(default_claude);
+    if !claude.exists() {
+        bail!(
+            "{} is missing: run `npm ci` or pass --claude",
+            claude.display()
+        );
+    }
+    let runs = cli.runs.unwrap_or(if cli.budget_secs.is_some() {
+        u32::MAX
+    } else {
+        3
+    });
+    let budget = cli.budget_secs.map(Duration::from_secs);
+    let settings = run::Settings {
+        mainloop,
+        claude,
+        tasks: cli.tasks,
+        kills: cli.kills,
+        proxy_percent: cli.proxy_kill_percent,
+        kill_every: (Duration::from_millis(1500), Duration::from_millis(6000)),
+        chatter: cli.chatter,
+        time_limit: Duration::from_secs(cli.run_limit_secs),
+        keep: cli.keep,
+        plant: cli.plant,
+    };
+    say(&format!(
+        "chaos: seed={seed} ({} tasks and up to {} kills per run{})",
+        settings.tasks,
+        settings.kills,
+        budget.map_or_else(String::new, |b| format!(", budget {}s", b.as_secs()))
+    ));
+    let started = Instant::now();
+    let (mut done, mut kills, mut survived, mut tasks, mut checked) = (0_u32, 0, 0, 0, 0);
+    let mut failed: Option<(u32, run::Report)> = None;
+    for index in cli.start_run..cli.start_run.saturating_add(runs) {
+        if budget.is_some_and(|b| started.elapsed() >= b) {
+            break;
+        }
+        let report = run::run(index, run_seed(seed, index), &settings).await?;
+        done += 1;
+        kills += report.kills;
+        survived += report.survived;
+        tasks += report.tasks;
+        checked += report.checked;
+        say(&format!(
+            "chaos: run {index}: {} tasks, {} kills ({} survived), {} GitHub writes, {} invariants checked, {} violated, {:.0}s{}",
+            report.tasks,
+            report.kills,
+            report.survived,
+            report.github_writes,
+            report.checked,
+            report.violations.len(),
+            report.elapsed.as_secs_f64(),
+            report
+                .kept
+                .as_ref()
+                .map_or_else(String::new, |k| format!(" (kept {})", k.display()))
+        ));
+        if !report.violations.is_empty() {
+            failed = Some((index, report));
+            break;
+        }
+    }
+    let status = if failed.is_some() { "FAILED" } else { "ok" };
+    say(&format!(
+        "chaos: seed={seed} runs={done} kills={kills} survived={survived} tasks={tasks} invariants_checked={checked} wall={:.0}s {status}",
+        started.elapsed().as_secs_f64()
+    ));
+    let Some((index, report)) = failed else {
+        return Ok(true);
+    };
+    for v in &report.violations {
+        say(&format!("chaos: violated: {v}"));
+    }
+    if let Some(dir) = &report.kept {
+        say(&format!(
+            "chaos: the run's directory (server.log, data/mainloop.db, repositories) is kept at {}",
+            dir.display()
+        ));
+    }
+    say(&format!(
+        "chaos: reproduce with: cargo run --locked -q -p mainloop-chaos -- --seed {seed} --start-run {index} --runs 1{}",
+        if cli.plant.is_some() {
+            " --plant …"
+        } else {
+            ""
+        }
+    ));
+    say(
+        "chaos: (kill moments are seeded, but timing on a busy machine varies; rerun a few times if it does not fail at once)",
+    );
+    Ok(false)
+}

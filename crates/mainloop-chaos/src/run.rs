@@ -1,0 +1,489 @@
+//! One run: a fresh world (data directory, local repository, fake model, fake GitHub
+//! behind the killing proxy), the real server, the tasks driven concurrently while the
+//! killer strikes, then a clean shutdown and the invariant checks.
+
+use crate::api::Api;
+use crate::check::{self, Checker, Db};
+use crate::driver::{self, Approve, Outcome, Plan};
+use crate::gh::{self, Gh};
+use crate::procs;
+use crate::proxy;
+use crate::rng::Rng;
+use crate::script::{self, ChatSpawn};
+use crate::server::{self, Spec, Supervisor};
+use crate::sse::Follower;
+use anyhow::{Context, Result, bail};
+use mainloop_fake_anthropic::FakeAnthropic;
+use mainloop_fake_github::FakeGithub;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a run is asked to do.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub mainloop: PathBuf,
+    pub claude: PathBuf,
+    pub tasks: usize,
+    pub kills: u32,
+    /// Chance (percent) that a write GitHub carried out is followed by a kill.
+    pub proxy_percent: u64,
+    pub kill_every: (Duration, Duration),
+    pub chatter: usize,
+    pub time_limit: Duration,
+    pub keep: bool,
+    pub plant: Option<Plant>,
+}
+
+/// A deliberate fault, to show the checks catch it (`--plant`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Plant {
+    /// Post one of mainloop's GitHub comments a second time.
+    GithubComment,
+    /// Post a chat message twice.
+    ChatMessage,
+}
+
+/// What a run did and found.
+#[derive(Debug)]
+pub struct Report {
+    pub kills: u32,
+    pub survived: u32,
+    pub tasks: usize,
+    pub checked: usize,
+    pub violations: Vec<String>,
+    pub kept: Option<PathBuf>,
+    pub elapsed: Duration,
+    pub github_writes: u32,
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=chaos",
+            "-c",
+            "user.email=chaos@example.com",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("git {args:?}"))?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A local repository whose checks pass once a note exists.
+fn local_repo(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    git(dir, &["init", "-q", "-b", "main"])?;
+    std::fs::write(dir.join("README.md"), "notes, one per task\n")?;
+    std::fs::write(dir.join(".mainloop.toml"), "check = \"ls notes\"\n")?;
+    git(dir, &["add", "-A"])?;
+    git(dir, &["commit", "-q", "-m", "init"])
+}
+
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The tasks of a run: about half on GitHub, started from the chat or the API, answered
+/// and approved every possible way.
+fn plans(rng: &mut Rng, n: usize, run: u32, local_repo: &Path) -> Vec<Plan> {
+    (0..n)
+        .map(|i| {
+            let github = i % 2 == 1;
+            let token = rng.token();
+            // The description's words become the branch name; the note is checked by it.
+            let description = format!("chaos r{run}t{i} {token} write a note");
+            let repo = if github {
+                if rng.chance(50) {
+                    format!("{}/{}", gh::OWNER, gh::REPO)
+                } else {
+                    format!("https://github.com/{}/{}", gh::OWNER, gh::REPO)
+                }
+            } else {
+                local_repo.display().to_string()
+            };
+            // The first task always comes from the chat, so every run spawns through it.
+            let chat = (i == 0 || rng.chance(50)).then(|| ChatSpawn {
+                token: format!("SPAWN-{token}-{i}"),
+                description: description.clone(),
+                repo: repo.clone(),
+            });
+            let approve = if github {
+                match rng.below(3) {
+                    0 => Approve::App,
+                    1 => Approve::Comment,
+                    _ => Approve::ThumbsUp,
+                }
+            } else {
+                Approve::App
+            };
+            Plan {
+                index: i,
+                github,
+                description,
+                repo,
+                chat,
+                answer_on_github: github && rng.chance(50),
+                approve,
+                start_after: rng.between(Duration::ZERO, Duration::from_secs(4)),
+            }
+        })
+        .collect()
+}
+
+fn environment(
+    world: &Path,
+    model: &str,
+    claude: &Path,
+    github_api: &str,
+    github_root: &Path,
+) -> Vec<(String, String)> {
+    let home = world.join("home");
+    let mut env: Vec<(String, String)> = [
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", home.display().to_string()),
+        (
+            "MAINLOOP_DATA_DIR",
+            world.join("data").display().to_string(),
+        ),
+        ("MAINLOOP_LOG__FILTER", "warn".to_owned()),
+        ("MAINLOOP_DISPATCHER__BACKOFF_BASE_MS", "50".to_owned()),
+        ("MAINLOOP_DISPATCHER__BACKOFF_MAX_MS", "500".to_owned()),
+        ("ANTHROPIC_BASE_URL", model.to_owned()),
+        ("ANTHROPIC_API_KEY", "sk-chaos".to_owned()),
+        (
+            "MAINLOOP_WORKERS__CLAUDE_COMMAND",
+            claude.display().to_string(),
+        ),
+        ("MAINLOOP_WORKERS__ALLOW_FILE_URLS", "true".to_owned()),
+        ("GITHUB_TOKEN", gh::BOT_TOKEN.to_owned()),
+        ("GITHUB_API_URL", github_api.to_owned()),
+        (
+            "MAINLOOP_GITHUB__GIT_URL",
+            format!("file://{}/{{owner}}/{{name}}.git", github_root.display()),
+        ),
+        ("MAINLOOP_GITHUB__POLL_INTERVAL_SECS", "1".to_owned()),
+        // The harness reports CI as soon as it sees the push; "no CI" only if it is slow.
+        ("MAINLOOP_GITHUB__CI_APPEAR_TIMEOUT_SECS", "60".to_owned()),
+        ("MAINLOOP_GITHUB__TRUSTED_USERS", gh::ALICE.to_owned()),
+        ("DISABLE_TELEMETRY", "1".to_owned()),
+        ("DISABLE_AUTOUPDATER", "1".to_owned()),
+        ("DISABLE_ERROR_REPORTING", "1".to_owned()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.sort();
+    env
+}
+
+/// Runs once with `seed`.
+pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("mainloop-chaos-{index}-"))
+        .tempdir()
+        .context("creating the run's directory")?;
+    let world = dir.path().canonicalize()?;
+    let mut rng = Rng::new(seed);
+    let mut plan_rng = rng.fork(1);
+    let killer_rng = rng.fork(2);
+    let proxy_rng = rng.fork(3);
+    let mut chatter_rng = rng.fork(4);
+
+    let local = world.join("repo");
+    local_repo(&local)?;
+    std::fs::create_dir_all(world.join("home"))?;
+    let github_root = world.join("github");
+    let fake_gh = FakeGithub::start(mainloop_fake_github::Config::new(
+        &github_root,
+        &[(gh::BOT_TOKEN, gh::BOT), (gh::ALICE_TOKEN, gh::ALICE)],
+    ))
+    .await
+    .context("starting the fake GitHub")?;
+    fake_gh.create_repo(gh::OWNER, gh::REPO, "main").await?;
+    let bare_parent = fake_gh
+        .repo_path(gh::OWNER, gh::REPO)
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .context("the fake GitHub's repository root")?;
+
+    let plans = plans(&mut plan_rng, settings.tasks, index, &local);
+    let spawns: Vec<ChatSpawn> = plans.iter().filter_map(|p| p.chat.clone()).collect();
+    let fake_model = FakeAnthropic::start(script::script(&spawns)?)
+        .await
+        .context("starting the fake model")?;
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let (proxy_listener, proxy_base) = proxy::bind().await?;
+    let spec = Spec {
+        bin: settings.mainloop.clone(),
+        data: world.join("data"),
+        port: free_port()?,
+        env: environment(
+            &world,
+            &fake_model.base_url(),
+            &settings.claude,
+            &proxy_base,
+            &bare_parent,
+        ),
+        log: world.join("server.log"),
+    };
+    let supervisor = Arc::new(Supervisor::new(spec, http.clone(), settings.kills));
+    let proxy = proxy::serve(
+        proxy_listener,
+        fake_gh.base_url(),
+        Arc::clone(&supervisor),
+        proxy_rng,
+        settings.proxy_percent,
+    );
+    supervisor.start().await?;
+    let token = std::fs::read_to_string(world.join("data").join("owner.token"))
+        .context("reading the owner's token")?
+        .trim()
+        .to_owned();
+    let api = Api::new(http.clone(), supervisor.spec().base(), token.clone());
+    let github = Gh::new(http.clone(), fake_gh.base_url());
+    let follower = Follower::start(http.clone(), supervisor.spec().base(), token);
+
+    // The killer: SIGKILL at seeded random moments until the budget is spent or the
+    // tasks are done.
+    let killer = {
+        let supervisor = Arc::clone(&supervisor);
+        let (lo, hi) = settings.kill_every;
+        let mut rng = killer_rng;
+        tokio::spawn(async move {
+            while supervisor.kills_left() > 0 {
+                tokio::time::sleep(rng.between(lo, hi)).await;
+                supervisor.crash("at a random moment").await;
+            }
+        })
+    };
+
+    let deadline = started + settings.time_limit;
+    let drives: Vec<_> = plans
+        .iter()
+        .cloned()
+        .map(|p| {
+            tokio::spawn(driver::drive(
+                api.clone(),
+                github.clone(),
+                p,
+                started,
+                deadline,
+            ))
+        })
+        .collect();
+    let chatter_texts: Vec<String> = (0..settings.chatter)
+        .map(|i| format!("chatter {i} of run {index} ({})", chatter_rng.token()))
+        .collect();
+    let chatter = {
+        let api = api.clone();
+        let texts = chatter_texts.clone();
+        let mut rng = chatter_rng;
+        tokio::spawn(async move {
+            for t in texts {
+                tokio::time::sleep(rng.between(Duration::from_millis(500), Duration::from_secs(8)))
+                    .await;
+                driver::post_chat(&api, &t).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for d in drives {
+        outcomes.push(d.await.context("a task driver panicked")?);
+    }
+    let chatter_result = chatter.await.context("the chatter panicked")?;
+    killer.abort();
+    supervisor.freeze().await;
+
+    let mut c = Checker::default();
+    if let Err(e) = chatter_result {
+        c.check(false, || format!("chatter: {e:#}"));
+    }
+    // Let the mirror finish (the issue is closed after the merge) before stopping.
+    let gh_tasks: Vec<(String, String, String)> = outcomes
+        .iter()
+        .filter(|o| o.plan.github)
+        .filter_map(|o| {
+            let id = o.id.clone()?;
+            Some((id, o.plan.description.clone(), String::new()))
+        })
+        .collect();
+    settle_github(&github, &gh_tasks).await;
+
+    if settings.plant == Some(Plant::ChatMessage) {
+        let text = chatter_texts.first().cloned().unwrap_or_default();
+        let _ = api
+            .post("/api/chat", &serde_json::json!({"text": text}))
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let mut posted: Vec<String> = plans.iter().filter_map(Plan::chat_text).collect();
+    posted.extend(chatter_texts);
+
+    supervisor.stop().await;
+    let seen = follower.finish().await;
+    let db = Db::read(&world.join("data").join("mainloop.db")).await?;
+
+    // Branches come from the stored tasks.
+    let branch_of = |id: &str| -> String {
+        db.tasks
+            .iter()
+            .find(|t| t["id"] == id)
+            .and_then(|t| t["branch"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    if settings.plant == Some(Plant::GithubComment) {
+        plant_comment(&github).await?;
+    }
+
+    for p in supervisor.problems() {
+        c.check(false, || format!("server: {p}"));
+    }
+    let rounds = check::tasks(&mut c, &db, &outcomes);
+    check::events(&mut c, &db, &seen.ids, seen.connections);
+    check::chat(&mut c, &db, &posted);
+    check::jobs(&mut c, &db);
+    let local_tasks: Vec<(String, String)> = outcomes
+        .iter()
+        .filter(|o| !o.plan.github)
+        .filter_map(|o| o.id.clone())
+        .map(|id| {
+            let b = branch_of(&id);
+            (id, b)
+        })
+        .collect();
+    if let Err(e) = check::repo(&mut c, "local repository", &local, &local_tasks) {
+        c.check(false, || format!("local repository: {e:#}"));
+    }
+    let gh_tasks: Vec<(String, String, String)> = gh_tasks
+        .into_iter()
+        .map(|(id, desc, _)| {
+            let b = branch_of(&id);
+            (id, desc, b)
+        })
+        .collect();
+    let gh_repo_tasks: Vec<(String, String)> = gh_tasks
+        .iter()
+        .map(|(id, _, b)| (id.clone(), b.clone()))
+        .collect();
+    if let Err(e) = check::repo(
+        &mut c,
+        "GitHub repository",
+        &fake_gh.repo_path(gh::OWNER, gh::REPO),
+        &gh_repo_tasks,
+    ) {
+        c.check(false, || format!("GitHub repository: {e:#}"));
+    }
+    if let Err(e) = check::github(&mut c, &github, &gh_tasks, &rounds).await {
+        c.check(false, || format!("GitHub: {e:#}"));
+    }
+    // Nothing the run started may outlive the server.
+    let left = procs::working_in(&world);
+    c.check(left.is_empty(), || {
+        format!("processes still running in the run's directory after shutdown: {left:?}")
+    });
+    for (pid, start, _) in left {
+        procs::kill(pid, start);
+    }
+
+    if (settings.keep || !c.violations.is_empty())
+        && let Err(e) = dump_github(&github, &world.join("github.json")).await
+    {
+        c.check(false, || format!("dumping GitHub's state: {e:#}"));
+    }
+    let (github_writes, _) = proxy.counts();
+    let report = Report {
+        kills: supervisor.kills.load(std::sync::atomic::Ordering::SeqCst),
+        survived: supervisor
+            .survived
+            .load(std::sync::atomic::Ordering::SeqCst),
+        tasks: outcomes.len(),
+        checked: c.checked,
+        violations: c.violations,
+        kept: None,
+        elapsed: started.elapsed(),
+        github_writes,
+    };
+    drop(fake_model);
+    drop(proxy);
+    fake_gh.shutdown().await;
+    let kept = if settings.keep || !report.violations.is_empty() {
+        server::log(supervisor.spec(), "chaos: run finished");
+        Some(dir.keep())
+    } else {
+        None
+    };
+    Ok(Report { kept, ..report })
+}
+
+/// Waits (a while) for every GitHub task's issue to be closed, the mirror's last step.
+async fn settle_github(gh: &Gh, tasks: &[(String, String, String)]) {
+    let titles: Vec<String> = tasks
+        .iter()
+        .map(|(_, d, _)| d.lines().next().unwrap_or_default().trim().to_owned())
+        .collect();
+    for _ in 0..100 {
+        let Ok(issues) = gh.issues().await else { break };
+        let open = issues.iter().any(|i| {
+            i.get("pull_request").is_none()
+                && i["state"] == "open"
+                && titles.iter().any(|t| i["title"] == t.as_str())
+        });
+        if !open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And whatever else the last transitions enqueued.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Every issue and pull request with its comments, for reading a failed run.
+async fn dump_github(gh: &Gh, path: &Path) -> Result<()> {
+    let mut out = Vec::new();
+    for mut issue in gh.issues().await? {
+        if let Some(n) = issue["number"].as_u64() {
+            issue["comments_list"] = serde_json::Value::Array(gh.comments(n).await?);
+        }
+        out.push(issue);
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&out)?)?;
+    Ok(())
+}
+
+/// Posts one of mainloop's comments again, as mainloop (the `--plant` self-test).
+async fn plant_comment(gh: &Gh) -> Result<()> {
+    for issue in gh.issues().await? {
+        let Some(n) = issue["number"].as_u64() else {
+            continue;
+        };
+        if let Some(c) = gh
+            .comments(n)
+            .await?
+            .into_iter()
+            .find(|c| c["user"]["login"] == gh::BOT)
+        {
+            gh.comment_as_bot(n, c["body"].as_str().unwrap_or_default())
+                .await?;
+            return Ok(());
+        }
+    }
+    bail!("no mainloop comment to duplicate")
+}
