@@ -74,6 +74,8 @@ max_check_rounds = 3
 check_timeout_secs = 1800
 # Accept file:// repository URLs (local paths always work).
 allow_file_urls = false
+# Directories local repositories must lie in, comma-separated ("~/src"); empty: anywhere.
+repo_roots = ""
 # Confine agents and check commands: "auto" (bubblewrap when installed and usable),
 # "bubblewrap" (required) or "off". A sandboxed agent sees the system read-only, its
 # task's worktree and a private home; not mainloop's data, your home or other tasks.

@@ -198,6 +198,11 @@ pub struct WorkersConfig {
     /// Env: `MAINLOOP_WORKERS__ALLOW_FILE_URLS`.
     pub allow_file_urls: bool,
 
+    /// Directories local repositories (paths and `file://` URLs) must lie in,
+    /// comma-separated, `~/` allowed; symlinks and `..` are resolved first. Default `""`:
+    /// anywhere the server user can read. Env: `MAINLOOP_WORKERS__REPO_ROOTS`.
+    pub repo_roots: String,
+
     /// How agents and check commands are confined: `"auto"` (bubblewrap when it is
     /// installed and works here, else unconfined with a warning), `"bubblewrap"` (refuse
     /// to start without it) or `"off"`. Default `"auto"`. Env: `MAINLOOP_WORKERS__SANDBOX`.
@@ -230,6 +235,12 @@ impl WorkersConfig {
     #[must_use]
     pub fn sandbox_read_only_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
         path_list(&self.sandbox_read_only, home)
+    }
+
+    /// `repo_roots` as paths, `~/` expanded against `home`.
+    #[must_use]
+    pub fn repo_root_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
+        path_list(&self.repo_roots, home)
     }
 
     /// `sandbox_read_write` as paths, `~/` expanded against `home`.
@@ -393,6 +404,7 @@ impl Default for WorkersConfig {
             max_check_rounds: 3,
             check_timeout_secs: 1800,
             allow_file_urls: false,
+            repo_roots: String::new(),
             sandbox: SandboxMode::Auto,
             sandbox_read_only: String::new(),
             sandbox_read_write: String::new(),

@@ -261,6 +261,61 @@ async fn file_urls_only_when_allowed() {
 }
 
 #[tokio::test]
+async fn local_repositories_are_absolute_existing_and_inside_the_roots() {
+    let fx = Fx::new();
+    let inside = fx.user_repo("allowed/proj");
+    let outside = fx.user_repo("elsewhere/proj");
+    std::os::unix::fs::symlink(&outside, fx.path("allowed/link")).unwrap();
+    let git = Git::new(fx.path("r/repos"), fx.path("r/worktrees"))
+        .with_allow_file_urls(true)
+        .with_repo_roots(vec![fx.path("allowed")]);
+
+    git.validate_repo_name(&inside.display().to_string())
+        .unwrap();
+    git.validate_repo_name(&format!("file://{}", inside.display()))
+        .unwrap();
+    assert!(
+        git.resolve_repo(&inside.display().to_string())
+            .await
+            .is_ok()
+    );
+    // URLs are not local: the roots do not apply.
+    git.validate_repo_name("https://example.com/a/b.git")
+        .unwrap();
+
+    let refused = [
+        "proj".to_owned(),
+        "./allowed/proj".to_owned(),
+        outside.display().to_string(),
+        format!("file://{}", outside.display()),
+        fx.path("allowed/link").display().to_string(),
+        format!("{}/../../elsewhere/proj", inside.display()),
+        fx.path("allowed/missing").display().to_string(),
+    ];
+    for name in &refused {
+        let err = git.validate_repo_name(name).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GitError::InvalidRepo { .. } | GitError::NotARepo { .. }
+            ),
+            "{name}: {err}"
+        );
+        // Resolving applies the same rules, and so never runs git there.
+        assert!(git.resolve_repo(name).await.is_err(), "{name}");
+    }
+    let err = git
+        .validate_repo_name(&outside.display().to_string())
+        .unwrap_err();
+    assert!(err.to_string().contains("repo_roots"), "{err}");
+    // Without roots, any absolute path to an existing directory passes the name check.
+    let open = Git::new(fx.path("o/repos"), fx.path("o/worktrees"));
+    open.validate_repo_name(&outside.display().to_string())
+        .unwrap();
+    assert!(open.validate_repo_name("proj").is_err(), "relative");
+}
+
+#[tokio::test]
 async fn clones_a_remote_into_the_cache_and_fetches_on_reuse() {
     let fx = Fx::new();
     let work = fx.user_repo("work");

@@ -326,11 +326,7 @@ mod tests {
         let bw = Bubblewrap::new(
             PathBuf::from("/usr/bin/bwrap"),
             Policy {
-                hidden: vec![
-                    root.path().to_path_buf(),
-                    data,
-                    "/nonexistent".into(),
-                ],
+                hidden: vec![root.path().to_path_buf(), data, "/nonexistent".into()],
                 read_only: vec!["/usr/bin".into()],
                 read_write: vec![],
             },

@@ -201,10 +201,7 @@ fn credentials_files_are_bound_into_the_private_home() {
     std::fs::write(&creds, "{\"token\":\"agent-login\"}").unwrap();
     std::fs::create_dir_all(w.agent_home.join(".claude")).unwrap();
     let mut scope = w.scope();
-    scope.files = vec![(
-        creds,
-        w.agent_home.join(".claude/.credentials.json"),
-    )];
+    scope.files = vec![(creds, w.agent_home.join(".claude/.credentials.json"))];
     let prefix = w.bwrap.command_prefix(&scope).unwrap();
     let out = Command::new(&prefix[0])
         .args(&prefix[1..])

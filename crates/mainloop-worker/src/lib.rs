@@ -296,6 +296,13 @@ impl Workspaces for Runtime {
         let rt = self.clone();
         Box::pin(async move { forge::wake(&rt, task).await.map_err(|e| e.message) })
     }
+
+    fn check_repo(&self, repo: &str) -> Result<(), String> {
+        self.inner
+            .git
+            .validate_repo_name(repo)
+            .map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -250,7 +250,7 @@ async fn deliver(
         .inner
         .agent
         .start(spec)
-        .map_err(|e| Delivery::Fail(format!("could not start the agent: {e}")))?;
+        .map_err(|e| Delivery::Fail(e.to_string()))?;
     rt.record_pid(task.id, session.pid());
     // Record a new session before it can do anything, so a crash resumes it.
     if let Some(id) = &new_id {

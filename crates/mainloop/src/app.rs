@@ -192,7 +192,8 @@ fn worker_runtime(engine: &Engine, config: &Config, config_file: Option<&Path>) 
         config.data_dir.join("repos"),
         config.data_dir.join("worktrees"),
     )
-    .with_allow_file_urls(w.allow_file_urls);
+    .with_allow_file_urls(w.allow_file_urls)
+    .with_repo_roots(w.repo_root_paths(std::env::var_os("HOME").map(PathBuf::from).as_deref()));
     let (git, forge) = forge_settings(config, git)?;
     if let Some(f) = &forge {
         engine.set_forge(f.forge.clone(), &f.web_host);
