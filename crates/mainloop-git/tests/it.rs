@@ -244,9 +244,18 @@ async fn file_urls_only_when_allowed() {
     assert!(matches!(err, GitError::InvalidRepo { .. }), "{err}");
     assert!(!fx.path("strict/repos").exists());
 
-    // A failed clone leaves nothing behind in the cache.
+    // A missing path is refused before git runs; a failed clone leaves nothing behind
+    // in the cache.
     let missing = format!("file://{}", fx.path("no-such-remote.git").display());
     let err = fx.git.resolve_repo(&missing).await.unwrap_err();
+    assert!(matches!(err, GitError::NotARepo { .. }), "{err}");
+    let not_a_repo = fx.path("empty-dir");
+    std::fs::create_dir_all(&not_a_repo).unwrap();
+    let err = fx
+        .git
+        .resolve_repo(&format!("file://{}", not_a_repo.display()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, GitError::Command { .. }), "{err}");
     assert_eq!(std::fs::read_dir(fx.git.cache_dir()).unwrap().count(), 0);
 

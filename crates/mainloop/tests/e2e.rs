@@ -178,7 +178,11 @@ rules:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_spawns_a_task_and_everything_survives_sigkill() {
-    let fake = FakeAnthropic::start(Script::from_yaml(SCRIPT).unwrap())
+    // The task's repository must exist to be accepted; it is not a git repository, so
+    // the worker fails the task, which is not what this test is about.
+    let repo = tempfile::tempdir().unwrap();
+    let repo = repo.path().display().to_string();
+    let fake = FakeAnthropic::start(Script::from_yaml(&SCRIPT.replace("/src/app", &repo)).unwrap())
         .await
         .unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -222,7 +226,7 @@ async fn chat_spawns_a_task_and_everything_survives_sigkill() {
         .clone();
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0]["state"], "queued");
-    assert_eq!(tasks[0]["repo"], "/src/app");
+    assert_eq!(tasks[0]["repo"], repo.as_str());
     let task_id = tasks[0]["id"].as_str().unwrap().to_owned();
     let thread = messages(&base, &token).await;
     assert!(
@@ -251,7 +255,7 @@ async fn chat_spawns_a_task_and_everything_survives_sigkill() {
     let server = Server::start(data.path(), Some(&fake.base_url()));
     assert!(server.token.is_none(), "the owner already exists");
     // Everything said before the crash is still there, in order (workers may have
-    // added updates since: the task's repository does not exist, so it fails).
+    // added updates since: the task's repository is not one, so it fails).
     let after = messages(&server.base, &token).await;
     assert_eq!(after[..thread.len()], thread[..]);
     assert_eq!(
@@ -2190,7 +2194,7 @@ async fn postgres_refusing_writes_gets_503s_keeps_reads_and_recovers_without_a_r
             reqwest::Method::POST,
             at("/api/tasks"),
             &token,
-            Some(json!({"description": "a task after the freeze", "repo": "/nowhere"})),
+            Some(json!({"description": "a task after the freeze", "repo": std::env::temp_dir()})),
         )
     })
     .await;
@@ -2821,7 +2825,7 @@ async fn sqlite_locked_by_another_process_gets_bounded_answers_and_loses_nothing
                 bounded(
                     "POST /api/tasks",
                     "/api/tasks",
-                    json!({"description": "a task while locked", "repo": "/nowhere"}),
+                    json!({"description": "a task while locked", "repo": std::env::temp_dir()}),
                 ),
             );
             vec![a, b]
