@@ -120,6 +120,8 @@ ci_pending_timeout_secs = 3600
 ci_appear_timeout_secs = 120
 # "CI failed, fix it" rounds before the task fails.
 max_ci_rounds = 5
+# Seconds one GitHub request may take before it is tried again later.
+request_timeout_secs = 60
 # Label on plan issues and pull requests.
 label = "mainloop"
 # Logins (comma-separated) whose replies count, besides the token's own account.

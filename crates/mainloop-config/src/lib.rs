@@ -319,6 +319,9 @@ pub struct GithubConfig {
     pub ci_appear_timeout_secs: u64,
     /// "CI failed, fix it" rounds before the task fails. Default `5`.
     pub max_ci_rounds: u32,
+    /// Seconds one GitHub request may take before it counts as failed (and is tried
+    /// again later). Default `60`. Env: `MAINLOOP_GITHUB__REQUEST_TIMEOUT_SECS`.
+    pub request_timeout_secs: u64,
     /// Label put on plan issues and pull requests. Default `"mainloop"`.
     pub label: String,
     /// Besides the token's own account, the GitHub logins (comma-separated) whose
@@ -339,6 +342,7 @@ impl Default for GithubConfig {
             ci_pending_timeout_secs: 3600,
             ci_appear_timeout_secs: 120,
             max_ci_rounds: 5,
+            request_timeout_secs: 60,
             label: "mainloop".to_owned(),
             trusted_users: String::new(),
         }

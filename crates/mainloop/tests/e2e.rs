@@ -1649,6 +1649,18 @@ fn log_lines(path: &Path, needle: &str) -> usize {
         .count()
 }
 
+/// Waits until the server's log has a line containing `needle`.
+async fn wait_log(path: &Path, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while log_lines(path, needle) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never said {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The server process is still running (it did not exit on the fault).
 fn assert_running(server: &mut Server) {
     assert!(
@@ -2631,7 +2643,17 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
     };
     let started = std::time::Instant::now();
     let data = dir.path().join("data");
-    let (mut server, log) = spawn_logged(github_command(&data, &fake, &claude, &gh, &[]), &data);
+    // A short client timeout, so a GitHub that does not answer in time is met for real.
+    let (mut server, log) = spawn_logged(
+        github_command(
+            &data,
+            &fake,
+            &claude,
+            &gh,
+            &[("MAINLOOP_GITHUB__REQUEST_TIMEOUT_SECS", "2")],
+        ),
+        &data,
+    );
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
 
     // The task's first GitHub calls meet a secondary rate limit (429, retry-after 2 s)
@@ -2681,7 +2703,9 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
     gh.wait_comment(pr, "Ready for review").await;
     assert_eq!(gh.pr(pr).await["draft"], false);
 
-    // A slow GitHub: the next two requests are answered 1.5 s late.
+    // A slow GitHub: the next two requests are answered 1.5 s late, within the client's
+    // timeout; then two reads take longer than it (4 s against 2 s): mainloop gives up
+    // on them and polls again later.
     gh.fake.set_hang(Some(Hang {
         delay_ms: 1500,
         status: None,
@@ -2691,6 +2715,16 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
         requests: Some(2),
     }));
     gh.wait_injected("hang", 2).await;
+    gh.fake.set_hang(Some(Hang {
+        delay_ms: 4000,
+        status: None,
+        applied: false,
+        method: Some("GET".into()),
+        route: None,
+        requests: Some(2),
+    }));
+    gh.wait_injected("hang", 4).await;
+    wait_log(&log, "unavailable: timed out").await;
 
     // Approved in the app; the merge's answer is lost after GitHub merged.
     gh.fake
