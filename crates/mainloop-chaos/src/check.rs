@@ -547,11 +547,26 @@ fn no_repeats(c: &mut Checker, label: &str, comments: &[&Value]) {
     }
 }
 
+/// A task on GitHub, and where the human decided.
+#[derive(Debug)]
+pub struct GhTask {
+    pub id: String,
+    pub title: String,
+    pub branch: String,
+    pub answers_on_github: bool,
+    pub plan_on_github: bool,
+}
+
 /// GitHub: one issue and one pull request per task, each of mainloop's comments once.
+///
+/// The mirror brings GitHub up to the task's current state, so a step decided in the app
+/// before the mirror got to it (quickly, or while a crash delayed the mirror) is never
+/// posted, nor acknowledged: such a comment appears at most once. A step decided on
+/// GitHub needs its comment, which then appears exactly once.
 pub async fn github(
     c: &mut Checker,
     gh: &Gh,
-    tasks: &[(String, String, String)],
+    tasks: &[GhTask],
     rounds: &BTreeMap<String, usize>,
 ) -> Result<()> {
     let issues = gh.issues().await?;
@@ -574,7 +589,8 @@ pub async fn github(
             tasks.len()
         )
     });
-    for (id, title, branch) in tasks {
+    for t in tasks {
+        let (id, title, branch) = (&t.id, &t.title, &t.branch);
         let mine: Vec<&&Value> = plain
             .iter()
             .filter(|i| i["title"] == title.as_str())
@@ -610,10 +626,7 @@ pub async fn github(
         let label = format!("task {id} issue #{issue_no}");
         let r = rounds.get(id).copied().unwrap_or(1);
         for (needle, want) in [
-            ("The worker has questions", r),
-            ("The worker's plan", 1),
             ("Draft pull request", 1),
-            ("Plan approved", 1),
             ("already", 0),
             ("failed", 0),
             ("Cancelled", 0),
@@ -623,9 +636,38 @@ pub async fn github(
                 format!("{label}: {n} comments with {needle:?} ({want} expected)")
             });
         }
+        let asked = count(&bot, "The worker has questions");
+        let ok = if t.answers_on_github {
+            asked == r
+        } else {
+            asked <= r
+        };
+        c.check(ok, || {
+            format!(
+                "{label}: {asked} rounds of questions posted, of {r} (all needed: {})",
+                t.answers_on_github
+            )
+        });
+        let plans = count(&bot, "The worker's plan");
+        let ok = if t.plan_on_github {
+            plans == 1
+        } else {
+            plans <= 1
+        };
+        c.check(ok, || {
+            format!(
+                "{label}: the plan posted {plans}× (once{})",
+                if t.plan_on_github { "" } else { " at most" }
+            )
+        });
+        let decided = count(&bot, "Plan approved");
+        c.check(decided == plans, || {
+            format!("{label}: the decision told {decided}×, the plan posted {plans}×")
+        });
         let acks = count(&bot, "Thanks @") + count(&bot, "Answered in mainloop");
+        let r = asked;
         c.check(acks == r, || {
-            format!("{label}: answers acknowledged {acks}× (once per round of questions: {r})")
+            format!("{label}: answers acknowledged {acks}× (once per round posted: {r})")
         });
         no_repeats(c, &label, &bot);
 

@@ -107,6 +107,46 @@ fn main() -> ExitCode {
     }
 }
 
+/// The flags besides the seed and the runs that shape a run, as given.
+fn options(cli: &Cli) -> String {
+    let defaults = Cli::parse_from(["mainloop-chaos"]);
+    let mut out = String::new();
+    for (name, value, default) in [
+        ("--tasks", cli.tasks.to_string(), defaults.tasks.to_string()),
+        ("--kills", cli.kills.to_string(), defaults.kills.to_string()),
+        (
+            "--proxy-kill-percent",
+            cli.proxy_kill_percent.to_string(),
+            defaults.proxy_kill_percent.to_string(),
+        ),
+        (
+            "--chatter",
+            cli.chatter.to_string(),
+            defaults.chatter.to_string(),
+        ),
+        (
+            "--run-limit-secs",
+            cli.run_limit_secs.to_string(),
+            defaults.run_limit_secs.to_string(),
+        ),
+    ] {
+        if value != default {
+            out.push_str(&format!(" {name} {value}"));
+        }
+    }
+    if let Some(plant) = cli.plant
+        && let Some(v) = clap::ValueEnum::to_possible_value(&plant)
+    {
+        out.push_str(&format!(" --plant {}", v.get_name()));
+    }
+    for (name, path) in [("--mainloop", &cli.mainloop), ("--claude", &cli.claude)] {
+        if let Some(p) = path {
+            out.push_str(&format!(" {name} {}", p.display()));
+        }
+    }
+    out
+}
+
 /// The seed of run `index`, derived from the master seed.
 fn run_seed(seed: u64, index: u32) -> u64 {
     rng::Rng::new(seed ^ u64::from(index).wrapping_mul(0xA076_1D64_78BD_642F)).next_u64()
@@ -164,7 +204,9 @@ async fn main_async(cli: Cli) -> Result<bool> {
     let (mut done, mut kills, mut survived, mut tasks, mut checked) = (0_u32, 0, 0, 0, 0);
     let mut failed: Option<(u32, run::Report)> = None;
     for index in cli.start_run..cli.start_run.saturating_add(runs) {
-        if budget.is_some_and(|b| started.elapsed() >= b) {
+        // Within the budget, a run starts only if one as long as the average so far fits.
+        let average = started.elapsed().checked_div(done).unwrap_or_default();
+        if done > 0 && budget.is_some_and(|b| started.elapsed() + average > b) {
             break;
         }
         let report = run::run(index, run_seed(seed, index), &settings).await?;
@@ -210,12 +252,8 @@ async fn main_async(cli: Cli) -> Result<bool> {
         ));
     }
     say(&format!(
-        "chaos: reproduce with: cargo run --locked -q -p mainloop-chaos -- --seed {seed} --start-run {index} --runs 1{}",
-        if cli.plant.is_some() {
-            " --plant …"
-        } else {
-            ""
-        }
+        "chaos: reproduce with: cargo build --bins --locked && cargo run --locked -q -p mainloop-chaos -- --seed {seed} --start-run {index} --runs 1{}",
+        options(&cli)
     ));
     say(
         "chaos: (kill moments are seeded, but timing on a busy machine varies; rerun a few times if it does not fail at once)",

@@ -372,16 +372,23 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     if let Err(e) = check::repo(&mut c, "local repository", &local, &local_tasks) {
         c.check(false, || format!("local repository: {e:#}"));
     }
-    let gh_tasks: Vec<(String, String, String)> = gh_tasks
-        .into_iter()
-        .map(|(id, desc, _)| {
-            let b = branch_of(&id);
-            (id, desc, b)
+    let gh_tasks: Vec<check::GhTask> = outcomes
+        .iter()
+        .filter(|o| o.plan.github)
+        .filter_map(|o| {
+            let id = o.id.clone()?;
+            Some(check::GhTask {
+                branch: branch_of(&id),
+                id,
+                title: o.plan.description.clone(),
+                answers_on_github: o.plan.answer_on_github,
+                plan_on_github: o.plan.approve != Approve::App,
+            })
         })
         .collect();
     let gh_repo_tasks: Vec<(String, String)> = gh_tasks
         .iter()
-        .map(|(id, _, b)| (id.clone(), b.clone()))
+        .map(|t| (t.id.clone(), t.branch.clone()))
         .collect();
     if let Err(e) = check::repo(
         &mut c,

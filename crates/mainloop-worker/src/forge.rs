@@ -575,10 +575,13 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
             }
             watch_now(c).await?;
         }
-        TaskState::Planning | TaskState::Implementing => {
+        // The mirror may reach a task past the state a decision moved it to (a crash
+        // delayed it): the decision is still told.
+        TaskState::Planning | TaskState::Implementing | TaskState::Checking => {
             acknowledge_app_decisions(c, issue).await?;
         }
         TaskState::Review => {
+            acknowledge_app_decisions(c, issue).await?;
             if let Some(pr) = c.m.pr.clone() {
                 if !c.m.ready_marked {
                     if pr.draft {
@@ -632,7 +635,7 @@ async fn sync_in(c: &mut Ctx<'_>) -> Result<(), ForgeError> {
                 save(c).await?;
             }
         }
-        TaskState::Queued | TaskState::Checking => {}
+        TaskState::Queued => {}
     }
     Ok(())
 }
@@ -684,10 +687,11 @@ async fn acknowledge_app_decisions(c: &mut Ctx<'_>, issue: u64) -> Result<(), Fo
         c.m.answers_acknowledged = Some(posted);
         save(c).await?;
     }
-    if c.task.state == TaskState::Implementing
-        && c.m.plan_comment.is_some()
-        && !c.m.plan_acknowledged
-    {
+    let approved = matches!(
+        c.task.state,
+        TaskState::Implementing | TaskState::Checking | TaskState::Review
+    );
+    if approved && c.m.plan_comment.is_some() && !c.m.plan_acknowledged {
         if !c.m.plan_decided_on_forge {
             let key = format!("plan-approved:{}", c.m.plan_comment.unwrap_or_default());
             c.comment(
@@ -1939,6 +1943,32 @@ mod tests {
         w.apply(TaskEvent::QuestionsAsked(questions())).await;
         w.sync().await;
         assert_eq!(w.forge.comments_with("The worker has questions"), 2);
+    }
+
+    #[tokio::test]
+    async fn app_decisions_are_told_even_when_the_mirror_catches_up_late() {
+        let w = world().await;
+        w.asked().await;
+        w.apply(TaskEvent::Answered(
+            [(
+                "q1".to_owned(),
+                mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
+            )]
+            .into_iter()
+            .collect(),
+        ))
+        .await;
+        w.apply(TaskEvent::PlanProposed("# Plan".into())).await;
+        w.sync().await;
+        // Approved in the app, and the work done, before the mirror runs again (a crash
+        // delayed it).
+        w.apply(TaskEvent::PlanApproved).await;
+        w.apply(TaskEvent::AgentFinished).await;
+        w.sync().await;
+        assert_eq!(w.forge.comments_with("Answered in mainloop"), 1);
+        assert_eq!(w.forge.comments_with("Plan approved in mainloop"), 1);
+        w.sync().await;
+        assert_eq!(w.forge.comments_with("Plan approved in mainloop"), 1);
     }
 
     #[tokio::test]
