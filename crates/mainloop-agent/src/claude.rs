@@ -64,9 +64,11 @@ impl ClaudeCode {
         self
     }
 
-    /// The full command line `start` runs for `spec`, program first.
+    /// The full command line `start` runs for `spec`, program first (the wrapper's,
+    /// when there is one).
     pub fn command_line(&self, spec: &RunSpec) -> Vec<String> {
-        let mut line = self.command.clone();
+        let mut line = spec.wrapper.clone();
+        line.extend(self.command.iter().cloned());
         line.extend(protocol::claude_args(
             &spec.session,
             spec.mode,

@@ -56,6 +56,9 @@ pub struct RunSpec {
     /// The child's entire environment: nothing else is inherited, so the caller decides
     /// which credentials and paths the agent sees.
     pub env: Vec<(String, String)>,
+    /// A command the agent runs under, program first (a sandbox such as `bwrap … --`);
+    /// empty for none. Its process is the one recorded, grouped and killed.
+    pub wrapper: Vec<String>,
 }
 
 // Hand-written because `env` carries API keys and OAuth tokens, which must not reach logs.
@@ -69,6 +72,7 @@ impl fmt::Debug for RunSpec {
             .field("model", &self.model)
             .field("append_system_prompt", &self.append_system_prompt)
             .field("env_keys", &env_keys)
+            .field("wrapper", &self.wrapper)
             .finish()
     }
 }

@@ -346,6 +346,7 @@ fn command_line_and_debug_hide_nothing_but_secrets() {
         model: None,
         append_system_prompt: Some("Be brief.".into()),
         env: vec![("ANTHROPIC_API_KEY".into(), "sk-secret".into())],
+        wrapper: vec![],
     };
     let line = ClaudeCode::new(vec!["/x/claude".into()]).command_line(&spec);
     assert_eq!(
@@ -356,6 +357,14 @@ fn command_line_and_debug_hide_nothing_but_secrets() {
     );
     let debug = format!("{spec:?}");
     assert!(debug.contains("ANTHROPIC_API_KEY") && !debug.contains("sk-secret"));
+
+    // A sandbox wraps the whole command line.
+    let wrapped = RunSpec {
+        wrapper: vec!["/usr/bin/bwrap".into(), "--".into()],
+        ..spec
+    };
+    let line = ClaudeCode::new(vec!["/x/claude".into()]).command_line(&wrapped);
+    assert_eq!(line[..3], ["/usr/bin/bwrap", "--", "/x/claude"]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -372,6 +381,7 @@ fn sh_spec(cwd: &Path) -> RunSpec {
             "PATH".into(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
         )],
+        wrapper: vec![],
     }
 }
 
@@ -697,6 +707,7 @@ impl World {
             model: None,
             append_system_prompt: None,
             env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            wrapper: vec![],
         }
     }
 
@@ -1221,11 +1232,13 @@ fn tool_processes() -> Vec<u32> {
 
 #[tokio::test]
 async fn stale_agents_are_recognised_by_start_time_and_killed() {
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "sleep 300 & wait"])
-        .spawn()
+    // A stale agent lost the server that started it, so it is not our child: start it
+    // from a shell that exits at once, leaving it to be reparented.
+    let out = std::process::Command::new("sh")
+        .args(["-c", "sleep 300 >/dev/null 2>&1 & echo $!"])
+        .output()
         .unwrap();
-    let pid = child.id();
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     let start = mainloop_agent::process_start_time(pid).expect("running process has a start time");
     assert!(
         !mainloop_agent::kill_stale_agent(pid, start + 1),
@@ -1233,7 +1246,13 @@ async fn stale_agents_are_recognised_by_start_time_and_killed() {
     );
     assert!(is_live(pid));
     assert!(mainloop_agent::kill_stale_agent(pid, start));
-    let status = child.wait().unwrap();
-    assert!(!status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while is_live(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stale agent survived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(mainloop_agent::process_start_time(u32::MAX), None);
 }

@@ -770,6 +770,7 @@ pub async fn run(args: &Args) -> Result<()> {
             ("HOME".to_owned(), home.display().to_string()),
         ],
         plans_dir: home.join(".claude/plans"),
+        sandbox: None,
         pid_dir: pid_dir.clone(),
         forge: None,
     };

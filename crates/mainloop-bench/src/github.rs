@@ -110,6 +110,7 @@ pub async fn run(args: &Args) -> Result<()> {
         model: None,
         agent_env: Vec::new(),
         plans_dir: home.join(".claude/plans"),
+        sandbox: None,
         pid_dir: work.path().join("agents"),
         forge: Some(settings),
     };

@@ -74,6 +74,15 @@ max_check_rounds = 3
 check_timeout_secs = 1800
 # Accept file:// repository URLs (local paths always work).
 allow_file_urls = false
+# Directories local repositories must lie in, comma-separated ("~/src"); empty: anywhere.
+repo_roots = ""
+# Confine agents and check commands: "auto" (bubblewrap when installed and usable),
+# "bubblewrap" (required) or "off". A sandboxed agent sees the system read-only, its
+# task's worktree and a private home; not mainloop's data, your home or other tasks.
+sandbox = "auto"
+# Extra paths sandboxed agents may read / write, comma-separated ("~/.rustup").
+sandbox_read_only = ""
+sandbox_read_write = ""
 
 [limits]
 # Largest accepted request body in bytes (1 MiB).
@@ -111,6 +120,8 @@ ci_pending_timeout_secs = 3600
 ci_appear_timeout_secs = 120
 # "CI failed, fix it" rounds before the task fails.
 max_ci_rounds = 5
+# Seconds one GitHub request may take before it is tried again later.
+request_timeout_secs = 60
 # Label on plan issues and pull requests.
 label = "mainloop"
 # Logins (comma-separated) whose replies count, besides the token's own account.

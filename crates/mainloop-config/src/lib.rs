@@ -197,6 +197,70 @@ pub struct WorkersConfig {
     /// Accept `file://` repository URLs (local paths are always accepted). Default `false`.
     /// Env: `MAINLOOP_WORKERS__ALLOW_FILE_URLS`.
     pub allow_file_urls: bool,
+
+    /// Directories local repositories (paths and `file://` URLs) must lie in,
+    /// comma-separated, `~/` allowed; symlinks and `..` are resolved first. Default `""`:
+    /// anywhere the server user can read. Env: `MAINLOOP_WORKERS__REPO_ROOTS`.
+    pub repo_roots: String,
+
+    /// How agents and check commands are confined: `"auto"` (bubblewrap when it is
+    /// installed and works here, else unconfined with a warning), `"bubblewrap"` (refuse
+    /// to start without it) or `"off"`. Default `"auto"`. Env: `MAINLOOP_WORKERS__SANDBOX`.
+    pub sandbox: SandboxMode,
+
+    /// Extra paths a sandboxed agent may read, comma-separated: toolchains kept in your
+    /// home, say (`~/.rustup`). Default `""`. Env: `MAINLOOP_WORKERS__SANDBOX_READ_ONLY`.
+    pub sandbox_read_only: String,
+
+    /// Extra paths a sandboxed agent may write, comma-separated: a shared build cache.
+    /// Default `""`. Env: `MAINLOOP_WORKERS__SANDBOX_READ_WRITE`.
+    pub sandbox_read_write: String,
+}
+
+/// How agents and their check commands are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Bubblewrap when available, else unconfined with a warning at start.
+    #[default]
+    Auto,
+    /// Bubblewrap, or the server refuses to start.
+    Bubblewrap,
+    /// Agents run as the server user, with its permissions.
+    Off,
+}
+
+impl WorkersConfig {
+    /// `sandbox_read_only` as paths, `~/` expanded against `home`.
+    #[must_use]
+    pub fn sandbox_read_only_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
+        path_list(&self.sandbox_read_only, home)
+    }
+
+    /// `repo_roots` as paths, `~/` expanded against `home`.
+    #[must_use]
+    pub fn repo_root_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
+        path_list(&self.repo_roots, home)
+    }
+
+    /// `sandbox_read_write` as paths, `~/` expanded against `home`.
+    #[must_use]
+    pub fn sandbox_read_write_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
+        path_list(&self.sandbox_read_write, home)
+    }
+}
+
+fn path_list(list: &str, home: Option<&Path>) -> Vec<PathBuf> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| match (p.strip_prefix("~/"), home) {
+            (Some(rest), Some(home)) => Some(home.join(rest)),
+            // A `~` path without a home to expand it against means nothing.
+            (Some(_), None) => None,
+            (None, _) => Some(PathBuf::from(p)),
+        })
+        .collect()
 }
 
 /// Request size limits.
@@ -255,6 +319,9 @@ pub struct GithubConfig {
     pub ci_appear_timeout_secs: u64,
     /// "CI failed, fix it" rounds before the task fails. Default `5`.
     pub max_ci_rounds: u32,
+    /// Seconds one GitHub request may take before it counts as failed (and is tried
+    /// again later). Default `60`. Env: `MAINLOOP_GITHUB__REQUEST_TIMEOUT_SECS`.
+    pub request_timeout_secs: u64,
     /// Label put on plan issues and pull requests. Default `"mainloop"`.
     pub label: String,
     /// Besides the token's own account, the GitHub logins (comma-separated) whose
@@ -275,6 +342,7 @@ impl Default for GithubConfig {
             ci_pending_timeout_secs: 3600,
             ci_appear_timeout_secs: 120,
             max_ci_rounds: 5,
+            request_timeout_secs: 60,
             label: "mainloop".to_owned(),
             trusted_users: String::new(),
         }
@@ -340,6 +408,10 @@ impl Default for WorkersConfig {
             max_check_rounds: 3,
             check_timeout_secs: 1800,
             allow_file_urls: false,
+            repo_roots: String::new(),
+            sandbox: SandboxMode::Auto,
+            sandbox_read_only: String::new(),
+            sandbox_read_write: String::new(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use mainloop_config::{Config, ConfigError, EXAMPLE_TOML, ModelProviderKind};
+use mainloop_config::{Config, ConfigError, EXAMPLE_TOML, ModelProviderKind, SandboxMode};
 use tempfile::TempDir;
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -560,5 +560,41 @@ fn github_token_and_api_url_come_from_the_conventional_variables_and_stay_secret
     let env = fx.env(&[("MAINLOOP_GITHUB__GIT_URL", "https://github.com/x.git")]);
     let err = expect_err(Config::load_from(None, &env))?;
     assert!(err.to_string().contains("github.git_url"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn sandbox_mode_and_paths() -> TestResult {
+    let fx = Fixture::new()?;
+    let config = Config::load_from(None, &fx.env(&[]))?;
+    assert_eq!(config.workers.sandbox, SandboxMode::Auto);
+    let file = fx.write(
+        "m.toml",
+        "[workers]\nsandbox = \"bubblewrap\"\nsandbox_read_only = \"~/.rustup, /opt/sdk,,\"\n",
+    )?;
+    let config = Config::load_from(
+        Some(&file),
+        &fx.env(&[("MAINLOOP_WORKERS__SANDBOX_READ_WRITE", "/cache")]),
+    )?;
+    assert_eq!(config.workers.sandbox, SandboxMode::Bubblewrap);
+    assert_eq!(
+        config
+            .workers
+            .sandbox_read_only_paths(Some(Path::new("/home/u"))),
+        [PathBuf::from("/home/u/.rustup"), PathBuf::from("/opt/sdk")]
+    );
+    assert_eq!(
+        config.workers.sandbox_read_only_paths(None),
+        [PathBuf::from("/opt/sdk")]
+    );
+    assert_eq!(
+        config.workers.sandbox_read_write_paths(None),
+        [PathBuf::from("/cache")]
+    );
+    let config = Config::load_from(None, &fx.env(&[("MAINLOOP_WORKERS__SANDBOX", "off")]))?;
+    assert_eq!(config.workers.sandbox, SandboxMode::Off);
+    let file = fx.write("bad.toml", "[workers]\nsandbox = \"docker\"\n")?;
+    let err = expect_err(Config::load_from(Some(&file), &fx.env(&[])))?;
+    assert!(err.to_string().contains("sandbox"), "{err}");
     Ok(())
 }

@@ -43,6 +43,13 @@ pub trait Workspaces: Send + Sync + std::fmt::Debug + 'static {
     fn wake_forge(&self, _task: TaskId) -> BoxFuture<'static, Result<(), String>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Refuses a repository no task may use (a transport trick, a relative path, a
+    /// path outside the allowed roots), with the reason, before a task is created.
+    /// Repositories on the configured forge never reach this: they are `owner/name`.
+    fn check_repo(&self, _repo: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Engine {
@@ -71,6 +78,13 @@ impl Engine {
             }
         }
         Ok(woken)
+    }
+
+    /// The installed workspaces' verdict on a repository name (`Ok` when none is
+    /// installed: the worker then refuses it when it resolves it).
+    pub(crate) fn check_repo(&self, repo: &str) -> Result<(), String> {
+        let workspaces = self.inner.workspaces.read().ok().and_then(|w| w.clone());
+        workspaces.map_or(Ok(()), |w| w.check_repo(repo))
     }
 
     /// Installs the forge the projects view reads (GitHub), with its web host.

@@ -213,6 +213,11 @@ pub(crate) async fn create_task_in(
         .and_then(|host| mainloop_forge::RepoRef::parse(&req.repo, host).ok());
     let normalized = forge_repo.as_ref().map(ToString::to_string);
     let repo = normalized.as_deref().unwrap_or_else(|| req.repo.trim());
+    if forge_repo.is_none() {
+        engine
+            .check_repo(repo)
+            .map_err(|reason| EngineError::Invalid(format!("repo: {reason}")))?;
+    }
     let project = tx.upsert_project(user, repo, at).await?;
     let (task, created) = tx
         .insert_task(

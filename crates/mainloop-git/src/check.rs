@@ -85,13 +85,16 @@ impl crate::Git {
     }
 }
 
-/// Runs `sh -c <command>` in `cwd` with `env` added to the inherited environment.
+/// Runs `sh -c <command>` in `cwd` with exactly `env` as its environment (nothing of
+/// the server's is inherited: the code under test is the agent's), under `wrapper` (a
+/// sandbox command ending in `--`) unless it is empty.
 /// Never fails: a check that cannot even start is a failed check, with the reason in
 /// `output_tail`.
 pub async fn run_check(
     cwd: &Path,
     command: &str,
     env: &[(String, String)],
+    wrapper: &[String],
     timeout: Duration,
     max_bytes: usize,
 ) -> CheckOutcome {
@@ -113,10 +116,18 @@ pub async fn run_check(
         Ok(w) => w,
         Err(e) => return failed(format!("mainloop: cannot create a pipe for the check: {e}")),
     };
-    let mut cmd = tokio::process::Command::new("sh");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args).arg("sh");
+            cmd
+        }
+        None => tokio::process::Command::new("sh"),
+    };
     cmd.arg("-c")
         .arg(command)
         .current_dir(cwd)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))

@@ -99,6 +99,9 @@ pub struct Git {
     cache_dir: PathBuf,
     worktrees_dir: PathBuf,
     allow_file_urls: bool,
+    /// Local repositories (paths and `file://` URLs) must lie under one of these;
+    /// empty: anywhere the server user can read.
+    repo_roots: Vec<PathBuf>,
     use_merge_tree: bool,
     timeout: Duration,
     network_timeout: Duration,
@@ -116,6 +119,7 @@ impl std::fmt::Debug for Git {
             .field("cache_dir", &self.cache_dir)
             .field("worktrees_dir", &self.worktrees_dir)
             .field("allow_file_urls", &self.allow_file_urls)
+            .field("repo_roots", &self.repo_roots)
             .field("use_merge_tree", &self.use_merge_tree)
             .field("timeout", &self.timeout)
             .field("network_timeout", &self.network_timeout)
@@ -134,12 +138,21 @@ impl Git {
             cache_dir,
             worktrees_dir,
             allow_file_urls: false,
+            repo_roots: Vec::new(),
             use_merge_tree: true,
             timeout: Duration::from_secs(300),
             network_timeout: Duration::from_secs(900),
             extra_env: Vec::new(),
             locks: Arc::default(),
         }
+    }
+
+    /// Confines local repositories (paths and `file://` URLs) to these directories;
+    /// symlinks and `..` are resolved before the check. Empty (the default): anywhere.
+    #[must_use]
+    pub fn with_repo_roots(mut self, roots: Vec<PathBuf>) -> Self {
+        self.repo_roots = roots;
+        self
     }
 
     /// The git executable (default: `git` from `PATH`).

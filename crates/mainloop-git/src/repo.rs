@@ -22,10 +22,60 @@ impl Git {
     /// can resume offline; [`Git::ensure_worktree`] insists on a fresh fetch before it
     /// creates new work.
     pub async fn resolve_repo(&self, repo: &str) -> Result<Repo, GitError> {
-        match source::parse(repo, self.allow_file_urls)? {
+        match self.check_repo_name(repo)? {
             RepoSource::Local(path) => self.resolve_local(&path).await,
             RepoSource::Url(url) => self.resolve_url(&url).await,
         }
+    }
+
+    /// Checks a task's repository name without running git: the syntax and transport
+    /// rules, an absolute local path (a relative one would depend on the server's
+    /// working directory) that exists, inside the configured roots. For refusing a
+    /// task before it is created; [`Git::resolve_repo`] applies the same rules.
+    pub fn validate_repo_name(&self, repo: &str) -> Result<(), GitError> {
+        self.check_repo_name(repo).map(|_| ())
+    }
+
+    fn check_repo_name(&self, repo: &str) -> Result<RepoSource, GitError> {
+        let source = source::parse(repo, self.allow_file_urls)?;
+        let local = match &source {
+            RepoSource::Local(path) => Some(path.clone()),
+            RepoSource::Url(url) => url
+                .get(.."file://".len())
+                .filter(|s| s.eq_ignore_ascii_case("file://"))
+                .map(|_| PathBuf::from(&url["file://".len()..])),
+        };
+        if let Some(path) = local {
+            self.check_local(repo, &path)?;
+        }
+        Ok(source)
+    }
+
+    fn check_local(&self, repo: &str, path: &Path) -> Result<(), GitError> {
+        let invalid = |reason: &str| GitError::InvalidRepo {
+            repo: repo.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if !path.is_absolute() {
+            return Err(invalid(
+                "a local repository must be an absolute path (or a URL)",
+            ));
+        }
+        let canon = std::fs::canonicalize(path).map_err(|e| GitError::NotARepo {
+            path: path.to_path_buf(),
+            hint: format!(" ({e})"),
+        })?;
+        if !self.repo_roots.is_empty()
+            && !self
+                .repo_roots
+                .iter()
+                .any(|root| canon.starts_with(canonical_or(root)))
+        {
+            return Err(invalid(
+                "outside the directories this server may use (workers.repo_roots)",
+            ));
+        }
+        Ok(())
     }
 
     async fn resolve_local(&self, path: &Path) -> Result<Repo, GitError> {

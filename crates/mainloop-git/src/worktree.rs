@@ -323,6 +323,18 @@ impl Git {
         Ok(())
     }
 
+    /// The repository's shared git directory (objects, refs, config) that `wt` uses:
+    /// what a sandboxed agent in the worktree must be able to read for `git status`
+    /// and `git diff`, and must never be able to write.
+    pub async fn common_dir(&self, wt: &Worktree) -> Result<PathBuf, GitError> {
+        let out = self
+            .cmd(&wt.path)
+            .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
+            .text()
+            .await?;
+        Ok(PathBuf::from(out))
+    }
+
     /// Only directories directly under our worktrees dir are ever deleted by hand.
     fn is_ours(&self, path: &Path) -> bool {
         let root = canonical_or(&self.worktrees_dir);

@@ -244,9 +244,18 @@ async fn file_urls_only_when_allowed() {
     assert!(matches!(err, GitError::InvalidRepo { .. }), "{err}");
     assert!(!fx.path("strict/repos").exists());
 
-    // A failed clone leaves nothing behind in the cache.
+    // A missing path is refused before git runs; a failed clone leaves nothing behind
+    // in the cache.
     let missing = format!("file://{}", fx.path("no-such-remote.git").display());
     let err = fx.git.resolve_repo(&missing).await.unwrap_err();
+    assert!(matches!(err, GitError::NotARepo { .. }), "{err}");
+    let not_a_repo = fx.path("empty-dir");
+    std::fs::create_dir_all(&not_a_repo).unwrap();
+    let err = fx
+        .git
+        .resolve_repo(&format!("file://{}", not_a_repo.display()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, GitError::Command { .. }), "{err}");
     assert_eq!(std::fs::read_dir(fx.git.cache_dir()).unwrap().count(), 0);
 
@@ -258,6 +267,61 @@ async fn file_urls_only_when_allowed() {
         std::fs::canonicalize(fx.git.cache_dir()).unwrap()
     );
     assert_eq!(rev(&repo.path, "refs/heads/main"), rev(&dir, "main"));
+}
+
+#[tokio::test]
+async fn local_repositories_are_absolute_existing_and_inside_the_roots() {
+    let fx = Fx::new();
+    let inside = fx.user_repo("allowed/proj");
+    let outside = fx.user_repo("elsewhere/proj");
+    std::os::unix::fs::symlink(&outside, fx.path("allowed/link")).unwrap();
+    let git = Git::new(fx.path("r/repos"), fx.path("r/worktrees"))
+        .with_allow_file_urls(true)
+        .with_repo_roots(vec![fx.path("allowed")]);
+
+    git.validate_repo_name(&inside.display().to_string())
+        .unwrap();
+    git.validate_repo_name(&format!("file://{}", inside.display()))
+        .unwrap();
+    assert!(
+        git.resolve_repo(&inside.display().to_string())
+            .await
+            .is_ok()
+    );
+    // URLs are not local: the roots do not apply.
+    git.validate_repo_name("https://example.com/a/b.git")
+        .unwrap();
+
+    let refused = [
+        "proj".to_owned(),
+        "./allowed/proj".to_owned(),
+        outside.display().to_string(),
+        format!("file://{}", outside.display()),
+        fx.path("allowed/link").display().to_string(),
+        format!("{}/../../elsewhere/proj", inside.display()),
+        fx.path("allowed/missing").display().to_string(),
+    ];
+    for name in &refused {
+        let err = git.validate_repo_name(name).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GitError::InvalidRepo { .. } | GitError::NotARepo { .. }
+            ),
+            "{name}: {err}"
+        );
+        // Resolving applies the same rules, and so never runs git there.
+        assert!(git.resolve_repo(name).await.is_err(), "{name}");
+    }
+    let err = git
+        .validate_repo_name(&outside.display().to_string())
+        .unwrap_err();
+    assert!(err.to_string().contains("repo_roots"), "{err}");
+    // Without roots, any absolute path to an existing directory passes the name check.
+    let open = Git::new(fx.path("o/repos"), fx.path("o/worktrees"));
+    open.validate_repo_name(&outside.display().to_string())
+        .unwrap();
+    assert!(open.validate_repo_name("proj").is_err(), "relative");
 }
 
 #[tokio::test]
@@ -887,8 +951,11 @@ async fn check_passes_and_fails_with_output() {
     let env = vec![("MAINLOOP_TEST_VAR".to_owned(), "bar".to_owned())];
     let ok = run_check(
         dir.path(),
-        "echo out; echo err >&2; test \"$MAINLOOP_TEST_VAR\" = bar && pwd",
+        // Only the given environment: nothing of the server's (cargo sets CARGO_PKG_NAME
+        // for this test process) reaches the code under test.
+        "echo out; echo err >&2; test \"$MAINLOOP_TEST_VAR\" = bar && test -z \"$CARGO_PKG_NAME\" && pwd",
         &env,
+        &[],
         Duration::from_secs(30),
         10_000,
     )
@@ -908,6 +975,7 @@ async fn check_passes_and_fails_with_output() {
         dir.path(),
         "echo compiling; echo 'error: it broke' >&2; exit 3",
         &[],
+        &[],
         Duration::from_secs(30),
         10_000,
     )
@@ -920,6 +988,7 @@ async fn check_passes_and_fails_with_output() {
     let missing_dir = run_check(
         &dir.path().join("nope"),
         "true",
+        &[],
         &[],
         Duration::from_secs(5),
         1000,
@@ -992,6 +1061,7 @@ async fn check_timeout_kills_the_whole_group() {
         dir.path(),
         &format!("echo started; sleep {marker} & sleep {marker}"),
         &[],
+        &[],
         Duration::from_millis(700),
         10_000,
     )
@@ -1015,6 +1085,7 @@ async fn finished_check_leaves_no_background_jobs() {
         dir.path(),
         &format!("sleep {marker} & echo done"),
         &[],
+        &[],
         Duration::from_secs(60),
         10_000,
     )
@@ -1032,6 +1103,7 @@ async fn check_output_is_capped_to_its_tail() {
     let out = run_check(
         dir.path(),
         "i=0; while [ $i -lt 20000 ]; do echo \"line $i\"; i=$((i+1)); done; echo THE-END",
+        &[],
         &[],
         Duration::from_secs(60),
         1000,

@@ -51,6 +51,7 @@ impl GithubConfig {
         })?;
         Ok(Self {
             api_url: config.api_url.clone(),
+            request_timeout: std::time::Duration::from_secs(config.request_timeout_secs.max(1)),
             ..Self::new(token)
         })
     }

@@ -1825,6 +1825,7 @@ mod tests {
                 plans_dir: dir.path().join("plans"),
                 pid_dir: dir.path().join("agents"),
                 forge: Some(settings),
+                sandbox: None,
             },
         );
         let task = engine

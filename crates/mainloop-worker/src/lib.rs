@@ -4,12 +4,14 @@
 //! and keeps an agent that waits for the human parked without a slot until an idle
 //! timeout, after which the session is resumed from disk when the answer comes.
 
+mod confine;
 mod forge;
 mod policy;
 mod prompts;
 mod run;
 mod steps;
 
+pub use confine::WorkerSandbox;
 pub use forge::{ForgeSettings, MARKER as FORGE_MARKER, wake as wake_forge_watch};
 pub use policy::{Decision, decide};
 pub use prompts::WORKER_INSTRUCTIONS;
@@ -43,10 +45,14 @@ pub struct WorkerConfig {
     pub check_timeout: Duration,
     pub check_output_bytes: usize,
     pub model: Option<String>,
-    /// The exact environment agents and checks get.
+    /// The exact environment agents and checks get (`HOME` and the temporary directory
+    /// are replaced when sandboxed).
     pub agent_env: Vec<(String, String)>,
-    /// Where the agent writes plans (`$HOME/.claude/plans` of the agent's home).
+    /// Where the agent writes plans (`$HOME/.claude/plans` of the agent's home) when
+    /// not sandboxed; a sandboxed agent's are in its private home.
     pub plans_dir: PathBuf,
+    /// Runs agents and checks confined (bubblewrap); `None` runs them as the server user.
+    pub sandbox: Option<WorkerSandbox>,
     /// Where each task's agent process is recorded, so one left running by a server that
     /// was killed can be found and stopped at the next start.
     pub pid_dir: PathBuf,
@@ -289,6 +295,13 @@ impl Workspaces for Runtime {
     fn wake_forge(&self, task: TaskId) -> futures::future::BoxFuture<'static, Result<(), String>> {
         let rt = self.clone();
         Box::pin(async move { forge::wake(&rt, task).await.map_err(|e| e.message) })
+    }
+
+    fn check_repo(&self, repo: &str) -> Result<(), String> {
+        self.inner
+            .git
+            .validate_repo_name(repo)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -15,7 +15,9 @@ ExitPlanMode, and your finished work.
 on things that matter.
 - While planning, explore read-only, write the plan to the plan file, then call ExitPlanMode.
 - When implementing, make focused changes, run the project's tests if there are any, and \
-finish with a short summary. mainloop commits your work and runs the project's checks.";
+finish with a short summary. mainloop commits your work and runs the project's checks: \
+do not commit, stash or switch branches yourself (the repository's git data is read-only \
+to you).";
 
 /// The user message that starts or resumes the session for `input`.
 #[must_use]

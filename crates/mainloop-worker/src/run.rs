@@ -2,6 +2,7 @@
 //! into transcript entries and lifecycle events until it finishes, fails, or waits for
 //! the human (then the session is parked and the slot freed).
 
+use crate::confine::Confined;
 use crate::policy::{Decision, decide};
 use crate::prompts::{CONTINUE, WORKER_INSTRUCTIONS, input_message};
 use crate::steps::{apply, fail, load, payload, retry, status, worktree};
@@ -67,6 +68,10 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("could not prepare the workspace: {e}")).await,
     };
+    let confined = match rt.confine(task.id, &wt).await {
+        Ok(c) => c,
+        Err(e) => return fail(rt, task.id, e).await,
+    };
     let key = ctx.job.key.clone();
     let run = Run {
         rt,
@@ -74,6 +79,7 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
         task: &task,
         phase,
         cwd: &wt.path,
+        confined: &confined,
         input_key: &key,
     };
     let mut fresh = false;
@@ -161,6 +167,7 @@ struct Run<'a> {
     task: &'a Task,
     phase: AgentPhase,
     cwd: &'a std::path::Path,
+    confined: &'a Confined,
     input_key: &'a str,
 }
 
@@ -182,6 +189,7 @@ async fn deliver(
         task,
         phase,
         cwd,
+        confined,
         input_key: key,
     } = *run;
     let engine = &rt.inner.engine;
@@ -235,13 +243,14 @@ async fn deliver(
         mode: mode_of(phase),
         model: task.model.clone().or_else(|| rt.inner.config.model.clone()),
         append_system_prompt: Some(WORKER_INSTRUCTIONS.to_owned()),
-        env: rt.inner.config.agent_env.clone(),
+        env: confined.env.clone(),
+        wrapper: confined.wrapper.clone(),
     };
     let mut session = rt
         .inner
         .agent
         .start(spec)
-        .map_err(|e| Delivery::Fail(format!("could not start the agent: {e}")))?;
+        .map_err(|e| Delivery::Fail(e.to_string()))?;
     rt.record_pid(task.id, session.pid());
     // Record a new session before it can do anything, so a crash resumes it.
     if let Some(id) = &new_id {
@@ -333,6 +342,7 @@ async fn pump(
         task,
         phase,
         cwd,
+        confined,
         input_key,
     } = *run;
     let engine = &rt.inner.engine;
@@ -429,7 +439,7 @@ async fn pump(
                 tool,
                 input,
             } => {
-                let decision = decide(phase, &tool, &input, cwd, &rt.inner.config.plans_dir);
+                let decision = decide(phase, &tool, &input, cwd, &confined.plans_dir);
                 let (reply, allowed) = match decision {
                     Decision::Allow => (
                         ControlReply::Allow {

@@ -241,12 +241,18 @@ async fn local_checks(rt: &Runtime, user: UserId, task: Task) -> Result<(), JobE
             .await
             .map(|_| ());
     };
+    // The checks run the agent's code: the same confinement as the agent.
+    let confined = match rt.confine(task.id, &wt).await {
+        Ok(c) => c,
+        Err(e) => return fail(rt, task.id, e).await,
+    };
     status(rt, user, task.id, &format!("running checks: {command}")).await;
     let cfg = &rt.inner.config;
     let outcome = mainloop_git::run_check(
         &wt.path,
         &command,
-        &cfg.agent_env,
+        &confined.env,
+        &confined.wrapper,
         cfg.check_timeout,
         cfg.check_output_bytes,
     )
@@ -368,6 +374,7 @@ async fn merged(rt: &Runtime, id: TaskId, repo: &Repo, wt: &Worktree) -> Result<
     if let Err(e) = rt.inner.git.remove_worktree(repo, wt).await {
         tracing::warn!(error = %e, "could not remove a merged task's worktree");
     }
+    rt.forget_home(id);
     Ok(())
 }
 

@@ -15,8 +15,9 @@ use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{CreateTask, Engine, EngineConfig, PlanAction, ReviewAction};
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use mainloop_git::Git;
+use mainloop_sandbox::{Bubblewrap, Policy};
 use mainloop_store::{Store, StoreOptions};
-use mainloop_worker::{Runtime, WorkerConfig};
+use mainloop_worker::{Runtime, WorkerConfig, WorkerSandbox};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ struct World {
     runtime: Runtime,
     user: UserId,
     repo: tempfile::TempDir,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     _home: tempfile::TempDir,
     fake: Option<FakeAnthropic>,
     shutdown: CancellationToken,
@@ -82,6 +83,28 @@ struct World {
 impl Drop for World {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// Bubblewrap hiding what the server hides: its data directory, its user's home and the
+/// shared /tmp (where this test's directories live).
+fn sandbox(data: &Path, home: &Path, command: &[String]) -> WorkerSandbox {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut read_only: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    read_only.extend(mainloop_sandbox::install_roots(Path::new(&command[0])));
+    let bwrap = Bubblewrap::detect(
+        Some(&path),
+        Policy {
+            hidden: vec![data.to_path_buf(), home.to_path_buf(), "/tmp".into()],
+            read_only,
+            read_write: vec![],
+        },
+    )
+    .unwrap_or_else(|e| panic!("this test needs a working bubblewrap: {e}"));
+    WorkerSandbox {
+        bwrap,
+        homes_dir: data.join("homes"),
+        home_files: vec![],
     }
 }
 
@@ -109,6 +132,7 @@ impl World {
             check,
             idle_timeout,
             Duration::from_secs(120),
+            false,
         )
         .await
     }
@@ -120,6 +144,7 @@ impl World {
         check: Option<&str>,
         idle_timeout: Duration,
         inactivity_timeout: Duration,
+        sandboxed: bool,
     ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
@@ -174,6 +199,7 @@ impl World {
             },
         );
         let (owner, _) = engine.ensure_owner("owner").await.unwrap();
+        let sandbox = sandboxed.then(|| sandbox(data.path(), home.path(), &command));
         let runtime = Runtime::new(
             engine.clone(),
             Arc::new(ClaudeCode::new(command)),
@@ -187,6 +213,7 @@ impl World {
                 model: None,
                 agent_env: env,
                 plans_dir: home.path().join(".claude/plans"),
+                sandbox,
                 pid_dir: data.path().join("agents"),
                 forge: None,
             },
@@ -200,7 +227,7 @@ impl World {
             runtime,
             user: owner.id,
             repo,
-            _data: data,
+            data,
             _home: home,
             fake,
             shutdown,
@@ -870,6 +897,8 @@ async fn a_hung_agent_is_stopped_after_the_inactivity_timeout_and_retry_finishes
         None,
         Duration::from_secs(600),
         Duration::from_secs(3),
+        // Sandboxed: the timeout must reach through bubblewrap to the agent.
+        true,
     )
     .await;
     let task = w.spawn("hang please", true).await;
@@ -891,4 +920,64 @@ async fn a_hung_agent_is_stopped_after_the_inactivity_timeout_and_retry_finishes
         .unwrap();
     let review = w.wait_state(task.id, TaskState::Review).await;
     assert!(review.error.is_none());
+}
+
+const SNOOPS: &str = r##"
+rules:
+  - name: snoop
+    match: {user_contains: "look around"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "cat ../../mainloop.db; cat ../other/secret.txt; echo home=$HOME; printf 'mine\\n' > mine.txt", description: "Look around"}}
+  - name: done
+    match: {tool_result_for: Bash}
+    reply: [{text: "Done."}]
+"##;
+
+/// The sandbox through the worker: the real claude CLI under bubblewrap runs a command
+/// that tries to read the database and another task's worktree (both a short relative
+/// path away), and the project's checks, confined the same way, verify it from inside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_agent_and_its_checks_reach_only_their_own_worktree() {
+    let Some(claude) = claude_path() else { return };
+    let w = World::with_timeouts(
+        vec![claude.display().to_string()],
+        Some(SNOOPS),
+        1,
+        Some("test ! -e ../../mainloop.db && test ! -e ../other/secret.txt && test -f mine.txt"),
+        Duration::from_secs(600),
+        Duration::from_secs(120),
+        true,
+    )
+    .await;
+    let other = w.data.path().join("worktrees/other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("secret.txt"), "SECRET-OF-ANOTHER-TASK").unwrap();
+    let task = w.spawn("look around", true).await;
+    let done = w.wait_state(task.id, TaskState::Review).await;
+
+    // Outside the sandbox both paths are really there, next to the worktree.
+    let wt = PathBuf::from(done.worktree.clone().unwrap());
+    assert!(wt.join("../../mainloop.db").is_file());
+    assert!(wt.join("../other/secret.txt").is_file());
+    assert_eq!(
+        std::fs::read_to_string(wt.join("mine.txt")).unwrap(),
+        "mine\n"
+    );
+
+    let transcript = w
+        .engine
+        .task_transcript(w.user, task.id, 0, 1000)
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&transcript).unwrap();
+    assert!(text.contains("No such file"), "{text}");
+    assert!(!text.contains("SECRET-OF-ANOTHER-TASK"), "{text}");
+    assert!(
+        !text.contains("SQLite format"),
+        "the database leaked: {text}"
+    );
+    let home = w.data.path().join("homes").join(task.id.to_string());
+    assert!(text.contains(&format!("home={}", home.display())), "{text}");
+    // The agent kept its session in the private home.
+    assert!(home.join(".claude").is_dir());
 }

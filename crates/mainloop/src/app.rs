@@ -186,13 +186,14 @@ fn forge_settings(config: &Config, mut git: Git) -> Result<(Git, Option<ForgeSet
     Ok((git, Some(settings)))
 }
 
-fn worker_runtime(engine: &Engine, config: &Config) -> Result<Runtime> {
+fn worker_runtime(engine: &Engine, config: &Config, config_file: Option<&Path>) -> Result<Runtime> {
     let w = &config.workers;
     let git = Git::new(
         config.data_dir.join("repos"),
         config.data_dir.join("worktrees"),
     )
-    .with_allow_file_urls(w.allow_file_urls);
+    .with_allow_file_urls(w.allow_file_urls)
+    .with_repo_roots(w.repo_root_paths(std::env::var_os("HOME").map(PathBuf::from).as_deref()));
     let (git, forge) = forge_settings(config, git)?;
     if let Some(f) = &forge {
         engine.set_forge(f.forge.clone(), &f.web_host);
@@ -203,6 +204,12 @@ fn worker_runtime(engine: &Engine, config: &Config) -> Result<Runtime> {
         .map(str::to_owned)
         .collect();
     let env = agent_environment();
+    let sandbox = crate::sandbox::worker_sandbox(
+        config,
+        &env,
+        command.first().map(String::as_str),
+        config_file,
+    )?;
     let home = env
         .iter()
         .find(|(k, _)| k == "HOME")
@@ -220,6 +227,7 @@ fn worker_runtime(engine: &Engine, config: &Config) -> Result<Runtime> {
             model: w.model.clone(),
             agent_env: env,
             plans_dir: home.join(".claude").join("plans"),
+            sandbox,
             pid_dir: config.data_dir.join("agents"),
             forge,
         },
@@ -302,7 +310,7 @@ fn announce(line: &str) {
 }
 
 /// Runs the server until SIGINT/SIGTERM.
-pub async fn serve(config: Config) -> Result<()> {
+pub async fn serve(config: Config, config_file: Option<&Path>) -> Result<()> {
     if !config.listen.ip().is_loopback() && !config.auth.enabled {
         bail!(
             "refusing to listen on {} with authentication off; turn auth on or listen on 127.0.0.1",
@@ -321,7 +329,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let (_, created) = ensure_owner(&engine, &config).await?;
 
     let shutdown = CancellationToken::new();
-    let runtime = worker_runtime(&engine, &config)?;
+    let runtime = worker_runtime(&engine, &config, config_file)?;
     runtime.install();
     mainloop_push::install(
         &engine,

@@ -67,7 +67,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            app::serve(config).await
+            app::serve(config, cli.config.as_deref()).await
         }
         Command::Migrate => {
             let store = app::open_store(&config).await?;

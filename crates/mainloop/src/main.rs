@@ -2,6 +2,7 @@
 
 mod app;
 mod cli;
+mod sandbox;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -178,7 +178,11 @@ rules:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_spawns_a_task_and_everything_survives_sigkill() {
-    let fake = FakeAnthropic::start(Script::from_yaml(SCRIPT).unwrap())
+    // The task's repository must exist to be accepted; it is not a git repository, so
+    // the worker fails the task, which is not what this test is about.
+    let repo = tempfile::tempdir().unwrap();
+    let repo = repo.path().display().to_string();
+    let fake = FakeAnthropic::start(Script::from_yaml(&SCRIPT.replace("/src/app", &repo)).unwrap())
         .await
         .unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -222,7 +226,7 @@ async fn chat_spawns_a_task_and_everything_survives_sigkill() {
         .clone();
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0]["state"], "queued");
-    assert_eq!(tasks[0]["repo"], "/src/app");
+    assert_eq!(tasks[0]["repo"], repo.as_str());
     let task_id = tasks[0]["id"].as_str().unwrap().to_owned();
     let thread = messages(&base, &token).await;
     assert!(
@@ -251,7 +255,7 @@ async fn chat_spawns_a_task_and_everything_survives_sigkill() {
     let server = Server::start(data.path(), Some(&fake.base_url()));
     assert!(server.token.is_none(), "the owner already exists");
     // Everything said before the crash is still there, in order (workers may have
-    // added updates since: the task's repository does not exist, so it fails).
+    // added updates since: the task's repository is not one, so it fails).
     let after = messages(&server.base, &token).await;
     assert_eq!(after[..thread.len()], thread[..]);
     assert_eq!(
@@ -521,7 +525,21 @@ async fn a_task_killed_mid_implementation_finishes_after_restart() {
     let record = std::fs::read_to_string(data.path().join("agents").join(&id)).unwrap();
     let orphan: u32 = record.split_whitespace().next().unwrap().parse().unwrap();
     server.sigkill();
-    assert!(alive(orphan), "the agent outlived the server");
+    let path = std::env::var_os("PATH");
+    if mainloop_sandbox::which("bwrap", path.as_deref()).is_some() {
+        // A sandboxed agent dies with the server that started it (bubblewrap's
+        // --die-with-parent): nothing is left running unsupervised.
+        for _ in 0..100 {
+            if !alive(orphan) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!alive(orphan), "the sandboxed agent died with the server");
+    } else {
+        // Unsandboxed, it outlives the server, and the restart must reap it.
+        assert!(alive(orphan), "the agent outlived the server");
+    }
 
     let server = start_with_workers(data.path(), &fake, &claude);
     let mut state = Value::Null;
@@ -1631,6 +1649,18 @@ fn log_lines(path: &Path, needle: &str) -> usize {
         .count()
 }
 
+/// Waits until the server's log has a line containing `needle`.
+async fn wait_log(path: &Path, needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while log_lines(path, needle) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never said {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The server process is still running (it did not exit on the fault).
 fn assert_running(server: &mut Server) {
     assert!(
@@ -2176,7 +2206,7 @@ async fn postgres_refusing_writes_gets_503s_keeps_reads_and_recovers_without_a_r
             reqwest::Method::POST,
             at("/api/tasks"),
             &token,
-            Some(json!({"description": "a task after the freeze", "repo": "/nowhere"})),
+            Some(json!({"description": "a task after the freeze", "repo": std::env::temp_dir()})),
         )
     })
     .await;
@@ -2613,7 +2643,17 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
     };
     let started = std::time::Instant::now();
     let data = dir.path().join("data");
-    let (mut server, log) = spawn_logged(github_command(&data, &fake, &claude, &gh, &[]), &data);
+    // A short client timeout, so a GitHub that does not answer in time is met for real.
+    let (mut server, log) = spawn_logged(
+        github_command(
+            &data,
+            &fake,
+            &claude,
+            &gh,
+            &[("MAINLOOP_GITHUB__REQUEST_TIMEOUT_SECS", "2")],
+        ),
+        &data,
+    );
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
 
     // The task's first GitHub calls meet a secondary rate limit (429, retry-after 2 s)
@@ -2663,7 +2703,9 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
     gh.wait_comment(pr, "Ready for review").await;
     assert_eq!(gh.pr(pr).await["draft"], false);
 
-    // A slow GitHub: the next two requests are answered 1.5 s late.
+    // A slow GitHub: the next two requests are answered 1.5 s late, within the client's
+    // timeout; then two reads take longer than it (4 s against 2 s): mainloop gives up
+    // on them and polls again later.
     gh.fake.set_hang(Some(Hang {
         delay_ms: 1500,
         status: None,
@@ -2673,6 +2715,16 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
         requests: Some(2),
     }));
     gh.wait_injected("hang", 2).await;
+    gh.fake.set_hang(Some(Hang {
+        delay_ms: 4000,
+        status: None,
+        applied: false,
+        method: Some("GET".into()),
+        route: None,
+        requests: Some(2),
+    }));
+    gh.wait_injected("hang", 4).await;
+    wait_log(&log, "unavailable: timed out").await;
 
     // Approved in the app; the merge's answer is lost after GitHub merged.
     gh.fake
@@ -2807,7 +2859,7 @@ async fn sqlite_locked_by_another_process_gets_bounded_answers_and_loses_nothing
                 bounded(
                     "POST /api/tasks",
                     "/api/tasks",
-                    json!({"description": "a task while locked", "repo": "/nowhere"}),
+                    json!({"description": "a task while locked", "repo": std::env::temp_dir()}),
                 ),
             );
             vec![a, b]

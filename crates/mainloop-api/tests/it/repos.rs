@@ -86,8 +86,10 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
     let runtime = Runtime::new(
         app.engine.clone(),
         agent.clone(),
-        // File URLs are off, as they are by default.
-        Git::new(data.path().join("repos"), data.path().join("worktrees")),
+        // File URLs are off, as they are by default; local repositories must be in
+        // `outside` (workers.repo_roots).
+        Git::new(data.path().join("repos"), data.path().join("worktrees"))
+            .with_repo_roots(vec![outside.clone()]),
         WorkerConfig {
             max_agents: 4,
             idle_timeout: Duration::from_secs(60),
@@ -99,6 +101,7 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
             plans_dir: data.path().join("home/.claude/plans"),
             pid_dir: data.path().join("agents"),
             forge: None,
+            sandbox: None,
         },
     );
     runtime.install();
@@ -107,35 +110,35 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
 
     let at = |p: &Path| p.display().to_string();
     let m = at(&marker);
-    // (repo, what the failure must say). Relative paths resolve against the server's
-    // working directory: this crate's, inside the mainloop checkout.
-    let refused_by_git = "invalid repository";
+    // (repo, what the failure must say); "" for names refused before a task exists:
+    // relative paths (they would depend on the server's working directory), paths
+    // outside the roots (also through a symlink or `..`), paths that do not exist,
+    // every transport trick and control character.
     let not_a_repo = "is not a git repository";
     let cases: Vec<(String, &str)> = vec![
-        ("../../etc".into(), not_a_repo),
-        (".".into(), not_a_repo),
-        ("acme/widgets".into(), not_a_repo),
+        ("../../etc".into(), ""),
+        (".".into(), ""),
+        ("acme/widgets".into(), ""),
+        ("/etc".into(), ""),
+        (format!("{}/../..", at(&outside)), ""),
+        (at(&outside.join("to-etc")), ""),
+        (at(&outside.join("missing")), ""),
         (at(&plain), not_a_repo),
         (at(&repo.join("sub")), not_a_repo),
-        (at(&outside.join("to-etc")), not_a_repo),
         (at(&outside.join("to-sub")), not_a_repo),
-        (format!("file://{}", at(&repo)), refused_by_git),
-        (format!("ext::sh -c touch% {m}"), refused_by_git),
-        ("ext::sh -c touch /tmp/x".into(), refused_by_git),
-        ("fd::3".into(), refused_by_git),
-        (format!("--upload-pack=touch {m}"), refused_by_git),
-        ("--upload-pack=touch /tmp/x".into(), refused_by_git),
-        (format!("ssh://-oProxyCommand=touch {m}/x"), refused_by_git),
-        (
-            "ssh://-oProxyCommand=touch%20/tmp/x/y".into(),
-            refused_by_git,
-        ),
-        ("git@-oProxyCommand=touch:x".into(), refused_by_git),
-        ("git@host:-oProxyCommand=x".into(), refused_by_git),
-        ("http://127.0.0.1:1/a.git".into(), refused_by_git),
-        ("git://127.0.0.1:1/a.git".into(), refused_by_git),
-        ("https://example.com/a b.git".into(), refused_by_git),
-        // Refused before a task exists: control characters and NUL.
+        (format!("file://{}", at(&repo)), ""),
+        (format!("ext::sh -c touch% {m}"), ""),
+        ("ext::sh -c touch /tmp/x".into(), ""),
+        ("fd::3".into(), ""),
+        (format!("--upload-pack=touch {m}"), ""),
+        ("--upload-pack=touch /tmp/x".into(), ""),
+        (format!("ssh://-oProxyCommand=touch {m}/x"), ""),
+        ("ssh://-oProxyCommand=touch%20/tmp/x/y".into(), ""),
+        ("git@-oProxyCommand=touch:x".into(), ""),
+        ("git@host:-oProxyCommand=x".into(), ""),
+        ("http://127.0.0.1:1/a.git".into(), ""),
+        ("git://127.0.0.1:1/a.git".into(), ""),
+        ("https://example.com/a b.git".into(), ""),
         (
             format!("https://example.com/a\n--upload-pack=touch {m}"),
             "",
@@ -220,6 +223,6 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
         ["plain", "repo", "to-etc", "to-sub"].map(str::to_owned),
         "only what the test made"
     );
-    assert_eq!(refused, 4);
-    assert_eq!(accepted.len(), cases.len() - refused);
+    assert_eq!(accepted.len(), 4);
+    assert_eq!(refused, cases.len() - accepted.len());
 }
