@@ -67,10 +67,6 @@ struct Cli {
     /// Plant a fault to show the checks catch it (the run must then fail).
     #[arg(long, value_enum)]
     plant: Option<run::Plant>,
-    /// A known, not yet fixed product bug: a run that hits it is reported and set aside
-    /// instead of failing (repeatable).
-    #[arg(long = "known-bug", value_enum)]
-    known: Vec<run::Known>,
 }
 
 fn default_mainloop() -> Result<PathBuf> {
@@ -143,11 +139,6 @@ fn options(cli: &Cli) -> String {
     {
         out.push_str(&format!(" --plant {}", v.get_name()));
     }
-    for k in &cli.known {
-        if let Some(v) = clap::ValueEnum::to_possible_value(k) {
-            out.push_str(&format!(" --known-bug {}", v.get_name()));
-        }
-    }
     for (name, path) in [("--mainloop", &cli.mainloop), ("--claude", &cli.claude)] {
         if let Some(p) = path {
             out.push_str(&format!(" {name} {}", p.display()));
@@ -202,7 +193,6 @@ async fn main_async(cli: Cli) -> Result<bool> {
         time_limit: Duration::from_secs(cli.run_limit_secs),
         keep: cli.keep,
         plant: cli.plant,
-        known: cli.known.clone(),
     };
     say(&format!(
         "chaos: seed={seed} ({} tasks and up to {} kills per run{})",
@@ -212,7 +202,6 @@ async fn main_async(cli: Cli) -> Result<bool> {
     ));
     let started = Instant::now();
     let (mut done, mut kills, mut survived, mut tasks, mut checked) = (0_u32, 0, 0, 0, 0);
-    let mut known = 0_u32;
     let mut failed: Option<(u32, run::Report)> = None;
     for index in cli.start_run..cli.start_run.saturating_add(runs) {
         // Within the budget, a run starts only if one as long as the average so far fits.
@@ -227,8 +216,9 @@ async fn main_async(cli: Cli) -> Result<bool> {
         tasks += report.tasks;
         checked += report.checked;
         say(&format!(
-            "chaos: run {index}: {} tasks, {} kills ({} survived), {} GitHub writes, {} invariants checked, {} violated, {:.0}s{}",
+            "chaos: run {index}: {} tasks, sandbox {}, {} kills ({} survived), {} GitHub writes, {} invariants checked, {} violated, {:.0}s{}",
             report.tasks,
+            report.sandbox,
             report.kills,
             report.survived,
             report.github_writes,
@@ -240,10 +230,6 @@ async fn main_async(cli: Cli) -> Result<bool> {
                 .as_ref()
                 .map_or_else(String::new, |k| format!(" (kept {})", k.display()))
         ));
-        if let Some(bug) = &report.known {
-            known += 1;
-            say(&format!("chaos: run {index} hit a known bug: {bug}"));
-        }
         if !report.violations.is_empty() {
             failed = Some((index, report));
             break;
@@ -251,12 +237,7 @@ async fn main_async(cli: Cli) -> Result<bool> {
     }
     let status = if failed.is_some() { "FAILED" } else { "ok" };
     say(&format!(
-        "chaos: seed={seed} runs={done} kills={kills} survived={survived} tasks={tasks} invariants_checked={checked}{} wall={:.0}s {status}",
-        if known > 0 {
-            format!(" known_bugs_hit={known}")
-        } else {
-            String::new()
-        },
+        "chaos: seed={seed} runs={done} kills={kills} survived={survived} tasks={tasks} invariants_checked={checked} wall={:.0}s {status}",
         started.elapsed().as_secs_f64()
     ));
     let Some((index, report)) = failed else {

@@ -34,27 +34,6 @@ pub struct Settings {
     pub time_limit: Duration,
     pub keep: bool,
     pub plant: Option<Plant>,
-    /// Product bugs known and not yet fixed: a run that hits one is set aside, not failed.
-    pub known: Vec<Known>,
-}
-
-/// A product bug the harness finds that is not fixed yet (`--known-bug`), recognised by
-/// how a task fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Known {
-    /// The restarted server reaps the dead one's agents in a task started after the
-    /// dispatcher: a relaunched run can overwrite `agents/<task>` first, so the old agent
-    /// escapes the reap and may save the session the relaunch found missing ("Session ID
-    /// … is already in use"). Fix: reap before `Engine::start` (worker runtime / app.rs).
-    OrphanReapRace,
-}
-
-impl Known {
-    fn matches(self, problem: &str) -> bool {
-        match self {
-            Self::OrphanReapRace => problem.contains("is already in use"),
-        }
-    }
 }
 
 /// A deliberate fault, to show the checks catch it (`--plant`).
@@ -77,8 +56,8 @@ pub struct Report {
     pub kept: Option<PathBuf>,
     pub elapsed: Duration,
     pub github_writes: u32,
-    /// A known bug this run hit (its violations are then set aside).
-    pub known: Option<String>,
+    /// The run's `workers.sandbox` setting (`auto` or `off`).
+    pub sandbox: &'static str,
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<()> {
@@ -163,6 +142,7 @@ fn plans(rng: &mut Rng, n: usize, run: u32, local_repo: &Path) -> Vec<Plan> {
 
 fn environment(
     world: &Path,
+    sandbox: &str,
     model: &str,
     claude: &Path,
     github_api: &str,
@@ -186,6 +166,7 @@ fn environment(
             claude.display().to_string(),
         ),
         ("MAINLOOP_WORKERS__ALLOW_FILE_URLS", "true".to_owned()),
+        ("MAINLOOP_WORKERS__SANDBOX", sandbox.to_owned()),
         ("GITHUB_TOKEN", gh::BOT_TOKEN.to_owned()),
         ("GITHUB_API_URL", github_api.to_owned()),
         (
@@ -221,6 +202,9 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     let killer_rng = rng.fork(2);
     let proxy_rng = rng.fork(3);
     let mut chatter_rng = rng.fork(4);
+    // Every other run confines agents (where bubblewrap works), so a crash is met both ways:
+    // sandboxed agents die with their server, unconfined ones live on and must be reaped.
+    let sandbox = if index % 2 == 1 { "auto" } else { "off" };
 
     let local = world.join("repo");
     local_repo(&local)?;
@@ -257,6 +241,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         port: free_port()?,
         env: environment(
             &world,
+            sandbox,
             &fake_model.base_url(),
             &settings.claude,
             &proxy_base,
@@ -439,19 +424,8 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         c.check(false, || format!("dumping GitHub's state: {e:#}"));
     }
     let (github_writes, _) = proxy.counts();
-    let hit = outcomes.iter().find_map(|o| {
-        let problem = o.problem.as_deref()?;
-        let known = settings.known.iter().find(|k| k.matches(problem))?;
-        Some(format!(
-            "{known:?} (task {}: {problem}; {} violations set aside)",
-            o.id.as_deref().unwrap_or("?"),
-            c.violations.len()
-        ))
-    });
-    if hit.is_some() {
-        c.violations.clear();
-    }
     let report = Report {
+        sandbox,
         kills: supervisor.kills.load(std::sync::atomic::Ordering::SeqCst),
         survived: supervisor
             .survived
@@ -462,12 +436,11 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         kept: None,
         elapsed: started.elapsed(),
         github_writes,
-        known: hit,
     };
     drop(fake_model);
     drop(proxy);
     fake_gh.shutdown().await;
-    let kept = if settings.keep || !report.violations.is_empty() || report.known.is_some() {
+    let kept = if settings.keep || !report.violations.is_empty() {
         server::log(supervisor.spec(), "chaos: run finished");
         Some(dir.keep())
     } else {

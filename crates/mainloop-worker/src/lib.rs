@@ -124,9 +124,12 @@ impl Runtime {
         }
     }
 
-    /// Registers the `task.*` job handlers and the diff reader with the engine. Call
-    /// before [`Engine::start`].
+    /// Registers the `task.*` job handlers and the diff reader with the engine, and
+    /// stops the agents a previous server process left running. Call before
+    /// [`Engine::start`]: a relaunched run must not meet its predecessor still holding
+    /// the session, nor have its own pid record read as an orphan's.
     pub fn install(&self) {
+        self.reap_orphans();
         let engine = &self.inner.engine;
         engine.set_pool(AGENTS_POOL, self.inner.config.max_agents);
         engine.set_pool(EFFECTS_POOL, 2);
@@ -154,7 +157,6 @@ impl Runtime {
     pub fn spawn(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         let rt = self.clone();
         tokio::spawn(async move {
-            rt.reap_orphans();
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tokio::select! {
