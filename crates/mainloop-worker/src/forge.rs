@@ -1933,6 +1933,18 @@ mod tests {
         }
     }
 
+    /// The human's answer to [`questions`].
+    fn answered() -> TaskEvent {
+        TaskEvent::Answered(
+            [(
+                "q1".to_owned(),
+                mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
+            )]
+            .into_iter()
+            .collect(),
+        )
+    }
+
     #[tokio::test]
     async fn an_issue_whose_creation_went_unrecorded_is_found_not_made_again() {
         let w = world().await;
@@ -1976,15 +1988,7 @@ mod tests {
     async fn a_second_round_of_the_same_questions_is_posted_again() {
         let w = world().await;
         w.asked().await;
-        w.apply(TaskEvent::Answered(
-            [(
-                "q1".to_owned(),
-                mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
-            )]
-            .into_iter()
-            .collect(),
-        ))
-        .await;
+        w.apply(answered()).await;
         w.sync().await;
         // The agent lost the answers (a restart) and asks the same again.
         w.apply(TaskEvent::QuestionsAsked(questions())).await;
@@ -1996,15 +2000,7 @@ mod tests {
     async fn app_decisions_are_told_even_when_the_mirror_catches_up_late() {
         let w = world().await;
         w.asked().await;
-        w.apply(TaskEvent::Answered(
-            [(
-                "q1".to_owned(),
-                mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
-            )]
-            .into_iter()
-            .collect(),
-        ))
-        .await;
+        w.apply(answered()).await;
         w.apply(TaskEvent::PlanProposed("# Plan".into())).await;
         w.sync().await;
         // Approved in the app, and the work done, before the mirror runs again (a crash
@@ -2022,15 +2018,7 @@ mod tests {
     async fn a_plan_posted_but_unrecorded_and_then_approved_in_the_app_is_told() {
         let w = world().await;
         w.asked().await;
-        w.apply(TaskEvent::Answered(
-            [(
-                "q1".to_owned(),
-                mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
-            )]
-            .into_iter()
-            .collect(),
-        ))
-        .await;
+        w.apply(answered()).await;
         w.apply(TaskEvent::PlanProposed("# Plan".into())).await;
         w.forge.lose_next("comment");
         w.sync().await; // the plan is on the issue; mainloop does not know
@@ -2077,14 +2065,7 @@ mod tests {
         c.m.pr = Some(pr(number, false));
         c.save().await.unwrap();
         for event in [
-            TaskEvent::Answered(
-                [(
-                    "q1".to_owned(),
-                    mainloop_domain::question::Answer::Choices(vec!["Plain".into()]),
-                )]
-                .into_iter()
-                .collect(),
-            ),
+            answered(),
             TaskEvent::PlanProposed("# Plan".into()),
             TaskEvent::PlanApproved,
             TaskEvent::AgentFinished,

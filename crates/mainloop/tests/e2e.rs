@@ -1595,33 +1595,11 @@ impl Drop for EventFollower {
 
 /// Every event id of the user's log, read back from the start.
 async fn all_event_ids(base: &str, token: &str) -> Vec<i64> {
-    use futures::StreamExt as _;
-    let r = client()
-        .get(format!("{base}/api/events?after=0"))
-        .bearer_auth(token)
-        .send()
+    all_events(base, token)
         .await
-        .unwrap();
-    let mut stream = r.bytes_stream();
-    let mut buf = String::new();
-    let mut ids = Vec::new();
-    // The replay comes first and at once; a quiet half second means it is over.
-    while let Ok(Some(Ok(chunk))) =
-        tokio::time::timeout(Duration::from_millis(500), stream.next()).await
-    {
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            if let Some(id) = block
-                .lines()
-                .find_map(|l| l.strip_prefix("id:"))
-                .and_then(|v| v.trim().parse::<i64>().ok())
-            {
-                ids.push(id);
-            }
-        }
-    }
-    ids
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect()
 }
 
 fn stop_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
@@ -2296,6 +2274,7 @@ async fn all_events(base: &str, token: &str) -> Vec<(i64, String, Value)> {
     let mut stream = r.bytes_stream();
     let mut buf = String::new();
     let mut events = Vec::new();
+    // The replay comes first and at once; a quiet half second means it is over.
     while let Ok(Some(Ok(chunk))) =
         tokio::time::timeout(Duration::from_millis(500), stream.next()).await
     {
@@ -2657,7 +2636,10 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
 
     // The task's first GitHub calls meet a secondary rate limit (429, retry-after 2 s)
-    // and errors (500), two of each.
+    // and errors (500), two of each; creating its issue times out after GitHub made it
+    // (set up front: a retry may come as soon as the last error is served).
+    gh.fake
+        .set_hang(Some(timeout_on("POST /repos/{o}/{r}/issues", true)));
     gh.fake.set_secondary_limit(SecondaryLimit {
         retry_after_secs: 2,
         requests: Some(2),
@@ -2679,10 +2661,11 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
 
     // Then each step's write times out (504 after a hang), most of them after GitHub
     // made the change, so only the answer is lost: a client that retries blindly
-    // duplicates the issue, the pull request or the comment.
-    let mut timeouts = 0;
+    // duplicates the issue, the pull request or the comment. The fake counts a hang
+    // when the request arrives, so the next one is set while this one still hangs.
+    gh.wait_injected("hang 504", 1).await;
+    let mut timeouts = 1;
     for (route, applied) in [
-        ("POST /repos/{o}/{r}/issues", true),
         ("POST /repos/{o}/{r}/pulls", true),
         ("POST /repos/{o}/{r}/issues/{n}/comments", false),
         ("POST /repos/{o}/{r}/issues/{n}/comments", true),
