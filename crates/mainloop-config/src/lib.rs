@@ -200,7 +200,8 @@ pub struct WorkersConfig {
 
     /// Directories local repositories (paths and `file://` URLs) must lie in,
     /// comma-separated, `~/` allowed; symlinks and `..` are resolved first. Default `""`:
-    /// anywhere the server user can read. Env: `MAINLOOP_WORKERS__REPO_ROOTS`.
+    /// anywhere the server user can read but mainloop's own worktrees and clone cache.
+    /// Env: `MAINLOOP_WORKERS__REPO_ROOTS`.
     pub repo_roots: String,
 
     /// How agents and check commands are confined: `"auto"` (bubblewrap when it is

@@ -100,7 +100,7 @@ pub struct Git {
     worktrees_dir: PathBuf,
     allow_file_urls: bool,
     /// Local repositories (paths and `file://` URLs) must lie under one of these;
-    /// empty: anywhere the server user can read.
+    /// empty: anywhere the server user can read (but `worktrees_dir` and `cache_dir`).
     repo_roots: Vec<PathBuf>,
     use_merge_tree: bool,
     timeout: Duration,

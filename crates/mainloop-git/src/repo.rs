@@ -65,6 +65,14 @@ impl Git {
             path: path.to_path_buf(),
             hint: format!(" ({e})"),
         })?;
+        // Another task's worktree or a cached clone is mainloop's own: a task there would
+        // give its agent another task's files.
+        if [&self.worktrees_dir, &self.cache_dir]
+            .iter()
+            .any(|own| canon.starts_with(canonical_or(own)))
+        {
+            return Err(invalid("inside mainloop's own worktrees or clone cache"));
+        }
         if !self.repo_roots.is_empty()
             && !self
                 .repo_roots

@@ -322,6 +322,19 @@ async fn local_repositories_are_absolute_existing_and_inside_the_roots() {
     open.validate_repo_name(&outside.display().to_string())
         .unwrap();
     assert!(open.validate_repo_name("proj").is_err(), "relative");
+    // mainloop's own worktrees and clones are never a task's repository, roots or not.
+    for own in ["o/worktrees/other-task", "o/repos/a-clone"] {
+        let path = fx.user_repo(own);
+        let err = open
+            .validate_repo_name(&path.display().to_string())
+            .unwrap_err();
+        assert!(err.to_string().contains("mainloop's own"), "{own}: {err}");
+        assert!(
+            open.resolve_repo(&format!("{}/.", path.display()))
+                .await
+                .is_err()
+        );
+    }
 }
 
 #[tokio::test]
