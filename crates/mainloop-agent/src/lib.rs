@@ -20,7 +20,7 @@ use serde_json::Value;
 
 pub use claude::{ClaudeCode, ClaudeSession};
 pub use kill::{kill_stale_agent, process_start_time};
-pub use protocol::parse_line;
+pub use protocol::{is_transient_api_error, parse_line};
 
 /// How much the agent may do on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -141,6 +141,9 @@ pub enum AgentEvent {
     /// The end of a turn. `input_tokens` includes cache reads and cache writes.
     Finished {
         is_error: bool,
+        /// The turn failed on the model API for a reason that passes (overloaded, rate
+        /// limited, a 5xx, no connection): the same session may be resumed later.
+        retryable: bool,
         result: Option<String>,
         session_id: Option<String>,
         cost_usd: f64,

@@ -275,6 +275,7 @@ fn result(v: &Value) -> AgentEvent {
     let tokens = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
     AgentEvent::Finished {
         is_error,
+        retryable: is_error && result.as_deref().is_some_and(is_transient_api_error),
         result,
         session_id: str_field(v, "session_id").map(str::to_owned),
         cost_usd: v
@@ -286,6 +287,29 @@ fn result(v: &Value) -> AgentEvent {
             .saturating_add(tokens("cache_read_input_tokens")),
         output_tokens: tokens("output_tokens"),
     }
+}
+
+/// Whether a failed turn's `result` is Claude Code's report of a model API failure that
+/// passes: `API Error: 529 …`, `API Error: Repeated 529 Overloaded errors …`, a 429, 408
+/// or 5xx, `Connection error.`, `Request timed out.`. A refused key, a bad request or a
+/// prompt too long are not: trying again would fail the same way.
+pub fn is_transient_api_error(result: &str) -> bool {
+    let Some(rest) = result.trim_start().strip_prefix("API Error") else {
+        return false;
+    };
+    let rest = rest.trim_start_matches(':').trim_start();
+    let rest = rest.strip_prefix("Repeated ").unwrap_or(rest);
+    if let Some(code) = rest
+        .get(..3)
+        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse::<u16>().ok())
+    {
+        return matches!(code, 408 | 429 | 500..=599);
+    }
+    let lower = rest.to_ascii_lowercase();
+    ["connection error", "timed out", "timeout", "overloaded"]
+        .iter()
+        .any(|w| lower.contains(w))
 }
 
 /// A one-line description of a tool call, e.g. `Edit src/lib.rs` or `Bash: cargo test`.
@@ -374,6 +398,36 @@ pub fn truncate_bytes(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn transient_api_errors_are_told_from_lasting_ones() {
+        use super::is_transient_api_error as transient;
+        for passing in [
+            "API Error: Repeated 529 Overloaded errors. The API is at capacity — this is usually temporary.",
+            "API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}",
+            "API Error: 500 {\"type\":\"error\",\"error\":{\"type\":\"api_error\"}}",
+            "API Error: 503 upstream connect error",
+            "API Error: 429 {\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\"}}",
+            "API Error: 408 request timeout",
+            "API Error: Connection error.",
+            "API Error: Request timed out.",
+            "  API Error (Overloaded)",
+        ] {
+            assert!(transient(passing), "{passing}");
+        }
+        for lasting in [
+            "API Error: 401 {\"type\":\"error\",\"error\":{\"type\":\"authentication_error\",\"message\":\"invalid x-api-key\"}}",
+            "API Error: 400 prompt is too long: 210000 tokens > 200000 maximum",
+            "API Error: 403 forbidden",
+            "API Error: 404 model not found",
+            "Credit balance is too low",
+            "aborted",
+            "the tests failed: 500 assertions, connection error in fixture",
+            "",
+        ] {
+            assert!(!transient(lasting), "{lasting}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -228,6 +228,7 @@ fn parse_line_maps_recorded_claude_lines() {
         parse_line(ok),
         [AgentEvent::Finished {
             is_error: false,
+            retryable: false,
             result: Some("Plan approved; starting work.".into()),
             session_id: Some("s1".into()),
             cost_usd: 0.0421,
@@ -239,12 +240,12 @@ fn parse_line_maps_recorded_claude_lines() {
     let api_error = r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 500","session_id":"s1","total_cost_usd":0}"#;
     assert!(matches!(
         parse_line(api_error).as_slice(),
-        [AgentEvent::Finished { is_error: true, result: Some(r), .. }] if r == "API Error: 500"
+        [AgentEvent::Finished { is_error: true, retryable: true, result: Some(r), .. }] if r == "API Error: 500"
     ));
     let aborted = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"errors":["aborted"],"session_id":"s1","terminal_reason":"aborted_tools"}"#;
     assert!(matches!(
         parse_line(aborted).as_slice(),
-        [AgentEvent::Finished { is_error: true, result: Some(r), cost_usd, .. }] if r == "aborted" && *cost_usd == 0.0
+        [AgentEvent::Finished { is_error: true, retryable: false, result: Some(r), cost_usd, .. }] if r == "aborted" && *cost_usd == 0.0
     ));
 
     // Ignored: our initialize's answer, other system subtypes, partial stream events,
@@ -941,6 +942,7 @@ async fn real_claude_questions_plan_review_implementation_and_resume() {
     };
     let AgentEvent::Finished {
         is_error,
+        retryable,
         result,
         session_id: finished_id,
         cost_usd,
@@ -950,7 +952,7 @@ async fn real_claude_questions_plan_review_implementation_and_resume() {
     else {
         unreachable!()
     };
-    assert!(!is_error, "{result:?}");
+    assert!(!is_error && !retryable, "{result:?}");
     assert_eq!(result.as_deref(), Some("All done."));
     assert_eq!(finished_id.as_deref(), Some(session_id.as_str()));
     assert!(cost_usd > 0.0 && input_tokens > 0 && output_tokens > 0);

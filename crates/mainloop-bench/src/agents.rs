@@ -762,6 +762,8 @@ pub async fn run(args: &Args) -> Result<()> {
         max_agents: n,
         idle_timeout: Duration::from_secs(600),
         inactivity_timeout: Duration::from_secs(120),
+        api_retries: 0,
+        api_retry_delay: Duration::from_secs(1),
         check_timeout: Duration::from_secs(60),
         check_output_bytes: 16 * 1024,
         model: None,

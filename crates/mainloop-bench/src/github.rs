@@ -105,6 +105,8 @@ pub async fn run(args: &Args) -> Result<()> {
         max_agents: 1,
         idle_timeout: Duration::from_secs(600),
         inactivity_timeout: Duration::from_secs(600),
+        api_retries: 0,
+        api_retry_delay: Duration::from_secs(1),
         check_timeout: Duration::from_secs(60),
         check_output_bytes: 16 * 1024,
         model: None,

@@ -68,6 +68,10 @@ claude_command = "claude"
 idle_timeout_secs = 600
 # Seconds without output before a running agent is stopped and the task fails.
 inactivity_timeout_secs = 1800
+# Resumes of a run whose agent gave up on a failing model API (overloaded, 5xx) before
+# the task fails, and the seconds before the first (each later one waits twice as long).
+api_retries = 5
+api_retry_delay_secs = 30
 # "Checks failed, fix them" rounds before the task fails.
 max_check_rounds = 3
 # Seconds the project's check command may run.

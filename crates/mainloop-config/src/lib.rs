@@ -186,6 +186,16 @@ pub struct WorkersConfig {
     /// fails (it can be retried). Default `1800`. Env: `MAINLOOP_WORKERS__INACTIVITY_TIMEOUT_SECS`.
     pub inactivity_timeout_secs: u64,
 
+    /// How many times a run is resumed after its agent gave up on a failing model API
+    /// (overloaded, rate limited, a 5xx, no connection) before the task fails. Default `5`.
+    /// Env: `MAINLOOP_WORKERS__API_RETRIES`.
+    pub api_retries: u32,
+
+    /// Seconds before the first such resume; each later one waits twice as long (at
+    /// most ten minutes). Default `30`: five retries span about a quarter of an hour.
+    /// Env: `MAINLOOP_WORKERS__API_RETRY_DELAY_SECS`.
+    pub api_retry_delay_secs: u64,
+
     /// Rounds of "checks failed, fix them" before the task fails. Default `3`.
     /// Env: `MAINLOOP_WORKERS__MAX_CHECK_ROUNDS`.
     pub max_check_rounds: u32,
@@ -406,6 +416,8 @@ impl Default for WorkersConfig {
             model: None,
             idle_timeout_secs: 600,
             inactivity_timeout_secs: 1800,
+            api_retries: 5,
+            api_retry_delay_secs: 30,
             max_check_rounds: 3,
             check_timeout_secs: 1800,
             allow_file_urls: false,

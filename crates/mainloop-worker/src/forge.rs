@@ -1818,6 +1818,8 @@ mod tests {
                 max_agents: 1,
                 idle_timeout: Duration::from_secs(60),
                 inactivity_timeout: Duration::from_secs(60),
+                api_retries: 0,
+                api_retry_delay: Duration::from_secs(1),
                 check_timeout: Duration::from_secs(60),
                 check_output_bytes: 1024,
                 model: None,

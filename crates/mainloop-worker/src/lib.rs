@@ -42,6 +42,11 @@ pub struct WorkerConfig {
     pub max_agents: usize,
     pub idle_timeout: Duration,
     pub inactivity_timeout: Duration,
+    /// How many times a run whose agent gave up on a failing model API (overloaded,
+    /// rate limited, 5xx) is resumed before the task fails.
+    pub api_retries: u32,
+    /// The wait before the first such resume; each later one waits twice as long.
+    pub api_retry_delay: Duration,
     pub check_timeout: Duration,
     pub check_output_bytes: usize,
     pub model: Option<String>,

@@ -73,17 +73,19 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
         Err(e) => return fail(rt, task.id, e).await,
     };
     let key = ctx.job.key.clone();
-    let run = Run {
-        rt,
-        user,
-        task: &task,
-        phase,
-        cwd: &wt.path,
-        confined: &confined,
-        input_key: &key,
-    };
+    let mut task = task;
     let mut fresh = false;
+    let mut api_failures = 0_u32;
     loop {
+        let run = Run {
+            rt,
+            user,
+            task: &task,
+            phase,
+            cwd: &wt.path,
+            confined: &confined,
+            input_key: &key,
+        };
         let session = match deliver(&run, &input, fresh).await {
             Ok(s) => s,
             Err(Delivery::Retry(e)) => return Err(e),
@@ -106,8 +108,58 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
             Outcome::SessionMissing => {
                 return fail(rt, task.id, "the agent could not find its session".into()).await;
             }
+            Outcome::ModelUnavailable(why) => {
+                // An outage of the model API outlasted the agent's own retries. Nobody
+                // needs to act on it: wait, then resume the same session, a few times
+                // before telling the human.
+                let cfg = &rt.inner.config;
+                if api_failures >= cfg.api_retries {
+                    let tries = match cfg.api_retries {
+                        0 => String::new(),
+                        1 => " (still failing after 1 retry)".to_owned(),
+                        n => format!(" (still failing after {n} retries)"),
+                    };
+                    return fail(
+                        rt,
+                        task.id,
+                        format!("the agent reported an error: {why}{tries}"),
+                    )
+                    .await;
+                }
+                let wait = api_retry_wait(cfg.api_retry_delay, api_failures);
+                api_failures += 1;
+                status(
+                    rt,
+                    user,
+                    task.id,
+                    &format!(
+                        "the model API is failing ({why}); trying again in {} s ({api_failures} of {})",
+                        wait.as_secs(),
+                        cfg.api_retries
+                    ),
+                )
+                .await;
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                // The session (and that it has this input) is recorded now; resume it.
+                match load(rt, task.id).await? {
+                    Some((_, t)) if t.state == state_of(phase) => task = t,
+                    _ => return Ok(()),
+                }
+                fresh = false;
+            }
         }
     }
+}
+
+/// The wait before the `n`th (from 0) relaunch after a model API failure: `first`,
+/// doubling, at most ten minutes.
+fn api_retry_wait(first: std::time::Duration, n: u32) -> std::time::Duration {
+    first
+        .saturating_mul(1_u32 << n.min(10))
+        .min(std::time::Duration::from_secs(600))
 }
 
 /// How a pump ended.
@@ -115,6 +167,8 @@ enum Outcome {
     Ended,
     /// `--resume` found no saved conversation.
     SessionMissing,
+    /// The turn failed on a model API failure that passes (the agent's reason).
+    ModelUnavailable(String),
 }
 
 /// What the CLI says when `--resume` names a session it never saved.
@@ -520,6 +574,7 @@ async fn pump(
             }
             AgentEvent::Finished {
                 is_error,
+                retryable,
                 result,
                 session_id,
                 cost_usd,
@@ -542,6 +597,9 @@ async fn pump(
                 return if is_error {
                     let tail = session.stderr_tail().join("\n");
                     let why = result.filter(|r| !r.trim().is_empty()).unwrap_or(tail);
+                    if retryable {
+                        return Ok(Outcome::ModelUnavailable(why));
+                    }
                     fail(rt, task.id, format!("the agent reported an error: {why}"))
                         .await
                         .map(|()| Outcome::Ended)

@@ -208,6 +208,8 @@ impl World {
                 max_agents,
                 idle_timeout,
                 inactivity_timeout,
+                api_retries: 2,
+                api_retry_delay: Duration::from_millis(200),
                 check_timeout: Duration::from_secs(60),
                 check_output_bytes: 16 * 1024,
                 model: None,

@@ -222,6 +222,8 @@ fn worker_runtime(engine: &Engine, config: &Config, config_file: Option<&Path>) 
             max_agents: w.max_agents,
             idle_timeout: Duration::from_secs(w.idle_timeout_secs),
             inactivity_timeout: Duration::from_secs(w.inactivity_timeout_secs),
+            api_retries: w.api_retries,
+            api_retry_delay: Duration::from_secs(w.api_retry_delay_secs),
             check_timeout: Duration::from_secs(w.check_timeout_secs),
             check_output_bytes: 64 * 1024,
             model: w.model.clone(),

@@ -2434,7 +2434,8 @@ async fn a_misbehaving_model_api_still_answers_each_message_once_and_says_so() {
 
 /// A worker's model calls fail: briefly for the first task (the claude CLI's own
 /// retries ride it out), overloaded three times in a row for the second (the CLI gives
-/// up).
+/// up; mainloop resumes it later), six times for the third (it gives up twice: more
+/// than the one resume the test allows).
 const FLAKY_WORKER_MODEL: &str = r##"
 rules:
   - name: brief-500
@@ -2451,6 +2452,13 @@ rules:
   - name: down-529
     match: {user_contains: "long outage work", times: 3}
     status: 529
+  - name: endless-529
+    match: {user_contains: "endless outage work", times: 6}
+    status: 529
+  - name: endless-work
+    match: {user_contains: "endless outage work"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'endless\\n' >> endless.txt", description: "Work"}}
   - name: down-continue
     match: {user_contains: "mainloop restarted"}
     reply:
@@ -2465,7 +2473,7 @@ rules:
 "##;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_model_errors_are_retried_by_the_cli_and_a_longer_outage_by_a_task_retry() {
+async fn worker_model_outages_are_ridden_out_and_a_longer_one_fails_the_task_until_retried() {
     let Some(claude) = claude_path() else { return };
     let started = std::time::Instant::now();
     let fake = FakeAnthropic::start(Script::from_yaml(FLAKY_WORKER_MODEL).unwrap())
@@ -2478,7 +2486,9 @@ async fn worker_model_errors_are_retried_by_the_cli_and_a_longer_outage_by_a_tas
         .env("DISABLE_TELEMETRY", "1")
         .env("DISABLE_AUTOUPDATER", "1")
         .env("DISABLE_ERROR_REPORTING", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("MAINLOOP_WORKERS__API_RETRIES", "1")
+        .env("MAINLOOP_WORKERS__API_RETRY_DELAY_SECS", "1");
     let (mut server, _log) = spawn_logged(cmd, data.path());
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
     let create = |description: &'static str| {
@@ -2519,26 +2529,59 @@ async fn worker_model_errors_are_retried_by_the_cli_and_a_longer_outage_by_a_tas
     );
 
     // Three 529s in a row: the CLI gives up on an overloaded API after three, whatever
-    // its retry setting, so the task fails, saying why; retrying it finishes the work,
-    // once.
+    // its retry setting. mainloop says so, waits, and resumes the session, which
+    // finishes the work, once, with nobody's help.
     let outage = create("long outage work").await;
-    let failed = wait_task_state(&base, &token, &outage, "failed").await;
-    let reason = failed["error"].as_str().unwrap_or_default().to_owned();
-    assert!(!reason.is_empty(), "{failed}");
+    wait_task_state(&base, &token, &outage, "review").await;
     let down: Vec<_> = rules().into_iter().filter(|r| r.0 == "down-529").collect();
     assert_eq!(down.len(), 3, "{:?}", rules());
+    let transcript = transcript_text(&base, &token, &outage).await;
+    assert!(
+        transcript.contains("the model API is failing") && transcript.contains("1 of 1"),
+        "{transcript}"
+    );
+    let diff = get(&base, &token, &format!("/api/tasks/{outage}/diff")).await;
+    assert_eq!(
+        diff["text"].as_str().unwrap().matches("+outage").count(),
+        1,
+        "the work ran once: {diff}"
+    );
+    let inbox = get(&base, &token, "/api/inbox").await;
+    let kinds: Vec<&str> = inbox["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["task_id"] == outage.as_str())
+        .filter_map(|i| i["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["review"], "only the review needs the human: {inbox}");
+
+    // An outage that outlasts the resumes (one here) fails the task, saying why; the
+    // human's retry finishes the work, once.
+    let endless = create("endless outage work").await;
+    let failed = wait_task_state(&base, &token, &endless, "failed").await;
+    let reason = failed["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        reason.contains("529") && reason.contains("still failing after 1 retry"),
+        "{failed}"
+    );
+    let down: Vec<_> = rules()
+        .into_iter()
+        .filter(|r| r.0 == "endless-529")
+        .collect();
+    assert_eq!(down.len(), 6, "{:?}", rules());
     let (status, _) = post(
         &base,
         &token,
-        &format!("/api/tasks/{outage}/retry"),
+        &format!("/api/tasks/{endless}/retry"),
         json!({}),
     )
     .await;
     assert_eq!(status, 200);
-    wait_task_state(&base, &token, &outage, "review").await;
-    let diff = get(&base, &token, &format!("/api/tasks/{outage}/diff")).await;
+    wait_task_state(&base, &token, &endless, "review").await;
+    let diff = get(&base, &token, &format!("/api/tasks/{endless}/diff")).await;
     assert_eq!(
-        diff["text"].as_str().unwrap().matches("+outage").count(),
+        diff["text"].as_str().unwrap().matches("+endless").count(),
         1,
         "the work ran once: {diff}"
     );
@@ -2546,8 +2589,8 @@ async fn worker_model_errors_are_retried_by_the_cli_and_a_longer_outage_by_a_tas
     let served = rules().iter().filter(|r| r.1 != 200).count();
     eprintln!(
         "faults: the worker's model served {served} errors (2×500 and 1×429 ridden out by the \
-         CLI's own retries; 3×529 made the CLI give up, failing the task with {reason:?}, and \
-         a retry finished it); {:?}",
+         CLI's own retries; 3×529 made the CLI give up and mainloop resumed it; 6×529 outlasted \
+         the resume, failing the task with {reason:?}, and a retry finished it); {:?}",
         started.elapsed()
     );
 }

@@ -94,6 +94,8 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
             max_agents: 4,
             idle_timeout: Duration::from_secs(60),
             inactivity_timeout: Duration::from_secs(60),
+            api_retries: 0,
+            api_retry_delay: Duration::from_secs(1),
             check_timeout: Duration::from_secs(60),
             check_output_bytes: 16 * 1024,
             model: None,
