@@ -303,19 +303,44 @@ async fn api_layer(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Re
 
     if let Some(h) = &hang {
         tokio::time::sleep(std::time::Duration::from_millis(h.delay_ms)).await;
-        if let (Some(status), false) = (h.status, h.applied) {
-            return timed_out(status);
+        if !h.applied {
+            if h.cut {
+                return cut();
+            }
+            if let Some(status) = h.status {
+                return timed_out(status);
+            }
         }
     }
     let resp = handle(&s, req, next, &method, resource).await;
     match hang {
         // Carried out, but the answer is lost.
+        Some(Hang { cut: true, .. }) => cut(),
         Some(Hang {
             status: Some(status),
             ..
         }) => timed_out(status),
         _ => resp,
     }
+}
+
+/// An answer whose connection drops mid-body: the client reads a 200's headers and the
+/// start of a JSON body, then the stream fails and the server closes the connection.
+fn cut() -> Response {
+    let chunks = futures::stream::iter([
+        Ok(Bytes::from_static(b"{\"message\":")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection cut by the fake",
+        )),
+    ]);
+    let mut r = Response::new(HttpBody::from_stream(chunks));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    common_headers(r.headers_mut());
+    r
 }
 
 /// What GitHub's front end answers when the request took too long.

@@ -207,6 +207,11 @@ pub struct Hang {
     /// change never made.
     #[serde(default)]
     pub applied: bool,
+    /// Instead of answering, cut the connection: the status line and the start of the
+    /// body go out, then the connection is dropped (with `applied`, after the change was
+    /// made). Counted as `hang cut`.
+    #[serde(default)]
+    pub cut: bool,
     /// Only requests with this method (`POST`, say); every method when unset.
     #[serde(default)]
     pub method: Option<String>,
@@ -806,6 +811,7 @@ impl Shared {
             }
         }
         st.count_injected(match hit.status {
+            _ if hit.cut => "hang cut".to_owned(),
             Some(status) => format!("hang {status}"),
             None => "hang".to_owned(),
         });

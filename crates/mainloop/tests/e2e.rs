@@ -2554,7 +2554,11 @@ async fn worker_model_outages_are_ridden_out_and_a_longer_one_fails_the_task_unt
         .filter(|i| i["task_id"] == outage.as_str())
         .filter_map(|i| i["kind"].as_str())
         .collect();
-    assert_eq!(kinds, ["review"], "only the review needs the human: {inbox}");
+    assert_eq!(
+        kinds,
+        ["review"],
+        "only the review needs the human: {inbox}"
+    );
 
     // An outage that outlasts the resumes (one here) fails the task, saying why; the
     // human's retry finishes the work, once.
@@ -2651,6 +2655,7 @@ fn timeout_on(route: &str, applied: bool) -> mainloop_fake_github::Hang {
         delay_ms: 500,
         status: Some(504),
         applied,
+        cut: false,
         method: None,
         route: Some(route.to_owned()),
         requests: Some(1),
@@ -2704,19 +2709,27 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
 
     // Then each step's write times out (504 after a hang), most of them after GitHub
     // made the change, so only the answer is lost: a client that retries blindly
-    // duplicates the issue, the pull request or the comment. The fake counts a hang
-    // when the request arrives, so the next one is set while this one still hangs.
+    // duplicates the issue, the pull request or the comment. One comment's connection
+    // is cut mid-answer instead, after GitHub posted it. The fake counts a hang when the
+    // request arrives, so the next one is set while this one still hangs.
     gh.wait_injected("hang 504", 1).await;
     let mut timeouts = 1;
-    for (route, applied) in [
-        ("POST /repos/{o}/{r}/pulls", true),
-        ("POST /repos/{o}/{r}/issues/{n}/comments", false),
-        ("POST /repos/{o}/{r}/issues/{n}/comments", true),
-        ("POST /graphql", true),
+    for (route, applied, cut) in [
+        ("POST /repos/{o}/{r}/pulls", true, false),
+        ("POST /repos/{o}/{r}/issues/{n}/comments", false, false),
+        ("POST /repos/{o}/{r}/issues/{n}/comments", true, true),
+        ("POST /graphql", true, false),
     ] {
-        gh.fake.set_hang(Some(timeout_on(route, applied)));
-        timeouts += 1;
-        gh.wait_injected("hang 504", timeouts).await;
+        gh.fake.set_hang(Some(mainloop_fake_github::Hang {
+            cut,
+            ..timeout_on(route, applied)
+        }));
+        if cut {
+            gh.wait_injected("hang cut", 1).await;
+        } else {
+            timeouts += 1;
+            gh.wait_injected("hang 504", timeouts).await;
+        }
     }
     wait_task_state(&base, &token, &id, "review").await;
     let (issues, pulls) = gh.issues_and_pulls().await;
@@ -2736,6 +2749,7 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
         delay_ms: 1500,
         status: None,
         applied: false,
+        cut: false,
         method: None,
         route: None,
         requests: Some(2),
@@ -2745,6 +2759,7 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
         delay_ms: 4000,
         status: None,
         applied: false,
+        cut: false,
         method: Some("GET".into()),
         route: None,
         requests: Some(2),
