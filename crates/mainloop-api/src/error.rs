@@ -126,11 +126,31 @@ impl From<EngineError> for ApiError {
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "storage is unavailable; try again shortly",
+                    unavailable_reason(&m),
                 )
             }
             EngineError::Internal(m) => Self::internal(&m),
         }
+    }
+}
+
+/// What the user is told when storage is away: the cause in plain words when the
+/// database's own message names one the user can act on, from a fixed list so that no
+/// database text (hosts, paths, SQL) reaches the answer.
+fn unavailable_reason(detail: &str) -> &'static str {
+    let d = detail.to_ascii_lowercase();
+    if d.contains("disk is full")
+        || d.contains("no space left")
+        || d.contains("could not extend file")
+        || d.contains("disk full")
+    {
+        "the database's disk is full; reading works, and writing will again once space is freed"
+    } else if d.contains("refuses writes") || d.contains("read-only") || d.contains("readonly") {
+        "the database is refusing writes for now; reading works, try again later"
+    } else if d.contains("database is locked") || d.contains("database is busy") {
+        "the database is locked by another program; try again shortly"
+    } else {
+        "storage is unavailable; try again shortly"
     }
 }
 
@@ -195,3 +215,33 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable_reason;
+
+    #[test]
+    fn storage_outages_name_a_cause_the_user_can_act_on_and_nothing_else() {
+        let disk = [
+            "database unavailable: error returned from database: (code: 13) database or disk is full",
+            "database unavailable: could not extend file \"base/16384/2619\": No space left on device",
+        ];
+        for d in disk {
+            assert!(unavailable_reason(d).contains("disk is full"), "{d}");
+        }
+        let refused = "database unavailable: the database refuses writes: cannot execute INSERT in a read-only transaction";
+        assert!(unavailable_reason(refused).contains("refusing writes"));
+        let locked =
+            "database unavailable: error returned from database: (code: 5) database is locked";
+        assert!(unavailable_reason(locked).contains("locked by another program"));
+        let other = "database unavailable: pool timed out while waiting for an open connection to db.internal:5432";
+        assert_eq!(
+            unavailable_reason(other),
+            "storage is unavailable; try again shortly"
+        );
+        for d in [disk[0], disk[1], refused, locked, other] {
+            let told = unavailable_reason(d);
+            assert!(!told.contains("code") && !told.contains("5432") && !told.contains("INSERT"));
+        }
+    }
+}

@@ -41,6 +41,10 @@ impl From<sqlx::Error> for StoreError {
                     Self::Unavailable(format!("the database refuses writes: {}", db.message()))
                 }
                 Some(Condition::Away) => Self::Unavailable(e.to_string()),
+                Some(Condition::DiskFailed) => {
+                    refusals().note();
+                    Self::Unavailable(e.to_string())
+                }
                 None => Self::Database(e),
             },
             _ => Self::Database(e),
@@ -56,6 +60,9 @@ enum Condition {
     Away,
     /// The database is read-only for now (an administrator's freeze, a standby).
     WritesRefused,
+    /// SQLite's disk failed under it (full, an I/O error): connections that met it may
+    /// keep an old view of the database, so they are replaced like after a refusal.
+    DiskFailed,
 }
 
 fn condition(db: &dyn sqlx::error::DatabaseError) -> Option<Condition> {
@@ -88,8 +95,10 @@ fn sqlite_condition(code: i32) -> Option<Condition> {
         // SQLITE_READONLY: the file or its directory cannot be written.
         8 => Some(Condition::WritesRefused),
         // SQLITE_BUSY and SQLITE_LOCKED (another process holds the lock beyond the busy
-        // timeout), SQLITE_IOERR, SQLITE_FULL (disk full), SQLITE_CANTOPEN.
-        5 | 6 | 10 | 13 | 14 => Some(Condition::Away),
+        // timeout), SQLITE_CANTOPEN.
+        5 | 6 | 14 => Some(Condition::Away),
+        // SQLITE_IOERR, SQLITE_FULL (disk full).
+        10 | 13 => Some(Condition::DiskFailed),
         _ => None,
     }
 }
@@ -180,10 +189,17 @@ mod tests {
         for refused in [8, 264, 520, 776, 1032] {
             assert_eq!(sqlite_condition(refused), Some(Condition::WritesRefused));
         }
-        // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT, SQLITE_LOCKED, SQLITE_IOERR_WRITE,
-        // SQLITE_FULL, SQLITE_CANTOPEN.
-        for away in [5, 517, 6, 778, 13, 14] {
+        // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT, SQLITE_LOCKED, SQLITE_CANTOPEN.
+        for away in [5, 517, 6, 14] {
             assert_eq!(sqlite_condition(away), Some(Condition::Away), "{away}");
+        }
+        // SQLITE_IOERR_WRITE, SQLITE_FULL.
+        for failed in [778, 13] {
+            assert_eq!(
+                sqlite_condition(failed),
+                Some(Condition::DiskFailed),
+                "{failed}"
+            );
         }
         // SQLITE_ERROR (bad SQL), SQLITE_CORRUPT, SQLITE_CONSTRAINT_FOREIGNKEY.
         for bug in [1, 11, 787] {

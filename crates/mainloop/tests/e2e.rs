@@ -1,7 +1,7 @@
 //! The real `mainloop` binary, started and killed as a user (or a crash) would: chat
 //! through the fake model, SIGKILL mid-turn, restarts, the CLI commands, and
 //! infrastructure faults (PostgreSQL restarted or refusing writes, SQLite locked by
-//! another process, the model API and GitHub misbehaving).
+//! another process or on a full disk, the model API and GitHub misbehaving).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,7 +12,7 @@
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -2982,6 +2982,232 @@ async fn sqlite_locked_by_another_process_gets_bounded_answers_and_loses_nothing
             .collect::<Vec<_>>(),
         reads.len(),
         log_lines(&log, "database is locked"),
+        started.elapsed()
+    );
+}
+
+/// The process started as the only child of `parent` (bubblewrap's sandboxed process).
+fn only_child_of(parent: u32) -> u32 {
+    for _ in 0..100 {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid …": the name may hold spaces and parentheses.
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) {
+                return pid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{parent} has no child");
+}
+
+/// A disk that fills up under SQLite. The server runs in a mount namespace of its own
+/// (bubblewrap) whose data directory is a small tmpfs; the test fills that disk through
+/// `/proc/<pid>/root` — no root, loop device or real disk needed — and frees it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_on_a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
+    const DATA: &str = "/tmp/mainloop-disk";
+    let started = std::time::Instant::now();
+    let bwrap = mainloop_sandbox::which("bwrap", std::env::var_os("PATH").as_deref())
+        .expect("bubblewrap is needed (.ci/run installs it)");
+    let fake = FakeAnthropic::start(Script::from_yaml(FROZEN).unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = command(Path::new(DATA), Some(&fake.base_url()));
+    let mut cmd = Command::new(bwrap);
+    cmd.env_clear()
+        .envs(plain.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .env("MAINLOOP_WORKERS__SANDBOX", "off")
+        .args(["--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev"])
+        .args(["--proc", "/proc", "--tmpfs", "/tmp", "--size"])
+        .arg((24_u64 << 20).to_string())
+        .args(["--tmpfs", DATA, "--", BIN]);
+    let (mut server, log) = spawn_logged(cmd, &dir.path().join("data"));
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let at = |path: &str| format!("{base}{path}");
+    let inner = only_child_of(server.child.id());
+    let disk = PathBuf::from(format!("/proc/{inner}/root{DATA}"));
+    assert!(disk.join("mainloop.db").exists(), "{}", disk.display());
+
+    let before = try_chat(&base, &token, "probe question before")
+        .await
+        .unwrap();
+    wait_reply(&base, &token, &before).await;
+    // A turn in flight when the disk fills: its reply cannot be stored until space is
+    // back (meanwhile no job can even be claimed).
+    let in_flight = try_chat(&base, &token, "chat question in flight")
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if fake
+            .message_requests()
+            .iter()
+            .any(|r| r.rule_name.as_deref() == Some("chat"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Fill the disk to the last byte.
+    let ballast = disk.join("ballast");
+    let mut file = std::fs::File::create(&ballast).unwrap();
+    let chunk = vec![0_u8; 1 << 16];
+    let mut filled = 0_usize;
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {
+        filled += chunk.len();
+    }
+    drop(file);
+
+    // Writes are refused with a clear 503 (those that still fit in SQLite's log are
+    // taken); reads go on.
+    // Long messages, so what still fits in SQLite's log is used up in a few.
+    let long = "x".repeat(90_000);
+    let full_since = std::time::Instant::now();
+    let mut accepted = vec![before.clone(), in_flight.clone()];
+    let mut refused = Vec::new();
+    let mut reads = Vec::new();
+    for n in 0..200 {
+        match try_chat(
+            &base,
+            &token,
+            &format!("probe question while full {n} {long}"),
+        )
+        .await
+        {
+            Ok(id) => accepted.push(id),
+            Err(p) => refused.push(p),
+        }
+        for (what, path) in [
+            ("GET /api/chat/messages", "/api/chat/messages"),
+            ("GET /api/tasks", "/api/tasks"),
+        ] {
+            reads.push(probe(what, reqwest::Method::GET, at(path), &token, None).await);
+        }
+        if refused.len() >= 3 {
+            break;
+        }
+    }
+    assert!(
+        refused.len() >= 3,
+        "never refused: {} accepted",
+        accepted.len()
+    );
+    assert!(
+        accepted.len() < 40,
+        "{} taken on a full disk",
+        accepted.len()
+    );
+    assert_refused_cleanly(&refused);
+    for p in &refused {
+        assert_eq!(p.status, 503, "{p:?}");
+        assert!(p.message.contains("disk is full"), "says why: {p:?}");
+    }
+    for r in &reads {
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_running(&mut server);
+
+    // Full for a while: background work keeps meeting it.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(full_since.elapsed())).await;
+    assert_running(&mut server);
+
+    // Space comes back: writes are taken again without a restart, and every message
+    // taken is stored once and answered once.
+    std::fs::remove_file(&ballast).unwrap();
+    let (after, refused_after) = until_accepted(|| {
+        probe(
+            "POST /api/chat",
+            reqwest::Method::POST,
+            at("/api/chat"),
+            &token,
+            Some(json!({"text": "probe question after the disk was freed"})),
+        )
+    })
+    .await;
+    assert_eq!(after.status, 202);
+    let thread = messages(&base, &token).await;
+    let users: Vec<&str> = thread
+        .iter()
+        .filter(|m| m["role"] == "user" && m["kind"] == "text")
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users.len(),
+        accepted.len() + 1,
+        "{} user messages; taken {accepted:?}; thread {thread:#?}",
+        users.len()
+    );
+    for id in &accepted {
+        assert_eq!(users.iter().filter(|u| *u == id).count(), 1, "{id}");
+    }
+    for id in &users {
+        wait_reply(&base, &token, id).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in &users {
+        assert_eq!(
+            replies(&base, &token, id).await.len(),
+            1,
+            "{id} answered once"
+        );
+    }
+
+    // Nothing is corrupt. SQLite resolves `/proc/<pid>/root` back to this namespace, so
+    // the database and its log are copied out, with the server paused meanwhile.
+    let copy = dir.path().join("copy");
+    std::fs::create_dir(&copy).unwrap();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &inner.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    for name in ["mainloop.db", "mainloop.db-wal"] {
+        if disk.join(name).exists() {
+            std::fs::copy(disk.join(name), copy.join(name)).unwrap();
+        }
+    }
+    signal("-CONT");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(copy.join("mainloop.db")),
+    )
+    .await
+    .unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    assert_running(&mut server);
+    eprintln!(
+        "faults: a {} MiB disk filled ({} MiB of ballast): {} messages taken while full, {} \
+         refused with 503 ({:?}), {} reads answered, {refused_after} refusals after it was \
+         freed, the in-flight turn asked the model {} times, integrity ok, {} background \
+         errors logged; {:?}",
+        24,
+        filled >> 20,
+        accepted.len() - 2,
+        refused.len(),
+        refused.first().map(|p| p.message.clone()),
+        reads.len(),
+        fake.message_requests()
+            .iter()
+            .filter(|r| r.rule_name.as_deref() == Some("chat"))
+            .count(),
+        log_lines(&log, "full"),
         started.elapsed()
     );
 }
