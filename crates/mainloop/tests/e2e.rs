@@ -1472,9 +1472,21 @@ async fn probe(
     token: &str,
     body: Option<Value>,
 ) -> Probe {
+    probe_within(PROBE_BOUND, what, method, url, token, body).await
+}
+
+/// [`probe`] with another bound on the answer's time.
+async fn probe_within(
+    bound: Duration,
+    what: &'static str,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> Probe {
     let started = std::time::Instant::now();
     let mut rb = reqwest::Client::builder()
-        .timeout(PROBE_BOUND)
+        .timeout(bound)
         .build()
         .unwrap()
         .request(method, url)
@@ -2856,40 +2868,14 @@ async fn sqlite_locked_by_another_process_gets_bounded_answers_and_loses_nothing
         let (base, token) = (base.clone(), token.clone());
         tokio::spawn(async move {
             let bounded = |what, path: &str, body| {
-                let url = format!("{base}{path}");
-                let token = token.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let r = reqwest::Client::builder()
-                        .timeout(SQLITE_WRITE_BOUND)
-                        .build()
-                        .unwrap()
-                        .post(url)
-                        .bearer_auth(&token)
-                        .json(&body)
-                        .send()
-                        .await;
-                    let (status, v) = match r {
-                        Ok(r) => (
-                            r.status().as_u16(),
-                            r.json::<Value>().await.unwrap_or_default(),
-                        ),
-                        Err(e) => (
-                            0,
-                            json!({"error": {"code": "transport", "message": e.to_string()}}),
-                        ),
-                    };
-                    Probe {
-                        what,
-                        status,
-                        code: v["error"]["code"].as_str().unwrap_or_default().to_owned(),
-                        message: v["error"]["message"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                        elapsed: started.elapsed(),
-                    }
-                }
+                probe_within(
+                    SQLITE_WRITE_BOUND,
+                    what,
+                    reqwest::Method::POST,
+                    format!("{base}{path}"),
+                    &token,
+                    Some(body),
+                )
             };
             let (a, b) = tokio::join!(
                 bounded(
