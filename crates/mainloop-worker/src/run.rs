@@ -76,6 +76,7 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
     let mut task = task;
     let mut fresh = false;
     let mut api_failures = 0_u32;
+    let mut session_fallbacks = 0_u32;
     loop {
         let run = Run {
             rt,
@@ -93,7 +94,7 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
         };
         match pump(&run, session, &cancel).await? {
             Outcome::Ended => return Ok(()),
-            Outcome::SessionMissing if !fresh => {
+            Outcome::SessionMissing if !fresh && session_fallbacks < 2 => {
                 // The agent died before it saved its session (the server was killed
                 // right after starting it): start that session afresh, with the task.
                 status(
@@ -104,10 +105,25 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
                 )
                 .await;
                 fresh = true;
+                session_fallbacks += 1;
             }
             Outcome::SessionMissing => {
                 return fail(rt, task.id, "the agent could not find its session".into()).await;
             }
+            Outcome::SessionInUse(_) if fresh && session_fallbacks < 2 => {
+                // Missing a moment ago, saved now: the agent of a server that was killed
+                // wrote it as it died. Resume it rather than start it again.
+                status(
+                    rt,
+                    user,
+                    task.id,
+                    "the session was saved after all; resuming it",
+                )
+                .await;
+                fresh = false;
+                session_fallbacks += 1;
+            }
+            Outcome::SessionInUse(why) => return fail(rt, task.id, why).await,
             Outcome::ModelUnavailable(why) => {
                 // An outage of the model API outlasted the agent's own retries. Nobody
                 // needs to act on it: wait, then resume the same session, a few times
@@ -169,10 +185,15 @@ enum Outcome {
     SessionMissing,
     /// The turn failed on a model API failure that passes (the agent's reason).
     ModelUnavailable(String),
+    /// `--session-id` named a session already saved (why the agent exited).
+    SessionInUse(String),
 }
 
 /// What the CLI says when `--resume` names a session it never saved.
 const NO_SESSION: &str = "No conversation found with session ID";
+
+/// What the CLI says when `--session-id` names a session it already saved.
+const SESSION_IN_USE: &str = "is already in use";
 
 /// Buffers transcript entries so a burst of agent output commits in one transaction.
 struct Recorder<'a> {
@@ -436,13 +457,11 @@ async fn pump(
                     json!({"text": format!("agent exited ({code})"), "stderr": tail}),
                 )
                 .await;
-                return fail(
-                    rt,
-                    task.id,
-                    format!("the agent exited unexpectedly (status {code}): {tail}"),
-                )
-                .await
-                .map(|()| Outcome::Ended);
+                let why = format!("the agent exited unexpectedly (status {code}): {tail}");
+                if tail.contains(SESSION_IN_USE) {
+                    return Ok(Outcome::SessionInUse(why));
+                }
+                return fail(rt, task.id, why).await.map(|()| Outcome::Ended);
             }
             Err(_) => {
                 session.kill().await;

@@ -870,6 +870,96 @@ async fn a_session_that_was_never_saved_is_started_again_on_retry() {
     );
 }
 
+/// Every file under `dir` whose name ends with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_saved_after_it_was_found_missing_is_resumed_not_started_twice() {
+    let Some(claude) = claude_path() else { return };
+    // A killed server's agent may save its session just after the next server found it
+    // missing: the fresh start with the same id then meets it ("already in use"). The
+    // wrapper plays the late save: a fresh start (`--session-id`) first puts the hidden
+    // session file back.
+    let wrapper = format!(
+        "case \"$*\" in *--session-id*) find \"$HOME\" -name '*.jsonl.late' | while read -r f; do mv \"$f\" \"${{f%.late}}\"; done;; esac; exec '{claude}' \"$@\"",
+        claude = claude.display()
+    );
+    let w = World::with_idle(
+        vec!["sh".into(), "-c".into(), wrapper, "sh".into()],
+        Some(WAITING),
+        1,
+        None,
+        Duration::from_millis(300),
+    )
+    .await;
+    let task = w.spawn("this needs a decision", true).await;
+    let waiting = w.wait_state(task.id, TaskState::WaitingAnswers).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while w.runtime.is_parked(task.id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle agent was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = waiting.session_id.clone().unwrap();
+    let saved = files_ending(w._home.path(), &format!("{id}.jsonl"));
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let hidden = saved[0].with_extension("jsonl.late");
+    std::fs::rename(&saved[0], &hidden).unwrap();
+
+    let answers = [("q1".to_owned(), Answer::Text("green, actually".into()))]
+        .into_iter()
+        .collect();
+    w.engine
+        .answer_questions(w.user, task.id, answers)
+        .await
+        .unwrap();
+    let done = w.wait_state(task.id, TaskState::Review).await;
+    assert_eq!(done.session_id, waiting.session_id, "the same session");
+    assert!(saved[0].exists() && !hidden.exists());
+    let transcript = w
+        .engine
+        .task_transcript(w.user, task.id, 0, 200)
+        .await
+        .unwrap();
+    let said = |needle: &str| {
+        transcript.iter().any(|e| {
+            e.payload["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(needle))
+        })
+    };
+    assert!(said("the saved session was missing"), "{transcript:?}");
+    assert!(said("the session was saved after all"), "{transcript:?}");
+    let fake = w.fake.as_ref().unwrap();
+    let resumed = fake
+        .message_requests()
+        .into_iter()
+        .find(|r| r.rule_name.as_deref() == Some("answered-after-resume"))
+        .unwrap_or_else(|| panic!("{:?}", w.rules()));
+    assert!(
+        resumed.body["messages"]
+            .to_string()
+            .contains("this needs a decision"),
+        "the resumed session kept its history"
+    );
+}
+
 const HANGS_ONCE: &str = r##"
 rules:
   - name: hang
