@@ -256,6 +256,32 @@ impl World {
     }
 
     /// Waits until the task reaches `state`, failing early if it fails unexpectedly.
+    /// Waits until the idle timeout stopped the task's waiting agent.
+    async fn wait_unparked(&self, id: TaskId) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.runtime.is_parked(id) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the idle agent was not stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the task's transcript has an entry whose text contains `needle`.
+    async fn transcript_says(&self, id: TaskId, needle: &str) -> bool {
+        let transcript = self
+            .engine
+            .task_transcript(self.user, id, 0, 500)
+            .await
+            .unwrap();
+        transcript.iter().any(|e| {
+            e.payload["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(needle))
+        })
+    }
+
     async fn wait_state(&self, id: TaskId, state: TaskState) -> Task {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -785,14 +811,7 @@ async fn after_the_idle_timeout_the_answer_resumes_the_saved_session() {
     .await;
     let task = w.spawn("this needs a decision", true).await;
     let waiting = w.wait_state(task.id, TaskState::WaitingAnswers).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while w.runtime.is_parked(task.id) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the idle agent was not stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.wait_unparked(task.id).await;
     let answers = [("q1".to_owned(), Answer::Text("green, actually".into()))]
         .into_iter()
         .collect();
@@ -857,17 +876,7 @@ async fn a_session_that_was_never_saved_is_started_again_on_retry() {
         done.session_id, failed.session_id,
         "the recorded session id is kept"
     );
-    let transcript = w
-        .engine
-        .task_transcript(w.user, task.id, 0, 100)
-        .await
-        .unwrap();
-    assert!(
-        transcript.iter().any(|e| e.payload["text"]
-            .as_str()
-            .is_some_and(|t| t.contains("starting it again"))),
-        "{transcript:?}"
-    );
+    assert!(w.transcript_says(task.id, "starting it again").await);
 }
 
 /// Every file under `dir` whose name ends with `suffix`.
@@ -908,14 +917,7 @@ async fn a_session_saved_after_it_was_found_missing_is_resumed_not_started_twice
     .await;
     let task = w.spawn("this needs a decision", true).await;
     let waiting = w.wait_state(task.id, TaskState::WaitingAnswers).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while w.runtime.is_parked(task.id) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the idle agent was not stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.wait_unparked(task.id).await;
     let id = waiting.session_id.clone().unwrap();
     let saved = files_ending(w._home.path(), &format!("{id}.jsonl"));
     assert_eq!(saved.len(), 1, "{saved:?}");
@@ -932,20 +934,14 @@ async fn a_session_saved_after_it_was_found_missing_is_resumed_not_started_twice
     let done = w.wait_state(task.id, TaskState::Review).await;
     assert_eq!(done.session_id, waiting.session_id, "the same session");
     assert!(saved[0].exists() && !hidden.exists());
-    let transcript = w
-        .engine
-        .task_transcript(w.user, task.id, 0, 200)
-        .await
-        .unwrap();
-    let said = |needle: &str| {
-        transcript.iter().any(|e| {
-            e.payload["text"]
-                .as_str()
-                .is_some_and(|t| t.contains(needle))
-        })
-    };
-    assert!(said("the saved session was missing"), "{transcript:?}");
-    assert!(said("the session was saved after all"), "{transcript:?}");
+    assert!(
+        w.transcript_says(task.id, "the saved session was missing")
+            .await
+    );
+    assert!(
+        w.transcript_says(task.id, "the session was saved after all")
+            .await
+    );
     let fake = w.fake.as_ref().unwrap();
     let resumed = fake
         .message_requests()
