@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
 pub use example::EXAMPLE_TOML;
+pub use load::NOT_CONFIGURATION;
 pub use secret::{REDACTED, Secret};
 
 /// File name looked for in the data directory and the working directory.

@@ -18,6 +18,25 @@ const CONFIG_VAR: &str = "MAINLOOP_CONFIG";
 /// Also decides where `mainloop.toml` is looked for, before the file is read.
 const DATA_DIR_VAR: &str = "MAINLOOP_DATA_DIR";
 
+/// `MAINLOOP_*` variables that belong to building, developing and testing mainloop, not to
+/// its configuration: a shell that exports one (the README documents several) must still
+/// start the server. Anything else with the prefix is a configuration key, so a misspelt
+/// key is still refused.
+pub const NOT_CONFIGURATION: &[&str] = &[
+    // The web app: a prebuilt copy to embed, and the Vite dev server's upstream.
+    "MAINLOOP_WEB_DIST",
+    "MAINLOOP_DEV_API",
+    // The askpass helper's password, set only in git's environment.
+    "MAINLOOP_GIT_PASSWORD",
+    // Tests and benchmarks.
+    "MAINLOOP_UPDATE_OPENAPI",
+    "MAINLOOP_FUZZ_SCALE",
+    "MAINLOOP_BENCH",
+    "MAINLOOP_BENCH_KEEP",
+    "MAINLOOP_BIN_DIR",
+    "MAINLOOP_CHROMIUM",
+];
+
 /// Variables other tools already use for the same settings. They sit below `MAINLOOP_*` so an
 /// explicit mainloop setting beats an ambient one inherited from the shell.
 const CONVENTIONAL: &[(&str, &str)] = &[
@@ -34,7 +53,8 @@ pub(crate) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let mut env = Vec::new();
     for (name, value) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
-        let relevant = name.starts_with(PREFIX) || CONVENTIONAL.iter().any(|(var, _)| *var == name);
+        let relevant = (name.starts_with(PREFIX) && !NOT_CONFIGURATION.contains(&name))
+            || CONVENTIONAL.iter().any(|(var, _)| *var == name);
         if !relevant {
             continue;
         }
@@ -77,7 +97,7 @@ pub(crate) fn load(
         }
     }
     for (name, value) in env {
-        if value.is_empty() || name == CONFIG_VAR {
+        if value.is_empty() || name == CONFIG_VAR || NOT_CONFIGURATION.contains(&name.as_str()) {
             continue;
         }
         if let Some(rest) = name.strip_prefix(PREFIX) {

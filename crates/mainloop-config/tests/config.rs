@@ -300,6 +300,57 @@ fn unknown_mainloop_env_var_is_an_error_naming_it() -> TestResult {
 }
 
 #[test]
+fn build_and_tooling_variables_are_not_configuration() -> TestResult {
+    let fx = Fixture::new()?;
+    let tooling: Vec<(&str, &str)> = mainloop_config::NOT_CONFIGURATION
+        .iter()
+        .map(|name| (*name, "/somewhere"))
+        .collect();
+    let config = Config::load_from(None, &fx.env(&tooling))?;
+    assert_eq!(config.data_dir, fx.data_dir());
+    // A misspelt key of mainloop's own is still refused.
+    let err = expect_err(Config::load_from(None, &fx.env(&[("MAINLOOP_LISTN", "x")])))?;
+    assert!(err.to_string().contains("MAINLOOP_LISTN"), "{err}");
+    Ok(())
+}
+
+/// Every `MAINLOOP_*` variable the README tells the reader to set either configures
+/// mainloop or is known not to, so exporting it never stops the server from starting.
+#[test]
+fn every_variable_the_readme_names_loads() -> TestResult {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))?;
+    let mut names: Vec<&str> = readme
+        .match_indices("MAINLOOP_")
+        .map(|(i, _)| {
+            let rest = &readme[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(rest.len());
+            rest[..end].trim_end_matches('_')
+        })
+        .filter(|name| *name != "MAINLOOP" && !name.contains("__"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    assert!(names.contains(&"MAINLOOP_DEV_API") && names.contains(&"MAINLOOP_WEB_DIST"));
+    let fx = Fixture::new()?;
+    let dir = fx.data_dir().to_string_lossy().into_owned();
+    for name in names {
+        let value = match name {
+            "MAINLOOP_LISTEN" => "127.0.0.1:9999",
+            "MAINLOOP_DATABASE_URL" => "sqlite://x.db",
+            "MAINLOOP_PUBLIC_URL" => "https://example.com",
+            "MAINLOOP_CONFIG" => continue,
+            _ => dir.as_str(),
+        };
+        if let Err(e) = Config::load_from(None, &fx.env(&[(name, value)])) {
+            return Err(format!("exporting {name} stops mainloop: {e}").into());
+        }
+    }
+    Ok(())
+}
+
+#[test]
 fn bad_values_name_their_key_and_source() -> TestResult {
     let fx = Fixture::new()?;
     let err = expect_err(Config::load_from(
