@@ -261,6 +261,29 @@ pub fn install_roots(program: &Path) -> Vec<PathBuf> {
     roots
 }
 
+/// The path to execute `program` by inside a sandbox: a bare name is looked up in
+/// `path_var` as a shell would; a path is made absolute with its directories resolved
+/// (no `..`, no symlinked directories), keeping its own file name (`node_modules/.bin`
+/// links stay links). A path such as `crates/x/../../node_modules/.bin/claude` cannot
+/// resolve inside the sandbox, where the directories it walks through are hidden.
+#[must_use]
+pub fn program_path(program: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {
+    let found = which(program, path_var)?;
+    let (Some(dir), Some(name)) = (found.parent(), found.file_name()) else {
+        return Some(found);
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    Some(
+        std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(found),
+    )
+}
+
 /// Looks `program` up like a shell would: a name with a slash is taken as it is.
 #[must_use]
 pub fn which(program: &str, path_var: Option<&OsStr>) -> Option<PathBuf> {

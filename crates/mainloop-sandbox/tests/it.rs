@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use mainloop_sandbox::{Bubblewrap, Policy, Scope};
+use mainloop_sandbox::{Bubblewrap, Policy, Scope, install_roots, program_path};
 
 /// A server's world: a data directory with a database and two tasks' worktrees (on
 /// one repository), the server user's home with a private key, and a private home
@@ -267,4 +267,54 @@ async fn killing_a_sandboxed_agent_kills_everything_inside() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An agent named by a path through directories the sandbox hides (`…/crates/x/../../
+/// node_modules/.bin/claude` in a clone under the home directory) runs by its resolved
+/// path; the path as written cannot be walked inside the sandbox.
+#[test]
+fn a_program_named_through_hidden_directories_runs_by_its_resolved_path() {
+    let w = world();
+    let root = w.data.parent().unwrap().to_path_buf();
+    let bin = root.join("clone/node_modules/.bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.join("clone/crates/mainloop")).unwrap();
+    let tool = root.join("clone/node_modules/tool.sh");
+    std::fs::write(&tool, "#!/bin/sh\necho agent-ran\n").unwrap();
+    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("../tool.sh", bin.join("agent")).unwrap();
+    let written = root.join("clone/crates/mainloop/../../node_modules/.bin/agent");
+    let written = written.to_str().unwrap();
+    let resolved = program_path(written, None).unwrap();
+    assert_eq!(resolved, std::fs::canonicalize(&bin).unwrap().join("agent"));
+
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut read_only: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    read_only.extend(install_roots(&resolved));
+    let bwrap = Bubblewrap::detect(
+        Some(&path),
+        Policy {
+            hidden: vec![root, "/tmp".into()],
+            read_only,
+            read_write: vec![],
+        },
+    )
+    .unwrap();
+    let run = |program: &str| {
+        let prefix = bwrap.command_prefix(&w.scope()).unwrap();
+        Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .arg(program)
+            .env_clear()
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let out = run(resolved.to_str().unwrap());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("agent-ran"),
+        "{out:?}"
+    );
+    // As written, the path walks through `clone/crates`, which the sandbox hides.
+    assert!(!run(written).status.success());
 }
