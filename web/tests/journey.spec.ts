@@ -3,10 +3,16 @@
 // (one multi-select), revise then approve the plan, watch the live transcript, review
 // the diff, merge; with a server crash and restart in the middle that the open page
 // rides out without a reload. Hostile markup in chat and plan text must stay inert.
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { test, expect, type Page } from "@playwright/test";
 import { World, git, shot } from "./harness";
 
 const XSS = `<script>window.__pwned='script'</script><img src=x onerror="window.__pwned='img'"> [link](javascript:window.__pwned='link')`;
+
+// The worker's side is the greeter script the Rust tests share; this test adds the main
+// thread's rules and a plan carrying hostile markup, in front of it.
+const GREETER = readFileSync(path.join(import.meta.dirname, "../../crates/mainloop-fake-anthropic/scripts/greeter.yaml"), "utf8");
 
 const SCRIPT = String.raw`
 rules:
@@ -24,68 +30,14 @@ rules:
     match: {tool_result_for: spawn_task}
     reply: [{text: "Started a worker; its questions will be in your inbox."}]
 
-  # The worker (the real claude CLI). Decisions arrive in-session as tool results, or
-  # as text after the server restarted and the session was resumed.
-  - name: revise-after-resume
-    match: {user_contains: "Please revise the plan"}
-    reply:
-      - text: "Revising."
-      - tool_use:
-          name: Write
-          input: {file_path: "{{plan_file}}", content: "# Plan (revised)\n\nA greeter in Rust, with tests.\n"}
-  - name: implement-after-resume
-    match: {user_contains: "Your plan was approved"}
-    reply:
-      - text: "Implementing."
-      - tool_use: {name: Bash, input: {command: "printf 'hello\\n' > greeting.txt", description: "Write greeting.txt"}}
-  - name: ask
-    match: {user_contains: "build the greeter", tool_offered: AskUserQuestion}
-    reply:
-      - text: "Two questions first."
-      - tool_use:
-          name: AskUserQuestion
-          input:
-            questions:
-              - question: "Which language?"
-                header: "Language"
-                options:
-                  - {label: "Rust", description: "fast and strict"}
-                  - {label: "Go", description: "simple and quick to build"}
-                multiSelect: false
-              - question: "Which extras?"
-                header: "Extras"
-                options:
-                  - {label: "Tests", description: "unit tests"}
-                  - {label: "Docs", description: "a README section"}
-                  - {label: "CI", description: "a workflow"}
-                multiSelect: true
-  - name: write-plan
+  # The worker (the real claude CLI): the greeter's plan, with hostile markup in it.
+  - name: write-plan-with-markup
     match: {tool_result_for: AskUserQuestion}
     reply:
       - tool_use:
           name: Write
           input: {file_path: "{{plan_file}}", content: ${JSON.stringify(`# Plan\n\nA greeter.\n\n${XSS}\n`)}}
-  - name: exit-plan
-    match: {tool_result_for: Write, tool_result_contains: "/.claude/plans/"}
-    reply:
-      - tool_use: {name: ExitPlanMode, input: {}}
-  - name: revise-plan
-    match: {tool_result_for: ExitPlanMode, tool_result_contains: "add tests"}
-    reply:
-      - text: "Revising."
-      - tool_use:
-          name: Write
-          input: {file_path: "{{plan_file}}", content: "# Plan (revised)\n\nA greeter in Rust, with tests.\n"}
-  - name: implement
-    match: {tool_result_for: ExitPlanMode, tool_result_contains: "User has approved your plan"}
-    reply:
-      - text: "Implementing."
-      - tool_use: {name: Bash, input: {command: "printf 'hello\\n' > greeting.txt", description: "Write greeting.txt"}}
-  - name: done
-    match: {tool_result_for: Bash}
-    reply:
-      - text: "All done: greeting.txt says hello."
-`;
+` + (GREETER.split(/^rules:\n/m)[1] ?? "");
 
 let w: World;
 
@@ -159,7 +111,7 @@ test("chat, spawn, questions, plan revision, restart, transcript, review, merge"
     .toBe(true);
   const questions = page.getByTestId("questions");
   await expect(questions.getByTestId("question-text")).toHaveText("Which language?");
-  await expect(questions.getByText("fast and strict")).toBeVisible(); // descriptions are shown, not tooltips
+  await expect(questions.getByText("fast", { exact: true })).toBeVisible(); // descriptions are shown, not tooltips
   await shot(page, info.project.name, "question");
   await questions.getByRole("button", { name: /Rust/ }).click();
   await questions.getByRole("button", { name: "Next" }).click();

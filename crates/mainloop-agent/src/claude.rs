@@ -1,22 +1,20 @@
-//! Claude Code as an [`Agent`]: spawning the CLI in its own process group, the reader
-//! tasks for stdout (parsed into events) and stderr (a bounded tail), the writer task
-//! for stdin, and reaping. Killing is in [`crate::kill`].
+//! Claude Code as an [`Agent`]: its command line, the reader tasks for stdout (parsed
+//! into events) and stderr (a bounded tail), the writer task for stdin, and reaping.
+//! Where the process runs is the [`Placement`]'s business.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::kill;
+use crate::placement::{Launch, Placed, PlacedProcess, Placement};
 use crate::protocol::{self, MALFORMED_LINE_BYTES};
 use crate::{Agent, AgentError, AgentEvent, AgentSession, ControlReply, RunSpec};
 
@@ -64,49 +62,38 @@ impl ClaudeCode {
         self
     }
 
-    /// The full command line `start` runs for `spec`, program first (the wrapper's,
-    /// when there is one).
-    pub fn command_line(&self, spec: &RunSpec) -> Vec<String> {
-        let mut line = spec.wrapper.clone();
-        line.extend(self.command.iter().cloned());
-        line.extend(protocol::claude_args(
+    /// What `start` asks the placement to run for `spec`.
+    pub fn launch(&self, spec: &RunSpec) -> Result<Launch, AgentError> {
+        let Some((program, leading)) = self.command.split_first() else {
+            return Err(AgentError::Spawn("empty command".to_owned()));
+        };
+        let mut args = leading.to_vec();
+        args.extend(protocol::claude_args(
             &spec.session,
             spec.mode,
             spec.model.as_deref(),
             spec.append_system_prompt.as_deref(),
         ));
-        line
+        Ok(Launch {
+            program: program.clone(),
+            args,
+            cwd: spec.cwd.clone(),
+            env: spec.env.clone(),
+        })
     }
 
     /// Like [`Agent::start`], with the concrete session type.
-    pub fn spawn(&self, spec: &RunSpec) -> Result<ClaudeSession, AgentError> {
-        let line = self.command_line(spec);
-        let Some((program, args)) = line.split_first() else {
-            return Err(AgentError::Spawn("empty command".to_owned()));
-        };
-        let mut child = Command::new(program)
-            .args(args)
-            .current_dir(&spec.cwd)
-            .env_clear()
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group, so that kill() reaches the shells and tools it spawns.
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| AgentError::Spawn(format!("{program}: {e}")))?;
-        let pid = child.id();
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            if let Some(pid) = pid {
-                kill::kill_tree(pid);
-            }
-            return Err(AgentError::Spawn("child without piped stdio".to_owned()));
-        };
-
+    pub fn spawn(
+        &self,
+        spec: &RunSpec,
+        placement: &dyn Placement,
+    ) -> Result<ClaudeSession, AgentError> {
+        let Placed {
+            stdin,
+            stdout,
+            stderr,
+            process,
+        } = placement.spawn(self.launch(spec)?)?;
         let (event_tx, events) = mpsc::channel(EVENT_BUFFER);
         let stdout_task = tokio::spawn(read_stdout(stdout, event_tx, self.max_line_bytes));
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
@@ -115,9 +102,9 @@ impl ClaudeCode {
         let stdin_task = tokio::spawn(write_stdin(stdin, write_rx));
 
         let session = ClaudeSession {
-            child,
-            pid,
-            status: None,
+            process,
+            code: None,
+            exit_reported: false,
             events,
             writes: Some(writes),
             tail,
@@ -136,8 +123,12 @@ impl Agent for ClaudeCode {
         "claude-code"
     }
 
-    fn start(&self, spec: RunSpec) -> Result<Box<dyn AgentSession>, AgentError> {
-        Ok(Box::new(self.spawn(&spec)?))
+    fn start(
+        &self,
+        spec: RunSpec,
+        placement: &dyn Placement,
+    ) -> Result<Box<dyn AgentSession>, AgentError> {
+        Ok(Box::new(self.spawn(&spec, placement)?))
     }
 }
 
@@ -146,13 +137,14 @@ struct WriteRequest {
     done: Option<oneshot::Sender<io::Result<()>>>,
 }
 
-/// One running CLI process. Dropping it SIGKILLs the process and everything it started,
+/// One running CLI process. Dropping it kills the process and everything it started,
 /// if it is still running.
 pub struct ClaudeSession {
-    child: Child,
-    /// Also the process group id. Cleared once reaped, because the number may be reused.
-    pid: Option<u32>,
-    status: Option<ExitStatus>,
+    process: Box<dyn PlacedProcess>,
+    /// The exit code, once reaped.
+    code: Option<i32>,
+    /// Whether `next_event` has returned the `Exited` event.
+    exit_reported: bool,
     events: mpsc::Receiver<AgentEvent>,
     /// None once input is closed.
     writes: Option<mpsc::Sender<WriteRequest>>,
@@ -165,8 +157,8 @@ pub struct ClaudeSession {
 impl fmt::Debug for ClaudeSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClaudeSession")
-            .field("pid", &self.pid)
-            .field("status", &self.status)
+            .field("process", &self.process)
+            .field("code", &self.code)
             .field("input_open", &self.writes.is_some())
             .finish_non_exhaustive()
     }
@@ -197,27 +189,16 @@ impl ClaudeSession {
         }
     }
 
-    /// Waits for the process to exit, records its status and lets stderr drain.
+    /// Waits for the process to exit, records its code and lets stderr drain.
     async fn reap(&mut self) {
-        if self.status.is_none() {
-            match self.child.wait().await {
-                Ok(status) => self.status = Some(status),
+        if self.code.is_none() {
+            match self.process.wait().await {
+                Ok(code) => self.code = Some(code),
                 Err(e) => tracing::warn!(error = %e, "waiting for the agent failed"),
             }
-            self.pid = None;
         }
         if let Some(task) = self.stderr_task.take() {
             let _ = tokio::time::timeout(STDERR_DRAIN, task).await;
-        }
-    }
-
-    fn kill_now(&mut self) {
-        // Once reaped, the pid may already name someone else's process.
-        if self.status.is_some() {
-            return;
-        }
-        if let Some(pid) = self.pid {
-            kill::kill_tree(pid);
         }
     }
 
@@ -236,7 +217,15 @@ impl AgentSession for ClaudeSession {
             }
             // stdout is closed: the process has exited or is about to.
             self.reap().await;
-            None
+            if self.exit_reported {
+                return None;
+            }
+            self.exit_reported = true;
+            let tail = self.stderr_tail();
+            Some(AgentEvent::Exited {
+                code: self.code,
+                failure: protocol::exit_failure(self.code, &tail),
+            })
         })
     }
 
@@ -263,13 +252,13 @@ impl AgentSession for ClaudeSession {
     fn kill(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.writes = None;
-            self.kill_now();
+            self.process.kill_tree();
             self.reap().await;
         })
     }
 
     fn pid(&self) -> Option<u32> {
-        self.pid
+        self.process.pid()
     }
 
     fn stderr_tail(&self) -> Vec<String> {
@@ -277,15 +266,13 @@ impl AgentSession for ClaudeSession {
     }
 
     fn exit_code(&self) -> Option<i32> {
-        let status = self.status?;
-        status.code().or_else(|| status.signal().map(|s| 128 + s))
+        self.code
     }
 }
 
 impl Drop for ClaudeSession {
     fn drop(&mut self) {
-        // kill_on_drop only reaches the leader, not the tools and shells it started.
-        self.kill_now();
+        // Dropping the placed process kills what is left of it.
         self.stdout_task.abort();
         self.stdin_task.abort();
         if let Some(task) = &self.stderr_task {
@@ -294,7 +281,10 @@ impl Drop for ClaudeSession {
     }
 }
 
-async fn write_stdin(mut stdin: ChildStdin, mut requests: mpsc::Receiver<WriteRequest>) {
+async fn write_stdin(
+    mut stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    mut requests: mpsc::Receiver<WriteRequest>,
+) {
     while let Some(WriteRequest { mut line, done }) = requests.recv().await {
         line.push('\n');
         let result = async {

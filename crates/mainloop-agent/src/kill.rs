@@ -25,10 +25,38 @@ pub(crate) fn kill_tree(root: u32) {
     let Ok(root) = i32::try_from(root) else {
         return;
     };
+    kill_all(&BTreeSet::from([root]), BTreeSet::from([root]));
+}
+
+/// SIGKILLs what is left of the process group `group` after its leader exited and was
+/// reaped (tools still running in it), and their descendants. The kernel keeps a group's
+/// number from being reused while a member remains, so members of a group whose leader
+/// is gone are the leader's leftovers; a live process with that number is someone
+/// else's, and then nothing is done.
+pub(crate) fn kill_orphaned_group(group: u32) {
+    let Ok(group) = i32::try_from(group) else {
+        return;
+    };
+    let table = process_table();
+    if table.contains_key(&group) || group == getpgrp().as_raw() {
+        return;
+    }
+    let members: BTreeSet<i32> = table
+        .iter()
+        .filter(|(_, p)| p.pgid == group)
+        .map(|(pid, _)| *pid)
+        .collect();
+    if !members.is_empty() {
+        kill_all(&members, BTreeSet::from([group]));
+    }
+}
+
+/// Freezes `roots`, `groups` and every descendant of `roots`, round after round until
+/// the tree stops growing, then SIGKILLs them all.
+fn kill_all(roots: &BTreeSet<i32>, mut groups: BTreeSet<i32>) {
     // Never signal the server's own group, whatever a descendant did with setpgid.
     let own_group = getpgrp().as_raw();
-    let mut pids = BTreeSet::from([root]);
-    let mut groups = BTreeSet::from([root]);
+    let mut pids = roots.clone();
     for _ in 0..FREEZE_ROUNDS {
         for group in &groups {
             signal_group(*group, Signal::SIGSTOP);
@@ -37,11 +65,14 @@ pub(crate) fn kill_tree(root: u32) {
             signal_pid(*pid, Signal::SIGSTOP);
         }
         let table = process_table();
-        let tree = descendants(root, &table);
+        let tree: BTreeSet<i32> = roots
+            .iter()
+            .flat_map(|root| descendants(*root, &table))
+            .collect();
         let tree_groups: BTreeSet<i32> = tree
             .iter()
             .filter_map(|pid| table.get(pid).map(|p| p.pgid))
-            .filter(|g| *g != own_group && tree.contains(g))
+            .filter(|g| *g != own_group && (tree.contains(g) || groups.contains(g)))
             .collect();
         let grew = !tree.is_subset(&pids) || !tree_groups.is_subset(&groups);
         pids.extend(tree);

@@ -1,18 +1,22 @@
 //! The coding-agent port: what a worker needs from a coding agent (start it in a
 //! worktree, read its normalized event stream, answer its questions and permission
-//! requests, kill it), and the adapters that implement it — Claude Code first.
+//! requests, stop or kill it), agent-neutral so that other agents fit behind it, and
+//! the adapters that implement it — Claude Code first.
 //!
-//! Protocol parsing lives in [`protocol`] as pure functions so it can be tested with
-//! recorded lines; process plumbing lives in [`claude`], and killing an agent with all
-//! it started in `kill`.
+//! Where the process runs is a separate port, [`placement`]. Claude Code's protocol is
+//! parsed and its failures classified in [`protocol`], as pure functions, so recorded
+//! lines are enough to test it; its process plumbing lives in [`claude`], and killing a
+//! local process with all it started in `kill`.
 
 pub mod claude;
 mod kill;
+pub mod placement;
 pub mod protocol;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -20,6 +24,7 @@ use serde_json::Value;
 
 pub use claude::{ClaudeCode, ClaudeSession};
 pub use kill::{kill_stale_agent, process_start_time};
+pub use placement::{Launch, LocalProcess, Placed, PlacedProcess, Placement};
 pub use protocol::{is_transient_api_error, parse_line};
 
 /// How much the agent may do on its own.
@@ -56,9 +61,6 @@ pub struct RunSpec {
     /// The child's entire environment: nothing else is inherited, so the caller decides
     /// which credentials and paths the agent sees.
     pub env: Vec<(String, String)>,
-    /// A command the agent runs under, program first (a sandbox such as `bwrap … --`);
-    /// empty for none. Its process is the one recorded, grouped and killed.
-    pub wrapper: Vec<String>,
 }
 
 // Hand-written because `env` carries API keys and OAuth tokens, which must not reach logs.
@@ -72,7 +74,6 @@ impl fmt::Debug for RunSpec {
             .field("model", &self.model)
             .field("append_system_prompt", &self.append_system_prompt)
             .field("env_keys", &env_keys)
-            .field("wrapper", &self.wrapper)
             .finish()
     }
 }
@@ -140,10 +141,8 @@ pub enum AgentEvent {
     },
     /// The end of a turn. `input_tokens` includes cache reads and cache writes.
     Finished {
-        is_error: bool,
-        /// The turn failed on the model API for a reason that passes (overloaded, rate
-        /// limited, a 5xx, no connection): the same session may be resumed later.
-        retryable: bool,
+        end: TurnEnd,
+        /// The agent's final reply, or its report of what went wrong.
         result: Option<String>,
         session_id: Option<String>,
         cost_usd: f64,
@@ -155,6 +154,50 @@ pub enum AgentEvent {
         line: String,
         error: String,
     },
+    /// The process ended; the last event of every session. `code` is the exit code
+    /// (a death by signal N reads as 128 + N) when known; `failure` says what went
+    /// wrong when it did not exit cleanly.
+    Exited {
+        code: Option<i32>,
+        failure: Option<AgentFailure>,
+    },
+}
+
+impl AgentEvent {
+    /// Whether the turn ended successfully: a `Finished` with [`TurnEnd::Done`].
+    #[must_use]
+    pub const fn is_done(&self) -> bool {
+        matches!(
+            self,
+            Self::Finished {
+                end: TurnEnd::Done,
+                ..
+            }
+        )
+    }
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum TurnEnd {
+    Done,
+    Failed { failure: AgentFailure },
+}
+
+/// Why an agent's turn or process failed, in terms every agent shares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentFailure {
+    /// The session asked to be resumed was never saved.
+    SessionMissing,
+    /// The session asked to be started new is already saved.
+    SessionInUse,
+    /// The model API failed for a reason that passes (overloaded, rate limited, a 5xx,
+    /// no connection): the same session may be resumed later.
+    ModelUnavailable { reason: String },
+    /// Anything else; `reason` is the agent's own words, possibly empty.
+    Other { reason: String },
 }
 
 /// The host's answer to a `Question`, `Plan` or `Permission` event.
@@ -215,7 +258,24 @@ pub trait AgentSession: Send + fmt::Debug {
     fn close_input(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
-    /// Kills the whole process group, and any descendants that left it, and reaps it.
+    /// Ends the session the normal way, so that what the agent saves of it is complete
+    /// for a later resume: closes its input, lets it exit (reading and dropping what it
+    /// still writes) for up to `grace`, then kills whatever is left of it. A pending
+    /// control request is abandoned, not answered.
+    fn stop(&mut self, grace: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.close_input().await;
+            let exited =
+                tokio::time::timeout(grace, async { while self.next_event().await.is_some() {} })
+                    .await;
+            if exited.is_err() {
+                tracing::warn!(?grace, "the agent did not exit after its input closed");
+            }
+            self.kill().await;
+        })
+    }
+    /// Kills the agent and everything it started, at once (cancel, timeouts); what it
+    /// has not saved yet of its session is lost.
     fn kill(&mut self) -> BoxFuture<'_, ()>;
     /// The process id while the process has not been reaped.
     fn pid(&self) -> Option<u32>;
@@ -225,9 +285,14 @@ pub trait AgentSession: Send + fmt::Debug {
     fn exit_code(&self) -> Option<i32>;
 }
 
-/// A kind of coding agent that can be started in a worktree.
+/// A kind of coding agent that can be started in a worktree: which program, and the
+/// protocol it speaks.
 pub trait Agent: Send + Sync + fmt::Debug + 'static {
     fn name(&self) -> &str;
-    /// Spawns the agent; must be called within a Tokio runtime.
-    fn start(&self, spec: RunSpec) -> Result<Box<dyn AgentSession>, AgentError>;
+    /// Starts the agent through `placement`; must be called within a Tokio runtime.
+    fn start(
+        &self,
+        spec: RunSpec,
+        placement: &dyn Placement,
+    ) -> Result<Box<dyn AgentSession>, AgentError>;
 }

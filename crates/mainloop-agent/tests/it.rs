@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mainloop_agent::{
-    Agent, AgentError, AgentEvent, AgentMode, AgentOption, AgentQuestion, AgentSession, ClaudeCode,
-    ControlReply, RunSpec, SessionRef, parse_line,
+    Agent, AgentError, AgentEvent, AgentFailure, AgentMode, AgentOption, AgentQuestion,
+    AgentSession, ClaudeCode, ControlReply, LocalProcess, RunSpec, SessionRef, TurnEnd, parse_line,
 };
 use mainloop_fake_anthropic::{FakeAnthropic, LoggedRequest, Script};
 use serde_json::{Value, json};
@@ -61,14 +61,23 @@ async fn until(
     }
 }
 
-/// Drains a session whose input was closed; returns what arrived after.
+/// Drains a session whose input was closed; returns what arrived after, but for the
+/// closing `Exited`, which must come last, once.
 async fn drain(s: &mut Box<dyn AgentSession>) -> Vec<AgentEvent> {
     let mut rest = Vec::new();
     while let Some(e) = next(s).await {
         rest.push(e);
     }
+    assert!(
+        matches!(rest.pop(), Some(AgentEvent::Exited { .. })),
+        "no Exited at the end"
+    );
+    assert!(!rest.iter().any(|e| matches!(e, AgentEvent::Exited { .. })));
     rest
 }
+
+/// A local, unsandboxed process.
+const LOCAL: &LocalProcess = &LocalProcess::new();
 
 // ---------------------------------------------------------------------------------------
 // 1. parse_line on recorded lines
@@ -227,8 +236,7 @@ fn parse_line_maps_recorded_claude_lines() {
     assert_eq!(
         parse_line(ok),
         [AgentEvent::Finished {
-            is_error: false,
-            retryable: false,
+            end: TurnEnd::Done,
             result: Some("Plan approved; starting work.".into()),
             session_id: Some("s1".into()),
             cost_usd: 0.0421,
@@ -240,12 +248,12 @@ fn parse_line_maps_recorded_claude_lines() {
     let api_error = r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 500","session_id":"s1","total_cost_usd":0}"#;
     assert!(matches!(
         parse_line(api_error).as_slice(),
-        [AgentEvent::Finished { is_error: true, retryable: true, result: Some(r), .. }] if r == "API Error: 500"
+        [AgentEvent::Finished { end: TurnEnd::Failed { failure: AgentFailure::ModelUnavailable { reason } }, result: Some(r), .. }] if r == "API Error: 500" && reason == r
     ));
     let aborted = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"errors":["aborted"],"session_id":"s1","terminal_reason":"aborted_tools"}"#;
     assert!(matches!(
         parse_line(aborted).as_slice(),
-        [AgentEvent::Finished { is_error: true, retryable: false, result: Some(r), cost_usd, .. }] if r == "aborted" && *cost_usd == 0.0
+        [AgentEvent::Finished { end: TurnEnd::Failed { failure: AgentFailure::Other { reason } }, result: Some(r), cost_usd, .. }] if r == "aborted" && reason == r && *cost_usd == 0.0
     ));
 
     // Ignored: our initialize's answer, other system subtypes, partial stream events,
@@ -289,7 +297,9 @@ fn parse_line_maps_recorded_claude_lines() {
     assert!(matches!(
         parse_line(r#"{"type":"result"}"#).as_slice(),
         [AgentEvent::Finished {
-            is_error: true,
+            end: TurnEnd::Failed {
+                failure: AgentFailure::Other { .. }
+            },
             result: None,
             ..
         }]
@@ -347,24 +357,24 @@ fn command_line_and_debug_hide_nothing_but_secrets() {
         model: None,
         append_system_prompt: Some("Be brief.".into()),
         env: vec![("ANTHROPIC_API_KEY".into(), "sk-secret".into())],
-        wrapper: vec![],
     };
-    let line = ClaudeCode::new(vec!["/x/claude".into()]).command_line(&spec);
+    let launch = ClaudeCode::new(vec!["/x/claude".into()])
+        .launch(&spec)
+        .unwrap();
+    let line = LocalProcess::new().command_line(&launch);
     assert_eq!(
         line.join(" "),
         "/x/claude -p --input-format stream-json --output-format stream-json --verbose \
          --permission-prompt-tool stdio --permission-mode plan \
          --session-id 11111111-2222-4333-8444-555555555555 --append-system-prompt Be brief."
     );
-    let debug = format!("{spec:?}");
-    assert!(debug.contains("ANTHROPIC_API_KEY") && !debug.contains("sk-secret"));
+    for debug in [format!("{spec:?}"), format!("{launch:?}")] {
+        assert!(debug.contains("ANTHROPIC_API_KEY") && !debug.contains("sk-secret"));
+    }
 
     // A sandbox wraps the whole command line.
-    let wrapped = RunSpec {
-        wrapper: vec!["/usr/bin/bwrap".into(), "--".into()],
-        ..spec
-    };
-    let line = ClaudeCode::new(vec!["/x/claude".into()]).command_line(&wrapped);
+    let sandboxed = LocalProcess::sandboxed(vec!["/usr/bin/bwrap".into(), "--".into()]);
+    let line = sandboxed.command_line(&launch);
     assert_eq!(line[..3], ["/usr/bin/bwrap", "--", "/x/claude"]);
 }
 
@@ -382,7 +392,6 @@ fn sh_spec(cwd: &Path) -> RunSpec {
             "PATH".into(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
         )],
-        wrapper: vec![],
     }
 }
 
@@ -395,15 +404,26 @@ fn sh(script: &str) -> ClaudeCode {
 async fn garbage_output_becomes_malformed_and_the_exit_code_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     let agent = sh(r#"echo notjson; echo '{"type":"weird"}'; echo oops >&2; exit 3"#);
-    let mut s = agent.start(sh_spec(dir.path())).unwrap();
+    let mut s = agent.start(sh_spec(dir.path()), LOCAL).unwrap();
     assert!(s.pid().is_some());
-    let events = drain(&mut s).await;
+    let mut events = Vec::new();
+    while let Some(e) = next(&mut s).await {
+        events.push(e);
+    }
     assert_eq!(
         events,
-        [AgentEvent::Malformed {
-            line: "notjson".into(),
-            error: "expected ident at line 1 column 2".into()
-        }]
+        [
+            AgentEvent::Malformed {
+                line: "notjson".into(),
+                error: "expected ident at line 1 column 2".into()
+            },
+            AgentEvent::Exited {
+                code: Some(3),
+                failure: Some(AgentFailure::Other {
+                    reason: "oops".into()
+                })
+            }
+        ]
     );
     assert_eq!(s.exit_code(), Some(3));
     assert_eq!(s.pid(), None);
@@ -431,7 +451,7 @@ async fn overlong_lines_are_dropped_and_stderr_keeps_a_bounded_tail() {
         printf 'no newline at the end'
     "#;
     let agent = sh(script).with_max_line_bytes(1000);
-    let mut s = agent.start(sh_spec(dir.path())).unwrap();
+    let mut s = agent.start(sh_spec(dir.path()), LOCAL).unwrap();
     let events = drain(&mut s).await;
     assert_eq!(events.len(), 3, "{events:?}");
     let AgentEvent::Malformed { line, error } = &events[0] else {
@@ -440,7 +460,7 @@ async fn overlong_lines_are_dropped_and_stderr_keeps_a_bounded_tail() {
     assert!(line.starts_with("xxxx") && line.len() <= 1000 + 30);
     assert!(error.contains("5000 bytes"), "{error}");
     assert!(
-        matches!(&events[1], AgentEvent::Finished { is_error: false, result: Some(r), cost_usd, .. } if r == "ok" && *cost_usd == 0.5)
+        matches!(&events[1], AgentEvent::Finished { end: TurnEnd::Done, result: Some(r), cost_usd, .. } if r == "ok" && *cost_usd == 0.5)
     );
     assert!(
         matches!(&events[2], AgentEvent::Malformed { line, .. } if line == "no newline at the end")
@@ -459,7 +479,7 @@ async fn the_child_gets_only_the_given_environment_and_the_initialize_line() {
     let agent = sh(r#"read first; printf '%s\n' "$first"; env | sort >&2"#);
     let mut spec = sh_spec(dir.path());
     spec.env.push(("ONLY_THIS".into(), "yes".into()));
-    let mut s = agent.start(spec).unwrap();
+    let mut s = agent.start(spec, LOCAL).unwrap();
     // The script echoes our first line back, so it shows what start() wrote.
     let events = drain(&mut s).await;
     assert!(
@@ -477,14 +497,17 @@ async fn start_fails_cleanly_for_a_missing_program_or_cwd() {
     let dir = tempfile::tempdir().unwrap();
     let missing = ClaudeCode::new(vec!["/nonexistent/claude".into()]);
     assert!(matches!(
-        missing.start(sh_spec(dir.path())),
+        missing.start(sh_spec(dir.path()), LOCAL),
         Err(AgentError::Spawn(_))
     ));
     let mut spec = sh_spec(dir.path());
     spec.cwd = dir.path().join("gone");
-    assert!(matches!(sh("true").start(spec), Err(AgentError::Spawn(_))));
     assert!(matches!(
-        ClaudeCode::new(vec![]).start(sh_spec(dir.path())),
+        sh("true").start(spec, LOCAL),
+        Err(AgentError::Spawn(_))
+    ));
+    assert!(matches!(
+        ClaudeCode::new(vec![]).start(sh_spec(dir.path()), LOCAL),
         Err(AgentError::Spawn(_))
     ));
 }
@@ -555,7 +578,7 @@ async fn kill_and_drop_take_the_whole_process_group_and_escaped_descendants() {
     // tool does), both of which would outlive a kill of the leader alone.
     let agent = sh("setsid sleep 299 & sleep 300 & sleep 300; wait");
     for use_drop in [false, true] {
-        let mut s = agent.start(sh_spec(dir.path())).unwrap();
+        let mut s = agent.start(sh_spec(dir.path()), LOCAL).unwrap();
         let pid = s.pid().unwrap();
         wait_group_size(pid, 3).await;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -569,6 +592,13 @@ async fn kill_and_drop_take_the_whole_process_group_and_escaped_descendants() {
             s.kill().await;
             assert_eq!(s.exit_code(), Some(128 + 9));
             assert_eq!(s.pid(), None);
+            assert!(matches!(
+                next(&mut s).await,
+                Some(AgentEvent::Exited {
+                    code: Some(137),
+                    ..
+                })
+            ));
             assert_eq!(next(&mut s).await, None);
         }
         wait_group_gone(pid).await;
@@ -602,7 +632,7 @@ async fn fake_agent_round_trip() {
     spec.model = Some("fake-model".into());
     spec.append_system_prompt = Some("--events 99".into());
     let started = Instant::now();
-    let mut s = agent.start(spec).unwrap();
+    let mut s = agent.start(spec, LOCAL).unwrap();
     s.send_user_message("go").await.unwrap();
     let events = drain(&mut s).await;
     assert_eq!(
@@ -619,7 +649,7 @@ async fn fake_agent_round_trip() {
     assert_eq!(count(|e| matches!(e, AgentEvent::Malformed { .. })), 0);
     assert!(matches!(
         events.last(),
-        Some(AgentEvent::Finished { is_error: false, session_id: Some(sid), cost_usd, .. })
+        Some(AgentEvent::Finished { end: TurnEnd::Done, session_id: Some(sid), cost_usd, .. })
             if *sid == id && *cost_usd == 0.001
     ));
     assert_eq!(s.exit_code(), Some(0));
@@ -708,7 +738,6 @@ impl World {
             model: None,
             append_system_prompt: None,
             env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-            wrapper: vec![],
         }
     }
 
@@ -747,47 +776,15 @@ fn latest_tool_results(req: &LoggedRequest) -> String {
         .collect()
 }
 
-const PLAN_SCRIPT: &str = r##"
-rules:
+/// This test's own rules, in front of the shared greeter script: it also asks what was
+/// built, and implements with a `Write` (whose permission request it checks) and a `Bash`.
+const PLAN_RULES: &str = r##"rules:
   - name: recall
     match: {user_contains: "what did we build"}
     reply:
       - text: "We built a greeter."
 
-  - name: ask
-    match: {user_contains: "build the greeter", tool_offered: AskUserQuestion}
-    reply:
-      - text: "Two questions first."
-      - tool_use:
-          name: AskUserQuestion
-          input:
-            questions:
-              - question: "Which language?"
-                header: "Language"
-                options:
-                  - {label: "Rust", description: "fast"}
-                  - {label: "Go", description: "simple"}
-                multiSelect: false
-              - question: "Which extras?"
-                header: "Extras"
-                options:
-                  - {label: "Tests", description: "unit tests"}
-                  - {label: "Docs", description: "a README"}
-                  - {label: "CI", description: "a workflow"}
-                multiSelect: true
-
-  - name: write-plan
-    match: {tool_result_for: AskUserQuestion}
-    reply:
-      - tool_use:
-          name: Write
-          input: {file_path: "{{plan_file}}", content: "# Plan\n\nA greeter in Rust.\n"}
-
-  - name: exit-plan
-    match: {tool_result_for: Write, tool_result_contains: "/.claude/plans/"}
-    reply:
-      - tool_use: {name: ExitPlanMode, input: {}}
-
+  # Answers before the greeter's rule of the same name.
   - name: implement
     match: {tool_result_for: ExitPlanMode, tool_result_contains: "User has approved your plan"}
     reply:
@@ -798,30 +795,27 @@ rules:
       - tool_use:
           name: Bash
           input: {command: "echo hi", description: "Say hi"}
-
-  - name: revise-plan
-    match: {tool_result_for: ExitPlanMode, tool_result_contains: "add tests"}
-    reply:
-      - text: "Revising."
-      - tool_use:
-          name: Write
-          input: {file_path: "{{plan_file}}", content: "# Plan (revised)\n\nA greeter in Rust, with tests.\n"}
-
-  - name: done
-    match: {tool_result_for: Bash}
-    reply:
-      - text: "All done."
 "##;
+
+/// [`PLAN_RULES`], then the greeter's rules.
+fn plan_script() -> String {
+    let greeter = include_str!("../../mainloop-fake-anthropic/scripts/greeter.yaml");
+    let (_, rules) = greeter.split_once("\nrules:\n").unwrap();
+    format!("{PLAN_RULES}{rules}")
+}
 
 #[tokio::test]
 async fn real_claude_questions_plan_review_implementation_and_resume() {
     let Some(claude) = claude_path() else { return };
-    let w = World::new(&claude, PLAN_SCRIPT).await;
+    let w = World::new(&claude, &plan_script()).await;
     let t0 = Instant::now();
     let session_id = uuid::Uuid::new_v4().to_string();
     let mut s = w
         .agent
-        .start(w.spec(SessionRef::New(session_id.clone()), AgentMode::Plan))
+        .start(
+            w.spec(SessionRef::New(session_id.clone()), AgentMode::Plan),
+            LOCAL,
+        )
         .unwrap();
     let mut seen = Vec::new();
     s.send_user_message("Please build the greeter.")
@@ -941,8 +935,7 @@ async fn real_claude_questions_plan_review_implementation_and_resume() {
         }
     };
     let AgentEvent::Finished {
-        is_error,
-        retryable,
+        end,
         result,
         session_id: finished_id,
         cost_usd,
@@ -952,7 +945,7 @@ async fn real_claude_questions_plan_review_implementation_and_resume() {
     else {
         unreachable!()
     };
-    assert!(!is_error && !retryable, "{result:?}");
+    assert_eq!(end, TurnEnd::Done, "{result:?}");
     assert_eq!(result.as_deref(), Some("All done."));
     assert_eq!(finished_id.as_deref(), Some(session_id.as_str()));
     assert!(cost_usd > 0.0 && input_tokens > 0 && output_tokens > 0);
@@ -1007,7 +1000,10 @@ async fn real_claude_questions_plan_review_implementation_and_resume() {
     let t1 = Instant::now();
     let mut s = w
         .agent
-        .start(w.spec(SessionRef::Resume(session_id.clone()), AgentMode::Implement))
+        .start(
+            w.spec(SessionRef::Resume(session_id.clone()), AgentMode::Implement),
+            LOCAL,
+        )
         .unwrap();
     s.send_user_message("So, what did we build?").await.unwrap();
     let mut seen = Vec::new();
@@ -1020,7 +1016,7 @@ async fn real_claude_questions_plan_review_implementation_and_resume() {
     })
     .await;
     assert!(
-        matches!(&finished, AgentEvent::Finished { is_error: false, result: Some(r), .. } if r == "We built a greeter."),
+        matches!(&finished, AgentEvent::Finished { end: TurnEnd::Done, result: Some(r), .. } if r == "We built a greeter."),
         "{finished:?}"
     );
     s.close_input().await;
@@ -1087,10 +1083,13 @@ async fn real_claude_interrupt_ends_the_turn_with_an_error() {
     let t0 = Instant::now();
     let mut s = w
         .agent
-        .start(w.spec(
-            SessionRef::New(uuid::Uuid::new_v4().to_string()),
-            AgentMode::Plan,
-        ))
+        .start(
+            w.spec(
+                SessionRef::New(uuid::Uuid::new_v4().to_string()),
+                AgentMode::Plan,
+            ),
+            LOCAL,
+        )
         .unwrap();
     s.send_user_message("Please ask me first.").await.unwrap();
     let mut seen = Vec::new();
@@ -1115,7 +1114,13 @@ async fn real_claude_interrupt_ends_the_turn_with_an_error() {
     })
     .await;
     assert!(
-        matches!(finished, AgentEvent::Finished { is_error: true, .. }),
+        matches!(
+            finished,
+            AgentEvent::Finished {
+                end: TurnEnd::Failed { .. },
+                ..
+            }
+        ),
         "{finished:?}"
     );
     s.close_input().await;
@@ -1138,10 +1143,13 @@ async fn real_claude_kill_takes_the_cli_and_its_tools() {
     let t0 = Instant::now();
     let mut s = w
         .agent
-        .start(w.spec(
-            SessionRef::New(uuid::Uuid::new_v4().to_string()),
-            AgentMode::Implement,
-        ))
+        .start(
+            w.spec(
+                SessionRef::New(uuid::Uuid::new_v4().to_string()),
+                AgentMode::Implement,
+            ),
+            LOCAL,
+        )
         .unwrap();
     let pid = s.pid().unwrap();
     s.send_user_message("Please speak slowly.").await.unwrap();
@@ -1165,10 +1173,13 @@ async fn real_claude_kill_takes_the_cli_and_its_tools() {
     // With a tool running: the Bash tool's process shares the group and dies with it.
     let mut s = w
         .agent
-        .start(w.spec(
-            SessionRef::New(uuid::Uuid::new_v4().to_string()),
-            AgentMode::Implement,
-        ))
+        .start(
+            w.spec(
+                SessionRef::New(uuid::Uuid::new_v4().to_string()),
+                AgentMode::Implement,
+            ),
+            LOCAL,
+        )
         .unwrap();
     let pid = s.pid().unwrap();
     s.send_user_message("Please take a nap.").await.unwrap();

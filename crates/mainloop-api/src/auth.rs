@@ -196,9 +196,10 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 /// Exchange an API token for a browser session.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LoginRequest {
     /// An API token (`mlt_…`), as printed by `mainloop token`.
+    #[schema(max_length = 1000)]
     pub token: String,
 }
 

@@ -2,27 +2,29 @@
 //! so malformed input gets the API's JSON error shape (and never a 500).
 
 use crate::error::ApiError;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// A JSON request body. Wrong content type, malformed JSON, missing or mistyped fields
-/// and NUL characters in strings are `400 bad_request`; a body over the limit is
-/// `413 too_large`.
+/// and NUL characters in the strings the request reads are `400 bad_request`; a body
+/// over the limit is `413 too_large`. Fields the request does not read are ignored,
+/// whatever they hold.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
-        let req = Request::from_parts(parts, Body::from(bytes.clone()));
         let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
         // PostgreSQL cannot store NUL in text, so it would fail the write with a 500
         // where SQLite takes it; no field has a use for one, so neither backend gets it.
-        if has_nul(&bytes) {
+        // What the request read is what it serialises back to, so an ignored field
+        // never counts.
+        let read = serde_json::to_vec(&value).map_err(|e| ApiError::internal(&e))?;
+        if has_nul(&read) {
             return Err(ApiError::bad_request(
                 "JSON strings must not contain NUL characters (\\u0000)",
             ));
@@ -38,6 +40,20 @@ pub(crate) fn has_nul(json: &[u8]) -> bool {
     json.windows(6).enumerate().any(|(i, w)| {
         w == b"\\u0000" && json[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
     })
+}
+
+/// Refuses `value` when it is longer than `max` characters, the limit the document
+/// states (`maxLength` counts characters, before any trimming).
+///
+/// # Errors
+/// `422 invalid`, naming the field.
+pub(crate) fn at_most(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::from(mainloop_engine::EngineError::Invalid(
+            format!("{field} is longer than {max} characters"),
+        )));
+    }
+    Ok(())
 }
 
 /// Path parameters. A malformed id is `400 bad_request`.

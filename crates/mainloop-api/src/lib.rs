@@ -3,6 +3,7 @@
 //! are thin: they authenticate, decode, call the [`Engine`] and shape the reply.
 
 pub mod auth;
+pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod limit;
@@ -66,8 +67,9 @@ pub fn router_with_shutdown(
     shutdown: CancellationToken,
 ) -> Router {
     let mut doc = openapi();
-    doc.info.version.clone_from(&config.version);
-    let openapi_json = match doc.to_json() {
+    doc["info"]["version"] = config.version.clone().into();
+    doc::set_max_chat_chars(&mut doc, engine.config().max_chat_chars);
+    let openapi_json = match serde_json::to_vec(&doc) {
         Ok(json) => Bytes::from(json),
         Err(e) => {
             tracing::error!(error = %e, "could not render the OpenAPI document");
@@ -196,6 +198,11 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         ErrorBody,
         mainloop_domain::records::Event,
         mainloop_domain::event::EventName,
+        mainloop_domain::records::ChatDelta,
+        mainloop_domain::records::ChatError,
+        mainloop_domain::records::ChatMessage,
+        mainloop_domain::records::InboxItem,
+        mainloop_domain::transcript::TranscriptRecord,
     )),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("cookie" = [])),
@@ -237,10 +244,13 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The OpenAPI document served at `/api/openapi.json`.
+/// The OpenAPI document served at `/api/openapi.json` (with the server's version and
+/// limits filled in there).
 #[must_use]
-pub fn openapi() -> utoipa::openapi::OpenApi {
+pub fn openapi() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    doc::refine(&mut doc);
     doc
 }

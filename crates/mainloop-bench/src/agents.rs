@@ -448,12 +448,14 @@ async fn read_transcripts(server: &Server, ids: &[TaskId]) -> Result<Transcripts
             after = last.seq;
             for e in &page {
                 t.rows += 1;
-                if e.kind == "finished" {
+                let kind = e.entry.kind();
+                if kind == "finished" {
                     finished += 1;
                 }
-                if let Some(k) = AGENT_KINDS.iter().position(|k| *k == e.kind) {
+                if let Some(k) = AGENT_KINDS.iter().position(|k| *k == kind) {
                     counts[k] += 1;
-                    match step_of(k, &e.payload) {
+                    let stored = serde_json::to_value(&e.entry).unwrap_or_default();
+                    match step_of(k, &stored["payload"]) {
                         Some(step) if step % 3 == k as u64 => {
                             if step >= next {
                                 t.gaps += step - next;

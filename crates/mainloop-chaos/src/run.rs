@@ -202,6 +202,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     let killer_rng = rng.fork(2);
     let proxy_rng = rng.fork(3);
     let mut chatter_rng = rng.fork(4);
+    let mut fault_rng = rng.fork(5);
     // Every other run confines agents (where bubblewrap works), so a crash is met both ways:
     // sandboxed agents die with their server, unconfined ones live on and must be reaped.
     let sandbox = if index % 2 == 1 { "auto" } else { "off" };
@@ -217,6 +218,9 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     .await
     .context("starting the fake GitHub")?;
     fake_gh.create_repo(gh::OWNER, gh::REPO, "main").await?;
+    // Pull requests approved close together race on the base branch: GitHub answers a
+    // merge that lost with 409, which must be tried again, never fail the task.
+    fake_gh.race_next_merges(fault_rng.below(3));
     let bare_parent = fake_gh
         .repo_path(gh::OWNER, gh::REPO)
         .parent()

@@ -12,6 +12,7 @@ pub mod question;
 pub mod records;
 pub mod task;
 pub mod time;
+pub mod transcript;
 
 pub use ids::*;
 pub use time::Timestamp;

@@ -1,5 +1,6 @@
 //! The stored entities as the API shows them: tasks, inbox items, messages, projects,
-//! users and events. Plain data; the store builds them and the API serialises them.
+//! users, events and the event payloads that are not records themselves. Plain data;
+//! the store builds them and the API serialises them.
 
 use crate::chat::{ContentBlock, Role};
 use crate::event::EventName;
@@ -75,19 +76,6 @@ pub struct Task {
     /// The job whose input the agent session already received.
     #[serde(skip)]
     pub agent_input_key: Option<String>,
-}
-
-/// One normalised agent event in a task's transcript.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TranscriptEntry {
-    /// Position in the task's transcript, from 1.
-    pub seq: i64,
-    /// `text`, `tool_call`, `tool_result`, `question`, `plan`, `permission`, `finished`,
-    /// `error`, `status`.
-    pub kind: String,
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-    pub created_at: Timestamp,
 }
 
 /// One inbox item.
@@ -177,4 +165,23 @@ pub struct TaskDiff {
     pub removed: u64,
     /// The unified diff.
     pub text: String,
+}
+
+/// The `chat.delta` event: a piece of an assistant reply as it streams (the whole reply
+/// follows as a `chat.message`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChatDelta {
+    /// The user message being answered.
+    pub turn_id: MessageId,
+    pub text: String,
+}
+
+/// The `chat.error` event: a chat turn failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChatError {
+    /// The user message being answered.
+    pub turn_id: MessageId,
+    pub message: String,
+    /// The turn is tried again later; otherwise it gave up.
+    pub retrying: bool,
 }

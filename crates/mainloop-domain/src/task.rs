@@ -221,6 +221,9 @@ pub enum TaskEvent {
     ReviewApproved,
     ChangesRequested(String),
     MergeConflict(String),
+    /// The forge would not merge the approved work as it stood (its base moved on); the
+    /// base was merged into the task branch cleanly, so the work is checked again.
+    BranchUpdated,
     Merged,
     /// The forge closed the work without merging it.
     ClosedUnmerged,
@@ -246,6 +249,7 @@ impl TaskEvent {
             Self::ReviewApproved => "review_approved",
             Self::ChangesRequested(_) => "changes_requested",
             Self::MergeConflict(_) => "merge_conflict",
+            Self::BranchUpdated => "branch_updated",
             Self::Merged => "merged",
             Self::ClosedUnmerged => "closed_unmerged",
             Self::AgentFailed(_) => "agent_failed",
@@ -434,6 +438,15 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                 E::Announce(Announcement::MergeConflict),
             ]
         }
+        (S::Review, TaskEvent::BranchUpdated) if core.merge_requested => {
+            next.state = S::Checking;
+            next.merge_requested = false;
+            next.check_round = 0;
+            vec![
+                E::RunChecks { round: 0 },
+                E::Announce(Announcement::Checking),
+            ]
+        }
         (S::Review, TaskEvent::Merged) => {
             next.state = S::Merged;
             vec![E::ResolveInbox, E::Announce(Announcement::Merged)]
@@ -555,6 +568,7 @@ mod tests {
             TaskEvent::ReviewApproved,
             TaskEvent::ChangesRequested("rename".into()),
             TaskEvent::MergeConflict("conflict".into()),
+            TaskEvent::BranchUpdated,
             TaskEvent::Merged,
             TaskEvent::ClosedUnmerged,
             TaskEvent::AgentFailed("crash".into()),
@@ -844,6 +858,19 @@ mod tests {
         let t = step(&c, TaskEvent::MergeConflict("src/lib.rs".into()));
         assert_eq!(t.core.state, S::Implementing);
         assert!(!t.core.merge_requested);
+    }
+
+    #[test]
+    fn an_approved_branch_updated_with_its_base_is_checked_again() {
+        let mut c = core(S::Review);
+        c.merge_requested = true;
+        c.check_round = 2;
+        let t = step(&c, TaskEvent::BranchUpdated);
+        assert_eq!(t.core.state, S::Checking);
+        assert!(!t.core.merge_requested);
+        assert!(t.effects.contains(&Effect::RunChecks { round: 0 }));
+        // Only an approved merge updates the branch.
+        assert!(transition(&core(S::Review), TaskEvent::BranchUpdated).is_err());
     }
 
     #[test]

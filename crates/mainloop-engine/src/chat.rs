@@ -4,7 +4,8 @@
 //! complete answer, and tool side effects recorded under their `tool_use` ids never
 //! repeat.
 
-use crate::dispatcher::{JobContext, JobError, JobHandler};
+use crate::dispatcher::{JobContext, JobError};
+use crate::jobs::{ChatTurn, Handler};
 use crate::tools::{execute, tool_specs};
 use crate::{Engine, EngineError, Result, now};
 use futures::StreamExt;
@@ -17,13 +18,9 @@ use mainloop_domain::event::EventName;
 use mainloop_domain::records::{ChatMessage, MessageKind};
 use mainloop_domain::{MessageId, UserId};
 use mainloop_model::{ModelError, ModelProvider, ModelRequest, ModelResponse, StreamEvent};
-use mainloop_store::{NewJob, NewMessage, StoreError, Summary};
-use serde::Deserialize;
+use mainloop_store::{NewMessage, StoreError, Summary};
 use serde_json::json;
 use std::sync::Arc;
-
-/// Job kind of a main-thread turn.
-pub const CHAT_TURN_JOB: &str = "chat.turn";
 
 /// What the main-thread model is told about its role.
 pub const SYSTEM_PROMPT: &str = "\
@@ -51,12 +48,6 @@ Set `ANTHROPIC_API_KEY` (or `model.api_key` in mainloop.toml) and restart `mainl
 `mainloop print-config` shows the effective settings.";
 
 const MAX_TOOL_TEXT: usize = 2_000;
-
-#[derive(Deserialize)]
-struct TurnPayload {
-    user_id: UserId,
-    message_id: MessageId,
-}
 
 impl Engine {
     /// Stores the user's message and schedules its answer. The reply streams as
@@ -92,18 +83,11 @@ impl Engine {
             .await?;
         tx.append_event(user, EventName::ChatMessage, &to_json(&msg)?, at)
             .await?;
-        tx.enqueue(
-            &NewJob {
-                key: format!("chat:{}", msg.id),
-                kind: CHAT_TURN_JOB.into(),
-                user_id: Some(user),
-                lane: Some(format!("chat:{user}")),
-                payload: json!({"user_id": user, "message_id": msg.id}),
-                run_after: at,
-            },
-            at,
-        )
-        .await?;
+        let turn = ChatTurn {
+            user_id: user,
+            message_id: msg.id,
+        };
+        crate::jobs::enqueue(&mut tx, &turn, at, at).await?;
         tx.commit().await?;
         self.wake_dispatcher();
         Ok(msg)
@@ -146,15 +130,17 @@ fn storage(e: impl Into<EngineError>) -> JobError {
 #[derive(Debug)]
 pub(crate) struct ChatTurnHandler;
 
-impl JobHandler for ChatTurnHandler {
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, std::result::Result<(), JobError>> {
-        Box::pin(run_turn(ctx))
+impl Handler<ChatTurn> for ChatTurnHandler {
+    fn run(
+        &self,
+        job: ChatTurn,
+        ctx: JobContext,
+    ) -> BoxFuture<'static, std::result::Result<(), JobError>> {
+        Box::pin(run_turn(job, ctx))
     }
 }
 
-async fn run_turn(ctx: JobContext) -> std::result::Result<(), JobError> {
-    let payload: TurnPayload = serde_json::from_value(ctx.job.payload.clone())
-        .map_err(|e| JobError::fatal(format!("bad chat.turn payload: {e}")))?;
+async fn run_turn(payload: ChatTurn, ctx: JobContext) -> std::result::Result<(), JobError> {
     let engine = &ctx.engine;
     let user = payload.user_id;
     let trigger = engine

@@ -2,11 +2,14 @@
 //! the handler runs, and record success, retry with backoff, or final failure.
 
 use crate::{Engine, now};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use mainloop_domain::Timestamp;
 use mainloop_store::Job;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What a handler gets: the engine, the claimed job, and the lease owner id (needed to
 /// complete the job inside the handler's own transaction).
@@ -71,7 +74,12 @@ impl Dispatcher {
                 let engine = self.engine.clone();
                 let owner = format!("{}/{pool}/{i}", self.owner);
                 let shutdown = shutdown.clone();
-                handles.push(tokio::spawn(worker(engine, pool.clone(), owner, shutdown)));
+                handles.push(tokio::spawn(supervise(
+                    engine,
+                    pool.clone(),
+                    owner,
+                    shutdown,
+                )));
             }
         }
         tokio::spawn(async move {
@@ -94,6 +102,30 @@ fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
     let cap = exp.min(max);
     let jitter = rand::random::<f64>();
     cap.mul_f64(0.5 + jitter / 2.0)
+}
+
+/// Keeps one dispatcher worker alive: a panic outside any job (a job's own panic is
+/// caught in [`run_job`]) restarts it instead of leaving its pool a worker short for
+/// the life of the process.
+async fn supervise(engine: Engine, pool: String, owner: String, shutdown: CancellationToken) {
+    loop {
+        let run = tokio::spawn(worker(
+            engine.clone(),
+            pool.clone(),
+            owner.clone(),
+            shutdown.clone(),
+        ));
+        match run.await {
+            Err(e) if e.is_panic() && !shutdown.is_cancelled() => {
+                tracing::error!(%pool, "a dispatcher worker panicked; starting it again");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            _ => return,
+        }
+    }
 }
 
 async fn worker(engine: Engine, pool: String, owner: String, shutdown: CancellationToken) {
@@ -150,18 +182,31 @@ async fn worker(engine: Engine, pool: String, owner: String, shutdown: Cancellat
 }
 
 async fn run_job(engine: &Engine, owner: &str, job: Job, shutdown: &CancellationToken) {
+    // The span follows the future (an entered span held across `.await`s is left open
+    // on whichever thread resumes the task, and tracing-subscriber can panic on it).
+    let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
+    run_job_in_span(engine, owner, job, shutdown)
+        .instrument(span)
+        .await;
+}
+
+async fn run_job_in_span(engine: &Engine, owner: &str, job: Job, shutdown: &CancellationToken) {
     let Some(handler) = engine.handler(&job.kind) else {
         return;
     };
     let lease = engine.config().lease;
-    let span = tracing::info_span!("job", id = job.id, kind = %job.kind, attempt = job.attempts);
-    let _enter = span.enter();
     let ctx = JobContext {
         engine: engine.clone(),
         job: job.clone(),
         owner: owner.to_owned(),
     };
-    let run = handler.run(ctx);
+    // A handler that panics fails this attempt like any other error (retried while
+    // attempts remain); it must not take the dispatcher worker down with it.
+    let run = AssertUnwindSafe(handler.run(ctx))
+        .catch_unwind()
+        .map(|outcome| {
+            outcome.unwrap_or_else(|panic| Err(JobError::retry(panic_message(&*panic))))
+        });
     let heartbeat = async {
         let mut tick = tokio::time::interval(lease / 3);
         tick.tick().await;
@@ -242,6 +287,16 @@ async fn run_job(engine: &Engine, owner: &str, job: Job, shutdown: &Cancellation
         }
     }
     engine.wake_dispatcher();
+}
+
+/// What a caught panic says, for the job's `last_error`.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    format!("the job panicked: {what}")
 }
 
 #[cfg(test)]

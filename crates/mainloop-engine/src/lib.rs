@@ -11,22 +11,27 @@ mod chat;
 mod dispatcher;
 mod error;
 mod hub;
+mod jobs;
 mod notifications;
 mod runtime;
 mod tasks;
 mod tools;
 
 pub use auth::{API_TOKEN_PREFIX, hash_token};
-pub use chat::{CHAT_TURN_JOB, SYSTEM_PROMPT};
+pub use chat::SYSTEM_PROMPT;
 pub use dispatcher::{JobContext, JobError, JobHandler};
 pub use error::{EngineError, Result};
+pub use jobs::{
+    BackgroundJob, ChatTurn, CommitWork, ForgeSync, ForgeWatch, Handler, Merge, Pool, RunAgent,
+    RunChecks, Step, StopAgent, TaskJob, enqueue,
+};
 pub use mainloop_store::PushSubscription;
 pub use notifications::{
-    NOTIFY_JOB, Notification, NotificationKind, NotificationOverview, RegisterPush,
-    validate_ntfy_url, validate_push_endpoint, validate_push_subscription,
+    Notification, NotificationKind, NotificationOverview, RegisterPush, validate_ntfy_url,
+    validate_push_endpoint, validate_push_subscription,
 };
 pub use runtime::{ForgeSummary, Workspaces};
-pub use tasks::{CreateTask, PlanAction, ReviewAction, TASK_JOB_PREFIX};
+pub use tasks::{CreateTask, PlanAction, ReviewAction};
 
 use dispatcher::Dispatcher;
 use hub::Hub;
@@ -140,7 +145,7 @@ type Registered = (Arc<dyn JobHandler>, String);
 const DELTA_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 /// The dispatcher pool handlers join unless they name another.
-pub const DEFAULT_POOL: &str = "default";
+pub const DEFAULT_POOL: &str = Pool::Default.name();
 
 impl Engine {
     #[must_use]
@@ -162,7 +167,7 @@ impl Engine {
                 forge: std::sync::RwLock::new(None),
             }),
         };
-        engine.register_handler(CHAT_TURN_JOB, Arc::new(chat::ChatTurnHandler));
+        engine.register::<ChatTurn>(Arc::new(chat::ChatTurnHandler));
         engine
     }
 
@@ -194,6 +199,11 @@ impl Engine {
             map.insert(kind.to_owned(), (handler, pool.to_owned()));
         }
         self.pool_notify(pool).notify_waiters();
+    }
+
+    /// Sets how many dispatcher workers serve a pool. Takes effect at [`Engine::start`].
+    pub fn set_pool_size(&self, pool: Pool, workers: usize) {
+        self.set_pool(pool.name(), workers);
     }
 
     /// Sets how many dispatcher workers serve a pool. Takes effect at [`Engine::start`].

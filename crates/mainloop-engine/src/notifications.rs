@@ -9,12 +9,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mainloop_domain::inbox::InboxKind;
 use mainloop_domain::records::InboxItem;
 use mainloop_domain::{PushSubscriptionId, TaskId, Timestamp, UserId};
-use mainloop_store::{NewJob, NewPushSubscription, PushSubscription, Tx, VapidKeys};
+use mainloop_store::{NewPushSubscription, PushSubscription, Tx, VapidKeys};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use serde::{Deserialize, Serialize};
 
-/// Kind of the job that delivers one notification to all of a user's channels.
-pub const NOTIFY_JOB: &str = "notify";
 const MAX_URL: usize = 2_048;
 const MAX_USER_AGENT: usize = 512;
 
@@ -63,6 +61,9 @@ impl NotificationKind {
 /// The `notify` job's payload: everything delivery needs, fixed when the item opened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
+    /// Whom it is for (absent in jobs queued by earlier versions: the job row's user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
     /// The inbox item's id (a fresh uuid for a test). It names the message everywhere
     /// (push `Topic`, the browser notification's tag), so a resend replaces the first.
     pub item_id: String,
@@ -77,6 +78,7 @@ impl Notification {
     #[must_use]
     pub fn for_item(item: &InboxItem) -> Self {
         Self {
+            user_id: None,
             item_id: item.id.to_string(),
             task_id: item.task_id,
             kind: item.kind.into(),
@@ -108,20 +110,11 @@ pub(crate) async fn enqueue_notification(
 }
 
 async fn enqueue(tx: &mut Tx, user: UserId, n: &Notification, at: Timestamp) -> Result<()> {
-    tx.enqueue(
-        &NewJob {
-            key: format!("notify:{}", n.item_id),
-            kind: NOTIFY_JOB.to_owned(),
-            user_id: Some(user),
-            // Notifications are independent of each other: no lane.
-            lane: None,
-            payload: serde_json::to_value(n).map_err(|e| EngineError::Internal(e.to_string()))?,
-            run_after: at,
-        },
-        at,
-    )
-    .await?;
-    Ok(())
+    let job = Notification {
+        user_id: Some(user),
+        ..n.clone()
+    };
+    crate::jobs::enqueue(tx, &job, at, at).await
 }
 
 /// The notification settings page: the key browsers subscribe with, and the channels.
@@ -339,6 +332,7 @@ impl Engine {
     pub async fn send_test_notification(&self, user: UserId) -> Result<()> {
         let at = now();
         let n = Notification {
+            user_id: Some(user),
             item_id: uuid::Uuid::now_v7().to_string(),
             task_id: None,
             kind: NotificationKind::Test,
@@ -462,6 +456,7 @@ mod tests {
     #[test]
     fn urls_point_at_the_task_or_the_inbox() {
         let mut n = Notification {
+            user_id: None,
             item_id: "i".into(),
             task_id: None,
             kind: NotificationKind::Question,

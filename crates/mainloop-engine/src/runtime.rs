@@ -4,9 +4,9 @@
 use crate::{Engine, EngineError, Result, now};
 use futures::future::BoxFuture;
 use mainloop_domain::event::EventName;
-use mainloop_domain::records::{TaskDiff, TranscriptEntry};
+use mainloop_domain::records::TaskDiff;
+use mainloop_domain::transcript::{TranscriptEntry, TranscriptRecord};
 use mainloop_domain::{TaskId, UserId};
-use serde_json::json;
 use std::sync::Arc;
 
 /// What the projects view shows of a repository on a forge.
@@ -151,7 +151,7 @@ impl Engine {
         id: TaskId,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<TranscriptEntry>> {
+    ) -> Result<Vec<TranscriptRecord>> {
         self.task(user, id).await?;
         Ok(self
             .store()
@@ -159,7 +159,42 @@ impl Engine {
             .await?)
     }
 
-    /// Stores an agent event in the task's transcript and streams it as `task.output`.
+    /// Stores entries in the task's transcript in order, in one transaction (a burst of
+    /// output costs one commit), each streamed as a `task.output` event carrying the
+    /// stored record; returns the last position (0 for none).
+    ///
+    /// # Errors
+    /// Not found for an unknown task; storage failures.
+    pub async fn record_transcript(
+        &self,
+        user: UserId,
+        task: TaskId,
+        entries: &[TranscriptEntry],
+    ) -> Result<i64> {
+        let at = now();
+        let mut tx = self.store().begin().await?;
+        let mut last = 0;
+        for entry in entries {
+            last = tx
+                .append_transcript(task, entry.kind(), &entry.payload(), at)
+                .await?;
+            let record = TranscriptRecord {
+                task_id: task,
+                seq: last,
+                entry: entry.clone(),
+                created_at: at,
+            };
+            let payload =
+                serde_json::to_value(&record).map_err(|e| EngineError::Internal(e.to_string()))?;
+            tx.append_event(user, EventName::TaskOutput, &payload, at)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(last)
+    }
+
+    /// One untyped entry; see [`Engine::record_transcript`]. Kept until every caller
+    /// records typed entries, then removed.
     ///
     /// # Errors
     /// Storage failures.
@@ -174,8 +209,9 @@ impl Engine {
             .await
     }
 
-    /// Stores several agent events in order, in one transaction (a burst of output costs
-    /// one commit); returns the last position.
+    /// Untyped entries, read as [`TranscriptEntry::from_stored`] reads them; see
+    /// [`Engine::record_transcript`]. Kept until every caller records typed entries,
+    /// then removed.
     ///
     /// # Errors
     /// Storage failures.
@@ -185,22 +221,11 @@ impl Engine {
         task: TaskId,
         entries: &[(K, serde_json::Value)],
     ) -> Result<i64> {
-        let at = now();
-        let mut tx = self.store().begin().await?;
-        let mut last = 0;
-        for (kind, payload) in entries {
-            let kind = kind.as_ref();
-            last = tx.append_transcript(task, kind, payload, at).await?;
-            tx.append_event(
-                user,
-                EventName::TaskOutput,
-                &json!({"task_id": task, "seq": last, "kind": kind, "payload": payload, "created_at": at}),
-                at,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(last)
+        let typed: Vec<TranscriptEntry> = entries
+            .iter()
+            .map(|(kind, payload)| TranscriptEntry::from_stored(kind.as_ref(), payload.clone()))
+            .collect();
+        self.record_transcript(user, task, &typed).await
     }
 
     /// Records the task's git workspace.

@@ -2,6 +2,7 @@
 //! state, writes inbox items and worker updates, enqueues effect jobs, and appends the
 //! events that tell clients — all or nothing.
 
+use crate::jobs::{ForgeSync, Step, TaskJob, enqueue};
 use crate::{Engine, EngineError, Result, now};
 use mainloop_domain::chat::{ContentBlock, Role};
 use mainloop_domain::event::EventName;
@@ -13,8 +14,6 @@ use mainloop_domain::{InboxItemId, TaskId, Timestamp, UserId};
 use mainloop_store::{NewJob, NewMessage, NewTask, TaskForge, Tx};
 use serde_json::json;
 
-/// Prefix of the job kinds task effects become (`task.run_agent`, `task.merge`, …).
-pub const TASK_JOB_PREFIX: &str = "task.";
 const MAX_DESCRIPTION: usize = 20_000;
 const MAX_REPO: usize = 2_048;
 const MAX_FEEDBACK: usize = 20_000;
@@ -64,17 +63,6 @@ impl CreateTask {
         }
         Ok(())
     }
-}
-
-fn effect_job_kind(effect: &Effect) -> Option<&'static str> {
-    Some(match effect {
-        Effect::RunAgent { .. } => "task.run_agent",
-        Effect::StopAgent => "task.stop_agent",
-        Effect::CommitWork => "task.commit",
-        Effect::RunChecks { .. } => "task.checks",
-        Effect::Merge => "task.merge",
-        Effect::ResolveInbox | Effect::OpenInbox { .. } | Effect::Announce(_) => return None,
-    })
 }
 
 fn announcement_text(task: &Task, a: &Announcement) -> String {
@@ -249,7 +237,7 @@ pub(crate) async fn create_task_in(
                 updated_at: at,
             })
             .await?;
-            enqueue_forge_sync(tx, user, task.id, task.version, at).await?;
+            enqueue_forge_sync(tx, task.id, task.version, at).await?;
         }
         let plan = if req.skip_plan {
             " (skipping the plan)"
@@ -333,56 +321,47 @@ pub(crate) async fn apply_in(
                     .await?;
             }
             other => {
-                if let Some(kind) = effect_job_kind(other) {
-                    tx.enqueue(
-                        &NewJob {
-                            key: format!("task:{}:v{}:{i}", saved.id, saved.version),
-                            kind: kind.to_owned(),
-                            user_id: Some(owner),
-                            // Stopping must not queue behind the run it stops.
-                            lane: (!matches!(other, Effect::StopAgent))
-                                .then(|| format!("task:{}", saved.id)),
-                            payload: json!({"task_id": saved.id, "effect": other}),
-                            run_after: at,
-                        },
-                        at,
-                    )
-                    .await?;
+                let step = Step {
+                    task_id: saved.id,
+                    version: saved.version,
+                    index: i,
+                };
+                if let Some(job) = TaskJob::for_effect(step, other) {
+                    enqueue_task_job(tx, &job, at).await?;
                 }
             }
         }
     }
     if tx.has_task_forge(saved.id).await? {
-        enqueue_forge_sync(tx, owner, saved.id, saved.version, at).await?;
+        enqueue_forge_sync(tx, saved.id, saved.version, at).await?;
     }
     task_event(tx, owner, &saved, at).await?;
     Ok(saved)
 }
 
-/// Kind of the job that mirrors a forge task's transition (handled by the worker).
-pub const FORGE_SYNC_JOB: &str = "forge.sync";
+/// Enqueues the job a transition's effect became, committed with the transition.
+async fn enqueue_task_job(tx: &mut Tx, job: &TaskJob, at: Timestamp) -> Result<()> {
+    match job {
+        TaskJob::RunAgent(j) => enqueue(tx, j, at, at).await,
+        TaskJob::StopAgent(j) => enqueue(tx, j, at, at).await,
+        TaskJob::CommitWork(j) => enqueue(tx, j, at, at).await,
+        TaskJob::RunChecks(j) => enqueue(tx, j, at, at).await,
+        TaskJob::Merge(j) => enqueue(tx, j, at, at).await,
+    }
+}
 
 /// Enqueues the mirror of a forge task's new state, committed with the transition.
-async fn enqueue_forge_sync(
-    tx: &mut Tx,
-    owner: UserId,
-    task: TaskId,
-    version: i64,
-    at: Timestamp,
-) -> Result<()> {
-    tx.enqueue(
-        &NewJob {
-            key: format!("{FORGE_SYNC_JOB}:{task}:v{version}"),
-            kind: FORGE_SYNC_JOB.to_owned(),
-            user_id: Some(owner),
-            lane: Some(format!("forge:{task}")),
-            payload: json!({"task_id": task}),
-            run_after: at,
+async fn enqueue_forge_sync(tx: &mut Tx, task: TaskId, version: i64, at: Timestamp) -> Result<()> {
+    enqueue(
+        tx,
+        &ForgeSync {
+            task_id: task,
+            version,
         },
         at,
+        at,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 impl Engine {

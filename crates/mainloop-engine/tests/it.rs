@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use futures::StreamExt;
-use mainloop_anthropic::{AnthropicConfig, AnthropicProvider};
 use mainloop_domain::chat::{ContentBlock, Role};
 use mainloop_domain::event::EventName;
 use mainloop_domain::inbox::InboxKind;
@@ -12,11 +11,12 @@ use mainloop_domain::records::{ChatMessage, MessageKind};
 use mainloop_domain::task::{TaskEvent, TaskState};
 use mainloop_domain::{EventId, UserId};
 use mainloop_engine::{
-    CHAT_TURN_JOB, CreateTask, Engine, EngineConfig, EngineError, JobContext, JobError, JobHandler,
-    PlanAction,
+    BackgroundJob, ChatTurn, CreateTask, Engine, EngineConfig, EngineError, JobContext, JobError,
+    JobHandler, PlanAction,
 };
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use mainloop_store::{JobState, NewJob, NewMessage, Store, StoreOptions};
+use mainloop_test_support::{Database, EngineWorld, wait_for_within};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,7 +28,7 @@ struct Harness {
     user: UserId,
     shutdown: CancellationToken,
     url: String,
-    _dir: Option<tempfile::TempDir>,
+    _world: Option<EngineWorld>,
 }
 
 impl Drop for Harness {
@@ -38,77 +38,49 @@ impl Drop for Harness {
 }
 
 fn fast_config() -> EngineConfig {
-    EngineConfig {
-        backoff_base: Duration::from_millis(20),
-        backoff_max: Duration::from_millis(100),
-        ..EngineConfig::default()
-    }
+    EngineWorld::fast_config()
 }
 
-fn provider(fake: &FakeAnthropic) -> Arc<dyn mainloop_model::ModelProvider> {
-    let mut cfg = AnthropicConfig::new("sk-test".to_owned().into(), "claude-test");
-    cfg.base_url = fake.base_url();
-    Arc::new(AnthropicProvider::new(cfg).unwrap())
-}
-
+/// An engine over the database at `url`, started.
 async fn start(
     url: &str,
     fake: Option<&FakeAnthropic>,
     config: EngineConfig,
 ) -> (Engine, CancellationToken) {
-    let store = Store::connect(url, &StoreOptions::default()).await.unwrap();
-    let engine = Engine::new(store, fake.map(provider), config);
-    let shutdown = CancellationToken::new();
-    engine.start(shutdown.clone()).await.unwrap();
-    (engine, shutdown)
+    let world = EngineWorld::started(Database::at(url), fake, config).await;
+    (world.engine, world.shutdown)
+}
+
+async fn harness_on(
+    database: Database,
+    fake: Option<&FakeAnthropic>,
+    config: EngineConfig,
+) -> Harness {
+    let world = EngineWorld::started(database, fake, config).await;
+    Harness {
+        engine: world.engine.clone(),
+        user: world.owner.id,
+        shutdown: world.shutdown.clone(),
+        url: world.database.url().to_owned(),
+        _world: Some(world),
+    }
 }
 
 async fn sqlite_harness(fake: Option<&FakeAnthropic>, config: EngineConfig) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/engine.db", dir.path().display());
-    let (engine, shutdown) = start(&url, fake, config).await;
-    let (user, _) = engine.ensure_owner("owner").await.unwrap();
-    Harness {
-        engine,
-        user: user.id,
-        shutdown,
-        url,
-        _dir: Some(dir),
-    }
+    harness_on(Database::sqlite(), fake, config).await
 }
 
 async fn pg_harness(fake: Option<&FakeAnthropic>, config: EngineConfig) -> Harness {
-    let url = mainloop_testpg::fresh_database_url().await.unwrap();
-    let mut config = config;
-    config.reclaim_all_at_start = false;
-    let (engine, shutdown) = start(&url, fake, config).await;
-    let (user, _) = engine.ensure_owner("owner").await.unwrap();
-    Harness {
-        engine,
-        user: user.id,
-        shutdown,
-        url,
-        _dir: None,
-    }
+    let config = EngineConfig {
+        reclaim_all_at_start: false,
+        ..config
+    };
+    harness_on(Database::postgres().await, fake, config).await
 }
 
 /// Polls until `f` returns Some, or fails after 20 s.
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn eventually<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_for_within(Duration::from_secs(20), what, f).await
 }
 
 async fn reply_to(engine: &Engine, user: UserId, msg: &ChatMessage) -> ChatMessage {
@@ -325,7 +297,10 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
         .await
         .unwrap()
         .expect("a notify job for the new item");
-    assert_eq!(notify.kind, mainloop_engine::NOTIFY_JOB);
+    assert_eq!(
+        notify.kind,
+        <mainloop_engine::Notification as BackgroundJob>::KIND
+    );
     assert_eq!(notify.user_id, Some(user));
     let n: mainloop_engine::Notification = serde_json::from_value(notify.payload).unwrap();
     assert_eq!(n.kind, mainloop_engine::NotificationKind::Question);
@@ -549,7 +524,7 @@ async fn a_replayed_turn_never_repeats_a_tool_call_or_an_answer() {
         tx.enqueue(
             &NewJob {
                 key: format!("chat:{}:{key}", msg.id),
-                kind: CHAT_TURN_JOB.into(),
+                kind: ChatTurn::KIND.into(),
                 user_id: Some(user),
                 lane: Some(format!("chat:{user}")),
                 payload: json!({"user_id": user, "message_id": msg.id}),
@@ -726,24 +701,20 @@ impl JobHandler for Blocker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_jobs_in_their_own_pool_never_starve_chat() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/pool.db", dir.path().display());
-    let store = Store::connect(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    let engine = Engine::new(
-        store,
+    let world = EngineWorld::new(
+        Database::sqlite(),
         None,
         EngineConfig {
             dispatcher_concurrency: 1,
             ..fast_config()
         },
-    );
+    )
+    .await;
+    let engine = world.engine.clone();
     engine.set_pool("agents", 2);
     engine.register_pool_handler("test.block", Arc::new(Blocker), "agents");
-    let shutdown = CancellationToken::new();
-    engine.start(shutdown.clone()).await.unwrap();
-    let (owner, _) = engine.ensure_owner("owner").await.unwrap();
+    world.start().await;
+    let (shutdown, owner) = (world.shutdown.clone(), world.owner.clone());
     let now = mainloop_engine::now();
     let mut tx = engine.store().begin().await.unwrap();
     for i in 0..3 {
@@ -854,7 +825,7 @@ async fn a_job_outcome_the_database_refused_is_recorded_once_writes_return() {
         user: engine.ensure_owner("owner").await.unwrap().0.id,
         shutdown,
         url: url.clone(),
-        _dir: None,
+        _world: None,
     };
     let calls = Arc::new(AtomicU32::new(0));
     engine.register_handler(
@@ -906,4 +877,90 @@ async fn a_job_outcome_the_database_refused_is_recorded_once_writes_return() {
         1,
         "the finished job did not run again"
     );
+}
+
+#[derive(Debug)]
+struct Panicky {
+    calls: Arc<AtomicU32>,
+}
+
+impl JobHandler for Panicky {
+    #[allow(clippy::panic)]
+    fn run(&self, _ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            if n == 0 {
+                panic!("a bug in a handler");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A job whose handler panics is retried like any failed attempt, and the dispatcher
+/// worker that ran it (the only one of its pool) goes on serving the jobs after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/panic.db", dir.path().display());
+    let store = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let engine = Engine::new(store, None, fast_config());
+    let calls = Arc::new(AtomicU32::new(0));
+    let later = Arc::new(AtomicU32::new(0));
+    engine.set_pool("solo", 1);
+    engine.register_pool_handler(
+        "test.panicky",
+        Arc::new(Panicky {
+            calls: calls.clone(),
+        }),
+        "solo",
+    );
+    engine.register_pool_handler(
+        "test.after",
+        Arc::new(Flaky {
+            calls: later.clone(),
+            fail_first: 0,
+            fatal: false,
+        }),
+        "solo",
+    );
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    engine.start(shutdown.clone()).await.unwrap();
+    let now = mainloop_engine::now();
+    let mut tx = engine.store().begin().await.unwrap();
+    for (key, kind) in [("p", "test.panicky"), ("q", "test.after")] {
+        tx.enqueue(
+            &NewJob {
+                key: key.into(),
+                kind: kind.into(),
+                user_id: None,
+                lane: Some("one-at-a-time".into()),
+                payload: json!({}),
+                run_after: now,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    engine.wake_dispatcher();
+    let engine = &engine;
+    eventually(
+        "the panicking job and the one after it done",
+        || async move {
+            let p = engine.store().job_by_key("p").await.unwrap().unwrap();
+            let q = engine.store().job_by_key("q").await.unwrap().unwrap();
+            (p.state == JobState::Done && q.state == JobState::Done).then_some(())
+        },
+    )
+    .await;
+    let p = engine.store().job_by_key("p").await.unwrap().unwrap();
+    assert_eq!(p.attempts, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(later.load(Ordering::SeqCst), 1);
 }

@@ -107,6 +107,12 @@ impl FakeAnthropic {
         self.requests().into_iter().filter(is_messages).collect()
     }
 
+    /// Messages requests received and not yet fully answered (a streamed reply with a
+    /// `delay_ms` counts until its last event is sent).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
     pub fn set_script(&self, script: Script) {
         self.shared.set_script(script);
     }

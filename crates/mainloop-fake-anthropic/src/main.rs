@@ -15,8 +15,10 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// Script file (.json, .yaml or .yml); without one every request gets the fallback.
+    /// Repeatable: the files' rules are tried in the order given, and the first file's
+    /// fallback applies.
     #[arg(long)]
-    script: Option<PathBuf>,
+    script: Vec<PathBuf>,
 }
 
 #[tokio::main]
@@ -29,12 +31,15 @@ async fn main() -> Result<(), Error> {
         )
         .init();
     let args = Args::parse();
-    let script = args
-        .script
-        .as_deref()
-        .map(Script::from_path)
+    let mut files = args.script.iter();
+    let mut script = files
+        .next()
+        .map(|f| Script::from_path(f))
         .transpose()?
         .unwrap_or_default();
+    for file in files {
+        script = script.then(Script::from_path(file)?);
+    }
     let fake = FakeAnthropic::bind(args.listen, script).await?;
     // A harness reads this line to learn the port, so it goes to stdout and is flushed now.
     let mut out = std::io::stdout().lock();

@@ -166,6 +166,14 @@ impl Script {
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
         Ok(serde_yaml::from_str(text)?)
     }
+
+    /// This script's rules, then `later`'s: a test puts its own rules in front of a
+    /// shared script. The fallback stays this script's.
+    #[must_use]
+    pub fn then(mut self, later: Self) -> Self {
+        self.rules.extend(later.rules);
+        self
+    }
 }
 
 /// Per-rule counters; kept beside the script so a replaced script starts fresh.

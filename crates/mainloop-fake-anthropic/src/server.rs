@@ -45,6 +45,8 @@ struct Inner {
     counters: Vec<RuleCounter>,
     log: Vec<LoggedRequest>,
     next_id: u64,
+    /// Messages requests received whose answer has not been fully sent.
+    in_flight: usize,
 }
 
 /// State shared by the server task and the [`crate::FakeAnthropic`] handle.
@@ -68,6 +70,17 @@ impl Shared {
 
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.lock().log.clone()
+    }
+
+    /// Messages requests received and not yet fully answered: with none in flight and
+    /// no client left to call, the request counts are settled.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight
+    }
+
+    fn begin(&self) -> InFlight {
+        self.lock().in_flight += 1;
+        InFlight(self.clone())
     }
 
     /// Clears the log and the rules' `times`/`nth` counters; keeps the script.
@@ -94,6 +107,16 @@ impl Shared {
         let mut inner = self.lock();
         inner.next_id += 1;
         inner.next_id
+    }
+}
+
+/// One Messages request being answered; dropped when its answer is sent (or abandoned).
+struct InFlight(Shared);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut inner = self.0.lock();
+        inner.in_flight = inner.in_flight.saturating_sub(1);
     }
 }
 
@@ -225,6 +248,7 @@ impl Shared {
 }
 
 async fn messages(State(shared): State<Shared>, uri: Uri, body: Bytes) -> Result<Response, Error> {
+    let in_flight = shared.begin();
     let req = parse_logged(&shared, &uri, &body)?;
     let mut log = entry("POST", &uri, Value::Null);
     if !req.get("messages").is_some_and(Value::is_array) {
@@ -295,6 +319,8 @@ async fn messages(State(shared): State<Shared>, uri: Uri, body: Bytes) -> Result
         Body::from(events.concat())
     } else {
         Body::from_stream(async_stream::stream! {
+            // Held until the last event is sent or the client goes away.
+            let _in_flight = in_flight;
             for (i, event) in events.into_iter().enumerate() {
                 if i > 0 {
                     tokio::time::sleep(delay).await;

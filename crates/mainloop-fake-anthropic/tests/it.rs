@@ -636,3 +636,64 @@ async fn real_claude_cli_asks_plans_and_gets_approval() -> TestResult {
     assert!(latest_tool_result(&log[3]).contains("Please add a second coat."));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_slow_reply_is_in_flight_until_its_last_event_is_sent() -> TestResult {
+    let fake = start(
+        r#"
+rules:
+  - match: {user_contains: "slow"}
+    delay_ms: 100
+    reply: [{text: "one two three"}]
+"#,
+    )
+    .await?;
+    assert_eq!(fake.in_flight(), 0);
+    let response = post(
+        &format!("{}/v1/messages", fake.base_url()),
+        &user("slow", true),
+    )
+    .await?;
+    // The headers are out; the events are still coming.
+    assert_eq!(fake.in_flight(), 1);
+    let body = response.text().await?;
+    assert!(body.contains("message_stop"), "{body}");
+    assert_eq!(fake.in_flight(), 0, "answered in full");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_test_puts_its_own_rules_in_front_of_a_shared_script() -> TestResult {
+    let own = Script::from_yaml(
+        r#"
+rules:
+  - name: own
+    match: {user_contains: "hello"}
+    reply: [{text: "mine"}]
+"#,
+    )?;
+    let shared = Script::from_path(&crate_dir().join("scripts/claude-ask-and-plan.yaml"))?;
+    let script = own.then(shared);
+    assert_eq!(script.rules[0].name.as_deref(), Some("own"));
+    assert_eq!(script.rules[1].name.as_deref(), Some("greet"));
+    let fake = FakeAnthropic::start(script).await?;
+    let r = post(
+        &format!("{}/v1/messages", fake.base_url()),
+        &user("hello", false),
+    )
+    .await?;
+    assert_eq!(r.json::<Value>().await?["content"][0]["text"], "mine");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_shared_greeter_script_loads() -> TestResult {
+    let greeter = Script::from_path(&crate_dir().join("scripts/greeter.yaml"))?;
+    assert!(
+        greeter
+            .rules
+            .iter()
+            .any(|r| r.name.as_deref() == Some("ask"))
+    );
+    Ok(())
+}

@@ -274,6 +274,11 @@ pub(crate) async fn probe_merge(path: &Path, base: &str, head: &str) -> Result<M
     }
 }
 
+/// The tree of a commit.
+pub(crate) async fn tree_of(path: &Path, commit: &str) -> Result<String, Error> {
+    ok(path, &["rev-parse", &format!("{commit}^{{tree}}")], None).await
+}
+
 /// Writes a commit object; returns its sha.
 pub(crate) async fn commit_tree(
     path: &Path,

@@ -4,7 +4,7 @@
 //! error bodies, JSON bodies that fail the way GitHub's do, and request statistics.
 
 use crate::state::{Bucket, Caller, Gate, Hang, Shared};
-use crate::{Error, checks, control, graphql, issues, pulls};
+use crate::{Error, checks, control, graphql, issues, pulls, reviews};
 use axum::Router;
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::{FromRequest, MatchedPath, Request, State};
@@ -65,11 +65,11 @@ pub(crate) fn router(s: Arc<Shared>) -> Router {
         )
         .route(
             &format!("{repo}/pulls/{{n}}/reviews"),
-            post(pulls::create_review).get(pulls::list_reviews),
+            post(reviews::create_review).get(reviews::list_reviews),
         )
         .route(
             &format!("{repo}/pulls/{{n}}/comments"),
-            post(pulls::create_review_comment).get(pulls::list_review_comments),
+            post(reviews::create_review_comment).get(reviews::list_review_comments),
         )
         .route(
             &format!("{repo}/check-runs"),

@@ -7,11 +7,14 @@
 
 mod checks;
 mod control;
+mod faults;
 mod git;
 mod graphql;
 mod http;
 mod issues;
 mod pulls;
+mod render;
+mod reviews;
 mod state;
 mod webhooks;
 
@@ -22,7 +25,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use state::{Hang, Outage, RateLimit, SecondaryLimit, Stats};
+/// The subject of the commit a merge race lands on the base branch first (see
+/// [`FakeGithub::race_next_merges`]).
+pub const RACE_COMMIT_SUBJECT: &str = "Merge another pull request";
+
+pub use faults::{Hang, Outage, RateLimit, SecondaryLimit, Stats};
 
 /// Everything that can go wrong, in the fake itself or as an answer to a client (the
 /// `Api` variant is rendered as GitHub would render it).
@@ -200,6 +207,14 @@ impl FakeGithub {
     /// Makes requests hang (see [`Hang`]), for some requests or until cleared.
     pub fn set_hang(&self, hang: Option<Hang>) {
         self.shared.set_hang(hang);
+    }
+
+    /// Makes the next `merges` merges lose a race on their base branch: another commit
+    /// lands on the base between the merge's check and its update, and GitHub answers
+    /// `409 Base branch was modified. Review and try the merge again.` (counted as
+    /// `merge race`).
+    pub fn race_next_merges(&self, merges: u64) {
+        self.shared.set_merge_races(merges);
     }
 
     /// Registers a webhook receiver for every repository.

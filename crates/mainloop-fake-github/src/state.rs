@@ -1,14 +1,15 @@
 //! The fake's memory: repositories and what hangs off them (issues and pull requests
 //! sharing one number sequence, comments, reactions, reviews, check runs), the users
 //! behind the tokens, rate-limit buckets, the simulated outage, request statistics and
-//! webhook receivers; and how each object is rendered as GitHub's JSON.
+//! webhook receivers (rendered as GitHub's JSON by `render.rs`).
 
 use crate::Error;
+pub use crate::faults::{Hang, Outage, RateLimit, SecondaryLimit, Stats};
 use crate::git::{self, Identity};
 use crate::webhooks::{self, Delivery, Hook};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
-use serde::{Deserialize, Serialize};
+
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ pub(crate) fn ts(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-fn ts_opt(t: Option<OffsetDateTime>) -> Value {
+pub(crate) fn ts_opt(t: Option<OffsetDateTime>) -> Value {
     t.map_or(Value::Null, |t| Value::String(ts(t)))
 }
 
@@ -162,81 +163,6 @@ pub(crate) struct CheckRun {
     pub log: Option<String>,
 }
 
-/// The primary rate limit to impose on every user.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
-pub struct RateLimit {
-    pub remaining: u64,
-    /// When the window resets, from now.
-    #[serde(default = "default_reset")]
-    pub reset_in_secs: u64,
-}
-
-const fn default_reset() -> u64 {
-    3600
-}
-
-/// A secondary rate limit: 429 with `retry-after` for a while or for some requests.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
-pub struct SecondaryLimit {
-    pub retry_after_secs: u64,
-    /// Only the next this many requests; otherwise until `retry_after_secs` pass.
-    #[serde(default)]
-    pub requests: Option<u64>,
-}
-
-/// A simulated outage: every API request answers `status`.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
-pub struct Outage {
-    pub status: u16,
-    /// Only the next this many requests; otherwise until cleared.
-    #[serde(default)]
-    pub requests: Option<u64>,
-}
-
-/// Requests that hang before they are handled: a slow GitHub, or one that times out.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub struct Hang {
-    /// How long each request hangs.
-    pub delay_ms: u64,
-    /// Then answer this status (a gateway timeout: 502 or 504) instead of the request's
-    /// own answer; `None`: answer normally, only late.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// With `status`: carry the request out first, so the change is made and only its
-    /// answer is lost, which a client whose request timed out cannot tell apart from a
-    /// change never made.
-    #[serde(default)]
-    pub applied: bool,
-    /// Instead of answering, cut the connection: the status line and the start of the
-    /// body go out, then the connection is dropped (with `applied`, after the change was
-    /// made). Counted as `hang cut`.
-    #[serde(default)]
-    pub cut: bool,
-    /// Only requests with this method (`POST`, say); every method when unset.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Only requests to this route, named as in [`Stats::by_route`]
-    /// (`POST /repos/{o}/{r}/issues`); every route when unset.
-    #[serde(default)]
-    pub route: Option<String>,
-    /// Only the next this many matching requests; otherwise until cleared.
-    #[serde(default)]
-    pub requests: Option<u64>,
-}
-
-/// What the API has served since the last reset (test-control requests excluded).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct Stats {
-    pub requests: u64,
-    pub not_modified: u64,
-    /// `"METHOD /route/{pattern}"` → count.
-    pub by_route: BTreeMap<String, u64>,
-    /// Faults served on purpose (`"outage 503"`, `"secondary 429"`, `"primary 403"`,
-    /// `"hang"`, `"hang 504"`) → count.
-    #[serde(default)]
-    pub injected: BTreeMap<String, u64>,
-}
-
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Bucket {
     pub limit: u64,
@@ -267,6 +193,8 @@ pub(crate) struct State {
     secondary: Option<Secondary>,
     outage: Option<Outage>,
     hang: Option<Hang>,
+    /// Merges still to lose a race on their base branch (see [`Shared::merge_race_hit`]).
+    merge_races: u64,
     stats: Stats,
 }
 
@@ -358,246 +286,6 @@ impl Shared {
     /// A copy of a repository's record (git work happens outside the lock).
     pub(crate) fn repo(&self, owner: &str, name: &str) -> Result<Repo, Error> {
         self.lock().repo(owner, name).cloned()
-    }
-
-    // ---- rendering -------------------------------------------------------------
-
-    pub(crate) fn user(&self, login: &str) -> Value {
-        let id = self.users.get(login).copied().unwrap_or(0);
-        json!({
-            "login": login,
-            "id": id,
-            "node_id": node_id("U", id),
-            "type": "User",
-            "site_admin": false,
-            "avatar_url": format!("{}/_fake/avatars/{login}", self.base_url),
-            "url": format!("{}/users/{login}", self.base_url),
-            "html_url": format!("{}/{login}", self.base_url),
-        })
-    }
-
-    pub(crate) fn repo_json(&self, r: &Repo) -> Value {
-        let full = r.full_name();
-        json!({
-            "id": r.id,
-            "node_id": node_id("R", r.id),
-            "name": r.name,
-            "full_name": full,
-            "owner": self.user(&r.owner),
-            "private": false,
-            "visibility": "public",
-            "default_branch": r.default_branch,
-            "html_url": format!("{}/{full}", self.base_url),
-            "url": format!("{}/repos/{full}", self.base_url),
-            "clone_url": format!("file://{}", r.path.display()),
-            "created_at": ts(r.created_at),
-        })
-    }
-
-    pub(crate) fn issue_json(&self, r: &Repo, t: &Thread) -> Value {
-        let full = r.full_name();
-        let api = format!("{}/repos/{full}/issues/{}", self.base_url, t.number);
-        let comments = r.comments.iter().filter(|c| c.number == t.number).count();
-        let mut v = json!({
-            "id": t.id,
-            "node_id": node_id("I", t.id),
-            "number": t.number,
-            "title": t.title,
-            "body": t.body,
-            "state": if t.open { "open" } else { "closed" },
-            "state_reason": t.state_reason,
-            "locked": false,
-            "labels": t.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
-            "user": self.user(&t.user),
-            "comments": comments,
-            "url": api,
-            "comments_url": format!("{api}/comments"),
-            "html_url": format!("{}/{full}/issues/{}", self.base_url, t.number),
-            "created_at": ts(t.created_at),
-            "updated_at": ts(t.updated_at),
-            "closed_at": ts_opt(t.closed_at),
-        });
-        if let Some(pr) = &t.pr {
-            v["html_url"] = json!(format!("{}/{full}/pull/{}", self.base_url, t.number));
-            v["pull_request"] = json!({
-                "url": format!("{}/repos/{full}/pulls/{}", self.base_url, t.number),
-                "html_url": format!("{}/{full}/pull/{}", self.base_url, t.number),
-                "merged_at": ts_opt(pr.merged_at),
-            });
-            v["draft"] = json!(pr.draft);
-        }
-        v
-    }
-
-    pub(crate) fn comment_json(&self, r: &Repo, c: &IssueComment) -> Value {
-        let full = r.full_name();
-        let is_pr = r.threads.get(&c.number).is_some_and(|t| t.pr.is_some());
-        let html = if is_pr { "pull" } else { "issues" };
-        json!({
-            "id": c.id,
-            "node_id": node_id("IC", c.id),
-            "body": c.body,
-            "user": self.user(&c.user),
-            "author_association": "CONTRIBUTOR",
-            "url": format!("{}/repos/{full}/issues/comments/{}", self.base_url, c.id),
-            "html_url": format!("{}/{full}/{html}/{}#issuecomment-{}", self.base_url, c.number, c.id),
-            "issue_url": format!("{}/repos/{full}/issues/{}", self.base_url, c.number),
-            "created_at": ts(c.created_at),
-            "updated_at": ts(c.updated_at),
-        })
-    }
-
-    pub(crate) fn reaction_json(&self, x: &Reaction) -> Value {
-        json!({
-            "id": x.id,
-            "node_id": node_id("REA", x.id),
-            "content": x.content,
-            "user": self.user(&x.user),
-            "created_at": ts(x.created_at),
-        })
-    }
-
-    /// `live` is the pull request's head/base tips and mergeability read from git just
-    /// now (only the single-PR endpoint computes mergeability, as on GitHub).
-    pub(crate) fn pr_json(&self, r: &Repo, t: &Thread, live: &Live) -> Value {
-        let Some(pr) = &t.pr else {
-            return Value::Null;
-        };
-        let full = r.full_name();
-        let api = format!("{}/repos/{full}/pulls/{}", self.base_url, t.number);
-        let repo = self.repo_json(r);
-        let merged = pr.merged_at.is_some();
-        let mut v = json!({
-            "id": pr.id,
-            "node_id": node_id("PR", pr.id),
-            "number": t.number,
-            "title": t.title,
-            "body": t.body,
-            "state": if t.open { "open" } else { "closed" },
-            "locked": false,
-            "draft": pr.draft,
-            "merged": merged,
-            "merged_at": ts_opt(pr.merged_at),
-            "merged_by": pr.merged_by.as_deref().map(|l| self.user(l)),
-            "merge_commit_sha": pr.merge_commit_sha,
-            "labels": t.labels.iter().map(|l| json!({"name": l})).collect::<Vec<_>>(),
-            "user": self.user(&t.user),
-            "url": api,
-            "html_url": format!("{}/{full}/pull/{}", self.base_url, t.number),
-            "issue_url": format!("{}/repos/{full}/issues/{}", self.base_url, t.number),
-            "comments_url": format!("{}/repos/{full}/issues/{}/comments", self.base_url, t.number),
-            "review_comments_url": format!("{api}/comments"),
-            "commits_url": format!("{api}/commits"),
-            "head": {
-                "ref": pr.head_ref,
-                "sha": live.head_sha,
-                "label": format!("{}:{}", r.owner, pr.head_ref),
-                "user": self.user(&r.owner),
-                "repo": repo,
-            },
-            "base": {
-                "ref": pr.base_ref,
-                "sha": live.base_sha,
-                "label": format!("{}:{}", r.owner, pr.base_ref),
-                "user": self.user(&r.owner),
-                "repo": repo,
-            },
-            "created_at": ts(t.created_at),
-            "updated_at": ts(t.updated_at),
-            "closed_at": ts_opt(t.closed_at),
-        });
-        if let Some(m) = live.mergeable {
-            v["mergeable"] = m.map_or(Value::Null, Value::Bool);
-            v["mergeable_state"] = json!(match m {
-                _ if merged || !t.open => "unknown",
-                _ if pr.draft => "draft",
-                Some(true) => "clean",
-                Some(false) => "dirty",
-                None => "unknown",
-            });
-            v["rebaseable"] = v["mergeable"].clone();
-        }
-        v
-    }
-
-    pub(crate) fn review_json(&self, r: &Repo, x: &Review) -> Value {
-        let full = r.full_name();
-        json!({
-            "id": x.id,
-            "node_id": node_id("PRR", x.id),
-            "user": self.user(&x.user),
-            "body": x.body,
-            "state": x.state,
-            "author_association": "CONTRIBUTOR",
-            "html_url": format!("{}/{full}/pull/{}#pullrequestreview-{}", self.base_url, x.number, x.id),
-            "pull_request_url": format!("{}/repos/{full}/pulls/{}", self.base_url, x.number),
-            "submitted_at": ts_opt(x.submitted_at),
-            "commit_id": x.commit_id,
-        })
-    }
-
-    pub(crate) fn review_comment_json(&self, r: &Repo, c: &ReviewComment) -> Value {
-        let full = r.full_name();
-        let mut v = json!({
-            "id": c.id,
-            "node_id": node_id("PRRC", c.id),
-            "pull_request_review_id": c.review_id,
-            "user": self.user(&c.user),
-            "body": c.body,
-            "path": c.path,
-            "line": c.line,
-            "original_line": c.line,
-            "side": c.side,
-            "subject_type": if c.line.is_some() { "line" } else { "file" },
-            "diff_hunk": "",
-            "commit_id": c.commit_id,
-            "original_commit_id": c.commit_id,
-            "author_association": "CONTRIBUTOR",
-            "url": format!("{}/repos/{full}/pulls/comments/{}", self.base_url, c.id),
-            "html_url": format!("{}/{full}/pull/{}#discussion_r{}", self.base_url, c.number, c.id),
-            "pull_request_url": format!("{}/repos/{full}/pulls/{}", self.base_url, c.number),
-            "created_at": ts(c.created_at),
-            "updated_at": ts(c.updated_at),
-        });
-        if let Some(id) = c.in_reply_to {
-            v["in_reply_to_id"] = json!(id);
-        }
-        v
-    }
-
-    pub(crate) fn check_run_json(&self, r: &Repo, c: &CheckRun) -> Value {
-        let full = r.full_name();
-        let html = if c.log.is_some() {
-            format!("{}/{full}/actions/runs/1/job/{}", self.base_url, c.id)
-        } else {
-            format!("{}/{full}/runs/{}", self.base_url, c.id)
-        };
-        let details = if c.log.is_some() {
-            Some(html.clone())
-        } else {
-            c.details_url.clone()
-        };
-        json!({
-            "id": c.id,
-            "node_id": node_id("CR", c.id),
-            "name": c.name,
-            "head_sha": c.head_sha,
-            "external_id": c.external_id,
-            "status": c.status,
-            "conclusion": c.conclusion,
-            "url": format!("{}/repos/{full}/check-runs/{}", self.base_url, c.id),
-            "html_url": html,
-            "details_url": details.unwrap_or(html),
-            "started_at": ts_opt(c.started_at),
-            "completed_at": ts_opt(c.completed_at),
-            "output": c.output,
-            "app": if c.log.is_some() {
-                json!({"slug": "github-actions", "name": "GitHub Actions"})
-            } else {
-                Value::Null
-            },
-            "pull_requests": [],
-        })
     }
 
     // ---- test control ------------------------------------------------------------
@@ -743,6 +431,22 @@ impl Shared {
 
     pub(crate) fn set_hang(&self, hang: Option<Hang>) {
         self.lock().hang = hang;
+    }
+
+    pub(crate) fn set_merge_races(&self, merges: u64) {
+        self.lock().merge_races = merges;
+    }
+
+    /// Whether this merge loses a race on its base branch (and counts it down): another
+    /// merge lands between its mergeability check and its update of the base.
+    pub(crate) fn merge_race_hit(&self) -> bool {
+        let mut st = self.lock();
+        if st.merge_races == 0 {
+            return false;
+        }
+        st.merge_races -= 1;
+        st.count_injected("merge race".to_owned());
+        true
     }
 
     pub(crate) fn add_webhook(&self, url: &str, secret: &str) -> u64 {

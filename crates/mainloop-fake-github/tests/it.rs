@@ -1267,3 +1267,47 @@ async fn binary_prints_its_address() {
     assert_eq!(user["login"], "alice");
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_merge_that_loses_a_race_on_its_base_answers_409_and_merges_when_tried_again() {
+    let e = env().await;
+    repo(&e).await;
+    let work = e.clone("acme", "app");
+    git(&work, &["checkout", "--quiet", "-b", "feature"]);
+    commit_file(&work, "feature.txt", "feature\n", "Feature");
+    git(&work, &["push", "--quiet", "origin", "feature"]);
+    let pr = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/pulls",
+            BOT,
+            json!({"title": "Race", "head": "feature", "base": "main"}),
+        )
+        .await;
+    assert_eq!(pr.status, 201);
+    let bare = e.fake.repo_path("acme", "app");
+    let before = git(&bare, &["rev-parse", "main"]);
+    e.fake.race_next_merges(1);
+    let lost = e
+        .send(Method::PUT, "/repos/acme/app/pulls/1/merge", BOT, json!({}))
+        .await;
+    assert_eq!(lost.status, 409, "{}", lost.text);
+    assert_eq!(
+        lost.body["message"],
+        "Base branch was modified. Review and try the merge again."
+    );
+    let moved = git(&bare, &["rev-parse", "main"]);
+    assert_ne!(moved, before, "the other merge landed");
+    assert_eq!(e.fake.stats().injected.get("merge race"), Some(&1));
+    let open = e.get("/repos/acme/app/pulls/1", BOT).await;
+    assert_eq!(open.body["state"], "open");
+    let merged = e
+        .send(Method::PUT, "/repos/acme/app/pulls/1/merge", BOT, json!({}))
+        .await;
+    assert_eq!(merged.status, 200, "{}", merged.text);
+    let parents = git(&bare, &["rev-list", "--parents", "-n", "1", "main"]);
+    assert!(
+        parents.contains(&moved),
+        "merged onto the moved base: {parents}"
+    );
+}

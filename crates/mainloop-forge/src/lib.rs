@@ -170,6 +170,21 @@ pub struct CommitSummary {
     pub url: String,
 }
 
+/// What came of asking the forge to merge a pull request, when the call itself worked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
+pub enum MergeOutcome {
+    Merged,
+    /// The base or head branch moved while the forge was merging (GitHub: 409 "Base
+    /// branch was modified. Review and try the merge again."): nothing changed, and the
+    /// same merge may well work on fresh state.
+    Raced(String),
+    /// The forge will not merge the pull request as it stands (GitHub: 405 "Pull Request
+    /// is not mergeable"): it conflicts with its base, is already merged or closed, is a
+    /// draft, or a branch rule holds it back.
+    NotMergeable(String),
+}
+
 /// A new pull request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewPullRequest<'a> {
@@ -258,12 +273,13 @@ pub trait Forge: Send + Sync + fmt::Debug + 'static {
         number: u64,
         cursor: &'a FeedbackCursor,
     ) -> BoxFuture<'a, Result<(Vec<Feedback>, FeedbackCursor)>>;
-    /// Merges a pull request.
+    /// Merges a pull request; a refusal that waiting or updating the branch can cure is
+    /// an outcome, not an error.
     fn merge_pull_request<'a>(
         &'a self,
         repo: &'a RepoRef,
         number: u64,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<MergeOutcome>>;
     /// Closes a pull request without merging.
     fn close_pull_request<'a>(
         &'a self,

@@ -2,7 +2,7 @@
 //! mapping of GitHub's HTTP answers onto the port's `ForgeError`.
 
 use crate::ratelimit::{self, RateLimit};
-use mainloop_forge::ForgeError;
+use mainloop_forge::{ForgeError, MergeOutcome};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
@@ -44,6 +44,27 @@ pub fn from_status(status: u16, headers: &HeaderMap, body: &[u8], now: SystemTim
         400 | 405 | 409 | 422 => ForgeError::Rejected(message),
         500..=599 => ForgeError::Unavailable(message),
         _ => ForgeError::Protocol(message),
+    }
+}
+
+/// A refused merge as an outcome when it is one: GitHub answers 409 when the base (or
+/// head) branch moved while it merged, and 405 when the pull request cannot be merged as
+/// it stands (a conflict, a draft, a branch rule; also "Base branch was modified").
+/// Anything else stays an error.
+pub fn merge_refusal(e: ForgeError) -> Result<MergeOutcome, ForgeError> {
+    let ForgeError::Rejected(message) = e else {
+        return Err(e);
+    };
+    // `message_of` starts every message with the status.
+    let status = message
+        .strip_prefix("HTTP ")
+        .and_then(|m| m.get(..3))
+        .and_then(|s| s.parse::<u16>().ok());
+    match status {
+        Some(409) => Ok(MergeOutcome::Raced(message)),
+        Some(405) if message.contains("was modified") => Ok(MergeOutcome::Raced(message)),
+        Some(405) => Ok(MergeOutcome::NotMergeable(message)),
+        _ => Err(ForgeError::Rejected(message)),
     }
 }
 
@@ -164,6 +185,46 @@ mod tests {
 
     fn map(status: u16, h: &[(&'static str, &str)], body: &str) -> ForgeError {
         from_status(status, &headers(h), body.as_bytes(), now())
+    }
+
+    #[test]
+    fn merge_refusals_that_updating_or_waiting_cures_are_outcomes() {
+        let raced = |status, msg: &str| {
+            merge_refusal(map(status, &[], &format!(r#"{{"message":"{msg}"}}"#)))
+        };
+        assert!(matches!(
+            raced(
+                409,
+                "Base branch was modified. Review and try the merge again."
+            ),
+            Ok(MergeOutcome::Raced(_))
+        ));
+        assert!(matches!(
+            raced(
+                409,
+                "Head branch was modified. Review and try the merge again."
+            ),
+            Ok(MergeOutcome::Raced(_))
+        ));
+        assert!(matches!(
+            raced(
+                405,
+                "Base branch was modified. Review and try the merge again."
+            ),
+            Ok(MergeOutcome::Raced(_))
+        ));
+        assert!(matches!(
+            raced(405, "Pull Request is not mergeable"),
+            Ok(MergeOutcome::NotMergeable(m)) if m.contains("not mergeable")
+        ));
+        assert!(matches!(
+            raced(422, "Validation Failed"),
+            Err(ForgeError::Rejected(_))
+        ));
+        assert!(matches!(
+            raced(503, "unavailable"),
+            Err(ForgeError::Unavailable(_))
+        ));
     }
 
     #[test]

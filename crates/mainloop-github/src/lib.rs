@@ -37,7 +37,7 @@ use client::Api;
 use futures::future::BoxFuture;
 use mainloop_forge::{
     CiStatus, Comment, CommitSummary, Cursor, Feedback, FeedbackCursor, Forge, ForgeError,
-    IssueRef, NewPullRequest, PrSummary, PullRequest, RepoRef, Result,
+    IssueRef, MergeOutcome, NewPullRequest, PrSummary, PullRequest, RepoRef, Result,
 };
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -411,22 +411,23 @@ impl Forge for GithubForge {
         &'a self,
         repo: &'a RepoRef,
         number: u64,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<MergeOutcome>> {
         Box::pin(async move {
             let number = number.to_string();
             let url = self.repo_url(repo, &["pulls", &number, "merge"], &[]);
-            let answer = self.api.write(Method::PUT, url, &json!({})).await?;
+            let answer = match self.api.write(Method::PUT, url, &json!({})).await {
+                Ok(answer) => answer,
+                Err(e) => return error::merge_refusal(e),
+            };
             let merged = serde_json::from_slice::<Value>(&answer)
                 .ok()
                 .and_then(|v| v.get("merged").and_then(Value::as_bool))
                 .unwrap_or(true);
-            if merged {
-                Ok(())
+            Ok(if merged {
+                MergeOutcome::Merged
             } else {
-                Err(ForgeError::Rejected(format!(
-                    "pull request #{number} was not merged"
-                )))
-            }
+                MergeOutcome::NotMergeable(format!("pull request #{number} was not merged"))
+            })
         })
     }
 

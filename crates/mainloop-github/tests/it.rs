@@ -7,8 +7,8 @@
 use mainloop_config::Secret;
 use mainloop_fake_github::{Config, FakeGithub, Outage, RateLimit, SecondaryLimit};
 use mainloop_forge::{
-    CiStatus, Cursor, FeedbackCursor, FeedbackKind, Forge, ForgeError, NewPullRequest, PrState,
-    RepoRef,
+    CiStatus, Cursor, FeedbackCursor, FeedbackKind, Forge, ForgeError, MergeOutcome,
+    NewPullRequest, PrState, RepoRef,
 };
 use mainloop_github::{GitEnv, GithubConfig, GithubForge, git_url, install_askpass};
 use serde_json::{Value, json};
@@ -449,10 +449,19 @@ async fn pull_requests_open_ready_merge_close_and_list() {
         1
     );
 
-    e.forge
-        .merge_pull_request(&e.repo, pr.number)
-        .await
-        .unwrap();
+    // A merge that loses a race on the base is an outcome to retry, not an error.
+    e.fake.race_next_merges(1);
+    assert!(matches!(
+        e.forge.merge_pull_request(&e.repo, pr.number).await,
+        Ok(MergeOutcome::Raced(m)) if m.contains("Base branch was modified")
+    ));
+    assert_eq!(
+        e.forge
+            .merge_pull_request(&e.repo, pr.number)
+            .await
+            .unwrap(),
+        MergeOutcome::Merged
+    );
     assert_eq!(
         e.forge
             .pull_request(&e.repo, pr.number)
@@ -489,9 +498,13 @@ async fn pull_requests_open_ready_merge_close_and_list() {
         "{commits:?}"
     );
 
-    // Merging twice, or a pull request without commits, is rejected with GitHub's words.
+    // Merging twice is refused as not mergeable; a pull request without commits is
+    // rejected with GitHub's words.
     let again = e.forge.merge_pull_request(&e.repo, pr.number).await;
-    assert!(matches!(again, Err(ForgeError::Rejected(_))), "{again:?}");
+    assert!(
+        matches!(again, Ok(MergeOutcome::NotMergeable(_))),
+        "{again:?}"
+    );
     let empty = e
         .forge
         .open_pull_request(

@@ -247,6 +247,7 @@ mod tests {
     fn the_payload_has_the_web_apps_shape() {
         let task = TaskId::new_v7(Timestamp::from_millis(1));
         let n = Notification {
+            user_id: None,
             item_id: "0190a0b1-c2d3-7e4f-8a9b-0c1d2e3f4a5b".into(),
             task_id: Some(task),
             kind: NotificationKind::PlanReview,

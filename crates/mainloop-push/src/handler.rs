@@ -5,7 +5,7 @@
 use crate::deliver::{Outcome, PushMessage, origin_of, send_ntfy, send_web_push};
 use crate::{PushConfig, PushError};
 use futures::future::BoxFuture;
-use mainloop_engine::{JobContext, JobError, JobHandler, Notification};
+use mainloop_engine::{Handler, JobContext, JobError, Notification};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,12 +32,10 @@ impl NotifyHandler {
         })
     }
 
-    async fn deliver(&self, ctx: JobContext) -> Result<(), JobError> {
-        let n: Notification = serde_json::from_value(ctx.job.payload.clone())
-            .map_err(|e| JobError::fatal(format!("malformed notify job: {e}")))?;
-        let user = ctx
-            .job
+    async fn deliver(&self, n: Notification, ctx: JobContext) -> Result<(), JobError> {
+        let user = n
             .user_id
+            .or(ctx.job.user_id)
             .ok_or_else(|| JobError::fatal("a notify job without a user"))?;
         let engine = &ctx.engine;
         let store = engine.store();
@@ -112,9 +110,9 @@ impl NotifyHandler {
     }
 }
 
-impl JobHandler for NotifyHandler {
-    fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
+impl Handler<Notification> for NotifyHandler {
+    fn run(&self, n: Notification, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
         let this = self.clone();
-        Box::pin(async move { this.deliver(ctx).await })
+        Box::pin(async move { this.deliver(n, ctx).await })
     }
 }

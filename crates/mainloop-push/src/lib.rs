@@ -16,13 +16,9 @@ pub use error::PushError;
 pub use handler::NotifyHandler;
 pub use vapid::{MAX_TOKEN_LIFETIME_SECS, authorization};
 
-use mainloop_engine::{Engine, NOTIFY_JOB};
+use mainloop_engine::{Engine, Notification, Pool};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The dispatcher pool notifications run in: their own, so a slow push service never
-/// holds up chat turns (and the other way round).
-pub const NOTIFY_POOL: &str = "notify";
 
 /// Delivery settings (a slice of the binary's config).
 #[derive(Clone, Debug)]
@@ -56,7 +52,9 @@ impl PushConfig {
 /// When the HTTP client cannot be built.
 pub fn install(engine: &Engine, config: PushConfig) -> Result<(), PushError> {
     let handler = NotifyHandler::new(config)?;
-    engine.set_pool(NOTIFY_POOL, 2);
-    engine.register_pool_handler(NOTIFY_JOB, Arc::new(handler), NOTIFY_POOL);
+    // Their own pool (`Pool::Notify`), so a slow push service never holds up chat
+    // turns, and the other way round.
+    engine.set_pool_size(Pool::Notify, 2);
+    engine.register::<Notification>(Arc::new(handler));
     Ok(())
 }

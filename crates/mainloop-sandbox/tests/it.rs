@@ -225,21 +225,23 @@ fn credentials_files_are_bound_into_the_private_home() {
 /// running inside, even a process that detached into a session of its own.
 #[tokio::test]
 async fn killing_a_sandboxed_agent_kills_everything_inside() {
-    use mainloop_agent::{Agent, AgentMode, ClaudeCode, RunSpec, SessionRef};
+    use mainloop_agent::{Agent, AgentMode, ClaudeCode, LocalProcess, RunSpec, SessionRef};
     let w = world();
     let marker = format!("{}", 4000 + (std::process::id() % 1000));
     let script = format!("setsid sleep {marker}.5 & sleep {marker}.25 & echo started; wait");
     let agent = ClaudeCode::new(vec!["/bin/sh".into(), "-c".into(), script]);
     let mut session = agent
-        .start(RunSpec {
-            cwd: w.wt_a.clone(),
-            session: SessionRef::New(uuid::Uuid::new_v4().to_string()),
-            mode: AgentMode::Implement,
-            model: None,
-            append_system_prompt: None,
-            env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
-            wrapper: w.bwrap.command_prefix(&w.scope()).unwrap(),
-        })
+        .start(
+            RunSpec {
+                cwd: w.wt_a.clone(),
+                session: SessionRef::New(uuid::Uuid::new_v4().to_string()),
+                mode: AgentMode::Implement,
+                model: None,
+                append_system_prompt: None,
+                env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+            },
+            &LocalProcess::sandboxed(w.bwrap.command_prefix(&w.scope()).unwrap()),
+        )
         .unwrap();
     // Processes whose command line names the marker (no pgrep: procps may be missing).
     let needle = format!("sleep\0{marker}");

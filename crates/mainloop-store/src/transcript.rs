@@ -1,12 +1,15 @@
-//! Task transcripts: every normalised agent event, numbered per task.
+//! Task transcripts: every normalised agent event, numbered per task, stored as its
+//! kind and payload so rows written by any version read back (as `unknown` when this
+//! version cannot read them).
 
 use crate::{Result, Store, StoreError, Tx};
-use mainloop_domain::records::TranscriptEntry;
+use mainloop_domain::transcript::{TranscriptEntry, TranscriptRecord};
 use mainloop_domain::{TaskId, Timestamp};
 use sqlx::Row;
 
 impl Tx {
-    /// Appends an entry to a task's transcript; returns its position.
+    /// Appends a stored `(kind, payload)` to a task's transcript ([`TranscriptEntry::kind`]
+    /// and [`TranscriptEntry::payload`]); returns its position.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown task; database failures.
@@ -48,7 +51,7 @@ impl Store {
         task: TaskId,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<TranscriptEntry>> {
+    ) -> Result<Vec<TranscriptRecord>> {
         let rows = sqlx::query(
             "SELECT seq, kind, payload, created_at FROM transcript \
              WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -60,11 +63,15 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let kind: String = r.try_get("kind")?;
                 let payload: String = r.try_get("payload")?;
-                Ok(TranscriptEntry {
+                // A payload that is not JSON at all is kept as the text it is.
+                let payload =
+                    serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload));
+                Ok(TranscriptRecord {
+                    task_id: task,
                     seq: r.try_get("seq")?,
-                    kind: r.try_get("kind")?,
-                    payload: serde_json::from_str(&payload)?,
+                    entry: TranscriptEntry::from_stored(&kind, payload),
                     created_at: Timestamp::from_millis(r.try_get("created_at")?),
                 })
             })

@@ -598,8 +598,8 @@ async fn projects_and_tasks(store: Store) {
     tx.commit().await.unwrap();
     let page = store.transcript(t1.id, 2, 2).await.unwrap();
     assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4]);
-    assert_eq!(page[0].payload, json!({"i": 2}));
-    assert_eq!(page[0].kind, "text");
+    assert_eq!(page[0].entry.payload(), json!({"i": 2}));
+    assert_eq!(page[0].entry.kind(), "text");
     assert_eq!(store.transcript(t1.id, 5, 10).await.unwrap().len(), 0);
     assert_eq!(store.transcript(t2.id, 0, 10).await.unwrap().len(), 1);
     assert!(

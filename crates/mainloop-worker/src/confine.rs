@@ -1,8 +1,10 @@
-//! What a task's agent and check commands run under: the sandbox command line, their
-//! exact environment and their home (a private one per task when sandboxed).
+//! What a task's agent and check commands run under: the sandbox command line (the
+//! agent's placement), their exact environment and their home (a private one per task
+//! when sandboxed). Checks still take the command line to `mainloop-git`'s `run_check`.
 
 use std::path::{Path, PathBuf};
 
+use mainloop_agent::LocalProcess;
 use mainloop_domain::TaskId;
 use mainloop_git::Worktree;
 use mainloop_sandbox::{Bubblewrap, Scope};
@@ -29,6 +31,13 @@ pub(crate) struct Confined {
     pub env: Vec<(String, String)>,
     /// Where the agent writes its plans (in its home), the one place planning may write.
     pub plans_dir: PathBuf,
+}
+
+impl Confined {
+    /// Where the task's agent runs: a local process, under the sandbox when there is one.
+    pub(crate) fn placement(&self) -> LocalProcess {
+        LocalProcess::sandboxed(self.wrapper.clone())
+    }
 }
 
 /// Variables that would point a sandboxed process back into the server user's home or

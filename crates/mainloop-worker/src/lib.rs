@@ -5,11 +5,16 @@
 //! timeout, after which the session is resumed from disk when the answer comes.
 
 mod confine;
+mod delivery;
 mod forge;
+mod local;
 mod policy;
 mod prompts;
+mod react;
+mod retry;
 mod run;
 mod steps;
+mod task;
 
 pub use confine::WorkerSandbox;
 pub use forge::{ForgeSettings, MARKER as FORGE_MARKER, wake as wake_forge_watch};
@@ -20,21 +25,16 @@ use mainloop_agent::{Agent, AgentSession};
 use mainloop_domain::TaskId;
 use mainloop_domain::records::{Task, TaskDiff};
 use mainloop_domain::task::TaskState;
-use mainloop_engine::{Engine, JobContext, JobError, JobHandler, Workspaces};
+use mainloop_engine::{
+    BackgroundJob, CommitWork, Engine, ForgeSync, ForgeWatch, Handler, JobContext, JobError, Merge,
+    Pool, RunAgent, RunChecks, StopAgent, Workspaces,
+};
 use mainloop_git::Git;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// The dispatcher pool agent runs use; its size is the number of agent slots.
-pub const AGENTS_POOL: &str = "agents";
-/// Checks can take long; they get their own pool so merges and commits are not stuck
-/// behind them.
-pub const EFFECTS_POOL: &str = "effects";
-/// Forge mirroring and polling: short API calls, kept apart from checks and agents.
-pub const FORGE_POOL: &str = "forge";
 
 /// The runtime's settings.
 #[derive(Clone, Debug)]
@@ -136,23 +136,23 @@ impl Runtime {
     pub fn install(&self) {
         self.reap_orphans();
         let engine = &self.inner.engine;
-        engine.set_pool(AGENTS_POOL, self.inner.config.max_agents);
-        engine.set_pool(EFFECTS_POOL, 2);
+        engine.set_pool_size(Pool::Agents, self.inner.config.max_agents);
+        engine.set_pool_size(Pool::Effects, 2);
         let handler = |step: Step| {
-            Arc::new(Handler {
+            Arc::new(StepHandler {
                 runtime: self.clone(),
                 step,
-            }) as Arc<dyn JobHandler>
+            })
         };
-        engine.register_pool_handler("task.run_agent", handler(Step::RunAgent), AGENTS_POOL);
-        engine.register_handler("task.stop_agent", handler(Step::Stop));
-        engine.register_pool_handler("task.commit", handler(Step::Commit), EFFECTS_POOL);
-        engine.register_pool_handler("task.checks", handler(Step::Checks), EFFECTS_POOL);
-        engine.register_pool_handler("task.merge", handler(Step::Merge), EFFECTS_POOL);
+        engine.register::<RunAgent>(handler(Step::RunAgent));
+        engine.register::<StopAgent>(handler(Step::Stop));
+        engine.register::<CommitWork>(handler(Step::Commit));
+        engine.register::<RunChecks>(handler(Step::Checks));
+        engine.register::<Merge>(handler(Step::Merge));
         if self.inner.config.forge.is_some() {
-            engine.set_pool(FORGE_POOL, 2);
-            engine.register_pool_handler(forge::SYNC_JOB, handler(Step::ForgeSync), FORGE_POOL);
-            engine.register_pool_handler(forge::WATCH_JOB, handler(Step::ForgeWatch), FORGE_POOL);
+            engine.set_pool_size(Pool::Forge, 2);
+            engine.register::<ForgeSync>(handler(Step::ForgeSync));
+            engine.register::<ForgeWatch>(handler(Step::ForgeWatch));
         }
         engine.set_workspaces(Arc::new(self.clone()));
     }
@@ -181,7 +181,7 @@ impl Runtime {
     /// an unfinished `task.run_agent` job: waiting tasks have none.
     async fn grant_slots(&self) -> mainloop_engine::Result<()> {
         let engine = &self.inner.engine;
-        let busy = engine.store().count_unfinished("task.run_agent").await?;
+        let busy = engine.store().count_unfinished(RunAgent::KIND).await?;
         let free = i64::try_from(self.inner.config.max_agents).unwrap_or(i64::MAX) - busy;
         if free <= 0 {
             return Ok(());
@@ -252,7 +252,7 @@ impl Runtime {
             Err(_) => Vec::new(),
         };
         for mut p in expired {
-            tokio::spawn(async move { p.session.kill().await });
+            tokio::spawn(async move { p.session.stop(run::STOP_GRACE).await });
         }
     }
 
@@ -269,7 +269,7 @@ impl Runtime {
             .map(|mut p| p.drain().map(|(_, v)| v).collect())
             .unwrap_or_default();
         for mut p in parked {
-            tokio::spawn(async move { p.session.kill().await });
+            tokio::spawn(async move { p.session.stop(run::STOP_GRACE).await });
         }
     }
 
@@ -323,14 +323,19 @@ enum Step {
     ForgeWatch,
 }
 
+/// Hands each `task.*` and forge job to the step that carries it out.
 #[derive(Debug)]
-struct Handler {
+struct StepHandler {
     runtime: Runtime,
     step: Step,
 }
 
-impl JobHandler for Handler {
-    fn run(&self, ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+impl<J: BackgroundJob> Handler<J> for StepHandler {
+    fn run(
+        &self,
+        _job: J,
+        ctx: JobContext,
+    ) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
         let rt = self.runtime.clone();
         let step = self.step;
         Box::pin(async move {

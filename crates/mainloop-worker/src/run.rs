@@ -1,21 +1,28 @@
-//! One agent run: start or resume the session, deliver its input, and turn its events
-//! into transcript entries and lifecycle events until it finishes, fails, or waits for
-//! the human (then the session is parked and the slot freed).
+//! One agent run: start or resume the session, deliver its input, and carry out what
+//! `react` makes of its events until it finishes, fails, or waits for the human (then
+//! the session is parked and the slot freed); after a failure, `retry::decide` says
+//! whether to start again, resume, or fail the task.
 
 use crate::confine::Confined;
-use crate::policy::{Decision, decide};
 use crate::prompts::{CONTINUE, WORKER_INSTRUCTIONS, input_message};
+use crate::react::{Context, Step, react};
+use crate::retry::{Action, Attempts, RetryPolicy, decide};
 use crate::steps::{apply, fail, load, payload, retry, status, worktree};
 use crate::{Parked, Runtime, Waiting};
-use mainloop_agent::{AgentEvent, AgentMode, AgentSession, ControlReply, RunSpec, SessionRef};
-use mainloop_domain::question::{Question, QuestionOption, answers_by_question_text};
+use mainloop_agent::{
+    AgentEvent, AgentFailure, AgentMode, AgentSession, ControlReply, RunSpec, SessionRef,
+};
+use mainloop_domain::question::answers_by_question_text;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::{AgentInput, AgentPhase, Effect, TaskEvent, TaskState};
 use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{JobContext, JobError};
-use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// How long an agent whose session ends normally may take to save it and exit before
+/// it is killed; Claude Code needs tens of milliseconds.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Removes the task's cancel token when the run ends, however it ends.
 struct RunningGuard<'a> {
@@ -72,11 +79,13 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
         Ok(c) => c,
         Err(e) => return fail(rt, task.id, e).await,
     };
+    let policy = RetryPolicy {
+        api_retries: rt.inner.config.api_retries,
+        api_retry_delay: rt.inner.config.api_retry_delay,
+    };
     let key = ctx.job.key.clone();
     let mut task = task;
-    let mut fresh = false;
-    let mut api_failures = 0_u32;
-    let mut session_fallbacks = 0_u32;
+    let mut attempts = Attempts::default();
     loop {
         let run = Run {
             rt,
@@ -87,74 +96,23 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
             confined: &confined,
             input_key: &key,
         };
-        let session = match deliver(&run, &input, fresh).await {
+        let session = match deliver(&run, &input, attempts.fresh).await {
             Ok(s) => s,
             Err(Delivery::Retry(e)) => return Err(e),
             Err(Delivery::Fail(reason)) => return fail(rt, task.id, reason).await,
         };
-        match pump(&run, session, &cancel).await? {
-            Outcome::Ended => return Ok(()),
-            Outcome::SessionMissing if !fresh && session_fallbacks < 2 => {
-                // The agent died before it saved its session (the server was killed
-                // right after starting it): start that session afresh, with the task.
-                status(
-                    rt,
-                    user,
-                    task.id,
-                    "the saved session was missing; starting it again",
-                )
-                .await;
-                fresh = true;
-                session_fallbacks += 1;
+        let RunEnd::Failed { failure, why } = pump(&run, session, &cancel).await? else {
+            return Ok(());
+        };
+        let (action, next) = decide(&failure, &why, attempts, policy);
+        attempts = next;
+        match action {
+            Action::Fail(reason) => return fail(rt, task.id, reason).await,
+            Action::StartAfresh { note } | Action::Resume { note } => {
+                status(rt, user, task.id, &note).await;
             }
-            Outcome::SessionMissing => {
-                return fail(rt, task.id, "the agent could not find its session".into()).await;
-            }
-            Outcome::SessionInUse(_) if fresh && session_fallbacks < 2 => {
-                // Missing a moment ago, saved now: the agent of a server that was killed
-                // wrote it as it died. Resume it rather than start it again.
-                status(
-                    rt,
-                    user,
-                    task.id,
-                    "the session was saved after all; resuming it",
-                )
-                .await;
-                fresh = false;
-                session_fallbacks += 1;
-            }
-            Outcome::SessionInUse(why) => return fail(rt, task.id, why).await,
-            Outcome::ModelUnavailable(why) => {
-                // An outage of the model API outlasted the agent's own retries. Nobody
-                // needs to act on it: wait, then resume the same session, a few times
-                // before telling the human.
-                let cfg = &rt.inner.config;
-                if api_failures >= cfg.api_retries {
-                    let tries = match cfg.api_retries {
-                        0 => String::new(),
-                        1 => " (still failing after 1 retry)".to_owned(),
-                        n => format!(" (still failing after {n} retries)"),
-                    };
-                    return fail(
-                        rt,
-                        task.id,
-                        format!("the agent reported an error: {why}{tries}"),
-                    )
-                    .await;
-                }
-                let wait = api_retry_wait(cfg.api_retry_delay, api_failures);
-                api_failures += 1;
-                status(
-                    rt,
-                    user,
-                    task.id,
-                    &format!(
-                        "the model API is failing ({why}); trying again in {} s ({api_failures} of {})",
-                        wait.as_secs(),
-                        cfg.api_retries
-                    ),
-                )
-                .await;
+            Action::ResumeAfter { wait, note } => {
+                status(rt, user, task.id, &note).await;
                 tokio::select! {
                     () = cancel.cancelled() => return Ok(()),
                     () = tokio::time::sleep(wait) => {}
@@ -164,36 +122,18 @@ pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobE
                     Some((_, t)) if t.state == state_of(phase) => task = t,
                     _ => return Ok(()),
                 }
-                fresh = false;
             }
         }
     }
 }
 
-/// The wait before the `n`th (from 0) relaunch after a model API failure: `first`,
-/// doubling, at most ten minutes.
-fn api_retry_wait(first: std::time::Duration, n: u32) -> std::time::Duration {
-    first
-        .saturating_mul(1_u32 << n.min(10))
-        .min(std::time::Duration::from_secs(600))
-}
-
 /// How a pump ended.
-enum Outcome {
+enum RunEnd {
+    /// Finished, parked, cancelled, or the task moved on: nothing more to do.
     Ended,
-    /// `--resume` found no saved conversation.
-    SessionMissing,
-    /// The turn failed on a model API failure that passes (the agent's reason).
-    ModelUnavailable(String),
-    /// `--session-id` named a session already saved (why the agent exited).
-    SessionInUse(String),
+    /// The agent failed; `why` tells a human.
+    Failed { failure: AgentFailure, why: String },
 }
-
-/// What the CLI says when `--resume` names a session it never saved.
-const NO_SESSION: &str = "No conversation found with session ID";
-
-/// What the CLI says when `--session-id` names a session it already saved.
-const SESSION_IN_USE: &str = "is already in use";
 
 /// Buffers transcript entries so a burst of agent output commits in one transaction.
 struct Recorder<'a> {
@@ -301,8 +241,9 @@ async fn deliver(
                 .await;
             return Ok(parked.session);
         }
-        // The parked process cannot take this input (or died): resume from disk.
-        parked.session.kill().await;
+        // The parked process cannot take this input (or died): let it save its session,
+        // then resume from disk.
+        parked.session.stop(STOP_GRACE).await;
     }
     let (session_ref, new_id) = match &task.session_id {
         Some(id) if fresh => (SessionRef::New(id.clone()), Some(id.clone())),
@@ -319,12 +260,11 @@ async fn deliver(
         model: task.model.clone().or_else(|| rt.inner.config.model.clone()),
         append_system_prompt: Some(WORKER_INSTRUCTIONS.to_owned()),
         env: confined.env.clone(),
-        wrapper: confined.wrapper.clone(),
     };
     let mut session = rt
         .inner
         .agent
-        .start(spec)
+        .start(spec, &confined.placement())
         .map_err(|e| Delivery::Fail(e.to_string()))?;
     rt.record_pid(task.id, session.pid());
     // Record a new session before it can do anything, so a crash resumes it.
@@ -385,32 +325,51 @@ async fn deliver(
     Ok(session)
 }
 
-fn questions_of(qs: &[mainloop_agent::AgentQuestion]) -> Vec<Question> {
-    qs.iter()
-        .enumerate()
-        .map(|(i, q)| Question {
-            id: format!("q{}", i + 1),
-            header: q.header.clone(),
-            question: q.question.clone(),
-            options: q
-                .options
-                .iter()
-                .map(|o| QuestionOption {
-                    label: o.label.clone(),
-                    description: o.description.clone(),
-                })
-                .collect(),
-            multi_select: q.multi_select,
-        })
-        .collect()
+/// What waiting for the next event came to.
+enum Next {
+    Event(AgentEvent),
+    Cancelled,
+    /// No output for the inactivity timeout.
+    Silent,
 }
 
-/// Reads the session's events until the run ends or parks.
+/// The session's next event. Events already waiting are recorded together, in one
+/// transaction; before waiting for more, whatever is pending is stored.
+async fn next_event(
+    session: &mut Box<dyn AgentSession>,
+    rec: &mut Recorder<'_>,
+    cancel: &CancellationToken,
+    inactivity: Duration,
+) -> Next {
+    if let Some(ready) = futures::FutureExt::now_or_never(session.next_event()) {
+        return ready.map_or_else(|| exited(session.as_ref()), Next::Event);
+    }
+    rec.flush().await;
+    tokio::select! {
+        () = cancel.cancelled() => Next::Cancelled,
+        ev = tokio::time::timeout(inactivity, session.next_event()) => match ev {
+            Ok(Some(e)) => Next::Event(e),
+            Ok(None) => exited(session.as_ref()),
+            Err(_) => Next::Silent,
+        },
+    }
+}
+
+/// An end of events without the `Exited` event every session sends last.
+fn exited(session: &dyn AgentSession) -> Next {
+    Next::Event(AgentEvent::Exited {
+        code: session.exit_code(),
+        failure: None,
+    })
+}
+
+/// Reads the session's events and carries out the steps they call for, until the run
+/// ends or parks.
 async fn pump(
     run: &Run<'_>,
     mut session: Box<dyn AgentSession>,
     cancel: &CancellationToken,
-) -> Result<Outcome, JobError> {
+) -> Result<RunEnd, JobError> {
     let Run {
         rt,
         user,
@@ -420,7 +379,6 @@ async fn pump(
         confined,
         input_key,
     } = *run;
-    let engine = &rt.inner.engine;
     let mut rec = Recorder {
         rt,
         user,
@@ -429,211 +387,90 @@ async fn pump(
     };
     let inactivity = rt.inner.config.inactivity_timeout;
     loop {
-        // Events already waiting are recorded together, in one transaction; before
-        // waiting for more, whatever is pending is stored.
-        let ready = futures::FutureExt::now_or_never(session.next_event());
-        let event = match ready {
-            Some(ev) => Ok(ev),
-            None => {
-                rec.flush().await;
-                tokio::select! {
-                    () = cancel.cancelled() => {
-                        session.kill().await;
-                        return Ok(Outcome::Ended);
-                    }
-                    ev = tokio::time::timeout(inactivity, session.next_event()) => ev,
-                }
-            }
-        };
-        let event = match event {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                let tail = session.stderr_tail().join("\n");
-                let code = session
-                    .exit_code()
-                    .map_or_else(|| "?".to_owned(), |c| c.to_string());
-                rec.record(
-                    "error",
-                    json!({"text": format!("agent exited ({code})"), "stderr": tail}),
-                )
-                .await;
-                let why = format!("the agent exited unexpectedly (status {code}): {tail}");
-                if tail.contains(SESSION_IN_USE) {
-                    return Ok(Outcome::SessionInUse(why));
-                }
-                return fail(rt, task.id, why).await.map(|()| Outcome::Ended);
-            }
-            Err(_) => {
+        let event = match next_event(&mut session, &mut rec, cancel, inactivity).await {
+            Next::Event(event) => event,
+            Next::Cancelled => {
                 session.kill().await;
-                return fail(
-                    rt,
-                    task.id,
-                    format!(
-                        "the agent produced no output for {} s and was stopped",
-                        inactivity.as_secs()
-                    ),
-                )
-                .await
-                .map(|()| Outcome::Ended);
+                return Ok(RunEnd::Ended);
+            }
+            Next::Silent => {
+                session.kill().await;
+                let why = format!(
+                    "the agent produced no output for {} s and was stopped",
+                    inactivity.as_secs()
+                );
+                let failure = AgentFailure::Other {
+                    reason: why.clone(),
+                };
+                return Ok(RunEnd::Failed { failure, why });
             }
         };
-        match event {
-            AgentEvent::SessionStarted { session_id, model } => {
-                if task.session_id.as_deref() != Some(session_id.as_str()) && !session_id.is_empty()
-                {
-                    let _ = engine
-                        .set_task_session(task.id, &session_id, Some(input_key))
+        let ends = matches!(
+            event,
+            AgentEvent::Finished { .. } | AgentEvent::Exited { .. }
+        );
+        if matches!(event, AgentEvent::Finished { .. }) {
+            // The turn is over: let the agent save all of it before anything else, so
+            // that a later resume continues from its end.
+            session.stop(STOP_GRACE).await;
+        }
+        let stderr = if ends {
+            session.stderr_tail().join("\n")
+        } else {
+            String::new()
+        };
+        let cx = Context {
+            phase,
+            cwd,
+            plans_dir: &confined.plans_dir,
+            session_id: task.session_id.as_deref(),
+            stderr: &stderr,
+        };
+        for step in react(event, &cx) {
+            match step {
+                Step::Record(kind, payload) => rec.record(kind, payload).await,
+                Step::SetSession(id) => {
+                    let _ = rt
+                        .inner
+                        .engine
+                        .set_task_session(task.id, &id, Some(input_key))
                         .await;
                 }
-                rec.record("session", json!({"session_id": session_id, "model": model}))
-                    .await;
-            }
-            AgentEvent::Text { text } => rec.record("text", json!({"text": text})).await,
-            AgentEvent::ToolCall { id, name, summary } => {
-                rec.record(
-                    "tool_call",
-                    json!({"id": id, "name": name, "summary": summary}),
-                )
-                .await;
-            }
-            AgentEvent::ToolResult {
-                tool_use_id,
-                summary,
-                is_error,
-            } => {
-                rec.record(
-                    "tool_result",
-                    json!({"tool_use_id": tool_use_id, "summary": summary, "is_error": is_error}),
-                )
-                .await;
-            }
-            AgentEvent::Permission {
-                request_id,
-                tool,
-                input,
-            } => {
-                let decision = decide(phase, &tool, &input, cwd, &confined.plans_dir);
-                let (reply, allowed) = match decision {
-                    Decision::Allow => (
-                        ControlReply::Allow {
-                            updated_input: input.clone(),
-                        },
-                        true,
-                    ),
-                    Decision::Deny(message) => (
-                        ControlReply::Deny {
-                            message,
-                            interrupt: false,
-                        },
-                        false,
-                    ),
-                };
-                rec.record("permission", json!({"tool": tool, "allowed": allowed}))
-                    .await;
-                session.reply(&request_id, reply).await.map_err(retry)?;
-            }
-            AgentEvent::Question {
-                request_id,
-                questions,
-                input,
-            } => {
-                let qs = questions_of(&questions);
-                rec.record("question", json!({"questions": qs})).await;
-                if qs.is_empty() {
-                    session
-                        .reply(
-                            &request_id,
-                            ControlReply::Deny {
-                                message: "ask at least one question".into(),
-                                interrupt: false,
-                            },
-                        )
-                        .await
-                        .map_err(retry)?;
-                    continue;
+                Step::AddUsage {
+                    cost_usd,
+                    input_tokens,
+                    output_tokens,
+                } => {
+                    let _ = rt
+                        .inner
+                        .engine
+                        .add_task_usage(task.id, cost_usd, input_tokens, output_tokens)
+                        .await;
                 }
-                let waiting = Waiting::Answers;
-                return wait_for_human(
-                    rt,
-                    task.id,
-                    session,
-                    TaskEvent::QuestionsAsked(qs),
-                    (request_id, input, waiting),
-                )
-                .await;
-            }
-            AgentEvent::Plan {
-                request_id,
-                plan,
-                input,
-            } => {
-                rec.record("plan", json!({"plan": plan})).await;
-                if phase == AgentPhase::Implement {
-                    // Already approved; the agent re-announced its plan. Let it go on.
-                    session
-                        .reply(
-                            &request_id,
-                            ControlReply::Allow {
-                                updated_input: input,
-                            },
-                        )
-                        .await
-                        .map_err(retry)?;
-                    continue;
+                Step::Reply { request_id, reply } => {
+                    session.reply(&request_id, reply).await.map_err(retry)?;
                 }
-                let waiting = Waiting::PlanReview;
-                return wait_for_human(
-                    rt,
-                    task.id,
-                    session,
-                    TaskEvent::PlanProposed(plan),
-                    (request_id, input, waiting),
-                )
-                .await;
-            }
-            AgentEvent::Finished {
-                is_error,
-                retryable,
-                result,
-                session_id,
-                cost_usd,
-                input_tokens,
-                output_tokens,
-            } => {
-                let _ = engine
-                    .add_task_usage(
+                Step::Park {
+                    event,
+                    request_id,
+                    input,
+                    waiting,
+                } => {
+                    return wait_for_human(
+                        rt,
                         task.id,
-                        cost_usd,
-                        i64::try_from(input_tokens).unwrap_or(i64::MAX),
-                        i64::try_from(output_tokens).unwrap_or(i64::MAX),
+                        session,
+                        event,
+                        (request_id, input, waiting),
                     )
                     .await;
-                rec.record("finished", json!({"is_error": is_error, "result": result, "session_id": session_id, "cost_usd": cost_usd})).await;
-                session.kill().await;
-                if is_error && result.as_deref().is_some_and(|r| r.contains(NO_SESSION)) {
-                    return Ok(Outcome::SessionMissing);
                 }
-                return if is_error {
-                    let tail = session.stderr_tail().join("\n");
-                    let why = result.filter(|r| !r.trim().is_empty()).unwrap_or(tail);
-                    if retryable {
-                        return Ok(Outcome::ModelUnavailable(why));
-                    }
-                    fail(rt, task.id, format!("the agent reported an error: {why}"))
+                Step::Finish => {
+                    return apply(rt, task.id, TaskEvent::AgentFinished)
                         .await
-                        .map(|()| Outcome::Ended)
-                } else {
-                    apply(rt, task.id, TaskEvent::AgentFinished)
-                        .await
-                        .map(|_| Outcome::Ended)
-                };
-            }
-            AgentEvent::Malformed { line, error } => {
-                tracing::warn!(task = %task.id, %error, "skipping malformed agent output");
-                let mut line = line;
-                line.truncate(500);
-                rec.record("malformed", json!({"line": line, "error": error}))
-                    .await;
+                        .map(|_| RunEnd::Ended);
+                }
+                Step::Fail { failure, why } => return Ok(RunEnd::Failed { failure, why }),
             }
         }
     }
@@ -647,11 +484,11 @@ async fn wait_for_human(
     mut session: Box<dyn AgentSession>,
     event: TaskEvent,
     (request_id, input, waiting_for): (String, serde_json::Value, Waiting),
-) -> Result<Outcome, JobError> {
+) -> Result<RunEnd, JobError> {
     if apply(rt, task, event).await?.is_none() {
         // The task moved on (cancelled, say): nobody will answer.
         session.kill().await;
-        return Ok(Outcome::Ended);
+        return Ok(RunEnd::Ended);
     }
     rt.park(
         task,
@@ -663,5 +500,5 @@ async fn wait_for_human(
             since: Instant::now(),
         },
     );
-    Ok(Outcome::Ended)
+    Ok(RunEnd::Ended)
 }

@@ -11,12 +11,13 @@ use mainloop_agent::ClaudeCode;
 use mainloop_domain::question::Answer;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::{TaskEvent, TaskState};
+use mainloop_domain::transcript::TranscriptEntry;
 use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{CreateTask, Engine, EngineConfig, PlanAction, ReviewAction};
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use mainloop_git::Git;
 use mainloop_sandbox::{Bubblewrap, Policy};
-use mainloop_store::{Store, StoreOptions};
+use mainloop_test_support::{Database, EngineWorld};
 use mainloop_worker::{Runtime, WorkerConfig, WorkerSandbox};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,19 +26,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 fn claude_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/claude");
-    if p.exists() {
-        Some(p)
-    } else {
-        // CI installs it (`npm ci` in scripts/test); there a missing CLI is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is missing",
-            p.display()
-        );
-        eprintln!("skipping: {} is missing (run `npm ci`)", p.display());
-        None
-    }
+    // By a normalised path: one through `..` may not resolve inside the sandbox.
+    mainloop_test_support::claude_path()
 }
 
 /// The protocol-speaking fake agent from `mainloop-agent`, built beside this test by
@@ -184,12 +174,8 @@ impl World {
         if let Some(f) = &fake {
             env.push(("ANTHROPIC_BASE_URL".to_owned(), f.base_url()));
         }
-        let url = format!("sqlite://{}/mainloop.db", data.path().display());
-        let store = Store::connect(&url, &StoreOptions::default())
-            .await
-            .unwrap();
-        let engine = Engine::new(
-            store,
+        let world = EngineWorld::new(
+            Database::at(format!("sqlite://{}/mainloop.db", data.path().display())),
             None,
             EngineConfig {
                 backoff_base: Duration::from_millis(50),
@@ -197,8 +183,9 @@ impl World {
                 max_check_rounds: 2,
                 ..EngineConfig::default()
             },
-        );
-        let (owner, _) = engine.ensure_owner("owner").await.unwrap();
+        )
+        .await;
+        let (engine, owner) = (world.engine.clone(), world.owner.clone());
         let sandbox = sandboxed.then(|| sandbox(data.path(), home.path(), &command));
         let runtime = Runtime::new(
             engine.clone(),
@@ -275,10 +262,10 @@ impl World {
             .task_transcript(self.user, id, 0, 500)
             .await
             .unwrap();
-        transcript.iter().any(|e| {
-            e.payload["text"]
-                .as_str()
-                .is_some_and(|t| t.contains(needle))
+        transcript.iter().any(|e| match &e.entry {
+            TranscriptEntry::Status(s) => s.text.contains(needle),
+            TranscriptEntry::Text(t) => t.text.contains(needle),
+            _ => false,
         })
     }
 
@@ -319,66 +306,8 @@ impl World {
     }
 }
 
-const JOURNEY: &str = r##"
-rules:
-  - name: fix-checks
-    match: {user_contains: "checks failed"}
-    reply:
-      - text: "Fixing the checks."
-      - tool_use: {name: Bash, input: {command: "touch fixed.txt", description: "Fix"}}
-
-  - name: ask
-    match: {user_contains: "build the greeter", tool_offered: AskUserQuestion}
-    reply:
-      - text: "Two questions first."
-      - tool_use:
-          name: AskUserQuestion
-          input:
-            questions:
-              - question: "Which language?"
-                header: "Language"
-                options:
-                  - {label: "Rust", description: "fast"}
-                  - {label: "Go", description: "simple"}
-                multiSelect: false
-              - question: "Which extras?"
-                header: "Extras"
-                options:
-                  - {label: "Tests", description: "unit tests"}
-                  - {label: "Docs", description: "a README"}
-                multiSelect: true
-
-  - name: write-plan
-    match: {tool_result_for: AskUserQuestion}
-    reply:
-      - tool_use:
-          name: Write
-          input: {file_path: "{{plan_file}}", content: "# Plan\n\nA greeter in Rust.\n"}
-
-  - name: exit-plan
-    match: {tool_result_for: Write, tool_result_contains: "/.claude/plans/"}
-    reply:
-      - tool_use: {name: ExitPlanMode, input: {}}
-
-  - name: implement
-    match: {tool_result_for: ExitPlanMode, tool_result_contains: "User has approved your plan"}
-    reply:
-      - text: "Implementing."
-      - tool_use: {name: Bash, input: {command: "printf 'hello\\n' > greeting.txt", description: "Write the greeting"}}
-
-  - name: revise-plan
-    match: {tool_result_for: ExitPlanMode, tool_result_contains: "add tests"}
-    reply:
-      - text: "Revising."
-      - tool_use:
-          name: Write
-          input: {file_path: "{{plan_file}}", content: "# Plan (revised)\n\nA greeter in Rust, with tests.\n"}
-
-  - name: done
-    match: {tool_result_for: Bash}
-    reply:
-      - text: "All done."
-"##;
+/// The greeter, the script the worker, agent, end-to-end and browser tests share.
+const JOURNEY: &str = include_str!("../../mainloop-fake-anthropic/scripts/greeter.yaml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn questions_plan_revision_implementation_checks_review_and_merge() {
@@ -528,7 +457,7 @@ async fn questions_plan_revision_implementation_checks_review_and_merge() {
         .task_transcript(w.user, task.id, 0, 1000)
         .await
         .unwrap();
-    let kinds: Vec<&str> = transcript.iter().map(|e| e.kind.as_str()).collect();
+    let kinds: Vec<&str> = transcript.iter().map(|e| e.entry.kind()).collect();
     for k in ["question", "plan", "tool_call", "checks", "finished"] {
         assert!(kinds.contains(&k), "transcript has {k}: {kinds:?}");
     }

@@ -14,9 +14,11 @@ use mainloop_store::{Backend, Store, StoreOptions};
 use mainloop_worker::{ForgeSettings, Runtime, WorkerConfig};
 use std::fs::File;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 const OWNER_NAME: &str = "owner";
@@ -198,12 +200,8 @@ fn worker_runtime(engine: &Engine, config: &Config, config_file: Option<&Path>) 
     if let Some(f) = &forge {
         engine.set_forge(f.forge.clone(), &f.web_host);
     }
-    let command: Vec<String> = w
-        .claude_command
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
     let env = agent_environment();
+    let command = agent_command(&w.claude_command, &env);
     let sandbox = crate::sandbox::worker_sandbox(
         config,
         &env,
@@ -311,96 +309,204 @@ fn announce(line: &str) {
     println!("{line}");
 }
 
+/// One running server: the database, the engine with its background work, the worker
+/// runtime and the HTTP listener, wired from a [`Config`]. `mainloop serve` is this
+/// plus announcing the address and waiting for a signal; tests build it in-process.
+#[derive(Debug)]
+pub struct App {
+    addr: SocketAddr,
+    engine: Engine,
+    runtime: Runtime,
+    created_token: Option<String>,
+    token_file: PathBuf,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    workers: JoinHandle<()>,
+    background: JoinHandle<()>,
+    /// Held for the app's lifetime: one server per data directory.
+    _lock: File,
+}
+
+impl App {
+    /// Builds and starts the server from `config` (`config.listen` may name port 0).
+    ///
+    /// # Errors
+    /// When the configuration is refused, the data directory is locked by another
+    /// server, the database cannot be opened or the address cannot be bound.
+    pub async fn build(config: Config) -> Result<Self> {
+        Self::build_with_config_file(config, None).await
+    }
+
+    /// Like [`App::build`]; `config_file` is the `--config` the server was started with
+    /// (the sandbox hides it from agents).
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn build_with_config_file(
+        config: Config,
+        config_file: Option<&Path>,
+    ) -> Result<Self> {
+        if !config.listen.ip().is_loopback() && !config.auth.enabled {
+            bail!(
+                "refusing to listen on {} with authentication off; turn auth on or listen on 127.0.0.1",
+                config.listen
+            );
+        }
+        ensure_data_dir(&config)?;
+        let lock = lock_data_dir(&config)?;
+        let store = open_store(&config).await?;
+        let single_process = store.backend() == Backend::Sqlite;
+        let engine = Engine::new(
+            store,
+            model_provider(&config)?,
+            engine_config(&config, single_process),
+        );
+        let (_, created_token) = ensure_owner(&engine, &config).await?;
+
+        let shutdown = CancellationToken::new();
+        let runtime = worker_runtime(&engine, &config, config_file)?;
+        runtime.install();
+        mainloop_push::install(
+            &engine,
+            mainloop_push::PushConfig::new(
+                config.notifications.vapid_subject.clone(),
+                config.public_url.clone(),
+            ),
+        )
+        .context("setting up notification delivery")?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let background = engine.start(shutdown.clone()).await?;
+        let workers = runtime.spawn(shutdown.clone());
+        let router = mainloop_api::router_with_shutdown(
+            engine.clone(),
+            ApiConfig {
+                auth_enabled: config.auth.enabled,
+                max_body_bytes: config.limits.max_body_bytes,
+                secure_cookies: config
+                    .public_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://")),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            shutdown.clone(),
+        )
+        // The web app answers every path outside `/api` (the API keeps its own JSON 404).
+        .merge(mainloop_web::router());
+        let stop = shutdown.clone();
+        // Connection addresses let sign-in attempts be limited per client.
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        });
+        tracing::info!(%addr, database = ?engine.store().backend(), "serving");
+        Ok(Self {
+            addr,
+            engine,
+            runtime,
+            created_token,
+            token_file: token_path(&config),
+            shutdown,
+            server,
+            workers,
+            background,
+            _lock: lock,
+        })
+    }
+
+    /// The address the server listens on (the real port when the config named port 0).
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    #[must_use]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The worker runtime (agents, git, checks).
+    #[must_use]
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The owner's API token when this start created the owner (it is also on file).
+    #[must_use]
+    pub fn created_token(&self) -> Option<&str> {
+        self.created_token.as_deref()
+    }
+
+    /// The file the owner's token is kept in.
+    #[must_use]
+    pub fn token_file(&self) -> &Path {
+        &self.token_file
+    }
+
+    /// Cancelled when the app shuts down; cancelling it starts a graceful shutdown.
+    #[must_use]
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops taking requests, lets the workers and background work finish (each within
+    /// 10 s) and closes the database.
+    ///
+    /// # Errors
+    /// When the HTTP server failed.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.cancel();
+        let served = self.server.await;
+        if tokio::time::timeout(Duration::from_secs(10), self.workers)
+            .await
+            .is_err()
+        {
+            tracing::warn!("workers did not stop within 10 s");
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.background)
+            .await
+            .is_err()
+        {
+            tracing::warn!("background work did not stop within 10 s");
+        }
+        self.engine.store().close().await;
+        served
+            .context("the HTTP server panicked")?
+            .context("serving HTTP")
+    }
+
+    /// Serves until `stop` completes (or the app shuts itself down), then shuts down.
+    ///
+    /// # Errors
+    /// As [`App::shutdown`].
+    pub async fn run_until(self, stop: impl Future<Output = ()>) -> Result<()> {
+        tokio::select! {
+            () = stop => tracing::info!("shutting down"),
+            () = self.shutdown.cancelled() => {}
+        }
+        self.shutdown().await
+    }
+}
+
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn serve(config: Config, config_file: Option<&Path>) -> Result<()> {
-    if !config.listen.ip().is_loopback() && !config.auth.enabled {
-        bail!(
-            "refusing to listen on {} with authentication off; turn auth on or listen on 127.0.0.1",
-            config.listen
-        );
-    }
-    ensure_data_dir(&config)?;
-    let _lock = lock_data_dir(&config)?;
-    let store = open_store(&config).await?;
-    let single_process = store.backend() == Backend::Sqlite;
-    let engine = Engine::new(
-        store,
-        model_provider(&config)?,
-        engine_config(&config, single_process),
-    );
-    let (_, created) = ensure_owner(&engine, &config).await?;
-
-    let shutdown = CancellationToken::new();
-    let runtime = worker_runtime(&engine, &config, config_file)?;
-    runtime.install();
-    mainloop_push::install(
-        &engine,
-        mainloop_push::PushConfig::new(
-            config.notifications.vapid_subject.clone(),
-            config.public_url.clone(),
-        ),
-    )
-    .context("setting up notification delivery")?;
-    let background = engine.start(shutdown.clone()).await?;
-    let workers = runtime.spawn(shutdown.clone());
-    let router = mainloop_api::router_with_shutdown(
-        engine.clone(),
-        ApiConfig {
-            auth_enabled: config.auth.enabled,
-            max_body_bytes: config.limits.max_body_bytes,
-            secure_cookies: config
-                .public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://")),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        },
-        shutdown.clone(),
-    )
-    // The web app answers every path outside `/api` (the API keeps its own JSON 404).
-    .merge(mainloop_web::router());
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    if let Some(token) = created {
+    let app = App::build_with_config_file(config, config_file).await?;
+    if let Some(token) = app.created_token() {
         announce(&format!(
             "created the owner account. API token (also in {}; `mainloop token` prints it):",
-            token_path(&config).display()
+            app.token_file().display()
         ));
-        announce(&token);
+        announce(token);
     }
     // Last, so whoever watches stdout knows everything before it has been said.
-    announce(&format!("mainloop listening on http://{addr}"));
-    tracing::info!(%addr, database = ?engine.store().backend(), "serving");
-
-    let stop = shutdown.clone();
-    // Connection addresses let sign-in attempts be limited per client.
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        stop.cancel();
-    })
-    .await
-    .context("serving HTTP")?;
-    shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(10), workers)
-        .await
-        .is_err()
-    {
-        tracing::warn!("workers did not stop within 10 s");
-    }
-    if tokio::time::timeout(Duration::from_secs(10), background)
-        .await
-        .is_err()
-    {
-        tracing::warn!("background work did not stop within 10 s");
-    }
-    engine.store().close().await;
-    Ok(())
+    announce(&format!("mainloop listening on http://{}", app.addr()));
+    app.run_until(wait_for_signal()).await
 }
 
 async fn wait_for_signal() {
@@ -428,4 +534,22 @@ async fn wait_for_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
+}
+
+/// The agent's command line, its program by a path that also resolves inside the
+/// sandbox (see [`mainloop_sandbox::program_path`]); a program that cannot be found is
+/// left as written, for the agent's start to report.
+fn agent_command(configured: &str, env: &[(String, String)]) -> Vec<String> {
+    let mut command: Vec<String> = configured.split_whitespace().map(str::to_owned).collect();
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| std::ffi::OsStr::new(v.as_str()));
+    if let Some(program) = command.first_mut()
+        && program.contains('/')
+        && let Some(resolved) = mainloop_sandbox::program_path(program, path_var)
+    {
+        *program = resolved.to_string_lossy().into_owned();
+    }
+    command
 }

@@ -1,10 +1,7 @@
 //! The `mainloop` command: parses the command line and runs one subcommand.
 
-mod app;
-mod cli;
-mod sandbox;
-
 use clap::Parser;
+use mainloop::cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -1,6 +1,8 @@
-// The typed HTTP client for mainloop's API. Types come from the generated OpenAPI
-// schema (`api/schema.d.ts`), so a server change that breaks the app fails `npm run check`.
-import type { components } from "./api/schema";
+// The typed HTTP client for mainloop's API. Paths, path parameters, query strings,
+// bodies and replies all come from the generated OpenAPI schema (`api/schema.d.ts`)
+// through openapi-fetch, so a server change that breaks the app fails `npm run check`.
+import createClient, { type ClientOptions } from "openapi-fetch";
+import type { components, paths } from "./api/schema";
 
 type S = components["schemas"];
 export type Task = S["Task"];
@@ -12,8 +14,19 @@ export type Question = S["Question"];
 export type Answer = S["Answer"];
 export type TaskDiff = S["TaskDiff"];
 export type TranscriptEntry = S["TranscriptEntry"];
+/** A stored transcript entry: a transcript page's entries, and the `task.output` event. */
+export type TranscriptRecord = S["TranscriptRecord"];
 export type Project = S["Project"];
 export type User = S["User"];
+export type EventName = S["EventName"];
+/** Each live event's payload, by name. */
+export type EventData = S["EventData"];
+export type PushSubscriptionInfo = S["PushSubscriptionView"];
+export type NotificationSettings = S["NotificationSettings"];
+
+/** The live event stream (read with EventSource, not fetch) and its resume parameter. */
+export const EVENTS_PATH = "/api/events" satisfies keyof paths;
+export type EventsQuery = NonNullable<paths[typeof EVENTS_PATH]["get"]["parameters"]["query"]>;
 
 /** A failed request: the server's error code and message, or a network failure. */
 export class ApiError extends Error {
@@ -32,73 +45,84 @@ export function setUnauthorizedHandler(f: () => void): void {
   onUnauthorized = f;
 }
 
-async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
-  let res: Response;
-  try {
-    res = await fetch(`/api${path}`, {
-      method,
-      credentials: "same-origin",
-      headers: body === undefined ? {} : { "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch {
-    throw new ApiError(0, "network", "Cannot reach the server. Check the connection and try again.");
-  }
-  if (res.status === 204) return undefined as T;
-  let json: unknown = null;
-  try {
-    json = await res.json();
-  } catch {
-    // A proxy error page, say; handled below by status.
-  }
-  if (!res.ok) {
-    const err = (json as { error?: { code?: string; message?: string } } | null)?.error;
-    if (res.status === 401 && !path.startsWith("/auth/login")) onUnauthorized();
-    throw new ApiError(res.status, err?.code ?? "http", err?.message ?? `The server answered ${res.status}.`);
-  }
-  return json as T;
+/** What openapi-fetch resolves to: the parsed body, or the parsed error body. */
+interface Reply<T> {
+  data?: T;
+  error?: unknown;
+  response: Response;
 }
 
-const get = <T>(path: string) => request<T>("GET", path);
-const post = <T>(path: string, body: unknown = {}) => request<T>("POST", path, body);
+/** The reply's body, or an ApiError carrying the API's one error shape. */
+async function unwrap<T>(call: Promise<Reply<T>>): Promise<T> {
+  const { data, error, response } = await call;
+  if (!response.ok) {
+    const err = (error as { error?: { code?: string; message?: string } } | null | undefined)?.error;
+    throw new ApiError(
+      response.status,
+      err?.code ?? "http",
+      err?.message ?? `The server answered ${response.status}.`,
+    );
+  }
+  return data as T;
+}
 
-export const api = {
-  me: () => get<User>("/auth/me"),
-  health: () => get<S["Health"]>("/health"),
-  login: (token: string) => post<S["LoginResponse"]>("/auth/login", { token }),
-  logout: () => post<void>("/auth/logout"),
+/**
+ * The API over a given fetch. Cookies ride along (same origin); the browser adds the
+ * `Origin` header the server checks on cookie-authenticated writes.
+ */
+export function createApi(options: ClientOptions = {}) {
+  const client = createClient<paths>({ credentials: "same-origin", ...options });
+  client.use({
+    onError: () => new ApiError(0, "network", "Cannot reach the server. Check the connection and try again."),
+    onResponse: ({ response, schemaPath }) => {
+      if (response.status === 401 && schemaPath !== "/api/auth/login") onUnauthorized();
+      return undefined;
+    },
+  });
+  const id = (id: string) => ({ params: { path: { id } } });
 
-  messages: (before?: string, limit = 50) =>
-    get<S["MessagePage"]>(`/chat/messages?limit=${limit}${before ? `&before=${encodeURIComponent(before)}` : ""}`),
-  postChat: (text: string) => post<S["ChatPosted"]>("/chat", { text }),
+  const api = {
+    me: () => unwrap(client.GET("/api/auth/me")),
+    health: () => unwrap(client.GET("/api/health")),
+    login: (token: string) => unwrap(client.POST("/api/auth/login", { body: { token } })),
+    logout: () => unwrap(client.POST("/api/auth/logout")),
 
-  tasks: (limit = 1000) => get<S["TaskList"]>(`/tasks?limit=${limit}`),
-  task: (id: string) => get<Task>(`/tasks/${encodeURIComponent(id)}`),
-  answers: (id: string, answers: Record<string, Answer>) =>
-    post<Task>(`/tasks/${encodeURIComponent(id)}/answers`, { answers }),
-  plan: (id: string, action: S["PlanDecision"], feedback?: string) =>
-    post<Task>(`/tasks/${encodeURIComponent(id)}/plan`, { action, feedback }),
-  review: (id: string, action: S["ReviewDecision"], feedback?: string) =>
-    post<Task>(`/tasks/${encodeURIComponent(id)}/review`, { action, feedback }),
-  cancel: (id: string) => post<Task>(`/tasks/${encodeURIComponent(id)}/cancel`),
-  retry: (id: string) => post<Task>(`/tasks/${encodeURIComponent(id)}/retry`),
-  transcript: (id: string, after: number, limit = 1000) =>
-    get<S["TranscriptPage"]>(`/tasks/${encodeURIComponent(id)}/transcript?after=${after}&limit=${limit}`),
-  diff: (id: string) => get<TaskDiff>(`/tasks/${encodeURIComponent(id)}/diff`),
+    messages: (before?: string, limit = 50) =>
+      unwrap(client.GET("/api/chat/messages", { params: { query: { limit, before } } })),
+    postChat: (text: string) => unwrap(client.POST("/api/chat", { body: { text } })),
 
-  inbox: (limit = 1000, resolved = 100) => get<S["InboxList"]>(`/inbox?limit=${limit}&resolved=${resolved}`),
-  markRead: (id: string, read = true) => post<InboxItem>(`/inbox/${encodeURIComponent(id)}/read`, { read }),
-  projects: () => get<S["ProjectList"]>("/projects"),
-};
+    tasks: (limit = 1000) => unwrap(client.GET("/api/tasks", { params: { query: { limit } } })),
+    task: (taskId: string) => unwrap(client.GET("/api/tasks/{id}", id(taskId))),
+    answers: (taskId: string, answers: Record<string, Answer>) =>
+      unwrap(client.POST("/api/tasks/{id}/answers", { ...id(taskId), body: { answers } })),
+    plan: (taskId: string, action: S["PlanDecision"], feedback?: string) =>
+      unwrap(client.POST("/api/tasks/{id}/plan", { ...id(taskId), body: { action, feedback } })),
+    review: (taskId: string, action: S["ReviewDecision"], feedback?: string) =>
+      unwrap(client.POST("/api/tasks/{id}/review", { ...id(taskId), body: { action, feedback } })),
+    cancel: (taskId: string) => unwrap(client.POST("/api/tasks/{id}/cancel", id(taskId))),
+    retry: (taskId: string) => unwrap(client.POST("/api/tasks/{id}/retry", id(taskId))),
+    transcript: (taskId: string, after: number, limit = 1000) =>
+      unwrap(
+        client.GET("/api/tasks/{id}/transcript", { params: { path: { id: taskId }, query: { after, limit } } }),
+      ),
+    diff: (taskId: string) => unwrap(client.GET("/api/tasks/{id}/diff", id(taskId))),
 
-export type PushSubscriptionInfo = S["PushSubscriptionView"];
-export type NotificationSettings = S["NotificationSettings"];
+    inbox: (limit = 1000, resolved = 100) =>
+      unwrap(client.GET("/api/inbox", { params: { query: { limit, resolved } } })),
+    markRead: (itemId: string, read = true) =>
+      unwrap(client.POST("/api/inbox/{id}/read", { ...id(itemId), body: { read } })),
+    projects: () => unwrap(client.GET("/api/projects")),
+  };
 
-export const notifications = {
-  get: () => get<NotificationSettings>("/notifications"),
-  subscribe: (sub: S["RegisterPushRequest"]) =>
-    post<PushSubscriptionInfo>("/notifications/push", sub),
-  unsubscribe: (id: string) => request<void>("DELETE", `/notifications/push/${encodeURIComponent(id)}`),
-  setNtfy: (url: string | null) => request<NotificationSettings>("PUT", "/notifications/ntfy", { url }),
-  test: () => post<void>("/notifications/test"),
-};
+  const notifications = {
+    get: () => unwrap(client.GET("/api/notifications")),
+    subscribe: (sub: S["RegisterPushRequest"]) => unwrap(client.POST("/api/notifications/push", { body: sub })),
+    unsubscribe: (subId: string) => unwrap(client.DELETE("/api/notifications/push/{id}", id(subId))),
+    setNtfy: (url: string | null) => unwrap(client.PUT("/api/notifications/ntfy", { body: { url } })),
+    test: () => unwrap(client.POST("/api/notifications/test")),
+  };
+
+  return { api, notifications };
+}
+
+export const { api, notifications } = createApi();

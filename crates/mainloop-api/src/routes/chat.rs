@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiQuery, at_most};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,8 +16,14 @@ use utoipa::{IntoParams, ToSchema};
 const DEFAULT_PAGE: i64 = 50;
 
 /// A message to the main thread.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PostChat {
+    /// Not blank; at most `limits.max_chat_chars` characters (100,000 unless configured).
+    #[schema(
+        min_length = 1,
+        max_length = 100_000,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub text: String,
 }
 
@@ -31,7 +37,7 @@ pub struct ChatPosted {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MessagesQuery {
-    /// Page size (1–500, default 50).
+    /// Page size (default 50; clamped to 1–500).
     pub limit: Option<i64>,
     /// Return the messages just before this one (the oldest id of the previous page).
     #[param(value_type = Option<String>, format = Uuid)]
@@ -68,6 +74,7 @@ pub async fn post_chat(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<PostChat>,
 ) -> ApiResult<(StatusCode, Json<ChatPosted>)> {
+    at_most("text", &body.text, state.engine.config().max_chat_chars)?;
     let msg = state.engine.post_chat(user.id, &body.text).await?;
     Ok((
         StatusCode::ACCEPTED,

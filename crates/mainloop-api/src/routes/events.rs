@@ -44,9 +44,10 @@ fn resume_point(headers: &HeaderMap, query: Option<i64>) -> ApiResult<Option<Eve
 
 /// The user's live events, as server-sent events.
 ///
-/// Each message carries `id:` (the event-log id), `event:` (`chat.delta`, `chat.message`, `task.updated`, `inbox.updated`,
-/// `task.output`, `chat.error`) and `data:` (the JSON payload). A comment is sent every
-/// 15 s to keep proxies from closing the connection.
+/// Each message carries `id:` (the event-log id), `event:` (its name) and `data:` (its
+/// JSON payload): the schema `ServerEvent`, one alternative per event name, and
+/// `EventData`, the payload by name. A comment is sent every 15 s to keep proxies from
+/// closing the connection.
 #[utoipa::path(
     get,
     path = "/api/events",
@@ -54,7 +55,7 @@ fn resume_point(headers: &HeaderMap, query: Option<i64>) -> ApiResult<Option<Eve
     tag = "events",
     params(
         EventsQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id (an integer); wins over `after`"),
     ),
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),

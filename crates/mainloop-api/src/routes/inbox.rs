@@ -19,9 +19,10 @@ const DEFAULT_RESOLVED: i64 = 20;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct InboxQuery {
-    /// At most this many open items (1–1000, default 100).
+    /// At most this many open items (default 100; clamped to 1–1000).
     pub limit: Option<i64>,
-    /// Also this many recently resolved items, after the open ones (0–1000, default 20).
+    /// Also this many recently resolved items, after the open ones (default 20;
+    /// clamped to 0–1000).
     pub resolved: Option<i64>,
 }
 
@@ -34,7 +35,7 @@ pub struct InboxList {
 }
 
 /// Marks an item read or unread.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReadRequest {
     pub read: bool,
 }

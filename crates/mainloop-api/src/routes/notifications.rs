@@ -55,28 +55,37 @@ impl From<NotificationOverview> for NotificationSettings {
 }
 
 /// A subscription's keys, as `PushSubscription.toJSON()` has them.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PushKeys {
-    /// The browser's P-256 public key, base64url (65-byte uncompressed point).
+    /// The browser's P-256 public key, base64url without padding: a 65-byte
+    /// uncompressed point on the curve.
+    #[schema(pattern = r"^B[A-Za-z0-9_-]{85}[AEIMQUYcgkosw048]$")]
     pub p256dh: String,
-    /// The browser's authentication secret, base64url (16 bytes).
+    /// The browser's authentication secret, base64url without padding (16 bytes).
+    #[schema(pattern = r"^[A-Za-z0-9_-]{21}[AQgw]$")]
     pub auth: String,
 }
 
 /// A browser's push subscription (`PushSubscription.toJSON()` plus an optional label).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RegisterPushRequest {
     /// The push service URL: https, or http for a loopback host.
+    #[schema(
+        max_length = 2048,
+        pattern = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+(?:[/?#]\S*)?$"
+    )]
     pub endpoint: String,
     pub keys: PushKeys,
-    /// Which browser this is, to tell subscriptions apart in the settings.
+    /// Which browser this is, to tell subscriptions apart in the settings (control
+    /// characters are dropped, and what is left is cut to 512 characters).
     pub user_agent: Option<String>,
 }
 
 /// Sets or clears the ntfy topic URL.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct NtfyRequest {
-    /// An http(s) ntfy topic URL, e.g. `https://ntfy.sh/my-topic`; `null` or blank clears it.
+    /// An http(s) ntfy topic URL, e.g. `https://ntfy.sh/my-topic`; `null` or empty
+    /// clears it.
     pub url: Option<String>,
 }
 

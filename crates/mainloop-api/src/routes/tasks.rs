@@ -4,29 +4,61 @@
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, at_most};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use mainloop_domain::TaskId;
 use mainloop_domain::question::Answer;
-use mainloop_domain::records::{Task, TaskDiff, TranscriptEntry};
+use mainloop_domain::records::{Task, TaskDiff};
 use mainloop_domain::task::{TaskEvent, TaskState};
+use mainloop_domain::transcript::TranscriptRecord;
 use mainloop_engine::{CreateTask, PlanAction, ReviewAction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 const DEFAULT_LIMIT: i64 = 100;
+/// The longest description and feedback, in characters, as the document states them.
+const MAX_DESCRIPTION: usize = 20_000;
+const MAX_FEEDBACK: usize = 20_000;
 
 /// Which tasks to list.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TasksQuery {
-    /// Only tasks in these states, comma-separated (e.g. `queued,planning`).
-    pub state: Option<String>,
-    /// At most this many (1–1000, default 100), newest first.
+    /// Only tasks in these states: the parameter repeated (`state=queued&state=planning`)
+    /// or, equally, comma-separated (`state=queued,planning`).
+    pub state: Option<Vec<TaskState>>,
+    /// At most this many (default 100; clamped to 1–1000), newest first.
     pub limit: Option<i64>,
+}
+
+impl TasksQuery {
+    /// Reads the query's pairs; other parameters are ignored.
+    fn parse(pairs: &[(String, String)]) -> ApiResult<Self> {
+        let mut states = Vec::new();
+        let mut limit = None;
+        for (name, value) in pairs {
+            match name.as_str() {
+                "state" => states.extend(parse_states(Some(value))?),
+                "limit" => {
+                    let n = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("limit must be an integer"))?;
+                    if limit.replace(n).is_some() {
+                        return Err(ApiError::bad_request("limit is given twice"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Self {
+            state: Some(states),
+            limit,
+        })
+    }
 }
 
 /// The user's tasks, newest first.
@@ -36,29 +68,42 @@ pub struct TaskList {
 }
 
 /// A task to spawn.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateTaskRequest {
-    /// What the worker should do; it sees nothing else, so make it self-contained.
+    /// What the worker should do; it sees nothing else, so make it self-contained. Not
+    /// blank.
+    #[schema(
+        min_length = 1,
+        max_length = 20_000,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
     pub description: String,
-    /// A local path, a git URL or `owner/name`.
+    /// A local path (absolute, an existing repository, inside the server's
+    /// `workers.repo_roots`), a git URL or `owner/name`; no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub repo: String,
     /// Go straight to implementation without a plan review.
     #[serde(default)]
     pub skip_plan: bool,
     /// The model the task's agent runs (e.g. `claude-opus-4-1`); default: the server's.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[A-Za-z0-9._:/@-]+$")]
     pub model: Option<String>,
 }
 
 /// Answers to a task's pending questions, keyed by question id: the chosen option
 /// labels, or free text.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AnswersRequest {
     pub answers: BTreeMap<String, Answer>,
 }
 
 /// What to do with a proposed plan.
-#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanDecision {
     Approve,
@@ -67,14 +112,16 @@ pub enum PlanDecision {
 }
 
 /// A decision about a plan; `revise` requires `feedback`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PlanRequest {
     pub action: PlanDecision,
+    /// What to change; required (not blank) with `revise`.
+    #[schema(max_length = 20_000)]
     pub feedback: Option<String>,
 }
 
 /// What to do with finished work.
-#[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReviewDecision {
     Approve,
@@ -82,17 +129,19 @@ pub enum ReviewDecision {
 }
 
 /// A decision about finished work; `changes` requires `feedback`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReviewRequest {
     pub action: ReviewDecision,
+    /// What to change; required (not blank) with `changes`.
+    #[schema(max_length = 20_000)]
     pub feedback: Option<String>,
 }
 
+/// The states a `state` value names: one name, or several separated by commas; every
+/// part must be a state's exact name.
 fn parse_states(list: Option<&str>) -> ApiResult<Vec<TaskState>> {
     list.into_iter()
         .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|e| ApiError::bad_request(format!("{e}"))))
         .collect()
 }
@@ -113,12 +162,16 @@ fn parse_states(list: Option<&str>) -> ApiResult<Vec<TaskState>> {
 pub async fn list(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<TasksQuery>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> ApiResult<Json<TaskList>> {
-    let states = parse_states(q.state.as_deref())?;
+    let q = TasksQuery::parse(&pairs)?;
     let tasks = state
         .engine
-        .tasks(user.id, &states, q.limit.unwrap_or(DEFAULT_LIMIT))
+        .tasks(
+            user.id,
+            &q.state.unwrap_or_default(),
+            q.limit.unwrap_or(DEFAULT_LIMIT),
+        )
         .await?;
     Ok(Json(TaskList { tasks }))
 }
@@ -143,6 +196,7 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateTaskRequest>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
+    at_most("description", &body.description, MAX_DESCRIPTION)?;
     let task = state
         .engine
         .create_task(
@@ -236,6 +290,9 @@ pub async fn plan(
     ApiPath(id): ApiPath<TaskId>,
     ApiJson(body): ApiJson<PlanRequest>,
 ) -> ApiResult<Json<Task>> {
+    if let Some(f) = &body.feedback {
+        at_most("feedback", f, MAX_FEEDBACK)?;
+    }
     let action = match body.action {
         PlanDecision::Approve => PlanAction::Approve,
         PlanDecision::Revise => PlanAction::Revise(body.feedback),
@@ -268,6 +325,9 @@ pub async fn review(
     ApiPath(id): ApiPath<TaskId>,
     ApiJson(body): ApiJson<ReviewRequest>,
 ) -> ApiResult<Json<Task>> {
+    if let Some(f) = &body.feedback {
+        at_most("feedback", f, MAX_FEEDBACK)?;
+    }
     let action = match body.action {
         ReviewDecision::Approve => ReviewAction::Approve,
         ReviewDecision::Changes => ReviewAction::Changes(body.feedback),
@@ -341,13 +401,17 @@ mod tests {
     fn state_filters() {
         assert_eq!(parse_states(None).unwrap(), vec![]);
         assert_eq!(
-            parse_states(Some("queued, failed,")).unwrap(),
+            parse_states(Some("queued,failed")).unwrap(),
             vec![TaskState::Queued, TaskState::Failed]
         );
-        assert_eq!(
-            parse_states(Some("nope")).unwrap_err().code(),
-            "bad_request"
-        );
+        // What the document calls invalid is refused, an empty value included.
+        for bad in ["nope", "", " ", "queued,", "queued, failed", " queued"] {
+            assert_eq!(
+                parse_states(Some(bad)).unwrap_err().code(),
+                "bad_request",
+                "{bad:?}"
+            );
+        }
     }
 }
 
@@ -355,16 +419,16 @@ mod tests {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TranscriptQuery {
-    /// Entries after this position (default 0: from the start).
+    /// Entries after this position (default 0: from the start; negative counts as 0).
     pub after: Option<i64>,
-    /// At most this many (1–1000, default 500).
+    /// At most this many (default 500; clamped to 1–1000).
     pub limit: Option<i64>,
 }
 
 /// A page of a task's transcript.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TranscriptPage {
-    pub entries: Vec<TranscriptEntry>,
+    pub entries: Vec<TranscriptRecord>,
     /// Pass as `after` to read on.
     pub next_after: i64,
 }

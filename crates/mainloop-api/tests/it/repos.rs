@@ -3,7 +3,7 @@
 //! out, the agent never starts, and the user is told why.
 
 use super::{App, Setup, app_from};
-use mainloop_agent::{Agent, AgentError, AgentSession, RunSpec};
+use mainloop_agent::{Agent, AgentError, AgentSession, Placement, RunSpec};
 use mainloop_git::Git;
 use mainloop_worker::{Runtime, WorkerConfig};
 use reqwest::StatusCode;
@@ -24,7 +24,11 @@ impl Agent for NoAgent {
         "none"
     }
 
-    fn start(&self, _spec: RunSpec) -> Result<Box<dyn AgentSession>, AgentError> {
+    fn start(
+        &self,
+        _spec: RunSpec,
+        _placement: &dyn Placement,
+    ) -> Result<Box<dyn AgentSession>, AgentError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         Err(AgentError::Spawn("this test's agent never runs".into()))
     }

@@ -98,9 +98,19 @@ export interface paths {
         };
         /**
          * The user's live events, as server-sent events.
-         * @description Each message carries `id:` (the event-log id), `event:` (`chat.delta`, `chat.message`, `task.updated`, `inbox.updated`,
-         *     `task.output`, `chat.error`) and `data:` (the JSON payload). A comment is sent every
-         *     15 s to keep proxies from closing the connection.
+         * @description Each message carries `id:` (the event-log id), `event:` (its name) and `data:` (its
+         *     JSON payload): the schema `ServerEvent`, one alternative per event name, and
+         *     `EventData`, the payload by name. A comment is sent every 15 s to keep proxies from
+         *     closing the connection.
+         *
+         *     | `event:` | `data:` schema | when |
+         *     |---|---|---|
+         *     | `chat.delta` | `ChatDelta` | A piece of an assistant reply as it streams |
+         *     | `chat.message` | `ChatMessage` | A complete stored message (user, assistant or event) |
+         *     | `task.updated` | `Task` | A task was created or changed |
+         *     | `inbox.updated` | `InboxItem` | An inbox item was created, read or resolved |
+         *     | `task.output` | `TranscriptRecord` | A worker recorded a transcript entry (the same record `GET /api/tasks/{id}/transcript` returns) |
+         *     | `chat.error` | `ChatError` | A chat turn failed |
          */
         get: operations["events"];
         put?: never;
@@ -484,6 +494,23 @@ export interface components {
                 [key: string]: components["schemas"]["Answer"];
             };
         };
+        /**
+         * @description The `chat.delta` event: a piece of an assistant reply as it streams (the whole reply
+         *     follows as a `chat.message`).
+         */
+        ChatDelta: {
+            text: string;
+            /** @description The user message being answered. */
+            turn_id: components["schemas"]["MessageId"];
+        };
+        /** @description The `chat.error` event: a chat turn failed. */
+        ChatError: {
+            message: string;
+            /** @description The turn is tried again later; otherwise it gave up. */
+            retrying: boolean;
+            /** @description The user message being answered. */
+            turn_id: components["schemas"]["MessageId"];
+        };
         /** @description One stored main-thread message. */
         ChatMessage: {
             /** @description The exact content blocks, including tool calls and tool results. */
@@ -516,6 +543,26 @@ export interface components {
         ChatPosted: {
             message_id: components["schemas"]["MessageId"];
         };
+        /** @description `checks`: one run of the checks. */
+        ChecksEntry: {
+            /** @description The command that ran, or `GitHub CI`. */
+            command: string;
+            /** Format: int64 */
+            duration_ms?: number | null;
+            /**
+             * Format: int32
+             * @description The command's exit code (none when it was killed or on a forge).
+             */
+            exit_code?: number | null;
+            /** @description The forge repository has no CI, so nothing checked the work. */
+            no_ci?: boolean;
+            /** @description The end of the output, or the forge's report. */
+            output: string;
+            /** @description `null` when nothing was checked (a forge repository without CI). */
+            passed?: boolean | null;
+            /** @description The command ran out of time and was stopped. */
+            timed_out?: boolean;
+        };
         CommitView: {
             author: string;
             message: string;
@@ -524,11 +571,17 @@ export interface components {
         };
         /** @description A task to spawn. */
         CreateTaskRequest: {
-            /** @description What the worker should do; it sees nothing else, so make it self-contained. */
+            /**
+             * @description What the worker should do; it sees nothing else, so make it self-contained. Not
+             *     blank.
+             */
             description: string;
             /** @description The model the task's agent runs (e.g. `claude-opus-4-1`); default: the server's. */
             model?: string | null;
-            /** @description A local path, a git URL or `owner/name`. */
+            /**
+             * @description A local path (absolute, an existing repository, inside the server's
+             *     `workers.repo_roots`), a git URL or `owner/name`; no control characters.
+             */
             repo: string;
             /** @description Go straight to implementation without a plan review. */
             skip_plan?: boolean;
@@ -547,6 +600,12 @@ export interface components {
             code: string;
             message: string;
         };
+        /** @description `error`: the agent process ended unexpectedly. */
+        ErrorEntry: {
+            /** @description The end of the agent's standard error. */
+            stderr?: string;
+            text: string;
+        };
         /** @description One entry of a user's event log. */
         Event: {
             created_at: components["schemas"]["Timestamp"];
@@ -554,6 +613,15 @@ export interface components {
             name: components["schemas"]["EventName"];
             payload: Record<string, never>;
             user_id: components["schemas"]["UserId"];
+        };
+        /** @description The JSON `data:` of each event of `GET /api/events`, by event name. */
+        EventData: {
+            "chat.delta": components["schemas"]["ChatDelta"];
+            "chat.error": components["schemas"]["ChatError"];
+            "chat.message": components["schemas"]["ChatMessage"];
+            "inbox.updated": components["schemas"]["InboxItem"];
+            "task.output": components["schemas"]["TranscriptRecord"];
+            "task.updated": components["schemas"]["Task"];
         };
         /**
          * Format: int64
@@ -572,6 +640,18 @@ export interface components {
             path: string;
             /** Format: int64 */
             removed: number;
+        };
+        /** @description `finished`: how the agent's turn ended. */
+        FinishedEntry: {
+            /**
+             * Format: double
+             * @description What the turn cost, in US dollars.
+             */
+            cost_usd: number;
+            is_error: boolean;
+            /** @description The agent's final reply, or its error. */
+            result?: string | null;
+            session_id?: string | null;
         };
         /** @description A GitHub repository's open pull requests and recent commits on its default branch. */
         ForgeView: {
@@ -625,6 +705,11 @@ export interface components {
         LoginResponse: {
             user: components["schemas"]["User"];
         };
+        /** @description `malformed`: an unreadable output line (cut to 500 bytes) and why. */
+        MalformedEntry: {
+            error: string;
+            line: string;
+        };
         /** Format: uuid */
         MessageId: string;
         /**
@@ -651,21 +736,35 @@ export interface components {
         };
         /** @description Sets or clears the ntfy topic URL. */
         NtfyRequest: {
-            /** @description An http(s) ntfy topic URL, e.g. `https://ntfy.sh/my-topic`; `null` or blank clears it. */
-            url?: string | null;
+            /**
+             * @description An http(s) ntfy topic URL, e.g. `https://ntfy.sh/my-topic`; `null` or empty
+             *     clears it.
+             */
+            url?: null | string;
+        };
+        /** @description `permission`: a tool the agent asked to use, and whether it was allowed. */
+        PermissionEntry: {
+            allowed: boolean;
+            tool: string;
         };
         /**
          * @description What to do with a proposed plan.
          * @enum {string}
          */
         PlanDecision: "approve" | "revise" | "cancel";
+        /** @description `plan`: the proposed plan (markdown). */
+        PlanEntry: {
+            plan: string;
+        };
         /** @description A decision about a plan; `revise` requires `feedback`. */
         PlanRequest: {
             action: components["schemas"]["PlanDecision"];
+            /** @description What to change; required (not blank) with `revise`. */
             feedback?: string | null;
         };
         /** @description A message to the main thread. */
         PostChat: {
+            /** @description Not blank; at most `limits.max_chat_chars` characters (100,000 unless configured). */
             text: string;
         };
         /**
@@ -704,9 +803,12 @@ export interface components {
         };
         /** @description A subscription's keys, as `PushSubscription.toJSON()` has them. */
         PushKeys: {
-            /** @description The browser's authentication secret, base64url (16 bytes). */
+            /** @description The browser's authentication secret, base64url without padding (16 bytes). */
             auth: string;
-            /** @description The browser's P-256 public key, base64url (65-byte uncompressed point). */
+            /**
+             * @description The browser's P-256 public key, base64url without padding: a 65-byte
+             *     uncompressed point on the curve.
+             */
             p256dh: string;
         };
         /** Format: uuid */
@@ -731,6 +833,10 @@ export interface components {
             /** @description The full question text; the agent receives answers keyed by this text. */
             question: string;
         };
+        /** @description `question`: the questions put to the human. */
+        QuestionEntry: {
+            questions: components["schemas"]["Question"][];
+        };
         /**
          * @description One option of a multiple-choice question. The description is shown beside the label,
          *     never hidden in a tooltip.
@@ -745,10 +851,16 @@ export interface components {
         };
         /** @description A browser's push subscription (`PushSubscription.toJSON()` plus an optional label). */
         RegisterPushRequest: {
-            /** @description The push service URL: https, or http for a loopback host. */
+            /**
+             * Format: uri
+             * @description The push service URL: https, or http for a loopback host.
+             */
             endpoint: string;
             keys: components["schemas"]["PushKeys"];
-            /** @description Which browser this is, to tell subscriptions apart in the settings. */
+            /**
+             * @description Which browser this is, to tell subscriptions apart in the settings (control
+             *     characters are dropped, and what is left is cut to 512 characters).
+             */
             user_agent?: string | null;
         };
         /**
@@ -759,6 +871,7 @@ export interface components {
         /** @description A decision about finished work; `changes` requires `feedback`. */
         ReviewRequest: {
             action: components["schemas"]["ReviewDecision"];
+            /** @description What to change; required (not blank) with `changes`. */
             feedback?: string | null;
         };
         /**
@@ -766,6 +879,59 @@ export interface components {
          * @enum {string}
          */
         Role: "user" | "assistant" | "event";
+        /** @description One message of `GET /api/events`: `id:`, `event:` and `data:` (JSON), by event name. */
+        ServerEvent: {
+            /** @description JSON: a `ChatDelta`. */
+            data: string;
+            /** @enum {string} */
+            event: "chat.delta";
+            /** @description The event-log id (send it back as `Last-Event-ID`). */
+            id: string;
+        } | {
+            /** @description JSON: a `ChatMessage`. */
+            data: string;
+            /** @enum {string} */
+            event: "chat.message";
+            /** @description The event-log id (send it back as `Last-Event-ID`). */
+            id: string;
+        } | {
+            /** @description JSON: a `Task`. */
+            data: string;
+            /** @enum {string} */
+            event: "task.updated";
+            /** @description The event-log id (send it back as `Last-Event-ID`). */
+            id: string;
+        } | {
+            /** @description JSON: a `InboxItem`. */
+            data: string;
+            /** @enum {string} */
+            event: "inbox.updated";
+            /** @description The event-log id (send it back as `Last-Event-ID`). */
+            id: string;
+        } | {
+            /** @description JSON: a `TranscriptRecord`. */
+            data: string;
+            /** @enum {string} */
+            event: "task.output";
+            /** @description The event-log id (send it back as `Last-Event-ID`). */
+            id: string;
+        } | {
+            /** @description JSON: a `ChatError`. */
+            data: string;
+            /** @enum {string} */
+            event: "chat.error";
+            /** @description The event-log id (send it back as `Last-Event-ID`). */
+            id: string;
+        };
+        /** @description `session`: the agent's session id and model. */
+        SessionEntry: {
+            model: string;
+            session_id: string;
+        };
+        /** @description `status`: what the worker is doing or what happened to the run. */
+        StatusEntry: {
+            text: string;
+        };
         /** @description A worker task. */
         Task: {
             /** @description The human's answers to `questions`, once given. */
@@ -825,31 +991,124 @@ export interface components {
          * @enum {string}
          */
         TaskState: "queued" | "planning" | "waiting_answers" | "waiting_plan_review" | "implementing" | "checking" | "review" | "merged" | "failed" | "cancelled";
+        /** @description `text`: a piece of the agent's prose. */
+        TextEntry: {
+            text: string;
+        };
         /** Format: date-time */
         Timestamp: string;
-        /** @description One normalised agent event in a task's transcript. */
+        /** @description `tool_call`: a tool call, with a one-line summary of its input. */
+        ToolCallEntry: {
+            id: string;
+            name: string;
+            summary: string;
+        };
+        /** @description `tool_result`: a tool call's result text (shortened). */
+        ToolResultEntry: {
+            is_error: boolean;
+            summary: string;
+            tool_use_id: string;
+        };
+        /**
+         * @description What happened, by `kind`; `payload` holds the kind's fields.
+         *
+         *     A stored entry this version cannot read (a kind it does not know, or a payload of
+         *     another shape) reads back as `unknown`, with what was stored.
+         */
         TranscriptEntry: {
-            created_at: components["schemas"]["Timestamp"];
-            /**
-             * @description `text`, `tool_call`, `tool_result`, `question`, `plan`, `permission`, `finished`,
-             *     `error`, `status`.
-             */
-            kind: string;
-            payload: Record<string, never>;
-            /**
-             * Format: int64
-             * @description Position in the task's transcript, from 1.
-             */
-            seq: number;
+            /** @enum {string} */
+            kind: "session";
+            /** @description The agent session started (or resumed). */
+            payload: components["schemas"]["SessionEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "text";
+            /** @description The agent's prose. */
+            payload: components["schemas"]["TextEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "tool_call";
+            /** @description The agent called a tool. */
+            payload: components["schemas"]["ToolCallEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "tool_result";
+            /** @description A tool call's result. */
+            payload: components["schemas"]["ToolResultEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "permission";
+            /** @description A permission request and the policy's decision. */
+            payload: components["schemas"]["PermissionEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "question";
+            /** @description The agent asked the human. */
+            payload: components["schemas"]["QuestionEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "plan";
+            /** @description The agent proposed a plan. */
+            payload: components["schemas"]["PlanEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "finished";
+            /** @description The agent's turn ended. */
+            payload: components["schemas"]["FinishedEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "malformed";
+            /** @description An output line the agent adapter could not read; the session went on. */
+            payload: components["schemas"]["MalformedEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "error";
+            /** @description The agent process failed. */
+            payload: components["schemas"]["ErrorEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "status";
+            /** @description A note from the worker about the task's progress. */
+            payload: components["schemas"]["StatusEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "checks";
+            /** @description The checks ran on the task's work (the project's command, or the forge's CI). */
+            payload: components["schemas"]["ChecksEntry"];
+        } | {
+            /** @enum {string} */
+            kind: "unknown";
+            /** @description A stored entry this version cannot read. */
+            payload: components["schemas"]["UnknownEntry"];
         };
         /** @description A page of a task's transcript. */
         TranscriptPage: {
-            entries: components["schemas"]["TranscriptEntry"][];
+            entries: components["schemas"]["TranscriptRecord"][];
             /**
              * Format: int64
              * @description Pass as `after` to read on.
              */
             next_after: number;
+        };
+        /**
+         * @description One stored transcript entry: the body of `GET /api/tasks/{id}/transcript`'s entries
+         *     and of the `task.output` event.
+         */
+        TranscriptRecord: components["schemas"]["TranscriptEntry"] & {
+            created_at: components["schemas"]["Timestamp"];
+            /**
+             * Format: int64
+             * @description Position in the task's transcript, from 1.
+             */
+            seq: number;
+            task_id: components["schemas"]["TaskId"];
+        };
+        /** @description `unknown`: a stored entry as it was stored. */
+        UnknownEntry: {
+            /** @description The stored kind. */
+            kind: string;
+            /** @description The stored payload. */
+            payload: Record<string, never>;
         };
         /** @description A person using mainloop. */
         User: {
@@ -1064,7 +1323,7 @@ export interface operations {
     list_messages: {
         parameters: {
             query?: {
-                /** @description Page size (1–500, default 50). */
+                /** @description Page size (default 50; clamped to 1–500). */
                 limit?: number;
                 /** @description Return the messages just before this one (the oldest id of the previous page). */
                 before?: string;
@@ -1125,8 +1384,8 @@ export interface operations {
                 after?: number;
             };
             header?: {
-                /** @description Resume after this event id */
-                "Last-Event-ID"?: number | null;
+                /** @description Resume after this event id (an integer); wins over `after` */
+                "Last-Event-ID"?: number;
             };
             path?: never;
             cookie?: never;
@@ -1139,7 +1398,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": components["schemas"]["ServerEvent"];
                 };
             };
             /** @description Malformed resume point */
@@ -1194,9 +1453,12 @@ export interface operations {
     list_inbox: {
         parameters: {
             query?: {
-                /** @description At most this many open items (1–1000, default 100). */
+                /** @description At most this many open items (default 100; clamped to 1–1000). */
                 limit?: number;
-                /** @description Also this many recently resolved items, after the open ones (0–1000, default 20). */
+                /**
+                 * @description Also this many recently resolved items, after the open ones (default 20;
+                 *     clamped to 0–1000).
+                 */
                 resolved?: number;
             };
             header?: never;
@@ -1641,9 +1903,12 @@ export interface operations {
     list_tasks: {
         parameters: {
             query?: {
-                /** @description Only tasks in these states, comma-separated (e.g. `queued,planning`). */
-                state?: string;
-                /** @description At most this many (1–1000, default 100), newest first. */
+                /**
+                 * @description Only tasks in these states: the parameter repeated (`state=queued&state=planning`)
+                 *     or, equally, comma-separated (`state=queued,planning`).
+                 */
+                state?: components["schemas"]["TaskState"][];
+                /** @description At most this many (default 100; clamped to 1–1000), newest first. */
                 limit?: number;
             };
             header?: never;
@@ -2232,9 +2497,9 @@ export interface operations {
     task_transcript: {
         parameters: {
             query?: {
-                /** @description Entries after this position (default 0: from the start). */
+                /** @description Entries after this position (default 0: from the start; negative counts as 0). */
                 after?: number;
-                /** @description At most this many (1–1000, default 500). */
+                /** @description At most this many (default 500; clamped to 1–1000). */
                 limit?: number;
             };
             header?: never;

@@ -1,0 +1,68 @@
+//! The fake model and the scripts it plays (defined once, in
+//! `crates/mainloop-fake-anthropic/scripts/`), and the real `claude` CLI by a path that
+//! resolves inside the sandbox too.
+
+use mainloop_fake_anthropic::{FakeAnthropic, Script};
+use std::path::{Path, PathBuf};
+
+/// The fake model, as tests hold it.
+pub type FakeModel = FakeAnthropic;
+
+fn repo_root() -> PathBuf {
+    std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
+}
+
+/// The script file named `name` (`greeter` is `scripts/greeter.yaml`).
+#[must_use]
+pub fn script_path(name: &str) -> PathBuf {
+    let dir = repo_root().join("crates/mainloop-fake-anthropic/scripts");
+    ["yaml", "yml", "json"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("no script {name:?} in {}", dir.display()))
+}
+
+/// The script named `name`, loaded from its file.
+#[must_use]
+pub fn script(name: &str) -> Script {
+    let path = script_path(name);
+    Script::from_path(&path).unwrap_or_else(|e| panic!("script {}: {e}", path.display()))
+}
+
+/// The fake model serving `script` on an ephemeral port.
+pub async fn fake_model(script: Script) -> FakeModel {
+    FakeAnthropic::start(script).await.unwrap()
+}
+
+/// Waits until the fake has answered every request it was sent (none in flight).
+/// Together with an idle job queue, nothing more is coming from the model.
+pub async fn settled(fake: &FakeModel) {
+    crate::wait_for("the fake model's requests to be answered", || async {
+        (fake.in_flight() == 0).then_some(())
+    })
+    .await;
+}
+
+/// The real `claude` CLI (`node_modules/.bin/claude` at the repository's root) by an
+/// absolute path without `..`: a sandboxed agent is started by that path, and a path
+/// through a directory the sandbox hides would not resolve inside it. `None` (and the
+/// test skips) when it is not installed, except under CI, where that is a failure.
+#[must_use]
+#[allow(clippy::print_stderr)]
+pub fn claude_path() -> Option<PathBuf> {
+    let bin = repo_root().join("node_modules/.bin");
+    let claude = std::fs::canonicalize(&bin)
+        .map(|dir| dir.join("claude"))
+        .unwrap_or_else(|_| bin.join("claude"));
+    if claude.exists() {
+        return Some(claude);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing",
+        claude.display()
+    );
+    eprintln!("skipping: {} is missing (run `npm ci`)", claude.display());
+    None
+}

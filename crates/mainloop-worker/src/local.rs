@@ -1,0 +1,202 @@
+//! Work delivered to the local repository: nothing to publish (the worktree's branch is
+//! the work), the project's check command run in the task's confinement, and a git
+//! merge into the base branch, a conflict sending the agent back to resolve it.
+
+use crate::Runtime;
+use crate::delivery::Delivery;
+use crate::task::{apply, fail, record_diffstat, status, workspace, worktree};
+use mainloop_domain::TaskId;
+use mainloop_domain::UserId;
+use mainloop_domain::records::Task;
+use mainloop_domain::task::TaskEvent;
+use mainloop_engine::{JobContext, JobError};
+use mainloop_git::{MergeOutcome, Repo, Worktree};
+use serde_json::json;
+
+/// The local repository as where the work goes.
+pub(crate) struct Local;
+
+impl Delivery for Local {
+    fn source(&self, task: &Task) -> String {
+        task.repo.clone()
+    }
+
+    async fn publish(
+        &self,
+        _rt: &Runtime,
+        _ctx: &JobContext,
+        _task: &Task,
+        _wt: &Worktree,
+    ) -> Result<(), JobError> {
+        Ok(())
+    }
+
+    async fn check(
+        &self,
+        rt: &Runtime,
+        _ctx: &JobContext,
+        user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError> {
+        checks(rt, user, task).await
+    }
+
+    async fn merge(
+        &self,
+        rt: &Runtime,
+        _ctx: &JobContext,
+        user: UserId,
+        task: &Task,
+    ) -> Result<(), JobError> {
+        merge(rt, user, task).await
+    }
+}
+
+/// The check command: the project's setting, else `.mainloop.toml` as the base branch
+/// has it (not the worktree's copy, which the agent could rewrite).
+async fn check_command(
+    rt: &Runtime,
+    user: UserId,
+    task: &Task,
+    wt: &Worktree,
+) -> Result<Option<String>, String> {
+    let project = rt
+        .inner
+        .engine
+        .store()
+        .project(user, task.project_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(cmd) = project
+        .as_ref()
+        .and_then(|p| p.settings.get("check"))
+        .and_then(serde_json::Value::as_str)
+        .filter(|c| !c.trim().is_empty())
+    {
+        return Ok(Some(cmd.to_owned()));
+    }
+    rt.inner
+        .git
+        .check_command_at_base(wt)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The project's check command, run in the task's worktree.
+async fn checks(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError> {
+    let wt = match worktree(rt, task, &task.repo).await {
+        Ok(w) => w,
+        Err(e) => return fail(rt, task.id, format!("workspace unavailable: {e}")).await,
+    };
+    let command = match check_command(rt, user, task, &wt).await {
+        Ok(c) => c,
+        Err(e) => return fail(rt, task.id, format!("cannot read the check command: {e}")).await,
+    };
+    let Some(command) = command else {
+        status(
+            rt,
+            user,
+            task.id,
+            "no check command configured; skipping checks",
+        )
+        .await;
+        record_diffstat(rt, task, &wt).await;
+        return apply(rt, task.id, TaskEvent::ChecksPassed)
+            .await
+            .map(|_| ());
+    };
+    // The checks run the agent's code: the same confinement as the agent.
+    let confined = match rt.confine(task.id, &wt).await {
+        Ok(c) => c,
+        Err(e) => return fail(rt, task.id, e).await,
+    };
+    status(rt, user, task.id, &format!("running checks: {command}")).await;
+    let cfg = &rt.inner.config;
+    let outcome = mainloop_git::run_check(
+        &wt.path,
+        &command,
+        &confined.env,
+        &confined.wrapper,
+        cfg.check_timeout,
+        cfg.check_output_bytes,
+    )
+    .await;
+    let _ = rt
+        .inner
+        .engine
+        .record_task_output(
+            user,
+            task.id,
+            "checks",
+            &json!({
+                "command": command,
+                "passed": outcome.passed,
+                "exit_code": outcome.exit_code,
+                "timed_out": outcome.timed_out,
+                "output": outcome.output_tail,
+                "duration_ms": u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+            }),
+        )
+        .await;
+    if outcome.passed {
+        record_diffstat(rt, task, &wt).await;
+    }
+    let event = if outcome.passed {
+        TaskEvent::ChecksPassed
+    } else {
+        let why = if outcome.timed_out {
+            format!("(timed out after {} s)\n", cfg.check_timeout.as_secs())
+        } else {
+            String::new()
+        };
+        TaskEvent::ChecksFailed(format!("$ {command}\n{why}{}", outcome.output_tail))
+    };
+    apply(rt, task.id, event).await.map(|_| ())
+}
+
+/// Merges the task branch into the local base branch.
+async fn merge(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError> {
+    let (repo, wt) = match workspace(rt, task, &task.repo).await {
+        Ok(w) => w,
+        Err(e) => return fail(rt, task.id, format!("workspace unavailable: {e}")).await,
+    };
+    let title = mainloop_domain::inbox::first_line(&task.description, 72);
+    match rt.inner.git.merge(&repo, &wt, &title).await {
+        Ok(MergeOutcome::Merged { sha }) => {
+            status(
+                rt,
+                user,
+                task.id,
+                &format!("merged into {} as {sha}", wt.base),
+            )
+            .await;
+            merged(rt, task.id, &repo, &wt).await
+        }
+        Ok(MergeOutcome::AlreadyMerged) => merged(rt, task.id, &repo, &wt).await,
+        Ok(MergeOutcome::Conflict { files }) => {
+            if let Err(e) = rt.inner.git.merge_base_into_branch(&wt).await {
+                return fail(
+                    rt,
+                    task.id,
+                    format!("merge conflicted and could not be prepared for resolution: {e}"),
+                )
+                .await;
+            }
+            apply(rt, task.id, TaskEvent::MergeConflict(files.join(", ")))
+                .await
+                .map(|_| ())
+        }
+        Err(e) => fail(rt, task.id, format!("merge failed: {e}")).await,
+    }
+}
+
+/// Marks the task merged, then removes its worktree (the branch stays): merged work
+/// needs no checkout, and a long-running server must not fill the disk with them.
+async fn merged(rt: &Runtime, id: TaskId, repo: &Repo, wt: &Worktree) -> Result<(), JobError> {
+    apply(rt, id, TaskEvent::Merged).await?;
+    if let Err(e) = rt.inner.git.remove_worktree(repo, wt).await {
+        tracing::warn!(error = %e, "could not remove a merged task's worktree");
+    }
+    rt.forget_home(id);
+    Ok(())
+}
