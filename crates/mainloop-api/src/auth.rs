@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use mainloop_domain::records::User;
-use mainloop_engine::EngineError;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use utoipa::ToSchema;
@@ -31,10 +30,8 @@ impl FromRequestParts<AppState> for CurrentUser {
         if !state.config.auth_enabled {
             local_only(parts)?;
             let owner = engine
-                .store()
                 .owner()
-                .await
-                .map_err(EngineError::from)?
+                .await?
                 .ok_or_else(|| ApiError::unauthorized("there is no owner account yet"))?;
             return Ok(Self(owner));
         }

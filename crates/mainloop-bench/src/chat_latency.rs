@@ -9,11 +9,11 @@ use crate::stats::{Summary, round3};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use mainloop_anthropic::{AnthropicConfig, AnthropicProvider};
 use mainloop_domain::chat::{ContentBlock, ModelMessage, ModelRole};
 use mainloop_engine::EngineConfig;
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use mainloop_model::{ModelError, ModelProvider, ModelRequest, StreamEvent};
+use mainloop_test_support::try_model_provider;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,12 +50,6 @@ rules:
 "#;
 
 const TURN_TIMEOUT: Duration = Duration::from_secs(15);
-
-fn provider(fake: &FakeAnthropic) -> Result<Arc<dyn ModelProvider>> {
-    let mut cfg = AnthropicConfig::new("sk-bench".to_owned().into(), "claude-bench");
-    cfg.base_url = fake.base_url();
-    Ok(Arc::new(AnthropicProvider::new(cfg)?))
-}
 
 /// One model call as the engine made it.
 #[derive(Clone, Copy, Debug)]
@@ -232,7 +226,7 @@ async fn one_turn(
     let t0 = Instant::now();
     let resp = http
         .post(format!("{}/api/chat", server.base))
-        .bearer_auth(&server.token)
+        .bearer_auth(server.token())
         .json(&json!({ "text": text }))
         .send()
         .await?;
@@ -308,7 +302,7 @@ pub async fn run(args: &Args) -> Result<()> {
         args.n
     );
     let fake = FakeAnthropic::start(Script::from_yaml(SCRIPT)?).await?;
-    let model = provider(&fake)?;
+    let model = try_model_provider(&fake)?;
     let (raw_first, raw_total, client_first, client_total) =
         baseline(&fake, &model, args.baseline).await?;
     fake.reset();
@@ -320,7 +314,7 @@ pub async fn run(args: &Args) -> Result<()> {
     });
     let server = Server::start(Some(timed), EngineConfig::default()).await?;
     let http = client()?;
-    let mut reader = sse::connect(&http, &server.base, &server.token, None).await?;
+    let mut reader = sse::connect(&http, &server.base, server.token(), None).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let pump = tokio::spawn(async move {
         while let Ok(Some(ev)) = reader.next().await {

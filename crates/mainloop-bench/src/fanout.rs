@@ -4,7 +4,7 @@
 
 use crate::harness::{Server, client};
 use crate::sse::{self, json_int};
-use crate::stats::{Summary, round3};
+use crate::stats::{Summary, percentile, round3};
 use anyhow::{Context, Result, bail};
 use mainloop_domain::UserId;
 use mainloop_domain::event::EventName;
@@ -183,7 +183,7 @@ async fn produce(
     rate: Option<u64>,
     epoch: Instant,
 ) -> Result<Produced> {
-    let store = server.engine.store();
+    let store = server.engine().store();
     let mut per_user = vec![0_u64; users.len()];
     let mut total = 0_u64;
     let mut txs = 0_u64;
@@ -235,31 +235,22 @@ async fn produce(
 }
 
 fn percentile_us(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    #[allow(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        clippy::cast_precision_loss
-    )]
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
+    f64::from(percentile(sorted, p)) / 1000.0
 }
 
 #[allow(clippy::cast_precision_loss)]
 async fn run_variant(args: &Args, v: &Variant) -> Result<Value> {
     let server = Server::start(None, EngineConfig::default()).await?;
     // One user per client, or everyone the owner.
-    let mut users = vec![(server.user, server.token.clone())];
+    let mut users = vec![(server.user(), server.token().to_owned())];
     for i in 1..v.users {
         let (u, token) = server
-            .engine
+            .engine()
             .create_user(&format!("bench-user-{i}"), false)
             .await?;
         users.push((u.id, token));
     }
-    let after = server.engine.store().latest_event_id().await?.0;
+    let after = server.engine().store().latest_event_id().await?.0;
     let http = client()?;
     let epoch = Instant::now();
     let ready = Arc::new(Barrier::new(args.clients + 1));
@@ -293,7 +284,7 @@ async fn run_variant(args: &Args, v: &Variant) -> Result<Value> {
     let t0 = Instant::now();
     start.set(t0).ok();
     let probe = args.probe.then(|| {
-        let store = server.engine.store().clone();
+        let store = server.engine().store().clone();
         let user = user_ids[0];
         let seconds = v.seconds;
         tokio::spawn(async move {

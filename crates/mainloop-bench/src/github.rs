@@ -4,15 +4,15 @@
 //! short interval, and the fake's counters give the requests per poll and how many were
 //! free 304s; per hour assumes the default 60 s poll interval.
 
-use crate::agents::git;
-use crate::harness::{Server, fresh_store};
-use anyhow::{Context, Result};
+use crate::harness::Server;
+use anyhow::Result;
 use mainloop_agent::ClaudeCode;
 use mainloop_domain::task::TaskState;
 use mainloop_engine::EngineConfig;
 use mainloop_forge::{Forge, NewPullRequest, RepoRef};
 use mainloop_git::Git;
 use mainloop_store::{NewTask, TaskForge};
+use mainloop_test_support::try_git;
 use mainloop_worker::{ForgeSettings, Runtime, WorkerConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,15 +54,15 @@ pub async fn run(args: &Args) -> Result<()> {
     // A branch with one commit on the fake's bare repository, and its pull request.
     let clone = work.path().join("clone");
     let bare = fake.repo_path("octo", "app");
-    git(
+    try_git(
         work.path(),
         &["clone", "-q", &bare.display().to_string(), "clone"],
     )?;
     std::fs::write(clone.join("feature.txt"), "feature\n")?;
-    git(&clone, &["checkout", "-q", "-b", "feature"])?;
-    git(&clone, &["add", "-A"])?;
-    git(&clone, &["commit", "-q", "-m", "feature"])?;
-    git(&clone, &["push", "-q", "origin", "feature"])?;
+    try_git(&clone, &["checkout", "-q", "-b", "feature"])?;
+    try_git(&clone, &["add", "-A"])?;
+    try_git(&clone, &["commit", "-q", "-m", "feature"])?;
+    try_git(&clone, &["push", "-q", "origin", "feature"])?;
     let client = mainloop_github::GithubConfig {
         api_url: fake.base_url(),
         ..mainloop_github::GithubConfig::new("bot-token".to_owned().into())
@@ -116,38 +116,30 @@ pub async fn run(args: &Args) -> Result<()> {
         pid_dir: work.path().join("agents"),
         forge: Some(settings),
     };
-    let (store, dir) = fresh_store().await?;
-    let mut runtime = None;
     let engine_config = EngineConfig {
         forge_host: Some("github.com".into()),
         ..EngineConfig::default()
     };
     let git_dirs = Git::new(work.path().join("repos"), work.path().join("worktrees"));
-    let server = Server::start_with(store, Some(dir), None, engine_config, |engine| {
-        let rt = Runtime::new(
-            engine.clone(),
-            Arc::new(ClaudeCode::new(vec!["false".into()])),
-            git_dirs,
-            config,
-        );
-        rt.install();
-        runtime = Some(rt);
+    let agent = Arc::new(ClaudeCode::new(vec!["false".into()]));
+    let (server, runtime) = Server::start_with_runtime(engine_config, |engine| {
+        Runtime::new(engine, agent, git_dirs, config)
     })
     .await?;
-    let runtime = runtime.context("the runtime was not installed")?;
 
     // A task already in review on that pull request.
-    let store = server.engine.store();
+    let store = server.engine().store();
     let now = mainloop_engine::now();
     let mut tx = store.begin().await?;
-    let project = tx.upsert_project(server.user, "octo/app", now).await?;
+    let project = tx.upsert_project(server.user(), "octo/app", now).await?;
     let (mut task, _) = tx
         .insert_task(
-            server.user,
+            server.user(),
             project.id,
             &NewTask {
                 description: "idle in review".into(),
                 repo: "octo/app".into(),
+                workplace: mainloop_domain::records::Workplace::Forge,
                 skip_plan: true,
                 max_check_rounds: 5,
                 model: None,

@@ -1,12 +1,13 @@
-//! An in-process server: SQLite store in a temp dir, the engine, and the API router on
-//! an ephemeral loopback port.
+//! An in-process server: the test-support crate's world (SQLite in a temp dir, the
+//! engine and its owner), with the API router served on an ephemeral loopback port.
 
 use anyhow::{Context, Result};
 use mainloop_api::ApiConfig;
 use mainloop_domain::UserId;
 use mainloop_engine::{Engine, EngineConfig};
 use mainloop_model::ModelProvider;
-use mainloop_store::{Store, StoreOptions};
+use mainloop_test_support::{Database, EngineWorld};
+use mainloop_worker::Runtime;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -15,13 +16,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub struct Server {
     pub base: String,
-    pub token: String,
-    pub user: UserId,
-    pub engine: Engine,
+    world: EngineWorld,
+    running: Running,
+}
+
+/// The server's tasks; dropping it stops them (best effort).
+#[derive(Debug)]
+struct Running {
     shutdown: CancellationToken,
     http: Option<tokio::task::JoinHandle<()>>,
     background: Option<tokio::task::JoinHandle<()>>,
-    dir: Option<tempfile::TempDir>,
 }
 
 /// An HTTP client for loopback benchmarking (no proxies).
@@ -34,71 +38,61 @@ pub fn client() -> Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
-/// Opens a fresh SQLite store in a new temp dir.
-pub async fn fresh_store() -> Result<(Store, tempfile::TempDir)> {
-    let dir = tempfile::Builder::new()
-        .prefix("mainloop-bench-")
-        .tempdir()
-        .context("creating a temp dir")?;
-    let url = format!("sqlite://{}/bench.db", dir.path().display());
-    let store = Store::connect(&url, &StoreOptions::default())
-        .await
-        .context("opening the store")?;
-    Ok((store, dir))
-}
-
 impl Server {
-    /// Builds the engine on a fresh store, creates the owner, starts the engine's
-    /// background work and serves the API.
+    /// The engine on a fresh SQLite database, with its owner, its background work
+    /// started and the API served.
     pub async fn start(
         model: Option<Arc<dyn ModelProvider>>,
         config: EngineConfig,
     ) -> Result<Self> {
-        let (store, dir) = fresh_store().await?;
-        Self::start_on(store, Some(dir), model, config).await
+        Self::start_with(model, config, |_| {}).await
     }
 
-    pub async fn start_on(
-        store: Store,
-        dir: Option<tempfile::TempDir>,
-        model: Option<Arc<dyn ModelProvider>>,
+    /// Like [`Server::start`] without a model, with the worker runtime `runtime` builds
+    /// from the engine: its job handlers are installed before the engine's background
+    /// work starts. The caller spawns it.
+    pub async fn start_with_runtime(
         config: EngineConfig,
-    ) -> Result<Self> {
-        Self::start_with(store, dir, model, config, |_| {}).await
+        runtime: impl FnOnce(Engine) -> Runtime,
+    ) -> Result<(Self, Runtime)> {
+        let mut built = None;
+        let server = Self::start_with(None, config, |engine| {
+            let rt = runtime(engine.clone());
+            rt.install();
+            built = Some(rt);
+        })
+        .await?;
+        let runtime = built.context("the runtime was not installed")?;
+        Ok((server, runtime))
     }
 
-    /// Like [`Server::start_on`], calling `setup` with the engine before its background
-    /// work starts (where a worker runtime registers its job handlers).
-    pub async fn start_with(
-        store: Store,
-        dir: Option<tempfile::TempDir>,
+    /// Like [`Server::start`], calling `setup` with the engine before its background
+    /// work starts.
+    async fn start_with(
         model: Option<Arc<dyn ModelProvider>>,
         config: EngineConfig,
         setup: impl FnOnce(&Engine),
     ) -> Result<Self> {
-        let engine = Engine::new(store, model, config);
-        setup(&engine);
-        let (user, token) = engine.ensure_owner("owner").await?;
-        let token = match token {
-            Some(t) => t,
-            None => engine.issue_api_token(&user).await?,
-        };
-        let shutdown = CancellationToken::new();
-        let background = engine.start(shutdown.clone()).await?;
+        let database = Database::try_sqlite().context("creating a temp dir")?;
+        let world = EngineWorld::try_new(database, model, config)
+            .await
+            .context("building the engine")?;
+        setup(&world.engine);
+        let background = world.try_start().await?;
         // `router_with_shutdown` (rather than `router`) so open event streams end on stop.
         let router = mainloop_api::router_with_shutdown(
-            engine.clone(),
+            world.engine.clone(),
             ApiConfig {
                 auth_enabled: true,
                 max_body_bytes: 1 << 20,
                 secure_cookies: false,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
-            shutdown.clone(),
+            world.shutdown.clone(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let stop = shutdown.clone();
+        let stop = world.shutdown.clone();
         let http = tokio::spawn(async move {
             let served = axum::serve(listener, router)
                 .with_graceful_shutdown(stop.cancelled_owned())
@@ -109,25 +103,41 @@ impl Server {
         });
         Ok(Self {
             base: format!("http://{addr}"),
-            token,
-            user: user.id,
-            engine,
-            shutdown,
-            http: Some(http),
-            background: Some(background),
-            dir,
+            running: Running {
+                shutdown: world.shutdown.clone(),
+                http: Some(http),
+                background: Some(background),
+            },
+            world,
         })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.world.engine
+    }
+
+    /// The owner, whose data every benchmark works on.
+    pub fn user(&self) -> UserId {
+        self.world.owner.id
+    }
+
+    /// The owner's API token.
+    pub fn token(&self) -> &str {
+        &self.world.token
     }
 
     /// The token that stops the server; other background work can stop with it.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.world.shutdown.clone()
     }
 
     /// Stops serving and the engine's background work (waiting a little for both).
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        for handle in [self.http.take(), self.background.take()]
+    pub async fn stop(self) {
+        let Self {
+            world, mut running, ..
+        } = self;
+        world.shutdown.cancel();
+        for handle in [running.http.take(), running.background.take()]
             .into_iter()
             .flatten()
         {
@@ -139,17 +149,15 @@ impl Server {
                 abort.abort();
             }
         }
-        self.engine.store().close().await;
-        if let Some(dir) = self.dir.take() {
-            // MAINLOOP_BENCH_KEEP=1 keeps the database for inspection (sqlite3, EXPLAIN).
-            if std::env::var_os("MAINLOOP_BENCH_KEEP").is_some() {
-                println!("  (kept {})", dir.keep().display());
-            }
+        world.engine.store().close().await;
+        // MAINLOOP_BENCH_KEEP=1 keeps the database for inspection (sqlite3, EXPLAIN).
+        if std::env::var_os("MAINLOOP_BENCH_KEEP").is_some() {
+            println!("  (kept {})", world.database.keep().display());
         }
     }
 }
 
-impl Drop for Server {
+impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown.cancel();
         if let Some(h) = self.http.take() {

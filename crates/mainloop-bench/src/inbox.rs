@@ -78,6 +78,7 @@ async fn seed_mostly_resolved(store: &Store, user: UserId, args: &Args) -> Resul
                     &NewTask {
                         description: format!("Task {task_no}: fix something in the app"),
                         repo: "/src/app".into(),
+                        workplace: mainloop_domain::records::Workplace::Local,
                         skip_plan: false,
                         max_check_rounds: 3,
                         model: None,
@@ -155,12 +156,12 @@ struct Scenario {
 
 async fn measure(name: &'static str, args: &Args, resolved: bool) -> Result<Scenario> {
     let server = Server::start(None, EngineConfig::default()).await?;
-    let store = server.engine.store().clone();
+    let store = server.engine().store().clone();
     let t = Instant::now();
     if resolved {
-        seed_mostly_resolved(&store, server.user, args).await?;
+        seed_mostly_resolved(&store, server.user(), args).await?;
     } else {
-        seed_all_open(&store, server.user, args).await?;
+        seed_all_open(&store, server.user(), args).await?;
     }
     let seed = t.elapsed();
 
@@ -174,7 +175,7 @@ async fn measure(name: &'static str, args: &Args, resolved: bool) -> Result<Scen
             break;
         }
         let t0 = Instant::now();
-        let resp = http.get(&url).bearer_auth(&server.token).send().await?;
+        let resp = http.get(&url).bearer_auth(server.token()).send().await?;
         let status = resp.status();
         let body = resp.bytes().await?;
         let took = t0.elapsed();
@@ -201,10 +202,10 @@ async fn measure(name: &'static str, args: &Args, resolved: bool) -> Result<Scen
             break;
         }
         let t0 = Instant::now();
-        store.inbox(server.user, 100, 20).await?;
+        store.inbox(server.user(), 100, 20).await?;
         let t1 = Instant::now();
         store
-            .count_needs_you(server.user, mainloop_api::NEEDS_YOU_CAP)
+            .count_needs_you(server.user(), mainloop_api::NEEDS_YOU_CAP)
             .await?;
         if i >= 10 {
             store_sample.push(t1 - t0);

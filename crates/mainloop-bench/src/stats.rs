@@ -19,10 +19,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The nearest-rank percentile `p` (0–100) of an ascending slice.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The nearest-rank percentile `p` (0–100) of an ascending slice (the default value
+/// for an empty one).
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
+        return T::default();
     }
     #[allow(
         clippy::cast_possible_truncation,

@@ -33,6 +33,40 @@ pub struct Project {
     pub created_at: Timestamp,
 }
 
+/// Where a task's work happens, decided when the task is created and never looked up
+/// again: in a local repository (a worktree, the project's check command, a git merge)
+/// or in a repository on the configured forge (the branch pushed there, a pull request,
+/// the forge's CI, the pull request merged; questions and the plan mirrored to an issue).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Workplace {
+    #[default]
+    Local,
+    Forge,
+}
+
+impl Workplace {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Forge => "forge",
+        }
+    }
+}
+
+impl std::str::FromStr for Workplace {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Self::Local),
+            "forge" => Ok(Self::Forge),
+            other => Err(format!("unknown workplace '{other}'")),
+        }
+    }
+}
+
 /// A worker task.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Task {
@@ -41,6 +75,7 @@ pub struct Task {
     pub state: TaskState,
     pub description: String,
     pub repo: String,
+    pub workplace: Workplace,
     pub branch: Option<String>,
     pub skip_plan: bool,
     /// Pending or last-asked questions.
@@ -70,8 +105,9 @@ pub struct Task {
     /// Lifecycle bookkeeping the state machine reads and writes.
     #[serde(skip)]
     pub core: TaskCore,
-    /// Optimistic-concurrency version; every save increments it.
-    #[serde(skip)]
+    /// Every save increments it: of two copies of a task, the higher version is newer
+    /// (clients keep the newer of a write's reply and a `task.updated` event).
+    #[serde(default)]
     pub version: i64,
     /// The job whose input the agent session already received.
     #[serde(skip)]

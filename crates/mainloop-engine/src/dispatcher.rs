@@ -5,7 +5,7 @@ use crate::{Engine, now};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use mainloop_domain::Timestamp;
-use mainloop_store::Job;
+use mainloop_store::{Job, NewJob};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,38 @@ pub struct JobContext {
     pub engine: Engine,
     pub job: Job,
     pub owner: String,
+}
+
+impl JobContext {
+    /// Queues this job again as it is (kind, lane, payload, a new key), to run after
+    /// `wait`, for a job that waits on something outside (a forge's outage or rate
+    /// limit) without spending the dispatcher's bounded retries; the current attempt
+    /// then ends successfully.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn requeue(&self, wait: Duration) -> crate::Result<()> {
+        let at = now();
+        let after = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
+        let job = &self.job;
+        let base = job.key.split(":retry@").next().unwrap_or(&job.key);
+        let mut tx = self.engine.store().begin().await?;
+        tx.enqueue(
+            &NewJob {
+                key: format!("{base}:retry@{}", at.as_millis()),
+                kind: job.kind.clone(),
+                user_id: job.user_id,
+                lane: job.lane.clone(),
+                payload: job.payload.clone(),
+                run_after: at.plus_millis(after),
+            },
+            at,
+        )
+        .await?;
+        tx.commit().await?;
+        self.engine.wake_dispatcher();
+        Ok(())
+    }
 }
 
 /// A failed job attempt.

@@ -13,6 +13,7 @@ mod error;
 mod hub;
 mod jobs;
 mod notifications;
+mod reads;
 mod runtime;
 mod tasks;
 mod tools;
@@ -25,7 +26,7 @@ pub use jobs::{
     BackgroundJob, ChatTurn, CommitWork, ForgeSync, ForgeWatch, Handler, Merge, Pool, RunAgent,
     RunChecks, Step, StopAgent, TaskJob, enqueue,
 };
-pub use mainloop_store::PushSubscription;
+pub use mainloop_store::{NotificationSettings, PushSubscription, TaskForge, VapidKeys};
 pub use notifications::{
     Notification, NotificationKind, NotificationOverview, RegisterPush, validate_ntfy_url,
     validate_push_endpoint, validate_push_subscription,

@@ -8,10 +8,10 @@ use mainloop_domain::chat::{ContentBlock, Role};
 use mainloop_domain::event::EventName;
 use mainloop_domain::inbox::{InboxKind, first_line};
 use mainloop_domain::question::{Answers, validate_answers};
-use mainloop_domain::records::{ChatMessage, InboxItem, MessageKind, Task};
+use mainloop_domain::records::{ChatMessage, InboxItem, MessageKind, Task, Workplace};
 use mainloop_domain::task::{Announcement, Effect, TaskEvent, TaskState, transition};
 use mainloop_domain::{InboxItemId, TaskId, Timestamp, UserId};
-use mainloop_store::{NewJob, NewMessage, NewTask, TaskForge, Tx};
+use mainloop_store::{NewMessage, NewTask, TaskForge, Tx};
 use serde_json::json;
 
 const MAX_DESCRIPTION: usize = 20_000;
@@ -36,16 +36,18 @@ impl CreateTask {
         if description.is_empty() {
             return Err(EngineError::Invalid("description must not be empty".into()));
         }
-        if description.len() > MAX_DESCRIPTION {
+        // Characters, as the API document states them (a byte limit would refuse
+        // multibyte text the document allows).
+        if description.chars().count() > MAX_DESCRIPTION {
             return Err(EngineError::Invalid(format!(
-                "description is longer than {MAX_DESCRIPTION} bytes"
+                "description is longer than {MAX_DESCRIPTION} characters"
             )));
         }
         let repo = self.repo.trim();
         if repo.is_empty() {
             return Err(EngineError::Invalid("repo must not be empty".into()));
         }
-        if repo.len() > MAX_REPO || repo.chars().any(char::is_control) {
+        if repo.chars().count() > MAX_REPO || repo.chars().any(char::is_control) {
             return Err(EngineError::Invalid(
                 "repo must be a path, URL or owner/name without control characters".into(),
             ));
@@ -214,6 +216,11 @@ pub(crate) async fn create_task_in(
             &NewTask {
                 description: req.description.trim().to_owned(),
                 repo: repo.to_owned(),
+                workplace: if forge_repo.is_some() {
+                    Workplace::Forge
+                } else {
+                    Workplace::Local
+                },
                 skip_plan: req.skip_plan,
                 max_check_rounds: if forge_repo.is_some() {
                     engine.config().forge_max_ci_rounds
@@ -332,7 +339,7 @@ pub(crate) async fn apply_in(
             }
         }
     }
-    if tx.has_task_forge(saved.id).await? {
+    if saved.workplace == Workplace::Forge {
         enqueue_forge_sync(tx, saved.id, saved.version, at).await?;
     }
     task_event(tx, owner, &saved, at).await?;
@@ -365,20 +372,6 @@ async fn enqueue_forge_sync(tx: &mut Tx, task: TaskId, version: i64, at: Timesta
 }
 
 impl Engine {
-    /// Enqueues a job on its own (the worker's forge watch reschedules itself this way),
-    /// and wakes the dispatcher. A key that exists already enqueues nothing.
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn enqueue_job(&self, job: &NewJob) -> Result<()> {
-        let at = now();
-        let mut tx = self.store().begin().await?;
-        tx.enqueue(job, at).await?;
-        tx.commit().await?;
-        self.wake_dispatcher();
-        Ok(())
-    }
-
     /// Saves a task's forge record (the worker's mirror bookkeeping).
     ///
     /// # Errors
@@ -592,9 +585,9 @@ fn check_feedback(text: &str) -> Result<()> {
     if text.trim().is_empty() {
         return Err(EngineError::Invalid("feedback is required".into()));
     }
-    if text.len() > MAX_FEEDBACK {
+    if text.chars().count() > MAX_FEEDBACK {
         return Err(EngineError::Invalid(format!(
-            "feedback is longer than {MAX_FEEDBACK} bytes"
+            "feedback is longer than {MAX_FEEDBACK} characters"
         )));
     }
     Ok(())

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use mainloop_domain::TaskId;
 use mainloop_engine::{Notification, NotificationKind};
-use mainloop_store::{PushSubscription, VapidKeys};
+use mainloop_engine::{PushSubscription, VapidKeys};
 use reqwest::StatusCode;
 use serde::Serialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

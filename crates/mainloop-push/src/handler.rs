@@ -38,12 +38,11 @@ impl NotifyHandler {
             .or(ctx.job.user_id)
             .ok_or_else(|| JobError::fatal("a notify job without a user"))?;
         let engine = &ctx.engine;
-        let store = engine.store();
-        let subs = store
+        let subs = engine
             .push_subscriptions(user)
             .await
             .map_err(|e| JobError::retry(e.to_string()))?;
-        let settings = store
+        let settings = engine
             .notification_settings(user)
             .await
             .map_err(|e| JobError::retry(e.to_string()))?;
@@ -67,7 +66,7 @@ impl NotifyHandler {
                     }
                     Outcome::Gone => {
                         tracing::info!(push_service = %origin, "push subscription expired; removing it");
-                        if let Err(e) = store.delete_push_subscription(user, sub.id).await {
+                        if let Err(e) = engine.forget_push_subscription(user, sub.id).await {
                             retries.push((e.to_string(), None));
                         }
                     }

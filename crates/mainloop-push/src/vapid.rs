@@ -4,7 +4,7 @@
 use crate::PushError;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mainloop_store::VapidKeys;
+use mainloop_engine::VapidKeys;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use serde_json::json;

@@ -56,19 +56,6 @@ impl Tx {
         .await?;
         Ok(())
     }
-
-    /// Whether the task is mirrored to a forge (read inside the transaction that applies
-    /// its transition, so the mirror job commits with it).
-    ///
-    /// # Errors
-    /// On database failure.
-    pub async fn has_task_forge(&mut self, task: TaskId) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM task_forge WHERE task_id = $1")
-            .bind(task.to_string())
-            .fetch_one(self.conn())
-            .await?;
-        Ok(n > 0)
-    }
 }
 
 impl Store {

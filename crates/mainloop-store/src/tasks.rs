@@ -2,7 +2,7 @@
 //! change makes it fail with a conflict instead of silently overwriting.
 
 use crate::{Result, Store, StoreError, Tx, parse};
-use mainloop_domain::records::Task;
+use mainloop_domain::records::{Task, Workplace};
 use mainloop_domain::task::{TaskCore, TaskState};
 use mainloop_domain::{ProjectId, TaskId, Timestamp, UserId};
 use sqlx::Row;
@@ -13,6 +13,7 @@ use sqlx::any::AnyRow;
 pub struct NewTask {
     pub description: String,
     pub repo: String,
+    pub workplace: Workplace,
     pub skip_plan: bool,
     pub max_check_rounds: u32,
     /// The model the task's agent runs; `None` for the configured default.
@@ -24,7 +25,7 @@ pub struct NewTask {
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
                     answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
-                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat";
+                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace";
 
 fn task_from_row(row: &AnyRow) -> Result<Task> {
     let core: String = row.try_get("core")?;
@@ -37,6 +38,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         state: parse::<TaskState>(&row.try_get::<String, _>("state")?, "task state")?,
         description: row.try_get("description")?,
         repo: row.try_get("repo")?,
+        workplace: parse::<Workplace>(&row.try_get::<String, _>("workplace")?, "workplace")?,
         branch: row.try_get("branch")?,
         skip_plan: core.skip_plan,
         questions: serde_json::from_str(&questions)?,
@@ -110,8 +112,8 @@ impl Tx {
         let core = TaskCore::new(new.skip_plan, new.max_check_rounds);
         sqlx::query(
             "INSERT INTO tasks (id, user_id, project_id, state, core, description, repo, \
-                 origin_key, created_at, updated_at, model) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)",
+                 origin_key, created_at, updated_at, model, workplace) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
         )
         .bind(id.to_string())
         .bind(user.to_string())
@@ -123,6 +125,7 @@ impl Tx {
         .bind(&new.origin_key)
         .bind(now.as_millis())
         .bind(&new.model)
+        .bind(new.workplace.as_str())
         .execute(self.conn())
         .await?;
         let task = fetch_task(self.conn(), None, id)

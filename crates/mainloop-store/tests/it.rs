@@ -491,6 +491,7 @@ fn new_task(desc: &str, origin: Option<&str>) -> NewTask {
     NewTask {
         description: desc.into(),
         repo: "/src/app".into(),
+        workplace: mainloop_domain::records::Workplace::Local,
         skip_plan: false,
         max_check_rounds: 3,
         model: (desc == "second").then(|| "claude-opus-4-1".to_owned()),

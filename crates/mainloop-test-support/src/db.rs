@@ -15,9 +15,14 @@ impl Database {
     /// SQLite in a fresh temporary directory.
     #[must_use]
     pub fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::try_sqlite().unwrap()
+    }
+
+    /// [`Database::sqlite`], or the error creating the directory.
+    pub fn try_sqlite() -> std::io::Result<Self> {
+        let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}/mainloop.db", dir.path().display());
-        Self { dir, url }
+        Ok(Self { dir, url })
     }
 
     /// A fresh database on the shared test PostgreSQL cluster, and a temporary directory.
@@ -52,6 +57,13 @@ impl Database {
     #[must_use]
     pub fn is_sqlite(&self) -> bool {
         self.url.starts_with("sqlite:")
+    }
+
+    /// Keeps the temporary directory (not removed on drop), to inspect the data after a
+    /// run; returns its path.
+    #[must_use]
+    pub fn keep(self) -> std::path::PathBuf {
+        self.dir.keep()
     }
 
     /// Whether the job queue is idle: see [`jobs_idle`].

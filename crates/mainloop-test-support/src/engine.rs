@@ -39,27 +39,43 @@ impl EngineWorld {
     /// The engine over `database`, answering chat through `model` when given, not yet
     /// started: a test registers handlers first, then calls [`EngineWorld::start`].
     pub async fn new(database: Database, model: Option<&FakeModel>, config: EngineConfig) -> Self {
-        let store = Store::connect(database.url(), &StoreOptions::default())
+        Self::try_new(database, model.map(model_provider), config)
             .await
-            .unwrap();
-        let engine = Engine::new(store, model.map(model_provider), config);
-        let (owner, token) = engine.ensure_owner("owner").await.unwrap();
+            .unwrap()
+    }
+
+    /// [`EngineWorld::new`] answering chat through any `model` (a wrapper around the
+    /// fake, say), or the error that stopped it.
+    pub async fn try_new(
+        database: Database,
+        model: Option<Arc<dyn ModelProvider>>,
+        config: EngineConfig,
+    ) -> anyhow::Result<Self> {
+        let store = Store::connect(database.url(), &StoreOptions::default()).await?;
+        let engine = Engine::new(store, model, config);
+        let (owner, token) = engine.ensure_owner("owner").await?;
         let token = match token {
             Some(token) => token,
-            None => engine.issue_api_token(&owner).await.unwrap(),
+            None => engine.issue_api_token(&owner).await?,
         };
-        Self {
+        Ok(Self {
             engine,
             owner,
             token,
             shutdown: CancellationToken::new(),
             database,
-        }
+        })
     }
 
     /// Starts the engine's background work (event fan-out, dispatcher, housekeeping).
     pub async fn start(&self) {
-        self.engine.start(self.shutdown.clone()).await.unwrap();
+        self.try_start().await.unwrap();
+    }
+
+    /// [`EngineWorld::start`]; the handle of the background work, which ends after
+    /// `shutdown` is cancelled.
+    pub async fn try_start(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        Ok(self.engine.start(self.shutdown.clone()).await?)
     }
 
     /// [`EngineWorld::new`] and [`EngineWorld::start`].
@@ -90,7 +106,12 @@ impl EngineWorld {
 /// The real Anthropic client, pointed at the fake model.
 #[must_use]
 pub fn model_provider(fake: &FakeModel) -> Arc<dyn ModelProvider> {
+    try_model_provider(fake).unwrap()
+}
+
+/// [`model_provider`], or the error setting up the client.
+pub fn try_model_provider(fake: &FakeModel) -> anyhow::Result<Arc<dyn ModelProvider>> {
     let mut cfg = AnthropicConfig::new("sk-test".to_owned().into(), "claude-test");
     cfg.base_url = fake.base_url();
-    Arc::new(AnthropicProvider::new(cfg).unwrap())
+    Ok(Arc::new(AnthropicProvider::new(cfg)?))
 }

@@ -1,22 +1,26 @@
 //! A local git repository with one commit on `main`, as a task's repository.
 
+use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs git in `dir` with a fixed identity; fails the test when git does.
 pub fn git(dir: &Path, args: &[&str]) -> String {
+    try_git(dir, args).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// [`git`], or an error saying which command failed and what git said.
+pub fn try_git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("git")
         .args(["-c", "user.name=t", "-c", "user.email=t@t"])
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .with_context(|| format!("running git {args:?}"))?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A repository in a temporary directory (removed on drop), by its canonical path.
@@ -36,13 +40,18 @@ impl GitRepo {
     /// `main` with one commit adding a `README.md` that says `readme`.
     #[must_use]
     pub fn with_readme(readme: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = std::fs::canonicalize(dir.path()).unwrap();
-        git(&path, &["init", "-q", "-b", "main"]);
-        std::fs::write(path.join("README.md"), readme).unwrap();
-        git(&path, &["add", "-A"]);
-        git(&path, &["commit", "-q", "-m", "init"]);
-        Self { path, _dir: dir }
+        Self::try_with_readme(readme).unwrap()
+    }
+
+    /// [`GitRepo::with_readme`], or the error that stopped it.
+    pub fn try_with_readme(readme: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let path = std::fs::canonicalize(dir.path())?;
+        try_git(&path, &["init", "-q", "-b", "main"])?;
+        std::fs::write(path.join("README.md"), readme)?;
+        try_git(&path, &["add", "-A"])?;
+        try_git(&path, &["commit", "-q", "-m", "init"])?;
+        Ok(Self { path, _dir: dir })
     }
 
     #[must_use]

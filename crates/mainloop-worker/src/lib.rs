@@ -26,8 +26,8 @@ use mainloop_domain::TaskId;
 use mainloop_domain::records::{Task, TaskDiff};
 use mainloop_domain::task::TaskState;
 use mainloop_engine::{
-    BackgroundJob, CommitWork, Engine, ForgeSync, ForgeWatch, Handler, JobContext, JobError, Merge,
-    Pool, RunAgent, RunChecks, StopAgent, Workspaces,
+    CommitWork, Engine, ForgeSync, ForgeWatch, Handler, JobContext, JobError, Merge, Pool,
+    RunAgent, RunChecks, StopAgent, Workspaces,
 };
 use mainloop_git::Git;
 use std::collections::HashMap;
@@ -94,6 +94,9 @@ pub(crate) struct Inner {
     pub git: Git,
     pub config: WorkerConfig,
     pub parked: Mutex<HashMap<TaskId, Parked>>,
+    /// Idle parked sessions being stopped: the agent may still be saving its session,
+    /// so a resume of the same session waits for the stop to finish.
+    pub stopping: Mutex<HashMap<TaskId, tokio::task::JoinHandle<()>>>,
     /// Cancels the live run of a task (cancel, failure elsewhere).
     pub running: Mutex<HashMap<TaskId, CancellationToken>>,
     /// One lock per forge task: its mirror bookkeeping is read, changed and written
@@ -113,6 +116,7 @@ impl Runtime {
                 git,
                 config,
                 parked: Mutex::new(HashMap::new()),
+                stopping: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
                 forge_locks: Mutex::new(HashMap::new()),
                 forge_login: tokio::sync::OnceCell::new(),
@@ -138,21 +142,16 @@ impl Runtime {
         let engine = &self.inner.engine;
         engine.set_pool_size(Pool::Agents, self.inner.config.max_agents);
         engine.set_pool_size(Pool::Effects, 2);
-        let handler = |step: Step| {
-            Arc::new(StepHandler {
-                runtime: self.clone(),
-                step,
-            })
-        };
-        engine.register::<RunAgent>(handler(Step::RunAgent));
-        engine.register::<StopAgent>(handler(Step::Stop));
-        engine.register::<CommitWork>(handler(Step::Commit));
-        engine.register::<RunChecks>(handler(Step::Checks));
-        engine.register::<Merge>(handler(Step::Merge));
+        let handler = Arc::new(self.clone());
+        engine.register::<RunAgent>(handler.clone());
+        engine.register::<StopAgent>(handler.clone());
+        engine.register::<CommitWork>(handler.clone());
+        engine.register::<RunChecks>(handler.clone());
+        engine.register::<Merge>(handler.clone());
         if self.inner.config.forge.is_some() {
             engine.set_pool_size(Pool::Forge, 2);
-            engine.register::<ForgeSync>(handler(Step::ForgeSync));
-            engine.register::<ForgeWatch>(handler(Step::ForgeWatch));
+            engine.register::<ForgeSync>(handler.clone());
+            engine.register::<ForgeWatch>(handler);
         }
         engine.set_workspaces(Arc::new(self.clone()));
     }
@@ -181,16 +180,12 @@ impl Runtime {
     /// an unfinished `task.run_agent` job: waiting tasks have none.
     async fn grant_slots(&self) -> mainloop_engine::Result<()> {
         let engine = &self.inner.engine;
-        let busy = engine.store().count_unfinished(RunAgent::KIND).await?;
+        let busy = engine.count_unfinished::<RunAgent>().await?;
         let free = i64::try_from(self.inner.config.max_agents).unwrap_or(i64::MAX) - busy;
         if free <= 0 {
             return Ok(());
         }
-        for (_, task) in engine
-            .store()
-            .tasks_in_states(&[TaskState::Queued], free)
-            .await?
-        {
+        for (_, task) in engine.tasks_in_states(&[TaskState::Queued], free).await? {
             match engine
                 .apply_task_event(None, task.id, mainloop_domain::task::TaskEvent::SlotGranted)
                 .await
@@ -238,7 +233,7 @@ impl Runtime {
 
     fn reap_idle(&self) {
         let idle = self.inner.config.idle_timeout;
-        let expired: Vec<Parked> = match self.inner.parked.lock() {
+        let expired: Vec<(TaskId, Parked)> = match self.inner.parked.lock() {
             Ok(mut parked) => {
                 let ids: Vec<TaskId> = parked
                     .iter()
@@ -246,13 +241,33 @@ impl Runtime {
                     .map(|(id, _)| *id)
                     .collect();
                 ids.into_iter()
-                    .filter_map(|id| parked.remove(&id))
+                    .filter_map(|id| parked.remove(&id).map(|p| (id, p)))
                     .collect()
             }
             Err(_) => Vec::new(),
         };
-        for mut p in expired {
-            tokio::spawn(async move { p.session.stop(run::STOP_GRACE).await });
+        let Ok(mut stopping) = self.inner.stopping.lock() else {
+            return;
+        };
+        stopping.retain(|_, stop| !stop.is_finished());
+        for (id, mut p) in expired {
+            stopping.insert(
+                id,
+                tokio::spawn(async move { p.session.stop(run::STOP_GRACE).await }),
+            );
+        }
+    }
+
+    /// Waits until an idle session of `task` that is being stopped has stopped.
+    pub(crate) async fn stopped(&self, task: TaskId) {
+        let stop = self
+            .inner
+            .stopping
+            .lock()
+            .ok()
+            .and_then(|mut s| s.remove(&task));
+        if let Some(stop) = stop {
+            let _ = stop.await;
         }
     }
 
@@ -273,13 +288,19 @@ impl Runtime {
         }
     }
 
-    /// Whether a task has a parked session (for tests and status).
+    /// Whether a task has a parked session, or one still stopping after its idle
+    /// timeout (for tests and status).
     #[must_use]
     pub fn is_parked(&self, task: TaskId) -> bool {
         self.inner
             .parked
             .lock()
             .is_ok_and(|p| p.contains_key(&task))
+            || self
+                .inner
+                .stopping
+                .lock()
+                .is_ok_and(|s| s.get(&task).is_some_and(|stop| !stop.is_finished()))
     }
 
     pub(crate) fn take_parked(&self, task: TaskId) -> Option<Parked> {
@@ -312,42 +333,30 @@ impl Workspaces for Runtime {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Step {
-    RunAgent,
-    Stop,
-    Commit,
-    Checks,
-    Merge,
-    ForgeSync,
-    ForgeWatch,
-}
-
-/// Hands each `task.*` and forge job to the step that carries it out.
-#[derive(Debug)]
-struct StepHandler {
-    runtime: Runtime,
-    step: Step,
-}
-
-impl<J: BackgroundJob> Handler<J> for StepHandler {
-    fn run(
-        &self,
-        _job: J,
-        ctx: JobContext,
-    ) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
-        let rt = self.runtime.clone();
-        let step = self.step;
-        Box::pin(async move {
-            match step {
-                Step::RunAgent => run::run_agent(&rt, &ctx).await,
-                Step::Stop => steps::stop(&rt, &ctx).await,
-                Step::Commit => steps::commit(&rt, &ctx).await,
-                Step::Checks => steps::checks(&rt, &ctx).await,
-                Step::Merge => steps::merge(&rt, &ctx).await,
-                Step::ForgeSync => forge::sync(&rt, &ctx).await,
-                Step::ForgeWatch => forge::watch(&rt, &ctx).await,
+/// Each job kind the runtime handles, and the step that carries it out.
+macro_rules! handles {
+    ($($job:ty => $step:path),* $(,)?) => {
+        $(
+            impl Handler<$job> for Runtime {
+                fn run(
+                    &self,
+                    job: $job,
+                    ctx: JobContext,
+                ) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+                    let rt = self.clone();
+                    Box::pin(async move { $step(&rt, &ctx, job).await })
+                }
             }
-        })
-    }
+        )*
+    };
 }
+
+handles!(
+    RunAgent => run::run_agent,
+    StopAgent => steps::stop,
+    CommitWork => steps::commit,
+    RunChecks => steps::checks,
+    Merge => steps::merge,
+    ForgeSync => forge::sync,
+    ForgeWatch => forge::watch,
+);

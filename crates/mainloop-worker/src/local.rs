@@ -9,7 +9,7 @@ use mainloop_domain::TaskId;
 use mainloop_domain::UserId;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::TaskEvent;
-use mainloop_engine::{JobContext, JobError};
+use mainloop_engine::{EngineError, JobContext, JobError};
 use mainloop_git::{MergeOutcome, Repo, Worktree};
 use serde_json::json;
 
@@ -60,13 +60,11 @@ async fn check_command(
     task: &Task,
     wt: &Worktree,
 ) -> Result<Option<String>, String> {
-    let project = rt
-        .inner
-        .engine
-        .store()
-        .project(user, task.project_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let project = match rt.inner.engine.project(user, task.project_id).await {
+        Ok(p) => Some(p),
+        Err(EngineError::NotFound(_)) => None,
+        Err(e) => return Err(e.to_string()),
+    };
     if let Some(cmd) = project
         .as_ref()
         .and_then(|p| p.settings.get("check"))

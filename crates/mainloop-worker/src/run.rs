@@ -7,16 +7,16 @@ use crate::confine::Confined;
 use crate::prompts::{CONTINUE, WORKER_INSTRUCTIONS, input_message};
 use crate::react::{Context, Step, react};
 use crate::retry::{Action, Attempts, RetryPolicy, decide};
-use crate::steps::{apply, fail, load, payload, retry, status, worktree};
+use crate::steps::{apply, fail, load, retry, status, worktree};
 use crate::{Parked, Runtime, Waiting};
 use mainloop_agent::{
     AgentEvent, AgentFailure, AgentMode, AgentSession, ControlReply, RunSpec, SessionRef,
 };
 use mainloop_domain::question::answers_by_question_text;
 use mainloop_domain::records::Task;
-use mainloop_domain::task::{AgentInput, AgentPhase, Effect, TaskEvent, TaskState};
+use mainloop_domain::task::{AgentInput, AgentPhase, TaskEvent, TaskState};
 use mainloop_domain::{TaskId, UserId};
-use mainloop_engine::{JobContext, JobError};
+use mainloop_engine::{JobContext, JobError, RunAgent};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -53,12 +53,13 @@ const fn mode_of(phase: AgentPhase) -> AgentMode {
 }
 
 /// `task.run_agent`.
-pub(crate) async fn run_agent(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
-    let p = payload(ctx)?;
-    let Effect::RunAgent { phase, input } = p.effect else {
-        return Err(JobError::fatal("task.run_agent without an agent input"));
-    };
-    let Some((user, task)) = load(rt, p.task_id).await? else {
+pub(crate) async fn run_agent(
+    rt: &Runtime,
+    ctx: &JobContext,
+    job: RunAgent,
+) -> Result<(), JobError> {
+    let RunAgent { step, phase, input } = job;
+    let Some((user, task)) = load(rt, step.task_id).await? else {
         return Ok(());
     };
     if task.state != state_of(phase) {
@@ -208,6 +209,9 @@ async fn deliver(
         input_key: key,
     } = *run;
     let engine = &rt.inner.engine;
+    // An idle session still stopping may still be saving the conversation this run
+    // resumes.
+    rt.stopped(task.id).await;
     if let Some(mut parked) = rt.take_parked(task.id).filter(|_| !fresh) {
         let reply = match (input, parked.waiting_for) {
             (AgentInput::Answers(a), Waiting::Answers) => Some(ControlReply::answers(

@@ -7,17 +7,17 @@ use crate::Runtime;
 use crate::delivery::Delivery;
 use crate::forge::Hosted;
 use crate::local::Local;
+use mainloop_domain::UserId;
 use mainloop_domain::records::{Task, TaskDiff};
-use mainloop_domain::task::{Effect, TaskState};
-use mainloop_domain::{TaskId, UserId};
-use mainloop_engine::{JobContext, JobError};
+use mainloop_domain::task::TaskState;
+use mainloop_engine::{CommitWork, JobContext, JobError, Merge, RunChecks, StopAgent};
 use mainloop_git::Worktree;
 
-pub(crate) use crate::task::{apply, fail, load, payload, retry, status};
+pub(crate) use crate::task::{apply, fail, load, retry, status};
 
 /// `task.stop_agent`: ends the task's live or parked agent.
-pub(crate) async fn stop(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
-    let p = payload(ctx)?;
+pub(crate) async fn stop(rt: &Runtime, _ctx: &JobContext, job: StopAgent) -> Result<(), JobError> {
+    let p = job.step;
     if let Some(token) = rt
         .inner
         .running
@@ -38,20 +38,24 @@ pub(crate) async fn worktree(
     rt: &Runtime,
     task: &Task,
 ) -> Result<Worktree, mainloop_git::GitError> {
-    let source = Destination::of(rt, task.id).await.source(task);
+    let source = Destination::of(rt, task).source(task);
     crate::task::worktree(rt, task, &source).await
 }
 
 /// `task.commit`: commits whatever the agent left uncommitted.
-pub(crate) async fn commit(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
-    let p = payload(ctx)?;
+pub(crate) async fn commit(
+    rt: &Runtime,
+    ctx: &JobContext,
+    job: CommitWork,
+) -> Result<(), JobError> {
+    let p = job.step;
     let Some((user, task)) = load(rt, p.task_id).await? else {
         return Ok(());
     };
     if task.state != TaskState::Checking {
         return Ok(());
     }
-    let to = Destination::of(rt, task.id).await;
+    let to = Destination::of(rt, &task);
     let wt = match crate::task::worktree(rt, &task, &to.source(&task)).await {
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("workspace unavailable: {e}")).await,
@@ -71,37 +75,27 @@ pub(crate) async fn commit(rt: &Runtime, ctx: &JobContext) -> Result<(), JobErro
 }
 
 /// `task.checks`: checks the work and reports the outcome.
-pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
-    let p = payload(ctx)?;
-    let Some((user, task)) = load(rt, p.task_id).await? else {
+pub(crate) async fn checks(rt: &Runtime, ctx: &JobContext, job: RunChecks) -> Result<(), JobError> {
+    let RunChecks { step, round } = job;
+    let Some((user, task)) = load(rt, step.task_id).await? else {
         return Ok(());
-    };
-    let round = match p.effect {
-        Effect::RunChecks { round } => round,
-        _ => return Err(JobError::fatal("task.checks without a round")),
     };
     if task.state != TaskState::Checking || task.core.check_round != round {
         return Ok(());
     }
-    Destination::of(rt, task.id)
-        .await
-        .check(rt, ctx, user, &task)
-        .await
+    Destination::of(rt, &task).check(rt, ctx, user, &task).await
 }
 
 /// `task.merge`: merges the approved work into its base.
-pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
-    let p = payload(ctx)?;
+pub(crate) async fn merge(rt: &Runtime, ctx: &JobContext, job: Merge) -> Result<(), JobError> {
+    let p = job.step;
     let Some((user, task)) = load(rt, p.task_id).await? else {
         return Ok(());
     };
     if task.state != TaskState::Review || !task.core.merge_requested {
         return Ok(());
     }
-    Destination::of(rt, task.id)
-        .await
-        .merge(rt, ctx, user, &task)
-        .await
+    Destination::of(rt, &task).merge(rt, ctx, user, &task).await
 }
 
 /// The task's diff against its base.
@@ -110,15 +104,16 @@ pub(crate) async fn diff(rt: &Runtime, task: &Task) -> Result<TaskDiff, mainloop
     crate::task::diff(rt, &wt).await
 }
 
-/// Where a task's work goes, chosen by whether the task is mirrored to a forge.
+/// Where a task's work goes, as the task says (its `workplace`, decided when it was
+/// created).
 pub(crate) enum Destination {
     Local(Local),
     Hosted(Hosted),
 }
 
 impl Destination {
-    pub(crate) async fn of(rt: &Runtime, id: TaskId) -> Self {
-        match Hosted::for_task(rt, id).await {
+    pub(crate) fn of(rt: &Runtime, task: &Task) -> Self {
+        match Hosted::for_task(rt, task) {
             Some(hosted) => Self::Hosted(hosted),
             None => Self::Local(Local),
         }

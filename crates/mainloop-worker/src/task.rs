@@ -1,4 +1,4 @@
-//! What every task step needs, whichever path its work takes: reading a job's payload,
+//! What every task step needs, whichever path its work takes:
 //! loading the task, applying lifecycle events to it, failing it, narrating in its
 //! transcript, and its repository and worktree. The local path (`local.rs`), the forge
 //! path (`forge/`) and the steps that choose between them (`steps.rs`) all use this
@@ -6,23 +6,11 @@
 
 use crate::Runtime;
 use mainloop_domain::records::{FileStat, Task, TaskDiff};
-use mainloop_domain::task::{Effect, TaskEvent};
+use mainloop_domain::task::TaskEvent;
 use mainloop_domain::{TaskId, UserId};
-use mainloop_engine::{EngineError, JobContext, JobError};
+use mainloop_engine::{EngineError, JobError};
 use mainloop_git::{Repo, Worktree};
-use serde::Deserialize;
 use serde_json::json;
-
-#[derive(Deserialize)]
-pub(crate) struct EffectPayload {
-    pub task_id: TaskId,
-    pub effect: Effect,
-}
-
-pub(crate) fn payload(ctx: &JobContext) -> Result<EffectPayload, JobError> {
-    serde_json::from_value(ctx.job.payload.clone())
-        .map_err(|e| JobError::fatal(format!("bad task job payload: {e}")))
-}
 
 pub(crate) fn retry(e: impl std::fmt::Display) -> JobError {
     JobError::retry(e.to_string())
@@ -30,12 +18,7 @@ pub(crate) fn retry(e: impl std::fmt::Display) -> JobError {
 
 /// Loads the job's task with its owner; `None` when it no longer exists.
 pub(crate) async fn load(rt: &Runtime, id: TaskId) -> Result<Option<(UserId, Task)>, JobError> {
-    rt.inner
-        .engine
-        .store()
-        .task_any_user(id)
-        .await
-        .map_err(retry)
+    rt.inner.engine.task_any_user(id).await.map_err(retry)
 }
 
 /// Applies a lifecycle event; a task that moved on meanwhile (cancelled, say) is not an

@@ -405,7 +405,7 @@ impl App {
             .with_graceful_shutdown(stop.cancelled_owned())
             .await
         });
-        tracing::info!(%addr, database = ?engine.store().backend(), "serving");
+        tracing::info!(%addr, database = ?engine.database_backend(), "serving");
         Ok(Self {
             addr,
             engine,
@@ -475,7 +475,7 @@ impl App {
         {
             tracing::warn!("background work did not stop within 10 s");
         }
-        self.engine.store().close().await;
+        self.engine.close().await;
         served
             .context("the HTTP server panicked")?
             .context("serving HTTP")

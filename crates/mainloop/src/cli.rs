@@ -90,7 +90,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             match command {
                 UserCommand::Add { name } => {
                     app::ensure_owner(&engine, &config).await?;
-                    if engine.store().user_by_name(&name).await?.is_some() {
+                    if engine.user_by_name(&name).await?.is_some() {
                         bail!("user '{name}' already exists");
                     }
                     let (_, token) = engine.create_user(&name, false).await?;
@@ -98,7 +98,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     say(&token);
                 }
                 UserCommand::List => {
-                    for u in engine.store().users().await? {
+                    for u in engine.users().await? {
                         let owner = if u.is_owner { " (owner)" } else { "" };
                         say(&format!("{}{owner}\t{}\t{}", u.name, u.id, u.created_at));
                     }

@@ -30,6 +30,7 @@ function task(updated_at: string, state: Task["state"] = "implementing", extra: 
     state,
     description: "Add a greeting",
     repo: "/repo",
+    workplace: "local",
     skip_plan: false,
     questions: [],
     cost_usd: 0,

@@ -11,7 +11,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use mainloop_domain::EventId;
-use mainloop_engine::EngineError;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -71,12 +70,7 @@ pub async fn events(
 ) -> ApiResult<Response> {
     let after = match resume_point(&headers, q.after)? {
         Some(id) => id,
-        None => state
-            .engine
-            .store()
-            .latest_event_id()
-            .await
-            .map_err(EngineError::from)?,
+        None => state.engine.latest_event_id().await?,
     };
     let stream = state
         .engine

@@ -2,10 +2,9 @@
 //! checks), answering 503 when the database does not.
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
 use axum::Json;
 use axum::extract::State;
-use mainloop_engine::EngineError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -31,12 +30,7 @@ pub struct Health {
     )
 )]
 pub async fn health(State(state): State<AppState>) -> ApiResult<Json<Health>> {
-    state
-        .engine
-        .store()
-        .ping()
-        .await
-        .map_err(|e| ApiError::from(EngineError::Unavailable(e.to_string())))?;
+    state.engine.ping().await?;
     Ok(Json(Health {
         status: "ok",
         version: state.config.version.clone(),

@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::State;
 use mainloop_domain::InboxItemId;
 use mainloop_domain::records::InboxItem;
-use mainloop_engine::EngineError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -68,10 +67,8 @@ pub async fn list(
         .await?;
     let needs_you = state
         .engine
-        .store()
         .count_needs_you(user.id, crate::NEEDS_YOU_CAP)
-        .await
-        .map_err(EngineError::from)?;
+        .await?;
     Ok(Json(InboxList { items, needs_you }))
 }
 

@@ -9,7 +9,6 @@ use axum::Json;
 use axum::extract::State;
 use mainloop_domain::ProjectId;
 use mainloop_domain::records::Project;
-use mainloop_engine::EngineError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -105,12 +104,7 @@ pub async fn list(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
 ) -> ApiResult<Json<ProjectList>> {
-    let projects = state
-        .engine
-        .store()
-        .projects(user.id)
-        .await
-        .map_err(EngineError::from)?;
+    let projects = state.engine.projects(user.id).await?;
     let views = futures::future::join_all(projects.into_iter().map(|p| view(&state, p))).await;
     Ok(Json(ProjectList { projects: views }))
 }
@@ -134,12 +128,6 @@ pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<ProjectId>,
 ) -> ApiResult<Json<ProjectView>> {
-    let project = state
-        .engine
-        .store()
-        .project(user.id, id)
-        .await
-        .map_err(EngineError::from)?
-        .ok_or(EngineError::NotFound("project"))?;
+    let project = state.engine.project(user.id, id).await?;
     Ok(Json(view(&state, project).await))
 }

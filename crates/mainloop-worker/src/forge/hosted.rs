@@ -13,9 +13,9 @@ use super::watch::record_checks;
 use crate::Runtime;
 use crate::delivery::Delivery;
 use crate::task::{apply, fail, record_diffstat, status, workspace, worktree};
-use mainloop_domain::records::Task;
+use mainloop_domain::UserId;
+use mainloop_domain::records::{Task, Workplace};
 use mainloop_domain::task::TaskEvent;
-use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{JobContext, JobError};
 use mainloop_forge::{ForgeError, MergeOutcome, NewPullRequest, PrState, PullRequest, RepoRef};
 use mainloop_git::Worktree;
@@ -32,11 +32,14 @@ pub(crate) struct Hosted {
 }
 
 impl Hosted {
-    /// The task's hosted delivery, when it is mirrored to the configured forge.
-    pub(crate) async fn for_task(rt: &Runtime, id: TaskId) -> Option<Self> {
+    /// The task's hosted delivery, when it was created on the configured forge (its
+    /// `repo` is then the forge's `owner/name`).
+    pub(crate) fn for_task(rt: &Runtime, task: &Task) -> Option<Self> {
+        if task.workplace != Workplace::Forge {
+            return None;
+        }
         let fs = rt.inner.config.forge.as_ref()?;
-        let rec = rt.inner.engine.store().task_forge(id).await.ok()??;
-        let url = RepoRef::parse(&rec.repo, &fs.web_host)
+        let url = RepoRef::parse(&task.repo, &fs.web_host)
             .ok()
             .map(|repo| fs.git_url_for(&repo));
         Some(Self { url })
@@ -104,7 +107,7 @@ async fn publish(
             let e = ForgeError::Unavailable(format!("push failed: {e}"));
             note_outage(&mut c, &e).await.map_err(job_error)?;
             drop(guard);
-            return retry_later(rt, ctx, wait).await;
+            return retry_later(ctx, wait).await;
         }
     };
     c.m.pull.pushed_sha = Some(sha.clone());
@@ -282,7 +285,7 @@ async fn merge(rt: &Runtime, ctx: &JobContext, task: &Task) -> Result<(), JobErr
     drop(guard);
     let event = match merging {
         Merging::Merged => TaskEvent::Merged,
-        Merging::Later => return retry_later(rt, ctx, wait).await,
+        Merging::Later => return retry_later(ctx, wait).await,
         Merging::Conflict(files) => TaskEvent::MergeConflict(files.join(", ")),
         Merging::Updated => TaskEvent::BranchUpdated,
         Merging::Refused(why) => TaskEvent::AgentFailed(format!("GitHub refused the merge: {why}")),

@@ -4,16 +4,13 @@
 //! that fails retries the job like any other, and is never blamed on the forge. Also the
 //! watch chain's scheduling.
 
-use super::WATCH_JOB;
 use super::error::FlowError;
 use super::state::Ctx;
 use crate::Runtime;
 use crate::task::{fail, retry, status};
-use mainloop_domain::{TaskId, Timestamp};
-use mainloop_engine::{JobContext, JobError};
+use mainloop_domain::TaskId;
+use mainloop_engine::{ForgeWatch, JobContext, JobError};
 use mainloop_forge::ForgeError;
-use mainloop_store::NewJob;
-use serde_json::json;
 use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 
@@ -47,7 +44,7 @@ pub(crate) async fn finish(
             drop(guard);
             if e.is_transient() {
                 tracing::warn!(task = %task, error = %e, "GitHub call failed; trying again later");
-                return retry_later(rt, ctx, wait_for(&e, wait)).await;
+                return retry_later(ctx, wait_for(&e, wait)).await;
             }
             status(rt, user, task, &format!("GitHub refused: {e}")).await;
             fail(rt, task, format!("GitHub refused: {e}")).await
@@ -65,27 +62,8 @@ pub(crate) fn wait_for(e: &ForgeError, interval: Duration) -> Duration {
 }
 
 /// Enqueues this job again (same kind, lane and payload, a new key) to run after `wait`.
-pub(crate) async fn retry_later(
-    rt: &Runtime,
-    ctx: &JobContext,
-    wait: Duration,
-) -> Result<(), JobError> {
-    let now = mainloop_engine::now();
-    let after = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2);
-    let job = &ctx.job;
-    let base = job.key.split(":retry@").next().unwrap_or(&job.key);
-    rt.inner
-        .engine
-        .enqueue_job(&NewJob {
-            key: format!("{base}:retry@{}", now.as_millis()),
-            kind: job.kind.clone(),
-            user_id: job.user_id,
-            lane: job.lane.clone(),
-            payload: job.payload.clone(),
-            run_after: Timestamp::from_millis(now.as_millis() + after),
-        })
-        .await
-        .map_err(retry)
+pub(crate) async fn retry_later(ctx: &JobContext, wait: Duration) -> Result<(), JobError> {
+    ctx.requeue(wait).await.map_err(retry)
 }
 
 /// Records (once) that the forge is failing, in the task's transcript.
@@ -133,25 +111,15 @@ pub(crate) async fn schedule_watch(c: &mut Ctx<'_>) -> Result<(), FlowError> {
 
 pub(crate) async fn enqueue_watch(
     rt: &Runtime,
-    id: TaskId,
+    task_id: TaskId,
     generation: u64,
     seq: u64,
     after: Duration,
 ) -> Result<(), JobError> {
-    let at = mainloop_engine::now();
-    let run_after = Timestamp::from_millis(
-        at.as_millis() + i64::try_from(after.as_millis()).unwrap_or(i64::MAX / 2),
-    );
-    rt.inner
-        .engine
-        .enqueue_job(&NewJob {
-            key: format!("{WATCH_JOB}:{id}:{generation}:{seq}"),
-            kind: WATCH_JOB.to_owned(),
-            user_id: None,
-            lane: None,
-            payload: json!({"task_id": id, "generation": generation, "seq": seq}),
-            run_after,
-        })
-        .await
-        .map_err(retry)
+    let job = ForgeWatch {
+        task_id,
+        generation,
+        seq,
+    };
+    rt.inner.engine.enqueue(&job, after).await.map_err(retry)
 }

@@ -11,13 +11,11 @@ use super::ledger::{Key, digest};
 use super::state::{Ctx, Made, Mirror, Write as Once, context};
 use crate::Runtime;
 use crate::task::status;
-use mainloop_domain::TaskId;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::TaskState;
-use mainloop_engine::{JobContext, JobError};
+use mainloop_engine::{ForgeSync, JobContext, JobError};
 use mainloop_forge::replies::{plan_comment, questions_comment};
 use mainloop_forge::{Cursor, PrState, PullRequest};
-use serde::Deserialize;
 
 /// Where a comment goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,15 +275,8 @@ fn question_signature(task: &Task) -> String {
     format!("{}:{questions}", task.version)
 }
 
-#[derive(Deserialize)]
-struct SyncPayload {
-    task_id: TaskId,
-}
-
 /// `forge.sync`: makes the forge reflect the task's current state.
-pub(crate) async fn sync(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
-    let p: SyncPayload = serde_json::from_value(ctx.job.payload.clone())
-        .map_err(|e| JobError::fatal(format!("bad forge job payload: {e}")))?;
+pub(crate) async fn sync(rt: &Runtime, ctx: &JobContext, p: ForgeSync) -> Result<(), JobError> {
     let guard = lock(rt, p.task_id).await;
     let Some(mut c) = context(rt, p.task_id).await.map_err(job_error)? else {
         return Ok(());

@@ -43,9 +43,6 @@ use mainloop_forge::{Forge, RepoRef};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Kind of the job that polls the forge for what a task waits on.
-pub const WATCH_JOB: &str = "forge.watch";
-
 /// Appended to every comment mainloop posts, so its own words are never read back as a
 /// human's answer or feedback.
 pub const MARKER: &str = "<!-- mainloop -->";

@@ -10,10 +10,10 @@ use crate::Runtime;
 use crate::task::load;
 use mainloop_domain::records::Task;
 use mainloop_domain::{TaskId, UserId};
+use mainloop_engine::TaskForge;
 use mainloop_forge::{
     Cursor, FeedbackCursor, Forge, ForgeError, IssueRef, NewPullRequest, PullRequest, RepoRef,
 };
-use mainloop_store::TaskForge;
 use serde::{Deserialize, Serialize};
 
 /// What the forge shows of a task, as far as mainloop made or read it. Stored as flat
@@ -151,7 +151,6 @@ pub(crate) async fn context(rt: &Runtime, id: TaskId) -> Result<Option<Ctx<'_>>,
     let Some(rec) = rt
         .inner
         .engine
-        .store()
         .task_forge(id)
         .await
         .map_err(|e| FlowError::Store(e.to_string()))?

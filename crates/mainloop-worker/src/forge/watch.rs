@@ -14,19 +14,10 @@ use super::{MARKER, mirror};
 use crate::Runtime;
 use mainloop_domain::TaskId;
 use mainloop_domain::task::{TaskEvent, TaskState};
-use mainloop_engine::{EngineError, JobContext, JobError};
+use mainloop_engine::{EngineError, ForgeWatch, JobContext, JobError};
 use mainloop_forge::CiStatus;
-use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
-
-#[derive(Deserialize)]
-struct WatchPayload {
-    task_id: TaskId,
-    generation: u64,
-    #[serde(default)]
-    seq: u64,
-}
 
 /// Wakes a task's watch at once (a webhook delivery about its issue or pull request).
 ///
@@ -44,9 +35,7 @@ pub async fn wake(rt: &Runtime, id: TaskId) -> Result<(), JobError> {
 }
 
 /// `forge.watch`: polls what the task waits on, then reschedules itself.
-pub(crate) async fn watch(rt: &Runtime, ctx: &JobContext) -> Result<(), JobError> {
-    let p: WatchPayload = serde_json::from_value(ctx.job.payload.clone())
-        .map_err(|e| JobError::fatal(format!("bad forge watch payload: {e}")))?;
+pub(crate) async fn watch(rt: &Runtime, _ctx: &JobContext, p: ForgeWatch) -> Result<(), JobError> {
     match watch_once(rt, &p).await {
         Ok(()) => Ok(()),
         // A store hiccup or a transition that lost a race: the chain goes on later rather
@@ -71,7 +60,7 @@ enum Poll {
     Applied(TaskEvent),
 }
 
-async fn watch_once(rt: &Runtime, p: &WatchPayload) -> Result<(), FlowError> {
+async fn watch_once(rt: &Runtime, p: &ForgeWatch) -> Result<(), FlowError> {
     let guard = lock(rt, p.task_id).await;
     let Some(mut c) = context(rt, p.task_id).await? else {
         return Ok(());

@@ -965,6 +965,13 @@ export interface components {
             skip_plan: boolean;
             state: components["schemas"]["TaskState"];
             updated_at: components["schemas"]["Timestamp"];
+            /**
+             * Format: int64
+             * @description Every save increments it: of two copies of a task, the higher version is newer
+             *     (clients keep the newer of a write's reply and a `task.updated` event).
+             */
+            version?: number;
+            workplace: components["schemas"]["Workplace"];
             /** @description The task's git worktree, once created. */
             worktree?: string | null;
         };
@@ -1124,6 +1131,14 @@ export interface components {
             /** @description Tasks whose watch was woken. */
             woken: number;
         };
+        /**
+         * @description Where a task's work happens, decided when the task is created and never looked up
+         *     again: in a local repository (a worktree, the project's check command, a git merge)
+         *     or in a repository on the configured forge (the branch pushed there, a pull request,
+         *     the forge's CI, the pull request merged; questions and the plan mirrored to an issue).
+         * @enum {string}
+         */
+        Workplace: "local" | "forge";
     };
     responses: never;
     parameters: never;

@@ -87,7 +87,7 @@ impl Hub {
     }
 
     async fn hosted(&self) -> Hosted {
-        Hosted::for_task(&self.w.rt, self.w.task).await.unwrap()
+        Hosted::for_task(&self.w.rt, &self.task().await.1).unwrap()
     }
 
     /// The worktree, with `file` written as the agent would.

@@ -11,14 +11,14 @@ mod pure;
 
 use super::hosted::{Hosted, open_pull_request};
 use super::state::{Mirror, context};
-use super::{ForgeSettings, WATCH_JOB, sync, watch};
+use super::{ForgeSettings, sync, watch};
 use crate::Runtime;
 use crate::delivery::Delivery;
 use crate::task::load;
 use mainloop_domain::TaskId;
 use mainloop_domain::question::{Question, QuestionOption};
 use mainloop_domain::task::{TaskEvent, TaskState};
-use mainloop_engine::{CreateTask, Engine, EngineConfig, JobContext};
+use mainloop_engine::{BackgroundJob, CreateTask, Engine, EngineConfig, JobContext};
 use mainloop_store::{Job, JobState, Store, StoreOptions};
 use memory::{MemoryForge, pr};
 use serde_json::json;
@@ -164,17 +164,29 @@ impl World {
     }
 
     async fn sync(&self) {
-        let ctx = self.job("forge.sync", json!({"task_id": self.task}));
-        sync(&self.rt, &ctx).await.unwrap();
+        let ctx = self.job(
+            mainloop_engine::ForgeSync::KIND,
+            json!({"task_id": self.task}),
+        );
+        let job = mainloop_engine::ForgeSync {
+            task_id: self.task,
+            version: 0,
+        };
+        sync(&self.rt, &ctx, job).await.unwrap();
     }
 
     async fn watch(&self) {
         let generation = self.mirror().await.watch_gen;
         let ctx = self.job(
-            WATCH_JOB,
+            mainloop_engine::ForgeWatch::KIND,
             json!({"task_id": self.task, "generation": generation}),
         );
-        watch(&self.rt, &ctx).await.unwrap();
+        let job = mainloop_engine::ForgeWatch {
+            task_id: self.task,
+            generation,
+            seq: 0,
+        };
+        watch(&self.rt, &ctx, job).await.unwrap();
     }
 
     async fn mirror(&self) -> Mirror {
@@ -346,7 +358,7 @@ async fn a_merge_whose_answer_was_lost_ends_merged_not_failed() {
     let (user, task) = load(&w.rt, w.task).await.unwrap().unwrap();
     w.forge.lose_next("merge_pull_request");
     let ctx = w.job("task.merge", json!({"task_id": w.task}));
-    let hosted = Hosted::for_task(&w.rt, w.task).await.unwrap();
+    let hosted = Hosted::for_task(&w.rt, &task).unwrap();
     // Merged; the answer lost: retry later.
     hosted.merge(&w.rt, &ctx, user, &task).await.unwrap();
     assert_eq!(w.state().await, TaskState::Review);
