@@ -7,6 +7,9 @@
 // Skipped real-CLI tests and timings are reported on stderr; that is the point.
 #![allow(clippy::print_stderr)]
 
+#[path = "it/resume.rs"]
+mod resume;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -663,7 +666,9 @@ async fn fake_agent_round_trip() {
 
 fn claude_path() -> Option<PathBuf> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/claude");
-    if path.exists() {
+    // By a resolved path, as the server names it (one through `..` does not resolve
+    // inside a sandbox that hides the directories it walks through).
+    if let Some(path) = resolved(&path) {
         Some(path)
     } else {
         eprintln!(
@@ -672,6 +677,13 @@ fn claude_path() -> Option<PathBuf> {
         );
         None
     }
+}
+
+/// `path` with its directories resolved, if it exists.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let dir = std::fs::canonicalize(path.parent()?).ok()?;
+    let resolved = dir.join(path.file_name()?);
+    resolved.exists().then_some(resolved)
 }
 
 /// A temp git repository as the worktree and a temp HOME for the CLI's state.

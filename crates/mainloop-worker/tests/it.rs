@@ -7,6 +7,9 @@
     clippy::print_stderr
 )]
 
+#[path = "it/resume.rs"]
+mod resume;
+
 use mainloop_agent::ClaudeCode;
 use mainloop_domain::question::Answer;
 use mainloop_domain::records::Task;

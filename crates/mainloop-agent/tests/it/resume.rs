@@ -5,40 +5,14 @@
 //! Code saves its session in batches, the last of them as it exits: a kill at the end of
 //! the turn, or while it waits, loses what was not saved yet.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-// A skipped real-CLI test is reported on stderr.
-#![allow(clippy::print_stderr)]
-
-use std::path::PathBuf;
+use super::{EVENT_TIMEOUT, World, claude_path};
+use mainloop_agent::{
+    Agent, AgentEvent, AgentMode, AgentSession, ControlReply, LocalProcess, SessionRef, TurnEnd,
+};
 use std::time::Duration;
 
-use mainloop_agent::{
-    Agent, AgentEvent, AgentMode, AgentSession, ClaudeCode, ControlReply, LocalProcess, RunSpec,
-    SessionRef, TurnEnd,
-};
-use mainloop_fake_anthropic::{FakeAnthropic, Script};
-
-const EVENT_TIMEOUT: Duration = Duration::from_secs(90);
 /// Far longer than the CLI needs to exit (tens of milliseconds).
 const GRACE: Duration = Duration::from_secs(30);
-
-fn claude_path() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/claude");
-    if path.exists() {
-        Some(path)
-    } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is missing",
-            path.display()
-        );
-        eprintln!(
-            "SKIPPED: {} not found (run `npm ci` at the repo root)",
-            path.display()
-        );
-        None
-    }
-}
 
 const SCRIPT: &str = r##"
 rules:
@@ -67,70 +41,20 @@ rules:
     reply: [{text: "The note is written: FINAL-REPLY-MARK."}]
 "##;
 
-struct World {
-    repo: tempfile::TempDir,
-    home: tempfile::TempDir,
-    fake: FakeAnthropic,
-    agent: ClaudeCode,
+fn start(w: &World, session: SessionRef) -> Box<dyn AgentSession> {
+    w.agent
+        .start(w.spec(session, AgentMode::Implement), &LocalProcess::new())
+        .unwrap()
 }
 
-impl World {
-    async fn new(claude: &std::path::Path) -> Self {
-        Self {
-            repo: tempfile::tempdir().unwrap(),
-            home: tempfile::tempdir().unwrap(),
-            fake: FakeAnthropic::start(Script::from_yaml(SCRIPT).unwrap())
-                .await
-                .unwrap(),
-            agent: ClaudeCode::new(vec![claude.display().to_string()]),
-        }
-    }
-
-    fn start(&self, session: SessionRef) -> Box<dyn AgentSession> {
-        let env = [
-            ("PATH", std::env::var("PATH").unwrap_or_default()),
-            ("HOME", self.home.path().display().to_string()),
-            ("ANTHROPIC_BASE_URL", self.fake.base_url()),
-            ("ANTHROPIC_API_KEY", "sk-test".into()),
-            ("DISABLE_TELEMETRY", "1".into()),
-            ("DISABLE_AUTOUPDATER", "1".into()),
-            ("DISABLE_ERROR_REPORTING", "1".into()),
-            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
-        ];
-        let spec = RunSpec {
-            cwd: self.repo.path().to_path_buf(),
-            session,
-            mode: AgentMode::Implement,
-            model: None,
-            append_system_prompt: None,
-            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        };
-        self.agent.start(spec, &LocalProcess::new()).unwrap()
-    }
-
-    fn rules(&self) -> Vec<String> {
-        self.fake
-            .message_requests()
-            .iter()
-            .map(|r| r.rule_name.clone().unwrap_or_else(|| "<none>".into()))
-            .collect()
-    }
-
-    /// Resumes `id` with a new turn; returns what its request to the model carried.
-    async fn resume(&self, id: &str) -> String {
-        let mut s = self.start(SessionRef::Resume(id.to_owned()));
-        s.send_user_message("What happened so far?").await.unwrap();
-        let end = until_waiting(&mut s).await;
-        assert!(end.is_done(), "the resumed turn failed: {end:?}");
-        s.stop(GRACE).await;
-        let recall = self
-            .fake
-            .message_requests()
-            .into_iter()
-            .find(|r| r.rule_name.as_deref() == Some("recall"))
-            .unwrap_or_else(|| panic!("{:?}", self.rules()));
-        recall.body["messages"].to_string()
-    }
+/// Resumes `id` with a new turn; returns what its request to the model carried.
+async fn resume(w: &World, id: &str) -> String {
+    let mut s = start(w, SessionRef::Resume(id.to_owned()));
+    s.send_user_message("What happened so far?").await.unwrap();
+    let end = until_waiting(&mut s).await;
+    assert!(end.is_done(), "the resumed turn failed: {end:?}");
+    s.stop(GRACE).await;
+    w.request("recall").body["messages"].to_string()
 }
 
 /// Reads events until the turn ends or waits for the human; allows every permission.
@@ -161,9 +85,9 @@ async fn until_waiting(s: &mut Box<dyn AgentSession>) -> AgentEvent {
 #[tokio::test]
 async fn a_turn_stopped_after_it_finished_is_resumed_in_full() {
     let Some(claude) = claude_path() else { return };
-    let w = World::new(&claude).await;
+    let w = World::new(&claude, SCRIPT).await;
     let id = uuid::Uuid::new_v4().to_string();
-    let mut s = w.start(SessionRef::New(id.clone()));
+    let mut s = start(&w, SessionRef::New(id.clone()));
     s.send_user_message("Write the note, please.")
         .await
         .unwrap();
@@ -175,7 +99,7 @@ async fn a_turn_stopped_after_it_finished_is_resumed_in_full() {
     s.stop(GRACE).await;
     assert_eq!(s.exit_code(), Some(0), "it exited by itself");
 
-    let sent = w.resume(&id).await;
+    let sent = resume(&w, &id).await;
     for earlier in [
         "Write the note, please.",
         "Writing the note.",
@@ -189,9 +113,9 @@ async fn a_turn_stopped_after_it_finished_is_resumed_in_full() {
 #[tokio::test]
 async fn a_session_stopped_while_it_waits_for_an_answer_is_resumed_in_full() {
     let Some(claude) = claude_path() else { return };
-    let w = World::new(&claude).await;
+    let w = World::new(&claude, SCRIPT).await;
     let id = uuid::Uuid::new_v4().to_string();
-    let mut s = w.start(SessionRef::New(id.clone()));
+    let mut s = start(&w, SessionRef::New(id.clone()));
     s.send_user_message("Ask me first, please.").await.unwrap();
     let asked = until_waiting(&mut s).await;
     assert!(matches!(asked, AgentEvent::Question { .. }), "{asked:?}");
@@ -199,7 +123,7 @@ async fn a_session_stopped_while_it_waits_for_an_answer_is_resumed_in_full() {
     s.stop(GRACE).await;
     assert_eq!(w.rules(), ["ask"], "stopping asked the model nothing");
 
-    let sent = w.resume(&id).await;
+    let sent = resume(&w, &id).await;
     for earlier in ["Ask me first, please.", "ASKING-MARK", "Which colour?"] {
         assert!(sent.contains(earlier), "the resumed turn lacks {earlier:?}");
     }
