@@ -518,7 +518,7 @@ async fn every_protected_route_rejects_missing_wrong_and_dead_credentials() {
     // An engine with a zero session lifetime over the same store mints sessions that
     // are expired on arrival.
     let short = Engine::new(
-        app.engine.store().clone(),
+        app.engine.store_for_tests().clone(),
         None,
         EngineConfig {
             session_ttl: Duration::ZERO,
@@ -1581,7 +1581,7 @@ async fn health_unknown_routes_and_no_500_for_junk() {
     // Only reads and a cookie-less logout succeeded in that loop.
     assert_eq!(app.snapshot(&app.token).await, before);
 
-    app.engine.store().close().await;
+    app.engine.store_for_tests().close().await;
     let (status, body) = app.call(Cred::None, Method::GET, "/api/health", None).await;
     assert_error(
         status,
@@ -2042,7 +2042,7 @@ async fn notifications_reach_web_push_and_ntfy_and_bad_input_changes_nothing() {
     assert_eq!(remaining[0]["id"], json!(ids[0]));
     let job = app
         .engine
-        .store()
+        .store_for_tests()
         .job_by_key(&format!("notify:{item_id}"))
         .await
         .unwrap()

@@ -172,8 +172,16 @@ impl Engine {
         engine
     }
 
+    /// The store: the engine's alone (other crates call the engine's methods).
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The store itself, for tests and benchmarks that set up or inspect what no engine
+    /// method exposes. Only with the `test-support` feature, which no server crate enables.
+    #[cfg(feature = "test-support")]
     #[must_use]
-    pub fn store(&self) -> &Store {
+    pub fn store_for_tests(&self) -> &Store {
         &self.inner.store
     }
 

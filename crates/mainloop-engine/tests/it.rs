@@ -85,7 +85,7 @@ async fn eventually<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
 
 async fn reply_to(engine: &Engine, user: UserId, msg: &ChatMessage) -> ChatMessage {
     eventually("the assistant's final reply", || async {
-        let turn = engine.store().turn_messages(user, msg.id).await.unwrap();
+        let turn = engine.store_for_tests().turn_messages(user, msg.id).await.unwrap();
         turn.into_iter().rev().find(|m| {
             m.role == Role::Assistant && m.content.iter().all(|b| b.as_tool_use().is_none())
         })
@@ -178,7 +178,7 @@ async fn chat_confirms_then_spawns_and_survives_restart(backend: Backend) {
     assert_eq!(tasks[0].state, TaskState::Queued);
 
     // The turn stored the tool call and its result exactly, in order.
-    let turn = engine.store().turn_messages(user, yes.id).await.unwrap();
+    let turn = engine.store_for_tests().turn_messages(user, yes.id).await.unwrap();
     assert_eq!(turn.len(), 3);
     assert_eq!(turn[0].content[1].as_tool_use().unwrap().1, "spawn_task");
     assert_eq!(turn[1].kind, MessageKind::ToolResult);
@@ -257,7 +257,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
         .unwrap();
     assert_eq!(planning.state, TaskState::Planning);
     let run = engine
-        .store()
+        .store_for_tests()
         .job_by_key(&format!("task:{}:v{}:0", task.id, planning.version))
         .await
         .unwrap()
@@ -292,7 +292,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
     assert!(inbox[0].body.contains("Settings: just settings"));
     // The item's notification was enqueued with it, keyed by the item.
     let notify = engine
-        .store()
+        .store_for_tests()
         .job_by_key(&format!("notify:{}", inbox[0].id))
         .await
         .unwrap()
@@ -308,7 +308,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
     assert_eq!(n.title, inbox[0].title);
 
     // Bad answers and wrong-state actions change nothing.
-    let latest = engine.store().latest_event_id().await.unwrap();
+    let latest = engine.store_for_tests().latest_event_id().await.unwrap();
     let bad = [("q1".to_owned(), Answer::Choices(vec!["Nope".into()]))]
         .into_iter()
         .collect();
@@ -333,7 +333,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
             .await,
         Err(EngineError::NotFound(_))
     ));
-    assert_eq!(engine.store().latest_event_id().await.unwrap(), latest);
+    assert_eq!(engine.store_for_tests().latest_event_id().await.unwrap(), latest);
     assert_eq!(
         engine.task(user, task.id).await.unwrap().version,
         waiting.version
@@ -401,7 +401,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
         .await;
     assert!(events.iter().all(|e| e.as_ref().unwrap().user_id == user));
     let theirs = engine
-        .store()
+        .store_for_tests()
         .events_after(other.id, EventId(0), 100)
         .await
         .unwrap();
@@ -441,7 +441,7 @@ async fn without_a_model_chat_explains_how_to_configure_one() {
         h.engine.post_chat(h.user, &huge).await,
         Err(EngineError::Invalid(_))
     ));
-    assert_eq!(h.engine.store().count_messages(h.user).await.unwrap(), 2);
+    assert_eq!(h.engine.store_for_tests().count_messages(h.user).await.unwrap(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,7 +471,7 @@ rules:
     assert!(saw_error);
     let turn = h
         .engine
-        .store()
+        .store_for_tests()
         .turn_messages(h.user, msg.id)
         .await
         .unwrap();
@@ -487,7 +487,7 @@ async fn a_replayed_turn_never_repeats_a_tool_call_or_an_answer() {
     let (engine, user) = (&h.engine, h.user);
     // State as a crash would leave it: the model's tool call is stored, nothing ran yet,
     // and the turn's job is still pending.
-    let mut tx = engine.store().begin().await.unwrap();
+    let mut tx = engine.store_for_tests().begin().await.unwrap();
     let now = mainloop_engine::now();
     let msg = tx
         .insert_message(
@@ -541,7 +541,7 @@ async fn a_replayed_turn_never_repeats_a_tool_call_or_an_answer() {
     let reply = reply_to(engine, user, &msg).await;
     assert_eq!(reply.text, "Done: the worker is queued.");
     eventually("both jobs done", || async {
-        (engine.store().count_jobs(JobState::Done).await.unwrap() == 2).then_some(())
+        (engine.store_for_tests().count_jobs(JobState::Done).await.unwrap() == 2).then_some(())
     })
     .await;
     assert_eq!(
@@ -551,7 +551,7 @@ async fn a_replayed_turn_never_repeats_a_tool_call_or_an_answer() {
     );
     assert_eq!(
         engine
-            .store()
+            .store_for_tests()
             .turn_messages(user, msg.id)
             .await
             .unwrap()
@@ -586,7 +586,7 @@ async fn long_threads_fold_into_a_summary_once() {
         reply_to(engine, user, &m).await;
     }
     let summary = engine
-        .store()
+        .store_for_tests()
         .latest_summary(user)
         .await
         .unwrap()
@@ -658,7 +658,7 @@ async fn dispatcher_retries_with_backoff_and_stops_on_fatal_errors() {
         }),
     );
     let now = mainloop_engine::now();
-    let mut tx = engine.store().begin().await.unwrap();
+    let mut tx = engine.store_for_tests().begin().await.unwrap();
     for (key, kind) in [("a", "test.flaky"), ("b", "test.broken")] {
         tx.enqueue(
             &NewJob {
@@ -677,14 +677,14 @@ async fn dispatcher_retries_with_backoff_and_stops_on_fatal_errors() {
     tx.commit().await.unwrap();
     engine.wake_dispatcher();
     eventually("flaky job done", || async {
-        (engine.store().job_by_key("a").await.unwrap().unwrap().state == JobState::Done)
+        (engine.store_for_tests().job_by_key("a").await.unwrap().unwrap().state == JobState::Done)
             .then_some(())
     })
     .await;
-    let a = engine.store().job_by_key("a").await.unwrap().unwrap();
+    let a = engine.store_for_tests().job_by_key("a").await.unwrap().unwrap();
     assert_eq!(a.attempts, 3);
     assert_eq!(flaky.load(Ordering::SeqCst), 3);
-    let b = engine.store().job_by_key("b").await.unwrap().unwrap();
+    let b = engine.store_for_tests().job_by_key("b").await.unwrap().unwrap();
     assert_eq!(b.state, JobState::Failed);
     assert_eq!(b.last_error.as_deref(), Some("broken for good"));
     assert_eq!(broken.load(Ordering::SeqCst), 1);
@@ -716,7 +716,7 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
     world.start().await;
     let (shutdown, owner) = (world.shutdown.clone(), world.owner.clone());
     let now = mainloop_engine::now();
-    let mut tx = engine.store().begin().await.unwrap();
+    let mut tx = engine.store_for_tests().begin().await.unwrap();
     for i in 0..3 {
         tx.enqueue(
             &NewJob {
@@ -735,14 +735,14 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
     tx.commit().await.unwrap();
     engine.wake_dispatcher();
     eventually("two blockers running", || async {
-        (engine.store().count_jobs(JobState::Running).await.unwrap() == 2).then_some(())
+        (engine.store_for_tests().count_jobs(JobState::Running).await.unwrap() == 2).then_some(())
     })
     .await;
     // The default pool still answers chat while the agents pool is saturated.
     let msg = engine.post_chat(owner.id, "anyone there?").await.unwrap();
     reply_to(&engine, owner.id, &msg).await;
     assert_eq!(
-        engine.store().count_jobs(JobState::Running).await.unwrap(),
+        engine.store_for_tests().count_jobs(JobState::Running).await.unwrap(),
         2,
         "the third waits for the pool"
     );
@@ -760,7 +760,7 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
         )
         .await
         .unwrap();
-    let mut events = engine.subscribe(owner.id, engine.store().latest_event_id().await.unwrap());
+    let mut events = engine.subscribe(owner.id, engine.store_for_tests().latest_event_id().await.unwrap());
     let seq = engine
         .record_task_output(owner.id, task.id, "text", &json!({"text": "hello"}))
         .await
@@ -837,7 +837,7 @@ async fn a_job_outcome_the_database_refused_is_recorded_once_writes_return() {
         }),
     );
     let now = mainloop_engine::now();
-    let mut tx = engine.store().begin().await.unwrap();
+    let mut tx = engine.store_for_tests().begin().await.unwrap();
     tx.enqueue(
         &NewJob {
             key: "refused".into(),
@@ -863,7 +863,7 @@ async fn a_job_outcome_the_database_refused_is_recorded_once_writes_return() {
     cluster.allow_writes(&url).await.unwrap();
     let started = tokio::time::Instant::now();
     eventually("the job recorded as done", || async {
-        let job = engine.store().job_by_key("refused").await.ok()??;
+        let job = engine.store_for_tests().job_by_key("refused").await.ok()??;
         (job.state == JobState::Done).then_some(())
     })
     .await;
@@ -931,7 +931,7 @@ async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
     let _stop = shutdown.clone().drop_guard();
     engine.start(shutdown.clone()).await.unwrap();
     let now = mainloop_engine::now();
-    let mut tx = engine.store().begin().await.unwrap();
+    let mut tx = engine.store_for_tests().begin().await.unwrap();
     for (key, kind) in [("p", "test.panicky"), ("q", "test.after")] {
         tx.enqueue(
             &NewJob {
@@ -953,13 +953,13 @@ async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
     eventually(
         "the panicking job and the one after it done",
         || async move {
-            let p = engine.store().job_by_key("p").await.unwrap().unwrap();
-            let q = engine.store().job_by_key("q").await.unwrap().unwrap();
+            let p = engine.store_for_tests().job_by_key("p").await.unwrap().unwrap();
+            let q = engine.store_for_tests().job_by_key("q").await.unwrap().unwrap();
             (p.state == JobState::Done && q.state == JobState::Done).then_some(())
         },
     )
     .await;
-    let p = engine.store().job_by_key("p").await.unwrap().unwrap();
+    let p = engine.store_for_tests().job_by_key("p").await.unwrap().unwrap();
     assert_eq!(p.attempts, 2);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(later.load(Ordering::SeqCst), 1);

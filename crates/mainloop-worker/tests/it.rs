@@ -528,7 +528,7 @@ async fn skip_plan_goes_straight_to_work_and_cancel_stops_a_running_agent() {
     assert_eq!(w.task(slow.id).await.state, TaskState::Cancelled);
     assert_eq!(
         w.engine
-            .store()
+            .store_for_tests()
             .count_unfinished("task.run_agent")
             .await
             .unwrap(),

@@ -182,7 +182,7 @@ impl Hub {
             .rt
             .inner
             .engine
-            .store()
+            .store_for_tests()
             .task_forge(self.w.task)
             .await
             .unwrap()

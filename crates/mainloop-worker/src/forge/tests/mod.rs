@@ -194,7 +194,7 @@ impl World {
             .rt
             .inner
             .engine
-            .store()
+            .store_for_tests()
             .task_forge(self.task)
             .await
             .unwrap()
@@ -234,7 +234,7 @@ async fn an_issue_whose_creation_went_unrecorded_is_found_not_made_again() {
     w.sync().await;
     let issues = w.forge.0.lock().unwrap().issues.len();
     assert_eq!(issues, 1);
-    let rec = w.rt.inner.engine.store().task_forge(w.task).await.unwrap();
+    let rec = w.rt.inner.engine.store_for_tests().task_forge(w.task).await.unwrap();
     assert_eq!(rec.unwrap().issue_number, Some(1));
 }
 
