@@ -183,7 +183,7 @@ async fn produce(
     rate: Option<u64>,
     epoch: Instant,
 ) -> Result<Produced> {
-    let store = server.engine().store();
+    let store = server.engine().store_for_tests();
     let mut per_user = vec![0_u64; users.len()];
     let mut total = 0_u64;
     let mut txs = 0_u64;
@@ -250,7 +250,7 @@ async fn run_variant(args: &Args, v: &Variant) -> Result<Value> {
             .await?;
         users.push((u.id, token));
     }
-    let after = server.engine().store().latest_event_id().await?.0;
+    let after = server.engine().latest_event_id().await?.0;
     let http = client()?;
     let epoch = Instant::now();
     let ready = Arc::new(Barrier::new(args.clients + 1));
@@ -284,7 +284,7 @@ async fn run_variant(args: &Args, v: &Variant) -> Result<Value> {
     let t0 = Instant::now();
     start.set(t0).ok();
     let probe = args.probe.then(|| {
-        let store = server.engine().store().clone();
+        let store = server.engine().store_for_tests().clone();
         let user = user_ids[0];
         let seconds = v.seconds;
         tokio::spawn(async move {

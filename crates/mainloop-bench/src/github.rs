@@ -128,7 +128,7 @@ pub async fn run(args: &Args) -> Result<()> {
     .await?;
 
     // A task already in review on that pull request.
-    let store = server.engine().store();
+    let store = server.engine().store_for_tests();
     let now = mainloop_engine::now();
     let mut tx = store.begin().await?;
     let project = tx.upsert_project(server.user(), "octo/app", now).await?;

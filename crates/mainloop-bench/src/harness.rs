@@ -149,7 +149,7 @@ impl Server {
                 abort.abort();
             }
         }
-        world.engine.store().close().await;
+        world.engine.close().await;
         // MAINLOOP_BENCH_KEEP=1 keeps the database for inspection (sqlite3, EXPLAIN).
         if std::env::var_os("MAINLOOP_BENCH_KEEP").is_some() {
             println!("  (kept {})", world.database.keep().display());

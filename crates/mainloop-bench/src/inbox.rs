@@ -156,7 +156,7 @@ struct Scenario {
 
 async fn measure(name: &'static str, args: &Args, resolved: bool) -> Result<Scenario> {
     let server = Server::start(None, EngineConfig::default()).await?;
-    let store = server.engine().store().clone();
+    let store = server.engine().store_for_tests().clone();
     let t = Instant::now();
     if resolved {
         seed_mostly_resolved(&store, server.user(), args).await?;

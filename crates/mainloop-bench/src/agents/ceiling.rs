@@ -50,8 +50,8 @@ async fn write_once(
                 .await?;
             return Ok(1);
         }
-        WriteMode::Relaxed => (engine.store().begin_relaxed().await?, 1),
-        WriteMode::Batched(n) => (engine.store().begin().await?, n),
+        WriteMode::Relaxed => (engine.store_for_tests().begin_relaxed().await?, 1),
+        WriteMode::Batched(n) => (engine.store_for_tests().begin().await?, n),
     };
     let payload = entry.payload();
     for _ in 0..n {

@@ -14,7 +14,7 @@ use mainloop_agent::ClaudeCode;
 use mainloop_domain::TaskId;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::TaskState;
-use mainloop_engine::{BackgroundJob, CreateTask, EngineConfig, RunAgent};
+use mainloop_engine::{CreateTask, EngineConfig, RunAgent};
 use mainloop_git::Git;
 use mainloop_test_support::GitRepo;
 use mainloop_worker::{Runtime, WorkerConfig};
@@ -122,7 +122,7 @@ pub(super) async fn measure(args: &Args, fake: &Path, events: u64) -> Result<Mea
     let epoch = Instant::now();
     let epoch_wall = wall_ms();
     let http = client()?;
-    let after = engine.store().latest_event_id().await?.0;
+    let after = engine.latest_event_id().await?.0;
     let reader = sse::connect(&http, &server.base, server.token(), Some(after)).await?;
     let (expected_tx, expected_rx) = watch::channel(None::<u64>);
     let sse_task = tokio::spawn(count_sse(reader, expected_rx));
@@ -182,13 +182,7 @@ pub(super) async fn measure(args: &Args, fake: &Path, events: u64) -> Result<Mea
         // while they are counted.
         runtime_stop.cancel();
         let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until
-            && engine
-                .store()
-                .count_unfinished(RunAgent::KIND)
-                .await
-                .unwrap_or(0)
-                > 0
+        while Instant::now() < until && engine.count_unfinished::<RunAgent>().await.unwrap_or(0) > 0
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
