@@ -84,7 +84,7 @@ impl JobError {
 }
 
 /// Runs one kind of job. Must be idempotent: a job may run again after a crash.
-pub trait JobHandler: Send + Sync + std::fmt::Debug + 'static {
+pub(crate) trait JobHandler: Send + Sync + std::fmt::Debug + 'static {
     fn run(&self, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>>;
 }
 

@@ -20,7 +20,8 @@ mod tools;
 
 pub use auth::{API_TOKEN_PREFIX, hash_token};
 pub use chat::SYSTEM_PROMPT;
-pub use dispatcher::{JobContext, JobError, JobHandler};
+use dispatcher::JobHandler;
+pub use dispatcher::{JobContext, JobError};
 pub use error::{EngineError, Result};
 pub use jobs::{
     BackgroundJob, ChatTurn, CommitWork, ForgeSync, ForgeWatch, Handler, Merge, Pool, RunAgent,
@@ -145,9 +146,6 @@ type Registered = (Arc<dyn JobHandler>, String);
 /// How long streamed chat deltas stay in the event log.
 const DELTA_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
-/// The dispatcher pool handlers join unless they name another.
-pub const DEFAULT_POOL: &str = Pool::Default.name();
-
 impl Engine {
     #[must_use]
     pub fn new(store: Store, model: Option<Arc<dyn ModelProvider>>, config: EngineConfig) -> Self {
@@ -161,7 +159,7 @@ impl Engine {
                 jobs_ready: std::sync::RwLock::new(HashMap::new()),
                 handlers: std::sync::RwLock::new(HashMap::new()),
                 pools: std::sync::RwLock::new(BTreeMap::from([(
-                    DEFAULT_POOL.to_owned(),
+                    Pool::Default.name().to_owned(),
                     default_pool,
                 )])),
                 workspaces: std::sync::RwLock::new(None),
@@ -196,29 +194,19 @@ impl Engine {
         self.inner.model.as_ref()
     }
 
-    /// Registers the handler for a job kind in the default pool. Jobs of kinds without
-    /// a handler wait in the queue.
-    pub fn register_handler(&self, kind: &str, handler: Arc<dyn JobHandler>) {
-        self.register_pool_handler(kind, handler, DEFAULT_POOL);
-    }
-
-    /// Registers the handler for a job kind in a named pool (see [`Engine::set_pool`]).
-    pub fn register_pool_handler(&self, kind: &str, handler: Arc<dyn JobHandler>, pool: &str) {
+    /// Registers the untyped handler of a job kind in a pool; [`Engine::register`] is
+    /// the way in for every kind of job.
+    pub(crate) fn register_raw(&self, kind: &str, handler: Arc<dyn JobHandler>, pool: Pool) {
         if let Ok(mut map) = self.inner.handlers.write() {
-            map.insert(kind.to_owned(), (handler, pool.to_owned()));
+            map.insert(kind.to_owned(), (handler, pool.name().to_owned()));
         }
-        self.pool_notify(pool).notify_waiters();
+        self.pool_notify(pool.name()).notify_waiters();
     }
 
     /// Sets how many dispatcher workers serve a pool. Takes effect at [`Engine::start`].
     pub fn set_pool_size(&self, pool: Pool, workers: usize) {
-        self.set_pool(pool.name(), workers);
-    }
-
-    /// Sets how many dispatcher workers serve a pool. Takes effect at [`Engine::start`].
-    pub fn set_pool(&self, pool: &str, workers: usize) {
         if let Ok(mut pools) = self.inner.pools.write() {
-            pools.insert(pool.to_owned(), workers.max(1));
+            pools.insert(pool.name().to_owned(), workers.max(1));
         }
     }
 

@@ -11,8 +11,8 @@ use mainloop_domain::records::{ChatMessage, MessageKind};
 use mainloop_domain::task::{TaskEvent, TaskState};
 use mainloop_domain::{EventId, UserId};
 use mainloop_engine::{
-    BackgroundJob, ChatTurn, CreateTask, Engine, EngineConfig, EngineError, JobContext, JobError,
-    JobHandler, PlanAction,
+    BackgroundJob, ChatTurn, CreateTask, Engine, EngineConfig, EngineError, Handler, JobContext,
+    JobError, PlanAction, Pool,
 };
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use mainloop_store::{JobState, NewJob, NewMessage, Store, StoreOptions};
@@ -85,7 +85,11 @@ async fn eventually<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
 
 async fn reply_to(engine: &Engine, user: UserId, msg: &ChatMessage) -> ChatMessage {
     eventually("the assistant's final reply", || async {
-        let turn = engine.store_for_tests().turn_messages(user, msg.id).await.unwrap();
+        let turn = engine
+            .store_for_tests()
+            .turn_messages(user, msg.id)
+            .await
+            .unwrap();
         turn.into_iter().rev().find(|m| {
             m.role == Role::Assistant && m.content.iter().all(|b| b.as_tool_use().is_none())
         })
@@ -178,7 +182,11 @@ async fn chat_confirms_then_spawns_and_survives_restart(backend: Backend) {
     assert_eq!(tasks[0].state, TaskState::Queued);
 
     // The turn stored the tool call and its result exactly, in order.
-    let turn = engine.store_for_tests().turn_messages(user, yes.id).await.unwrap();
+    let turn = engine
+        .store_for_tests()
+        .turn_messages(user, yes.id)
+        .await
+        .unwrap();
     assert_eq!(turn.len(), 3);
     assert_eq!(turn[0].content[1].as_tool_use().unwrap().1, "spawn_task");
     assert_eq!(turn[1].kind, MessageKind::ToolResult);
@@ -333,7 +341,10 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
             .await,
         Err(EngineError::NotFound(_))
     ));
-    assert_eq!(engine.store_for_tests().latest_event_id().await.unwrap(), latest);
+    assert_eq!(
+        engine.store_for_tests().latest_event_id().await.unwrap(),
+        latest
+    );
     assert_eq!(
         engine.task(user, task.id).await.unwrap().version,
         waiting.version
@@ -441,7 +452,14 @@ async fn without_a_model_chat_explains_how_to_configure_one() {
         h.engine.post_chat(h.user, &huge).await,
         Err(EngineError::Invalid(_))
     ));
-    assert_eq!(h.engine.store_for_tests().count_messages(h.user).await.unwrap(), 2);
+    assert_eq!(
+        h.engine
+            .store_for_tests()
+            .count_messages(h.user)
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -541,7 +559,13 @@ async fn a_replayed_turn_never_repeats_a_tool_call_or_an_answer() {
     let reply = reply_to(engine, user, &msg).await;
     assert_eq!(reply.text, "Done: the worker is queued.");
     eventually("both jobs done", || async {
-        (engine.store_for_tests().count_jobs(JobState::Done).await.unwrap() == 2).then_some(())
+        (engine
+            .store_for_tests()
+            .count_jobs(JobState::Done)
+            .await
+            .unwrap()
+            == 2)
+            .then_some(())
     })
     .await;
     assert_eq!(
@@ -612,6 +636,31 @@ async fn long_threads_fold_into_a_summary_once() {
     assert!(!summaries.is_empty());
 }
 
+/// The job kinds of these tests: no payload, enqueued by hand under the keys the tests name.
+macro_rules! test_jobs {
+    ($($name:ident = $kind:literal in $pool:expr;)*) => {$(
+        #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+        struct $name {}
+
+        impl BackgroundJob for $name {
+            const KIND: &'static str = $kind;
+            const POOL: Pool = $pool;
+            fn key(&self) -> String {
+                $kind.to_owned()
+            }
+        }
+    )*};
+}
+
+test_jobs! {
+    FlakyJob = "test.flaky" in Pool::Default;
+    BrokenJob = "test.broken" in Pool::Default;
+    BlockJob = "test.block" in Pool::Agents;
+    RefusedJob = "test.refused" in Pool::Default;
+    PanickyJob = "test.panicky" in Pool::Effects;
+    AfterJob = "test.after" in Pool::Effects;
+}
+
 #[derive(Debug)]
 struct Flaky {
     calls: Arc<AtomicU32>,
@@ -619,8 +668,12 @@ struct Flaky {
     fatal: bool,
 }
 
-impl JobHandler for Flaky {
-    fn run(&self, _ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+impl<J: BackgroundJob> Handler<J> for Flaky {
+    fn run(
+        &self,
+        _job: J,
+        _ctx: JobContext,
+    ) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let (fail_first, fatal) = (self.fail_first, self.fatal);
         Box::pin(async move {
@@ -641,22 +694,16 @@ async fn dispatcher_retries_with_backoff_and_stops_on_fatal_errors() {
     let engine = &h.engine;
     let flaky = Arc::new(AtomicU32::new(0));
     let broken = Arc::new(AtomicU32::new(0));
-    engine.register_handler(
-        "test.flaky",
-        Arc::new(Flaky {
-            calls: flaky.clone(),
-            fail_first: 2,
-            fatal: false,
-        }),
-    );
-    engine.register_handler(
-        "test.broken",
-        Arc::new(Flaky {
-            calls: broken.clone(),
-            fail_first: 0,
-            fatal: true,
-        }),
-    );
+    engine.register::<FlakyJob>(Arc::new(Flaky {
+        calls: flaky.clone(),
+        fail_first: 2,
+        fatal: false,
+    }));
+    engine.register::<BrokenJob>(Arc::new(Flaky {
+        calls: broken.clone(),
+        fail_first: 0,
+        fatal: true,
+    }));
     let now = mainloop_engine::now();
     let mut tx = engine.store_for_tests().begin().await.unwrap();
     for (key, kind) in [("a", "test.flaky"), ("b", "test.broken")] {
@@ -677,14 +724,31 @@ async fn dispatcher_retries_with_backoff_and_stops_on_fatal_errors() {
     tx.commit().await.unwrap();
     engine.wake_dispatcher();
     eventually("flaky job done", || async {
-        (engine.store_for_tests().job_by_key("a").await.unwrap().unwrap().state == JobState::Done)
+        (engine
+            .store_for_tests()
+            .job_by_key("a")
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            == JobState::Done)
             .then_some(())
     })
     .await;
-    let a = engine.store_for_tests().job_by_key("a").await.unwrap().unwrap();
+    let a = engine
+        .store_for_tests()
+        .job_by_key("a")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(a.attempts, 3);
     assert_eq!(flaky.load(Ordering::SeqCst), 3);
-    let b = engine.store_for_tests().job_by_key("b").await.unwrap().unwrap();
+    let b = engine
+        .store_for_tests()
+        .job_by_key("b")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(b.state, JobState::Failed);
     assert_eq!(b.last_error.as_deref(), Some("broken for good"));
     assert_eq!(broken.load(Ordering::SeqCst), 1);
@@ -693,8 +757,12 @@ async fn dispatcher_retries_with_backoff_and_stops_on_fatal_errors() {
 #[derive(Debug)]
 struct Blocker;
 
-impl JobHandler for Blocker {
-    fn run(&self, _ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+impl<J: BackgroundJob> Handler<J> for Blocker {
+    fn run(
+        &self,
+        _job: J,
+        _ctx: JobContext,
+    ) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
         Box::pin(std::future::pending())
     }
 }
@@ -711,8 +779,8 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
     )
     .await;
     let engine = world.engine.clone();
-    engine.set_pool("agents", 2);
-    engine.register_pool_handler("test.block", Arc::new(Blocker), "agents");
+    engine.set_pool_size(Pool::Agents, 2);
+    engine.register::<BlockJob>(Arc::new(Blocker));
     world.start().await;
     let (shutdown, owner) = (world.shutdown.clone(), world.owner.clone());
     let now = mainloop_engine::now();
@@ -735,14 +803,24 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
     tx.commit().await.unwrap();
     engine.wake_dispatcher();
     eventually("two blockers running", || async {
-        (engine.store_for_tests().count_jobs(JobState::Running).await.unwrap() == 2).then_some(())
+        (engine
+            .store_for_tests()
+            .count_jobs(JobState::Running)
+            .await
+            .unwrap()
+            == 2)
+            .then_some(())
     })
     .await;
     // The default pool still answers chat while the agents pool is saturated.
     let msg = engine.post_chat(owner.id, "anyone there?").await.unwrap();
     reply_to(&engine, owner.id, &msg).await;
     assert_eq!(
-        engine.store_for_tests().count_jobs(JobState::Running).await.unwrap(),
+        engine
+            .store_for_tests()
+            .count_jobs(JobState::Running)
+            .await
+            .unwrap(),
         2,
         "the third waits for the pool"
     );
@@ -760,7 +838,10 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
         )
         .await
         .unwrap();
-    let mut events = engine.subscribe(owner.id, engine.store_for_tests().latest_event_id().await.unwrap());
+    let mut events = engine.subscribe(
+        owner.id,
+        engine.store_for_tests().latest_event_id().await.unwrap(),
+    );
     let seq = engine
         .record_task_output(owner.id, task.id, "text", &json!({"text": "hello"}))
         .await
@@ -794,8 +875,12 @@ struct RefusesAfterwards {
     calls: Arc<AtomicU32>,
 }
 
-impl JobHandler for RefusesAfterwards {
-    fn run(&self, _ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+impl<J: BackgroundJob> Handler<J> for RefusesAfterwards {
+    fn run(
+        &self,
+        _job: J,
+        _ctx: JobContext,
+    ) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let (cluster, url) = (self.cluster.clone(), self.url.clone());
         Box::pin(async move {
@@ -828,14 +913,11 @@ async fn a_job_outcome_the_database_refused_is_recorded_once_writes_return() {
         _world: None,
     };
     let calls = Arc::new(AtomicU32::new(0));
-    engine.register_handler(
-        "test.refused",
-        Arc::new(RefusesAfterwards {
-            cluster: cluster.clone(),
-            url: url.clone(),
-            calls: calls.clone(),
-        }),
-    );
+    engine.register::<RefusedJob>(Arc::new(RefusesAfterwards {
+        cluster: cluster.clone(),
+        url: url.clone(),
+        calls: calls.clone(),
+    }));
     let now = mainloop_engine::now();
     let mut tx = engine.store_for_tests().begin().await.unwrap();
     tx.enqueue(
@@ -863,7 +945,11 @@ async fn a_job_outcome_the_database_refused_is_recorded_once_writes_return() {
     cluster.allow_writes(&url).await.unwrap();
     let started = tokio::time::Instant::now();
     eventually("the job recorded as done", || async {
-        let job = engine.store_for_tests().job_by_key("refused").await.ok()??;
+        let job = engine
+            .store_for_tests()
+            .job_by_key("refused")
+            .await
+            .ok()??;
         (job.state == JobState::Done).then_some(())
     })
     .await;
@@ -884,9 +970,13 @@ struct Panicky {
     calls: Arc<AtomicU32>,
 }
 
-impl JobHandler for Panicky {
+impl<J: BackgroundJob> Handler<J> for Panicky {
     #[allow(clippy::panic)]
-    fn run(&self, _ctx: JobContext) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
+    fn run(
+        &self,
+        _job: J,
+        _ctx: JobContext,
+    ) -> futures::future::BoxFuture<'static, Result<(), JobError>> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             tokio::task::yield_now().await;
@@ -910,23 +1000,15 @@ async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
     let engine = Engine::new(store, None, fast_config());
     let calls = Arc::new(AtomicU32::new(0));
     let later = Arc::new(AtomicU32::new(0));
-    engine.set_pool("solo", 1);
-    engine.register_pool_handler(
-        "test.panicky",
-        Arc::new(Panicky {
-            calls: calls.clone(),
-        }),
-        "solo",
-    );
-    engine.register_pool_handler(
-        "test.after",
-        Arc::new(Flaky {
-            calls: later.clone(),
-            fail_first: 0,
-            fatal: false,
-        }),
-        "solo",
-    );
+    engine.set_pool_size(Pool::Effects, 1);
+    engine.register::<PanickyJob>(Arc::new(Panicky {
+        calls: calls.clone(),
+    }));
+    engine.register::<AfterJob>(Arc::new(Flaky {
+        calls: later.clone(),
+        fail_first: 0,
+        fatal: false,
+    }));
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     engine.start(shutdown.clone()).await.unwrap();
@@ -953,13 +1035,28 @@ async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
     eventually(
         "the panicking job and the one after it done",
         || async move {
-            let p = engine.store_for_tests().job_by_key("p").await.unwrap().unwrap();
-            let q = engine.store_for_tests().job_by_key("q").await.unwrap().unwrap();
+            let p = engine
+                .store_for_tests()
+                .job_by_key("p")
+                .await
+                .unwrap()
+                .unwrap();
+            let q = engine
+                .store_for_tests()
+                .job_by_key("q")
+                .await
+                .unwrap()
+                .unwrap();
             (p.state == JobState::Done && q.state == JobState::Done).then_some(())
         },
     )
     .await;
-    let p = engine.store_for_tests().job_by_key("p").await.unwrap().unwrap();
+    let p = engine
+        .store_for_tests()
+        .job_by_key("p")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(p.attempts, 2);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(later.load(Ordering::SeqCst), 1);

@@ -99,13 +99,13 @@ impl Engine {
     /// Registers the handler of job kind `J` in its pool. Jobs of kinds without a
     /// handler wait in the queue.
     pub fn register<J: BackgroundJob>(&self, handler: Arc<dyn Handler<J>>) {
-        self.register_pool_handler(
+        self.register_raw(
             J::KIND,
             Arc::new(Typed {
                 handler,
                 kind: PhantomData,
             }),
-            J::POOL.name(),
+            J::POOL,
         );
     }
 
