@@ -193,41 +193,6 @@ impl Engine {
         Ok(last)
     }
 
-    /// One untyped entry; see [`Engine::record_transcript`]. Kept until every caller
-    /// records typed entries, then removed.
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn record_task_output(
-        &self,
-        user: UserId,
-        task: TaskId,
-        kind: &str,
-        payload: &serde_json::Value,
-    ) -> Result<i64> {
-        self.record_task_outputs(user, task, &[(kind, payload.clone())])
-            .await
-    }
-
-    /// Untyped entries, read as [`TranscriptEntry::from_stored`] reads them; see
-    /// [`Engine::record_transcript`]. Kept until every caller records typed entries,
-    /// then removed.
-    ///
-    /// # Errors
-    /// Storage failures.
-    pub async fn record_task_outputs<K: AsRef<str>>(
-        &self,
-        user: UserId,
-        task: TaskId,
-        entries: &[(K, serde_json::Value)],
-    ) -> Result<i64> {
-        let typed: Vec<TranscriptEntry> = entries
-            .iter()
-            .map(|(kind, payload)| TranscriptEntry::from_stored(kind.as_ref(), payload.clone()))
-            .collect();
-        self.record_transcript(user, task, &typed).await
-    }
-
     /// Records the task's git workspace.
     ///
     /// # Errors

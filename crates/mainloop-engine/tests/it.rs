@@ -9,6 +9,7 @@ use mainloop_domain::inbox::InboxKind;
 use mainloop_domain::question::{Answer, Question, QuestionOption};
 use mainloop_domain::records::{ChatMessage, MessageKind};
 use mainloop_domain::task::{TaskEvent, TaskState};
+use mainloop_domain::transcript::TranscriptEntry;
 use mainloop_domain::{EventId, UserId};
 use mainloop_engine::{
     BackgroundJob, ChatTurn, CreateTask, Engine, EngineConfig, EngineError, Handler, JobContext,
@@ -843,7 +844,7 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
         engine.store_for_tests().latest_event_id().await.unwrap(),
     );
     let seq = engine
-        .record_task_output(owner.id, task.id, "text", &json!({"text": "hello"}))
+        .record_transcript(owner.id, task.id, &[TranscriptEntry::text_entry("hello")])
         .await
         .unwrap();
     assert_eq!(seq, 1);

@@ -9,9 +9,9 @@ use mainloop_domain::TaskId;
 use mainloop_domain::UserId;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::TaskEvent;
+use mainloop_domain::transcript::{ChecksEntry, TranscriptEntry};
 use mainloop_engine::{EngineError, JobContext, JobError};
-use mainloop_git::{MergeOutcome, Repo, Worktree};
-use serde_json::json;
+use mainloop_git::{CheckOutcome, MergeOutcome, Repo, Worktree};
 
 /// The local repository as where the work goes.
 pub(crate) struct Local;
@@ -122,19 +122,7 @@ async fn checks(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError>
     let _ = rt
         .inner
         .engine
-        .record_task_output(
-            user,
-            task.id,
-            "checks",
-            &json!({
-                "command": command,
-                "passed": outcome.passed,
-                "exit_code": outcome.exit_code,
-                "timed_out": outcome.timed_out,
-                "output": outcome.output_tail,
-                "duration_ms": u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
-            }),
-        )
+        .record_transcript(user, task.id, &[checks_entry(&command, &outcome)])
         .await;
     if outcome.passed {
         record_diffstat(rt, task, &wt).await;
@@ -150,6 +138,19 @@ async fn checks(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError>
         TaskEvent::ChecksFailed(format!("$ {command}\n{why}{}", outcome.output_tail))
     };
     apply(rt, task.id, event).await.map(|_| ())
+}
+
+/// The transcript's record of one run of the check command.
+fn checks_entry(command: &str, outcome: &CheckOutcome) -> TranscriptEntry {
+    TranscriptEntry::Checks(ChecksEntry {
+        command: command.to_owned(),
+        passed: Some(outcome.passed),
+        exit_code: outcome.exit_code,
+        timed_out: outcome.timed_out,
+        output: outcome.output_tail.clone(),
+        duration_ms: Some(u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX)),
+        no_ci: false,
+    })
 }
 
 /// Merges the task branch into the local base branch.
@@ -197,4 +198,54 @@ async fn merged(rt: &Runtime, id: TaskId, repo: &Repo, wt: &Worktree) -> Result<
     }
     rt.forget_home(id);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// The entry is stored as the untyped `checks` payload was: a failed exit code and a
+    /// timeout are kept, an absent code and `timed_out: false` left out.
+    #[test]
+    fn a_check_run_is_recorded_as_the_untyped_payload_was_stored() {
+        let outcome = |exit_code, timed_out| CheckOutcome {
+            passed: exit_code == Some(0),
+            exit_code,
+            timed_out,
+            output_tail: "ok".into(),
+            duration: Duration::from_millis(12),
+        };
+        for (outcome, stored) in [
+            (
+                outcome(Some(0), false),
+                json!({"command": "make test", "passed": true, "exit_code": 0,
+                    "output": "ok", "duration_ms": 12}),
+            ),
+            (
+                outcome(None, true),
+                json!({"command": "make test", "passed": false, "timed_out": true,
+                    "output": "ok", "duration_ms": 12}),
+            ),
+        ] {
+            let entry = checks_entry("make test", &outcome);
+            // What was written before entries were typed, read as the store read it.
+            let before = json!({
+                "command": "make test",
+                "passed": outcome.passed,
+                "exit_code": outcome.exit_code,
+                "timed_out": outcome.timed_out,
+                "output": outcome.output_tail,
+                "duration_ms": 12,
+            });
+            let untyped = TranscriptEntry::from_stored("checks", before);
+            assert_eq!(entry, untyped);
+            assert_eq!(
+                serde_json::to_string(&entry.payload()).unwrap(),
+                serde_json::to_string(&untyped.payload()).unwrap()
+            );
+            assert_eq!(entry.payload(), stored);
+        }
+    }
 }

@@ -7,7 +7,11 @@ use std::path::Path;
 use mainloop_agent::{AgentEvent, AgentFailure, AgentQuestion, ControlReply, TurnEnd};
 use mainloop_domain::question::{Question, QuestionOption};
 use mainloop_domain::task::{AgentPhase, TaskEvent};
-use serde_json::{Value, json};
+use mainloop_domain::transcript::{
+    ErrorEntry, FinishedEntry, MalformedEntry, PermissionEntry, PlanEntry, QuestionEntry,
+    SessionEntry, ToolCallEntry, ToolResultEntry, TranscriptEntry,
+};
+use serde_json::Value;
 
 use crate::Waiting;
 use crate::policy::{Decision, decide};
@@ -31,7 +35,7 @@ pub(crate) struct Context<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Step {
     /// A transcript entry.
-    Record(&'static str, Value),
+    Record(TranscriptEntry),
     /// The agent runs under another session id than the recorded one.
     SetSession(String),
     AddUsage {
@@ -64,25 +68,29 @@ pub(crate) fn react(event: AgentEvent, cx: &Context<'_>) -> Vec<Step> {
             if cx.session_id != Some(session_id.as_str()) && !session_id.is_empty() {
                 steps.push(Step::SetSession(session_id.clone()));
             }
-            steps.push(Step::Record(
-                "session",
-                json!({"session_id": session_id, "model": model}),
-            ));
+            steps.push(Step::Record(TranscriptEntry::Session(SessionEntry {
+                session_id,
+                model,
+            })));
             steps
         }
-        AgentEvent::Text { text } => vec![Step::Record("text", json!({"text": text}))],
-        AgentEvent::ToolCall { id, name, summary } => vec![Step::Record(
-            "tool_call",
-            json!({"id": id, "name": name, "summary": summary}),
-        )],
+        AgentEvent::Text { text } => vec![Step::Record(TranscriptEntry::text_entry(text))],
+        AgentEvent::ToolCall { id, name, summary } => {
+            vec![Step::Record(TranscriptEntry::ToolCall(ToolCallEntry {
+                id,
+                name,
+                summary,
+            }))]
+        }
         AgentEvent::ToolResult {
             tool_use_id,
             summary,
             is_error,
-        } => vec![Step::Record(
-            "tool_result",
-            json!({"tool_use_id": tool_use_id, "summary": summary, "is_error": is_error}),
-        )],
+        } => vec![Step::Record(TranscriptEntry::ToolResult(ToolResultEntry {
+            tool_use_id,
+            summary,
+            is_error,
+        }))],
         AgentEvent::Permission {
             request_id,
             tool,
@@ -104,7 +112,10 @@ pub(crate) fn react(event: AgentEvent, cx: &Context<'_>) -> Vec<Step> {
                 ),
             };
             vec![
-                Step::Record("permission", json!({"tool": tool, "allowed": allowed})),
+                Step::Record(TranscriptEntry::Permission(PermissionEntry {
+                    tool,
+                    allowed,
+                })),
                 Step::Reply { request_id, reply },
             ]
         }
@@ -114,7 +125,9 @@ pub(crate) fn react(event: AgentEvent, cx: &Context<'_>) -> Vec<Step> {
             input,
         } => {
             let qs = questions_of(&questions);
-            let record = Step::Record("question", json!({"questions": qs}));
+            let record = Step::Record(TranscriptEntry::Question(QuestionEntry {
+                questions: qs.clone(),
+            }));
             let then = if qs.is_empty() {
                 Step::Reply {
                     request_id,
@@ -138,7 +151,7 @@ pub(crate) fn react(event: AgentEvent, cx: &Context<'_>) -> Vec<Step> {
             plan,
             input,
         } => {
-            let record = Step::Record("plan", json!({"plan": plan}));
+            let record = Step::Record(TranscriptEntry::Plan(PlanEntry { plan: plan.clone() }));
             let then = if cx.phase == AgentPhase::Implement {
                 // Already approved; the agent re-announced its plan. Let it go on.
                 Step::Reply {
@@ -175,19 +188,19 @@ pub(crate) fn react(event: AgentEvent, cx: &Context<'_>) -> Vec<Step> {
         AgentEvent::Malformed { line, error } => {
             tracing::warn!(%error, "skipping malformed agent output");
             let line = cut(&line, MALFORMED_KEPT_BYTES);
-            vec![Step::Record(
-                "malformed",
-                json!({"line": line, "error": error}),
-            )]
+            vec![Step::Record(TranscriptEntry::Malformed(MalformedEntry {
+                line: line.to_owned(),
+                error,
+            }))]
         }
         AgentEvent::Exited { code, failure } => {
             let code = code.map_or_else(|| "?".to_owned(), |c| c.to_string());
             let tail = cx.stderr;
             vec![
-                Step::Record(
-                    "error",
-                    json!({"text": format!("agent exited ({code})"), "stderr": tail}),
-                ),
+                Step::Record(TranscriptEntry::Error(ErrorEntry {
+                    text: format!("agent exited ({code})"),
+                    stderr: tail.to_owned(),
+                })),
                 Step::Fail {
                     // Mid-run, even a clean exit is a failure.
                     failure: failure.unwrap_or_else(|| AgentFailure::Other {
@@ -221,10 +234,12 @@ fn finished(
             input_tokens: i64::try_from(input_tokens).unwrap_or(i64::MAX),
             output_tokens: i64::try_from(output_tokens).unwrap_or(i64::MAX),
         },
-        Step::Record(
-            "finished",
-            json!({"is_error": is_error, "result": result, "session_id": session_id, "cost_usd": cost_usd}),
-        ),
+        Step::Record(TranscriptEntry::Finished(FinishedEntry {
+            is_error,
+            result: result.map(str::to_owned),
+            session_id: session_id.map(str::to_owned),
+            cost_usd,
+        })),
         then,
     ]
 }
@@ -261,6 +276,8 @@ fn cut(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mainloop_agent::AgentOption;
+    use serde_json::json;
 
     fn cx(phase: AgentPhase) -> Context<'static> {
         Context {
@@ -294,7 +311,7 @@ mod tests {
         assert_eq!(steps.len(), 2);
         assert!(matches!(
             react(started("s1"), &cx(AgentPhase::Plan)).as_slice(),
-            [Step::Record("session", _)]
+            [Step::Record(TranscriptEntry::Session(_))]
         ));
     }
 
@@ -361,7 +378,7 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(&steps[1], Step::Record("finished", v) if v["is_error"] == false));
+        assert!(matches!(&steps[1], Step::Record(TranscriptEntry::Finished(f)) if !f.is_error));
         assert_eq!(steps[2], Step::Finish);
     }
 
@@ -400,7 +417,9 @@ mod tests {
             },
             &cx(AgentPhase::Implement),
         );
-        assert!(matches!(&steps[0], Step::Record("error", v) if v["text"] == "agent exited (1)"));
+        assert!(
+            matches!(&steps[0], Step::Record(TranscriptEntry::Error(e)) if e.text == "agent exited (1)")
+        );
         assert_eq!(
             steps[1],
             Step::Fail {
@@ -433,7 +452,7 @@ mod tests {
             },
             &cx(AgentPhase::Plan),
         );
-        assert!(matches!(&steps[0], Step::Record("permission", v) if v["allowed"] == false));
+        assert!(matches!(&steps[0], Step::Record(TranscriptEntry::Permission(p)) if !p.allowed));
         assert!(matches!(
             &steps[1],
             Step::Reply {
@@ -450,7 +469,155 @@ mod tests {
             &cx(AgentPhase::Plan),
         );
         assert!(
-            matches!(&steps[0], Step::Record("malformed", v) if v["line"].as_str().unwrap().len() == 500)
+            matches!(&steps[0], Step::Record(TranscriptEntry::Malformed(m)) if m.line.len() == 500)
         );
+    }
+
+    /// Each entry a run records is stored and streamed as exactly the JSON the worker
+    /// wrote before entries were typed.
+    #[test]
+    fn recorded_entries_keep_the_json_written_before_they_were_typed() {
+        let question = AgentQuestion {
+            question: "Which?".into(),
+            header: "DB".into(),
+            options: vec![AgentOption {
+                label: "SQLite".into(),
+                description: "small".into(),
+            }],
+            multi_select: true,
+        };
+        let failed = TurnEnd::Failed {
+            failure: AgentFailure::Other {
+                reason: String::new(),
+            },
+        };
+        let cases = [
+            (
+                AgentEvent::SessionStarted {
+                    session_id: "s2".into(),
+                    model: "claude-sonnet-4-5".into(),
+                },
+                "session",
+                json!({"session_id": "s2", "model": "claude-sonnet-4-5"}),
+            ),
+            (
+                AgentEvent::Text {
+                    text: "Hello".into(),
+                },
+                "text",
+                json!({"text": "Hello"}),
+            ),
+            (
+                AgentEvent::ToolCall {
+                    id: "t1".into(),
+                    name: "Write".into(),
+                    summary: "hello.txt".into(),
+                },
+                "tool_call",
+                json!({"id": "t1", "name": "Write", "summary": "hello.txt"}),
+            ),
+            (
+                AgentEvent::ToolResult {
+                    tool_use_id: "t1".into(),
+                    summary: "denied".into(),
+                    is_error: true,
+                },
+                "tool_result",
+                json!({"tool_use_id": "t1", "summary": "denied", "is_error": true}),
+            ),
+            (
+                AgentEvent::Permission {
+                    request_id: "p".into(),
+                    tool: "Write".into(),
+                    input: json!({"file_path": "/etc/passwd", "content": "x"}),
+                },
+                "permission",
+                json!({"tool": "Write", "allowed": false}),
+            ),
+            (
+                AgentEvent::Question {
+                    request_id: "r".into(),
+                    questions: vec![question],
+                    input: json!({}),
+                },
+                "question",
+                json!({"questions": [{"id": "q1", "header": "DB", "question": "Which?",
+                    "options": [{"label": "SQLite", "description": "small"}],
+                    "multi_select": true}]}),
+            ),
+            (
+                AgentEvent::Plan {
+                    request_id: "r".into(),
+                    plan: "# P".into(),
+                    input: json!({"plan": "# P"}),
+                },
+                "plan",
+                json!({"plan": "# P"}),
+            ),
+            (
+                finished_with(TurnEnd::Done, Some("ok")),
+                "finished",
+                json!({"is_error": false, "result": "ok", "session_id": "s1", "cost_usd": 0.5}),
+            ),
+            (
+                AgentEvent::Finished {
+                    end: failed,
+                    result: None,
+                    session_id: None,
+                    cost_usd: 0.0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                },
+                "finished",
+                json!({"is_error": true, "result": null, "session_id": null, "cost_usd": 0.0}),
+            ),
+            (
+                AgentEvent::Malformed {
+                    line: "{oops".into(),
+                    error: "EOF".into(),
+                },
+                "malformed",
+                json!({"line": "{oops", "error": "EOF"}),
+            ),
+            (
+                AgentEvent::Exited {
+                    code: Some(2),
+                    failure: None,
+                },
+                "error",
+                json!({"text": "agent exited (2)", "stderr": "last words"}),
+            ),
+        ];
+        for (event, kind, before) in cases {
+            let steps = react(event, &cx(AgentPhase::Plan));
+            let recorded: Vec<&TranscriptEntry> = steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Record(entry) => Some(entry),
+                    _ => None,
+                })
+                .collect();
+            let [entry] = recorded.as_slice() else {
+                panic!("{kind}: {steps:?}")
+            };
+            assert_eq!(entry.kind(), kind);
+            // Stored: the payload's text, byte for byte.
+            assert_eq!(
+                serde_json::to_string(&entry.payload()).unwrap(),
+                serde_json::to_string(&before).unwrap(),
+                "{kind}"
+            );
+            // Streamed: the entry in the record, as the untyped entry read back.
+            assert_eq!(
+                serde_json::to_value(entry).unwrap(),
+                json!({"kind": kind, "payload": before}),
+                "{kind}"
+            );
+            assert_eq!(
+                **entry,
+                TranscriptEntry::from_stored(kind, before),
+                "{kind}"
+            );
+        }
     }
 }

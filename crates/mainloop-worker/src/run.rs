@@ -15,6 +15,7 @@ use mainloop_agent::{
 use mainloop_domain::question::answers_by_question_text;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::{AgentInput, AgentPhase, TaskEvent, TaskState};
+use mainloop_domain::transcript::TranscriptEntry;
 use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{JobContext, JobError, RunAgent};
 use std::time::{Duration, Instant};
@@ -141,18 +142,22 @@ struct Recorder<'a> {
     rt: &'a Runtime,
     user: UserId,
     task: TaskId,
-    pending: Vec<(&'static str, serde_json::Value)>,
+    pending: Vec<TranscriptEntry>,
 }
 
 impl Recorder<'_> {
     /// Most output is buffered; entries that precede a lifecycle change (questions, a
     /// plan, the end) are stored at once, so the transcript never lags the task.
-    async fn record(&mut self, kind: &'static str, payload: serde_json::Value) {
-        self.pending.push((kind, payload));
+    async fn record(&mut self, entry: TranscriptEntry) {
         let routine = matches!(
-            kind,
-            "text" | "tool_call" | "tool_result" | "permission" | "malformed"
+            entry,
+            TranscriptEntry::Text(_)
+                | TranscriptEntry::ToolCall(_)
+                | TranscriptEntry::ToolResult(_)
+                | TranscriptEntry::Permission(_)
+                | TranscriptEntry::Malformed(_)
         );
+        self.pending.push(entry);
         if !routine || self.pending.len() >= 256 {
             self.flush().await;
         }
@@ -167,7 +172,7 @@ impl Recorder<'_> {
             .rt
             .inner
             .engine
-            .record_task_outputs(self.user, self.task, &entries)
+            .record_transcript(self.user, self.task, &entries)
             .await
         {
             tracing::warn!(error = %e, lost = entries.len(), "could not record agent output");
@@ -432,7 +437,7 @@ async fn pump(
         };
         for step in react(event, &cx) {
             match step {
-                Step::Record(kind, payload) => rec.record(kind, payload).await,
+                Step::Record(entry) => rec.record(entry).await,
                 Step::SetSession(id) => {
                     let _ = rt
                         .inner

@@ -7,10 +7,10 @@
 use crate::Runtime;
 use mainloop_domain::records::{FileStat, Task, TaskDiff};
 use mainloop_domain::task::TaskEvent;
+use mainloop_domain::transcript::TranscriptEntry;
 use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{EngineError, JobError};
 use mainloop_git::{Repo, Worktree};
-use serde_json::json;
 
 pub(crate) fn retry(e: impl std::fmt::Display) -> JobError {
     JobError::retry(e.to_string())
@@ -50,7 +50,7 @@ pub(crate) async fn status(rt: &Runtime, user: UserId, task: TaskId, text: &str)
     if let Err(e) = rt
         .inner
         .engine
-        .record_task_output(user, task, "status", &json!({"text": text}))
+        .record_transcript(user, task, &[TranscriptEntry::status(text)])
         .await
     {
         tracing::warn!(error = %e, "could not record task status");

@@ -514,8 +514,11 @@ async fn skip_plan_goes_straight_to_work_and_cancel_stops_a_running_agent() {
 
     let slow = w.spawn("take forever", true).await;
     w.wait_state(slow.id, TaskState::Implementing).await;
-    // Let the agent process start, then cancel.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Cancel while the agent waits for its model's (slow) reply.
+    mainloop_test_support::wait_for("the slow agent's request", async || {
+        w.rules().contains(&"slow".to_owned()).then_some(())
+    })
+    .await;
     w.engine
         .apply_task_event(
             Some(w.user),
@@ -524,17 +527,14 @@ async fn skip_plan_goes_straight_to_work_and_cancel_stops_a_running_agent() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let store = w.engine.store_for_tests();
+    mainloop_test_support::wait_for("the cancelled run to end", async || {
+        (store.count_unfinished("task.run_agent").await.unwrap() == 0).then_some(())
+    })
+    .await;
     assert_eq!(w.task(slow.id).await.state, TaskState::Cancelled);
-    assert_eq!(
-        w.engine
-            .store_for_tests()
-            .count_unfinished("task.run_agent")
-            .await
-            .unwrap(),
-        0,
-        "the run ended"
-    );
+    // Stopped before the reply came (two seconds after the request): it never got it.
+    assert!(!w.transcript_says(slow.id, "Thinking very slowly").await);
 }
 
 const FLAKY: &str = r##"

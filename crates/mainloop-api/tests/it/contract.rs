@@ -195,11 +195,17 @@ async fn transcript_entries_read_the_same_over_http_and_sse() {
             .unwrap(),
         3
     );
-    // The untyped path, kept for callers not yet typed, stores the same contract.
-    app.engine
-        .record_task_output(user, id, "status", &json!({"text": "working"}))
-        .await
-        .unwrap();
+    // An entry stored as `(kind, payload)` by another version reads back typed, and is
+    // stored and streamed again as the typed entry is.
+    let stored = TranscriptEntry::from_stored("status", json!({"text": "working"}));
+    assert_eq!(stored, TranscriptEntry::status("working"));
+    assert_eq!(
+        app.engine
+            .record_transcript(user, id, &[stored])
+            .await
+            .unwrap(),
+        4
+    );
 
     let (status, page) = app.get(&format!("/api/tasks/{id}/transcript")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -216,6 +222,7 @@ async fn transcript_entries_read_the_same_over_http_and_sse() {
         over_http[2]["payload"],
         json!({"kind": "telemetry", "payload": {"x": 1}})
     );
+    assert_eq!(over_http[3]["payload"], json!({"text": "working"}));
 
     let mut over_sse = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -79,12 +79,8 @@ pub(crate) fn read_issue(task: &Task, comments: &[Comment]) -> Reading {
             TaskState::WaitingPlanReview => {
                 let (event, said) = match parse_plan_reply(&c.body) {
                     None => {
-                        // Answers to questions that were already answered (in the app, say).
-                        if task.answers.is_some() && answers_something(task, &c.body) {
-                            r.reply(
-                                Key::Late(c.id),
-                                too_late(c, "the questions were already answered"),
-                            );
+                        if let Some(said) = late(task, c) {
+                            r.reply(Key::Late(c.id), said);
                         }
                         continue;
                     }
@@ -108,16 +104,28 @@ pub(crate) fn read_issue(task: &Task, comments: &[Comment]) -> Reading {
             }
             // Answers or decisions posted after the app already decided: say so.
             _ => {
-                if answers_something(task, &c.body) || parse_plan_reply(&c.body).is_some() {
-                    r.reply(
-                        Key::Late(c.id),
-                        too_late(c, "this was already answered or decided"),
-                    );
+                if let Some(said) = late(task, c) {
+                    r.reply(Key::Late(c.id), said);
                 }
             }
         }
     }
     r
+}
+
+/// What a reply that came after the decision it tries to make is told (`None`: it tries
+/// none). It depends on the reply, not on how far the task got before the watch read it:
+/// an answer that comes after the app's is told the same whether the plan is posted yet
+/// or not.
+fn late(task: &Task, c: &Comment) -> Option<String> {
+    if task.answers.is_some() && answers_something(task, &c.body) {
+        // Answers to questions that were already answered (in the app, say).
+        Some(too_late(c, "the questions were already answered"))
+    } else if answers_something(task, &c.body) || parse_plan_reply(&c.body).is_some() {
+        Some(too_late(c, "this was already answered or decided"))
+    } else {
+        None
+    }
 }
 
 /// Tells a reply's author that the app decided first and nothing changed.

@@ -75,6 +75,9 @@ async fn watch_once(rt: &Runtime, p: &ForgeWatch) -> Result<(), FlowError> {
     };
     let next = match outcome {
         Ok(Poll::Applied(event)) => {
+            // The forge answered: the transcript says so before it shows what the reply
+            // caused (and the flag is off in the record the transition stores).
+            clear_outage(&mut c).await?;
             // What was read (the cursor past the reply) commits with the transition it
             // caused, so a crash neither loses the reply nor acts on it twice. The
             // transition's own forge.sync continues from here.
@@ -95,7 +98,6 @@ async fn watch_once(rt: &Runtime, p: &ForgeWatch) -> Result<(), FlowError> {
                 }
                 Err(e) => return Err(FlowError::Fatal(e.to_string())),
             }
-            clear_outage(&mut c).await?;
             None
         }
         Ok(Poll::Continue) => {
@@ -267,11 +269,20 @@ async fn review_summary(c: &Ctx<'_>, ci: &str) {
     }
 }
 
+/// Records a CI outcome, given as the fields of a `checks` entry.
 pub(crate) async fn record_checks(c: &Ctx<'_>, payload: serde_json::Value) {
+    use mainloop_domain::transcript::{ChecksEntry, TranscriptEntry};
+    let entry = match serde_json::from_value::<ChecksEntry>(payload) {
+        Ok(checks) => TranscriptEntry::Checks(checks),
+        Err(e) => {
+            tracing::warn!(error = %e, "a CI outcome is not a checks entry");
+            return;
+        }
+    };
     if let Err(e) =
         c.rt.inner
             .engine
-            .record_task_output(c.user, c.task.id, "checks", &payload)
+            .record_transcript(c.user, c.task.id, &[entry])
             .await
     {
         tracing::warn!(error = %e, "could not record the CI outcome");

@@ -234,7 +234,13 @@ async fn an_issue_whose_creation_went_unrecorded_is_found_not_made_again() {
     w.sync().await;
     let issues = w.forge.0.lock().unwrap().issues.len();
     assert_eq!(issues, 1);
-    let rec = w.rt.inner.engine.store_for_tests().task_forge(w.task).await.unwrap();
+    let rec =
+        w.rt.inner
+            .engine
+            .store_for_tests()
+            .task_forge(w.task)
+            .await
+            .unwrap();
     assert_eq!(rec.unwrap().issue_number, Some(1));
 }
 
@@ -364,4 +370,60 @@ async fn a_merge_whose_answer_was_lost_ends_merged_not_failed() {
     assert_eq!(w.state().await, TaskState::Review);
     hosted.merge(&w.rt, &ctx, user, &task).await.unwrap();
     assert_eq!(w.state().await, TaskState::Merged);
+}
+
+#[tokio::test]
+async fn the_end_of_an_outage_is_told_before_what_the_reply_read_then_caused() {
+    use mainloop_domain::EventId;
+    use mainloop_domain::event::EventName;
+    use mainloop_domain::records::Event;
+    let w = world().await;
+    w.asked().await;
+    let (user, _) = load(&w.rt, w.task).await.unwrap().unwrap();
+    let events = async |after: EventId| -> Vec<Event> {
+        let store = w.rt.inner.engine.store_for_tests();
+        store.events_after(user, after, 1000).await.unwrap()
+    };
+    // The last polls failed (noted); now the forge answers, with an answer on the issue.
+    let mut c = context(&w.rt, w.task).await.unwrap().unwrap();
+    c.m.outage = Some("the forge is unavailable: HTTP 503".into());
+    c.save().await.unwrap();
+    let before = events(EventId(0)).await.last().map_or(EventId(0), |e| e.id);
+    w.forge.answer(1, "1: 1");
+    w.watch().await;
+    assert_eq!(w.state().await, TaskState::Planning);
+    assert_eq!(w.mirror().await.outage, None);
+    let events = events(before).await;
+    let reachable = events.iter().position(|e| {
+        e.name == EventName::TaskOutput
+            && e.payload.to_string().contains("GitHub is reachable again")
+    });
+    let planning = events
+        .iter()
+        .position(|e| e.name == EventName::TaskUpdated && e.payload["state"] == "planning");
+    // Whoever sees the task move on (a client, a test) finds the outage's end told.
+    assert!(
+        reachable.is_some() && reachable < planning,
+        "reachable again at {reachable:?}, planning at {planning:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_answer_after_the_apps_is_told_the_same_whenever_the_watch_reads_it() {
+    let w = world().await;
+    w.asked().await;
+    w.apply(answered()).await; // in the app
+    w.sync().await;
+    assert_eq!(w.forge.comments_with("Answered in mainloop"), 1);
+    // Answered on the issue too, and read while the plan is still being made ...
+    w.forge.answer(1, "1: 1");
+    w.watch().await;
+    // ... and again once the plan is up for review.
+    w.apply(TaskEvent::PlanProposed("# Plan".into())).await;
+    w.sync().await;
+    w.forge.answer(1, "1: Plain");
+    w.watch().await;
+    let told = "@alice the questions were already answered in mainloop; nothing changed.";
+    assert_eq!(w.forge.comments_with(told), 2);
+    assert_eq!(w.state().await, TaskState::WaitingPlanReview);
 }
