@@ -9,7 +9,7 @@ use super::error::FlowError;
 use super::jobs::{finish, job_error, lock, note_outage, retry_later, schedule_watch};
 use super::ledger::Key;
 use super::state::{Ctx, Made, Write, context};
-use super::watch::record_checks;
+use super::watch::{CiOutcome, record_checks};
 use crate::Runtime;
 use crate::delivery::Delivery;
 use crate::task::{apply, fail, record_diffstat, status, workspace, worktree};
@@ -19,7 +19,6 @@ use mainloop_domain::task::TaskEvent;
 use mainloop_engine::{JobContext, JobError};
 use mainloop_forge::{ForgeError, MergeOutcome, NewPullRequest, PrState, PullRequest, RepoRef};
 use mainloop_git::Worktree;
-use serde_json::json;
 
 /// How many times in a row a merge that lost a race on its base is tried again at once
 /// before the job waits a poll interval and tries again.
@@ -246,11 +245,7 @@ async fn unchanged(c: &mut Ctx<'_>, sha: &str, round: u32) -> Result<(), FlowErr
         };
         c.comment(on, key, &text).await?;
     }
-    record_checks(
-        c,
-        json!({"command": "GitHub CI", "passed": false, "output": text}),
-    )
-    .await;
+    record_checks(c, CiOutcome::Failed, text.clone()).await;
     c.save().await
 }
 

@@ -16,7 +16,6 @@ use mainloop_domain::TaskId;
 use mainloop_domain::task::{TaskEvent, TaskState};
 use mainloop_engine::{EngineError, ForgeWatch, JobContext, JobError};
 use mainloop_forge::CiStatus;
-use serde_json::json;
 use std::time::Duration;
 
 /// Wakes a task's watch at once (a webhook delivery about its issue or pull request).
@@ -192,7 +191,12 @@ async fn poll_ci(c: &mut Ctx<'_>) -> Result<Poll, FlowError> {
     match c.f().ci_status(&c.repo, &sha).await? {
         CiStatus::None if elapsed >= c.fs.ci_appear_timeout => {
             c.m.ci.no_ci = true;
-            record_checks(c, json!({"command": "GitHub CI", "passed": null, "no_ci": true, "output": "no check runs on this commit: this repository has no CI"})).await;
+            record_checks(
+                c,
+                CiOutcome::NoCi,
+                "no check runs on this commit: this repository has no CI".to_owned(),
+            )
+            .await;
             review_summary(c, "no CI: nothing checked this work").await;
             Ok(Poll::Applied(TaskEvent::ChecksPassed))
         }
@@ -204,7 +208,7 @@ async fn poll_ci(c: &mut Ctx<'_>) -> Result<Poll, FlowError> {
         }
         CiStatus::None | CiStatus::Pending { .. } => Ok(Poll::Continue),
         CiStatus::Passed { total } => {
-            record_checks(c, json!({"command": "GitHub CI", "passed": true, "output": format!("{total} check(s) passed")})).await;
+            record_checks(c, CiOutcome::Passed, format!("{total} check(s) passed")).await;
             review_summary(c, &format!("green ({total} check(s) passed)")).await;
             Ok(Poll::Applied(TaskEvent::ChecksPassed))
         }
@@ -237,11 +241,7 @@ async fn poll_ci(c: &mut Ctx<'_>) -> Result<Poll, FlowError> {
                 )
                 .await?;
             }
-            record_checks(
-                c,
-                json!({"command": "GitHub CI", "passed": false, "output": report}),
-            )
-            .await;
+            record_checks(c, CiOutcome::Failed, report.clone()).await;
             c.m.ci.ci_sha = None;
             c.m.ci.failed_sha = Some(sha);
             Ok(Poll::Applied(TaskEvent::ChecksFailed(report)))
@@ -269,16 +269,31 @@ async fn review_summary(c: &Ctx<'_>, ci: &str) {
     }
 }
 
-/// Records a CI outcome, given as the fields of a `checks` entry.
-pub(crate) async fn record_checks(c: &Ctx<'_>, payload: serde_json::Value) {
+/// How the forge's CI judged a commit, for the transcript.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CiOutcome {
+    Passed,
+    Failed,
+    /// The repository has no CI: nothing checked the work.
+    NoCi,
+}
+
+/// Records the CI's verdict in the task's transcript (best effort).
+pub(crate) async fn record_checks(c: &Ctx<'_>, outcome: CiOutcome, output: String) {
     use mainloop_domain::transcript::{ChecksEntry, TranscriptEntry};
-    let entry = match serde_json::from_value::<ChecksEntry>(payload) {
-        Ok(checks) => TranscriptEntry::Checks(checks),
-        Err(e) => {
-            tracing::warn!(error = %e, "a CI outcome is not a checks entry");
-            return;
-        }
-    };
+    let entry = TranscriptEntry::Checks(ChecksEntry {
+        command: "GitHub CI".to_owned(),
+        passed: match outcome {
+            CiOutcome::Passed => Some(true),
+            CiOutcome::Failed => Some(false),
+            CiOutcome::NoCi => None,
+        },
+        exit_code: None,
+        timed_out: false,
+        output,
+        duration_ms: None,
+        no_ci: outcome == CiOutcome::NoCi,
+    });
     if let Err(e) =
         c.rt.inner
             .engine
