@@ -187,7 +187,9 @@ async fn sqlite_on_a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers()
         .args(["--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev"])
         .args(["--proc", "/proc", "--tmpfs", "/tmp", "--size"])
         .arg((24_u64 << 20).to_string())
-        .args(["--tmpfs", DATA, "--", BIN]);
+        .args(["--tmpfs", DATA])
+        // A clone under /tmp keeps the binary there, under the tmpfs just mounted.
+        .args(["--ro-bind", BIN, BIN, "--", BIN]);
     let (mut server, log) = spawn_logged(cmd, &dir.path().join("data"));
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
     let at = |path: &str| format!("{base}{path}");
