@@ -662,6 +662,25 @@ test_jobs! {
     AfterJob = "test.after" in Pool::Effects;
 }
 
+/// Enqueues test jobs (`(key, kind)`, no payload) and wakes the dispatcher.
+async fn enqueue_test_jobs(engine: &Engine, jobs: &[(&str, &str)], lane: Option<&str>) {
+    let now = mainloop_engine::now();
+    let mut tx = engine.store_for_tests().begin().await.unwrap();
+    for (key, kind) in jobs {
+        let job = NewJob {
+            key: (*key).to_owned(),
+            kind: (*kind).to_owned(),
+            user_id: None,
+            lane: lane.map(str::to_owned),
+            payload: json!({}),
+            run_after: now,
+        };
+        tx.enqueue(&job, now).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    engine.wake_dispatcher();
+}
+
 #[derive(Debug)]
 struct Flaky {
     calls: Arc<AtomicU32>,
@@ -705,25 +724,7 @@ async fn dispatcher_retries_with_backoff_and_stops_on_fatal_errors() {
         fail_first: 0,
         fatal: true,
     }));
-    let now = mainloop_engine::now();
-    let mut tx = engine.store_for_tests().begin().await.unwrap();
-    for (key, kind) in [("a", "test.flaky"), ("b", "test.broken")] {
-        tx.enqueue(
-            &NewJob {
-                key: key.into(),
-                kind: kind.into(),
-                user_id: None,
-                lane: None,
-                payload: json!({}),
-                run_after: now,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    engine.wake_dispatcher();
+    enqueue_test_jobs(engine, &[("a", "test.flaky"), ("b", "test.broken")], None).await;
     eventually("flaky job done", || async {
         (engine
             .store_for_tests()
@@ -784,25 +785,16 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
     engine.register::<BlockJob>(Arc::new(Blocker));
     world.start().await;
     let (shutdown, owner) = (world.shutdown.clone(), world.owner.clone());
-    let now = mainloop_engine::now();
-    let mut tx = engine.store_for_tests().begin().await.unwrap();
-    for i in 0..3 {
-        tx.enqueue(
-            &NewJob {
-                key: format!("b{i}"),
-                kind: "test.block".into(),
-                user_id: None,
-                lane: None,
-                payload: json!({}),
-                run_after: now,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    engine.wake_dispatcher();
+    enqueue_test_jobs(
+        &engine,
+        &[
+            ("b0", "test.block"),
+            ("b1", "test.block"),
+            ("b2", "test.block"),
+        ],
+        None,
+    )
+    .await;
     eventually("two blockers running", || async {
         (engine
             .store_for_tests()
@@ -919,23 +911,7 @@ async fn a_job_outcome_the_database_refused_is_recorded_once_writes_return() {
         url: url.clone(),
         calls: calls.clone(),
     }));
-    let now = mainloop_engine::now();
-    let mut tx = engine.store_for_tests().begin().await.unwrap();
-    tx.enqueue(
-        &NewJob {
-            key: "refused".into(),
-            kind: "test.refused".into(),
-            user_id: None,
-            lane: None,
-            payload: json!({}),
-            run_after: now,
-        },
-        now,
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    engine.wake_dispatcher();
+    enqueue_test_jobs(&engine, &[("refused", "test.refused")], None).await;
 
     eventually("the handler ran", || async {
         (calls.load(Ordering::SeqCst) == 1).then_some(())
@@ -1013,25 +989,12 @@ async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
     engine.start(shutdown.clone()).await.unwrap();
-    let now = mainloop_engine::now();
-    let mut tx = engine.store_for_tests().begin().await.unwrap();
-    for (key, kind) in [("p", "test.panicky"), ("q", "test.after")] {
-        tx.enqueue(
-            &NewJob {
-                key: key.into(),
-                kind: kind.into(),
-                user_id: None,
-                lane: Some("one-at-a-time".into()),
-                payload: json!({}),
-                run_after: now,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    engine.wake_dispatcher();
+    enqueue_test_jobs(
+        &engine,
+        &[("p", "test.panicky"), ("q", "test.after")],
+        Some("one-at-a-time"),
+    )
+    .await;
     let engine = &engine;
     eventually(
         "the panicking job and the one after it done",
