@@ -14,32 +14,19 @@ use std::time::Duration;
 /// Far longer than the CLI needs to exit (tens of milliseconds).
 const GRACE: Duration = Duration::from_secs(30);
 
-const SCRIPT: &str = r##"
+/// This test's rule, in front of the shared resume script.
+const RULES: &str = r##"
 rules:
   - name: recall
     match: {user_contains: "What happened so far?"}
     reply: [{text: "Recalled."}]
-  - name: ask
-    match: {user_contains: "Ask me first", tool_offered: AskUserQuestion}
-    reply:
-      - text: "One question first: ASKING-MARK."
-      - tool_use:
-          name: AskUserQuestion
-          input:
-            questions:
-              - question: "Which colour?"
-                header: "Colour"
-                options: [{label: "Red", description: "warm"}, {label: "Blue", description: "cool"}]
-                multiSelect: false
-  - name: work
-    match: {user_contains: "Write the note"}
-    reply:
-      - text: "Writing the note."
-      - tool_use: {name: Bash, input: {command: "printf 'noted\\n' > note.txt && echo TOOL-OUTPUT-MARK", description: "Write the note"}}
-  - name: done
-    match: {tool_result_for: Bash}
-    reply: [{text: "The note is written: FINAL-REPLY-MARK."}]
 "##;
+
+fn script() -> String {
+    let shared = include_str!("../../../mainloop-fake-anthropic/scripts/resume.yaml");
+    let (_, rules) = shared.split_once("\nrules:\n").unwrap();
+    format!("{RULES}{rules}")
+}
 
 fn start(w: &World, session: SessionRef) -> Box<dyn AgentSession> {
     w.agent
@@ -85,12 +72,10 @@ async fn until_waiting(s: &mut Box<dyn AgentSession>) -> AgentEvent {
 #[tokio::test]
 async fn a_turn_stopped_after_it_finished_is_resumed_in_full() {
     let Some(claude) = claude_path() else { return };
-    let w = World::new(&claude, SCRIPT).await;
+    let w = World::new(&claude, &script()).await;
     let id = uuid::Uuid::new_v4().to_string();
     let mut s = start(&w, SessionRef::New(id.clone()));
-    s.send_user_message("Write the note, please.")
-        .await
-        .unwrap();
+    s.send_user_message("Please write the note.").await.unwrap();
     let end = until_waiting(&mut s).await;
     assert!(
         matches!(&end, AgentEvent::Finished { end: TurnEnd::Done, result: Some(r), .. } if r.contains("FINAL-REPLY-MARK")),
@@ -101,7 +86,7 @@ async fn a_turn_stopped_after_it_finished_is_resumed_in_full() {
 
     let sent = resume(&w, &id).await;
     for earlier in [
-        "Write the note, please.",
+        "Please write the note.",
         "Writing the note.",
         "TOOL-OUTPUT-MARK",
         "The note is written: FINAL-REPLY-MARK.",
@@ -113,10 +98,12 @@ async fn a_turn_stopped_after_it_finished_is_resumed_in_full() {
 #[tokio::test]
 async fn a_session_stopped_while_it_waits_for_an_answer_is_resumed_in_full() {
     let Some(claude) = claude_path() else { return };
-    let w = World::new(&claude, SCRIPT).await;
+    let w = World::new(&claude, &script()).await;
     let id = uuid::Uuid::new_v4().to_string();
     let mut s = start(&w, SessionRef::New(id.clone()));
-    s.send_user_message("Ask me first, please.").await.unwrap();
+    s.send_user_message("This needs a decision: ask me first.")
+        .await
+        .unwrap();
     let asked = until_waiting(&mut s).await;
     assert!(matches!(asked, AgentEvent::Question { .. }), "{asked:?}");
     // As the worker does with an agent that waited past the idle timeout.
@@ -124,7 +111,11 @@ async fn a_session_stopped_while_it_waits_for_an_answer_is_resumed_in_full() {
     assert_eq!(w.rules(), ["ask"], "stopping asked the model nothing");
 
     let sent = resume(&w, &id).await;
-    for earlier in ["Ask me first, please.", "ASKING-MARK", "Which colour?"] {
+    for earlier in [
+        "This needs a decision: ask me first.",
+        "ASKING-MARK",
+        "Which colour?",
+    ] {
         assert!(sent.contains(earlier), "the resumed turn lacks {earlier:?}");
     }
 }

@@ -11,7 +11,8 @@ use mainloop_fake_anthropic::LoggedRequest;
 use std::path::Path;
 use std::time::Duration;
 
-const SCRIPT: &str = r##"
+/// This test's rules, in front of the shared resume script.
+const RULES: &str = r##"
 rules:
   - name: fix-checks
     match: {user_contains: "checks failed"}
@@ -20,32 +21,14 @@ rules:
   - name: answered-after-resume
     match: {user_contains: "Answers to your questions"}
     reply: [{text: "Thanks, resumed with your answer."}]
-  - name: ask
-    match: {user_contains: "needs a decision", tool_offered: AskUserQuestion}
-    reply:
-      - text: "One decision first: ASKING-MARK."
-      - tool_use:
-          name: AskUserQuestion
-          input:
-            questions:
-              - question: "Which colour?"
-                header: "Colour"
-                options: [{label: "Red", description: "warm"}, {label: "Blue", description: "cool"}]
-                multiSelect: false
-  - name: work
-    match: {user_contains: "write the note"}
-    reply:
-      - text: "Writing the note."
-      - tool_use: {name: Bash, input: {command: "printf 'noted\\n' > note.txt && echo TOOL-OUTPUT-MARK", description: "Write the note"}}
-  - name: done
-    match: {tool_result_for: Bash}
-    reply: [{text: "The note is written: FINAL-REPLY-MARK."}]
 "##;
 
 async fn world(claude: &Path, check: Option<&str>, idle: Duration) -> World {
+    let shared = include_str!("../../../mainloop-fake-anthropic/scripts/resume.yaml");
+    let (_, rules) = shared.split_once("\nrules:\n").unwrap();
     World::with_idle(
         vec![claude.display().to_string()],
-        Some(SCRIPT),
+        Some(&format!("{RULES}{rules}")),
         1,
         check,
         idle,
