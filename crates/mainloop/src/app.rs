@@ -553,3 +553,31 @@ fn agent_command(configured: &str, env: &[(String, String)]) -> Vec<String> {
     }
     command
 }
+
+#[cfg(test)]
+mod tests {
+    use super::agent_command;
+
+    /// The agent is named by a path that also resolves inside the sandbox: directories
+    /// resolved, no `..` (the sandbox hides the directories such a path walks through),
+    /// its arguments kept; a bare name is left for the `PATH` lookup.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_agent_command_names_its_program_by_a_resolved_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("node_modules/.bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(dir.path().join("crates/mainloop")).unwrap();
+        std::fs::write(bin.join("claude"), "#!/bin/sh\n").unwrap();
+        let written = dir
+            .path()
+            .join("crates/mainloop/../../node_modules/.bin/claude");
+        let command = agent_command(&format!("{} --verbose", written.display()), &[]);
+        let resolved = std::fs::canonicalize(&bin).unwrap().join("claude");
+        assert_eq!(
+            command,
+            [resolved.display().to_string(), "--verbose".to_owned()]
+        );
+        assert_eq!(agent_command("claude", &[]), ["claude"]);
+    }
+}
