@@ -64,6 +64,9 @@ struct Cli {
     /// A run whose tasks are not all merged after this many seconds fails.
     #[arg(long, default_value_t = 150)]
     run_limit_secs: u64,
+    /// The server's log filter (`MAINLOOP_LOG__FILTER`), e.g. `info` to read a failed run.
+    #[arg(long, default_value = "warn")]
+    log_filter: String,
     /// Plant a fault to show the checks catch it (the run must then fail).
     #[arg(long, value_enum)]
     plant: Option<run::Plant>,
@@ -191,6 +194,7 @@ async fn main_async(cli: Cli) -> Result<bool> {
         kill_every: (Duration::from_millis(1500), Duration::from_millis(6000)),
         chatter: cli.chatter,
         time_limit: Duration::from_secs(cli.run_limit_secs),
+        log_filter: cli.log_filter.clone(),
         keep: cli.keep,
         plant: cli.plant,
     };

@@ -32,6 +32,7 @@ pub struct Settings {
     pub kill_every: (Duration, Duration),
     pub chatter: usize,
     pub time_limit: Duration,
+    pub log_filter: String,
     pub keep: bool,
     pub plant: Option<Plant>,
 }
@@ -142,6 +143,7 @@ fn plans(rng: &mut Rng, n: usize, run: u32, local_repo: &Path) -> Vec<Plan> {
 
 fn environment(
     world: &Path,
+    log_filter: &str,
     sandbox: &str,
     model: &str,
     claude: &Path,
@@ -156,7 +158,7 @@ fn environment(
             "MAINLOOP_DATA_DIR",
             world.join("data").display().to_string(),
         ),
-        ("MAINLOOP_LOG__FILTER", "warn".to_owned()),
+        ("MAINLOOP_LOG__FILTER", log_filter.to_owned()),
         ("MAINLOOP_DISPATCHER__BACKOFF_BASE_MS", "50".to_owned()),
         ("MAINLOOP_DISPATCHER__BACKOFF_MAX_MS", "500".to_owned()),
         ("ANTHROPIC_BASE_URL", model.to_owned()),
@@ -245,6 +247,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         port: free_port()?,
         env: environment(
             &world,
+            &settings.log_filter,
             sandbox,
             &fake_model.base_url(),
             &settings.claude,

@@ -31,8 +31,12 @@ enabled = true
 session_ttl_hours = 720
 
 [model]
-# "anthropic", or "none" to run without a model.
-provider = "anthropic"
+# What answers the chat: "anthropic" (the API, with api_key), "claude-code" (your own
+# `claude` login, with mainloop's tools over MCP), or "none". Unset: "anthropic" when an
+# API key is set, else "claude-code" when `claude` is found.
+# provider = "claude-code"
+# --model for the claude-code main thread (default: Claude Code's own).
+# claude_code_model = "sonnet"
 # API key; also read from $ANTHROPIC_API_KEY. Prefer the environment over this file.
 # api_key = "sk-ant-..."
 # Messages API base URL; also read from $ANTHROPIC_BASE_URL.

@@ -93,23 +93,45 @@ pub struct AuthConfig {
     pub session_ttl_hours: u64,
 }
 
-/// Which model API the main thread talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// What answers the main thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ModelProviderKind {
     /// The Anthropic Messages API (or anything speaking it, via `base_url`).
-    #[default]
     Anthropic,
+    /// The user's own Claude Code (`claude`, on its login or its `ANTHROPIC_*`/
+    /// `CLAUDE_CODE_OAUTH_TOKEN` credentials), with mainloop's tools over MCP.
+    ClaudeCode,
     /// No model: the server runs, but the chat cannot answer.
     None,
+}
+
+impl ModelProviderKind {
+    /// The name used in configuration and the API.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::ClaudeCode => "claude-code",
+            Self::None => "none",
+        }
+    }
 }
 
 /// The language model behind the main thread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// `"anthropic"` or `"none"`. Default `"anthropic"`. Env: `MAINLOOP_MODEL__PROVIDER`.
-    pub provider: ModelProviderKind,
+    /// `"anthropic"`, `"claude-code"` or `"none"`. Default: unset, which picks
+    /// `anthropic` when an API key is configured, else `claude-code` when the `claude`
+    /// command (`workers.claude_command`) is found. Env: `MAINLOOP_MODEL__PROVIDER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ModelProviderKind>,
+
+    /// `--model` for the `claude-code` main thread. Default: unset (Claude Code's own
+    /// default). Env: `MAINLOOP_MODEL__CLAUDE_CODE_MODEL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claude_code_model: Option<String>,
 
     /// API key for the provider. Default: unset (the chat cannot answer until it is set).
     /// Env: `MAINLOOP_MODEL__API_KEY`, or the conventional `ANTHROPIC_API_KEY`.
@@ -386,7 +408,8 @@ impl Default for AuthConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            provider: ModelProviderKind::Anthropic,
+            provider: None,
+            claude_code_model: None,
             api_key: None,
             base_url: "https://api.anthropic.com".to_owned(),
             name: "claude-sonnet-4-5".to_owned(),
@@ -521,9 +544,13 @@ impl Config {
         }
     }
 
-    /// Whether the main thread can talk to a model: a provider is chosen and has an API key.
+    /// Whether the Anthropic API can answer the main thread: it is chosen (or nothing is)
+    /// and an API key is set.
     pub fn model_configured(&self) -> bool {
-        self.model.provider != ModelProviderKind::None && self.model.api_key.is_some()
+        matches!(
+            self.model.provider,
+            None | Some(ModelProviderKind::Anthropic)
+        ) && self.model.api_key.is_some()
     }
 
     /// The effective configuration as TOML, for `mainloop print-config`: secrets appear as

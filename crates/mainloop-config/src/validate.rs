@@ -57,11 +57,21 @@ impl Config {
         positive("auth.session_ttl_hours", self.auth.session_ttl_hours)?;
 
         let model = &self.model;
-        if model.provider != ModelProviderKind::None {
+        if model.provider != Some(ModelProviderKind::None) {
             http_url("model.base_url", &model.base_url)?;
             if model.name.trim().is_empty() {
                 return Err(invalid("model.name", "must not be empty"));
             }
+        }
+        if model
+            .claude_code_model
+            .as_ref()
+            .is_some_and(|m| m.trim().is_empty() || m.starts_with('-'))
+        {
+            return Err(invalid(
+                "model.claude_code_model",
+                "must be a model name (not empty, not starting with '-')",
+            ));
         }
         if model
             .api_key

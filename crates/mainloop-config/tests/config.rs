@@ -64,7 +64,7 @@ fn defaults() -> TestResult {
     assert_eq!(config.listen, "127.0.0.1:8080".parse::<SocketAddr>()?);
     assert!(config.auth.enabled);
     assert_eq!(config.auth.session_ttl_hours, 720);
-    assert_eq!(config.model.provider, ModelProviderKind::Anthropic);
+    assert_eq!(config.model.provider, None);
     assert_eq!(config.model.base_url, "https://api.anthropic.com");
     assert_eq!(config.model.name, "claude-sonnet-4-5");
     assert_eq!(config.model.max_tokens, 4096);
@@ -150,7 +150,7 @@ fn env_overrides_file() -> TestResult {
     assert_eq!(config.model.max_tokens, 1000, "file value survives");
     assert!(!config.auth.enabled);
     assert_eq!(config.limits.max_body_bytes, 2048);
-    assert_eq!(config.model.provider, ModelProviderKind::None);
+    assert_eq!(config.model.provider, Some(ModelProviderKind::None));
     assert_eq!(config.log.filter, "debug,hyper=warn");
     Ok(())
 }
@@ -588,6 +588,20 @@ fn model_configured_needs_provider_and_key() -> TestResult {
         ]),
     )?;
     assert!(!no_provider.model_configured());
+    let claude_code = Config::load_from(
+        None,
+        &fx.env(&[
+            ("ANTHROPIC_API_KEY", "k"),
+            ("MAINLOOP_MODEL__PROVIDER", "claude-code"),
+        ]),
+    )?;
+    assert_eq!(
+        claude_code.model.provider,
+        Some(ModelProviderKind::ClaudeCode)
+    );
+    assert!(!claude_code.model_configured());
+    let bad = Config::load_from(None, &fx.env(&[("MAINLOOP_MODEL__PROVIDER", "claude")]));
+    assert!(bad.is_err(), "an unknown provider is refused: {bad:?}");
     Ok(())
 }
 

@@ -318,7 +318,7 @@ async fn run_tools(
         let Some((id, name, input)) = block.as_tool_use() else {
             continue;
         };
-        let (result, is_error) = match tx.tool_call(id).await? {
+        let (result, is_error) = match tx.tool_call(user, id).await? {
             Some(recorded) => recorded,
             None => {
                 let (result, is_error) =

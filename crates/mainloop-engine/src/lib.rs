@@ -34,6 +34,7 @@ pub use notifications::{
 };
 pub use runtime::{ForgeSummary, Workspaces};
 pub use tasks::{CreateTask, PlanAction, ReviewAction};
+pub use tools::tool_specs;
 
 use dispatcher::Dispatcher;
 use hub::Hub;

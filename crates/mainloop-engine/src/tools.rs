@@ -104,6 +104,42 @@ fn task_id(raw: &str) -> std::result::Result<TaskId, String> {
         .map_err(|_| format!("'{raw}' is not a task id"))
 }
 
+impl Engine {
+    /// Runs one main-thread tool for `user` from outside a chat turn's own loop (the MCP
+    /// server). With `tool_use_id` (the model's id, which Claude Code passes along with
+    /// each call) the call is recorded under it in the transaction of its side effect, so
+    /// a replayed turn calling it again reads back the first result; without one it runs
+    /// each time. Returns the result text and whether it is an error the caller made.
+    ///
+    /// # Errors
+    /// Storage failures only; bad input comes back as an error result.
+    pub async fn call_tool(
+        &self,
+        user: UserId,
+        tool_use_id: Option<&str>,
+        name: &str,
+        input: &Value,
+    ) -> Result<(String, bool)> {
+        let at = crate::now();
+        let mut tx = self.store().begin().await?;
+        if let Some(id) = tool_use_id
+            && let Some(recorded) = tx.tool_call(user, id).await?
+        {
+            return Ok(recorded);
+        }
+        let id =
+            tool_use_id.map_or_else(|| format!("call-{}", uuid::Uuid::now_v7()), str::to_owned);
+        let (result, is_error) = execute(&mut tx, self, user, &id, name, input, at).await?;
+        if tool_use_id.is_some() {
+            tx.record_tool_call(user, &id, name, &result, is_error, at)
+                .await?;
+        }
+        tx.commit().await?;
+        self.wake_dispatcher();
+        Ok((result, is_error))
+    }
+}
+
 /// Runs one tool call. The outer error is for storage failures (the turn is retried);
 /// anything the model did wrong comes back as an error result it can read.
 pub(crate) async fn execute(

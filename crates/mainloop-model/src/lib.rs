@@ -1,6 +1,11 @@
 //! The model-provider port: the request the main thread sends, the streamed reply it
 //! gets back, and the errors a provider may report. Implementations live in adapter
-//! crates (e.g. `mainloop-anthropic`); the binary picks one.
+//! crates (e.g. `mainloop-anthropic`); the binary picks one. A main thread that is an
+//! agent session of its own (Claude Code) is the [`session`] port instead.
+
+pub mod session;
+
+pub use session::{ProviderStatus, SessionEvent, SessionProvider, SessionTurn, TurnUsage};
 
 use futures::stream::BoxStream;
 use mainloop_domain::chat::{ContentBlock, ModelMessage};
@@ -85,6 +90,10 @@ pub enum ModelError {
     Transport(String),
     #[error("the provider's reply could not be understood: {0}")]
     Protocol(String),
+    /// The provider could not reach mainloop's tools (its MCP connection failed), so it
+    /// must not answer without them.
+    #[error("the model could not reach mainloop's tools: {0}")]
+    ToolsUnavailable(String),
 }
 
 impl ModelError {
@@ -98,6 +107,7 @@ impl ModelError {
                 | Self::Server { .. }
                 | Self::Transport(_)
                 | Self::Protocol(_)
+                | Self::ToolsUnavailable(_)
         )
     }
 

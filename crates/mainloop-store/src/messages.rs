@@ -171,15 +171,23 @@ impl Tx {
         })
     }
 
-    /// The recorded result of a tool call, if it already ran.
+    /// The recorded result of `user`'s tool call, if it already ran. Another user's call
+    /// under the same id is not theirs to read.
     ///
     /// # Errors
     /// On database failure.
-    pub async fn tool_call(&mut self, tool_use_id: &str) -> Result<Option<(String, bool)>> {
-        let row = sqlx::query("SELECT result, is_error FROM tool_calls WHERE tool_use_id = $1")
-            .bind(tool_use_id)
-            .fetch_optional(self.conn())
-            .await?;
+    pub async fn tool_call(
+        &mut self,
+        user: UserId,
+        tool_use_id: &str,
+    ) -> Result<Option<(String, bool)>> {
+        let row = sqlx::query(
+            "SELECT result, is_error FROM tool_calls WHERE tool_use_id = $1 AND user_id = $2",
+        )
+        .bind(tool_use_id)
+        .bind(user.to_string())
+        .fetch_optional(self.conn())
+        .await?;
         row.map(|r| Ok((r.try_get("result")?, to_bool(r.try_get("is_error")?))))
             .transpose()
     }

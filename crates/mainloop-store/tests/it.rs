@@ -72,6 +72,7 @@ both_backends!(
     inbox_order_resolution_and_isolation,
     messages_thread_order_paging_and_summary,
     tool_calls_are_recorded_once,
+    main_sessions_and_turn_usage,
     migrations_are_idempotent,
     vapid_keys_are_made_once,
     push_subscriptions_upsert_by_endpoint_and_are_scoped_by_user,
@@ -861,17 +862,20 @@ async fn messages_thread_order_paging_and_summary(store: Store) {
 
 async fn tool_calls_are_recorded_once(store: Store) {
     let a = user(&store, "a").await;
+    let b = user(&store, "b").await;
     let mut tx = store.begin().await.unwrap();
-    assert!(tx.tool_call("toolu_1").await.unwrap().is_none());
+    assert!(tx.tool_call(a, "toolu_1").await.unwrap().is_none());
     tx.record_tool_call(a, "toolu_1", "spawn_task", "{\"ok\":1}", false, at(1))
         .await
         .unwrap();
     tx.commit().await.unwrap();
     let mut tx = store.begin().await.unwrap();
     assert_eq!(
-        tx.tool_call("toolu_1").await.unwrap(),
+        tx.tool_call(a, "toolu_1").await.unwrap(),
         Some(("{\"ok\":1}".into(), false))
     );
+    // Another user naming the same id reads nothing of the first user's.
+    assert!(tx.tool_call(b, "toolu_1").await.unwrap().is_none());
     assert!(matches!(
         tx.record_tool_call(a, "toolu_1", "spawn_task", "x", true, at(2))
             .await,
@@ -1320,4 +1324,61 @@ async fn sqlite_locked_by_another_process_is_unavailable_within_a_bound_and_writ
         store.events_after(a, EventId(0), 10).await.unwrap().len(),
         2
     );
+}
+
+async fn main_sessions_and_turn_usage(store: Store) {
+    let a = user(&store, "a").await;
+    assert!(
+        store
+            .main_session(a, "claude-code")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut tx = store.begin().await.unwrap();
+    tx.put_main_session(a, "claude-code", None, 4, at(1))
+        .await
+        .unwrap();
+    tx.put_main_session(a, "claude-code", Some("s-1"), 9, at(2))
+        .await
+        .unwrap();
+    // Never backwards, and a missing id keeps the known one.
+    tx.put_main_session(a, "claude-code", None, 3, at(3))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let s = store.main_session(a, "claude-code").await.unwrap().unwrap();
+    assert_eq!((s.session_id.as_deref(), s.delivered_pos), (Some("s-1"), 9));
+    let turn = MessageId::new_v7(at(1));
+    let row = |input, cost| mainloop_store::TurnUsageRow {
+        provider: "claude-code".into(),
+        model: "m".into(),
+        input_tokens: input,
+        output_tokens: 2,
+        cost_usd: cost,
+        ..Default::default()
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.add_turn_usage(a, turn, &row(10, None), at(4))
+        .await
+        .unwrap();
+    tx.add_turn_usage(a, turn, &row(5, Some(0.25)), at(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        tx.turn_usage(turn).await.unwrap(),
+        Some((15, 4, Some(0.25)))
+    );
+    tx.forget_main_session(a, "claude-code").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        store
+            .main_session(a, "claude-code")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let totals = store.usage_totals(a).await.unwrap();
+    assert_eq!((totals.turns, totals.input_tokens), (1, 15));
+    assert!((totals.cost_usd - 0.25).abs() < 1e-9);
 }

@@ -98,7 +98,7 @@ fn engine_config(config: &Config, single_process: bool) -> EngineConfig {
 
 fn model_provider(config: &Config) -> Result<Option<Arc<dyn ModelProvider>>> {
     match (&config.model.provider, &config.model.api_key) {
-        (ModelProviderKind::Anthropic, Some(key)) => {
+        (None | Some(ModelProviderKind::Anthropic), Some(key)) => {
             let mut anthropic =
                 AnthropicConfig::new(key.expose().to_owned().into(), &config.model.name);
             anthropic.base_url.clone_from(&config.model.base_url);
@@ -107,13 +107,13 @@ fn model_provider(config: &Config) -> Result<Option<Arc<dyn ModelProvider>>> {
                 AnthropicProvider::new(anthropic).context("setting up the Anthropic client")?;
             Ok(Some(Arc::new(provider)))
         }
-        (ModelProviderKind::Anthropic, None) => {
+        (None | Some(ModelProviderKind::Anthropic), None) => {
             tracing::warn!(
                 "no model API key configured (ANTHROPIC_API_KEY); chat will explain how to set one"
             );
             Ok(None)
         }
-        (ModelProviderKind::None, _) => Ok(None),
+        (Some(ModelProviderKind::None | ModelProviderKind::ClaudeCode), _) => Ok(None),
     }
 }
 
