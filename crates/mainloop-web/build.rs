@@ -22,6 +22,7 @@ const WEB_INPUTS: &[&str] = &[
     "src",
     "public",
     "index.html",
+    "docs.html",
     "package.json",
     "package-lock.json",
     "vite.config.ts",

@@ -133,7 +133,7 @@ test("failures arrive live without taking focus from the chat box, retry in plac
 test("main screens pass automated accessibility checks and work from the keyboard", async ({ page }, info) => {
   await open(page);
   await w.api(page, "POST", "/tasks", { description: "a task that fails", repo: w.repo });
-  for (const path of ["/", "/inbox", "/settings"]) {
+  for (const path of ["/", "/inbox", "/settings", "/new"]) {
     await page.goto(`${w.base}${path}`);
     await expect(page.getByTestId("connection")).toHaveAttribute("data-state", "live");
     const results = await new AxeBuilder({ page }).withTags(["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]).analyze();

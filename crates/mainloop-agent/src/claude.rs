@@ -303,6 +303,43 @@ async fn write_stdin(
     }
 }
 
+/// Reads `stdout` as lines into a channel, for an adapter that reads the stream-json
+/// lines itself (the main thread's). A line over `max_line_bytes` is dropped with a
+/// warning; the channel closes at the end of the output.
+pub fn line_reader(
+    stdout: impl AsyncRead + Unpin + Send + 'static,
+    max_line_bytes: usize,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while let Ok(Some(len)) = read_line_capped(&mut reader, &mut buf, max_line_bytes).await {
+            if len > max_line_bytes {
+                tracing::warn!(len, "dropped an output line over the size limit");
+                continue;
+            }
+            if tx
+                .send(String::from_utf8_lossy(&buf).into_owned())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Keeps the last [`STDERR_TAIL_LINES`] lines of `stderr` (for failure reports).
+pub fn stderr_tail(
+    stderr: impl AsyncRead + Unpin + Send + 'static,
+) -> Arc<Mutex<VecDeque<String>>> {
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
+    tokio::spawn(read_stderr(stderr, Arc::clone(&tail)));
+    tail
+}
+
 async fn read_stdout(
     stdout: impl AsyncRead + Unpin,
     events: mpsc::Sender<AgentEvent>,

@@ -7,6 +7,7 @@ pub mod doc;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod mcp;
 pub mod routes;
 
 use axum::Router;
@@ -93,6 +94,7 @@ pub fn router_with_shutdown(
         .route("/auth/me", get(auth::me))
         .route("/chat", post(chat::post_chat))
         .route("/chat/messages", get(chat::messages))
+        .route("/model", get(routes::model::get))
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/answers", post(tasks::answers))
@@ -116,6 +118,7 @@ pub fn router_with_shutdown(
         .route("/projects/{id}", get(projects::get))
         .route("/events", get(events::events))
         .route("/webhooks/github", post(routes::webhooks::github))
+        .nest_service("/mcp", mcp::service(&state))
         // Nested, so the JSON 404 covers `/api/*` only and the binary stays free to
         // serve the web app from its own fallback.
         .fallback(unknown_route)
@@ -162,7 +165,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
 #[openapi(
     info(
         title = "mainloop",
-        description = "One conversation with an AI that runs parallel coding workers, and one inbox for what needs you.\n\nAuthenticate with `Authorization: Bearer <api token>`, or sign in (`POST /api/auth/login`) for the `mainloop_session` cookie; cookie-authenticated POSTs need an `Origin` matching the `Host`. Errors are `{\"error\":{\"code\",\"message\"}}`."
+        description = "One conversation with an AI that runs parallel coding workers, and one inbox for what needs you.\n\nAuthenticate with `Authorization: Bearer <api token>`, or sign in (`POST /api/auth/login`) for the `mainloop_session` cookie; cookie-authenticated POSTs need an `Origin` matching the `Host`. Errors are `{\"error\":{\"code\",\"message\"}}`.\n\n`/api/mcp` is not a REST operation: it is an MCP server (Streamable HTTP, stateless) offering the same actions as tools to MCP clients, authenticated the same way; see docs/MCP.md."
     ),
     paths(
         routes::health::health,
@@ -172,6 +175,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         auth::me,
         routes::chat::post_chat,
         routes::chat::messages,
+        routes::model::get,
         routes::tasks::list,
         routes::tasks::create,
         routes::tasks::get,

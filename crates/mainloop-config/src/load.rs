@@ -35,6 +35,9 @@ pub const NOT_CONFIGURATION: &[&str] = &[
     "MAINLOOP_BENCH_KEEP",
     "MAINLOOP_BIN_DIR",
     "MAINLOOP_CHROMIUM",
+    // The command-line client's server and token.
+    "MAINLOOP_SERVER",
+    "MAINLOOP_TOKEN",
 ];
 
 /// Variables other tools already use for the same settings. They sit below `MAINLOOP_*` so an

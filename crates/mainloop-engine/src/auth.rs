@@ -15,7 +15,7 @@ pub const API_TOKEN_PREFIX: &str = "mlt_";
 const SESSION_PREFIX: &str = "mls_";
 
 /// A new random token with `prefix`: 256 bits from the OS generator.
-fn new_token(prefix: &str) -> String {
+pub(crate) fn new_token(prefix: &str) -> String {
     let mut bytes = [0_u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
@@ -81,11 +81,15 @@ impl Engine {
         Ok(token)
     }
 
-    /// The user an API token belongs to.
+    /// The user an API token belongs to (or a main-thread session's credential, which
+    /// lives in this process only).
     ///
     /// # Errors
     /// On storage failure.
     pub async fn authenticate_token(&self, token: &str) -> Result<Option<User>> {
+        if let Some(user) = self.main_thread_user(token) {
+            return Ok(self.store().user(user).await?);
+        }
         Ok(self
             .store()
             .user_for_token(&hash_token(token), TokenKind::Api, now())

@@ -18,7 +18,7 @@ use mainloop_domain::event::EventName;
 use mainloop_domain::records::{ChatMessage, MessageKind};
 use mainloop_domain::{MessageId, UserId};
 use mainloop_model::{ModelError, ModelProvider, ModelRequest, ModelResponse, StreamEvent};
-use mainloop_store::{NewMessage, StoreError, Summary};
+use mainloop_store::{NewMessage, StoreError, Summary, TurnUsageRow};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -43,9 +43,15 @@ Merge the previous summary and the new messages into one updated summary. Keep d
 preferences, open questions, facts needed later, and every task spawned (with its id and \
 repository). Write plain prose and short lists; no preamble.";
 
-const NOT_CONFIGURED: &str = "No model provider is configured, so I cannot answer yet. \
-Set `ANTHROPIC_API_KEY` (or `model.api_key` in mainloop.toml) and restart `mainloop serve`; \
-`mainloop print-config` shows the effective settings.";
+/// The reply when nothing can answer.
+pub(crate) fn not_configured(why: &str) -> String {
+    let why = if why.is_empty() {
+        "No model provider can answer"
+    } else {
+        why
+    };
+    format!("I cannot answer yet: {why}. {}", crate::main_thread::HELP)
+}
 
 const MAX_TOOL_TEXT: usize = 2_000;
 
@@ -114,11 +120,11 @@ impl Engine {
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| EngineError::Internal(e.to_string()))
 }
 
-fn storage(e: impl Into<EngineError>) -> JobError {
+pub(crate) fn storage(e: impl Into<EngineError>) -> JobError {
     let e: EngineError = e.into();
     match e {
         EngineError::Internal(m) => JobError::fatal(m),
@@ -149,6 +155,9 @@ async fn run_turn(payload: ChatTurn, ctx: JobContext) -> std::result::Result<(),
         .await
         .map_err(storage)?
         .ok_or_else(|| JobError::fatal("the message to answer no longer exists"))?;
+    if let Some(session) = engine.session_provider() {
+        return crate::chat_session::run(&ctx, user, &trigger, session.as_ref()).await;
+    }
     for _ in 0..engine.config().max_tool_rounds {
         let turn = engine
             .store()
@@ -171,7 +180,12 @@ async fn run_turn(payload: ChatTurn, ctx: JobContext) -> std::result::Result<(),
             continue;
         }
         let Some(model) = engine.model().cloned() else {
-            return finish_with_text(&ctx, user, &trigger, NOT_CONFIGURED).await;
+            let why = engine
+                .main_thread_status(user)
+                .await
+                .map_err(storage)?
+                .reason;
+            return finish_with_text(&ctx, user, &trigger, &not_configured(&why)).await;
         };
         // The context is read once per model call; compaction only trims it.
         let mut summary = engine.store().latest_summary(user).await.map_err(storage)?;
@@ -198,7 +212,21 @@ async fn run_turn(payload: ChatTurn, ctx: JobContext) -> std::result::Result<(),
             Err(e) => return model_failure(&ctx, user, &trigger, &e).await,
         };
         let done = response.tool_uses().is_empty();
-        store_reply(&ctx, user, &trigger, response.content, done).await?;
+        let usage = TurnUsageRow {
+            provider: "anthropic".to_owned(),
+            model: response.model.clone(),
+            input_tokens: to_i64(response.usage.input_tokens),
+            output_tokens: to_i64(response.usage.output_tokens),
+            cache_read_tokens: to_i64(response.usage.cache_read_input_tokens),
+            cache_write_tokens: to_i64(response.usage.cache_creation_input_tokens),
+            cost_usd: None,
+        };
+        let end = Reply {
+            last: done,
+            usage: Some(&usage),
+            session: None,
+        };
+        store_reply(&ctx, user, &trigger, response.content, &end).await?;
         if done {
             return Ok(());
         }
@@ -212,25 +240,46 @@ async fn run_turn(payload: ChatTurn, ctx: JobContext) -> std::result::Result<(),
     .await
 }
 
+pub(crate) fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Ends the turn with a fixed assistant text (no model available, or it failed for good).
-async fn finish_with_text(
+pub(crate) async fn finish_with_text(
     ctx: &JobContext,
     user: UserId,
     trigger: &ChatMessage,
     text: &str,
 ) -> std::result::Result<(), JobError> {
-    store_reply(ctx, user, trigger, vec![ContentBlock::text(text)], true).await
+    let end = Reply {
+        last: true,
+        usage: None,
+        session: None,
+    };
+    store_reply(ctx, user, trigger, vec![ContentBlock::text(text)], &end).await
+}
+
+/// What commits with a stored reply besides the message.
+#[derive(Debug)]
+pub(crate) struct Reply<'a> {
+    /// The turn's final reply: the job completes in the same transaction.
+    pub last: bool,
+    /// What the model call used.
+    pub usage: Option<&'a TurnUsageRow>,
+    /// The session provider whose session has now been told everything up to here.
+    pub session: Option<&'a str>,
 }
 
 /// Stores an assistant message of the turn with its event; a final one completes the
 /// turn's job in the same transaction, so the answer and the job's end commit together.
-async fn store_reply(
+pub(crate) async fn store_reply(
     ctx: &JobContext,
     user: UserId,
     trigger: &ChatMessage,
     content: Vec<ContentBlock>,
-    last: bool,
+    end: &Reply<'_>,
 ) -> std::result::Result<(), JobError> {
+    let last = end.last;
     let engine = &ctx.engine;
     let at = now();
     let mut tx = engine.store().begin().await.map_err(storage)?;
@@ -256,6 +305,16 @@ async fn store_reply(
     )
     .await
     .map_err(storage)?;
+    if let Some(usage) = end.usage {
+        tx.add_turn_usage(user, trigger.id, usage, at)
+            .await
+            .map_err(storage)?;
+    }
+    if let Some(provider) = end.session {
+        tx.put_main_session(user, provider, None, msg.thread_pos, at)
+            .await
+            .map_err(storage)?;
+    }
     if last
         && !tx
             .complete_job(ctx.job.id, &ctx.owner, at)
@@ -270,7 +329,7 @@ async fn store_reply(
 }
 
 /// A model error: tell the user, then retry later or give up with an explanation.
-async fn model_failure(
+pub(crate) async fn model_failure(
     ctx: &JobContext,
     user: UserId,
     trigger: &ChatMessage,
@@ -357,12 +416,8 @@ fn thread(messages: &[ChatMessage]) -> Vec<ThreadMessage> {
         .collect()
 }
 
-async fn build_request(
-    engine: &Engine,
-    user: UserId,
-    summary: Option<&Summary>,
-    messages: &[ChatMessage],
-) -> Result<ModelRequest> {
+/// The system prompt, with the repositories the user has worked in.
+pub(crate) async fn system_prompt(engine: &Engine, user: UserId) -> Result<String> {
     let projects = engine.store().projects(user).await?;
     let mut system = SYSTEM_PROMPT.to_owned();
     if !projects.is_empty() {
@@ -370,8 +425,17 @@ async fn build_request(
         let repos: Vec<&str> = projects.iter().take(20).map(|p| p.repo.as_str()).collect();
         system.push_str(&repos.join(", "));
     }
+    Ok(system)
+}
+
+async fn build_request(
+    engine: &Engine,
+    user: UserId,
+    summary: Option<&Summary>,
+    messages: &[ChatMessage],
+) -> Result<ModelRequest> {
     Ok(ModelRequest {
-        system,
+        system: system_prompt(engine, user).await?,
         messages: build_context(summary.map(|s| s.text.as_str()), &thread(messages)),
         tools: tool_specs(),
         max_tokens: engine.config().max_tokens,
@@ -389,32 +453,35 @@ async fn stream_reply(
     let mut stream = model.stream(request);
     while let Some(item) = stream.next().await {
         match item? {
-            StreamEvent::TextDelta(text) => {
-                let at = now();
-                let written = async {
-                    // Deltas only preview the reply, which is stored whole at the end;
-                    // they need not survive a power failure.
-                    let mut tx = engine.store().begin_relaxed().await?;
-                    tx.append_event(
-                        user,
-                        EventName::ChatDelta,
-                        &json!({"turn_id": trigger.id, "text": text}),
-                        at,
-                    )
-                    .await?;
-                    tx.commit().await
-                };
-                // A lost delta only costs the live preview; the stored reply is whole.
-                if let Err(e) = written.await {
-                    tracing::warn!(error = %e, "could not record a chat delta");
-                }
-            }
+            StreamEvent::TextDelta(text) => record_delta(engine, user, trigger, &text).await,
             StreamEvent::Done(response) => return Ok(response),
         }
     }
     Err(ModelError::Protocol(
         "the reply ended without completing".into(),
     ))
+}
+
+/// Records a piece of the reply as a `chat.delta` event.
+pub(crate) async fn record_delta(engine: &Engine, user: UserId, trigger: &ChatMessage, text: &str) {
+    let at = now();
+    let written = async {
+        // Deltas only preview the reply, which is stored whole at the end; they need
+        // not survive a power failure.
+        let mut tx = engine.store().begin_relaxed().await?;
+        tx.append_event(
+            user,
+            EventName::ChatDelta,
+            &json!({"turn_id": trigger.id, "text": text}),
+            at,
+        )
+        .await?;
+        tx.commit().await
+    };
+    // A lost delta only costs the live preview; the stored reply is whole.
+    if let Err(e) = written.await {
+        tracing::warn!(error = %e, "could not record a chat delta");
+    }
 }
 
 fn render_for_summary(m: &ChatMessage) -> String {

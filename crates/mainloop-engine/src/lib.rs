@@ -8,10 +8,12 @@
 
 mod auth;
 mod chat;
+mod chat_session;
 mod dispatcher;
 mod error;
 mod hub;
 mod jobs;
+mod main_thread;
 mod notifications;
 mod reads;
 mod runtime;
@@ -27,6 +29,7 @@ pub use jobs::{
     BackgroundJob, ChatTurn, CommitWork, ForgeSync, ForgeWatch, Handler, Merge, Pool, RunAgent,
     RunChecks, Step, StopAgent, TaskJob, enqueue,
 };
+pub use main_thread::{HELP as MAIN_THREAD_HELP, MainChoice, MainStatus};
 pub use mainloop_store::{NotificationSettings, PushSubscription, TaskForge, VapidKeys};
 pub use notifications::{
     Notification, NotificationKind, NotificationOverview, RegisterPush, validate_ntfy_url,
@@ -139,6 +142,7 @@ struct Inner {
     workspaces: std::sync::RwLock<Option<Arc<dyn Workspaces>>>,
     /// The forge the projects view reads, with its web host.
     forge: std::sync::RwLock<Option<(Arc<dyn mainloop_forge::Forge>, String)>>,
+    main: main_thread::MainThread,
 }
 
 /// A job kind's handler and the dispatcher pool that runs it.
@@ -165,6 +169,7 @@ impl Engine {
                 )])),
                 workspaces: std::sync::RwLock::new(None),
                 forge: std::sync::RwLock::new(None),
+                main: main_thread::MainThread::default(),
             }),
         };
         engine.register::<ChatTurn>(Arc::new(chat::ChatTurnHandler));

@@ -121,17 +121,23 @@ impl Engine {
         input: &Value,
     ) -> Result<(String, bool)> {
         let at = crate::now();
+        // A call the main thread's session makes again in a replayed turn comes under a
+        // new tool_use id; the turn's own key finds the first one.
+        let turn_key = self.turn_call_key(user, name, input);
+        let keys: Vec<&str> = tool_use_id.into_iter().chain(turn_key.as_deref()).collect();
         let mut tx = self.store().begin().await?;
-        if let Some(id) = tool_use_id
-            && let Some(recorded) = tx.tool_call(user, id).await?
-        {
-            return Ok(recorded);
+        for key in &keys {
+            if let Some(recorded) = tx.tool_call(user, key).await? {
+                return Ok(recorded);
+            }
         }
-        let id =
-            tool_use_id.map_or_else(|| format!("call-{}", uuid::Uuid::now_v7()), str::to_owned);
+        let id = keys.first().map_or_else(
+            || format!("call-{}", uuid::Uuid::now_v7()),
+            |k| (*k).to_owned(),
+        );
         let (result, is_error) = execute(&mut tx, self, user, &id, name, input, at).await?;
-        if tool_use_id.is_some() {
-            tx.record_tool_call(user, &id, name, &result, is_error, at)
+        for key in &keys {
+            tx.record_tool_call(user, key, name, &result, is_error, at)
                 .await?;
         }
         tx.commit().await?;
@@ -204,9 +210,12 @@ pub(crate) async fn execute(
             Err(e) => Ok(Err(e)),
         },
         "cancel_task" => match parse::<TaskInput>(input).and_then(|i| task_id(&i.task_id)) {
-            Ok(id) => apply_in(tx, user, id, TaskEvent::CancelRequested, at)
-                .await
-                .map(|t| Ok(summary(&t))),
+            Ok(id) => match apply_in(tx, user, id, TaskEvent::CancelRequested, at).await {
+                Ok(t) => Ok(Ok(summary(&t))),
+                // Another user's task reads as no task at all, as for get_task.
+                Err(EngineError::NotFound(_)) => Ok(Err(format!("no task {id}"))),
+                Err(e) => Err(e),
+            },
             Err(e) => Ok(Err(e)),
         },
         other => Ok(Err(format!("unknown tool '{other}'"))),

@@ -49,6 +49,9 @@ pub enum SessionEvent {
     },
     /// The turn ended; the last `Message` was the reply.
     Done(TurnUsage),
+    /// The session to resume is gone (never saved, or deleted): the turn ends here, and
+    /// the next one should start a new session and tell it the thread again.
+    Lost,
 }
 
 /// What a turn used.

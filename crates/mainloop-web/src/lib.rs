@@ -1,6 +1,7 @@
 //! The web app, embedded at build time (see `build.rs`), and serving it: exact files with
 //! their cache policy, precompressed forms chosen by `Accept-Encoding`, `index.html` for
-//! client-side routes, and the security headers. No Node.js at runtime.
+//! client-side routes, the API reference page (`docs.html`) for `/api/docs`, and the
+//! security headers. No Node.js at runtime.
 
 mod content_type;
 mod encoding;
@@ -10,6 +11,7 @@ use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, Request, StatusCode};
 use axum::response::Response;
+use axum::routing::{MethodRouter, any};
 
 pub use content_type::{compressible, content_type};
 use encoding::Coding;
@@ -46,6 +48,8 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// icons): the browser may keep it but must revalidate, which the ETag makes cheap.
 const REVALIDATE: &str = "no-cache";
 const INDEX: &str = "index.html";
+/// The API reference page, a second entry of the web build.
+const DOCS: &str = "docs.html";
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
     img-src 'self' data: blob:; connect-src 'self'; worker-src 'self'; manifest-src 'self'; \
     object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
@@ -68,6 +72,27 @@ pub fn router_for(assets: &'static [Asset]) -> Router {
     })
 }
 
+/// The API reference page, for the binary to route at `/api/docs`: that path is inside
+/// the API's space, which the fallback of [`router`] never answers.
+pub fn docs_page() -> MethodRouter {
+    docs_page_for(ASSETS)
+}
+
+/// Like [`docs_page`], over another table (tests use small ones).
+pub fn docs_page_for(assets: &'static [Asset]) -> MethodRouter {
+    any(move |request: Request<Body>| async move {
+        let response = if let Some(refused) = refuse_method(request.method()) {
+            refused
+        } else {
+            match find(assets, DOCS) {
+                Some(page) => file(page, request.method(), request.headers()),
+                None => plain(StatusCode::NOT_FOUND, "not found\n"),
+            }
+        };
+        secured(response)
+    })
+}
+
 fn find(assets: &'static [Asset], path: &str) -> Option<&'static Asset> {
     assets
         .binary_search_by(|a| a.path.cmp(path))
@@ -83,11 +108,8 @@ pub fn respond(
     path: &str,
     headers: &HeaderMap,
 ) -> Response {
-    let mut response = if method != Method::GET && method != Method::HEAD {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        r
+    let response = if let Some(refused) = refuse_method(method) {
+        refused
     } else if path == "/api" || path.starts_with("/api/") {
         // The API router owns these; reaching here means it was not mounted.
         plain(StatusCode::NOT_FOUND, "not found\n")
@@ -102,6 +124,22 @@ pub fn respond(
             None => plain(StatusCode::NOT_FOUND, "not found\n"),
         }
     };
+    secured(response)
+}
+
+/// A 405 for anything but reading.
+fn refuse_method(method: &Method) -> Option<Response> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
+    }
+    let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(r)
+}
+
+/// The headers every answer carries.
+fn secured(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -223,6 +261,14 @@ mod tests {
                 bytes: b"br-js",
                 etag: "\"js.br\"",
             }),
+        },
+        Asset {
+            path: "docs.html",
+            content_type: HTML,
+            raw: b"<!doctype html><title>mainloop API</title>",
+            etag: "\"docs\"",
+            gzip: None,
+            brotli: None,
         },
         Asset {
             path: "icon-192.png",
@@ -417,7 +463,7 @@ mod tests {
         let (response, body) = send("HEAD", "/sw.js", &[]).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(header(&response, "content-type"), Some(JS));
-        let len = TABLE[4].raw.len().to_string();
+        let len = find(TABLE, "sw.js").unwrap().raw.len().to_string();
         assert_eq!(header(&response, "content-length"), Some(len.as_str()));
         assert_eq!(header(&response, "cache-control"), Some("no-cache"));
         assert!(body.is_empty());
@@ -459,11 +505,58 @@ mod tests {
         }
     }
 
+    async fn docs(method: &str, headers: &[(&str, &str)]) -> (Response, Vec<u8>) {
+        let mut request = Request::builder().method(method).uri("/api/docs");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let app = Router::new().route("/api/docs", docs_page_for(TABLE));
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = to_bytes(body, usize::MAX).await.unwrap().to_vec();
+        (Response::from_parts(parts, Body::empty()), bytes)
+    }
+
+    #[tokio::test]
+    async fn the_docs_page_is_served_as_a_document() {
+        let (page, body) = docs("GET", &[]).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(header(&page, "content-type"), Some(HTML));
+        assert_eq!(body, find(TABLE, DOCS).unwrap().raw);
+        assert_html(&page);
+
+        let (head, body) = docs("HEAD", &[]).await;
+        assert_eq!(head.status(), StatusCode::OK);
+        assert!(body.is_empty());
+        let (cached, body) = docs("GET", &[("if-none-match", "\"docs\"")]).await;
+        assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+        assert!(body.is_empty());
+        let (post, _) = docs("POST", &[]).await;
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(header(&post, "allow"), Some("GET, HEAD"));
+        assert_common(&post);
+    }
+
+    #[tokio::test]
+    async fn without_a_docs_page_the_route_is_404() {
+        static NO_DOCS: &[Asset] = &[];
+        let app = Router::new().route("/api/docs", docs_page_for(NO_DOCS));
+        let request = Request::builder().uri("/api/docs").body(Body::empty());
+        let response = app.oneshot(request.unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_common(&response);
+    }
+
     #[test]
     fn the_embedded_table_is_sorted_and_has_the_app() {
         assert!(ASSETS.windows(2).all(|w| w[0].path < w[1].path));
         let index = find(ASSETS, INDEX).expect("the built app has index.html");
         assert_eq!(index.content_type, HTML);
+        let docs = find(ASSETS, DOCS).expect("the built app has the API reference page");
+        assert_eq!(docs.content_type, HTML);
         for asset in ASSETS {
             assert_eq!(
                 asset.content_type,

@@ -1,6 +1,7 @@
 //! The composition root: builds the store, the model provider, the engine and the HTTP
 //! server from the configuration. The only place that picks adapter implementations.
 
+use crate::main_thread;
 use anyhow::{Context, Result, bail};
 use mainloop_agent::ClaudeCode;
 use mainloop_anthropic::{AnthropicConfig, AnthropicProvider};
@@ -11,7 +12,7 @@ use mainloop_engine::{Engine, EngineConfig};
 use mainloop_git::Git;
 use mainloop_model::ModelProvider;
 use mainloop_store::{Backend, Store, StoreOptions};
-use mainloop_worker::{ForgeSettings, Runtime, WorkerConfig};
+use mainloop_worker::{ForgeSettings, Runtime, WorkerConfig, WorkerSandbox};
 use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -97,24 +98,14 @@ fn engine_config(config: &Config, single_process: bool) -> EngineConfig {
 }
 
 fn model_provider(config: &Config) -> Result<Option<Arc<dyn ModelProvider>>> {
-    match (&config.model.provider, &config.model.api_key) {
-        (None | Some(ModelProviderKind::Anthropic), Some(key)) => {
-            let mut anthropic =
-                AnthropicConfig::new(key.expose().to_owned().into(), &config.model.name);
-            anthropic.base_url.clone_from(&config.model.base_url);
-            anthropic.timeout = Some(Duration::from_secs(config.model.request_timeout_secs));
-            let provider =
-                AnthropicProvider::new(anthropic).context("setting up the Anthropic client")?;
-            Ok(Some(Arc::new(provider)))
-        }
-        (None | Some(ModelProviderKind::Anthropic), None) => {
-            tracing::warn!(
-                "no model API key configured (ANTHROPIC_API_KEY); chat will explain how to set one"
-            );
-            Ok(None)
-        }
-        (Some(ModelProviderKind::None | ModelProviderKind::ClaudeCode), _) => Ok(None),
-    }
+    let Some(key) = &config.model.api_key else {
+        return Ok(None);
+    };
+    let mut anthropic = AnthropicConfig::new(key.expose().to_owned().into(), &config.model.name);
+    anthropic.base_url.clone_from(&config.model.base_url);
+    anthropic.timeout = Some(Duration::from_secs(config.model.request_timeout_secs));
+    let provider = AnthropicProvider::new(anthropic).context("setting up the Anthropic client")?;
+    Ok(Some(Arc::new(provider)))
 }
 
 /// Environment variables agents and check commands inherit: what a shell needs, and the
@@ -188,7 +179,26 @@ fn forge_settings(config: &Config, mut git: Git) -> Result<(Git, Option<ForgeSet
     Ok((git, Some(settings)))
 }
 
-fn worker_runtime(engine: &Engine, config: &Config, config_file: Option<&Path>) -> Result<Runtime> {
+/// What agents are started with: their environment and command line.
+struct AgentLaunch {
+    env: Vec<(String, String)>,
+    command: Vec<String>,
+}
+
+impl AgentLaunch {
+    fn new(config: &Config) -> Self {
+        let env = agent_environment();
+        let command = agent_command(&config.workers.claude_command, &env);
+        Self { env, command }
+    }
+}
+
+fn worker_runtime(
+    engine: &Engine,
+    config: &Config,
+    config_file: Option<&Path>,
+    launch: &AgentLaunch,
+) -> Result<(Runtime, Option<WorkerSandbox>)> {
     let w = &config.workers;
     let git = Git::new(
         config.data_dir.join("repos"),
@@ -200,8 +210,7 @@ fn worker_runtime(engine: &Engine, config: &Config, config_file: Option<&Path>) 
     if let Some(f) = &forge {
         engine.set_forge(f.forge.clone(), &f.web_host);
     }
-    let env = agent_environment();
-    let command = agent_command(&w.claude_command, &env);
+    let (env, command) = (launch.env.clone(), launch.command.clone());
     let sandbox = crate::sandbox::worker_sandbox(
         config,
         &env,
@@ -212,7 +221,7 @@ fn worker_runtime(engine: &Engine, config: &Config, config_file: Option<&Path>) 
         .iter()
         .find(|(k, _)| k == "HOME")
         .map_or_else(|| config.data_dir.clone(), |(_, v)| PathBuf::from(v));
-    Ok(Runtime::new(
+    let runtime = Runtime::new(
         engine.clone(),
         Arc::new(ClaudeCode::new(command)),
         git,
@@ -227,11 +236,12 @@ fn worker_runtime(engine: &Engine, config: &Config, config_file: Option<&Path>) 
             model: w.model.clone(),
             agent_env: env,
             plans_dir: home.join(".claude").join("plans"),
-            sandbox,
+            sandbox: sandbox.clone(),
             pid_dir: config.data_dir.join("agents"),
             forge,
         },
-    ))
+    );
+    Ok((runtime, sandbox))
 }
 
 /// An engine for one-off commands (`token`, `user add`): no background work.
@@ -356,15 +366,20 @@ impl App {
         let lock = lock_data_dir(&config)?;
         let store = open_store(&config).await?;
         let single_process = store.backend() == Backend::Sqlite;
-        let engine = Engine::new(
-            store,
-            model_provider(&config)?,
-            engine_config(&config, single_process),
-        );
+        let launch = AgentLaunch::new(&config);
+        let claude = main_thread::find_claude(&launch.command, &launch.env);
+        let (kind, reason) = main_thread::choose(&config, claude.as_deref());
+        let anthropic = match kind {
+            Some(ModelProviderKind::Anthropic) => model_provider(&config)?,
+            _ => None,
+        };
+        let engine = Engine::new(store, anthropic, engine_config(&config, single_process));
+        tracing::info!(provider = kind.map_or("none", ModelProviderKind::as_str), %reason, "main thread");
+        engine.set_main_thread(main_thread::record(kind, reason.clone()), None);
         let (_, created_token) = ensure_owner(&engine, &config).await?;
 
         let shutdown = CancellationToken::new();
-        let runtime = worker_runtime(&engine, &config, config_file)?;
+        let (runtime, sandbox) = worker_runtime(&engine, &config, config_file, &launch)?;
         runtime.install();
         mainloop_push::install(
             &engine,
@@ -378,6 +393,17 @@ impl App {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        if kind == Some(ModelProviderKind::ClaudeCode) {
+            let provider = main_thread::claude_code(
+                &config,
+                launch.command,
+                claude,
+                launch.env,
+                sandbox.as_ref(),
+                addr,
+            );
+            engine.set_main_thread(main_thread::record(kind, reason), Some(provider));
+        }
         let background = engine.start(shutdown.clone()).await?;
         let workers = runtime.spawn(shutdown.clone());
         let router = mainloop_api::router_with_shutdown(
@@ -393,6 +419,7 @@ impl App {
             },
             shutdown.clone(),
         )
+        .route("/api/docs", mainloop_web::docs_page())
         // The web app answers every path outside `/api` (the API keeps its own JSON 404).
         .merge(mainloop_web::router());
         let stop = shutdown.clone();

@@ -1,6 +1,8 @@
-//! Command-line interface: subcommands and their flags.
+//! Command-line interface: subcommands and their flags. The server's commands run here;
+//! the client's (`login`, `chat`, `tasks`, …) are [`crate::client`]'s.
 
 use crate::app;
+use crate::client::{self, ClientCommand};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use mainloop_config::Config;
@@ -22,6 +24,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Server(ServerCommand),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
     /// Run the server (API, web app, workers).
     Serve {
         /// Address to listen on (default from config: 127.0.0.1:8080). A non-loopback
@@ -59,33 +69,43 @@ fn say(line: &str) {
     println!("{line}");
 }
 
+/// Runs the command. A client command's failure is a [`client::ClientError`], whose
+/// exit code the caller finds with `downcast_ref`.
+///
+/// # Errors
+/// What failed, with what to do about it.
 pub async fn run(cli: Cli) -> Result<()> {
+    // The client talks to a server; it neither needs nor reads the server's configuration.
+    let command = match cli.command {
+        Command::Client(c) => return Ok(client::run(c).await?),
+        Command::Server(c) => c,
+    };
     let mut config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     app::init_logging(&config);
-    match cli.command {
-        Command::Serve { listen } => {
+    match command {
+        ServerCommand::Serve { listen } => {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
             app::serve(config, cli.config.as_deref()).await
         }
-        Command::Migrate => {
+        ServerCommand::Migrate => {
             let store = app::open_store(&config).await?;
             store.close().await;
             say("migrations applied");
             Ok(())
         }
-        Command::PrintConfig => {
+        ServerCommand::PrintConfig => {
             say(config.redacted_toml()?.trim_end());
             Ok(())
         }
-        Command::Token { new } => {
+        ServerCommand::Token { new } => {
             let engine = app::offline_engine(&config).await?;
             let token = app::owner_token(&engine, &config, new).await?;
             say(&token);
             Ok(())
         }
-        Command::User { command } => {
+        ServerCommand::User { command } => {
             let engine = app::offline_engine(&config).await?;
             match command {
                 UserCommand::Add { name } => {
@@ -106,5 +126,39 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent_and_client_flags_go_anywhere() {
+        Cli::command().debug_assert();
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("mainloop").chain(args.iter().copied()))
+        };
+        assert!(matches!(
+            parse(&["review", "abc", "approve", "--json", "--server", "http://h"])
+                .unwrap()
+                .command,
+            Command::Client(ClientCommand::Review { .. })
+        ));
+        assert!(parse(&["plan", "abc", "revise", "add", "tests", "--token", "t"]).is_ok());
+        assert!(
+            parse(&["plan", "abc", "revise"]).is_err(),
+            "revise needs its text"
+        );
+        assert!(parse(&["plan", "abc", "maybe"]).is_err());
+        assert!(
+            parse(&["new", "--repo", "r"]).is_err(),
+            "a description is required"
+        );
+        assert!(matches!(
+            parse(&["serve"]).unwrap().command,
+            Command::Server(ServerCommand::Serve { .. })
+        ));
     }
 }

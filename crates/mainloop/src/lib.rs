@@ -1,8 +1,12 @@
-//! The `mainloop` server as a library: the composition root ([`app::App`]) and the
-//! command line, so that tests start the very wiring `mainloop serve` runs.
+//! The `mainloop` server as a library: the composition root ([`app::App`]), the
+//! command line (server commands, and the client that talks to a server over HTTP), so
+//! that tests start the very wiring `mainloop serve` runs.
 
 pub mod app;
 pub mod cli;
+pub mod main_thread;
+pub mod client;
+pub mod mcp_stdio;
 mod sandbox;
 
 pub use app::App;

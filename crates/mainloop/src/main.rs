@@ -1,7 +1,10 @@
-//! The `mainloop` command: parses the command line and runs one subcommand.
+//! The `mainloop` command: parses the command line and runs one subcommand. Exit codes:
+//! 0 ok, 1 failed (for the client: the server said no), 2 usage, and for the client
+//! 3 not found, 4 cannot reach the server or the token is refused, 5 server error.
 
 use clap::Parser;
 use mainloop::cli;
+use mainloop::client::ClientError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -20,7 +23,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             report(&format!("{e:#}"));
-            ExitCode::FAILURE
+            e.downcast_ref::<ClientError>()
+                .map_or(ExitCode::FAILURE, |c| ExitCode::from(c.exit_code()))
         }
     }
 }

@@ -91,6 +91,7 @@ export function createApi(options: ClientOptions = {}) {
       unwrap(client.GET("/api/chat/messages", { params: { query: { limit, before } } })),
     postChat: (text: string) => unwrap(client.POST("/api/chat", { body: { text } })),
 
+    createTask: (body: S["CreateTaskRequest"]) => unwrap(client.POST("/api/tasks", { body })),
     tasks: (limit = 1000) => unwrap(client.GET("/api/tasks", { params: { query: { limit } } })),
     task: (taskId: string) => unwrap(client.GET("/api/tasks/{id}", id(taskId))),
     answers: (taskId: string, answers: Record<string, Answer>) =>

@@ -54,6 +54,7 @@ export type Route =
   | { name: "inbox" }
   | { name: "task"; id: string }
   | { name: "settings" }
+  | { name: "new" }
   | { name: "login" }
   | { name: "notfound" };
 
@@ -61,6 +62,7 @@ export function match(path: string): Route {
   if (path === "/" || path === "") return { name: "chat" };
   if (path === "/inbox") return { name: "inbox" };
   if (path === "/settings") return { name: "settings" };
+  if (path === "/new") return { name: "new" };
   if (path === "/login") return { name: "login" };
   const m = /^\/tasks\/([0-9a-fA-F-]{8,36})\/?$/.exec(path);
   if (m?.[1]) return { name: "task", id: m[1] };

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod events;
 pub mod health;
 pub mod inbox;
+pub mod model;
 pub mod notifications;
 pub mod projects;
 pub mod tasks;

@@ -303,9 +303,15 @@ async fn merge_in(c: &mut Ctx<'_>, pr: &PullRequest) -> Result<Merging, FlowErro
         };
         // Merged already (by an attempt that died before recording it, or on GitHub), or
         // closed there (the watch cancels the task).
-        match c.f().pull_request(&c.repo, pr.number).await?.state {
+        let live = c.f().pull_request(&c.repo, pr.number).await?;
+        match live.state {
             PrState::Merged => return Ok(Merging::Merged),
             PrState::Closed => return Ok(Merging::Later),
+            // Approved before the mirror marked it ready (a crash in between): a draft
+            // is not merged, whatever its branch; mark it ready and merge.
+            PrState::Open if live.draft => {
+                c.f().mark_ready_for_review(&c.repo, &live).await?;
+            }
             PrState::Open => return update_branch(c, pr.number, why).await,
         }
     }

@@ -1,7 +1,10 @@
 //! The command line: tokens, users, configuration, the embedded web app and the
-//! safety checks at start.
+//! safety checks at start; the client's commands against a running server in
+//! [`client`].
 
 use super::*;
+
+mod client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_token_users_config_and_safety_checks() {

@@ -17,6 +17,8 @@ mod faults;
 mod github;
 mod github_faults;
 mod github_lifecycle;
+mod main_thread;
+mod mcp;
 mod model_faults;
 mod postgres;
 mod restart;

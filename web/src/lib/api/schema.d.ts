@@ -172,6 +172,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/model": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Says which provider answers the chat and whether it can now. */
+        get: operations["get_model"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/notifications": {
         parameters: {
             query?: never;
@@ -722,6 +739,38 @@ export interface components {
             /** @description Older messages exist before this page. */
             has_more: boolean;
             messages: components["schemas"]["ChatMessage"][];
+        };
+        /** @description The main thread's provider and its status. */
+        ModelStatus: {
+            /** @description What to do when the chat cannot answer: `claude login`, or an API key. */
+            help?: string | null;
+            /** @description The model name, when the provider says it up front. */
+            model?: string | null;
+            /**
+             * @description `anthropic` or `claude-code`; null when none is configured.
+             * @example claude-code
+             */
+            provider?: string | null;
+            /** @description Whether the chat can answer now. */
+            ready: boolean;
+            /** @description Why this provider (or why none), in plain words. */
+            reason: string;
+            /** @description What the user's chat turns have used. */
+            usage: components["schemas"]["ModelUsage"];
+        };
+        /** @description Totals over the user's recorded chat turns. */
+        ModelUsage: {
+            /**
+             * Format: double
+             * @description As the provider reported it (the Anthropic API reports none).
+             */
+            cost_usd: number;
+            /** Format: int64 */
+            input_tokens: number;
+            /** Format: int64 */
+            output_tokens: number;
+            /** Format: int64 */
+            turns: number;
         };
         /** @description The user's notification settings. */
         NotificationSettings: {
@@ -1565,6 +1614,35 @@ export interface operations {
             };
             /** @description No such item */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_model: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The provider and its status */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelStatus"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };

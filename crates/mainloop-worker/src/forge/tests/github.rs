@@ -115,6 +115,14 @@ impl Hub {
 
     /// A task planned, implemented (`file`), published, checked (no CI) and approved.
     async fn approved(&self, file: &str) {
+        self.reviewed(file).await;
+        self.w.sync().await;
+        self.w.apply(TaskEvent::ReviewApproved).await;
+    }
+
+    /// As [`Self::approved`], up to review, before the mirror marks the pull request
+    /// ready.
+    async fn reviewed(&self, file: &str) {
         self.w.apply(TaskEvent::SlotGranted).await;
         self.w.sync().await;
         self.w.apply(TaskEvent::PlanProposed("# Plan".into())).await;
@@ -124,8 +132,6 @@ impl Hub {
         self.commit_and_check(&wt).await;
         self.w.watch().await;
         assert_eq!(self.w.state().await, TaskState::Review);
-        self.w.sync().await;
-        self.w.apply(TaskEvent::ReviewApproved).await;
     }
 
     async fn merge(&self) {
@@ -204,6 +210,23 @@ async fn a_merge_that_loses_a_race_on_its_base_is_tried_again_and_merges() {
     h.merge().await;
     assert_eq!(h.w.state().await, TaskState::Merged);
     assert_eq!(h.fake.stats().injected.get("merge race"), Some(&4));
+}
+
+#[tokio::test]
+async fn a_pull_request_approved_while_still_a_draft_is_marked_ready_and_merged() {
+    let h = hub().await;
+    // Approved before the mirror marked it ready (a crash in between): still a draft.
+    h.reviewed("note.txt").await;
+    h.w.apply(TaskEvent::ReviewApproved).await;
+    h.merge().await;
+    let (_, task) = h.task().await;
+    assert_eq!(task.state, TaskState::Merged, "{:?}", task.error);
+    let (_, pr) = h.numbers().await;
+    let comments = h.comments(pr).await;
+    assert!(
+        !comments.iter().any(|c| c.contains("base branch moved on")),
+        "{comments:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,128 @@
+//! Recorded lines (Claude Code 2.1.330 against the fake model) read as the main thread
+//! reads them.
+
+use super::*;
+
+#[test]
+fn the_command_line_keeps_to_mainloops_tools_and_the_token_off_it() {
+    let a = args(&Args {
+        session: "s-1",
+        resume: false,
+        system: "be brief",
+        mcp_url: "http://127.0.0.1:9/api/mcp",
+        model: None,
+    });
+    let at = |flag: &str| a.iter().position(|x| x == flag).map(|i| a[i + 1].as_str());
+    assert_eq!(at("--tools"), Some(""));
+    assert_eq!(at("--allowedTools"), Some("mcp__mainloop"));
+    assert_eq!(at("--session-id"), Some("s-1"));
+    assert!(!a.iter().any(|x| x == "--resume"));
+    let config: Value = serde_json::from_str(at("--mcp-config").unwrap()).unwrap();
+    assert_eq!(
+        config["mcpServers"]["mainloop"]["headers"]["Authorization"],
+        "Bearer ${MAINLOOP_MCP_TOKEN}"
+    );
+    let resumed = args(&Args {
+        resume: true,
+        model: Some("sonnet"),
+        ..Args {
+            session: "s-1",
+            resume: false,
+            system: "",
+            mcp_url: "u",
+            model: None,
+        }
+    });
+    assert!(resumed.windows(2).any(|w| w == ["--resume", "s-1"]));
+    assert!(resumed.windows(2).any(|w| w == ["--model", "sonnet"]));
+}
+
+#[test]
+fn init_says_whether_the_tools_are_there() {
+    let ok = r#"{"type":"system","subtype":"init","session_id":"s","model":"m","tools":["mcp__mainloop__spawn_task"],"mcp_servers":[{"name":"mainloop","status":"connected"}]}"#;
+    assert_eq!(
+        parse(ok),
+        Line::Init {
+            session_id: "s".into(),
+            model: "m".into(),
+            tools: Ok(())
+        }
+    );
+    let failed = r#"{"type":"system","subtype":"init","session_id":"s","model":"m","tools":[],"mcp_servers":[{"name":"mainloop","status":"failed"}]}"#;
+    assert!(matches!(parse(failed), Line::Init { tools: Err(e), .. } if e.contains("failed")));
+    let missing =
+        r#"{"type":"system","subtype":"init","session_id":"s","model":"m","mcp_servers":[]}"#;
+    assert!(matches!(parse(missing), Line::Init { tools: Err(_), .. }));
+}
+
+#[test]
+fn deltas_messages_and_results_come_out_in_the_messages_api_shapes() {
+    let delta = r#"{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}},"session_id":"s","parent_tool_use_id":null}"#;
+    assert_eq!(parse(delta), Line::Delta("Hel".into()));
+    let json_delta = r#"{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{"}},"parent_tool_use_id":null}"#;
+    assert_eq!(parse(json_delta), Line::Other);
+    let call = r#"{"type":"assistant","message":{"id":"msg_1","content":[{"type":"tool_use","id":"toolu_1","name":"mcp__mainloop__spawn_task","input":{"repo":"r"}}]},"parent_tool_use_id":null}"#;
+    assert_eq!(
+        parse(call),
+        Line::Assistant {
+            id: "msg_1".into(),
+            content: vec![ContentBlock::tool_use(
+                "toolu_1",
+                "spawn_task",
+                json!({"repo": "r"})
+            )]
+        }
+    );
+    let back = r#"{"type":"user","message":{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"{\"task_id\":\"t\"}"}]}]},"parent_tool_use_id":null}"#;
+    assert_eq!(
+        parse(back),
+        Line::ToolResults(vec![ContentBlock::tool_result(
+            "toolu_1",
+            "{\"task_id\":\"t\"}",
+            false
+        )])
+    );
+    let sub = r#"{"type":"assistant","message":{"id":"m","content":[{"type":"text","text":"x"}]},"parent_tool_use_id":"toolu_9"}"#;
+    assert_eq!(
+        parse(sub),
+        Line::Other,
+        "a subagent's words are not the reply"
+    );
+    let done = r#"{"type":"result","subtype":"success","is_error":false,"result":"hi","total_cost_usd":0.012,"usage":{"input_tokens":10,"output_tokens":3,"cache_read_input_tokens":5},"modelUsage":{"claude-x":{}}}"#;
+    assert_eq!(
+        parse(done),
+        Line::Done {
+            model: "claude-x".into(),
+            usage: Usage {
+                input_tokens: 10,
+                output_tokens: 3,
+                cache_read_input_tokens: 5,
+                cache_creation_input_tokens: 0
+            },
+            cost_usd: Some(0.012)
+        }
+    );
+    assert_eq!(parse("not json"), Line::Other);
+    assert_eq!(parse("[1]"), Line::Other);
+}
+
+#[test]
+fn failures_are_told_apart_by_status_not_subtype() {
+    let limit = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error":"usage_limit_reached","result":"You've hit your 5-hour limit"}"#;
+    assert!(matches!(
+        parse(limit),
+        Line::Failed(Failure::Model(ModelError::RateLimited { .. }))
+    ));
+    let login = r#"{"type":"result","subtype":"success","is_error":true,"result":"Invalid API key · Please run /login"}"#;
+    assert!(matches!(
+        parse(login),
+        Line::Failed(Failure::Model(ModelError::Unauthorized(_)))
+    ));
+    let gone = r#"{"type":"result","subtype":"error_during_execution","is_error":true,"result":"No conversation found with session ID: abc"}"#;
+    assert_eq!(parse(gone), Line::Failed(Failure::SessionMissing));
+    let busy = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":529,"result":"API Error: 529 Overloaded"}"#;
+    assert!(matches!(
+        parse(busy),
+        Line::Failed(Failure::Model(ModelError::Overloaded { .. }))
+    ));
+}
