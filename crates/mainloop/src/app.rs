@@ -179,6 +179,14 @@ fn forge_settings(config: &Config, mut git: Git) -> Result<(Git, Option<ForgeSet
     Ok((git, Some(settings)))
 }
 
+/// Which provider answers the chat with `config`, and why (for `print-config`).
+#[must_use]
+pub fn main_thread_choice(config: &Config) -> (Option<ModelProviderKind>, String) {
+    let launch = AgentLaunch::new(config);
+    let claude = main_thread::find_claude(&launch.command, &launch.env);
+    main_thread::choose(config, claude.as_deref())
+}
+
 /// What agents are started with: their environment and command line.
 struct AgentLaunch {
     env: Vec<(String, String)>,

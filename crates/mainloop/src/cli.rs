@@ -97,6 +97,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         ServerCommand::PrintConfig => {
             say(config.redacted_toml()?.trim_end());
+            let (kind, why) = app::main_thread_choice(&config);
+            let kind = kind.map_or("none", mainloop_config::ModelProviderKind::as_str);
+            say(&format!("\n# The chat is answered by: {kind}. {why}"));
             Ok(())
         }
         ServerCommand::Token { new } => {

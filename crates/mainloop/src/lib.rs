@@ -4,8 +4,8 @@
 
 pub mod app;
 pub mod cli;
-pub mod main_thread;
 pub mod client;
+pub mod main_thread;
 pub mod mcp_stdio;
 mod sandbox;
 

@@ -23,6 +23,8 @@ export type EventName = S["EventName"];
 export type EventData = S["EventData"];
 export type PushSubscriptionInfo = S["PushSubscriptionView"];
 export type NotificationSettings = S["NotificationSettings"];
+/** Which provider answers the chat, whether it can now, and what to do when it cannot. */
+export type ModelStatus = S["ModelStatus"];
 
 /** The live event stream (read with EventSource, not fetch) and its resume parameter. */
 export const EVENTS_PATH = "/api/events" satisfies keyof paths;
@@ -113,6 +115,7 @@ export function createApi(options: ClientOptions = {}) {
     markRead: (itemId: string, read = true) =>
       unwrap(client.POST("/api/inbox/{id}/read", { ...id(itemId), body: { read } })),
     projects: () => unwrap(client.GET("/api/projects")),
+    model: () => unwrap(client.GET("/api/model")),
   };
 
   const notifications = {

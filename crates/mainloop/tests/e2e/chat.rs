@@ -70,7 +70,12 @@ async fn chat_spawns_a_task_and_everything_survives_sigkill() {
         .unwrap()
         .clone();
     assert_eq!(tasks.len(), 1);
-    assert_eq!(tasks[0]["state"], "queued");
+    // The worker may have taken it up already.
+    assert!(
+        ["queued", "planning"].contains(&tasks[0]["state"].as_str().unwrap()),
+        "{}",
+        tasks[0]
+    );
     assert_eq!(tasks[0]["repo"], repo.as_str());
     let task_id = tasks[0]["id"].as_str().unwrap().to_owned();
     let thread = messages(&base, &token).await;

@@ -114,11 +114,20 @@ async fn claude_code_answers_the_chat_and_spawns_once_across_a_sigkill() {
 
     // The second spawn happens, then the server dies before the answer.
     let again = say(&base, &token, "another one").await;
-    wait_for("the second task", || async {
-        let t = tasks_named(&base, &token, "build the greeter, second copy").await;
-        (!t.is_empty()).then_some(())
+    // Killed once the model is answering after the tool ran (the slow answer asked).
+    wait_for("the slow answer to be asked for", || async {
+        fake.message_requests()
+            .iter()
+            .any(|r| r.rule_name.as_deref() == Some("second-spawned-slowly"))
+            .then_some(())
     })
     .await;
+    assert_eq!(
+        tasks_named(&base, &token, "build the greeter, second copy")
+            .await
+            .len(),
+        1
+    );
     server.sigkill();
     let server = start(data.path(), &fake, &claude);
     let answer = wait_reply(&server.base, &token, &again).await;
