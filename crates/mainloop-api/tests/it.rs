@@ -445,8 +445,9 @@ const PUBLIC: [&str; 4] = [
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 28] = [
+const ROUTES: [(&str, &str); 29] = [
     ("GET", "/api/health"),
+    ("GET", "/api/model"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/auth/login"),
     ("POST", "/api/auth/logout"),

@@ -64,8 +64,8 @@ struct Cli {
     /// A run whose tasks are not all merged after this many seconds fails.
     #[arg(long, default_value_t = 150)]
     run_limit_secs: u64,
-    /// The server's log filter (`MAINLOOP_LOG__FILTER`), e.g. `info` to read a failed run.
-    #[arg(long, default_value = "warn")]
+    /// The server's log filter (`MAINLOOP_LOG__FILTER`); a failed run prints what it logged about its tasks.
+    #[arg(long, default_value = "info,rmcp=warn")]
     log_filter: String,
     /// Plant a fault to show the checks catch it (the run must then fail).
     #[arg(long, value_enum)]
@@ -255,6 +255,10 @@ async fn main_async(cli: Cli) -> Result<bool> {
             "chaos: the run's directory (server.log, data/mainloop.db, repositories) is kept at {}",
             dir.display()
         ));
+        // Where the directory is gone with the machine (CI), its log is the evidence.
+        for line in log_tail(&dir.join("server.log"), &report.violations) {
+            say(&format!("chaos: log: {line}"));
+        }
     }
     say(&format!(
         "chaos: reproduce with: cargo build --bins --locked && cargo run --locked -q -p mainloop-chaos -- --seed {seed} --start-run {index} --runs 1{}",
@@ -264,4 +268,75 @@ async fn main_async(cli: Cli) -> Result<bool> {
         "chaos: (kill moments are seeded, but timing on a busy machine varies; rerun a few times if it does not fail at once)",
     );
     Ok(false)
+}
+
+/// The server log's lines about the tasks a failed run names (their warnings, errors and
+/// job spans), the last [`LOG_TAIL`] of them, without colour codes.
+fn log_tail(path: &std::path::Path, violations: &[String]) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let ids: Vec<&str> = violations
+        .iter()
+        .flat_map(|v| v.split(|c: char| !(c.is_ascii_hexdigit() || c == '-')))
+        .filter(|w| w.len() == 36 && w.matches('-').count() == 4)
+        .collect();
+    let plain = |l: &str| {
+        let mut out = String::with_capacity(l.len());
+        let mut chars = l.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for n in chars.by_ref() {
+                    if n.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let lines: Vec<String> = text
+        .lines()
+        .map(plain)
+        .filter(|l| {
+            l.starts_with("chaos:")
+                || ids.iter().any(|id| l.contains(id))
+                || l.contains("WARN")
+                || l.contains("ERROR")
+        })
+        .collect();
+    lines[lines.len().saturating_sub(LOG_TAIL)..].to_vec()
+}
+
+/// How many log lines a failed run prints.
+const LOG_TAIL: usize = 80;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_runs_log_tail_keeps_its_tasks_lines_without_colour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.log");
+        let id = "01a24a39-f7fb-71f1-bb3d-147793383a15";
+        std::fs::write(
+            &path,
+            format!(
+                "\u{1b}[2mINFO\u{1b}[0m merged task={id}\nINFO other work\n WARN slow\nchaos: SIGKILL #1\n"
+            ),
+        )
+        .unwrap();
+        let lines = log_tail(&path, &[format!("task {id}: ended \"review\"")]);
+        assert_eq!(
+            lines,
+            [
+                format!("INFO merged task={id}"),
+                " WARN slow".to_owned(),
+                "chaos: SIGKILL #1".to_owned()
+            ]
+        );
+    }
 }

@@ -47,6 +47,8 @@ pub struct ClaudeChatConfig {
     pub model: Option<String>,
     /// A turn with no output for this long is abandoned (the process is killed).
     pub silence_timeout: Duration,
+    /// A process idle this long is stopped; the next turn resumes its session.
+    pub idle_timeout: Duration,
 }
 
 /// The `claude-code` provider.

@@ -27,6 +27,8 @@ pub(crate) struct Live {
     /// A turn was cut off midway (its stream dropped): the rest of its output would be
     /// read as the next turn's, so the process is not reused.
     busy: bool,
+    /// When its last turn ended.
+    idle_since: std::time::Instant,
     stdin: Pin<Box<dyn AsyncWrite + Send>>,
     lines: mpsc::Receiver<String>,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -154,6 +156,7 @@ fn spawn(cfg: &ClaudeChatConfig, turn: &SessionTurn) -> Result<Live, ModelError>
         session,
         token: turn.mcp_token.clone(),
         busy: false,
+        idle_since: std::time::Instant::now(),
         stdin,
         lines: mainloop_agent::line_reader(stdout, MAX_LINE_BYTES),
         tail: mainloop_agent::stderr_tail(stderr),
@@ -172,13 +175,29 @@ pub(crate) fn turn(
 ) -> BoxStream<'static, Result<SessionEvent, ModelError>> {
     let (mut tx, rx) = futures::channel::mpsc::channel(64);
     tokio::spawn(async move {
-        let mut guard = slot.lock_owned().await;
+        let mut guard = Arc::clone(&slot).lock_owned().await;
         let outcome = drive(&cfg, &mut guard, &turn, &mut tx).await;
+        drop(guard);
         if let Err(e) = outcome {
             let _ = tx.send(Err(e)).await;
         }
+        drop(tx);
+        stop_when_idle(slot, cfg.idle_timeout).await;
     });
     rx.boxed()
+}
+
+/// Stops the process once it has been idle for `idle` (a later turn resumes its
+/// session in a new one): an idle `claude` holds a few hundred MiB.
+async fn stop_when_idle(slot: Arc<tokio::sync::Mutex<Option<Live>>>, idle: std::time::Duration) {
+    tokio::time::sleep(idle).await;
+    let mut guard = slot.lock().await;
+    if guard
+        .as_ref()
+        .is_some_and(|l| !l.busy && l.idle_since.elapsed() >= idle)
+    {
+        *guard = None;
+    }
 }
 
 async fn send(tx: &mut Sender, event: SessionEvent) -> Result<(), ModelError> {
@@ -278,6 +297,7 @@ async fn drive(
             } => {
                 flush(tx, &mut pending).await?;
                 live.busy = false;
+                live.idle_since = std::time::Instant::now();
                 return send(
                     tx,
                     SessionEvent::Done(TurnUsage {

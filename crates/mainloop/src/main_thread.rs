@@ -95,6 +95,7 @@ pub fn claude_code(
         mcp_url: format!("http://{host}:{}/api/mcp", addr.port()),
         model: config.model.claude_code_model.clone(),
         silence_timeout: Duration::from_secs(config.model.request_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(config.workers.idle_timeout_secs.max(1)),
     }))
 }
 

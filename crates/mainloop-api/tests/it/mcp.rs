@@ -27,6 +27,9 @@ fn lifecycles() -> [ClientLifecycleMode; 2] {
 }
 
 async fn connect(app: &App, token: &str, lifecycle: ClientLifecycleMode) -> Client {
+    // Built with the whole workspace, reqwest 0.13 has no crypto provider of its own (the
+    // binary installs one); this client needs one too, though it never speaks TLS.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(app.url("/api/mcp")).auth_header(token),
     );

@@ -9,8 +9,9 @@ use reqwest::Method;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Reconnections in a row before the client gives up on the server.
-const RECONNECTS: u32 = 6;
+/// Reconnections in a row before the client gives up on the server (waits doubling from
+/// a quarter second to 4 s: about half a minute, enough for a server to restart).
+const RECONNECTS: u32 = 10;
 
 /// One event: its id in the user's event log, its name and its JSON payload.
 #[derive(Clone, Debug, PartialEq)]
@@ -204,5 +205,47 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    /// A server that ends the stream after each event (as a restart does), then refuses
+    /// the token: the client resumes after the last id, and stops on the refusal.
+    #[tokio::test]
+    async fn a_dropped_stream_resumes_after_the_last_event_and_stops_on_a_refused_token() {
+        use axum::http::{HeaderMap, StatusCode};
+        use std::sync::{Arc, Mutex};
+        let asked: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let log = Arc::clone(&asked);
+        let app = axum::Router::new().route(
+            "/api/events",
+            axum::routing::get(move |headers: HeaderMap| {
+                let resume = headers
+                    .get("last-event-id")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                log.lock().unwrap().push(resume.clone());
+                async move {
+                    match resume.as_deref() {
+                        None => (StatusCode::OK, "id: 1\nevent: a\ndata: {\"n\":1}\n\n"),
+                        Some("1") => (
+                            StatusCode::OK,
+                            ": hello\n\nid: 2\nevent: a\ndata: {\"n\":2}\n\n",
+                        ),
+                        Some(_) => (StatusCode::UNAUTHORIZED, "{}"),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let api = Api::new(&url, None).unwrap();
+        let mut events = Events::open(&api).await.unwrap();
+        assert_eq!(events.next().await.unwrap().data, json!({"n": 1}));
+        assert_eq!(events.next().await.unwrap().data, json!({"n": 2}));
+        assert_eq!(events.next().await.unwrap_err().exit_code(), 4);
+        assert_eq!(
+            *asked.lock().unwrap(),
+            vec![None, Some("1".into()), Some("2".into())]
+        );
     }
 }

@@ -87,7 +87,11 @@ pub async fn show(ctx: &Ctx, wanted: &str, follow: bool) -> Result<(), ClientErr
         print(&format!("{}\n", json!({"task": task})))?;
     } else {
         print(&render::task(&view, now()))?;
-        print("\nTranscript:\n")?;
+        print(if entries.is_empty() {
+            "\nTranscript: nothing yet.\n"
+        } else {
+            "\nTranscript:\n"
+        })?;
     }
     for e in &entries {
         last_seq = last_seq.max(print_entry(ctx, e)?);

@@ -34,10 +34,9 @@ fn start(data: &Path, fake: &FakeAnthropic, claude: &Path) -> Server {
     cmd.env("ANTHROPIC_BASE_URL", fake.base_url())
         .env("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-fake")
         .env("MAINLOOP_WORKERS__CLAUDE_COMMAND", claude)
-        .env(
-            "MAINLOOP_LOG__FILTER",
-            "warn,mainloop_engine::chat_session=debug,mainloop_engine::dispatcher=warn",
-        )
+        // Idle processes stop soon, so a later turn also resumes in a new one.
+        .env("MAINLOOP_WORKERS__IDLE_TIMEOUT_SECS", "3")
+        .env("MAINLOOP_LOG__FILTER", "warn")
         .env("DISABLE_TELEMETRY", "1")
         .env("DISABLE_AUTOUPDATER", "1")
         .env("DISABLE_ERROR_REPORTING", "1")
@@ -141,4 +140,24 @@ async fn claude_code_answers_the_chat_and_spawns_once_across_a_sigkill() {
     );
     assert_eq!(replies(&server.base, &token, &again).await.len(), 1);
     assert_eq!(replies(&server.base, &token, &go).await.len(), 1);
+
+    // Idle, the process is stopped (its record goes with it); the next turn resumes.
+    let running = || {
+        std::fs::read_dir(data.path().join("agents"))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("main-thread-"))
+            })
+            .unwrap_or(false)
+    };
+    wait_for("the idle main thread to stop", || async {
+        (!running()).then_some(())
+    })
+    .await;
+    let later = say(&server.base, &token, "a greeter please").await;
+    let reply = wait_reply(&server.base, &token, &later).await;
+    assert!(
+        reply["text"].as_str().unwrap().contains("Shall I?"),
+        "{reply}"
+    );
 }
