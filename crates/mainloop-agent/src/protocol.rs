@@ -25,6 +25,16 @@ const SESSION_IN_USE: &str = "is already in use";
 /// The request id of the `initialize` request sent at start.
 pub const INITIALIZE_REQUEST_ID: &str = "init-1";
 
+/// The flags that make the CLI read and write stream-json lines, headless.
+pub const STREAM_JSON_FLAGS: [&str; 6] = [
+    "-p",
+    "--input-format",
+    "stream-json",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+];
+
 /// The flags after the command itself, in the order the CLI documents them.
 pub fn claude_args(
     session: &SessionRef,
@@ -32,20 +42,11 @@ pub fn claude_args(
     model: Option<&str>,
     append_system_prompt: Option<&str>,
 ) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-p",
-        "--input-format",
-        "stream-json",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--permission-prompt-tool",
-        "stdio",
-        "--permission-mode",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
+    let mut args: Vec<String> = STREAM_JSON_FLAGS
+        .into_iter()
+        .chain(["--permission-prompt-tool", "stdio", "--permission-mode"])
+        .map(str::to_owned)
+        .collect();
     args.push(
         match mode {
             AgentMode::Plan => "plan",

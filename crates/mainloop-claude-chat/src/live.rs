@@ -93,13 +93,27 @@ fn spawn(cfg: &ClaudeChatConfig, turn: &SessionTurn) -> Result<Live, ModelError>
         .cloned()
         .collect();
     env.push((TOKEN_VAR.to_owned(), turn.mcp_token.clone()));
+    // A private home either way: the session's files stay out of the user's own
+    // `~/.claude`, and nothing of theirs (settings, hooks, memory) reaches the thread.
+    let home = base.join("home");
+    private_dir(&home.join(".claude"))?;
+    let login = crate::login_file(&env);
+    env.retain(|(k, _)| !matches!(k.as_str(), "HOME" | "XDG_CONFIG_HOME"));
+    env.push(("HOME".to_owned(), home.display().to_string()));
     let prefix = match &cfg.sandbox {
-        None => Vec::new(),
+        None => {
+            // Unconfined, the login is linked in (a refreshed token is written through).
+            if let Some(login) = login.filter(|f| f.is_file()) {
+                let link = home.join(".claude").join(".credentials.json");
+                let _ = std::fs::remove_file(&link);
+                if let Err(e) = std::os::unix::fs::symlink(&login, &link) {
+                    tracing::warn!(error = %e, "could not link the claude login into the main thread's home");
+                }
+            }
+            Vec::new()
+        }
         Some(sandbox) => {
-            let home = base.join("home");
-            private_dir(&home.join(".claude"))?;
-            env.retain(|(k, _)| !matches!(k.as_str(), "HOME" | "TMPDIR" | "XDG_CONFIG_HOME"));
-            env.push(("HOME".to_owned(), home.display().to_string()));
+            env.retain(|(k, _)| k != "TMPDIR");
             env.push(("TMPDIR".to_owned(), "/tmp".to_owned()));
             let scope = Scope {
                 cwd: work.clone(),

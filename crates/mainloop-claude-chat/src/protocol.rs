@@ -40,25 +40,21 @@ pub fn mcp_config(url: &str) -> String {
 /// The arguments after the program.
 #[must_use]
 pub fn args(a: &Args<'_>) -> Vec<String> {
-    let mut out: Vec<String> = [
-        "-p",
-        "--input-format",
-        "stream-json",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--include-partial-messages",
-        "--strict-mcp-config",
-        // No built-in tool: nothing that reads files, runs commands or fetches pages.
-        "--tools",
-        "",
-        "--allowedTools",
-        "mcp__mainloop",
-        "--setting-sources",
-        "",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut out: Vec<String> = mainloop_agent::protocol::STREAM_JSON_FLAGS
+        .into_iter()
+        .chain([
+            "--include-partial-messages",
+            "--strict-mcp-config",
+            // No built-in tool: nothing that reads files, runs commands or fetches pages.
+            "--tools",
+            "",
+            "--allowedTools",
+            "mcp__mainloop",
+            "--setting-sources",
+            "",
+        ])
+        .map(str::to_owned)
+        .collect();
     out.extend([
         "--mcp-config".to_owned(),
         mcp_config(a.mcp_url),

@@ -18,7 +18,7 @@ use mainloop_domain::event::EventName;
 use mainloop_domain::records::{ChatMessage, MessageKind};
 use mainloop_domain::{MessageId, UserId};
 use mainloop_model::{ModelError, ModelProvider, ModelRequest, ModelResponse, StreamEvent};
-use mainloop_store::{NewMessage, StoreError, Summary, TurnUsageRow};
+use mainloop_store::{NewMessage, StoreError, Summary, TurnUsageRow, Tx};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -389,20 +389,32 @@ async fn run_tools(
         };
         results.push(ContentBlock::tool_result(id, result, is_error));
     }
+    insert_results(&mut tx, user, trigger, results, at).await?;
+    tx.commit().await?;
+    engine.wake_dispatcher();
+    Ok(())
+}
+
+/// Stores the results of a turn's tool calls, as the user message that answers them.
+pub(crate) async fn insert_results(
+    tx: &mut Tx,
+    user: UserId,
+    trigger: &ChatMessage,
+    content: Vec<ContentBlock>,
+    at: mainloop_domain::Timestamp,
+) -> Result<()> {
     tx.insert_message(
         user,
         &NewMessage {
             role: Role::User,
             kind: MessageKind::ToolResult,
-            content: results,
+            content,
             turn_id: Some(trigger.id),
             task_id: None,
         },
         at,
     )
     .await?;
-    tx.commit().await?;
-    engine.wake_dispatcher();
     Ok(())
 }
 

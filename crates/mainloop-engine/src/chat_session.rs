@@ -6,8 +6,8 @@
 //! resends the message with a note, and its `spawn_task` finds the first call's result.
 
 use crate::chat::{
-    Reply, finish_with_text, model_failure, not_configured, record_delta, storage, store_reply,
-    system_prompt, to_i64,
+    Reply, finish_with_text, insert_results, model_failure, not_configured, record_delta, storage,
+    store_reply, system_prompt, to_i64,
 };
 use crate::dispatcher::{JobContext, JobError};
 use crate::{Engine, Result, now};
@@ -16,7 +16,7 @@ use mainloop_domain::UserId;
 use mainloop_domain::chat::{Block, ContentBlock, EVENT_PREFIX, Role, display_text};
 use mainloop_domain::records::{ChatMessage, MessageKind};
 use mainloop_model::{ModelError, SessionEvent, SessionProvider, SessionTurn};
-use mainloop_store::{NewMessage, TurnUsageRow};
+use mainloop_store::TurnUsageRow;
 
 /// Said before a message whose earlier answer was cut off.
 const REPLAYED: &str = "[mainloop: your answer to the next message was interrupted (the server \
@@ -266,18 +266,7 @@ async fn store_results(
     content: Vec<ContentBlock>,
 ) -> Result<()> {
     let mut tx = engine.store().begin().await?;
-    tx.insert_message(
-        user,
-        &NewMessage {
-            role: Role::User,
-            kind: MessageKind::ToolResult,
-            content,
-            turn_id: Some(trigger.id),
-            task_id: None,
-        },
-        now(),
-    )
-    .await?;
+    insert_results(&mut tx, user, trigger, content, now()).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -308,18 +297,7 @@ async fn seal_interrupted(
     if results.is_empty() {
         return Ok(());
     }
-    tx.insert_message(
-        user,
-        &NewMessage {
-            role: Role::User,
-            kind: MessageKind::ToolResult,
-            content: results,
-            turn_id: Some(trigger.id),
-            task_id: None,
-        },
-        now(),
-    )
-    .await?;
+    insert_results(&mut tx, user, trigger, results, now()).await?;
     tx.commit().await?;
     Ok(())
 }
