@@ -67,6 +67,12 @@ impl ClaudeChat {
         }
     }
 
+    /// How it runs Claude Code.
+    #[must_use]
+    pub fn config(&self) -> &ClaudeChatConfig {
+        &self.cfg
+    }
+
     fn slot(&self, user: &str) -> Arc<tokio::sync::Mutex<Option<Live>>> {
         let mut lives = self
             .lives
