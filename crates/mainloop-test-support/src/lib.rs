@@ -19,5 +19,7 @@ pub use app::{TestApp, test_config, with_model};
 pub use db::{Database, jobs_idle, try_jobs_idle};
 pub use engine::{EngineWorld, model_provider, try_model_provider};
 pub use git::{GitRepo, git, try_git};
-pub use model::{FakeModel, claude_path, fake_model, script, script_path, settled};
+pub use model::{
+    FakeModel, claude_path, fake_model, mcp_inspector_path, script, script_path, settled,
+};
 pub use wait::{TIMEOUT, try_wait_for, wait_for, wait_for_within};

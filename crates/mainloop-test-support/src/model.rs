@@ -49,20 +49,33 @@ pub async fn settled(fake: &FakeModel) {
 /// through a directory the sandbox hides would not resolve inside it. `None` (and the
 /// test skips) when it is not installed, except under CI, where that is a failure.
 #[must_use]
-#[allow(clippy::print_stderr)]
 pub fn claude_path() -> Option<PathBuf> {
+    node_bin("claude")
+}
+
+/// The MCP Inspector's CLI (pinned in the root `package.json`), or `None` (and the test
+/// skips) when `npm ci` has not installed it, except under CI.
+#[must_use]
+pub fn mcp_inspector_path() -> Option<PathBuf> {
+    node_bin("mcp-inspector")
+}
+
+/// A program of the root `node_modules/.bin` by a resolved path; `None` (and the test
+/// skips) when it is missing, except under CI, where that is a failure.
+#[allow(clippy::print_stderr)]
+fn node_bin(name: &str) -> Option<PathBuf> {
     let bin = repo_root().join("node_modules/.bin");
-    let claude = std::fs::canonicalize(&bin)
-        .map(|dir| dir.join("claude"))
-        .unwrap_or_else(|_| bin.join("claude"));
-    if claude.exists() {
-        return Some(claude);
+    let program = std::fs::canonicalize(&bin)
+        .map(|dir| dir.join(name))
+        .unwrap_or_else(|_| bin.join(name));
+    if program.exists() {
+        return Some(program);
     }
     assert!(
         std::env::var_os("CI").is_none(),
         "{} is missing",
-        claude.display()
+        program.display()
     );
-    eprintln!("skipping: {} is missing (run `npm ci`)", claude.display());
+    eprintln!("skipping: {} is missing (run `npm ci`)", program.display());
     None
 }

@@ -13,7 +13,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientLifecycleMode, ClientServiceExt};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 type Client = RunningService<RoleClient, ClientConfig>;
 
@@ -412,31 +412,10 @@ async fn a_missing_or_wrong_token_is_the_apis_401_before_any_mcp() {
     );
 }
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The MCP Inspector's CLI (pinned in the root `package.json`), or `None` (and the test
-/// skips) when `npm ci` has not installed it, except under CI.
-#[allow(clippy::print_stderr)]
-fn inspector() -> Option<PathBuf> {
-    let bin = repo_root().join("node_modules/.bin/mcp-inspector");
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing",
-        bin.display()
-    );
-    eprintln!("skipping: {} is missing (run `npm ci`)", bin.display());
-    None
-}
-
 /// Runs the Inspector's CLI against the server with `args`, offline, in a home of its
 /// own; returns its stdout as JSON.
 async fn inspect(app: &App, token: &str, args: &[&str]) -> Value {
-    let bin = inspector().unwrap();
+    let bin = mainloop_test_support::mcp_inspector_path().unwrap();
     let home = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new(bin)
         .arg("--cli")
@@ -463,7 +442,7 @@ async fn inspect(app: &App, token: &str, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn the_mcp_inspector_lists_the_tools_and_calls_them() {
-    if inspector().is_none() {
+    if mainloop_test_support::mcp_inspector_path().is_none() {
         return;
     }
     let app = app().await;

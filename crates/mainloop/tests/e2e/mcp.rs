@@ -11,23 +11,9 @@ use rmcp::model::{
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::{ClientLifecycleMode, ClientServiceExt};
 
-fn inspector() -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/mcp-inspector");
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing",
-        bin.display()
-    );
-    eprintln!("skipping: {} is missing (run `npm ci`)", bin.display());
-    None
-}
-
 /// The Inspector's CLI with `mainloop mcp` as its stdio server; its stdout as JSON.
 fn inspect(server: &Server, token: &str, args: &[&str]) -> Value {
-    let bin = inspector().unwrap();
+    let bin = mainloop_test_support::mcp_inspector_path().unwrap();
     let home = tempfile::tempdir().unwrap();
     let out = Command::new(bin)
         .args(["--cli", "--transport", "stdio"])
@@ -56,7 +42,7 @@ fn text_of(result: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inspector_runs_the_tools_through_mainloop_mcp() {
-    if inspector().is_none() {
+    if mainloop_test_support::mcp_inspector_path().is_none() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
