@@ -37,6 +37,11 @@ async fn cli_token_users_config_and_safety_checks() {
     assert!(ok);
     assert!(config.contains("[redacted]"), "{config}");
     assert!(!config.contains("sk-planted-secret-4242"), "{config}");
+    // It says what answers the chat, and why.
+    assert!(
+        config.contains("# The chat is answered by: anthropic. An API key is set"),
+        "{config}"
+    );
 
     assert!(run(&["migrate"]).0);
 
