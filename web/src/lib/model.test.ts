@@ -16,6 +16,7 @@ import {
   outputLine,
   putTask,
   retryDelay,
+  thinkingTurns,
   type Model,
   type Snapshot,
 } from "./model";
@@ -282,6 +283,27 @@ describe("chat", () => {
     applyEvent(m, { name: "chat.message", data: message(2, { role: "assistant", turn_id: "m1" }) });
     expect(m.streaming.has("m1")).toBe(false);
     expect(m.chatError).toBeNull();
+  });
+
+  it("thinks from the sent message to the first word, and again while tools run", () => {
+    const m = model();
+    applyEvent(m, { name: "chat.message", data: message(1) });
+    expect(thinkingTurns(m)).toEqual(["m1"]);
+    applyEvent(m, { name: "chat.delta", data: { turn_id: "m1", text: "On it." } });
+    expect(thinkingTurns(m)).toEqual([]);
+    const call = { type: "tool_use", id: "t1", name: "spawn_task", input: {} };
+    applyEvent(m, { name: "chat.message", data: message(2, { role: "assistant", turn_id: "m1", content: [call] as unknown as ChatMessage["content"] }) });
+    expect(thinkingTurns(m)).toEqual(["m1"]);
+    applyEvent(m, { name: "chat.message", data: message(3, { role: "assistant", turn_id: "m1" }) });
+    expect(thinkingTurns(m)).toEqual([]);
+    // Replayed after a reconnect, an answered message does not think again.
+    applyEvent(m, { name: "chat.message", data: message(1) });
+    expect(thinkingTurns(m)).toEqual([]);
+    // Nor does one whose reply is already held.
+    const n = model();
+    applyEvent(n, { name: "chat.message", data: message(5, { role: "assistant", turn_id: "m4" }) });
+    applyEvent(n, { name: "chat.message", data: message(4) });
+    expect(thinkingTurns(n)).toEqual([]);
   });
 
   it("a turn that fails for good drops its preview", () => {

@@ -127,6 +127,17 @@ export function mergeOlderMessages(m: Model, page: ChatMessage[], hasMore: boole
   m.hasOlder = hasMore;
 }
 
+/** Whether an assistant message ends its turn (it calls no tools). */
+export function isFinalReply(msg: ChatMessage): boolean {
+  const content = (msg.content ?? []) as Array<{ type?: unknown }>;
+  return !content.some((b) => b?.type === "tool_use");
+}
+
+/** The turns being answered with nothing streamed yet: the chat shows "thinking". */
+export function thinkingTurns(m: Pick<Model, "streaming">): string[] {
+  return [...m.streaming.entries()].filter(([, text]) => text.length === 0).map(([turn]) => turn);
+}
+
 /** Applies one event (from the stream, or a write's reply given as the event it equals). */
 export function applyEvent(m: Model, e: LiveEvent): Effect[] {
   switch (e.name) {
@@ -141,9 +152,18 @@ export function applyEvent(m: Model, e: LiveEvent): Effect[] {
     case "chat.message": {
       const msg = e.data;
       if (msg.kind !== "text") return [];
-      if (msg.role === "assistant" && msg.turn_id) m.streaming.delete(msg.turn_id);
+      const known = m.messages.some((x) => x.id === msg.id);
+      if (msg.role === "assistant" && msg.turn_id) {
+        // A reply that calls tools is not the last word: the turn thinks on.
+        if (isFinalReply(msg)) m.streaming.delete(msg.turn_id);
+        else m.streaming.set(msg.turn_id, "");
+      }
       if (msg.role === "assistant") m.chatError = null;
-      if (!m.messages.some((x) => x.id === msg.id)) {
+      if (msg.role === "user" && !known && !m.messages.some((x) => x.turn_id === msg.id)) {
+        // Sent and not answered yet: the chat shows it is thinking until the first word.
+        m.streaming.set(msg.id, "");
+      }
+      if (!known) {
         m.messages = [...m.messages, msg].sort((a, b) => a.seq - b.seq);
       }
       return [];
