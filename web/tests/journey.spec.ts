@@ -171,7 +171,7 @@ test("chat, spawn, questions, plan revision, restart, transcript, review, merge"
   await expect(diff.locator(".line.add")).toContainText(["+hello"]);
   await shot(page, info.project.name, "review");
   await review.getByRole("button", { name: "Approve and merge" }).click();
-  await expect(page.getByTestId("task-state")).toHaveText("merged", { timeout: 60_000 });
+  await expect(page.getByTestId("task-state")).toHaveText("Merged", { timeout: 60_000 });
   expect(git(w.repo, "show", "main:greeting.txt")).toBe("hello\n");
 
   // Still the same document: nothing was reloaded.

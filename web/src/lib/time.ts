@@ -7,6 +7,20 @@ export function age(iso: string, now = Date.now()): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
+/** A task's state in words for people, not the API's identifier. */
+const STATE_WORDS: Record<string, string> = {
+  queued: "Waiting for a worker",
+  planning: "Planning",
+  waiting_answers: "Needs your answers",
+  waiting_plan_review: "Plan ready for review",
+  implementing: "Working",
+  checking: "Checking the work",
+  review: "Ready for review",
+  merged: "Merged",
+  failed: "Failed",
+  cancelled: "Cancelled",
+};
+
 export function stateLabel(state: string): string {
-  return state.replaceAll("_", " ");
+  return STATE_WORDS[state] ?? state.replaceAll("_", " ");
 }
