@@ -172,6 +172,12 @@ test("chat, spawn, questions, plan revision, restart, transcript, review, merge"
   await shot(page, info.project.name, "review");
   await review.getByRole("button", { name: "Approve and merge" }).click();
   await expect(page.getByTestId("task-state")).toHaveText("Merged", { timeout: 60_000 });
+  await expect(page.getByTestId("merged-into")).toHaveText("Merged into main.");
+  // The branch reads short; its full name is one tap away.
+  const branch = page.getByTestId("branch");
+  await expect(branch).not.toContainText("mainloop/");
+  await branch.click();
+  await expect(branch).toContainText("mainloop/");
   expect(git(w.repo, "show", "main:greeting.txt")).toBe("hello\n");
 
   // Still the same document: nothing was reloaded.
