@@ -97,6 +97,9 @@ test("chat, spawn, questions, plan revision, restart, transcript, review, merge"
   await box.press("Enter");
   const update = page.getByTestId("event-message").filter({ hasText: "build the greeter" }).first();
   await expect(update).toBeVisible();
+  // The task's updates fold into one card that changes state.
+  await expect(update.getByTestId("card-state")).toHaveText("Needs your answers", { timeout: 60_000 });
+  await expect(page.getByTestId("event-message").filter({ hasText: "build the greeter" })).toHaveCount(1);
   await expect(page.getByTestId("assistant-message").filter({ hasText: "Started a worker" })).toBeVisible();
   await shot(page, info.project.name, "chat");
 
@@ -132,6 +135,11 @@ test("chat, spawn, questions, plan revision, restart, transcript, review, merge"
   await expect(questions.getByRole("button", { name: /Go/ })).toHaveAttribute("aria-pressed", "true");
   await questions.getByRole("button", { name: "Next" }).click();
   await expect(questions.getByRole("button", { name: /Docs/ })).toHaveAttribute("aria-pressed", "true");
+  // A note goes with the ticks, and keeps them.
+  await questions.getByLabel("Add a note, or answer in your own words").fill("keep them short");
+  await expect(questions.getByRole("button", { name: /Tests/ })).toHaveAttribute("aria-pressed", "true");
+  await expect(questions.getByRole("button", { name: /Docs/ })).toHaveAttribute("aria-pressed", "true");
+  await expect(questions.getByRole("button", { name: "Send answers" })).toBeInViewport();
   await questions.getByRole("button", { name: "Send answers" }).click();
 
   // The plan: rendered, and its hostile markup inert.
@@ -143,7 +151,11 @@ test("chat, spawn, questions, plan revision, restart, transcript, review, merge"
   const taskUrl = page.url();
   const taskId = new URL(taskUrl).pathname.split("/").pop() ?? "";
   const task = await w.api<{ answers: Record<string, unknown> }>(page, "GET", `/tasks/${taskId}`);
-  expect(task.answers).toEqual({ q1: ["Go"], q2: ["Tests", "Docs"] });
+  expect(task.answers).toEqual({ q1: ["Go"], q2: { choices: ["Tests", "Docs"], note: "keep them short" } });
+  // The answers read back on the task page as given.
+  const given = page.getByTestId("given-answers");
+  await given.getByText("Your answers").click();
+  await expect(given).toContainText("Tests, Docs — keep them short");
 
   // The server dies and comes back; the open page notices and carries on, no reload.
   await page.evaluate(() => ((window as unknown as { __sameDocument: boolean }).__sameDocument = true));

@@ -1,5 +1,6 @@
 //! Who is calling: the [`CurrentUser`] extractor (API token or session cookie, with the
-//! CSRF origin check for cookies), and the login, logout and `me` endpoints.
+//! CSRF origin check for cookies), and the login (by token or one-time link), logout and
+//! `me` endpoints.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -238,31 +239,103 @@ pub async fn login(
     uri: Uri,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
-    // Otherwise a foreign page could sign the browser into an account of its choosing.
-    if headers.contains_key(header::ORIGIN) {
-        require_same_origin(&headers, &uri)?;
-    }
     let client = client.map(|c| c.0.0.ip());
-    let now = std::time::Instant::now();
-    if let Some(wait) = state.logins.blocked_for(client, now) {
-        let mut err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            "too many wrong tokens from this address; try again later",
-        )
-        .into_response();
-        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            err.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Ok(err);
+    if let Some(refused) = admit(&state, client, &headers, &uri)? {
+        return Ok(refused);
     }
     let Some((user, session, _expires)) = state.engine.login(body.token.trim()).await? else {
-        state.logins.record_failure(client, now);
+        state
+            .logins
+            .record_failure(client, std::time::Instant::now());
         return Err(ApiError::unauthorized("wrong token"));
     };
     state.logins.record_success(client);
+    signed_in(&state, user, &session)
+}
+
+/// Exchange a one-time sign-in code for a browser session.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LinkLoginRequest {
+    /// The code after `#` in a sign-in link (`mll_…`), as printed by `mainloop serve`
+    /// or `mainloop login-link`.
+    #[schema(max_length = 1000)]
+    pub code: String,
+}
+
+/// Signs in with a one-time link's code and sets the `mainloop_session` cookie. The code
+/// works once, within minutes of being issued.
+#[utoipa::path(
+    post,
+    path = "/api/auth/link",
+    operation_id = "login_with_link",
+    tag = "auth",
+    request_body = LinkLoginRequest,
+    security(()),
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set; the code is spent", body = LoginResponse,
+            headers(("set-cookie" = String, description = "`mainloop_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=…`"))),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "The code is wrong, already used or expired", body = ErrorBody),
+        (status = 403, description = "Cross-origin request", body = ErrorBody),
+        (status = 429, description = "Too many wrong tokens or codes from this address; see `Retry-After`", body = ErrorBody),
+    )
+)]
+pub async fn login_with_link(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    uri: Uri,
+    ApiJson(body): ApiJson<LinkLoginRequest>,
+) -> ApiResult<Response> {
+    let client = client.map(|c| c.0.0.ip());
+    if let Some(refused) = admit(&state, client, &headers, &uri)? {
+        return Ok(refused);
+    }
+    let Some((user, session, _expires)) = state.engine.sign_in_with_code(body.code.trim()).await?
+    else {
+        state
+            .logins
+            .record_failure(client, std::time::Instant::now());
+        return Err(ApiError::unauthorized(
+            "this sign-in link was already used, has expired or is wrong; \
+             run `mainloop login-link` on the server for a new one, or sign in with a token",
+        ));
+    };
+    state.logins.record_success(client);
+    signed_in(&state, user, &session)
+}
+
+/// The checks before a sign-in attempt: same origin when the browser says where it is
+/// (otherwise a foreign page could sign the browser into an account of its choosing),
+/// and not too many failures from this address. `Some` is the refusal to send.
+fn admit(
+    state: &AppState,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> ApiResult<Option<Response>> {
+    if headers.contains_key(header::ORIGIN) {
+        require_same_origin(headers, uri)?;
+    }
+    let Some(wait) = state.logins.blocked_for(client, std::time::Instant::now()) else {
+        return Ok(None);
+    };
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        "too many wrong tokens from this address; try again later",
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        err.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Ok(Some(err))
+}
+
+/// The reply to a successful sign-in: the user, with the session cookie.
+fn signed_in(state: &AppState, user: User, session: &str) -> ApiResult<Response> {
     let max_age = state.engine.config().session_ttl.as_secs();
-    let cookie = session_cookie_header(&session, max_age, state.config.secure_cookies)?;
+    let cookie = session_cookie_header(session, max_age, state.config.secure_cookies)?;
     let mut response = Json(LoginResponse { user }).into_response();
     let headers = response.headers_mut();
     headers.insert(header::SET_COOKIE, cookie);

@@ -90,6 +90,7 @@ pub fn router_with_shutdown(
         .route("/health", get(health::health))
         .route("/openapi.json", get(openapi_json_handler))
         .route("/auth/login", post(auth::login))
+        .route("/auth/link", post(auth::login_with_link))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
         .route("/chat", post(chat::post_chat))
@@ -171,6 +172,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::health::health,
         openapi_json_handler,
         auth::login,
+        auth::login_with_link,
         auth::logout,
         auth::me,
         routes::chat::post_chat,

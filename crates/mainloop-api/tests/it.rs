@@ -26,6 +26,8 @@ mod hostile;
 mod mcp;
 #[path = "it/repos.rs"]
 mod repos;
+#[path = "it/signin.rs"]
+mod signin;
 
 const VERSION: &str = "test-1.2.3";
 const PUBLIC_URL: &str = "https://mainloop.example";
@@ -438,18 +440,20 @@ const QUIET: Duration = Duration::from_millis(1500);
 // ---------------------------------------------------------------------------------
 // The OpenAPI document
 
-const PUBLIC: [&str; 4] = [
+const PUBLIC: [&str; 5] = [
     "/api/health",
     "/api/auth/login",
+    "/api/auth/link",
     "/api/openapi.json",
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 29] = [
+const ROUTES: [(&str, &str); 30] = [
     ("GET", "/api/health"),
     ("GET", "/api/model"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/auth/login"),
+    ("POST", "/api/auth/link"),
     ("POST", "/api/auth/logout"),
     ("GET", "/api/auth/me"),
     ("POST", "/api/chat"),

@@ -6,6 +6,7 @@
 
 pub mod chat;
 pub mod event;
+pub mod failure;
 pub mod ids;
 pub mod inbox;
 pub mod question;

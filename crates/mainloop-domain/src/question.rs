@@ -31,12 +31,30 @@ pub struct Question {
     pub multi_select: bool,
 }
 
-/// The human's answer to one question: chosen option labels, or free text.
+/// The human's answer to one question: chosen option labels, free text, or both.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Answer {
     Choices(Vec<String>),
     Text(String),
+    /// Chosen labels with a note in the human's own words.
+    WithNote {
+        choices: Vec<String>,
+        note: String,
+    },
+}
+
+impl Answer {
+    /// The answer in words: labels joined by ", ", a note after them in parentheses.
+    #[must_use]
+    pub fn as_text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Choices(labels) => labels.join(", "),
+            Self::WithNote { choices, note } if choices.is_empty() => note.trim().to_owned(),
+            Self::WithNote { choices, note } => format!("{} ({})", choices.join(", "), note.trim()),
+        }
+    }
 }
 
 /// Answers keyed by question id.
@@ -59,8 +77,8 @@ pub enum AnswerError {
 
 /// Checks that every question has a usable answer and nothing else was sent.
 ///
-/// Free text is accepted for any question (the agent's own UI offers "Other" too);
-/// chosen labels must be options of their question.
+/// Free text is accepted for any question (the agent's own UI offers "Other" too), alone
+/// or as a note beside chosen labels; chosen labels must be options of their question.
 ///
 /// # Errors
 /// The first problem found, in question order.
@@ -77,25 +95,38 @@ pub fn validate_answers(questions: &[Question], answers: &Answers) -> Result<(),
                 return Err(AnswerError::Empty(q.id.clone()));
             }
             Some(Answer::Text(_)) => {}
+            Some(Answer::WithNote { choices, note }) => {
+                if note.trim().is_empty() {
+                    return Err(AnswerError::Empty(q.id.clone()));
+                }
+                check_choices(q, choices)?;
+            }
             Some(Answer::Choices(labels)) => {
                 if labels.is_empty() {
                     return Err(AnswerError::Empty(q.id.clone()));
                 }
-                if !q.multi_select && labels.len() > 1 {
-                    return Err(AnswerError::NotSingle(q.id.clone()));
-                }
-                for label in labels {
-                    if !q.options.iter().any(|o| &o.label == label) {
-                        return Err(AnswerError::UnknownOption {
-                            question: q.id.clone(),
-                            label: label.clone(),
-                        });
-                    }
-                }
+                check_choices(q, labels)?;
             }
         }
     }
     Ok(())
+}
+
+/// Chosen labels must be options of their question, one unless it takes several.
+fn check_choices(q: &Question, labels: &[String]) -> Result<(), AnswerError> {
+    if !q.multi_select && labels.len() > 1 {
+        return Err(AnswerError::NotSingle(q.id.clone()));
+    }
+    match labels
+        .iter()
+        .find(|l| !q.options.iter().any(|o| &o.label == *l))
+    {
+        Some(label) => Err(AnswerError::UnknownOption {
+            question: q.id.clone(),
+            label: label.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The answers as the agent expects them: keyed by question text, several labels joined
@@ -107,13 +138,7 @@ pub fn answers_by_question_text(
 ) -> BTreeMap<String, String> {
     questions
         .iter()
-        .filter_map(|q| {
-            let text = match answers.get(&q.id)? {
-                Answer::Text(t) => t.clone(),
-                Answer::Choices(labels) => labels.join(", "),
-            };
-            Some((q.question.clone(), text))
-        })
+        .filter_map(|q| Some((q.question.clone(), answers.get(&q.id)?.as_text())))
         .collect()
 }
 
@@ -145,6 +170,46 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn choices_with_a_note_keep_both() {
+        let qs = [q("q1", true)];
+        let both = Answer::WithNote {
+            choices: vec!["A".into(), "B".into()],
+            note: " and keep it small ".into(),
+        };
+        let a = answers(&[("q1", both)]);
+        assert_eq!(validate_answers(&qs, &a), Ok(()));
+        assert_eq!(
+            answers_by_question_text(&qs, &a)["Question q1?"],
+            "A, B (and keep it small)"
+        );
+        let parsed: Answers =
+            serde_json::from_str(r#"{"q1":{"choices":["A"],"note":"why"}}"#).unwrap();
+        assert_eq!(validate_answers(&qs, &parsed), Ok(()));
+        let empty_note = answers(&[(
+            "q1",
+            Answer::WithNote {
+                choices: vec!["A".into()],
+                note: " ".into(),
+            },
+        )]);
+        assert_eq!(
+            validate_answers(&qs, &empty_note),
+            Err(AnswerError::Empty("q1".into()))
+        );
+        let bad_label = answers(&[(
+            "q1",
+            Answer::WithNote {
+                choices: vec!["Z".into()],
+                note: "n".into(),
+            },
+        )]);
+        assert!(matches!(
+            validate_answers(&qs, &bad_label),
+            Err(AnswerError::UnknownOption { .. })
+        ));
     }
 
     #[test]

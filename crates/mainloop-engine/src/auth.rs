@@ -1,18 +1,23 @@
-//! Credentials: API tokens and browser sessions. Only SHA-256 hashes are stored, so a
-//! leaked database does not leak usable tokens.
+//! Credentials: API tokens, browser sessions and one-time sign-in links. Only SHA-256
+//! hashes are stored, so a leaked database does not leak usable tokens.
 
 use crate::{Engine, Result, now};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mainloop_domain::Timestamp;
 use mainloop_domain::records::User;
+use mainloop_domain::{Timestamp, UserId};
 use mainloop_store::TokenKind;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 /// Prefix of API tokens, so they are recognisable in secret scanners.
 pub const API_TOKEN_PREFIX: &str = "mlt_";
 const SESSION_PREFIX: &str = "mls_";
+const LINK_PREFIX: &str = "mll_";
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// A new random token with `prefix`: 256 bits from the OS generator.
 pub(crate) fn new_token(prefix: &str) -> String {
@@ -29,6 +34,10 @@ pub fn hash_token(token: &str) -> String {
 }
 
 impl Engine {
+    /// How long a sign-in link works: long enough to reach for a phone, short enough
+    /// that a link left in a terminal's scrollback is dead.
+    pub const SIGN_IN_LINK_TTL: Duration = Duration::from_secs(10 * 60);
+
     /// Creates the owner and their first API token if there is no owner yet. Returns the
     /// token only when it was created now (it is shown once).
     ///
@@ -104,21 +113,74 @@ impl Engine {
         let Some(user) = self.authenticate_token(token).await? else {
             return Ok(None);
         };
+        let mut tx = self.store().begin().await?;
+        let (session, expires) = self.open_session(&mut tx, user.id).await?;
+        tx.commit().await?;
+        Ok(Some((user, session, expires)))
+    }
+
+    async fn open_session(
+        &self,
+        tx: &mut mainloop_store::Tx,
+        user: UserId,
+    ) -> Result<(String, Timestamp)> {
         let session = new_token(SESSION_PREFIX);
         let now = now();
-        let ttl_ms = i64::try_from(self.config().session_ttl.as_millis()).unwrap_or(i64::MAX);
-        let expires = now.plus_millis(ttl_ms);
-        let mut tx = self.store().begin().await?;
+        let expires = now.plus_millis(millis(self.config().session_ttl));
         tx.insert_token(
             &hash_token(&session),
-            user.id,
+            user,
             TokenKind::Session,
             Some(expires),
             now,
         )
         .await?;
+        Ok((session, expires))
+    }
+
+    /// Issues a one-time sign-in code for `user`, working for `ttl`. The caller shows it
+    /// once (as a link); only its hash is kept.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn issue_sign_in_code(&self, user: &User, ttl: Duration) -> Result<String> {
+        let code = new_token(LINK_PREFIX);
+        let now = now();
+        let mut tx = self.store().begin().await?;
+        tx.insert_token(
+            &hash_token(&code),
+            user.id,
+            TokenKind::Link,
+            Some(now.plus_millis(millis(ttl))),
+            now,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(Some((user, session, expires)))
+        Ok(code)
+    }
+
+    /// Exchanges a sign-in code for a browser session, spending the code in the same
+    /// transaction that opens the session. `None` when the code is wrong, used or
+    /// expired.
+    ///
+    /// # Errors
+    /// On storage failure.
+    pub async fn sign_in_with_code(&self, code: &str) -> Result<Option<(User, String, Timestamp)>> {
+        let mut tx = self.store().begin().await?;
+        let Some(user_id) = tx
+            .take_token(&hash_token(code), TokenKind::Link, now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (session, expires) = self.open_session(&mut tx, user_id).await?;
+        tx.commit().await?;
+        // Users are never deleted, so this finds them; if not, the session is useless.
+        Ok(self
+            .store()
+            .user(user_id)
+            .await?
+            .map(|user| (user, session, expires)))
     }
 
     /// The user a session belongs to, if it has not expired.

@@ -6,11 +6,13 @@ use mainloop_domain::{Timestamp, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-/// What a token grants: an API token (long-lived, for clients) or a browser session.
+/// What a token grants: an API token (long-lived, for clients), a browser session, or a
+/// one-time sign-in link (short-lived, exchanged for a session once).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenKind {
     Api,
     Session,
+    Link,
 }
 
 impl TokenKind {
@@ -18,6 +20,7 @@ impl TokenKind {
         match self {
             Self::Api => "api",
             Self::Session => "session",
+            Self::Link => "link",
         }
     }
 }
@@ -88,6 +91,31 @@ impl Tx {
         .execute(self.conn())
         .await?;
         Ok(())
+    }
+
+    /// Deletes a token of `kind` that has not expired and returns whose it was: a
+    /// single-use credential is spent by the first transaction that takes it, however
+    /// many race for it.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn take_token(
+        &mut self,
+        token_hash: &str,
+        kind: TokenKind,
+        now: Timestamp,
+    ) -> Result<Option<UserId>> {
+        let row = sqlx::query(
+            "DELETE FROM auth_tokens WHERE token_hash = $1 AND kind = $2 \
+             AND (expires_at IS NULL OR expires_at > $3) RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(kind.as_str())
+        .bind(now.as_millis())
+        .fetch_optional(self.conn())
+        .await?;
+        row.map(|r| parse(&r.try_get::<String, _>("user_id")?, "user id"))
+            .transpose()
     }
 }
 

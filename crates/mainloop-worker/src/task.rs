@@ -5,6 +5,7 @@
 //! module; it uses none of them.
 
 use crate::Runtime;
+use mainloop_domain::failure;
 use mainloop_domain::records::{FileStat, Task, TaskDiff};
 use mainloop_domain::task::TaskEvent;
 use mainloop_domain::transcript::TranscriptEntry;
@@ -39,11 +40,32 @@ pub(crate) async fn apply(
     }
 }
 
-/// Fails the task with `reason` (visible in the inbox).
+/// Fails the task with `reason` (visible in the inbox). A known failure (not logged in,
+/// no agent command, no repository, usage limit) fails with the instruction that fixes
+/// it instead, its raw text kept in the task's transcript.
 pub(crate) async fn fail(rt: &Runtime, id: TaskId, reason: String) -> Result<(), JobError> {
+    let reason = match failure::instruction(&reason, &user_name(rt)) {
+        Some(instruction) => {
+            if let Some((user, _)) = load(rt, id).await? {
+                status(rt, user, id, &format!("failed: {reason}")).await;
+            }
+            instruction
+        }
+        None => reason,
+    };
     apply(rt, id, TaskEvent::AgentFailed(reason))
         .await
         .map(|_| ())
+}
+
+/// The account agents run as, as the environment they are given names it.
+fn user_name(rt: &Runtime) -> String {
+    let env = &rt.inner.config.agent_env;
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|name| env.iter().find(|(k, v)| k == name && !v.is_empty()))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
 }
 
 pub(crate) async fn status(rt: &Runtime, user: UserId, task: TaskId, text: &str) {

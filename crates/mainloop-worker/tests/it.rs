@@ -7,6 +7,8 @@
     clippy::print_stderr
 )]
 
+#[path = "it/failures.rs"]
+mod failures;
 #[path = "it/resume.rs"]
 mod resume;
 
@@ -539,16 +541,21 @@ async fn skip_plan_goes_straight_to_work_and_cancel_stops_a_running_agent() {
 
 const FLAKY: &str = r##"
 rules:
+  - name: done
+    match: {tool_result_for: Bash}
+    reply: [{text: "Finished."}]
   - name: resumed
     match: {user_contains: "Continue the task"}
-    reply: [{text: "Recovered and finished."}]
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'x\\n' > thing.txt", description: "Recover"}}
   - name: slow-first
     match: {user_contains: "do the thing", times: 1}
     delay_ms: 1500
     reply: [{text: "Working on it, slowly, step by step."}]
   - name: again
     match: {user_contains: "do the thing"}
-    reply: [{text: "Finished."}]
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'x\\n' > thing.txt", description: "Work"}}
 "##;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -618,8 +625,12 @@ async fn a_crashed_agent_fails_the_task_and_retry_resumes_its_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_n_agents_run_and_the_rest_queue_in_order() {
     let fake_agent = fake_agent_path();
+    // The fake agent edits nothing: the wrapper leaves the change review needs.
     let w = World::new(
         vec![
+            "sh".into(),
+            "-c".into(),
+            "printf 'x\\n' > work.txt; exec \"$0\" \"$@\"".into(),
             fake_agent.display().to_string(),
             "--events".into(),
             "20".into(),
@@ -677,6 +688,9 @@ async fn at_most_n_agents_run_and_the_rest_queue_in_order() {
 
 const WAITING: &str = r##"
 rules:
+  - name: wrote
+    match: {tool_result_for: Bash}
+    reply: [{text: "Written."}]
   - name: ask
     match: {user_contains: "needs a decision", tool_offered: AskUserQuestion}
     reply:
@@ -694,13 +708,16 @@ rules:
   # call, so the answer in text is matched first.
   - name: answered-after-resume
     match: {user_contains: "Answers to your questions"}
-    reply: [{text: "Thanks, resumed with your answer."}]
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'x\\n' > answer.txt", description: "Resumed"}}
   - name: answered-in-session
     match: {tool_result_for: AskUserQuestion}
-    reply: [{text: "Thanks, that settles it."}]
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'x\\n' > answer.txt", description: "Answered"}}
   - name: other
     match: {user_contains: "independent work"}
-    reply: [{text: "Independent work done."}]
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'x\\n' > other.txt", description: "Work"}}
 "##;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -531,6 +531,7 @@ impl App {
 
 /// Runs the server until SIGINT/SIGTERM.
 pub async fn serve(config: Config, config_file: Option<&Path>) -> Result<()> {
+    let (auth, public_url) = (config.auth.enabled, config.public_url.clone());
     let app = App::build_with_config_file(config, config_file).await?;
     if let Some(token) = app.created_token() {
         announce(&format!(
@@ -541,6 +542,10 @@ pub async fn serve(config: Config, config_file: Option<&Path>) -> Result<()> {
     }
     // Last, so whoever watches stdout knows everything before it has been said.
     announce(&format!("mainloop listening on http://{}", app.addr()));
+    if auth && let Some(owner) = app.engine().owner().await? {
+        let base = crate::signin_link::base_url(public_url.as_deref(), app.addr());
+        crate::signin_link::print_new(app.engine(), &owner, &base).await?;
+    }
     app.run_until(wait_for_signal()).await
 }
 

@@ -49,6 +49,13 @@ enum ServerCommand {
         #[arg(long)]
         new: bool,
     },
+    /// Print a one-time link that signs a browser in (within 10 minutes, once), with a
+    /// QR code for a phone when run in a terminal. Works whether or not the server runs.
+    LoginLink {
+        /// Whose session the link opens (default: the owner).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -108,6 +115,23 @@ pub async fn run(cli: Cli) -> Result<()> {
             say(&token);
             Ok(())
         }
+        ServerCommand::LoginLink { user } => {
+            if !config.auth.enabled {
+                bail!("authentication is off, so the server needs no sign-in; open it directly");
+            }
+            let engine = app::offline_engine(&config).await?;
+            let (owner, _) = app::ensure_owner(&engine, &config).await?;
+            let user = match user {
+                None => owner,
+                Some(name) => engine.user_by_name(&name).await?.with_context(|| {
+                    format!("no user '{name}'; `mainloop user list` shows them")
+                })?,
+            };
+            let base = crate::signin_link::base_url(config.public_url.as_deref(), config.listen);
+            crate::signin_link::print_new(&engine, &user, &base).await?;
+            engine.close().await;
+            Ok(())
+        }
         ServerCommand::User { command } => {
             let engine = app::offline_engine(&config).await?;
             match command {
@@ -159,6 +183,10 @@ mod tests {
             parse(&["new", "--repo", "r"]).is_err(),
             "a description is required"
         );
+        assert!(matches!(
+            parse(&["login-link", "--user", "bob"]).unwrap().command,
+            Command::Server(ServerCommand::LoginLink { user: Some(_) })
+        ));
         assert!(matches!(
             parse(&["serve"]).unwrap().command,
             Command::Server(ServerCommand::Serve { .. })

@@ -8,5 +8,6 @@ pub mod client;
 pub mod main_thread;
 pub mod mcp_stdio;
 mod sandbox;
+pub mod signin_link;
 
 pub use app::App;

@@ -77,7 +77,7 @@ export function createApi(options: ClientOptions = {}) {
   client.use({
     onError: () => new ApiError(0, "network", "Cannot reach the server. Check the connection and try again."),
     onResponse: ({ response, schemaPath }) => {
-      if (response.status === 401 && schemaPath !== "/api/auth/login") onUnauthorized();
+      if (response.status === 401 && schemaPath !== "/api/auth/login" && schemaPath !== "/api/auth/link") onUnauthorized();
       return undefined;
     },
   });
@@ -87,6 +87,7 @@ export function createApi(options: ClientOptions = {}) {
     me: () => unwrap(client.GET("/api/auth/me")),
     health: () => unwrap(client.GET("/api/health")),
     login: (token: string) => unwrap(client.POST("/api/auth/login", { body: { token } })),
+    loginWithLink: (code: string) => unwrap(client.POST("/api/auth/link", { body: { code } })),
     logout: () => unwrap(client.POST("/api/auth/logout")),
 
     messages: (before?: string, limit = 50) =>

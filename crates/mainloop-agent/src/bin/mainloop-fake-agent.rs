@@ -2,7 +2,9 @@
 //! protocol but has no model behind it. It reads the `initialize` request and one user
 //! message on stdin, then writes `system/init`, `--events N` assistant text / tool_use /
 //! tool_result lines at `--rate R` per second (0 = as fast as possible), and a `result`
-//! line, and exits 0. The claude flags `ClaudeCode` passes are accepted and ignored,
+//! line, and exits 0. Like a real agent it leaves work behind: it writes
+//! `fake-agent.txt` (the session and the events) in its working directory, so the task
+//! has a change to review. The claude flags `ClaudeCode` passes are accepted and ignored,
 //! except `--session-id` / `--resume` (reported back as the session id) and `--model`.
 //!
 //! Usage: `mainloop-fake-agent [--events N] [--rate R] [claude flags…]`
@@ -135,6 +137,11 @@ fn run(options: &Options) -> io::Result<()> {
         }
         emit(&mut out, &progress_line(i, sid))?;
     }
+    // The turn's work: a change in the worktree (a run that changes nothing fails).
+    std::fs::write(
+        "fake-agent.txt",
+        format!("session {sid}: {} events\n", options.events),
+    )?;
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     emit(
         &mut out,

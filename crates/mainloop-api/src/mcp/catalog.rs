@@ -78,11 +78,19 @@ pub fn tools() -> Vec<Tool> {
                     "task_id": task_id,
                     "answers": {
                         "type": "object",
-                        "description": "Question id → the chosen option labels, or free text.",
+                        "description": "Question id → the chosen option labels, free text, or both as {choices, note}.",
                         "additionalProperties": {
                             "anyOf": [
                                 {"type": "array", "items": {"type": "string"}},
-                                {"type": "string"}
+                                {"type": "string"},
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "choices": {"type": "array", "items": {"type": "string"}},
+                                        "note": {"type": "string"}
+                                    },
+                                    "required": ["choices", "note"]
+                                }
                             ]
                         }
                     }

@@ -96,7 +96,7 @@ pub struct CreateTaskRequest {
 }
 
 /// Answers to a task's pending questions, keyed by question id: the chosen option
-/// labels, or free text.
+/// labels, free text, or both (`{"choices": [...], "note": "..."}`).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AnswersRequest {
     pub answers: BTreeMap<String, Answer>,

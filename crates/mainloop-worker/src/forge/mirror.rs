@@ -199,11 +199,7 @@ fn acknowledgements(task: &Task, m: &Mirror, out: &mut Vec<Write>) {
             let mut text = String::from("**Answered in mainloop:**\n");
             for q in &task.questions {
                 if let Some(a) = answers.get(&q.id) {
-                    let a = match a {
-                        mainloop_domain::question::Answer::Choices(l) => l.join(", "),
-                        mainloop_domain::question::Answer::Text(t) => t.clone(),
-                    };
-                    text.push_str(&format!("- {} → {a}\n", q.question));
+                    text.push_str(&format!("- {} → {}\n", q.question, a.as_text()));
                 }
             }
             out.push(comment(

@@ -20,7 +20,8 @@ rules:
       - tool_use: {name: Bash, input: {command: "touch fixed.txt", description: "Fix"}}
   - name: answered-after-resume
     match: {user_contains: "Answers to your questions"}
-    reply: [{text: "Thanks, resumed with your answer."}]
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'green\\n' > colour.txt", description: "Answered"}}
 "##;
 
 async fn world(claude: &Path, check: Option<&str>, idle: Duration) -> World {

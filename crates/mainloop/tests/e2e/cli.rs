@@ -113,3 +113,103 @@ async fn cli_token_users_config_and_safety_checks() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"));
 }
+
+/// The code of the first sign-in link in `stdout`, checking the link's shape.
+fn link_code(stdout: &str, base: &str) -> String {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("sign in as "))
+        .unwrap_or_else(|| panic!("no sign-in link in {stdout:?}"));
+    let (_, link) = line.rsplit_once(' ').unwrap();
+    let code = link
+        .strip_prefix(&format!("{base}/signin#"))
+        .unwrap_or_else(|| panic!("{link}"));
+    assert!(code.starts_with("mll_") && code.len() == 47, "{code}");
+    code.to_owned()
+}
+
+async fn sign_in_with(base: &str, code: &str) -> (u16, Option<String>) {
+    let r = client()
+        .post(format!("{base}/api/auth/link"))
+        .json(&json!({ "code": code }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .map(|c| c.to_str().unwrap().to_owned());
+    (r.status().as_u16(), cookie)
+}
+
+/// `mainloop serve` prints a sign-in link after its address, and `mainloop login-link`
+/// prints a fresh one whether or not the server runs; each signs in once, and no code
+/// reaches the server's log even at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_links_work_once_and_are_never_logged() {
+    let data = tempfile::tempdir().unwrap();
+    let public = "http://mainloop.test:8080";
+    let login_link = |args: &[&str]| {
+        command(data.path(), None)
+            .env("MAINLOOP_PUBLIC_URL", public)
+            .arg("login-link")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Printed while no server runs; it works once the server does.
+    let out = login_link(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("sign in as 'owner'"), "{stdout}");
+    assert!(!stdout.contains('█'), "no QR code off a terminal: {stdout}");
+    let offline_code = link_code(&stdout, public);
+    let out = login_link(&["--user", "nobody"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user 'nobody'"));
+
+    let log_path = data.path().join("server.log");
+    let mut server = command(data.path(), None)
+        .env("MAINLOOP_PUBLIC_URL", public)
+        .env("MAINLOOP_LOG__FILTER", "debug")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut base = None;
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(addr) = line.strip_prefix("mainloop listening on ") {
+            base = Some(addr.to_owned());
+        } else if base.is_some() && line.starts_with("sign in as ") {
+            seen = line;
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let base = base.expect("the server said where it listens");
+    let served_code = link_code(&seen, public);
+
+    for code in [&offline_code, &served_code] {
+        let (status, cookie) = sign_in_with(&base, code).await;
+        assert_eq!(status, 200);
+        assert!(cookie.unwrap().starts_with("mainloop_session=mls_"));
+        let (status, cookie) = sign_in_with(&base, code).await;
+        assert_eq!(status, 401, "a link works once");
+        assert!(cookie.is_none());
+    }
+    let (status, _) = sign_in_with(&base, "mll_wrong").await;
+    assert_eq!(status, 401);
+
+    let _ = server.kill();
+    let _ = server.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("DEBUG"), "the log is at debug level: {log}");
+    for code in [&offline_code, &served_code] {
+        assert!(!log.contains(code.as_str()), "a code reached the log");
+        assert!(!log.contains(&code[4..]), "a code reached the log");
+    }
+}

@@ -4,6 +4,26 @@
  */
 
 export interface paths {
+    "/api/auth/link": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Signs in with a one-time link's code and sets the `mainloop_session` cookie. The code
+         *     works once, within minutes of being issued.
+         */
+        post: operations["login_with_link"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/login": {
         parameters: {
             query?: never;
@@ -500,11 +520,14 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description The human's answer to one question: chosen option labels, or free text. */
-        Answer: string[] | string;
+        /** @description The human's answer to one question: chosen option labels, free text, or both. */
+        Answer: string[] | string | {
+            choices: string[];
+            note: string;
+        };
         /**
          * @description Answers to a task's pending questions, keyed by question id: the chosen option
-         *     labels, or free text.
+         *     labels, free text, or both (`{"choices": [...], "note": "..."}`).
          */
         AnswersRequest: {
             answers: {
@@ -712,6 +735,14 @@ export interface components {
              * @description How many open items ask the human to act (failures not counted), at most 1000.
              */
             needs_you: number;
+        };
+        /** @description Exchange a one-time sign-in code for a browser session. */
+        LinkLoginRequest: {
+            /**
+             * @description The code after `#` in a sign-in link (`mll_…`), as printed by `mainloop serve`
+             *     or `mainloop login-link`.
+             */
+            code: string;
         };
         /** @description Exchange an API token for a browser session. */
         LoginRequest: {
@@ -1197,6 +1228,68 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    login_with_link: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LinkLoginRequest"];
+            };
+        };
+        responses: {
+            /** @description Signed in; the session cookie is set; the code is spent */
+            200: {
+                headers: {
+                    /** @description `mainloop_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=…` */
+                    "set-cookie"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginResponse"];
+                };
+            };
+            /** @description Malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The code is wrong, already used or expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many wrong tokens or codes from this address; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     login: {
         parameters: {
             query?: never;

@@ -1,0 +1,41 @@
+// The chat as read: a task's worker updates fold into one card at the place the task
+// first appeared, showing its current state and newest update; everything else is the
+// thread as stored. (The model still receives every update, in order.)
+import type { ChatMessage } from "./api";
+
+export interface TaskCard {
+  kind: "task";
+  taskId: string;
+  /** The update that introduced the task (where the card sits). */
+  first: ChatMessage;
+  /** Every update about it, oldest first; the last is the newest. */
+  updates: ChatMessage[];
+}
+
+export type ChatItem = { kind: "message"; message: ChatMessage } | TaskCard;
+
+export function chatItems(messages: ChatMessage[]): ChatItem[] {
+  const cards = new Map<string, TaskCard>();
+  const out: ChatItem[] = [];
+  for (const message of messages) {
+    const taskId = message.role === "event" ? message.task_id : null;
+    if (!taskId) {
+      out.push({ kind: "message", message });
+      continue;
+    }
+    const card = cards.get(taskId);
+    if (card) {
+      card.updates.push(message);
+      continue;
+    }
+    const created: TaskCard = { kind: "task", taskId, first: message, updates: [message] };
+    cards.set(taskId, created);
+    out.push(created);
+  }
+  return out;
+}
+
+/** A stable key for a chat item. */
+export function itemKey(item: ChatItem): string {
+  return item.kind === "task" ? `task:${item.taskId}` : item.message.id;
+}
