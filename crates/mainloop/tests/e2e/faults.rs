@@ -245,6 +245,13 @@ rules:
     delay_ms: 150
     reply:
       - tool_use: {name: Bash, input: {command: "printf 'steady\\n' > steady.txt", description: "Work"}}
+  # Resumed after a crash or a retry, the agent still does the work (a run that leaves
+  # no change fails).
+  - name: task-work-resumed
+    match: {user_contains: "Continue the task where you left off"}
+    delay_ms: 150
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'steady\\n' > steady.txt", description: "Work"}}
   - name: task-done
     match: {tool_result_for: Bash}
     delay_ms: 150
