@@ -55,6 +55,7 @@ export type Route =
   | { name: "task"; id: string }
   | { name: "settings" }
   | { name: "new" }
+  | { name: "projects" }
   | { name: "login" }
   | { name: "notfound" };
 
@@ -63,6 +64,7 @@ export function match(path: string): Route {
   if (path === "/inbox") return { name: "inbox" };
   if (path === "/settings") return { name: "settings" };
   if (path === "/new") return { name: "new" };
+  if (path === "/projects") return { name: "projects" };
   if (path === "/login") return { name: "login" };
   const m = /^\/tasks\/([0-9a-fA-F-]{8,36})\/?$/.exec(path);
   if (m?.[1]) return { name: "task", id: m[1] };
