@@ -1,6 +1,5 @@
 //! Work delivered to the local repository: nothing to publish (the worktree's branch is
-//! the work) though work that changes nothing fails rather than reach review, the
-//! project's check command run in the task's confinement, and a git
+//! the work), the project's check command run in the task's confinement, and a git
 //! merge into the base branch, a conflict sending the agent back to resolve it.
 
 use crate::Runtime;
@@ -22,15 +21,14 @@ impl Delivery for Local {
         task.repo.clone()
     }
 
-    /// Nothing to publish, but work that changes nothing is not offered for review.
     async fn publish(
         &self,
-        rt: &Runtime,
+        _rt: &Runtime,
         _ctx: &JobContext,
-        task: &Task,
-        wt: &Worktree,
+        _task: &Task,
+        _wt: &Worktree,
     ) -> Result<(), JobError> {
-        require_changes(rt, task, wt).await
+        Ok(())
     }
 
     async fn check(
@@ -51,23 +49,6 @@ impl Delivery for Local {
         task: &Task,
     ) -> Result<(), JobError> {
         merge(rt, user, task).await
-    }
-}
-
-/// Why a task fails whose work, committed, does not differ from its base.
-const NO_CHANGES: &str = "The worker made no changes.";
-
-/// Fails the task when its committed work does not differ from its base: an agent that
-/// claims it wrote files but wrote none must not reach review as mergeable, and a failed
-/// task can be retried. A diff that cannot be read does not block (review shows it).
-async fn require_changes(rt: &Runtime, task: &Task, wt: &Worktree) -> Result<(), JobError> {
-    match crate::task::diff(rt, wt).await {
-        Ok(d) if d.files.is_empty() => fail(rt, task.id, NO_CHANGES.to_owned()).await,
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::warn!(task = %task.id, error = %e, "could not tell whether the work changed anything");
-            Ok(())
-        }
     }
 }
 
