@@ -180,11 +180,7 @@ async fn run_turn(payload: ChatTurn, ctx: JobContext) -> std::result::Result<(),
             continue;
         }
         let Some(model) = engine.model().cloned() else {
-            let why = engine
-                .main_thread_status(user)
-                .await
-                .map_err(storage)?
-                .reason;
+            let why = engine.main_choice_reason();
             return finish_with_text(&ctx, user, &trigger, &not_configured(&why)).await;
         };
         // The context is read once per model call; compaction only trims it.

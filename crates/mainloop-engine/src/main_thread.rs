@@ -74,6 +74,17 @@ impl Engine {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = session;
     }
 
+    /// Why the provider was chosen, or why none can answer.
+    pub(crate) fn main_choice_reason(&self) -> String {
+        self.inner
+            .main
+            .choice
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .reason
+            .clone()
+    }
+
     pub(crate) fn session_provider(&self) -> Option<Arc<dyn SessionProvider>> {
         self.inner
             .main

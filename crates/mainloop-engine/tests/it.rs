@@ -193,6 +193,14 @@ async fn chat_confirms_then_spawns_and_survives_restart(backend: Backend) {
     assert_eq!(turn[1].kind, MessageKind::ToolResult);
     assert!(turn[1].content[0].is_tool_result());
 
+    // What each turn used is recorded: two turns, the second over two model calls.
+    let status = engine.main_thread_status(user).await.unwrap();
+    assert_eq!(status.turns, 2, "{status:?}");
+    assert!(
+        status.input_tokens > 0 && status.output_tokens > 0,
+        "{status:?}"
+    );
+
     // A worker update went into the thread.
     let (all, _) = engine.chat_messages(user, None, 100, false).await.unwrap();
     let event = all
