@@ -196,7 +196,12 @@ async fn drive(
         let event = match item {
             Ok(e) => e,
             Err(e) => {
-                if let Some(content) = pending.take() {
+                // Tool calls are kept (their side effects happened; the replay seals
+                // them); a partial answer is not, or the replay would take it as final.
+                if let Some(content) = pending
+                    .take()
+                    .filter(|c| c.iter().any(|b| b.as_tool_use().is_some()))
+                {
                     store_reply(ctx, user, trigger, content, &step).await?;
                 }
                 return model_failure(ctx, user, trigger, &e).await;

@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+#[path = "it/session.rs"]
+mod session;
+
 struct Harness {
     engine: Engine,
     user: UserId,
