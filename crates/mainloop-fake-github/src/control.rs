@@ -127,19 +127,34 @@ async fn clear_outage(State(s): State<Arc<Shared>>) -> Response {
     no_content()
 }
 
-async fn hang(State(s): State<Arc<Shared>>, Body(b): Body<Hang>) -> Result<Response, Error> {
-    if b.status.is_some_and(|st| !(400..=599).contains(&st)) || b.requests == Some(0) {
+/// One hang, or a list of them served in order (see [`Shared::set_hangs`]).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Hangs {
+    One(Hang),
+    Many(Vec<Hang>),
+}
+
+async fn hang(State(s): State<Arc<Shared>>, Body(b): Body<Hangs>) -> Result<Response, Error> {
+    let hangs = match b {
+        Hangs::One(h) => vec![h],
+        Hangs::Many(hs) => hs,
+    };
+    if hangs
+        .iter()
+        .any(|b| b.status.is_some_and(|st| !(400..=599).contains(&st)) || b.requests == Some(0))
+    {
         return Err(Error::api(
             422,
             "status must be 400..599 and requests at least 1",
         ));
     }
-    s.set_hang(Some(b));
+    s.set_hangs(hangs);
     Ok(no_content())
 }
 
 async fn clear_hang(State(s): State<Arc<Shared>>) -> Response {
-    s.set_hang(None);
+    s.set_hangs(Vec::new());
     no_content()
 }
 

@@ -206,7 +206,13 @@ impl FakeGithub {
 
     /// Makes requests hang (see [`Hang`]), for some requests or until cleared.
     pub fn set_hang(&self, hang: Option<Hang>) {
-        self.shared.set_hang(hang);
+        self.shared.set_hangs(hang.into_iter().collect());
+    }
+
+    /// Queues hangs: each request takes the first one that matches it, so a test can
+    /// lay out a whole sequence of faults before the requests come, however fast.
+    pub fn set_hangs(&self, hangs: Vec<Hang>) {
+        self.shared.set_hangs(hangs);
     }
 
     /// Makes the next `merges` merges lose a race on their base branch: another commit

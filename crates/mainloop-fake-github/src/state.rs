@@ -192,7 +192,8 @@ pub(crate) struct State {
     buckets: HashMap<(String, &'static str), Bucket>,
     secondary: Option<Secondary>,
     outage: Option<Outage>,
-    hang: Option<Hang>,
+    /// Hangs still to serve, in order: a request takes the first one that matches it.
+    hangs: Vec<Hang>,
     /// Merges still to lose a race on their base branch (see [`Shared::merge_race_hit`]).
     merge_races: u64,
     stats: Stats,
@@ -429,8 +430,8 @@ impl Shared {
         self.lock().outage = outage;
     }
 
-    pub(crate) fn set_hang(&self, hang: Option<Hang>) {
-        self.lock().hang = hang;
+    pub(crate) fn set_hangs(&self, hangs: Vec<Hang>) {
+        self.lock().hangs = hangs;
     }
 
     pub(crate) fn set_merge_races(&self, merges: u64) {
@@ -499,19 +500,18 @@ impl Shared {
     /// (and counts it down).
     pub(crate) fn hang_hit(&self, method: &str, route: &str) -> Option<Hang> {
         let mut st = self.lock();
-        let h = st.hang.as_mut()?;
-        if h.method
-            .as_deref()
-            .is_some_and(|m| !m.eq_ignore_ascii_case(method))
-            || h.route.as_deref().is_some_and(|r| r != route)
-        {
-            return None;
-        }
+        let at = st.hangs.iter().position(|h| {
+            h.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                && h.route.as_deref().is_none_or(|r| r == route)
+        })?;
+        let h = &mut st.hangs[at];
         let hit = h.clone();
         if let Some(n) = h.requests.as_mut() {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                st.hang = None;
+                st.hangs.remove(at);
             }
         }
         st.count_injected(match hit.status {

@@ -1072,6 +1072,49 @@ async fn hangs_answer_late_time_out_or_lose_the_answer_of_a_change_made() {
     assert_eq!(made.status, 504);
     assert_eq!(comments(&e, 1).await, 2);
 
+    // A queue: each request takes the first hang that matches it, so a comment's hang
+    // waits for a comment however many other requests come first.
+    e.control(
+        Method::POST,
+        "/_fake/hang",
+        Some(json!([
+            {"delay_ms": 10, "status": 504, "requests": 1,
+             "route": "POST /repos/{o}/{r}/issues/{n}/comments"},
+            {"delay_ms": 10, "status": 502, "requests": 1, "method": "POST"},
+        ])),
+    )
+    .await;
+    assert_eq!(e.get("/repos/acme/app", BOT).await.status, 200);
+    let comment = json!({"body": "d"});
+    let first = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/issues/1/comments",
+            BOT,
+            comment.clone(),
+        )
+        .await;
+    assert_eq!(first.status, 504);
+    let second = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/issues/1/comments",
+            BOT,
+            comment.clone(),
+        )
+        .await;
+    assert_eq!(second.status, 502);
+    let third = e
+        .send(
+            Method::POST,
+            "/repos/acme/app/issues/1/comments",
+            BOT,
+            comment,
+        )
+        .await;
+    assert_eq!(third.status, 201);
+    assert_eq!(comments(&e, 1).await, 3);
+
     // Until cleared, every request hangs.
     e.control(Method::POST, "/_fake/hang", Some(json!({"delay_ms": 10})))
         .await;
@@ -1080,7 +1123,8 @@ async fn hangs_answer_late_time_out_or_lose_the_answer_of_a_change_made() {
     e.control(Method::DELETE, "/_fake/hang", None).await;
     let injected = e.fake.stats().injected;
     assert_eq!(injected.get("hang"), Some(&3), "{injected:?}");
-    assert_eq!(injected.get("hang 504"), Some(&2), "{injected:?}");
+    assert_eq!(injected.get("hang 504"), Some(&3), "{injected:?}");
+    assert_eq!(injected.get("hang 502"), Some(&1), "{injected:?}");
 }
 
 #[tokio::test]

@@ -173,10 +173,46 @@ pub(crate) fn strictly_increasing(ids: &[i64]) -> bool {
 
 /// Starts a server whose log (warnings and errors) goes to `server.log` beside `data`
 /// instead of the test's output: fault tests make it long. Returns the log's path.
-pub(crate) fn spawn_logged(cmd: Command, data: &Path) -> (Server, std::path::PathBuf) {
+pub(crate) fn spawn_logged(cmd: Command, data: &Path) -> (Server, ServerLog) {
     let path = data.with_extension("log");
     let log = std::fs::File::create(&path).unwrap();
-    (Server::spawn_logging_to(cmd, Stdio::from(log)), path)
+    (
+        Server::spawn_logging_to(cmd, Stdio::from(log)),
+        ServerLog(path),
+    )
+}
+
+/// The server's log file; a test that fails prints its end, so a failure seen only on
+/// a loaded CI machine still says what the server was doing.
+pub(crate) struct ServerLog(std::path::PathBuf);
+
+impl std::ops::Deref for ServerLog {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ServerLog {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ServerLog {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        eprintln!(
+            "--- the server log's last {} lines ---\n{}",
+            tail.len(),
+            tail.join("\n")
+        );
+    }
 }
 
 /// How many lines of the server's log contain `needle`.

@@ -372,10 +372,26 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
 
     // The task's first GitHub calls meet a secondary rate limit (429, retry-after 2 s)
-    // and errors (500), two of each; creating its issue times out after GitHub made it
-    // (set up front: a retry may come as soon as the last error is served).
-    gh.fake
-        .set_hang(Some(timeout_on("POST /repos/{o}/{r}/issues", true)));
+    // and errors (500), two of each. Then each step's write times out (504 after a
+    // hang), most of them after GitHub made the change, so only the answer is lost: a
+    // client that retries blindly duplicates the issue, the pull request or the
+    // comment. One comment's connection is cut mid-answer instead, after GitHub posted
+    // it. All are laid out before the task starts: each request takes the first hang
+    // that matches it, however soon it comes.
+    let mut hangs: Vec<Hang> = [
+        ("POST /repos/{o}/{r}/issues", true),
+        ("POST /repos/{o}/{r}/pulls", true),
+        ("POST /repos/{o}/{r}/issues/{n}/comments", false),
+    ]
+    .into_iter()
+    .map(|(route, applied)| timeout_on(route, applied))
+    .collect();
+    hangs.push(Hang {
+        cut: true,
+        ..timeout_on("POST /repos/{o}/{r}/issues/{n}/comments", true)
+    });
+    hangs.push(timeout_on("POST /graphql", true));
+    gh.fake.set_hangs(hangs);
     gh.fake.set_secondary_limit(SecondaryLimit {
         retry_after_secs: 2,
         requests: Some(2),
@@ -394,31 +410,9 @@ async fn github_rate_limits_errors_and_timeouts_delay_a_task_but_duplicate_nothi
     let id = t["id"].as_str().unwrap().to_owned();
     gh.wait_injected("secondary 429", 2).await;
     gh.wait_injected("outage 500", 2).await;
-
-    // Then each step's write times out (504 after a hang), most of them after GitHub
-    // made the change, so only the answer is lost: a client that retries blindly
-    // duplicates the issue, the pull request or the comment. One comment's connection
-    // is cut mid-answer instead, after GitHub posted it. The fake counts a hang when the
-    // request arrives, so the next one is set while this one still hangs.
-    gh.wait_injected("hang 504", 1).await;
-    let mut timeouts = 1;
-    for (route, applied, cut) in [
-        ("POST /repos/{o}/{r}/pulls", true, false),
-        ("POST /repos/{o}/{r}/issues/{n}/comments", false, false),
-        ("POST /repos/{o}/{r}/issues/{n}/comments", true, true),
-        ("POST /graphql", true, false),
-    ] {
-        gh.fake.set_hang(Some(mainloop_fake_github::Hang {
-            cut,
-            ..timeout_on(route, applied)
-        }));
-        if cut {
-            gh.wait_injected("hang cut", 1).await;
-        } else {
-            timeouts += 1;
-            gh.wait_injected("hang 504", timeouts).await;
-        }
-    }
+    let timeouts = 4;
+    gh.wait_injected("hang 504", timeouts).await;
+    gh.wait_injected("hang cut", 1).await;
     wait_task_state(&base, &token, &id, "review").await;
     let (issues, pulls) = gh.issues_and_pulls().await;
     assert_eq!(issues.len(), 1, "one plan issue: {issues:#?}");
