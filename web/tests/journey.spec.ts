@@ -171,9 +171,8 @@ test("chat, spawn, questions, plan revision, restart, transcript, review, merge"
   await expect(plan).toContainText("with tests", { timeout: 90_000 });
   await page.getByRole("button", { name: "Approve plan" }).click();
 
-  // The transcript grows live while the worker implements.
-  const transcript = page.getByTestId("transcript");
-  await expect(transcript).toContainText("greeting.txt", { timeout: 90_000 });
+  // The activity grows live while the worker implements.
+  await expect(page.getByTestId("activity")).toContainText("greeting.txt", { timeout: 90_000 });
 
   // Review the diff, then merge.
   const review = page.getByTestId("review");

@@ -105,6 +105,7 @@ pub fn router_with_shutdown(
         .route("/tasks/{id}/retry", post(tasks::retry))
         .route("/tasks/{id}/transcript", get(tasks::transcript))
         .route("/tasks/{id}/diff", get(tasks::diff))
+        .route("/tasks/{id}/plans", get(tasks::plans))
         .route("/inbox", get(inbox::list))
         .route("/inbox/{id}/read", post(inbox::mark_read))
         .route("/notifications", get(notifications::get))
@@ -188,6 +189,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::tasks::retry,
         routes::tasks::transcript,
         routes::tasks::diff,
+        routes::tasks::plans,
         routes::inbox::list,
         routes::inbox::mark_read,
         routes::notifications::get,

@@ -448,7 +448,7 @@ const PUBLIC: [&str; 5] = [
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 30] = [
+const ROUTES: [(&str, &str); 31] = [
     ("GET", "/api/health"),
     ("GET", "/api/model"),
     ("GET", "/api/openapi.json"),
@@ -468,6 +468,7 @@ const ROUTES: [(&str, &str); 30] = [
     ("POST", "/api/tasks/{id}/retry"),
     ("GET", "/api/tasks/{id}/transcript"),
     ("GET", "/api/tasks/{id}/diff"),
+    ("GET", "/api/tasks/{id}/plans"),
     ("GET", "/api/inbox"),
     ("POST", "/api/inbox/{id}/read"),
     ("GET", "/api/notifications"),
@@ -958,6 +959,56 @@ async fn tasks_lifecycle_and_bad_input_changes_nothing() {
 }
 
 #[tokio::test]
+async fn plan_revisions_are_kept_with_the_feedback_that_led_to_each() {
+    let app = app().await;
+    let task = app.create_task("Planned work", false).await;
+    let id = task["id"].as_str().unwrap();
+    let plans = format!("/api/tasks/{id}/plans");
+    assert_eq!(app.get(&plans).await.1, json!({"revisions": []}));
+    app.drive(
+        &task,
+        vec![
+            TaskEvent::SlotGranted,
+            TaskEvent::PlanProposed("1. read\n2. write".into()),
+        ],
+    )
+    .await;
+    let (status, revised) = app
+        .post(
+            &format!("/api/tasks/{id}/plan"),
+            json!({"action": "revise", "feedback": "add tests"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revised}");
+    assert_eq!(revised["state"], "planning");
+    let (status, body) = app.get(&plans).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["revisions"][0]["feedback"], "add tests");
+
+    app.drive(
+        &task,
+        vec![TaskEvent::PlanProposed("1. read\n2. write\n3. test".into())],
+    )
+    .await;
+    let (status, body) = app.get(&plans).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let revs = body["revisions"].as_array().unwrap();
+    assert_eq!(revs.len(), 2, "{body}");
+    assert_eq!(revs[0]["revision"], 1);
+    assert_eq!(revs[0]["plan"], "1. read\n2. write");
+    assert_eq!(revs[1]["revision"], 2);
+    assert_eq!(revs[1]["plan"], "1. read\n2. write\n3. test");
+    assert_eq!(revs[1]["feedback"], Value::Null);
+    assert!(revs[1]["created_at"].is_string(), "{body}");
+
+    let (status, body) = app.get("/api/tasks/not-a-uuid/plans").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let unknown = TaskId::new_v7(mainloop_domain::Timestamp::from_millis(1_000));
+    let (status, body) = app.get(&format!("/api/tasks/{unknown}/plans")).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
     let app = app_with(
         ApiConfig {
@@ -1035,6 +1086,7 @@ async fn users_only_see_their_own_things() {
         (Method::GET, format!("/api/tasks/{id}"), None),
         (Method::GET, format!("/api/tasks/{id}/transcript"), None),
         (Method::GET, format!("/api/tasks/{id}/diff"), None),
+        (Method::GET, format!("/api/tasks/{id}/plans"), None),
         (Method::POST, format!("/api/tasks/{id}/cancel"), None),
         (Method::POST, format!("/api/tasks/{id}/retry"), None),
         (
@@ -1427,6 +1479,49 @@ async fn inbox_is_ordered_by_urgency_counts_what_needs_you_and_marks_read() {
     assert_error(status, &body, StatusCode::CONFLICT, "wrong_state");
     let (_, open_only) = app.get("/api/inbox?resolved=0").await;
     assert_eq!(open_only, json!({"items": [], "needs_you": 0}));
+}
+
+/// A retry takes what to do differently, or nothing; a body it cannot read is refused
+/// as every route refuses one, and the task stays failed.
+#[tokio::test]
+async fn a_retry_takes_optional_feedback_and_refuses_a_bad_body() {
+    let app = app().await;
+    let failed = app.create_task("Empty work", true).await;
+    app.drive(
+        &failed,
+        vec![
+            TaskEvent::SlotGranted,
+            TaskEvent::AgentFailed(mainloop_domain::task::NO_CHANGES.into()),
+        ],
+    )
+    .await;
+    let retry = format!("/api/tasks/{}/retry", failed["id"].as_str().unwrap());
+    let (status, body) = app
+        .post_raw(&retry, "application/json", "{\"feedback\": ")
+        .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, body) = app.post(&retry, json!({"feedback": 3})).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, body) = app.post(&retry, json!({"note": "x"})).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, body) = app.post_raw(&retry, "text/plain", "retry please").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let (status, body) = app
+        .post(&retry, json!({"feedback": "x".repeat(20_001)}))
+        .await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let (_, task) = app
+        .get(&format!("/api/tasks/{}", failed["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(task["state"], "failed", "{task}");
+    assert_eq!(task["error"], "The worker made no changes.");
+
+    let (status, retried) = app
+        .post(&retry, json!({"feedback": "Write the file this time."}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["state"], "implementing");
+    assert!(retried["error"].is_null(), "{retried}");
 }
 
 #[tokio::test]

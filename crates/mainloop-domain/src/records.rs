@@ -95,6 +95,8 @@ pub struct Task {
     pub model: Option<String>,
     /// Files changed, lines added and removed, as of the last passing checks.
     pub diffstat: Option<String>,
+    /// The plan issue and pull request, for a task mirrored on a forge.
+    pub forge: Option<TaskForgeLinks>,
     pub cost_usd: f64,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -112,6 +114,40 @@ pub struct Task {
     /// The job whose input the agent session already received.
     #[serde(skip)]
     pub agent_input_key: Option<String>,
+}
+
+/// Where a forge task is on the forge: its repository, plan issue and pull request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskForgeLinks {
+    /// `owner/name`.
+    pub repo: String,
+    pub issue_number: Option<i64>,
+    pub issue_url: Option<String>,
+    pub pull_request_number: Option<i64>,
+    pub pull_request_url: Option<String>,
+}
+
+impl TaskForgeLinks {
+    /// Fills the addresses the forge did not give from its web host (`github.com`, or a
+    /// GitHub Enterprise host): `https://{host}/{repo}/issues/{n}` and `…/pull/{n}`.
+    #[must_use]
+    pub fn with_web_host(mut self, host: &str) -> Self {
+        let host = host.trim_end_matches('/');
+        if host.is_empty() {
+            return self;
+        }
+        if self.issue_url.is_none() {
+            self.issue_url = self
+                .issue_number
+                .map(|n| format!("https://{host}/{}/issues/{n}", self.repo));
+        }
+        if self.pull_request_url.is_none() {
+            self.pull_request_url = self
+                .pull_request_number
+                .map(|n| format!("https://{host}/{}/pull/{n}", self.repo));
+        }
+        self
+    }
 }
 
 /// One inbox item.
@@ -220,4 +256,47 @@ pub struct ChatError {
     pub message: String,
     /// The turn is tried again later; otherwise it gave up.
     pub retrying: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskForgeLinks;
+
+    fn links(issue_url: Option<&str>) -> TaskForgeLinks {
+        TaskForgeLinks {
+            repo: "octo/app".into(),
+            issue_number: Some(3),
+            issue_url: issue_url.map(Into::into),
+            pull_request_number: Some(4),
+            pull_request_url: None,
+        }
+    }
+
+    #[test]
+    fn forge_links_keep_given_addresses_and_derive_the_rest_from_the_web_host() {
+        let l = links(Some("https://github.com/octo/app/issues/3#x")).with_web_host("github.com");
+        assert_eq!(
+            l.issue_url.as_deref(),
+            Some("https://github.com/octo/app/issues/3#x")
+        );
+        assert_eq!(
+            l.pull_request_url.as_deref(),
+            Some("https://github.com/octo/app/pull/4")
+        );
+        let l = links(None).with_web_host("ghe.example/");
+        assert_eq!(
+            l.issue_url.as_deref(),
+            Some("https://ghe.example/octo/app/issues/3")
+        );
+        assert_eq!(
+            l.pull_request_url.as_deref(),
+            Some("https://ghe.example/octo/app/pull/4")
+        );
+        let l = TaskForgeLinks {
+            pull_request_number: None,
+            ..links(None)
+        }
+        .with_web_host("");
+        assert_eq!((l.issue_url, l.pull_request_url), (None, None));
+    }
 }

@@ -124,7 +124,41 @@ pub enum AgentInput {
     MergeConflict(String),
     /// The human retried a failed task: continue where it stopped.
     Retry,
+    /// The same, with more to say than that: why it failed, what to do differently.
+    RetryWith(RetryNote),
 }
+
+/// What a retry tells the agent beyond "continue".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryNote {
+    /// What the human said the worker should do differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<String>,
+    /// The failed run left no change.
+    #[serde(default)]
+    pub no_changes: bool,
+}
+
+impl AgentInput {
+    /// The input for a retry: plain when there is nothing more to say.
+    #[must_use]
+    pub fn retry(feedback: Option<String>, no_changes: bool) -> Self {
+        let feedback = feedback
+            .map(|f| f.trim().to_owned())
+            .filter(|f| !f.is_empty());
+        if feedback.is_none() && !no_changes {
+            Self::Retry
+        } else {
+            Self::RetryWith(RetryNote {
+                feedback,
+                no_changes,
+            })
+        }
+    }
+}
+
+/// Why a task fails whose work, committed, does not differ from its base.
+pub const NO_CHANGES: &str = "The worker made no changes.";
 
 /// A worker update worth a line in the main thread.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +220,9 @@ pub struct TaskCore {
     pub failed_in: Option<TaskState>,
     /// The human approved the review and a merge is under way.
     pub merge_requested: bool,
+    /// The task failed because its work changed nothing ([`NO_CHANGES`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed_unchanged: bool,
 }
 
 impl TaskCore {
@@ -199,6 +236,7 @@ impl TaskCore {
             asked_in: None,
             failed_in: None,
             merge_requested: false,
+            failed_unchanged: false,
         }
     }
 }
@@ -230,7 +268,8 @@ pub enum TaskEvent {
     /// The agent crashed, reported an error, or setup failed.
     AgentFailed(String),
     CancelRequested,
-    RetryRequested,
+    /// The human retried a failed task, perhaps saying what to do differently.
+    RetryRequested(Option<String>),
 }
 
 impl TaskEvent {
@@ -254,7 +293,7 @@ impl TaskEvent {
             Self::ClosedUnmerged => "closed_unmerged",
             Self::AgentFailed(_) => "agent_failed",
             Self::CancelRequested => "cancel_requested",
-            Self::RetryRequested => "retry_requested",
+            Self::RetryRequested(_) => "retry_requested",
         }
     }
 }
@@ -468,10 +507,12 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                 E::Announce(Announcement::Cancelled),
             ]
         }
-        (S::Failed, TaskEvent::RetryRequested) => {
+        (S::Failed, TaskEvent::RetryRequested(feedback)) => {
             let resume_in = core.failed_in.unwrap_or(S::Queued);
             next.failed_in = None;
+            next.failed_unchanged = false;
             next.check_round = 0;
+            let input = AgentInput::retry(feedback, core.failed_unchanged);
             let mut effects = vec![E::ResolveInbox, E::Announce(Announcement::Retrying)];
             match resume_in {
                 S::Queued => next.state = S::Queued,
@@ -479,7 +520,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                     next.state = S::Planning;
                     effects.push(E::RunAgent {
                         phase: AgentPhase::Plan,
-                        input: AgentInput::Retry,
+                        input,
                     });
                 }
                 S::Review if core.merge_requested => {
@@ -492,7 +533,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
                     next.merge_requested = false;
                     effects.push(E::RunAgent {
                         phase: AgentPhase::Implement,
-                        input: AgentInput::Retry,
+                        input,
                     });
                 }
             }
@@ -516,6 +557,7 @@ fn phase_of(state: TaskState) -> AgentPhase {
 
 fn fail(next: &mut TaskCore, reason: &str) -> Vec<Effect> {
     next.failed_in = Some(next.state);
+    next.failed_unchanged = reason == NO_CHANGES;
     next.state = TaskState::Failed;
     vec![
         Effect::ResolveInbox,

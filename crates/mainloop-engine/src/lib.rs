@@ -30,7 +30,9 @@ pub use jobs::{
     RunChecks, Step, StopAgent, TaskJob, enqueue,
 };
 pub use main_thread::{HELP as MAIN_THREAD_HELP, MainChoice, MainStatus};
-pub use mainloop_store::{NotificationSettings, PushSubscription, TaskForge, VapidKeys};
+pub use mainloop_store::{
+    NotificationSettings, PlanRevision, PushSubscription, TaskForge, VapidKeys,
+};
 pub use notifications::{
     Notification, NotificationKind, NotificationOverview, RegisterPush, validate_ntfy_url,
     validate_push_endpoint, validate_push_subscription,

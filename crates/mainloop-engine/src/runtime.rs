@@ -1,10 +1,11 @@
 //! What the worker runtime needs from the engine: recording agent output, workspace and
 //! session facts, usage; and the port through which the API reads a task's diff.
 
-use crate::{Engine, EngineError, Result, now};
+use crate::{Engine, EngineError, PlanRevision, Result, now};
 use futures::future::BoxFuture;
 use mainloop_domain::event::EventName;
 use mainloop_domain::records::TaskDiff;
+use mainloop_domain::task::TaskState;
 use mainloop_domain::transcript::{TranscriptEntry, TranscriptRecord};
 use mainloop_domain::{TaskId, UserId};
 use std::sync::Arc;
@@ -128,6 +129,17 @@ impl Engine {
     /// Not found; `Invalid` when the task has no workspace yet or it cannot be read.
     pub async fn task_diff(&self, user: UserId, id: TaskId) -> Result<TaskDiff> {
         let task = self.task(user, id).await?;
+        // After a merge the worktree is gone and the branch is part of its base: the
+        // diff reviewed last is the work.
+        let worktree_gone = task
+            .worktree
+            .as_deref()
+            .is_some_and(|w| !std::path::Path::new(w).is_dir());
+        if (task.state == TaskState::Merged || worktree_gone)
+            && let Some(kept) = self.store().task_final_diff(id).await?
+        {
+            return Ok(kept);
+        }
         if task.worktree.is_none() {
             return Err(EngineError::Invalid("the task has no workspace yet".into()));
         }
@@ -157,6 +169,15 @@ impl Engine {
             .store()
             .transcript(id, after.max(0), limit.clamp(1, 1000))
             .await?)
+    }
+
+    /// One of `user`'s tasks' plan revisions, oldest first.
+    ///
+    /// # Errors
+    /// Not found; storage failures.
+    pub async fn task_plans(&self, user: UserId, id: TaskId) -> Result<Vec<PlanRevision>> {
+        self.task(user, id).await?;
+        Ok(self.store().plan_revisions(id).await?)
     }
 
     /// Stores entries in the task's transcript in order, in one transaction (a burst of
@@ -237,6 +258,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Keeps the diff the task goes to review with (its text capped at
+    /// [`FINAL_DIFF_MAX_TEXT`]), replacing an earlier round's.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn set_task_final_diff(&self, id: TaskId, diff: &TaskDiff) -> Result<()> {
+        let mut tx = self.store().begin().await?;
+        tx.put_task_final_diff(id, &capped(diff, FINAL_DIFF_MAX_TEXT), now())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Adds a run's cost and tokens to the task.
     ///
     /// # Errors
@@ -253,5 +287,52 @@ impl Engine {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// The most diff text kept for a task after review (the file list is kept whole).
+pub const FINAL_DIFF_MAX_TEXT: usize = 1024 * 1024;
+
+/// `diff` with its text cut to at most `max` bytes (on a character boundary) and a note
+/// saying so.
+fn capped(diff: &TaskDiff, max: usize) -> TaskDiff {
+    let mut out = diff.clone();
+    if out.text.len() > max {
+        let mut end = max;
+        while !out.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.text.truncate(end);
+        out.text.push_str(&format!(
+            "\n… the diff is cut here: {} of its {} bytes are kept.\n",
+            end,
+            diff.text.len()
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capped;
+    use mainloop_domain::records::TaskDiff;
+
+    fn diff(text: &str) -> TaskDiff {
+        TaskDiff {
+            base: "main".into(),
+            branch: "b".into(),
+            files: Vec::new(),
+            added: 0,
+            removed: 0,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn small_diffs_are_kept_whole_and_large_ones_cut_on_a_character_with_a_note() {
+        assert_eq!(capped(&diff("+abc\n"), 5), diff("+abc\n"));
+        let cut = capped(&diff("+éé\n"), 4);
+        assert!(cut.text.starts_with("+é\n…"), "{}", cut.text);
+        assert!(cut.text.contains("3 of its 6 bytes"), "{}", cut.text);
     }
 }

@@ -279,6 +279,8 @@ pub(crate) async fn apply_in(
     match &event {
         TaskEvent::Answered(answers) => validate_answers(&task.questions, answers)?,
         TaskEvent::PlanRevisionRequested(f) | TaskEvent::ChangesRequested(f) => check_feedback(f)?,
+        // A retry's feedback is optional: blank is none.
+        TaskEvent::RetryRequested(Some(f)) if !f.trim().is_empty() => check_feedback(f)?,
         _ => {}
     }
     let mut next = task.clone();
@@ -291,7 +293,7 @@ pub(crate) async fn apply_in(
         }
         TaskEvent::Answered(a) => next.answers = Some(a.clone()),
         TaskEvent::PlanProposed(p) => next.plan = Some(p.clone()),
-        TaskEvent::RetryRequested => next.error = None,
+        TaskEvent::RetryRequested(_) => next.error = None,
         _ => {}
     }
     for effect in &step.effects {
@@ -300,6 +302,14 @@ pub(crate) async fn apply_in(
         }
     }
     let saved = tx.save_task(&next, at).await?;
+    // Every plan is kept, with the feedback that asked for the next.
+    match &event {
+        TaskEvent::PlanProposed(p) => {
+            tx.record_plan_revision(saved.id, p, at).await?;
+        }
+        TaskEvent::PlanRevisionRequested(f) => tx.record_plan_feedback(saved.id, f).await?,
+        _ => {}
+    }
     for (i, effect) in step.effects.iter().enumerate() {
         match effect {
             Effect::ResolveInbox => {
@@ -519,7 +529,17 @@ impl Engine {
         self.store()
             .task(user, id)
             .await?
+            .map(|t| self.with_forge_addresses(t))
             .ok_or(EngineError::NotFound("task"))
+    }
+
+    /// The task with the forge addresses its mirror did not record derived from the
+    /// forge's web host.
+    fn with_forge_addresses(&self, mut task: Task) -> Task {
+        if let Some(host) = self.config().forge_host.as_deref() {
+            task.forge = task.forge.take().map(|links| links.with_web_host(host));
+        }
+        task
     }
 
     /// `user`'s tasks, newest first, optionally only in `states`.
@@ -530,7 +550,10 @@ impl Engine {
         Ok(self
             .store()
             .tasks(user, states, limit.clamp(1, 1000))
-            .await?)
+            .await?
+            .into_iter()
+            .map(|t| self.with_forge_addresses(t))
+            .collect())
     }
 
     /// `user`'s inbox: open items most urgent first, then recently resolved ones.

@@ -404,7 +404,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
     let inbox = engine.inbox(user, 10, 0).await.unwrap();
     assert_eq!(inbox[0].kind, InboxKind::Failed);
     let retried = engine
-        .apply_task_event(Some(user), task.id, TaskEvent::RetryRequested)
+        .apply_task_event(Some(user), task.id, TaskEvent::RetryRequested(None))
         .await
         .unwrap();
     assert_eq!(retried.state, TaskState::Planning);

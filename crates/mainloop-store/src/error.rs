@@ -27,7 +27,10 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::RowNotFound => Self::NotFound("row"),
+            // A protocol error is a connection that broke mid-conversation (a server
+            // killed between messages), not a fault in our SQL.
             sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
@@ -56,7 +59,8 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Condition {
     /// Connections cut, the server shutting down or starting, out of disk, memory or
-    /// connections, the file locked by another process.
+    /// connections, the file locked by another process, a transaction rolled back in a
+    /// deadlock or a serialization conflict.
     Away,
     /// The database is read-only for now (an administrator's freeze, a standby).
     WritesRefused,
@@ -82,6 +86,9 @@ fn postgres_condition(sqlstate: &str) -> Option<Condition> {
         // cannot_connect_now (starting up or shutting down), idle_session_timeout;
         // io_error on the server's disk.
         "57P01" | "57P02" | "57P03" | "57P05" | "58030" => Some(Condition::Away),
+        // serialization_failure, deadlock_detected: two transactions met and the
+        // database rolled one back; run again, it passes.
+        "40001" | "40P01" => Some(Condition::Away),
         // Class 08: connection exceptions; class 53: insufficient resources (disk
         // full, out of memory, too many connections).
         s if s.starts_with("08") || s.starts_with("53") => Some(Condition::Away),
@@ -172,7 +179,7 @@ mod tests {
     fn postgres_faults_are_passing_conditions_and_bugs_are_not() {
         assert_eq!(postgres_condition("25006"), Some(Condition::WritesRefused));
         for away in [
-            "57P01", "57P02", "57P03", "08006", "08001", "53100", "53300",
+            "57P01", "57P02", "57P03", "08006", "08001", "53100", "53300", "40P01", "40001",
         ] {
             assert_eq!(postgres_condition(away), Some(Condition::Away), "{away}");
         }

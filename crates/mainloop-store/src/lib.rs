@@ -4,6 +4,7 @@
 //! commit together (the transactional outbox). Also notification state (VAPID keys, push
 //! subscriptions, ntfy settings).
 
+mod diffs;
 mod error;
 mod events;
 mod forge;
@@ -12,6 +13,7 @@ mod jobs;
 mod main_thread;
 mod messages;
 mod notifications;
+mod plans;
 mod projects;
 mod tasks;
 mod transcript;
@@ -23,6 +25,7 @@ pub use jobs::{Job, JobState, NewJob};
 pub use main_thread::{MainSession, TurnUsageRow, UsageTotals};
 pub use messages::{NewMessage, Summary};
 pub use notifications::{NewPushSubscription, NotificationSettings, PushSubscription, VapidKeys};
+pub use plans::PlanRevision;
 pub use tasks::NewTask;
 pub use users::TokenKind;
 

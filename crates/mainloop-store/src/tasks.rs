@@ -2,7 +2,7 @@
 //! change makes it fail with a conflict instead of silently overwriting.
 
 use crate::{Result, Store, StoreError, Tx, parse};
-use mainloop_domain::records::{Task, Workplace};
+use mainloop_domain::records::{Task, TaskForgeLinks, Workplace};
 use mainloop_domain::task::{TaskCore, TaskState};
 use mainloop_domain::{ProjectId, TaskId, Timestamp, UserId};
 use sqlx::Row;
@@ -25,7 +25,31 @@ pub struct NewTask {
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
                     answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
-                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace";
+                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace, \
+                    (SELECT repo FROM task_forge f WHERE f.task_id = tasks.id) AS forge_repo, \
+                    (SELECT issue_number FROM task_forge f WHERE f.task_id = tasks.id) AS forge_issue, \
+                    (SELECT pr_number FROM task_forge f WHERE f.task_id = tasks.id) AS forge_pr, \
+                    (SELECT data FROM task_forge f WHERE f.task_id = tasks.id) AS forge_data";
+
+/// The forge links of a task with a `task_forge` row. The addresses are the forge's own,
+/// as the worker recorded them in its mirror (`issue_url`, `pr.url`), when it did.
+fn forge_links_from_row(row: &AnyRow) -> Result<Option<TaskForgeLinks>> {
+    let Some(repo) = row.try_get::<Option<String>, _>("forge_repo")? else {
+        return Ok(None);
+    };
+    let data: Option<String> = row.try_get("forge_data")?;
+    let data: serde_json::Value = data
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .unwrap_or_default();
+    let text = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    Ok(Some(TaskForgeLinks {
+        repo,
+        issue_number: row.try_get("forge_issue")?,
+        issue_url: text(&data["issue_url"]),
+        pull_request_number: row.try_get("forge_pr")?,
+        pull_request_url: text(&data["pr"]["url"]),
+    }))
+}
 
 fn task_from_row(row: &AnyRow) -> Result<Task> {
     let core: String = row.try_get("core")?;
@@ -50,6 +74,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         agent_input_key: row.try_get("agent_input_key")?,
         model: row.try_get("model")?,
         diffstat: row.try_get("diffstat")?,
+        forge: forge_links_from_row(row)?,
         cost_usd: row.try_get("cost_usd")?,
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,

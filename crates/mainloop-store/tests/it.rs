@@ -62,6 +62,7 @@ macro_rules! both_backends {
 
 both_backends!(
     task_forge_records_round_trip_and_are_found_by_number,
+    task_final_diffs_are_kept_and_replaced,
     users_and_tokens,
     events_are_ordered_per_user_and_notify_after_commit,
     rollback_writes_nothing,
@@ -1103,6 +1104,83 @@ async fn task_forge_records_round_trip_and_are_found_by_number(store: Store) {
         store.tasks_for_forge_number("octo/other", 9).await.unwrap(),
         vec![t2.id]
     );
+
+    // A task carries its forge links, with the addresses the mirror recorded.
+    let mut tx = store.begin().await.unwrap();
+    tx.put_task_forge(&TaskForge {
+        task_id: t2.id,
+        repo: "octo/other".into(),
+        issue_number: Some(8),
+        pr_number: Some(9),
+        data: serde_json::json!({"issue_url": "https://github.com/octo/other/issues/8",
+                                 "pr": {"url": "https://github.com/octo/other/pull/9"}}),
+        updated_at: at(5),
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let links = store.task(a, t2.id).await.unwrap().unwrap().forge.unwrap();
+    assert_eq!(
+        links,
+        mainloop_domain::records::TaskForgeLinks {
+            repo: "octo/other".into(),
+            issue_number: Some(8),
+            issue_url: Some("https://github.com/octo/other/issues/8".into()),
+            pull_request_number: Some(9),
+            pull_request_url: Some("https://github.com/octo/other/pull/9".into()),
+        }
+    );
+    let listed = store.tasks(a, &[], 10).await.unwrap();
+    let one = listed.iter().find(|t| t.id == t1.id).unwrap();
+    let one = one.forge.as_ref().unwrap();
+    assert_eq!(
+        (one.issue_number, one.pull_request_number),
+        (Some(7), Some(12))
+    );
+    assert_eq!(one.issue_url, None, "no address recorded");
+}
+
+async fn task_final_diffs_are_kept_and_replaced(store: Store) {
+    use mainloop_domain::records::{FileStat, TaskDiff};
+    let a = user(&store, "a").await;
+    let mut tx = store.begin().await.unwrap();
+    let p = tx.upsert_project(a, "/repo", at(0)).await.unwrap();
+    let (t, _) = tx
+        .insert_task(a, p.id, &new_task("one", None), at(1))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.task_final_diff(t.id).await.unwrap(), None);
+    assert_eq!(store.task(a, t.id).await.unwrap().unwrap().forge, None);
+
+    let mut d = TaskDiff {
+        base: "main".into(),
+        branch: "mainloop/one".into(),
+        files: vec![FileStat {
+            path: "a.txt".into(),
+            added: 1,
+            removed: 0,
+        }],
+        added: 1,
+        removed: 0,
+        text: "+a — ünïcode\n".into(),
+    };
+    let mut tx = store.begin().await.unwrap();
+    tx.put_task_final_diff(t.id, &d, at(2)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.task_final_diff(t.id).await.unwrap(), Some(d.clone()));
+
+    // A new review round replaces it.
+    d.files.push(FileStat {
+        path: "b.txt".into(),
+        added: 2,
+        removed: 1,
+    });
+    d.text.push_str("+b\n");
+    let mut tx = store.begin().await.unwrap();
+    tx.put_task_final_diff(t.id, &d, at(3)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.task_final_diff(t.id).await.unwrap(), Some(d));
 }
 
 /// PostgreSQL restarted under a live store: the pool's cut connections are replaced, the

@@ -1,10 +1,11 @@
 //! Work delivered to the local repository: nothing to publish (the worktree's branch is
-//! the work), the project's check command run in the task's confinement, and a git
+//! the work) though work that changes nothing fails rather than reach review, the
+//! project's check command run in the task's confinement, and a git
 //! merge into the base branch, a conflict sending the agent back to resolve it.
 
 use crate::Runtime;
 use crate::delivery::Delivery;
-use crate::task::{apply, fail, record_diffstat, status, workspace, worktree};
+use crate::task::{apply, fail, record_diffstat, require_changes, status, workspace, worktree};
 use mainloop_domain::TaskId;
 use mainloop_domain::UserId;
 use mainloop_domain::records::Task;
@@ -21,14 +22,15 @@ impl Delivery for Local {
         task.repo.clone()
     }
 
+    /// Nothing to publish, but work that changes nothing is not offered for review.
     async fn publish(
         &self,
-        _rt: &Runtime,
+        rt: &Runtime,
         _ctx: &JobContext,
-        _task: &Task,
-        _wt: &Worktree,
+        task: &Task,
+        wt: &Worktree,
     ) -> Result<(), JobError> {
-        Ok(())
+        require_changes(rt, task, wt).await.map(|_| ())
     }
 
     async fn check(

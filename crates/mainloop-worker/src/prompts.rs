@@ -3,7 +3,7 @@
 
 use mainloop_domain::question::{Answers, Question, answers_by_question_text};
 use mainloop_domain::records::Task;
-use mainloop_domain::task::AgentInput;
+use mainloop_domain::task::{AgentInput, RetryNote};
 
 /// Appended to the agent's system prompt.
 pub const WORKER_INSTRUCTIONS: &str = "\
@@ -47,7 +47,30 @@ pub fn input_message(task: &Task, input: &AgentInput) -> String {
             "The previous attempt stopped before finishing. Continue the task where you left off."
                 .to_owned()
         }
+        AgentInput::RetryWith(note) => retry_text(note),
     }
+}
+
+/// A retry's message: why the last run failed when it changed nothing, and what the
+/// human said to do differently.
+fn retry_text(note: &RetryNote) -> String {
+    let mut out = if note.no_changes {
+        String::from(
+            "Your last run changed no files. Whatever it reported, nothing was written to \
+             this worktree, so there was nothing to review. Do the task now and make the \
+             changes in the files themselves.",
+        )
+    } else {
+        String::from(
+            "The previous attempt stopped before finishing. Continue the task where you left off.",
+        )
+    };
+    if let Some(feedback) = &note.feedback {
+        out.push_str(&format!(
+            "\n\nWhat the human asks you to do differently:\n\n{feedback}"
+        ));
+    }
+    out
 }
 
 /// The message sent to a relaunched session whose input was already delivered.
@@ -67,6 +90,32 @@ fn answers_text(questions: &[Question], answers: &Answers) -> String {
 mod tests {
     use super::*;
     use mainloop_domain::question::{Answer, QuestionOption};
+
+    #[test]
+    fn a_retry_after_no_changes_says_so_plainly_with_the_feedback() {
+        let text = retry_text(&RetryNote {
+            feedback: Some("Write GREETING.md with the Write tool.".into()),
+            no_changes: true,
+        });
+        assert!(
+            text.starts_with("Your last run changed no files."),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("Write GREETING.md with the Write tool."),
+            "{text}"
+        );
+        let text = retry_text(&RetryNote {
+            feedback: Some("Use tabs.".into()),
+            no_changes: false,
+        });
+        assert!(
+            text.contains("Continue the task where you left off."),
+            "{text}"
+        );
+        assert!(!text.contains("changed no files"), "{text}");
+        assert!(text.ends_with("Use tabs."), "{text}");
+    }
 
     #[test]
     fn answers_are_given_by_question_text() {

@@ -1,13 +1,13 @@
 //! What every task step needs, whichever path its work takes:
 //! loading the task, applying lifecycle events to it, failing it, narrating in its
-//! transcript, and its repository and worktree. The local path (`local.rs`), the forge
+//! transcript, its repository and worktree, and whether its work changed anything. The local path (`local.rs`), the forge
 //! path (`forge/`) and the steps that choose between them (`steps.rs`) all use this
 //! module; it uses none of them.
 
 use crate::Runtime;
 use mainloop_domain::failure;
 use mainloop_domain::records::{FileStat, Task, TaskDiff};
-use mainloop_domain::task::TaskEvent;
+use mainloop_domain::task::{NO_CHANGES, TaskEvent};
 use mainloop_domain::transcript::TranscriptEntry;
 use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{EngineError, JobError};
@@ -150,8 +150,29 @@ pub(crate) async fn diff(rt: &Runtime, wt: &Worktree) -> Result<TaskDiff, mainlo
     })
 }
 
-/// Stores the work's diffstat for the review inbox item (best effort: review works
-/// without it).
+/// Whether the committed work differs from its base; when it does not, the task fails
+/// with [`NO_CHANGES`] (`false`): an agent that claims it wrote files but wrote none
+/// must not reach review as mergeable, and a failed task can be retried with feedback.
+/// A diff that cannot be read does not block (review shows it).
+pub(crate) async fn require_changes(
+    rt: &Runtime,
+    task: &Task,
+    wt: &Worktree,
+) -> Result<bool, JobError> {
+    match diff(rt, wt).await {
+        Ok(d) if d.files.is_empty() => fail(rt, task.id, NO_CHANGES.to_owned())
+            .await
+            .map(|()| false),
+        Ok(_) => Ok(true),
+        Err(e) => {
+            tracing::warn!(task = %task.id, error = %e, "could not tell whether the work changed anything");
+            Ok(true)
+        }
+    }
+}
+
+/// Stores the work's diffstat for the review inbox item and the diff itself (best
+/// effort: review works without them).
 pub(crate) async fn record_diffstat(rt: &Runtime, task: &Task, wt: &Worktree) {
     match diff(rt, wt).await {
         Ok(d) => {
@@ -170,6 +191,10 @@ pub(crate) async fn record_diffstat(rt: &Runtime, task: &Task, wt: &Worktree) {
             }
             if let Err(e) = rt.inner.engine.set_task_diffstat(task.id, &text).await {
                 tracing::warn!(error = %e, "could not record the diffstat");
+            }
+            // Kept so the work stays viewable once a merge removes the worktree.
+            if let Err(e) = rt.inner.engine.set_task_final_diff(task.id, &d).await {
+                tracing::warn!(error = %e, "could not keep the reviewed diff");
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not compute the diffstat"),

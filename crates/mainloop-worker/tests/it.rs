@@ -456,6 +456,10 @@ async fn questions_plan_revision_implementation_checks_review_and_merge() {
     );
     assert!(git(w.repo.path(), &["log", "--oneline", "main"]).contains("Merge"));
     assert!(merged.cost_usd >= 0.0);
+    // The merged work stays viewable with the worktree gone.
+    let kept = w.engine.task_diff(w.user, task.id).await.unwrap();
+    assert_eq!(kept.files, diff.files);
+    assert!(kept.text.contains("+hello"), "{}", kept.text);
 
     let transcript = w
         .engine
@@ -594,7 +598,7 @@ async fn a_crashed_agent_fails_the_task_and_retry_resumes_its_session() {
         .apply_task_event(
             Some(w.user),
             task.id,
-            mainloop_domain::task::TaskEvent::RetryRequested,
+            mainloop_domain::task::TaskEvent::RetryRequested(None),
         )
         .await
         .unwrap();
@@ -816,7 +820,7 @@ async fn a_session_that_was_never_saved_is_started_again_on_retry() {
         .apply_task_event(
             Some(w.user),
             task.id,
-            mainloop_domain::task::TaskEvent::RetryRequested,
+            mainloop_domain::task::TaskEvent::RetryRequested(None),
         )
         .await
         .unwrap();
@@ -952,7 +956,7 @@ async fn a_hung_agent_is_stopped_after_the_inactivity_timeout_and_retry_finishes
     assert!(!w.runtime.is_parked(task.id));
     // The slot is free again and the task can be retried; this time the model answers.
     w.engine
-        .apply_task_event(Some(w.user), task.id, TaskEvent::RetryRequested)
+        .apply_task_event(Some(w.user), task.id, TaskEvent::RetryRequested(None))
         .await
         .unwrap();
     let review = w.wait_state(task.id, TaskState::Review).await;

@@ -13,6 +13,7 @@ export type ChatMessage = S["ChatMessage"];
 export type Question = S["Question"];
 export type Answer = S["Answer"];
 export type TaskDiff = S["TaskDiff"];
+export type PlanRevision = S["PlanRevisionView"];
 export type TranscriptEntry = S["TranscriptEntry"];
 /** A stored transcript entry: a transcript page's entries, and the `task.output` event. */
 export type TranscriptRecord = S["TranscriptRecord"];
@@ -104,12 +105,20 @@ export function createApi(options: ClientOptions = {}) {
     review: (taskId: string, action: S["ReviewDecision"], feedback?: string) =>
       unwrap(client.POST("/api/tasks/{id}/review", { ...id(taskId), body: { action, feedback } })),
     cancel: (taskId: string) => unwrap(client.POST("/api/tasks/{id}/cancel", id(taskId))),
-    retry: (taskId: string) => unwrap(client.POST("/api/tasks/{id}/retry", id(taskId))),
+    /** Retries a failed task, telling the worker what to do differently if `feedback` says. */
+    retry: (taskId: string, feedback?: string) =>
+      unwrap(
+        client.POST("/api/tasks/{id}/retry", {
+          ...id(taskId),
+          ...(feedback?.trim() ? { body: { feedback: feedback.trim() } } : {}),
+        }),
+      ),
     transcript: (taskId: string, after: number, limit = 1000) =>
       unwrap(
         client.GET("/api/tasks/{id}/transcript", { params: { path: { id: taskId }, query: { after, limit } } }),
       ),
     diff: (taskId: string) => unwrap(client.GET("/api/tasks/{id}/diff", id(taskId))),
+    plans: (taskId: string) => unwrap(client.GET("/api/tasks/{id}/plans", id(taskId))),
 
     inbox: (limit = 1000, resolved = 100) =>
       unwrap(client.GET("/api/inbox", { params: { query: { limit, resolved } } })),

@@ -343,6 +343,23 @@ describe("task output", () => {
     expect(m.lastOutput.get(TASK)).toBe("Bash npm test");
   });
 
+  it("names a tool once when its summary already starts with the name", () => {
+    const line = (name: string, summary: string) =>
+      outputLine(
+        parsed("task.output", {
+          task_id: TASK,
+          seq: 5,
+          kind: "tool_call",
+          payload: { name, summary },
+          created_at: "2025-01-01T10:00:00Z",
+        }),
+      );
+    expect(line("Write", "Write GREETING.md")).toBe("Write GREETING.md");
+    expect(line("ExitPlanMode", "ExitPlanMode")).toBe("ExitPlanMode");
+    expect(line("Bash", "Bash: ls")).toBe("Bash: ls");
+    expect(line("Read", "a.md")).toBe("Read a.md");
+  });
+
   it("an entry this version cannot read is shown by the kind it was stored under", () => {
     const o = parsed("task.output", {
       task_id: TASK,

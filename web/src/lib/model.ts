@@ -260,8 +260,11 @@ export function outputLine(e: TranscriptEntry): string {
   switch (e.kind) {
     case "text":
       return firstLine(e.payload.text);
-    case "tool_call":
-      return `${e.payload.name} ${firstLine(e.payload.summary)}`.trim();
+    case "tool_call": {
+      // The server's summary usually starts with the tool's name already ("Write a.md").
+      const summary = firstLine(e.payload.summary);
+      return summary.startsWith(e.payload.name) ? summary : `${e.payload.name} ${summary}`.trim();
+    }
     case "tool_result":
       return `${e.payload.is_error ? "✗ " : "↳ "}${firstLine(e.payload.summary)}`;
     case "status":

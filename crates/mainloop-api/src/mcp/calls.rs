@@ -237,7 +237,7 @@ async fn retry_task(engine: &Engine, user: UserId, arguments: Value) -> Step<Out
         .apply_task_event(
             Some(user),
             id,
-            mainloop_domain::task::TaskEvent::RetryRequested,
+            mainloop_domain::task::TaskEvent::RetryRequested(None),
         )
         .await
         .map_err(|e| from_engine(e, Some(id)))?;

@@ -8,11 +8,11 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, at_most};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use mainloop_domain::TaskId;
 use mainloop_domain::question::Answer;
 use mainloop_domain::records::{Task, TaskDiff};
 use mainloop_domain::task::{TaskEvent, TaskState};
 use mainloop_domain::transcript::TranscriptRecord;
+use mainloop_domain::{TaskId, Timestamp};
 use mainloop_engine::{CreateTask, PlanAction, ReviewAction};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -364,31 +364,63 @@ pub async fn cancel(
     ))
 }
 
-/// Retries a failed task where it stopped.
+/// What to tell the worker when retrying; the body itself is optional.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// What the worker should do differently (optional; blank is none).
+    #[schema(max_length = 20_000)]
+    pub feedback: Option<String>,
+}
+
+/// Retries a failed task where it stopped, with what to do differently if given.
 #[utoipa::path(
     post,
     path = "/api/tasks/{id}/retry",
     operation_id = "retry_task",
     tag = "tasks",
     params(("id" = TaskId, Path, description = "Task id")),
+    request_body(content = Option<RetryRequest>, description = "Optional: no body retries as is"),
     responses(
         (status = 200, description = "The task, running again", body = Task),
-        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 400, description = "Malformed id or body", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Cross-origin request", body = ErrorBody),
         (status = 404, description = "No such task", body = ErrorBody),
         (status = 409, description = "The task has not failed", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "Feedback longer than 20 000 characters", body = ErrorBody),
     )
 )]
 pub async fn retry(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TaskId>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Json<Task>> {
+    let body = body?;
+    // No body (or `null`) retries as is; a body is read as every other route reads JSON.
+    let feedback = if body.is_empty() {
+        None
+    } else {
+        let mut req = axum::extract::Request::new(axum::body::Body::from(body));
+        *req.headers_mut() = headers;
+        let ApiJson(r) =
+            <ApiJson<Option<RetryRequest>> as axum::extract::FromRequest<()>>::from_request(
+                req,
+                &(),
+            )
+            .await?;
+        r.and_then(|r| r.feedback)
+    };
+    if let Some(f) = &feedback {
+        at_most("feedback", f, MAX_FEEDBACK)?;
+    }
     Ok(Json(
         state
             .engine
-            .apply_task_event(Some(user.id), id, TaskEvent::RetryRequested)
+            .apply_task_event(Some(user.id), id, TaskEvent::RetryRequested(feedback))
             .await?,
     ))
 }
@@ -486,4 +518,54 @@ pub async fn diff(
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Json<TaskDiff>> {
     Ok(Json(state.engine.task_diff(user.id, id).await?))
+}
+
+/// One plan the worker proposed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanRevisionView {
+    /// 1 for the first plan, counting up with each revision.
+    pub revision: i64,
+    pub plan: String,
+    /// What the user asked to change in this plan; null until they ask.
+    pub feedback: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// Every plan of a task, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanRevisions {
+    pub revisions: Vec<PlanRevisionView>,
+}
+
+/// The task's plan revisions with the feedback that led to each next one.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/plans",
+    operation_id = "task_plans",
+    tag = "tasks",
+    params(("id" = TaskId, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "Every plan, oldest first", body = PlanRevisions),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 404, description = "No such task", body = ErrorBody),
+    )
+)]
+pub async fn plans(
+    CurrentUser(user): CurrentUser,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<TaskId>,
+) -> ApiResult<Json<PlanRevisions>> {
+    let revisions = state.engine.task_plans(user.id, id).await?;
+    Ok(Json(PlanRevisions {
+        revisions: revisions
+            .into_iter()
+            .map(|r| PlanRevisionView {
+                revision: r.revision,
+                plan: r.plan,
+                feedback: r.feedback,
+                created_at: r.created_at,
+            })
+            .collect(),
+    }))
 }

@@ -43,7 +43,7 @@ fn all_events() -> Vec<TaskEvent> {
         TaskEvent::ClosedUnmerged,
         TaskEvent::AgentFailed("crash".into()),
         TaskEvent::CancelRequested,
-        TaskEvent::RetryRequested,
+        TaskEvent::RetryRequested(None),
     ]
 }
 
@@ -297,7 +297,7 @@ fn failure_then_retry_resumes_where_it_stopped() {
         assert!(t.effects.contains(&Effect::Announce(Announcement::Failed {
             reason: "oops".into()
         })));
-        let r = step(&t.core, TaskEvent::RetryRequested);
+        let r = step(&t.core, TaskEvent::RetryRequested(None));
         assert_eq!(r.core.state, resumed, "retry after failing in {failed_in}");
         assert_eq!(r.core.failed_in, None);
         let run = r.effects.iter().find_map(|e| match e {
@@ -311,12 +311,54 @@ fn failure_then_retry_resumes_where_it_stopped() {
     }
 }
 
+/// A run that changed nothing fails; its retry tells the agent so, with what the human
+/// said, and a later failure for another reason does not.
+#[test]
+fn a_retry_after_no_changes_carries_that_and_the_feedback_to_the_agent() {
+    let t = step(
+        &core(S::Checking),
+        TaskEvent::AgentFailed(NO_CHANGES.into()),
+    );
+    assert!(t.core.failed_unchanged);
+    let r = step(
+        &t.core,
+        TaskEvent::RetryRequested(Some("write the file this time".into())),
+    );
+    assert_eq!(r.core.state, S::Implementing);
+    assert!(!r.core.failed_unchanged);
+    assert!(r.effects.contains(&Effect::RunAgent {
+        phase: AgentPhase::Implement,
+        input: AgentInput::RetryWith(RetryNote {
+            feedback: Some("write the file this time".into()),
+            no_changes: true,
+        }),
+    }));
+
+    let t = step(&r.core, TaskEvent::AgentFailed("crash".into()));
+    assert!(!t.core.failed_unchanged);
+    // Blank feedback is no feedback: a plain retry.
+    let r = step(&t.core, TaskEvent::RetryRequested(Some("  \n".into())));
+    assert!(r.effects.contains(&Effect::RunAgent {
+        phase: AgentPhase::Implement,
+        input: AgentInput::Retry,
+    }));
+}
+
+/// A task stored before it could fail for changing nothing still reads.
+#[test]
+fn a_task_core_stored_without_the_no_changes_flag_still_reads() {
+    let mut stored = serde_json::to_value(TaskCore::new(true, 3)).unwrap();
+    stored.as_object_mut().unwrap().remove("failed_unchanged");
+    let core: TaskCore = serde_json::from_value(stored).unwrap();
+    assert!(!core.failed_unchanged);
+}
+
 #[test]
 fn a_failed_merge_retries_the_merge() {
     let mut c = core(S::Review);
     c.merge_requested = true;
     let t = step(&c, TaskEvent::AgentFailed("push rejected".into()));
-    let r = step(&t.core, TaskEvent::RetryRequested);
+    let r = step(&t.core, TaskEvent::RetryRequested(None));
     assert_eq!(r.core.state, S::Review);
     assert!(r.effects.contains(&Effect::Merge));
 }

@@ -12,7 +12,7 @@ use super::state::{Ctx, Made, Write, context};
 use super::watch::{CiOutcome, record_checks};
 use crate::Runtime;
 use crate::delivery::Delivery;
-use crate::task::{apply, fail, record_diffstat, status, workspace, worktree};
+use crate::task::{apply, fail, record_diffstat, require_changes, status, workspace, worktree};
 use mainloop_domain::UserId;
 use mainloop_domain::records::{Task, Workplace};
 use mainloop_domain::task::TaskEvent;
@@ -85,14 +85,18 @@ impl Delivery for Hosted {
     }
 }
 
-/// `task.commit` on a forge: push the branch, open the draft pull request once, and
-/// narrate.
+/// `task.commit` on a forge: unless the work changed nothing (the task fails), push the
+/// branch, open the draft pull request once, and narrate.
 async fn publish(
     rt: &Runtime,
     ctx: &JobContext,
     task: &Task,
     wt: &Worktree,
 ) -> Result<(), JobError> {
+    // Work that changes nothing is never pushed, nor offered for review in a pull request.
+    if !require_changes(rt, task, wt).await? {
+        return Ok(());
+    }
     let guard = lock(rt, task.id).await;
     let Some(mut c) = context(rt, task.id).await.map_err(job_error)? else {
         return Ok(());

@@ -269,22 +269,18 @@ pub(crate) fn git_repo() -> GitRepo {
 
 pub(crate) const STEADY: &str = r##"
 rules:
-  - name: probe
-    match: {user_contains: "probe question"}
-    reply: [{text: "A quick answer."}]
-  - name: chat
-    match: {user_contains: "question"}
-    delay_ms: 120
-    reply: [{text: "An answer in pieces: one, two, three, four, five, six, seven."}]
+  # The worker's rules come first and need its Bash tool: the CLI may prepend a
+  # reminder to the task's message that speaks of "the user's questions", which the
+  # chat's rules below would otherwise answer (and the agent would write nothing).
   - name: task-work
-    match: {user_contains: "steady work"}
+    match: {user_contains: "Task: steady work", tool_offered: Bash}
     delay_ms: 150
     reply:
       - tool_use: {name: Bash, input: {command: "printf 'steady\\n' > steady.txt", description: "Work"}}
   # Resumed after a crash or a retry, the agent still does the work (a run that leaves
   # no change fails).
   - name: task-work-resumed
-    match: {user_contains: "Continue the task where you left off"}
+    match: {user_contains: "Continue the task where you left off", tool_offered: Bash}
     delay_ms: 150
     reply:
       - tool_use: {name: Bash, input: {command: "printf 'steady\\n' > steady.txt", description: "Work"}}
@@ -292,6 +288,13 @@ rules:
     match: {tool_result_for: Bash}
     delay_ms: 150
     reply: [{text: "Done with the steady work."}]
+  - name: probe
+    match: {user_contains: "probe question"}
+    reply: [{text: "A quick answer."}]
+  - name: chat
+    match: {user_contains: "question"}
+    delay_ms: 120
+    reply: [{text: "An answer in pieces: one, two, three, four, five, six, seven."}]
 "##;
 
 /// Posts a chat message; returns its id when it was stored (202), else the probe.

@@ -173,7 +173,28 @@ async fn github_plan_issue_reaction_draft_pr_ci_loop_review_and_merge() {
         Some(json!({})),
     )
     .await;
-    wait_task_state(&base, &token, &id, "merged").await;
+    let merged = wait_task_state(&base, &token, &id, "merged").await;
+    // The task links to its plan issue and pull request on GitHub.
+    let links = &merged["forge"];
+    assert_eq!(links["repo"], "octo/app", "{merged}");
+    assert_eq!(
+        (&links["issue_number"], &links["pull_request_number"]),
+        (&json!(1), &json!(2)),
+        "{links}"
+    );
+    for (field, tail) in [
+        ("issue_url", "/octo/app/issues/1"),
+        ("pull_request_url", "/octo/app/pull/2"),
+    ] {
+        let url = links[field].as_str().unwrap_or_default();
+        assert!(
+            url.starts_with("http") && url.ends_with(tail),
+            "{field}: {links}"
+        );
+    }
+    // The merged work stays viewable.
+    let diff = get(&base, &token, &format!("/api/tasks/{id}/diff")).await;
+    assert!(diff["files"].to_string().contains("greeting.txt"), "{diff}");
     let bare = gh.fake.repo_path("octo", "app");
     let out = Command::new("git")
         .args([

@@ -448,6 +448,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/tasks/{id}/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The task's plan revisions with the feedback that led to each next one. */
+        get: operations["task_plans"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/tasks/{id}/retry": {
         parameters: {
             query?: never;
@@ -457,7 +474,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Retries a failed task where it stopped. */
+        /** Retries a failed task where it stopped, with what to do differently if given. */
         post: operations["retry_task"];
         delete?: never;
         options?: never;
@@ -842,6 +859,22 @@ export interface components {
             /** @description What to change; required (not blank) with `revise`. */
             feedback?: string | null;
         };
+        /** @description One plan the worker proposed. */
+        PlanRevisionView: {
+            created_at: components["schemas"]["Timestamp"];
+            /** @description What the user asked to change in this plan; null until they ask. */
+            feedback?: string | null;
+            plan: string;
+            /**
+             * Format: int64
+             * @description 1 for the first plan, counting up with each revision.
+             */
+            revision: number;
+        };
+        /** @description Every plan of a task, oldest first. */
+        PlanRevisions: {
+            revisions: components["schemas"]["PlanRevisionView"][];
+        };
         /** @description A message to the main thread. */
         PostChat: {
             /** @description Not blank; at most `limits.max_chat_chars` characters (100,000 unless configured). */
@@ -943,6 +976,11 @@ export interface components {
              */
             user_agent?: string | null;
         };
+        /** @description What to tell the worker when retrying; the body itself is optional. */
+        RetryRequest: {
+            /** @description What the worker should do differently (optional; blank is none). */
+            feedback?: string | null;
+        };
         /**
          * @description What to do with finished work.
          * @enum {string}
@@ -1027,6 +1065,7 @@ export interface components {
             diffstat?: string | null;
             /** @description Why the task failed, when it did. */
             error?: string | null;
+            forge?: null | components["schemas"]["TaskForgeLinks"];
             id: components["schemas"]["TaskId"];
             /** Format: int64 */
             input_tokens: number;
@@ -1066,6 +1105,17 @@ export interface components {
             removed: number;
             /** @description The unified diff. */
             text: string;
+        };
+        /** @description Where a forge task is on the forge: its repository, plan issue and pull request. */
+        TaskForgeLinks: {
+            /** Format: int64 */
+            issue_number?: number | null;
+            issue_url?: string | null;
+            /** Format: int64 */
+            pull_request_number?: number | null;
+            pull_request_url?: string | null;
+            /** @description `owner/name`. */
+            repo: string;
         };
         /** Format: uuid */
         TaskId: string;
@@ -2531,7 +2581,7 @@ export interface operations {
             };
         };
     };
-    retry_task: {
+    task_plans: {
         parameters: {
             query?: never;
             header?: never;
@@ -2543,6 +2593,61 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Every plan, oldest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanRevisions"];
+                };
+            };
+            /** @description Malformed id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such task */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    retry_task: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Task id */
+                id: components["schemas"]["TaskId"];
+            };
+            cookie?: never;
+        };
+        /** @description Optional: no body retries as is */
+        requestBody?: {
+            content: {
+                "application/json": null | components["schemas"]["RetryRequest"];
+            };
+        };
+        responses: {
             /** @description The task, running again */
             200: {
                 headers: {
@@ -2552,7 +2657,7 @@ export interface operations {
                     "application/json": components["schemas"]["Task"];
                 };
             };
-            /** @description Malformed id */
+            /** @description Malformed id or body */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2590,6 +2695,24 @@ export interface operations {
             };
             /** @description The task has not failed */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Feedback longer than 20 000 characters */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
