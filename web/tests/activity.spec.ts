@@ -4,7 +4,7 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { test, expect } from "@playwright/test";
-import { World, shot } from "./harness";
+import { World, worldPerTest, shot } from "./harness";
 
 // The agent reads the README, writes GREETING.md, then runs a command that waits for a
 // file the test creates in its worktree once it has seen the task running.
@@ -28,17 +28,10 @@ rules:
     reply: [{text: "Done: GREETING.md added."}]
 `;
 
+const world = worldPerTest(SCRIPT);
 let w: World;
-
-test.beforeEach(async () => {
-  w = new World();
-  w.makeRepo();
-  await w.startFake(SCRIPT);
-  await w.startServer();
-});
-
-test.afterEach(async () => {
-  await w.close();
+test.beforeEach(() => {
+  w = world();
 });
 
 test("the activity view reads as plain steps, the raw transcript one tap away", async ({ page }, info) => {

@@ -1,7 +1,7 @@
 // The chat after two tasks have run to the end: each task is one card that took on its
 // final state, with the conversation around them still readable.
 import { test, expect } from "@playwright/test";
-import { World, shot } from "./harness";
+import { World, worldPerTest, shot } from "./harness";
 
 const SCRIPT = String.raw`
 rules:
@@ -30,17 +30,10 @@ rules:
     reply: [{text: "Done."}]
 `;
 
+const world = worldPerTest(SCRIPT);
 let w: World;
-
-test.beforeEach(async () => {
-  w = new World();
-  w.makeRepo();
-  await w.startFake(SCRIPT);
-  await w.startServer();
-});
-
-test.afterEach(async () => {
-  await w.close();
+test.beforeEach(() => {
+  w = world();
 });
 
 interface TaskRow {
@@ -50,9 +43,7 @@ interface TaskRow {
 
 test("two finished tasks are two cards in the chat, each in its final state", async ({ page }, info) => {
   test.setTimeout(180_000);
-  await w.signIn(page);
-  await page.goto(`${w.base}/`);
-  await expect(page.getByTestId("connection")).toHaveAttribute("data-state", "live");
+  await w.open(page);
   const box = page.getByLabel("Message");
   await box.fill("two small fixes please: a first and a second greeting");
   await box.press("Enter");

@@ -3,7 +3,7 @@
 // with feedback or closing it. Retried with feedback, the agent writes the file and the
 // task reaches review with the diff.
 import { test, expect } from "@playwright/test";
-import { World, shot } from "./harness";
+import { World, worldPerTest, shot } from "./harness";
 
 const SCRIPT = String.raw`
 rules:
@@ -21,24 +21,15 @@ rules:
     reply: [{text: "Done: GREETING.md added."}]
 `;
 
+const world = worldPerTest(SCRIPT);
 let w: World;
-
-test.beforeEach(async () => {
-  w = new World();
-  w.makeRepo();
-  await w.startFake(SCRIPT);
-  await w.startServer();
-});
-
-test.afterEach(async () => {
-  await w.close();
+test.beforeEach(() => {
+  w = world();
 });
 
 test("a run that changes nothing is never mergeable; a retry with feedback is", async ({ page }, info) => {
   test.setTimeout(180_000);
-  await w.signIn(page);
-  await page.goto(`${w.base}/`);
-  await expect(page.getByTestId("connection")).toHaveAttribute("data-state", "live");
+  await w.open(page);
   const task = await w.api<{ id: string }>(page, "POST", "/tasks", { description: "add the greeting", repo: w.repo, skip_plan: true });
   await page.goto(`${w.base}/tasks/${task.id}`);
 

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import type { Page } from "@playwright/test";
+import { test, expect, type Page } from "@playwright/test";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const ROOT = path.resolve(here, "../..");
@@ -125,6 +125,13 @@ export class World {
     if (!res.ok()) throw new Error(`login failed: ${res.status()} ${await res.text()}`);
   }
 
+  /** Signs in, opens `at` and waits for the live event stream. */
+  async open(page: Page, at = "/"): Promise<void> {
+    await this.signIn(page);
+    await page.goto(`${this.base}${at}`);
+    await expect(page.getByTestId("connection")).toHaveAttribute("data-state", "live");
+  }
+
   async api<T>(page: Page, method: "GET" | "POST", p: string, data?: unknown): Promise<T> {
     const res = await page.request.fetch(`${this.base}/api${p}`, {
       method,
@@ -139,4 +146,26 @@ export class World {
 /** Where screenshots of the main screens go (CI keeps them as artifacts). */
 export function shot(page: Page, project: string, name: string): Promise<Buffer> {
   return page.screenshot({ path: path.join(here, "..", "test-results", "screenshots", `${project}-${name}.png`), fullPage: false });
+}
+
+/**
+ * A fresh world for each test in the file: a repository, the fake model with `script`,
+ * the server (with `env`); closed after the test. Returns the current test's world.
+ */
+export function worldPerTest(script: string, env: Record<string, string> = {}): () => World {
+  let w: World | undefined;
+  test.beforeEach(async () => {
+    w = new World();
+    w.makeRepo();
+    await w.startFake(script);
+    await w.startServer(env);
+  });
+  test.afterEach(async () => {
+    await w?.close();
+    w = undefined;
+  });
+  return () => {
+    if (!w) throw new Error("no world outside a test");
+    return w;
+  };
 }

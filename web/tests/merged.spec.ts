@@ -3,7 +3,7 @@
 // to the projects screen. (Links to a GitHub task's issue and pull request need a forge,
 // which this harness has not: the Rust end-to-end GitHub test covers them.)
 import { test, expect } from "@playwright/test";
-import { World, shot } from "./harness";
+import { World, worldPerTest, shot } from "./harness";
 
 const SCRIPT = String.raw`
 rules:
@@ -16,24 +16,15 @@ rules:
     reply: [{text: "Done."}]
 `;
 
+const world = worldPerTest(SCRIPT);
 let w: World;
-
-test.beforeEach(async () => {
-  w = new World();
-  w.makeRepo();
-  await w.startFake(SCRIPT);
-  await w.startServer();
-});
-
-test.afterEach(async () => {
-  await w.close();
+test.beforeEach(() => {
+  w = world();
 });
 
 test("a merged task keeps its diff and shows where it went and what it cost", async ({ page }, info) => {
   test.setTimeout(180_000);
-  await w.signIn(page);
-  await page.goto(`${w.base}/`);
-  await expect(page.getByTestId("connection")).toHaveAttribute("data-state", "live");
+  await w.open(page);
   const task = await w.api<{ id: string }>(page, "POST", "/tasks", { description: "add the greeting", repo: w.repo, skip_plan: true });
   await page.goto(`${w.base}/tasks/${task.id}`);
   const review = page.getByTestId("review");

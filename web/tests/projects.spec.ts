@@ -1,25 +1,16 @@
 // The projects screen: each repository with its tasks, reached from the top bar, and
 // from there a task's page, a new task in it, or its inbox.
 import { test, expect } from "@playwright/test";
-import { World, shot } from "./harness";
+import { World, worldPerTest, shot } from "./harness";
 
+const world = worldPerTest("rules: []\n", { MAINLOOP_WORKERS__CLAUDE_COMMAND: "/bin/false", MAINLOOP_DISPATCHER__MAX_ATTEMPTS: "1" });
 let w: World;
-
-test.beforeEach(async () => {
-  w = new World();
-  w.makeRepo();
-  await w.startFake("rules: []\n");
-  await w.startServer({ MAINLOOP_WORKERS__CLAUDE_COMMAND: "/bin/false", MAINLOOP_DISPATCHER__MAX_ATTEMPTS: "1" });
-});
-
-test.afterEach(async () => {
-  await w.close();
+test.beforeEach(() => {
+  w = world();
 });
 
 test("projects list their tasks and lead to them", async ({ page }, info) => {
-  await w.signIn(page);
-  await page.goto(`${w.base}/`);
-  await expect(page.getByTestId("connection")).toHaveAttribute("data-state", "live");
+  await w.open(page);
   await w.api(page, "POST", "/tasks", { description: "tidy the readme", repo: w.repo });
   await page.getByTestId("projects-link").click();
   await expect(page).toHaveURL(/\/projects$/);

@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { test, expect } from "@playwright/test";
-import { World, shot } from "./harness";
+import { World, worldPerTest, shot } from "./harness";
 
 const GREETER = readFileSync(path.join(import.meta.dirname, "../../crates/mainloop-fake-anthropic/scripts/greeter.yaml"), "utf8");
 
@@ -28,17 +28,10 @@ rules:
           input: {file_path: "{{plan_file}}", content: "# Plan (revised)\n\nA greeter in Rust, with tests.\n"}
 ` + (GREETER.split(/^rules:\n/m)[1] ?? "");
 
+const world = worldPerTest(SCRIPT);
 let w: World;
-
-test.beforeEach(async () => {
-  w = new World();
-  w.makeRepo();
-  await w.startFake(SCRIPT);
-  await w.startServer();
-});
-
-test.afterEach(async () => {
-  await w.close();
+test.beforeEach(() => {
+  w = world();
 });
 
 test("a revision is shown in progress, then with its changes, and decisions are confirmed", async ({ page }, info) => {
