@@ -1,6 +1,11 @@
-//! A scripted fake of the Anthropic Messages API, for tests and benchmarks that run our
-//! client or the real `claude` CLI against it. See the README for the script format.
+//! A scripted fake model server for tests and benchmarks that run our client, the real
+//! `claude` CLI or the real `codex` CLI against it. It speaks two wire formats from one
+//! script: the Anthropic Messages API (`POST /v1/messages`) and the OpenAI Responses API
+//! (`POST /v1/responses`, normalised into the Messages shape before the rules see it).
+//! See the README for the script format.
 
+mod openai;
+mod responses;
 mod script;
 mod server;
 
@@ -16,7 +21,12 @@ pub use script::{
     ErrorSpec, Fallback, Match, NO_MATCH_TEXT, ReplyBlock, RequestView, Rule, Script, ToolUseSpec,
     conditions_hold,
 };
-pub use server::{LoggedRequest, Shared, router};
+pub use server::{LoggedRequest, Shared};
+
+/// Every endpoint of the fake, both wire formats, over `shared`.
+pub fn router(shared: Shared) -> axum::Router {
+    server::router(shared.clone()).merge(responses::routes(shared))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -100,14 +110,17 @@ impl FakeAnthropic {
         self.shared.requests()
     }
 
-    /// Only the Messages API calls (`POST /v1/messages`), which is what tests usually inspect.
+    /// Only the model calls (`POST /v1/messages` and `POST /v1/responses`), which is what
+    /// tests usually inspect. Each `body` is as the client sent it, in its own wire format.
     pub fn message_requests(&self) -> Vec<LoggedRequest> {
-        let is_messages =
-            |r: &LoggedRequest| r.path == "/v1/messages" || r.path.starts_with("/v1/messages?");
-        self.requests().into_iter().filter(is_messages).collect()
+        let is_model_call = |r: &LoggedRequest| {
+            let path = r.path.split('?').next().unwrap_or_default();
+            path == "/v1/messages" || path == "/v1/responses"
+        };
+        self.requests().into_iter().filter(is_model_call).collect()
     }
 
-    /// Messages requests received and not yet fully answered (a streamed reply with a
+    /// Model requests received and not yet fully answered (a streamed reply with a
     /// `delay_ms` counts until its last event is sent).
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight()

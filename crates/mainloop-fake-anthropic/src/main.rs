@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use mainloop_fake_anthropic::{Error, FakeAnthropic, Script};
 
-/// Scripted fake of the Anthropic Messages API.
+/// Scripted fake model server (Anthropic Messages API and OpenAI Responses API).
 #[derive(Debug, Parser)]
 #[command(name = "mainloop-fake-anthropic", version)]
 struct Args {

@@ -1,5 +1,6 @@
-//! The HTTP surface: Messages API endpoints, the `/_fake/*` control endpoints, and the
-//! wire format of replies (SSE events and full message JSON).
+//! The HTTP surface: the state shared by all endpoints (script, log, in-flight count),
+//! the Messages API endpoints, the `/_fake/*` control endpoints, and the Messages wire
+//! format of replies (SSE events and full message JSON).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -45,7 +46,7 @@ struct Inner {
     counters: Vec<RuleCounter>,
     log: Vec<LoggedRequest>,
     next_id: u64,
-    /// Messages requests received whose answer has not been fully sent.
+    /// Model requests received whose answer has not been fully sent.
     in_flight: usize,
 }
 
@@ -72,13 +73,13 @@ impl Shared {
         self.lock().log.clone()
     }
 
-    /// Messages requests received and not yet fully answered: with none in flight and
+    /// Model requests received and not yet fully answered: with none in flight and
     /// no client left to call, the request counts are settled.
     pub fn in_flight(&self) -> usize {
         self.lock().in_flight
     }
 
-    fn begin(&self) -> InFlight {
+    pub(crate) fn begin(&self) -> InFlight {
         self.lock().in_flight += 1;
         InFlight(self.clone())
     }
@@ -97,21 +98,21 @@ impl Shared {
         inner.script = script;
     }
 
-    fn record(&self, mut entry: LoggedRequest) {
+    pub(crate) fn record(&self, mut entry: LoggedRequest) {
         let mut inner = self.lock();
         entry.seq = inner.log.len() as u64 + 1;
         inner.log.push(entry);
     }
 
-    fn next_id(&self) -> u64 {
+    pub(crate) fn next_id(&self) -> u64 {
         let mut inner = self.lock();
         inner.next_id += 1;
         inner.next_id
     }
 }
 
-/// One Messages request being answered; dropped when its answer is sent (or abandoned).
-struct InFlight(Shared);
+/// One model request being answered; dropped when its answer is sent (or abandoned).
+pub(crate) struct InFlight(Shared);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -133,7 +134,7 @@ pub fn router(shared: Shared) -> Router {
         .with_state(shared)
 }
 
-fn entry(method: &str, uri: &Uri, body: Value) -> LoggedRequest {
+pub(crate) fn entry(method: &str, uri: &Uri, body: Value) -> LoggedRequest {
     let path = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
@@ -152,7 +153,7 @@ fn entry(method: &str, uri: &Uri, body: Value) -> LoggedRequest {
     }
 }
 
-fn parse_object(body: &[u8]) -> Result<Value, Error> {
+pub(crate) fn parse_object(body: &[u8]) -> Result<Value, Error> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Error::BadRequest(format!("request body is not valid JSON: {e}")))?;
     if value.is_object() {
@@ -175,24 +176,26 @@ fn parse_logged(shared: &Shared, uri: &Uri, body: &Bytes) -> Result<Value, Error
     })
 }
 
-/// What a chosen rule (or the fallback) says to answer.
-struct Plan {
-    blocks: Vec<ReplyBlock>,
-    stop_reason: Option<String>,
-    delay: Duration,
-    error: Option<ErrorReply>,
+/// What a chosen rule (or the fallback) says to answer, in either wire format.
+pub(crate) struct Plan {
+    pub(crate) blocks: Vec<ReplyBlock>,
+    pub(crate) stop_reason: Option<String>,
+    pub(crate) delay: Duration,
+    pub(crate) error: Option<ErrorReply>,
 }
 
-struct ErrorReply {
-    status: StatusCode,
-    kind: String,
-    message: String,
-    retry_after: Option<u64>,
+/// An error rule; the kind and message default per wire format when the rule names none.
+pub(crate) struct ErrorReply {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: Option<String>,
+    pub(crate) message: Option<String>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Shared {
-    /// Chooses the answer for a Messages request and fills in the log entry's rule fields.
-    fn plan(&self, req: &Value, log: &mut LoggedRequest) -> Plan {
+    /// Chooses the answer for a model request (in the Messages shape) and fills in the
+    /// log entry's rule fields.
+    pub(crate) fn plan(&self, req: &Value, log: &mut LoggedRequest) -> Plan {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let chosen = script::choose(&inner.script, &mut inner.counters, req);
@@ -225,16 +228,10 @@ impl Shared {
                 let status =
                     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let spec = rule.error.as_ref();
-                let kind = spec
-                    .and_then(|e| e.kind.clone())
-                    .unwrap_or_else(|| error_type(status).to_owned());
-                let message = spec
-                    .and_then(|e| e.message.clone())
-                    .unwrap_or_else(|| format!("fake {kind}"));
                 ErrorReply {
                     status,
-                    kind,
-                    message,
+                    kind: spec.and_then(|e| e.kind.clone()),
+                    message: spec.and_then(|e| e.message.clone()),
                     retry_after: rule.retry_after,
                 }
             });
@@ -267,7 +264,11 @@ async fn messages(State(shared): State<Shared>, uri: Uri, body: Bytes) -> Result
             body: req,
             ..log
         });
-        let mut resp = error_response(err.status, &err.kind, &err.message);
+        let kind = err
+            .kind
+            .unwrap_or_else(|| error_type(err.status).to_owned());
+        let message = err.message.unwrap_or_else(|| format!("fake {kind}"));
+        let mut resp = error_response(err.status, &kind, &message);
         if let Some(secs) = err.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -313,28 +314,31 @@ async fn messages(State(shared): State<Shared>, uri: Uri, body: Bytes) -> Result
         return Ok(([request_id], json_response(StatusCode::OK, &message)).into_response());
     }
     let events = sse_events(&message, input_tokens, output_tokens)?;
-    let delay = plan.delay;
-    let body = if delay.is_zero() {
-        // One write keeps the zero-latency path cheap enough for benchmarks.
-        Body::from(events.concat())
-    } else {
-        Body::from_stream(async_stream::stream! {
-            // Held until the last event is sent or the client goes away.
-            let _in_flight = in_flight;
-            for (i, event) in events.into_iter().enumerate() {
-                if i > 0 {
-                    tokio::time::sleep(delay).await;
-                }
-                yield Ok::<_, std::convert::Infallible>(event);
-            }
-        })
-    };
     let headers = [
         (header::CONTENT_TYPE, "text/event-stream".to_owned()),
         (header::CACHE_CONTROL, "no-cache".to_owned()),
         request_id,
     ];
-    Ok((headers, body).into_response())
+    Ok((headers, event_stream(events, plan.delay, in_flight)).into_response())
+}
+
+/// A streamed body of `events`, `delay` apart; the request stays in flight until the
+/// last one is sent.
+pub(crate) fn event_stream(events: Vec<String>, delay: Duration, in_flight: InFlight) -> Body {
+    if delay.is_zero() {
+        // One write keeps the zero-latency path cheap enough for benchmarks.
+        return Body::from(events.concat());
+    }
+    Body::from_stream(async_stream::stream! {
+        // Held until the last event is sent or the client goes away.
+        let _in_flight = in_flight;
+        for (i, event) in events.into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(delay).await;
+            }
+            yield Ok::<_, std::convert::Infallible>(event);
+        }
+    })
 }
 
 /// The event sequence the real API streams for `message` (one event per returned chunk).
@@ -412,7 +416,7 @@ fn sse_events(
 
 /// Splits `s` into up to `n` non-empty pieces on char boundaries, so clients must
 /// reassemble partial text and partial JSON as they would with the real API.
-fn chunks(s: &str, n: usize) -> Vec<&str> {
+pub(crate) fn chunks(s: &str, n: usize) -> Vec<&str> {
     let size = s.len().div_ceil(n.max(1)).max(1);
     let mut out = Vec::new();
     let mut rest = s;
@@ -510,7 +514,7 @@ async fn fake_script(State(shared): State<Shared>, body: Bytes) -> Result<Respon
     Ok(json_response(StatusCode::OK, &json!({"ok": true})))
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
