@@ -119,6 +119,28 @@ test("a task starts from the New task form and its page opens", async ({ page },
   expect(tasks.tasks.map((t) => t.description).sort()).toEqual([text, "Second task, from the keyboard"]);
 });
 
+test("the form offers the configured agents and sends the one chosen", async ({ page }, info) => {
+  await open(page, "/new");
+  const agent = page.getByLabel("Agent", { exact: true });
+  // The server's default is chosen; agents not installed on it are listed but cannot be.
+  await expect(agent).toHaveValue("claude");
+  await expect(agent.locator("option", { hasText: "claude (default)" })).toBeEnabled();
+  for (const option of await agent.locator("option").all()) {
+    if ((await option.textContent())?.includes("not installed")) await expect(option).toBeDisabled();
+  }
+  await page.getByLabel("What should the worker do?").fill("Tidy the README");
+  await page.getByLabel("Repository", { exact: true }).fill(w.repo);
+  await agent.selectOption("claude");
+  await shot(page, info.project.name, "new-task-agent");
+  const sent = page.waitForRequest((r) => r.url().endsWith("/api/tasks") && r.method() === "POST");
+  await page.getByRole("button", { name: "Create task" }).click();
+  expect((await sent).postDataJSON()).toMatchObject({ agent: "claude", repo: w.repo });
+  await expect(page).toHaveURL(/\/tasks\/[0-9a-f-]{36}$/);
+  const id = new URL(page.url()).pathname.split("/").pop() ?? "";
+  const task = await w.api<TaskView & { agent: string }>(page, "GET", `/tasks/${id}`);
+  expect(task.agent).toBe("claude");
+});
+
 test("the API reference renders the server's document without contacting another origin", async ({ page }, info) => {
   const origin = new URL(w.base).origin;
   const elsewhere: string[] = [];

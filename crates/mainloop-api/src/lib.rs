@@ -96,6 +96,7 @@ pub fn router_with_shutdown(
         .route("/chat", post(chat::post_chat))
         .route("/chat/messages", get(chat::messages))
         .route("/model", get(routes::model::get))
+        .route("/agents", get(routes::agents::list))
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/answers", post(tasks::answers))
@@ -179,6 +180,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::chat::post_chat,
         routes::chat::messages,
         routes::model::get,
+        routes::agents::list,
         routes::tasks::list,
         routes::tasks::create,
         routes::tasks::get,

@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+#[path = "it/agents.rs"]
+mod agents;
 #[path = "it/contract.rs"]
 mod contract;
 #[path = "it/hostile.rs"]
@@ -448,9 +450,10 @@ const PUBLIC: [&str; 5] = [
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 31] = [
+const ROUTES: [(&str, &str); 32] = [
     ("GET", "/api/health"),
     ("GET", "/api/model"),
+    ("GET", "/api/agents"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/auth/login"),
     ("POST", "/api/auth/link"),
@@ -782,6 +785,7 @@ async fn tasks_lifecycle_and_bad_input_changes_nothing() {
     assert_eq!(task["repo"], "acme/widgets");
     assert_eq!(task["skip_plan"], false);
     assert_eq!(task["model"], Value::Null);
+    assert_eq!(task["agent"], "claude");
     let id = task["id"].as_str().unwrap().to_owned();
 
     let (status, got) = app.get(&format!("/api/tasks/{id}")).await;

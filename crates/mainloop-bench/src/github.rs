@@ -143,6 +143,7 @@ pub async fn run(args: &Args) -> Result<()> {
                 skip_plan: true,
                 max_check_rounds: 5,
                 model: None,
+                agent: mainloop_domain::agents::AgentName::default(),
                 origin_key: None,
             },
             now,

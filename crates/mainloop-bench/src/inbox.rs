@@ -82,6 +82,7 @@ async fn seed_mostly_resolved(store: &Store, user: UserId, args: &Args) -> Resul
                         skip_plan: false,
                         max_check_rounds: 3,
                         model: None,
+                        agent: mainloop_domain::agents::AgentName::default(),
                         origin_key: None,
                     },
                     created,

@@ -57,6 +57,15 @@ pub enum ConfigError {
         message: String,
     },
 
+    /// An `[agents.<name>]` table (or the built-in it changes) is not usable.
+    #[error("invalid configuration: `agents.{name}` {message}")]
+    Agent {
+        /// The agent's name as written.
+        name: String,
+        /// What is wrong, and what would be accepted.
+        message: String,
+    },
+
     /// A relevant environment variable holds bytes that are not UTF-8.
     #[error("environment variable {name} is not valid UTF-8")]
     NotUnicode {

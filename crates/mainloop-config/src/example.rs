@@ -64,6 +64,8 @@ backoff_max_ms = 60000
 [workers]
 # Agents running at once; more tasks queue. Tasks waiting for you hold no slot.
 max_agents = 3
+# The agent tasks run unless they or their project (its "agent" setting) choose another.
+default_agent = "claude"
 # The Claude Code command (program and leading arguments).
 claude_command = "claude"
 # Model for workers; unset means the agent's default.
@@ -134,4 +136,15 @@ request_timeout_secs = 60
 label = "mainloop"
 # Logins (comma-separated) whose replies count, besides the token's own account.
 trusted_users = ""
+
+[agents]
+# Coding agents tasks may run, by name. Built in: claude (protocol "claude-code",
+# command from workers.claude_command), codex ("codex-app-server",
+# ["codex", "app-server"]), gemini ("acp", ["gemini", "--acp"]) and opencode ("acp",
+# ["opencode", "acp"]). A table here changes a built-in's fields or adds an agent:
+# protocol ("claude-code", "codex-app-server" or "acp"), command (program and
+# arguments), pass_env (environment variables the agent gets) and max_concurrent (its
+# runs at once, within workers.max_agents; unset: no cap of its own).
+# codex = { max_concurrent = 1, pass_env = ["OPENAI_API_KEY"] }
+# qwen = { protocol = "acp", command = ["qwen", "--acp"], pass_env = ["DASHSCOPE_API_KEY"] }
 "#;

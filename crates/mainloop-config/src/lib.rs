@@ -7,6 +7,7 @@
 //!
 //! The field docs below are the reference documentation for each setting.
 
+mod agents;
 mod error;
 mod example;
 mod load;
@@ -14,11 +15,13 @@ mod redact;
 mod secret;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use agents::{AgentEntry, AgentProtocol, AgentSettings};
 pub use error::ConfigError;
 pub use example::EXAMPLE_TOML;
 pub use load::NOT_CONFIGURATION;
@@ -78,6 +81,10 @@ pub struct Config {
 
     /// Projects on GitHub (or GitHub Enterprise).
     pub github: GithubConfig,
+
+    /// Coding agents by name: `[agents.<name>]` overrides a built-in agent's fields
+    /// (`claude`, `codex`, `gemini`, `opencode`) or declares another one.
+    pub agents: BTreeMap<String, AgentEntry>,
 }
 
 /// Login and sessions.
@@ -190,6 +197,10 @@ pub struct WorkersConfig {
     /// Agents running at once; further tasks queue in order. Tasks waiting for you hold
     /// no slot. Default `3`. Env: `MAINLOOP_WORKERS__MAX_AGENTS`.
     pub max_agents: usize,
+
+    /// The agent tasks run unless they or their project choose another: a configured
+    /// agent's name. Default `"claude"`. Env: `MAINLOOP_WORKERS__DEFAULT_AGENT`.
+    pub default_agent: String,
 
     /// The Claude Code command (program and leading arguments). Default `"claude"`.
     /// Env: `MAINLOOP_WORKERS__CLAUDE_COMMAND` (split on whitespace).
@@ -436,6 +447,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         Self {
             max_agents: 3,
+            default_agent: "claude".to_owned(),
             claude_command: "claude".to_owned(),
             model: None,
             idle_timeout_secs: 600,
@@ -510,6 +522,7 @@ impl Config {
             log: LogConfig::default(),
             notifications: NotificationsConfig::default(),
             github: GithubConfig::default(),
+            agents: BTreeMap::new(),
         }
     }
 

@@ -30,6 +30,7 @@ pub const NOT_CONFIGURATION: &[&str] = &[
     "MAINLOOP_GIT_PASSWORD",
     // Tests and benchmarks.
     "MAINLOOP_UPDATE_OPENAPI",
+    "MAINLOOP_UPDATE_README",
     "MAINLOOP_FUZZ_SCALE",
     "MAINLOOP_BENCH",
     "MAINLOOP_BENCH_KEEP",

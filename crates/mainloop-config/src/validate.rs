@@ -110,6 +110,7 @@ impl Config {
         if workers.claude_command.trim().is_empty() {
             return Err(invalid("workers.claude_command", "must not be empty"));
         }
+        self.resolve_agents()?;
         let dispatcher = &self.dispatcher;
         positive("dispatcher.concurrency", dispatcher.concurrency as u64)?;
         positive("dispatcher.lease_secs", dispatcher.lease_secs)?;

@@ -8,7 +8,9 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use mainloop_config::{Config, ConfigError, EXAMPLE_TOML, ModelProviderKind, SandboxMode};
+use mainloop_config::{
+    AgentProtocol, Config, ConfigError, EXAMPLE_TOML, ModelProviderKind, SandboxMode,
+};
 use tempfile::TempDir;
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -661,5 +663,139 @@ fn sandbox_mode_and_paths() -> TestResult {
     let file = fx.write("bad.toml", "[workers]\nsandbox = \"docker\"\n")?;
     let err = expect_err(Config::load_from(Some(&file), &fx.env(&[])))?;
     assert!(err.to_string().contains("sandbox"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn agents_are_built_in_and_a_file_overrides_or_extends_them() -> TestResult {
+    let fx = Fixture::new()?;
+    let defaults = Config::load_from(None, &fx.env(&[]))?;
+    let names: Vec<String> = defaults.agents().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["claude", "codex", "gemini", "opencode"]);
+    assert_eq!(defaults.workers.default_agent, "claude");
+    let gemini = defaults.agents().into_iter().find(|a| a.name == "gemini");
+    assert_eq!(
+        gemini.map(|a| (a.protocol, a.command)),
+        Some((
+            AgentProtocol::Acp,
+            vec!["gemini".to_owned(), "--acp".to_owned()]
+        ))
+    );
+
+    let file = fx.write(
+        "agents.toml",
+        r#"
+[workers]
+claude_command = "/opt/claude/bin/claude --verbose"
+default_agent = "qwen"
+
+[agents.codex]
+max_concurrent = 1
+
+[agents.qwen]
+protocol = "acp"
+command = ["qwen", "--acp"]
+pass_env = ["DASHSCOPE_API_KEY"]
+max_concurrent = 2
+"#,
+    )?;
+    let config = Config::load_from(Some(&file), &fx.env(&[]))?;
+    let by_name = |n: &str| config.agents().into_iter().find(|a| a.name == n);
+    assert_eq!(
+        by_name("claude").map(|a| a.command),
+        Some(vec![
+            "/opt/claude/bin/claude".to_owned(),
+            "--verbose".to_owned()
+        ])
+    );
+    let codex = by_name("codex").ok_or("codex")?;
+    assert_eq!(codex.max_concurrent, Some(1));
+    assert_eq!(
+        codex.command,
+        ["codex", "app-server"],
+        "unset fields stay built in"
+    );
+    let qwen = by_name("qwen").ok_or("qwen")?;
+    assert_eq!(qwen.protocol, AgentProtocol::Acp);
+    assert_eq!(qwen.pass_env, ["DASHSCOPE_API_KEY"]);
+    assert_eq!(config.workers.default_agent, "qwen");
+
+    let env = Config::load_from(
+        Some(&file),
+        &fx.env(&[
+            ("MAINLOOP_WORKERS__DEFAULT_AGENT", "codex"),
+            ("MAINLOOP_AGENTS__CODEX__MAX_CONCURRENT", "4"),
+        ]),
+    )?;
+    assert_eq!(env.workers.default_agent, "codex");
+    assert_eq!(
+        env.agents()
+            .into_iter()
+            .find(|a| a.name == "codex")
+            .and_then(|a| a.max_concurrent),
+        Some(4)
+    );
+    Ok(())
+}
+
+#[test]
+fn hostile_agent_tables_are_clear_errors() -> TestResult {
+    let fx = Fixture::new()?;
+    let cases = [
+        (
+            "[agents.x]\nprotocol = \"telnet\"\ncommand = [\"x\"]",
+            "agents.x.protocol",
+        ),
+        (
+            "[agents.x]\nprotocol = \"acp\"\ncommand = []",
+            "empty command",
+        ),
+        (
+            "[agents.x]\nprotocol = \"acp\"\ncommand = [\" \"]",
+            "empty program",
+        ),
+        ("[agents.x]\ncommand = [\"x\"]", "needs a protocol"),
+        ("[agents.x]\nprotocol = \"acp\"", "needs a command"),
+        (
+            "[agents.\"Bad Name\"]\nprotocol = \"acp\"\ncommand = [\"x\"]",
+            "not an agent name",
+        ),
+        (
+            "[agents.x]\nprotocol = \"acp\"\ncommand = [\"x\"]\nmax_concurrent = 0",
+            "greater than 0",
+        ),
+        (
+            "[agents.x]\nprotocol = \"acp\"\ncommand = [\"x\"]\npass_env = [\"A=B\"]",
+            "pass_env",
+        ),
+        (
+            "[agents.x]\nprotocol = \"acp\"\ncommand = [\"x\"]\nshell = true",
+            "agents.x.shell",
+        ),
+        (
+            "[agents.codex]\ncommand = \"codex app-server\"",
+            "agents.codex.command",
+        ),
+        (
+            "[workers]\ndefault_agent = \"nobody\"",
+            "workers.default_agent",
+        ),
+    ];
+    for (i, (toml, expected)) in cases.iter().enumerate() {
+        let file = fx.write(&format!("hostile-{i}.toml"), toml)?;
+        let err = expect_err(Config::load_from(Some(&file), &fx.env(&[])))?.to_string();
+        assert!(
+            err.contains(expected),
+            "{toml}\n→ {err}\n(expected {expected:?})"
+        );
+    }
+    let err = expect_err(Config::load_from(
+        None,
+        &fx.env(&[("MAINLOOP_WORKERS__DEFAULT_AGENT", "gpt")]),
+    ))?;
+    assert!(
+        err.to_string().contains("claude, codex, gemini, opencode"),
+        "{err}"
+    );
     Ok(())
 }

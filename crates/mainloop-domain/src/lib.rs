@@ -4,6 +4,7 @@
 //! Nothing in this crate performs IO, reads the clock or spawns tasks; callers pass in
 //! everything (including "now"), which keeps every rule exhaustively unit-testable.
 
+pub mod agents;
 pub mod chat;
 pub mod event;
 pub mod failure;

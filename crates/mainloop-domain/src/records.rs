@@ -2,6 +2,7 @@
 //! users, events and the event payloads that are not records themselves. Plain data;
 //! the store builds them and the API serialises them.
 
+use crate::agents::AgentName;
 use crate::chat::{ContentBlock, Role};
 use crate::event::EventName;
 use crate::inbox::{InboxKind, Priority};
@@ -78,6 +79,9 @@ pub struct Task {
     pub workplace: Workplace,
     pub branch: Option<String>,
     pub skip_plan: bool,
+    /// The coding agent the task runs (a configured agent's name).
+    #[serde(default)]
+    pub agent: AgentName,
     /// Pending or last-asked questions.
     pub questions: Vec<Question>,
     /// The human's answers to `questions`, once given.

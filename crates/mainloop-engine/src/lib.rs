@@ -6,6 +6,7 @@
 //! The engine never picks adapters itself: the binary passes in the store and the model
 //! provider, and registers job handlers (agents, forges) from other crates.
 
+mod agents;
 mod auth;
 mod chat;
 mod chat_session;
@@ -44,6 +45,7 @@ pub use tools::tool_specs;
 use dispatcher::Dispatcher;
 use hub::Hub;
 use mainloop_domain::Timestamp;
+use mainloop_domain::agents::AgentCatalog;
 use mainloop_model::ModelProvider;
 use mainloop_store::Store;
 use std::collections::{BTreeMap, HashMap};
@@ -77,6 +79,8 @@ pub struct EngineConfig {
     pub forge_max_ci_rounds: u32,
     /// Verifies forge webhook deliveries; `None` turns the webhook endpoint off.
     pub forge_webhook_secret: Option<WebhookSecret>,
+    /// The configured coding agents and the default one.
+    pub agents: AgentCatalog,
 }
 
 /// The shared secret of forge webhooks. `Debug` never shows it.
@@ -107,6 +111,7 @@ impl Default for EngineConfig {
             forge_host: None,
             forge_max_ci_rounds: 5,
             forge_webhook_secret: None,
+            agents: AgentCatalog::default(),
         }
     }
 }
@@ -145,6 +150,8 @@ struct Inner {
     /// The forge the projects view reads, with its web host.
     forge: std::sync::RwLock<Option<(Arc<dyn mainloop_forge::Forge>, String)>>,
     main: main_thread::MainThread,
+    /// What this server found of each configured agent's program, asked once.
+    agent_probes: tokio::sync::OnceCell<Vec<agents::Probe>>,
 }
 
 /// A job kind's handler and the dispatcher pool that runs it.
@@ -172,6 +179,7 @@ impl Engine {
                 workspaces: std::sync::RwLock::new(None),
                 forge: std::sync::RwLock::new(None),
                 main: main_thread::MainThread::default(),
+                agent_probes: tokio::sync::OnceCell::new(),
             }),
         };
         engine.register::<ChatTurn>(Arc::new(chat::ChatTurnHandler));

@@ -153,4 +153,15 @@ impl Engine {
     pub async fn count_unfinished<J: BackgroundJob>(&self) -> Result<i64> {
         Ok(self.store().count_unfinished(J::KIND).await?)
     }
+
+    /// Queued or running jobs of kind `J` in task lanes, by the task's agent (each
+    /// agent's slots in use).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn unfinished_by_agent<J: BackgroundJob>(
+        &self,
+    ) -> Result<Vec<(mainloop_domain::agents::AgentName, i64)>> {
+        Ok(self.store().unfinished_by_agent(J::KIND).await?)
+    }
 }

@@ -28,6 +28,9 @@ pub struct CreateTask {
     pub skip_plan: bool,
     /// The agent's model for this task; `None` for the configured default.
     pub model: Option<String>,
+    /// The configured agent to run; `None`: the project's default, else the configured
+    /// default.
+    pub agent: Option<String>,
 }
 
 impl CreateTask {
@@ -209,6 +212,14 @@ pub(crate) async fn create_task_in(
             .map_err(|reason| EngineError::Invalid(format!("repo: {reason}")))?;
     }
     let project = tx.upsert_project(user, repo, at).await?;
+    let agent = engine
+        .config()
+        .agents
+        .choose(
+            req.agent.as_deref(),
+            project.settings.get("agent").and_then(|a| a.as_str()),
+        )
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
     let (task, created) = tx
         .insert_task(
             user,
@@ -228,6 +239,7 @@ pub(crate) async fn create_task_in(
                     engine.config().max_check_rounds
                 },
                 model: req.model.clone(),
+                agent,
                 origin_key,
             },
             at,

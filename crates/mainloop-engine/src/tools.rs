@@ -26,7 +26,8 @@ pub fn tool_specs() -> Vec<ToolSpec> {
                 "properties": {
                     "description": {"type": "string", "description": "What the worker should do, with all the context it needs."},
                     "repo": {"type": "string", "description": "The repository: a local path, a git URL, or owner/name."},
-                    "skip_plan": {"type": "boolean", "description": "Skip planning and implement straight away (only when the user asks for it)."}
+                    "skip_plan": {"type": "boolean", "description": "Skip planning and implement straight away (only when the user asks for it)."},
+                    "agent": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$", "description": "The coding agent to run, by its configured name (claude, codex, gemini, opencode, …); leave it out for the project's or the server's default. Only when the user names one."}
                 },
                 "required": ["description", "repo"]
             }),
@@ -69,6 +70,8 @@ struct SpawnInput {
     repo: String,
     #[serde(default)]
     skip_plan: bool,
+    #[serde(default)]
+    agent: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +91,7 @@ fn summary(task: &mainloop_domain::records::Task) -> Value {
         "state": task.state,
         "description": task.description,
         "repo": task.repo,
+        "agent": task.agent,
         "branch": task.branch,
         "cost_usd": task.cost_usd,
         "error": task.error,
@@ -165,6 +169,7 @@ pub(crate) async fn execute(
                     repo: i.repo,
                     skip_plan: i.skip_plan,
                     model: None,
+                    agent: i.agent,
                 };
                 create_task_in(
                     tx,

@@ -265,6 +265,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
                 repo: "/src/ui".into(),
                 skip_plan: false,
                 model: None,
+                agent: None,
             },
         )
         .await
@@ -838,6 +839,7 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
                 repo: "/r".into(),
                 skip_plan: true,
                 model: None,
+                agent: None,
             },
         )
         .await

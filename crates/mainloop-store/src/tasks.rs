@@ -2,6 +2,7 @@
 //! change makes it fail with a conflict instead of silently overwriting.
 
 use crate::{Result, Store, StoreError, Tx, parse};
+use mainloop_domain::agents::AgentName;
 use mainloop_domain::records::{Task, TaskForgeLinks, Workplace};
 use mainloop_domain::task::{TaskCore, TaskState};
 use mainloop_domain::{ProjectId, TaskId, Timestamp, UserId};
@@ -18,6 +19,8 @@ pub struct NewTask {
     pub max_check_rounds: u32,
     /// The model the task's agent runs; `None` for the configured default.
     pub model: Option<String>,
+    /// The coding agent the task runs.
+    pub agent: AgentName,
     /// Idempotency key of whatever created the task (e.g. the model's tool_use id), so
     /// a replayed request creates it once.
     pub origin_key: Option<String>,
@@ -25,7 +28,7 @@ pub struct NewTask {
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
                     answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
-                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace, \
+                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace, agent, \
                     (SELECT repo FROM task_forge f WHERE f.task_id = tasks.id) AS forge_repo, \
                     (SELECT issue_number FROM task_forge f WHERE f.task_id = tasks.id) AS forge_issue, \
                     (SELECT pr_number FROM task_forge f WHERE f.task_id = tasks.id) AS forge_pr, \
@@ -73,6 +76,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         base_branch: row.try_get("base_branch")?,
         agent_input_key: row.try_get("agent_input_key")?,
         model: row.try_get("model")?,
+        agent: parse::<AgentName>(&row.try_get::<String, _>("agent")?, "agent")?,
         diffstat: row.try_get("diffstat")?,
         forge: forge_links_from_row(row)?,
         cost_usd: row.try_get("cost_usd")?,
@@ -137,8 +141,8 @@ impl Tx {
         let core = TaskCore::new(new.skip_plan, new.max_check_rounds);
         sqlx::query(
             "INSERT INTO tasks (id, user_id, project_id, state, core, description, repo, \
-                 origin_key, created_at, updated_at, model, workplace) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
+                 origin_key, created_at, updated_at, model, workplace, agent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12)",
         )
         .bind(id.to_string())
         .bind(user.to_string())
@@ -151,6 +155,7 @@ impl Tx {
         .bind(now.as_millis())
         .bind(&new.model)
         .bind(new.workplace.as_str())
+        .bind(new.agent.as_str())
         .execute(self.conn())
         .await?;
         let task = fetch_task(self.conn(), None, id)
@@ -365,6 +370,28 @@ impl Store {
             .map(|row| {
                 let user = parse(&row.try_get::<String, _>("user_id")?, "user id")?;
                 Ok((user, task_from_row(row)?))
+            })
+            .collect()
+    }
+
+    /// Unfinished (pending or running) jobs of `kind` in task lanes, counted by the
+    /// task's agent: the agent slots each agent holds.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn unfinished_by_agent(&self, kind: &str) -> Result<Vec<(AgentName, i64)>> {
+        let rows = sqlx::query(
+            "SELECT t.agent AS agent, COUNT(*) AS n FROM jobs j \
+             JOIN tasks t ON j.lane = 'task:' || t.id \
+             WHERE j.kind = $1 AND j.state IN ('pending', 'running') GROUP BY t.agent",
+        )
+        .bind(kind)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let agent = parse(&row.try_get::<String, _>("agent")?, "agent")?;
+                Ok((agent, row.try_get::<i64, _>("n")?))
             })
             .collect()
     }

@@ -497,6 +497,12 @@ fn new_task(desc: &str, origin: Option<&str>) -> NewTask {
         skip_plan: false,
         max_check_rounds: 3,
         model: (desc == "second").then(|| "claude-opus-4-1".to_owned()),
+        agent: mainloop_domain::agents::AgentName::parse(if desc == "second" {
+            "codex"
+        } else {
+            "claude"
+        })
+        .unwrap(),
         origin_key: origin.map(str::to_owned),
     }
 }
@@ -531,6 +537,7 @@ async fn projects_and_tasks(store: Store) {
     assert_eq!(t1.state, TaskState::Queued);
     assert_eq!(t1.model, None);
     assert_eq!(t2.model.as_deref(), Some("claude-opus-4-1"));
+    assert_eq!((t1.agent.as_str(), t2.agent.as_str()), ("claude", "codex"));
     assert_eq!(t1.description, "first");
     assert_eq!(t1.cost_usd, 0.0);
     assert_eq!(store.projects(a).await.unwrap(), vec![p.clone()]);

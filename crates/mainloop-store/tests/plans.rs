@@ -82,6 +82,7 @@ fn new_task(description: &str) -> NewTask {
         skip_plan: false,
         max_check_rounds: 3,
         model: None,
+        agent: mainloop_domain::agents::AgentName::default(),
         origin_key: None,
     }
 }

@@ -13,6 +13,7 @@ mod prompts;
 mod react;
 mod retry;
 mod run;
+mod slots;
 mod steps;
 mod task;
 
@@ -20,9 +21,11 @@ pub use confine::WorkerSandbox;
 pub use forge::{ForgeSettings, MARKER as FORGE_MARKER, wake as wake_forge_watch};
 pub use policy::{Decision, decide};
 pub use prompts::WORKER_INSTRUCTIONS;
+pub use slots::{AgentRegistry, grant, unavailable};
 
 use mainloop_agent::{Agent, AgentSession};
 use mainloop_domain::TaskId;
+use mainloop_domain::agents::AgentName;
 use mainloop_domain::records::{Task, TaskDiff};
 use mainloop_domain::task::TaskState;
 use mainloop_engine::{
@@ -35,6 +38,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// Queued tasks looked at beyond the free slots, so a capped agent's backlog does not
+/// hide the tasks of other agents behind it.
+const QUEUE_LOOKAHEAD: i64 = 200;
 
 /// The runtime's settings.
 #[derive(Clone, Debug)]
@@ -90,7 +97,9 @@ pub struct Runtime {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub engine: Engine,
-    pub agent: Arc<dyn Agent>,
+    pub agents: AgentRegistry,
+    /// One per capped agent: a run holds a permit while its agent works.
+    pub agent_permits: HashMap<AgentName, Arc<tokio::sync::Semaphore>>,
     pub git: Git,
     pub config: WorkerConfig,
     pub parked: Mutex<HashMap<TaskId, Parked>>,
@@ -107,12 +116,30 @@ pub(crate) struct Inner {
 }
 
 impl Runtime {
+    /// A runtime whose every task runs `agent` (as `claude`, the default agent).
     #[must_use]
     pub fn new(engine: Engine, agent: Arc<dyn Agent>, git: Git, config: WorkerConfig) -> Self {
+        Self::with_agents(
+            engine,
+            AgentRegistry::new().with(AgentName::default(), agent, None),
+            git,
+            config,
+        )
+    }
+
+    /// A runtime that runs each task's agent from `agents`.
+    #[must_use]
+    pub fn with_agents(
+        engine: Engine,
+        agents: AgentRegistry,
+        git: Git,
+        config: WorkerConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 engine,
-                agent,
+                agent_permits: agents.permits(),
+                agents,
                 git,
                 config,
                 parked: Mutex::new(HashMap::new()),
@@ -176,8 +203,9 @@ impl Runtime {
         })
     }
 
-    /// Moves queued tasks, oldest first, into work while agent slots are free. A slot is
-    /// an unfinished `task.run_agent` job: waiting tasks have none.
+    /// Moves queued tasks, oldest first, into work while agent slots are free, each
+    /// agent within its own cap. A slot is an unfinished `task.run_agent` job: waiting
+    /// tasks have none.
     async fn grant_slots(&self) -> mainloop_engine::Result<()> {
         let engine = &self.inner.engine;
         let busy = engine.count_unfinished::<RunAgent>().await?;
@@ -185,9 +213,29 @@ impl Runtime {
         if free <= 0 {
             return Ok(());
         }
-        for (_, task) in engine.tasks_in_states(&[TaskState::Queued], free).await? {
+        let caps = self.inner.agents.caps();
+        let (limit, by_agent) = if caps.is_empty() {
+            (free, HashMap::new())
+        } else {
+            // Tasks of a capped agent may wait while later ones of another go ahead.
+            let by_agent = engine
+                .unfinished_by_agent::<RunAgent>()
+                .await?
+                .into_iter()
+                .map(|(agent, n)| (agent, usize::try_from(n).unwrap_or(0)))
+                .collect();
+            (free.saturating_add(QUEUE_LOOKAHEAD), by_agent)
+        };
+        let queued: Vec<(TaskId, AgentName)> = engine
+            .tasks_in_states(&[TaskState::Queued], limit)
+            .await?
+            .into_iter()
+            .map(|(_, task)| (task.id, task.agent))
+            .collect();
+        let free = usize::try_from(free).unwrap_or(usize::MAX);
+        for id in grant(&queued, free, &by_agent, caps) {
             match engine
-                .apply_task_event(None, task.id, mainloop_domain::task::TaskEvent::SlotGranted)
+                .apply_task_event(None, id, mainloop_domain::task::TaskEvent::SlotGranted)
                 .await
             {
                 Ok(_) | Err(mainloop_engine::EngineError::WrongState(_)) => {}

@@ -54,6 +54,16 @@ fn file_path(input: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// The other files one request writes (a patch over several files names the first in
+/// `file_path` and all of them in `files`); a non-string entry counts as outside.
+fn other_files(input: &Value) -> Vec<Option<&str>> {
+    input
+        .get("files")
+        .and_then(Value::as_array)
+        .map(|fs| fs.iter().map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
 /// Decides a permission request from the agent.
 #[must_use]
 pub fn decide(
@@ -77,6 +87,16 @@ pub fn decide(
         },
         AgentPhase::Implement => {
             if FILE_WRITERS.contains(&tool) {
+                let outside = other_files(input).into_iter().find(|f| {
+                    !f.is_some_and(|f| normalise(worktree, Path::new(f)).starts_with(worktree))
+                });
+                if let Some(f) = outside {
+                    return Decision::Deny(format!(
+                        "{} is outside this task's worktree ({}); only edit files inside it.",
+                        f.unwrap_or("a file the request does not name"),
+                        worktree.display()
+                    ));
+                }
                 match target {
                     Some(t) if t.starts_with(worktree) => Decision::Allow,
                     Some(t) => Decision::Deny(format!(
@@ -105,6 +125,23 @@ mod tests {
 
     fn d(phase: AgentPhase, tool: &str, input: &Value) -> Decision {
         decide(phase, tool, input, Path::new(WT), Path::new(PLANS))
+    }
+
+    #[test]
+    fn a_patch_over_several_files_is_allowed_only_if_all_are_inside_the_worktree() {
+        let inside = json!({"file_path": "/data/worktrees/abc/a.rs", "files": ["/data/worktrees/abc/a.rs", "b/c.rs"]});
+        assert_eq!(d(AgentPhase::Implement, "Write", &inside), Decision::Allow);
+        for files in [
+            json!(["/data/worktrees/abc/a.rs", "/etc/passwd"]),
+            json!(["../../escape.rs"]),
+            json!([7]),
+        ] {
+            let input = json!({"file_path": "/data/worktrees/abc/a.rs", "files": files});
+            assert!(
+                matches!(d(AgentPhase::Implement, "Write", &input), Decision::Deny(_)),
+                "{input}"
+            );
+        }
     }
 
     #[test]

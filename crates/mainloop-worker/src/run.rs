@@ -72,6 +72,14 @@ pub(crate) async fn run_agent(
         r.insert(task.id, cancel.clone());
     }
     let _guard = RunningGuard { rt, task: task.id };
+    // An agent with a cap of its own runs at most that many at once, whatever the slots.
+    let _permit = match rt.inner.agent_permits.get(&task.agent) {
+        Some(permits) => tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            permit = permits.clone().acquire_owned() => permit.ok(),
+        },
+        None => None,
+    };
 
     let wt = match worktree(rt, &task).await {
         Ok(w) => w,
@@ -270,9 +278,12 @@ async fn deliver(
         append_system_prompt: Some(WORKER_INSTRUCTIONS.to_owned()),
         env: confined.env.clone(),
     };
-    let mut session = rt
+    let agent = rt
         .inner
-        .agent
+        .agents
+        .get(&task.agent)
+        .ok_or_else(|| Delivery::Fail(crate::unavailable(&task.agent)))?;
+    let mut session = agent
         .start(spec, &confined.placement())
         .map_err(|e| Delivery::Fail(e.to_string()))?;
     rt.record_pid(task.id, session.pid());

@@ -13,6 +13,7 @@ mod failures;
 mod resume;
 
 use mainloop_agent::ClaudeCode;
+use mainloop_domain::agents::{AgentCatalog, AgentName, AgentSpec, Protocol};
 use mainloop_domain::question::Answer;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::{TaskEvent, TaskState};
@@ -23,7 +24,7 @@ use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use mainloop_git::Git;
 use mainloop_sandbox::{Bubblewrap, Policy};
 use mainloop_test_support::{Database, EngineWorld};
-use mainloop_worker::{Runtime, WorkerConfig, WorkerSandbox};
+use mainloop_worker::{AgentRegistry, Runtime, WorkerConfig, WorkerSandbox};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -141,6 +142,51 @@ impl World {
         inactivity_timeout: Duration,
         sandboxed: bool,
     ) -> Self {
+        let timeouts = (idle_timeout, inactivity_timeout);
+        Self::assemble(
+            command,
+            script,
+            max_agents,
+            check,
+            timeouts,
+            sandboxed,
+            &[("claude", None)],
+        )
+        .await
+    }
+
+    /// A world whose agents (name and own cap) all run `command`, but those named
+    /// `no-adapter…`: configured, with no adapter to run them.
+    async fn assemble(
+        command: Vec<String>,
+        script: Option<&str>,
+        max_agents: usize,
+        check: Option<&str>,
+        (idle_timeout, inactivity_timeout): (Duration, Duration),
+        sandboxed: bool,
+        agents: &[(&str, Option<usize>)],
+    ) -> Self {
+        let specs = agents
+            .iter()
+            .map(|(name, cap)| AgentSpec {
+                name: AgentName::parse(name).unwrap(),
+                protocol: Protocol::ClaudeCode,
+                command: command.clone(),
+                pass_env: vec![],
+                max_concurrent: *cap,
+            })
+            .collect::<Vec<_>>();
+        let runnable = specs
+            .iter()
+            .filter(|s| !s.name.as_str().starts_with("no-adapter"));
+        let registry = runnable.fold(AgentRegistry::new(), |r, s| {
+            r.with(
+                s.name.clone(),
+                Arc::new(ClaudeCode::new(command.clone())),
+                s.max_concurrent,
+            )
+        });
+        let catalog = AgentCatalog::new(specs, AgentName::default()).unwrap();
         let data = tempfile::tempdir().unwrap();
         let home = tempfile::tempdir().unwrap();
         let repo = tempfile::tempdir().unwrap();
@@ -186,15 +232,16 @@ impl World {
                 backoff_base: Duration::from_millis(50),
                 backoff_max: Duration::from_millis(200),
                 max_check_rounds: 2,
+                agents: catalog,
                 ..EngineConfig::default()
             },
         )
         .await;
         let (engine, owner) = (world.engine.clone(), world.owner.clone());
         let sandbox = sandboxed.then(|| sandbox(data.path(), home.path(), &command));
-        let runtime = Runtime::new(
+        let runtime = Runtime::with_agents(
             engine.clone(),
-            Arc::new(ClaudeCode::new(command)),
+            registry,
             Git::new(data.path().join("repos"), data.path().join("worktrees")),
             WorkerConfig {
                 max_agents,
@@ -237,6 +284,7 @@ impl World {
                     repo: self.repo.path().display().to_string(),
                     skip_plan,
                     model: None,
+                    agent: None,
                 },
             )
             .await
@@ -508,6 +556,7 @@ async fn skip_plan_goes_straight_to_work_and_cancel_stops_a_running_agent() {
                 repo: w.repo.path().display().to_string(),
                 skip_plan: true,
                 model: Some("claude-per-task-model".into()),
+                agent: None,
             },
         )
         .await
@@ -688,6 +737,119 @@ async fn at_most_n_agents_run_and_the_rest_queue_in_order() {
     assert!(max_running <= 2, "ran {max_running} at once");
     assert_eq!(max_running, 2, "both slots were used");
     assert_eq!(first_started, ids, "queued tasks started in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_agent_runs_within_its_own_cap_and_others_go_ahead() {
+    let fake_agent = fake_agent_path();
+    let command = vec![
+        "sh".into(),
+        "-c".into(),
+        "printf 'x\\n' > work.txt; exec \"$0\" \"$@\"".into(),
+        fake_agent.display().to_string(),
+        "--events".into(),
+        "20".into(),
+        "--rate".into(),
+        "20".into(),
+    ];
+    let agents = [("claude", Some(1)), ("codex", Some(1))];
+    let timeouts = (Duration::from_secs(600), Duration::from_secs(120));
+    let w = World::assemble(command, None, 3, None, timeouts, false, &agents).await;
+    let mut ids = Vec::new();
+    for (i, agent) in ["claude", "claude", "codex", "codex"]
+        .into_iter()
+        .enumerate()
+    {
+        let task = w
+            .engine
+            .create_task(
+                w.user,
+                &CreateTask {
+                    description: format!("task {i}"),
+                    repo: w.repo.path().display().to_string(),
+                    skip_plan: true,
+                    model: None,
+                    agent: Some(agent.into()),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(task.agent.as_str(), agent);
+        ids.push((task.id, agent));
+    }
+    let (mut most, mut most_claude, mut most_codex) = (0, 0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (mut claude, mut codex, mut all_review) = (0, 0, true);
+        for (id, agent) in &ids {
+            let t = w.task(*id).await;
+            if t.state == TaskState::Implementing {
+                *if *agent == "claude" {
+                    &mut claude
+                } else {
+                    &mut codex
+                } += 1;
+            }
+            all_review &= t.state == TaskState::Review;
+        }
+        (most, most_claude, most_codex) = (
+            most.max(claude + codex),
+            most_claude.max(claude),
+            most_codex.max(codex),
+        );
+        if all_review {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tasks did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (most_claude, most_codex),
+        (1, 1),
+        "each agent ran one at a time"
+    );
+    assert_eq!(
+        most, 2,
+        "the two agents ran beside each other, within the global three"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_agent_without_an_adapter_fails_its_task_plainly() {
+    let agents = [("claude", None), ("no-adapter", None)];
+    let timeouts = (Duration::from_secs(600), Duration::from_secs(120));
+    let w = World::assemble(
+        vec!["/bin/false".into()],
+        None,
+        2,
+        None,
+        timeouts,
+        false,
+        &agents,
+    )
+    .await;
+    let task = w
+        .engine
+        .create_task(
+            w.user,
+            &CreateTask {
+                description: "Anything".into(),
+                repo: w.repo.path().display().to_string(),
+                skip_plan: true,
+                model: None,
+                agent: Some("no-adapter".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let failed = w.wait_state(task.id, TaskState::Failed).await;
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("The no-adapter agent is not available in this build yet.")
+    );
 }
 
 const WAITING: &str = r##"

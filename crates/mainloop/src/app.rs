@@ -3,7 +3,6 @@
 
 use crate::main_thread;
 use anyhow::{Context, Result, bail};
-use mainloop_agent::ClaudeCode;
 use mainloop_anthropic::{AnthropicConfig, AnthropicProvider};
 use mainloop_api::ApiConfig;
 use mainloop_config::{Config, ModelProviderKind};
@@ -69,8 +68,8 @@ pub async fn open_store(config: &Config) -> Result<Store> {
         .context("opening the database")
 }
 
-fn engine_config(config: &Config, single_process: bool) -> EngineConfig {
-    EngineConfig {
+fn engine_config(config: &Config, single_process: bool) -> Result<EngineConfig> {
+    Ok(EngineConfig {
         context_budget_tokens: config.model.context_budget_tokens,
         max_tokens: config.model.max_tokens,
         max_chat_chars: config.limits.max_chat_chars,
@@ -93,8 +92,9 @@ fn engine_config(config: &Config, single_process: bool) -> EngineConfig {
             .webhook_secret
             .as_ref()
             .map(|s| mainloop_engine::WebhookSecret(s.expose().to_owned())),
+        agents: crate::agents::catalog(config)?,
         ..EngineConfig::default()
-    }
+    })
 }
 
 fn model_provider(config: &Config) -> Result<Option<Arc<dyn ModelProvider>>> {
@@ -229,9 +229,9 @@ fn worker_runtime(
         .iter()
         .find(|(k, _)| k == "HOME")
         .map_or_else(|| config.data_dir.clone(), |(_, v)| PathBuf::from(v));
-    let runtime = Runtime::new(
+    let runtime = Runtime::with_agents(
         engine.clone(),
-        Arc::new(ClaudeCode::new(command)),
+        crate::agents::registry(config, &command)?,
         git,
         WorkerConfig {
             max_agents: w.max_agents,
@@ -255,7 +255,7 @@ fn worker_runtime(
 /// An engine for one-off commands (`token`, `user add`): no background work.
 pub async fn offline_engine(config: &Config) -> Result<Engine> {
     let store = open_store(config).await?;
-    Ok(Engine::new(store, None, engine_config(config, false)))
+    Ok(Engine::new(store, None, engine_config(config, false)?))
 }
 
 fn token_path(config: &Config) -> PathBuf {
@@ -381,7 +381,7 @@ impl App {
             Some(ModelProviderKind::Anthropic) => model_provider(&config)?,
             _ => None,
         };
-        let engine = Engine::new(store, anthropic, engine_config(&config, single_process));
+        let engine = Engine::new(store, anthropic, engine_config(&config, single_process)?);
         tracing::info!(provider = kind.map_or("none", ModelProviderKind::as_str), %reason, "main thread");
         engine.set_main_thread(main_thread::record(kind, reason.clone()), None);
         let (_, created_token) = ensure_owner(&engine, &config).await?;

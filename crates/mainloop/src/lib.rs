@@ -2,6 +2,7 @@
 //! command line (server commands, and the client that talks to a server over HTTP), so
 //! that tests start the very wiring `mainloop serve` runs.
 
+mod agents;
 pub mod app;
 pub mod cli;
 pub mod client;

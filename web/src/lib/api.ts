@@ -26,6 +26,8 @@ export type PushSubscriptionInfo = S["PushSubscriptionView"];
 export type NotificationSettings = S["NotificationSettings"];
 /** Which provider answers the chat, whether it can now, and what to do when it cannot. */
 export type ModelStatus = S["ModelStatus"];
+/** A configured coding agent: its protocol, whether the server has it, what it can do. */
+export type AgentInfo = S["AgentInfo"];
 
 /** The live event stream (read with EventSource, not fetch) and its resume parameter. */
 export const EVENTS_PATH = "/api/events" satisfies keyof paths;
@@ -126,6 +128,7 @@ export function createApi(options: ClientOptions = {}) {
       unwrap(client.POST("/api/inbox/{id}/read", { ...id(itemId), body: { read } })),
     projects: () => unwrap(client.GET("/api/projects")),
     model: () => unwrap(client.GET("/api/model")),
+    agents: () => unwrap(client.GET("/api/agents")),
   };
 
   const notifications = {

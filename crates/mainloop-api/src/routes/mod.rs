@@ -1,6 +1,7 @@
 //! The API's resource handlers, one module per resource. Each handler authenticates
 //! (its first argument), decodes the request, calls the engine and shapes the reply.
 
+pub mod agents;
 pub mod chat;
 pub mod events;
 pub mod health;

@@ -93,6 +93,12 @@ pub struct CreateTaskRequest {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 100, pattern = r"^[A-Za-z0-9._:/@-]+$")]
     pub model: Option<String>,
+    /// The coding agent to run, by its configured name (`GET /api/agents`); default: the
+    /// project's, else the server's `workers.default_agent`. An agent that is not
+    /// configured is refused (422) with the list of those that are.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 32, pattern = r"^[a-z0-9-]+$")]
+    pub agent: Option<String>,
 }
 
 /// Answers to a task's pending questions, keyed by question id: the chosen option
@@ -188,7 +194,7 @@ pub async fn list(
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Cross-origin request", body = ErrorBody),
-        (status = 422, description = "Empty description or repo", body = ErrorBody),
+        (status = 422, description = "Empty description or repo, or an agent that is not configured", body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -206,6 +212,7 @@ pub async fn create(
                 repo: body.repo,
                 skip_plan: body.skip_plan,
                 model: body.model,
+                agent: body.agent,
             },
         )
         .await?;

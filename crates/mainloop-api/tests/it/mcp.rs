@@ -17,7 +17,7 @@ use std::path::Path;
 
 type Client = RunningService<RoleClient, ClientConfig>;
 
-fn lifecycles() -> [ClientLifecycleMode; 2] {
+pub(super) fn lifecycles() -> [ClientLifecycleMode; 2] {
     [
         ClientLifecycleMode::Discover {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
@@ -26,7 +26,7 @@ fn lifecycles() -> [ClientLifecycleMode; 2] {
     ]
 }
 
-async fn connect(app: &App, token: &str, lifecycle: ClientLifecycleMode) -> Client {
+pub(super) async fn connect(app: &App, token: &str, lifecycle: ClientLifecycleMode) -> Client {
     // Built with the whole workspace, reqwest 0.13 has no crypto provider of its own (the
     // binary installs one); this client needs one too, though it never speaks TLS.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -40,7 +40,12 @@ async fn connect(app: &App, token: &str, lifecycle: ClientLifecycleMode) -> Clie
 }
 
 /// A tool's result: its text, and whether it is an error result.
-async fn call_with(client: &Client, name: &str, args: Value, meta: Option<&str>) -> (String, bool) {
+pub(super) async fn call_with(
+    client: &Client,
+    name: &str,
+    args: Value,
+    meta: Option<&str>,
+) -> (String, bool) {
     let mut params = CallToolRequestParams::new(name.to_owned())
         .with_arguments(args.as_object().cloned().unwrap_or_default());
     if let Some(id) = meta {

@@ -97,6 +97,7 @@ pub(super) async fn write_ceiling(
                     repo: "/nonexistent".into(),
                     skip_plan: true,
                     model: None,
+                    agent: None,
                 },
             )
             .await?;

@@ -154,6 +154,7 @@ pub(super) async fn measure(args: &Args, fake: &Path, events: u64) -> Result<Mea
                     repo: repo_s.clone(),
                     skip_plan: true,
                     model: None,
+                    agent: None,
                 },
             )
             .await?;

@@ -2,6 +2,7 @@
 //! through its public HTTP API only (`/api/...`), with human-readable output or the
 //! API's JSON (`--json`), and exit codes scripts can rely on (`docs/CLI.md`).
 
+mod agents;
 mod answer;
 mod chat;
 mod config;
@@ -138,9 +139,18 @@ pub enum ClientCommand {
         /// Go straight to implementation, without a plan to review.
         #[arg(long)]
         skip_plan: bool,
+        /// The coding agent to run (`mainloop agents` lists them); default: the
+        /// project's, else the server's.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
         /// What the worker should do (words are joined with spaces).
         #[arg(required = true, value_name = "DESCRIPTION")]
         description: Vec<String>,
+    },
+    /// The coding agents the server can run: protocol, installed or not, the default.
+    Agents {
+        #[command(flatten)]
+        conn: Conn,
     },
     /// Serve mainloop's MCP tools on stdin/stdout, for clients that only speak stdio.
     Mcp {
@@ -263,16 +273,19 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
             conn,
             repo,
             skip_plan,
+            agent,
             description,
         } => {
             tasks::create(
                 &Ctx::connect(&conn)?,
                 &repo,
                 skip_plan,
+                agent.as_deref(),
                 &joined(&description),
             )
             .await
         }
+        C::Agents { conn } => agents::list(&Ctx::connect(&conn)?).await,
         C::Answer { conn, id } => decide::answer(&Ctx::connect(&conn)?, &id).await,
         C::Plan { conn, id, action } => {
             let (action, feedback) = match action {

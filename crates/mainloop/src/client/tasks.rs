@@ -152,14 +152,18 @@ pub async fn inbox(ctx: &Ctx) -> Result<(), ClientError> {
     })
 }
 
-/// `mainloop new --repo REPO [--skip-plan] DESCRIPTION`.
+/// `mainloop new --repo REPO [--skip-plan] [--agent NAME] DESCRIPTION`.
 pub async fn create(
     ctx: &Ctx,
     repo: &str,
     skip_plan: bool,
+    agent: Option<&str>,
     description: &str,
 ) -> Result<(), ClientError> {
-    let body = json!({"description": description, "repo": repo, "skip_plan": skip_plan});
+    let mut body = json!({"description": description, "repo": repo, "skip_plan": skip_plan});
+    if let Some(agent) = agent {
+        body["agent"] = json!(agent);
+    }
     let task = ctx.api.post("/api/tasks", Some(&body)).await?;
     ctx.show(&task, || {
         let t: TaskView = read(&task);

@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/api/agents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the configured coding agents. */
+        get: operations["list_agents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/link": {
         parameters: {
             query?: never;
@@ -537,6 +554,34 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description A configured agent as `GET /api/agents` shows it. */
+        AgentInfo: {
+            capabilities: components["schemas"]["Capabilities"];
+            /** @description Program and arguments. */
+            command: string[];
+            /** @description New tasks run it unless they or their project choose another. */
+            default: boolean;
+            /** @description The command's program is found on this server. */
+            installed: boolean;
+            /**
+             * Format: int64
+             * @description Runs of this agent at once; `null`: only the global cap.
+             */
+            max_concurrent?: number | null;
+            name: components["schemas"]["AgentName"];
+            protocol: components["schemas"]["Protocol"];
+            /** @description The first line of `<program> --version`, when it answered. */
+            version?: string | null;
+        };
+        /** @description The configured agents, sorted by name; exactly one is the default. */
+        AgentList: {
+            agents: components["schemas"]["AgentInfo"][];
+        };
+        /**
+         * @description A configured agent's name: 1 to 32 lowercase letters, digits and `-`.
+         * @example claude
+         */
+        AgentName: string;
         /** @description The human's answer to one question: chosen option labels, free text, or both. */
         Answer: string[] | string | {
             choices: string[];
@@ -550,6 +595,18 @@ export interface components {
             answers: {
                 [key: string]: components["schemas"]["Answer"];
             };
+        };
+        /** @description What an agent can do, by protocol. */
+        Capabilities: {
+            cost: components["schemas"]["CostReport"];
+            /** @description Commands and file writes are asked for and answered by mainloop's policy. */
+            permission_requests: boolean;
+            plan_mode: components["schemas"]["PlanMode"];
+            questions: components["schemas"]["QuestionMode"];
+            /** @description A session continues after a restart or a park. */
+            resume: boolean;
+            /** @description Replies arrive as they are written. */
+            streaming: boolean;
         };
         /**
          * @description The `chat.delta` event: a piece of an assistant reply as it streams (the whole reply
@@ -626,8 +683,19 @@ export interface components {
             sha: string;
             url: string;
         };
+        /**
+         * @description What a finished turn reports about its price.
+         * @enum {string}
+         */
+        CostReport: "usd" | "tokens";
         /** @description A task to spawn. */
         CreateTaskRequest: {
+            /**
+             * @description The coding agent to run, by its configured name (`GET /api/agents`); default: the
+             *     project's, else the server's `workers.default_agent`. An agent that is not
+             *     configured is refused (422) with the list of those that are.
+             */
+            agent?: string | null;
             /**
              * @description What the worker should do; it sees nothing else, so make it self-contained. Not
              *     blank.
@@ -853,6 +921,11 @@ export interface components {
         PlanEntry: {
             plan: string;
         };
+        /**
+         * @description How the read-only planning phase is kept read-only.
+         * @enum {string}
+         */
+        PlanMode: "native" | "read-only-sandbox" | "agent-mode-or-policy";
         /** @description A decision about a plan; `revise` requires `feedback`. */
         PlanRequest: {
             action: components["schemas"]["PlanDecision"];
@@ -905,6 +978,11 @@ export interface components {
         ProjectView: components["schemas"]["Project"] & {
             forge?: null | components["schemas"]["ForgeView"];
         };
+        /**
+         * @description How mainloop talks to an agent.
+         * @enum {string}
+         */
+        Protocol: "claude-code" | "codex-app-server" | "acp";
         PullRequestView: {
             author: string;
             draft: boolean;
@@ -950,6 +1028,11 @@ export interface components {
         QuestionEntry: {
             questions: components["schemas"]["Question"][];
         };
+        /**
+         * @description How the agent asks clarifying questions.
+         * @enum {string}
+         */
+        QuestionMode: "native" | "convention";
         /**
          * @description One option of a multiple-choice question. The description is shown beside the label,
          *     never hidden in a tooltip.
@@ -1052,6 +1135,8 @@ export interface components {
         };
         /** @description A worker task. */
         Task: {
+            /** @description The coding agent the task runs (a configured agent's name). */
+            agent?: components["schemas"]["AgentName"];
             /** @description The human's answers to `questions`, once given. */
             answers?: Record<string, never> | null;
             /** @description The branch the work is based on and merged into. */
@@ -1278,6 +1363,35 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_agents: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The configured agents */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentList"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     login_with_link: {
         parameters: {
             query?: never;
@@ -2231,7 +2345,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Empty description or repo */
+            /** @description Empty description or repo, or an agent that is not configured */
             422: {
                 headers: {
                     [name: string]: unknown;

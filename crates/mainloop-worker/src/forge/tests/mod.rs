@@ -105,6 +105,7 @@ async fn world_with(
                 repo: "octo/app".into(),
                 skip_plan: false,
                 model: None,
+                agent: None,
             },
         )
         .await

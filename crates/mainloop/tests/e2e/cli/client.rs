@@ -247,6 +247,33 @@ async fn client_logs_in_chats_streaming_and_exits_with_codes_scripts_rely_on() {
         .await;
     assert_eq!(out.code, 3, "{out:?}");
 
+    // The agents the server can run, the default starred; a task naming one it cannot
+    // run is refused with the list, exit 1.
+    let out = user.run(&["agents"]).await.ok();
+    assert!(
+        out.stdout.contains("claude *") && out.stdout.contains("codex-app-server"),
+        "{out:?}"
+    );
+    let agents = user.run(&["agents", "--json"]).await.ok().json();
+    assert_eq!(agents["agents"][0]["name"], "claude", "{agents}");
+    let repo = not_a_repo.to_str().unwrap();
+    let out = user
+        .run(&["new", "--repo", repo, "--agent", "nobody", "fix it"])
+        .await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("claude, codex, gemini, opencode"),
+        "{out:?}"
+    );
+    let task = user
+        .run(&[
+            "new", "--json", "--repo", repo, "--agent", "codex", "fix it",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(task["agent"], "codex", "{task}");
+
     // Usage errors: exit 2.
     assert_eq!(user.run(&["plan", short, "maybe"]).await.code, 2);
     assert_eq!(user.run(&["task", "zz-top"]).await.code, 2);

@@ -1,0 +1,143 @@
+//! Which agents run: the registry of agents by name, each with its own concurrency cap,
+//! and the pure choice of the queued tasks that get a slot (the global cap, then each
+//! agent's).
+
+use mainloop_agent::Agent;
+use mainloop_domain::TaskId;
+use mainloop_domain::agents::AgentName;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// The agents the runtime runs, by their configured name.
+#[derive(Clone, Debug, Default)]
+pub struct AgentRegistry {
+    agents: BTreeMap<AgentName, Arc<dyn Agent>>,
+    caps: BTreeMap<AgentName, usize>,
+}
+
+impl AgentRegistry {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `agent` under `name`, at most `max_concurrent` runs of it at once (`None`:
+    /// only the global cap).
+    #[must_use]
+    pub fn with(
+        mut self,
+        name: AgentName,
+        agent: Arc<dyn Agent>,
+        max_concurrent: Option<usize>,
+    ) -> Self {
+        if let Some(cap) = max_concurrent {
+            self.caps.insert(name.clone(), cap.max(1));
+        }
+        self.agents.insert(name, agent);
+        self
+    }
+
+    #[must_use]
+    pub fn get(&self, name: &AgentName) -> Option<&Arc<dyn Agent>> {
+        self.agents.get(name)
+    }
+
+    #[must_use]
+    pub fn caps(&self) -> &BTreeMap<AgentName, usize> {
+        &self.caps
+    }
+
+    /// One semaphore per capped agent: a run holds a permit while its agent works.
+    pub(crate) fn permits(&self) -> HashMap<AgentName, Arc<Semaphore>> {
+        self.caps
+            .iter()
+            .map(|(name, cap)| (name.clone(), Arc::new(Semaphore::new(*cap))))
+            .collect()
+    }
+}
+
+/// The plain words for a task whose agent this build has no adapter for.
+#[must_use]
+pub fn unavailable(agent: &AgentName) -> String {
+    format!("The {agent} agent is not available in this build yet.")
+}
+
+/// The queued tasks (oldest first) that get a slot now: at most `free` of them, and no
+/// agent past its cap counting the runs it already has (`busy`).
+#[must_use]
+pub fn grant(
+    queued: &[(TaskId, AgentName)],
+    free: usize,
+    busy: &HashMap<AgentName, usize>,
+    caps: &BTreeMap<AgentName, usize>,
+) -> Vec<TaskId> {
+    let mut taken: HashMap<&AgentName, usize> = HashMap::new();
+    let mut granted = Vec::new();
+    for (id, agent) in queued {
+        if granted.len() >= free {
+            break;
+        }
+        let running =
+            busy.get(agent).copied().unwrap_or(0) + taken.get(agent).copied().unwrap_or(0);
+        if caps.get(agent).is_some_and(|cap| running >= *cap) {
+            continue;
+        }
+        *taken.entry(agent).or_default() += 1;
+        granted.push(*id);
+    }
+    granted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> AgentName {
+        AgentName::parse(s).unwrap()
+    }
+
+    fn queue(agents: &[&str]) -> Vec<(TaskId, AgentName)> {
+        agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                (
+                    TaskId::new_v7(mainloop_domain::Timestamp::from_millis(i as i64)),
+                    name(a),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_global_cap_counts_first_then_each_agents_own() {
+        let q = queue(&["codex", "codex", "claude", "codex", "gemini"]);
+        let caps = BTreeMap::from([(name("codex"), 1)]);
+        // One codex slot, so the second and third codex tasks wait and later ones pass.
+        let got = grant(&q, 3, &HashMap::new(), &caps);
+        assert_eq!(got, vec![q[0].0, q[2].0, q[4].0]);
+        // A codex run already going: no codex task now.
+        let busy = HashMap::from([(name("codex"), 1)]);
+        assert_eq!(grant(&q, 5, &busy, &caps), vec![q[2].0, q[4].0]);
+        // The global cap still rules.
+        assert_eq!(grant(&q, 1, &HashMap::new(), &caps), vec![q[0].0]);
+        assert!(grant(&q, 0, &HashMap::new(), &caps).is_empty());
+    }
+
+    #[test]
+    fn two_agents_with_caps_share_the_slots() {
+        let q = queue(&["claude", "claude", "claude", "codex", "codex", "codex"]);
+        let caps = BTreeMap::from([(name("claude"), 2), (name("codex"), 1)]);
+        let got = grant(&q, 10, &HashMap::new(), &caps);
+        assert_eq!(got, vec![q[0].0, q[1].0, q[3].0]);
+        let busy = HashMap::from([(name("claude"), 2), (name("codex"), 0)]);
+        assert_eq!(grant(&q, 10, &busy, &caps), vec![q[3].0]);
+    }
+
+    #[test]
+    fn uncapped_agents_take_what_is_free() {
+        let q = queue(&["claude", "claude", "claude"]);
+        assert_eq!(grant(&q, 2, &HashMap::new(), &BTreeMap::new()).len(), 2);
+    }
+}
