@@ -159,22 +159,32 @@ impl Gh {
 
     /// Reports a completed check run on `sha`, with a job log when it failed.
     pub(crate) async fn ci(&self, sha: &str, conclusion: &str) {
+        // As on GitHub, a job's log exists by the time its check run completes: the run
+        // starts in progress and completes once the log is there, so a poll in between
+        // never sees a failure without its log.
         let run = self
             .post(
                 "/repos/octo/app/check-runs",
-                json!({"name": "build", "head_sha": sha, "status": "completed", "conclusion": conclusion}),
+                json!({"name": "build", "head_sha": sha, "status": "in_progress"}),
             )
             .await;
+        let id = run["id"].as_u64().unwrap();
         if conclusion == "failure" {
             self.fake
                 .attach_job_log(
                     "octo",
                     "app",
-                    run["id"].as_u64().unwrap(),
+                    id,
                     "compiling...\nerror[E0308]: mismatched types in src/main.rs\n",
                 )
                 .unwrap();
         }
+        self.call(
+            reqwest::Method::PATCH,
+            &format!("/repos/octo/app/check-runs/{id}"),
+            Some(json!({"status": "completed", "conclusion": conclusion})),
+        )
+        .await;
     }
 }
 

@@ -105,7 +105,7 @@ async fn github_plan_issue_reaction_draft_pr_ci_loop_review_and_merge() {
         .await;
         assert!(
             transcript.to_string().contains("mismatched types"),
-            "round {round}: the failing job's log reached the agent"
+            "round {round}: the failing job's log reached the agent: {transcript:#}"
         );
     }
     gh.ci(&sha, "success").await;
