@@ -7,9 +7,9 @@ use std::io;
 use std::pin::Pin;
 
 use futures::{Sink, Stream};
-use mainloop_agent::AgentEvent;
 use mainloop_agent::protocol::{MALFORMED_LINE_BYTES, truncate_bytes};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use mainloop_agent::{AgentEvent, read_line_capped};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// What to do with one line of the agent's output.
@@ -98,44 +98,6 @@ pub fn outgoing(
         stdin.flush().await?;
         Ok::<_, io::Error>(stdin)
     })
-}
-
-/// Reads one line into `buf` (without the newline or a trailing `\r`), keeping at most
-/// `cap` bytes of it but consuming all of it. Returns the line's full length, or None
-/// at end of input.
-async fn read_line_capped(
-    reader: &mut (impl AsyncBufRead + Unpin),
-    buf: &mut Vec<u8>,
-    cap: usize,
-) -> io::Result<Option<usize>> {
-    buf.clear();
-    let mut total = 0usize;
-    let mut saw_any = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            break;
-        }
-        saw_any = true;
-        let newline = available.iter().position(|b| *b == b'\n');
-        let chunk = &available[..newline.unwrap_or(available.len())];
-        let room = cap.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        total = total.saturating_add(chunk.len());
-        let consumed = newline.map_or(available.len(), |i| i + 1);
-        reader.consume(consumed);
-        if newline.is_some() {
-            break;
-        }
-    }
-    if !saw_any {
-        return Ok(None);
-    }
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-        total = total.saturating_sub(1);
-    }
-    Ok(Some(total))
 }
 
 #[cfg(test)]

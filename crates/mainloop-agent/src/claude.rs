@@ -391,7 +391,7 @@ async fn read_stderr(stderr: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<St
 /// Reads one line into `buf` (without the newline or a trailing `\r`), keeping at most
 /// `cap` bytes of it but consuming all of it. Returns the line's full length, or None
 /// at end of input.
-async fn read_line_capped(
+pub async fn read_line_capped(
     reader: &mut (impl AsyncBufRead + Unpin),
     buf: &mut Vec<u8>,
     cap: usize,

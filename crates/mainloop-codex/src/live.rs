@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,9 +13,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use mainloop_agent::{
     Agent, AgentError, AgentEvent, AgentFailure, AgentSession, ControlReply, Launch, Placed,
-    PlacedProcess, Placement, RunSpec,
+    PlacedProcess, Placement, RunSpec, read_line_capped,
 };
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -410,43 +409,6 @@ async fn read_stdout(
     }
 }
 
-/// Reads one line into `buf` (without the newline or a trailing `\r`), keeping at most
-/// `cap` bytes of it but consuming all of it. Returns the line's full length, or None
-/// at end of input.
-async fn read_line_capped(
-    reader: &mut (impl AsyncBufRead + Unpin),
-    buf: &mut Vec<u8>,
-    cap: usize,
-) -> io::Result<Option<usize>> {
-    buf.clear();
-    let mut total = 0usize;
-    let mut saw_any = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            break;
-        }
-        saw_any = true;
-        let newline = available.iter().position(|b| *b == b'\n');
-        let chunk = &available[..newline.unwrap_or(available.len())];
-        let room = cap.saturating_sub(buf.len());
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        total = total.saturating_add(chunk.len());
-        let consumed = newline.map_or(available.len(), |i| i + 1);
-        reader.consume(consumed);
-        if newline.is_some() {
-            break;
-        }
-    }
-    if !saw_any {
-        return Ok(None);
-    }
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    Ok(Some(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,24 +446,5 @@ mod tests {
             .collect();
         assert_eq!(homes, [&("CODEX_HOME".to_owned(), "/c".to_owned())]);
         assert!(Codex::new(Vec::new()).launch(&spec(Vec::new())).is_err());
-    }
-
-    #[tokio::test]
-    async fn capped_reader_keeps_the_cap_and_consumes_the_rest() {
-        let input: &[u8] = b"short\r\nxxxxxxxxxxxxxxxxxxxx\nlast";
-        let mut reader = BufReader::with_capacity(4, input);
-        let mut buf = Vec::new();
-        let mut got = Vec::new();
-        while let Ok(Some(len)) = read_line_capped(&mut reader, &mut buf, 8).await {
-            got.push((len, String::from_utf8_lossy(&buf).into_owned()));
-        }
-        assert_eq!(
-            got,
-            [
-                (6, "short".to_owned()),
-                (20, "xxxxxxxx".to_owned()),
-                (4, "last".to_owned())
-            ]
-        );
     }
 }
