@@ -373,7 +373,9 @@ async fn read_stdout(
     }
 }
 
-async fn read_stderr(stderr: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<String>>>) {
+/// Keeps the last lines an agent writes to stderr in `tail` (for failure reports), until
+/// its stderr closes.
+pub async fn read_stderr(stderr: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<String>>>) {
     let mut reader = BufReader::new(stderr);
     let mut buf = Vec::new();
     while let Ok(Some(_)) = read_line_capped(&mut reader, &mut buf, STDERR_LINE_BYTES).await {

@@ -22,7 +22,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use claude::{ClaudeCode, ClaudeSession, line_reader, read_line_capped, stderr_tail};
+pub use claude::{
+    ClaudeCode, ClaudeSession, line_reader, read_line_capped, read_stderr, stderr_tail,
+};
 pub use kill::{kill_stale_agent, process_start_time};
 pub use placement::{Launch, LocalProcess, Placed, PlacedProcess, Placement};
 pub use protocol::{is_transient_api_error, parse_line};

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use mainloop_agent::{
     Agent, AgentError, AgentEvent, AgentFailure, AgentSession, ControlReply, Launch, Placed,
-    PlacedProcess, Placement, RunSpec, read_line_capped,
+    PlacedProcess, Placement, RunSpec, read_line_capped, read_stderr,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -27,9 +27,8 @@ const EVENT_BUFFER: usize = 256;
 /// After the process exits, how long to wait for stderr to drain: a grandchild that
 /// inherited stderr could otherwise hold us forever.
 const STDERR_DRAIN: Duration = Duration::from_secs(2);
-/// How many stderr lines a session keeps, and the cap on one.
+/// How many stderr lines a session keeps.
 const STDERR_TAIL_LINES: usize = 40;
-const STDERR_LINE_BYTES: usize = 4096;
 
 /// OpenAI's Codex CLI, driven through `codex app-server`.
 ///
@@ -364,21 +363,6 @@ async fn write_stdin(
             tracing::debug!(error = %e, "codex's stdin is closed");
             break;
         }
-    }
-}
-
-async fn read_stderr(stderr: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<String>>>) {
-    let mut reader = BufReader::new(stderr);
-    let mut buf = Vec::new();
-    while let Ok(Some(_)) = read_line_capped(&mut reader, &mut buf, STDERR_LINE_BYTES).await {
-        let line = String::from_utf8_lossy(&buf).into_owned();
-        let mut tail = tail
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if tail.len() == STDERR_TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
     }
 }
 
