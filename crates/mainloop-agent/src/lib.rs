@@ -87,6 +87,30 @@ pub struct AgentOption {
     pub description: String,
 }
 
+impl AgentOption {
+    /// The options in a question's `options` array (`{label, description}` objects, as
+    /// both Claude Code and Codex send them); missing fields read as empty.
+    #[must_use]
+    pub fn list_from(question: &Value) -> Vec<Self> {
+        let text = |v: &Value, key: &str| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        question
+            .get("options")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|o| Self {
+                label: text(o, "label"),
+                description: text(o, "description"),
+            })
+            .collect()
+    }
+}
+
 /// One clarifying question; several may arrive in one [`AgentEvent::Question`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentQuestion {

@@ -245,16 +245,7 @@ fn questions(input: &Value) -> Vec<AgentQuestion> {
         .map(|q| AgentQuestion {
             question: text(q, "question"),
             header: text(q, "header"),
-            options: q
-                .get("options")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|o| AgentOption {
-                    label: text(o, "label"),
-                    description: text(o, "description"),
-                })
-                .collect(),
+            options: AgentOption::list_from(q),
             multi_select: q
                 .get("multiSelect")
                 .and_then(Value::as_bool)

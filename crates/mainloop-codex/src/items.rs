@@ -309,16 +309,7 @@ pub fn questions_of(params: &Value) -> (Vec<AgentQuestion>, Vec<(String, String)
             let question = AgentQuestion {
                 question: text(q, "question"),
                 header: text(q, "header"),
-                options: q
-                    .get("options")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|o| AgentOption {
-                        label: text(o, "label"),
-                        description: text(o, "description"),
-                    })
-                    .collect(),
+                options: AgentOption::list_from(q),
                 multi_select: false,
             };
             let id = (text(q, "question"), text(q, "id"));
