@@ -65,6 +65,9 @@ async fn probe(spec: &AgentSpec) -> Probe {
         .arg("--version")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        // Its own process group, like every child of the server; killed if it outlasts
+        // the timeout.
+        .process_group(0)
         .kill_on_drop(true)
         .output();
     let version = match tokio::time::timeout(VERSION_TIMEOUT, output).await {
