@@ -33,6 +33,26 @@ impl<T: DeserializeOwned + Serialize, S: Send + Sync> FromRequest<S> for ApiJson
     }
 }
 
+/// An optional JSON body (`Option<ApiJson<T>>`): an empty body is `None`; any other body
+/// is read as [`ApiJson`] reads it, with the same errors (a body over the limit too).
+impl<T: DeserializeOwned + Serialize, S: Send + Sync> axum::extract::OptionalFromRequest<S>
+    for ApiJson<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        <Self as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}
+
 /// Whether a JSON text that parsed holds a NUL character in a string (a name or a
 /// value). JSON can only spell one as the escape `\u0000`, which counts when the
 /// backslashes right before it are even in number (so the `\` is not itself escaped).

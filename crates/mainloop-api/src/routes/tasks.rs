@@ -403,24 +403,10 @@ pub async fn retry(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<TaskId>,
-    headers: axum::http::HeaderMap,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    // No body (or `null`) retries as is.
+    body: Option<ApiJson<Option<RetryRequest>>>,
 ) -> ApiResult<Json<Task>> {
-    let body = body?;
-    // No body (or `null`) retries as is; a body is read as every other route reads JSON.
-    let feedback = if body.is_empty() {
-        None
-    } else {
-        let mut req = axum::extract::Request::new(axum::body::Body::from(body));
-        *req.headers_mut() = headers;
-        let ApiJson(r) =
-            <ApiJson<Option<RetryRequest>> as axum::extract::FromRequest<()>>::from_request(
-                req,
-                &(),
-            )
-            .await?;
-        r.and_then(|r| r.feedback)
-    };
+    let feedback = body.and_then(|ApiJson(r)| r).and_then(|r| r.feedback);
     if let Some(f) = &feedback {
         at_most("feedback", f, MAX_FEEDBACK)?;
     }
