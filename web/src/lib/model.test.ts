@@ -330,7 +330,7 @@ describe("chat", () => {
 });
 
 describe("task output", () => {
-  it("keeps the newest line per task and hands the entry on", () => {
+  it("keeps the newest step per task, in the activity view's words, and hands the entry on", () => {
     const m = model();
     const o = parsed("task.output", {
       task_id: TASK,
@@ -340,7 +340,7 @@ describe("task output", () => {
       created_at: "2025-01-01T10:00:00Z",
     });
     expect(applyEvent(m, { name: "task.output", data: o })).toEqual([{ kind: "output", event: o }]);
-    expect(m.lastOutput.get(TASK)).toBe("Bash npm test");
+    expect(m.lastOutput.get(TASK)).toBe("Ran `npm test more`");
   });
 
   it("names a tool once when its summary already starts with the name", () => {

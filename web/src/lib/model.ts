@@ -2,6 +2,7 @@
 // its own writes all merge here, so the result converges whatever order they arrive in.
 // Plain data and functions (no Svelte), so the rules are unit-tested; `state.svelte.ts`
 // hands in reactive maps and does the IO.
+import { ActivityLog } from "./activity";
 import type { ChatMessage, InboxItem, Project, Task, TranscriptEntry } from "./api";
 import type { LiveEvent, OutputEvent } from "./events";
 
@@ -14,8 +15,11 @@ export interface Model {
   hasOlder: boolean;
   /** Text streamed so far per turn, until the stored message replaces it. */
   streaming: Map<string, string>;
-  /** The newest line of output per running task, for the inbox's status line. */
+  /** Each running task's current step in the activity view's words, for the inbox's
+   * status line (never the raw output). */
   lastOutput: Map<string, string>;
+  /** Each task's live output folded into steps (only the newest is kept). */
+  activity: Map<string, ActivityLog>;
   chatError: string | null;
 }
 
@@ -28,6 +32,7 @@ export function emptyModel(): Model {
     hasOlder: false,
     streaming: new Map(),
     lastOutput: new Map(),
+    activity: new Map(),
     chatError: null,
   };
 }
@@ -181,8 +186,15 @@ export function applyEvent(m: Model, e: LiveEvent): Effect[] {
     }
     case "task.output": {
       const o = e.data;
-      const line = outputLine(o);
+      let log = m.activity.get(o.task_id);
+      if (!log) {
+        log = new ActivityLog({ worktree: m.tasks.get(o.task_id)?.worktree }, 1);
+        m.activity.set(o.task_id, log);
+      }
+      log.add(o);
+      const line = log.now();
       if (line) m.lastOutput.set(o.task_id, line);
+      else m.lastOutput.delete(o.task_id);
       return [{ kind: "output", event: o }];
     }
   }

@@ -3,7 +3,7 @@
 // state and does the IO (snapshots, the stream, reconnecting).
 import { SvelteMap } from "svelte/reactivity";
 import { api, type ChatMessage, type InboxItem, type Project, type Task, type User } from "./api";
-import { ActivityLog } from "./activity";
+import type { ActivityLog } from "./activity";
 import { EVENT_NAMES, eventId, eventsUrl, parseEvent, type LiveEvent, type OutputEvent } from "./events";
 import {
   applyEvent,
@@ -42,8 +42,7 @@ class AppState implements Model {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private failures = 0;
   private outputListeners = new Set<Listener<OutputEvent>>();
-  /** Each task's newest step, folded from its live output. */
-  private activity = new Map<string, ActivityLog>();
+  activity = new Map<string, ActivityLog>();
 
   /** Items that need the human, most urgent first (the server's order). */
   needsYou = $derived.by(() => openItems(this).filter((i) => NEEDS_YOU.has(i.kind)));
@@ -67,24 +66,8 @@ class AppState implements Model {
   apply(e: LiveEvent): void {
     for (const effect of applyEvent(this, e)) {
       if (effect.kind === "load_projects") void this.loadProjects();
-      else {
-        this.noteActivity(effect.event);
-        for (const f of this.outputListeners) f(effect.event);
-      }
+      else for (const f of this.outputListeners) f(effect.event);
     }
-  }
-
-  /** The inbox's Running line: the task's current step, in the activity view's words. */
-  private noteActivity(o: OutputEvent): void {
-    let log = this.activity.get(o.task_id);
-    if (!log) {
-      log = new ActivityLog({ worktree: this.tasks.get(o.task_id)?.worktree }, 1);
-      this.activity.set(o.task_id, log);
-    }
-    log.add(o);
-    const line = log.now();
-    if (line) this.lastOutput.set(o.task_id, line);
-    else this.lastOutput.delete(o.task_id);
   }
 
   /** Reloads every snapshot; events arriving meanwhile are applied afterwards. */
