@@ -54,7 +54,7 @@ impl Default for Codex {
 
 impl Codex {
     /// `command` is the program and any leading arguments (`-c key=value` overrides,
-    /// e.g. a model provider); `app-server` is appended.
+    /// e.g. a model provider); `app-server` is appended unless it is there already.
     #[must_use]
     pub fn new(command: Vec<String>) -> Self {
         Self {
@@ -76,7 +76,9 @@ impl Codex {
             return Err(AgentError::Spawn("empty command".to_owned()));
         };
         let mut args = leading.to_vec();
-        args.push("app-server".to_owned());
+        if !args.iter().any(|a| a == "app-server") {
+            args.push("app-server".to_owned());
+        }
         let mut env = spec.env.clone();
         let has = |key: &str| env.iter().any(|(k, _)| k == key);
         if !has("CODEX_HOME") {

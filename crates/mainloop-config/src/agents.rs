@@ -82,19 +82,25 @@ fn builtins(config: &Config) -> BTreeMap<String, AgentSettings> {
             "codex",
             AgentProtocol::CodexAppServer,
             argv(&["codex", "app-server"]),
-            &["OPENAI_API_KEY"],
+            &["OPENAI_API_KEY", "OPENAI_BASE_URL"],
         ),
         entry(
             "gemini",
             AgentProtocol::Acp,
             argv(&["gemini", "--acp"]),
-            &["GEMINI_API_KEY"],
+            &[
+                "GEMINI_API_KEY",
+                "GOOGLE_API_KEY",
+                "GOOGLE_GEMINI_BASE_URL",
+                "GOOGLE_CLOUD_PROJECT",
+                "GOOGLE_GENAI_USE_VERTEXAI",
+            ],
         ),
         entry(
             "opencode",
             AgentProtocol::Acp,
             argv(&["opencode", "acp"]),
-            &[],
+            &["OPENCODE_CONFIG", "OPENAI_API_KEY"],
         ),
     ])
 }

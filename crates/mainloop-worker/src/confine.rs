@@ -19,7 +19,7 @@ pub struct WorkerSandbox {
     /// the agent's saved sessions survive restarts.
     pub homes_dir: PathBuf,
     /// Files of the server user's bound into every private home, as `(outside path,
-    /// path relative to the home)`: the agent's `claude login` credentials.
+    /// path relative to the home)`: the agents' logins and settings.
     pub home_files: Vec<(PathBuf, PathBuf)>,
 }
 

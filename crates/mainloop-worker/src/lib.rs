@@ -5,6 +5,7 @@
 //! timeout, after which the session is resumed from disk when the answer comes.
 
 mod confine;
+mod convention;
 mod delivery;
 mod forge;
 mod local;
@@ -18,14 +19,15 @@ mod steps;
 mod task;
 
 pub use confine::WorkerSandbox;
+pub use convention::{Lifecycle, QUESTIONS_TAG};
 pub use forge::{ForgeSettings, MARKER as FORGE_MARKER, wake as wake_forge_watch};
 pub use policy::{Decision, decide};
-pub use prompts::WORKER_INSTRUCTIONS;
+pub use prompts::{BY_TURN_INSTRUCTIONS, WORKER_INSTRUCTIONS};
 pub use slots::{AgentRegistry, grant, unavailable};
 
 use mainloop_agent::{Agent, AgentSession};
 use mainloop_domain::TaskId;
-use mainloop_domain::agents::AgentName;
+use mainloop_domain::agents::{AgentName, Protocol};
 use mainloop_domain::records::{Task, TaskDiff};
 use mainloop_domain::task::TaskState;
 use mainloop_engine::{
@@ -121,7 +123,7 @@ impl Runtime {
     pub fn new(engine: Engine, agent: Arc<dyn Agent>, git: Git, config: WorkerConfig) -> Self {
         Self::with_agents(
             engine,
-            AgentRegistry::new().with(AgentName::default(), agent, None),
+            AgentRegistry::new().with(AgentName::default(), agent, Protocol::ClaudeCode, None),
             git,
             config,
         )

@@ -1,11 +1,14 @@
 //! The words a worker's agent receives: mainloop's standing instructions and the message
-//! for each way a session starts or resumes.
+//! for each way a session starts or resumes, in the voice of how the agent plans and
+//! asks (its own tools, or the convention `convention` reads).
 
 use mainloop_domain::question::{Answers, Question, answers_by_question_text};
 use mainloop_domain::records::Task;
-use mainloop_domain::task::{AgentInput, RetryNote};
+use mainloop_domain::task::{AgentInput, AgentPhase, RetryNote};
 
-/// Appended to the agent's system prompt.
+use crate::convention::Lifecycle;
+
+/// Appended to the system prompt of an agent that plans and asks with its own tools.
 pub const WORKER_INSTRUCTIONS: &str = "\
 You are a mainloop worker: you carry out one task in this git worktree while the human is \
 away. The human sees only what you ask through AskUserQuestion, the plan you submit with \
@@ -18,6 +21,62 @@ on things that matter.
 finish with a short summary. mainloop commits your work and runs the project's checks: \
 do not commit, stash or switch branches yourself (the repository's git data is read-only \
 to you).";
+
+/// The standing instructions of an agent that plans and asks by the end of its turn.
+pub const BY_TURN_INSTRUCTIONS: &str = "\
+You are a mainloop worker: you carry out one task in this git worktree while the human is \
+away. The human sees only the questions you ask, the plan you propose, and your finished \
+work.
+- Stay inside this repository.
+- While planning you are read-only: explore, then end your turn with the plan itself as \
+your final message, in Markdown. mainloop shows that message to the human; once it is \
+approved you are told to implement it.
+- When you need a decision, do not guess on things that matter: end your turn with a \
+message holding only a block like this one (JSON; one entry per question; leave options \
+empty for a free-text answer). The answers come in the next message.
+<mainloop-questions>
+{\"questions\": [{\"question\": \"Which database should the cache use?\", \"header\": \"Database\", \
+\"options\": [{\"label\": \"SQLite\", \"description\": \"one file, no server\"}], \"multiSelect\": false}]}
+</mainloop-questions>
+- When implementing, make focused changes, run the project's tests if there are any, and \
+finish with a short summary. mainloop commits your work and runs the project's checks: \
+do not commit, stash or switch branches yourself (the repository's git data is read-only \
+to you).";
+
+/// The standing instructions for an agent with `lifecycle`.
+#[must_use]
+pub const fn instructions(lifecycle: Lifecycle) -> &'static str {
+    match lifecycle {
+        Lifecycle::Native => WORKER_INSTRUCTIONS,
+        Lifecycle::ByTurn => BY_TURN_INSTRUCTIONS,
+    }
+}
+
+/// The user message that starts or resumes a session in `phase` for `input`.
+#[must_use]
+pub fn message(task: &Task, input: &AgentInput, phase: AgentPhase, lifecycle: Lifecycle) -> String {
+    let base = input_message(task, input);
+    if lifecycle == Lifecycle::Native {
+        return base;
+    }
+    match (input, phase) {
+        (AgentInput::Start, AgentPhase::Plan) => format!(
+            "{base}\nYou are planning (read-only). Explore, then reply with your plan as your \
+             final message, or ask first if something that matters is unclear."
+        ),
+        (AgentInput::Start, AgentPhase::Implement) => {
+            format!("{base}\nImplement it now in this worktree.")
+        }
+        (AgentInput::PlanFeedback(feedback), _) => format!(
+            "Please revise the plan. Feedback from the reviewer:\n\n{feedback}\n\nReply with \
+             the revised plan in full as your final message."
+        ),
+        (AgentInput::Answers(_), AgentPhase::Plan) => {
+            format!("{base}\nContinue planning, and reply with your plan as your final message.")
+        }
+        _ => base,
+    }
+}
 
 /// The user message that starts or resumes the session for `input`.
 #[must_use]
@@ -115,6 +174,18 @@ mod tests {
         );
         assert!(!text.contains("changed no files"), "{text}");
         assert!(text.ends_with("Use tabs."), "{text}");
+    }
+
+    #[test]
+    fn the_by_turn_instructions_teach_the_block_the_convention_reads() {
+        use crate::convention::{QUESTIONS_TAG, Reply, read};
+        let open = format!("<{QUESTIONS_TAG}>");
+        let at = BY_TURN_INSTRUCTIONS.find(&open).unwrap();
+        let Reply::Questions(qs) = read(&BY_TURN_INSTRUCTIONS[at..]) else {
+            panic!("the example block does not read as questions")
+        };
+        assert_eq!(qs[0].header, "Database");
+        assert_eq!(instructions(Lifecycle::Native), WORKER_INSTRUCTIONS);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! whether to start again, resume, or fail the task.
 
 use crate::confine::Confined;
-use crate::prompts::{CONTINUE, WORKER_INSTRUCTIONS, input_message};
+use crate::prompts::{CONTINUE, instructions, message};
 use crate::react::{Context, Step, react};
 use crate::retry::{Action, Attempts, RetryPolicy, decide};
 use crate::steps::{apply, fail, load, retry, status, worktree};
@@ -270,12 +270,13 @@ async fn deliver(
             (SessionRef::New(id.clone()), Some(id))
         }
     };
+    let lifecycle = rt.inner.agents.lifecycle(&task.agent);
     let spec = RunSpec {
         cwd: cwd.to_path_buf(),
         session: session_ref,
         mode: mode_of(phase),
         model: task.model.clone().or_else(|| rt.inner.config.model.clone()),
-        append_system_prompt: Some(WORKER_INSTRUCTIONS.to_owned()),
+        append_system_prompt: Some(instructions(lifecycle).to_owned()),
         env: confined.env.clone(),
     };
     let agent = rt
@@ -298,17 +299,17 @@ async fn deliver(
     let text = if fresh {
         // A new conversation knows nothing yet: give it the task, then the input.
         match input {
-            AgentInput::Start => input_message(task, input),
+            AgentInput::Start => message(task, input, phase, lifecycle),
             other => format!(
                 "{}\n\n{}",
-                input_message(task, &AgentInput::Start),
-                input_message(task, other)
+                message(task, &AgentInput::Start, phase, lifecycle),
+                message(task, other, phase, lifecycle)
             ),
         }
     } else if delivered {
         CONTINUE.to_owned()
     } else {
-        input_message(task, input)
+        message(task, input, phase, lifecycle)
     };
     if let Err(e) = session.send_user_message(&text).await {
         session.kill().await;
@@ -445,6 +446,7 @@ async fn pump(
             plans_dir: &confined.plans_dir,
             session_id: task.session_id.as_deref(),
             stderr: &stderr,
+            lifecycle: rt.inner.agents.lifecycle(&task.agent),
         };
         for step in react(event, &cx) {
             match step {
@@ -484,6 +486,11 @@ async fn pump(
                         (request_id, input, waiting),
                     )
                     .await;
+                }
+                Step::Hand(event) => {
+                    // The turn's end stopped the session; what it saved is resumed.
+                    session.kill().await;
+                    return apply(rt, task.id, event).await.map(|_| RunEnd::Ended);
                 }
                 Step::Finish => {
                     return apply(rt, task.id, TaskEvent::AgentFinished)

@@ -4,8 +4,10 @@
 
 use mainloop_agent::Agent;
 use mainloop_domain::TaskId;
-use mainloop_domain::agents::AgentName;
+use mainloop_domain::agents::{AgentName, Protocol};
 use std::collections::{BTreeMap, HashMap};
+
+use crate::convention::Lifecycle;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -13,6 +15,7 @@ use tokio::sync::Semaphore;
 #[derive(Clone, Debug, Default)]
 pub struct AgentRegistry {
     agents: BTreeMap<AgentName, Arc<dyn Agent>>,
+    lifecycles: BTreeMap<AgentName, Lifecycle>,
     caps: BTreeMap<AgentName, usize>,
 }
 
@@ -22,20 +25,29 @@ impl AgentRegistry {
         Self::default()
     }
 
-    /// Adds `agent` under `name`, at most `max_concurrent` runs of it at once (`None`:
-    /// only the global cap).
+    /// Adds `agent`, which speaks `protocol`, under `name`, at most `max_concurrent`
+    /// runs of it at once (`None`: only the global cap).
     #[must_use]
     pub fn with(
         mut self,
         name: AgentName,
         agent: Arc<dyn Agent>,
+        protocol: Protocol,
         max_concurrent: Option<usize>,
     ) -> Self {
         if let Some(cap) = max_concurrent {
             self.caps.insert(name.clone(), cap.max(1));
         }
+        self.lifecycles
+            .insert(name.clone(), Lifecycle::of(protocol.capabilities()));
         self.agents.insert(name, agent);
         self
+    }
+
+    /// How the agent `name` plans and asks.
+    #[must_use]
+    pub fn lifecycle(&self, name: &AgentName) -> Lifecycle {
+        self.lifecycles.get(name).copied().unwrap_or_default()
     }
 
     #[must_use]

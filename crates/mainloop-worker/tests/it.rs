@@ -183,6 +183,7 @@ impl World {
             r.with(
                 s.name.clone(),
                 Arc::new(ClaudeCode::new(command.clone())),
+                s.protocol,
                 s.max_concurrent,
             )
         });

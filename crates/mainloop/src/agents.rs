@@ -1,10 +1,12 @@
 //! The configured coding agents as the engine lists them and the worker runs them: the
-//! catalog from the configuration, and the registry of adapters by name (Claude Code
-//! for every `claude-code` agent; an agent whose protocol this build has no adapter for
-//! yet is left out, and its tasks fail saying so).
+//! catalog from the configuration, and the registry of adapters by name (Claude Code,
+//! Codex's app-server or an ACP agent, by each agent's protocol), each given the
+//! variables its `pass_env` names from the server's environment.
 
 use anyhow::{Context, Result};
-use mainloop_agent::{Agent, ClaudeCode};
+use mainloop_acp::AcpAgent;
+use mainloop_agent::{Agent, AgentError, AgentSession, ClaudeCode, Placement, RunSpec};
+use mainloop_codex::Codex;
 use mainloop_config::{AgentProtocol, AgentSettings, Config};
 use mainloop_domain::agents::{AgentCatalog, AgentName, AgentSpec, Protocol};
 use mainloop_worker::AgentRegistry;
@@ -47,12 +49,12 @@ pub fn catalog(config: &Config) -> Result<AgentCatalog> {
 pub fn registry(config: &Config, claude_command: &[String]) -> Result<AgentRegistry> {
     let mut registry = AgentRegistry::new();
     for settings in config.agents() {
+        let explicit = config
+            .agents
+            .get(&settings.name)
+            .and_then(|e| e.command.clone());
         let agent: Arc<dyn Agent> = match settings.protocol {
             AgentProtocol::ClaudeCode => {
-                let explicit = config
-                    .agents
-                    .get(&settings.name)
-                    .and_then(|e| e.command.clone());
                 let command = match explicit {
                     Some(command) => command,
                     None if settings.name == "claude" => claude_command.to_vec(),
@@ -60,9 +62,91 @@ pub fn registry(config: &Config, claude_command: &[String]) -> Result<AgentRegis
                 };
                 Arc::new(ClaudeCode::new(command))
             }
-            AgentProtocol::CodexAppServer | AgentProtocol::Acp => continue,
+            AgentProtocol::CodexAppServer => Arc::new(Codex::new(settings.command.clone())),
+            AgentProtocol::Acp => Arc::new(AcpAgent::new(
+                settings.name.clone(),
+                settings.command.clone(),
+            )),
         };
-        registry = registry.with(name(&settings)?, agent, settings.max_concurrent);
+        let agent = with_env(agent, &settings.pass_env, |k| std::env::var(k).ok());
+        registry = registry.with(
+            name(&settings)?,
+            agent,
+            protocol(settings.protocol),
+            settings.max_concurrent,
+        );
     }
     Ok(registry)
+}
+
+/// `agent`, started with the variables `names` has values for added to its environment.
+fn with_env(
+    agent: Arc<dyn Agent>,
+    names: &[String],
+    value: impl Fn(&str) -> Option<String>,
+) -> Arc<dyn Agent> {
+    let extra: Vec<(String, String)> = names
+        .iter()
+        .filter_map(|k| value(k).map(|v| (k.clone(), v)))
+        .collect();
+    if extra.is_empty() {
+        return agent;
+    }
+    Arc::new(PassEnv { agent, extra })
+}
+
+/// An agent whose runs get extra environment variables (which may hold API keys: the
+/// values never reach `Debug`).
+struct PassEnv {
+    agent: Arc<dyn Agent>,
+    extra: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for PassEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.extra.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("PassEnv")
+            .field("agent", &self.agent)
+            .field("names", &names)
+            .finish()
+    }
+}
+
+impl Agent for PassEnv {
+    fn name(&self) -> &str {
+        self.agent.name()
+    }
+
+    fn start(
+        &self,
+        mut spec: RunSpec,
+        placement: &dyn Placement,
+    ) -> Result<Box<dyn AgentSession>, AgentError> {
+        for (k, v) in &self.extra {
+            spec.env.retain(|(name, _)| name != k);
+            spec.env.push((k.clone(), v.clone()));
+        }
+        self.agent.start(spec, placement)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_env_adds_only_set_variables_and_hides_their_values() {
+        let agent: Arc<dyn Agent> = Arc::new(Codex::new(vec!["codex".into()]));
+        let names = ["OPENAI_API_KEY".to_owned(), "UNSET".to_owned()];
+        let wrapped = with_env(agent, &names, |k| {
+            (k == "OPENAI_API_KEY").then(|| "sk-secret".to_owned())
+        });
+        let shown = format!("{wrapped:?}");
+        assert!(shown.contains("OPENAI_API_KEY"), "{shown}");
+        assert!(!shown.contains("sk-secret"), "{shown}");
+        assert!(!shown.contains("UNSET"), "{shown}");
+        let bare: Arc<dyn Agent> = Arc::new(Codex::new(vec!["codex".into()]));
+        let unwrapped = with_env(bare, &names, |_| None);
+        assert!(!format!("{unwrapped:?}").contains("PassEnv"));
+    }
 }

@@ -219,12 +219,18 @@ fn worker_runtime(
         engine.set_forge(f.forge.clone(), &f.web_host);
     }
     let (env, command) = (launch.env.clone(), launch.command.clone());
-    let sandbox = crate::sandbox::worker_sandbox(
-        config,
-        &env,
-        command.first().map(String::as_str),
-        config_file,
-    )?;
+    let others: Vec<String> = config
+        .agents()
+        .into_iter()
+        .filter_map(|a| a.command.first().cloned())
+        .collect();
+    let programs: Vec<&str> = command
+        .first()
+        .into_iter()
+        .chain(&others)
+        .map(String::as_str)
+        .collect();
+    let sandbox = crate::sandbox::worker_sandbox(config, &env, &programs, config_file)?;
     let home = env
         .iter()
         .find(|(k, _)| k == "HOME")

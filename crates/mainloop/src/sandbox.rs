@@ -28,13 +28,28 @@ const HIDDEN: &[&str] = &[
     "/var/run/postgresql",
 ];
 
+/// Files of the server user's home that agents keep their login and settings in, bound
+/// into each task's private home (when they exist) so that agents run as their user
+/// set them up: Claude Code's `claude login`, Codex's login and configuration, Gemini
+/// CLI's and OpenCode's.
+const HOME_FILES: &[&str] = &[
+    ".claude/.credentials.json",
+    ".codex/auth.json",
+    ".codex/config.toml",
+    ".gemini/oauth_creds.json",
+    ".gemini/google_accounts.json",
+    ".gemini/settings.json",
+    ".config/opencode/opencode.json",
+    ".local/share/opencode/auth.json",
+];
+
 /// The sandbox for agents and checks, or `None` when it is off or (in `auto` mode)
-/// unavailable. `env` is what agents get; `config_file` the `--config` the server
-/// was started with.
+/// unavailable. `env` is what agents get; `agent_programs` the programs of the
+/// configured agents; `config_file` the `--config` the server was started with.
 pub fn worker_sandbox(
     config: &Config,
     env: &[(String, String)],
-    agent_program: Option<&str>,
+    agent_programs: &[&str],
     config_file: Option<&Path>,
 ) -> Result<Option<WorkerSandbox>> {
     let mode = config.workers.sandbox;
@@ -76,7 +91,10 @@ pub fn worker_sandbox(
     let mut read_only: Vec<PathBuf> = path_var
         .map(|p| std::env::split_paths(p).collect())
         .unwrap_or_default();
-    if let Some(program) = agent_program.and_then(|p| which(p, path_var.map(OsStr::new))) {
+    for program in agent_programs
+        .iter()
+        .filter_map(|p| which(p, path_var.map(OsStr::new)))
+    {
         read_only.extend(install_roots(&program));
     }
     read_only.extend(
@@ -105,12 +123,14 @@ pub fn worker_sandbox(
         Err(e) => bail!("workers.sandbox = \"bubblewrap\": {e}"),
     };
     tracing::info!(bwrap = %bwrap.program().display(), "agents and checks run sandboxed");
-    // `claude login` keeps its credentials here; the private home gets this one file.
     let home_files = home
-        .map(|h| h.join(".claude").join(".credentials.json"))
-        .filter(|f| f.is_file())
-        .map(|f| (f, PathBuf::from(".claude/.credentials.json")))
-        .into_iter()
+        .iter()
+        .flat_map(|h| {
+            HOME_FILES
+                .iter()
+                .map(move |f| (h.join(f), PathBuf::from(f)))
+        })
+        .filter(|(outside, _)| outside.is_file())
         .collect();
     Ok(Some(WorkerSandbox {
         bwrap,
