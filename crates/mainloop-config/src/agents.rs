@@ -35,6 +35,10 @@ pub struct AgentEntry {
     /// say); nothing else of the server's environment reaches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_env: Option<Vec<String>>,
+    /// Variables set for the agent, over the built-in ones (not for secrets: those
+    /// belong in the server's environment, named in `pass_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
     /// Runs of this agent at once (within `workers.max_agents`). Unset: only the
     /// global cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,8 +52,15 @@ pub struct AgentSettings {
     pub protocol: AgentProtocol,
     pub command: Vec<String>,
     pub pass_env: Vec<String>,
+    pub env: BTreeMap<String, String>,
     pub max_concurrent: Option<usize>,
 }
+
+/// OpenCode's permissions as mainloop needs them: edits and commands are asked for, so
+/// the worker's policy answers them. Scoped to its build agent, since a global rule
+/// would also lift its plan agent's refusal to write.
+const OPENCODE_PERMISSIONS: &str =
+    r#"{"agent":{"build":{"permission":{"edit":"ask","bash":"ask"}}}}"#;
 
 /// The agents every server knows, before any `[agents.<name>]` table.
 fn builtins(config: &Config) -> BTreeMap<String, AgentSettings> {
@@ -61,12 +72,13 @@ fn builtins(config: &Config) -> BTreeMap<String, AgentSettings> {
                 protocol,
                 command,
                 pass_env: pass_env.iter().map(|s| (*s).to_owned()).collect(),
+                env: BTreeMap::new(),
                 max_concurrent: None,
             },
         )
     };
     let argv = |words: &[&str]| words.iter().map(|s| (*s).to_owned()).collect();
-    BTreeMap::from([
+    let mut agents = BTreeMap::from([
         entry(
             "claude",
             AgentProtocol::ClaudeCode,
@@ -102,7 +114,17 @@ fn builtins(config: &Config) -> BTreeMap<String, AgentSettings> {
             argv(&["opencode", "acp"]),
             &["OPENCODE_CONFIG", "OPENAI_API_KEY"],
         ),
-    ])
+    ]);
+    if let Some(opencode) = agents.get_mut("opencode") {
+        opencode.env = BTreeMap::from([
+            (
+                "OPENCODE_CONFIG_CONTENT".to_owned(),
+                OPENCODE_PERMISSIONS.to_owned(),
+            ),
+            ("OPENCODE_DISABLE_AUTOUPDATE".to_owned(), "1".to_owned()),
+        ]);
+    }
+    agents
 }
 
 fn valid_name(name: &str) -> bool {
@@ -157,6 +179,12 @@ impl Config {
                         .pass_env
                         .clone()
                         .unwrap_or_else(|| builtin.pass_env.clone()),
+                    env: builtin
+                        .env
+                        .clone()
+                        .into_iter()
+                        .chain(entry.env.clone().unwrap_or_default())
+                        .collect(),
                     max_concurrent: entry.max_concurrent.or(builtin.max_concurrent),
                 },
                 None => AgentSettings {
@@ -174,6 +202,7 @@ impl Config {
                         )
                     })?,
                     pass_env: entry.pass_env.clone().unwrap_or_default(),
+                    env: entry.env.clone().unwrap_or_default(),
                     max_concurrent: entry.max_concurrent,
                 },
             };
@@ -196,6 +225,15 @@ impl Config {
                     name,
                     format!("pass_env lists {bad:?}, which is not an environment variable name"),
                 ));
+            }
+            if let Some(bad) = agent.env.keys().find(|v| !valid_env_name(v)) {
+                return Err(refuse(
+                    name,
+                    format!("env sets {bad:?}, which is not an environment variable name"),
+                ));
+            }
+            if agent.env.values().any(|v| v.contains('\0')) {
+                return Err(refuse(name, "has a NUL character in an env value"));
             }
             if agent.max_concurrent == Some(0) {
                 return Err(refuse(name, "max_concurrent must be greater than 0"));

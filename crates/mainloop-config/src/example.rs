@@ -143,8 +143,10 @@ trusted_users = ""
 # ["codex", "app-server"]), gemini ("acp", ["gemini", "--acp"]) and opencode ("acp",
 # ["opencode", "acp"]). A table here changes a built-in's fields or adds an agent:
 # protocol ("claude-code", "codex-app-server" or "acp"), command (program and
-# arguments), pass_env (environment variables the agent gets) and max_concurrent (its
-# runs at once, within workers.max_agents; unset: no cap of its own).
+# arguments), pass_env (environment variables the agent gets from the server's), env
+# (variables set for it; opencode's built-in makes it ask before edits and commands)
+# and max_concurrent (its runs at once, within workers.max_agents; unset: no cap of its
+# own).
 # codex = { max_concurrent = 1, pass_env = ["OPENAI_API_KEY"] }
 # qwen = { protocol = "acp", command = ["qwen", "--acp"], pass_env = ["DASHSCOPE_API_KEY"] }
 "#;

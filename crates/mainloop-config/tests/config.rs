@@ -769,6 +769,10 @@ fn hostile_agent_tables_are_clear_errors() -> TestResult {
             "pass_env",
         ),
         (
+            "[agents.x]\nprotocol = \"acp\"\ncommand = [\"x\"]\nenv = { \"A B\" = \"1\" }",
+            "env sets",
+        ),
+        (
             "[agents.x]\nprotocol = \"acp\"\ncommand = [\"x\"]\nshell = true",
             "agents.x.shell",
         ),

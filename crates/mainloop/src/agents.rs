@@ -68,7 +68,7 @@ pub fn registry(config: &Config, claude_command: &[String]) -> Result<AgentRegis
                 settings.command.clone(),
             )),
         };
-        let agent = with_env(agent, &settings.pass_env, |k| std::env::var(k).ok());
+        let agent = with_env(agent, &settings, |k| std::env::var(k).ok());
         registry = registry.with(
             name(&settings)?,
             agent,
@@ -79,15 +79,23 @@ pub fn registry(config: &Config, claude_command: &[String]) -> Result<AgentRegis
     Ok(registry)
 }
 
-/// `agent`, started with the variables `names` has values for added to its environment.
+/// `agent`, started with its settings' `env` and the variables its `pass_env` names
+/// that `value` has (the server's environment) added to its environment.
 fn with_env(
     agent: Arc<dyn Agent>,
-    names: &[String],
+    settings: &AgentSettings,
     value: impl Fn(&str) -> Option<String>,
 ) -> Arc<dyn Agent> {
-    let extra: Vec<(String, String)> = names
+    let extra: Vec<(String, String)> = settings
+        .env
         .iter()
-        .filter_map(|k| value(k).map(|v| (k.clone(), v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain(
+            settings
+                .pass_env
+                .iter()
+                .filter_map(|k| value(k).map(|v| (k.clone(), v))),
+        )
         .collect();
     if extra.is_empty() {
         return agent;
@@ -136,9 +144,16 @@ mod tests {
 
     #[test]
     fn pass_env_adds_only_set_variables_and_hides_their_values() {
+        let mut settings = AgentSettings {
+            name: "codex".into(),
+            protocol: AgentProtocol::CodexAppServer,
+            command: vec!["codex".into()],
+            pass_env: vec!["OPENAI_API_KEY".to_owned(), "UNSET".to_owned()],
+            env: std::collections::BTreeMap::new(),
+            max_concurrent: None,
+        };
         let agent: Arc<dyn Agent> = Arc::new(Codex::new(vec!["codex".into()]));
-        let names = ["OPENAI_API_KEY".to_owned(), "UNSET".to_owned()];
-        let wrapped = with_env(agent, &names, |k| {
+        let wrapped = with_env(agent, &settings, |k| {
             (k == "OPENAI_API_KEY").then(|| "sk-secret".to_owned())
         });
         let shown = format!("{wrapped:?}");
@@ -146,7 +161,9 @@ mod tests {
         assert!(!shown.contains("sk-secret"), "{shown}");
         assert!(!shown.contains("UNSET"), "{shown}");
         let bare: Arc<dyn Agent> = Arc::new(Codex::new(vec!["codex".into()]));
-        let unwrapped = with_env(bare, &names, |_| None);
+        let unwrapped = with_env(Arc::clone(&bare), &settings, |_| None);
         assert!(!format!("{unwrapped:?}").contains("PassEnv"));
+        settings.env.insert("OPENCODE_X".into(), "1".into());
+        assert!(format!("{:?}", with_env(bare, &settings, |_| None)).contains("OPENCODE_X"));
     }
 }
