@@ -6,11 +6,14 @@
 //! the agent says is translated into port events in [`normalize`], the session's
 //! mode in [`modes`], file requests are confined to the worktree by [`paths`], and
 //! [`session`] is the process plumbing.
+//! Form elicitations become clarifying questions and their answers typed content ([`elicit`]).
 
+pub mod elicit;
 pub mod lines;
 pub mod modes;
 pub mod normalize;
 pub mod paths;
+pub mod quirks;
 pub mod session;
 
 use mainloop_agent::{Agent, AgentError, AgentSession, Placement, RunSpec};
@@ -31,6 +34,9 @@ pub enum Error {
     ReadOnly { path: String },
     #[error("file i/o on {path}: {reason}")]
     Io { path: String, reason: String },
+    /// An elicitation that cannot be asked, or an answer that does not fit its form.
+    #[error("elicitation: {0}")]
+    Elicitation(String),
 }
 
 /// An agent speaking ACP over stdio, started with `command` (program first, e.g.

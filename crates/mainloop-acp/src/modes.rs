@@ -133,13 +133,20 @@ pub fn set_config(
     SetSessionConfigOptionRequest::new(session.clone(), config_id, value)
 }
 
-/// Input tokens (with cache reads and writes) and output tokens a prompt reports.
+/// Input tokens (with cache reads and writes) and output tokens a prompt reports: its
+/// `usage`, else Gemini CLI's `_meta.quota.token_count`.
 #[must_use]
 pub fn usage(response: &PromptResponse) -> (u64, u64) {
-    response.usage.as_ref().map_or((0, 0), |u| {
+    if let Some(u) = &response.usage {
         let cached = u.cached_read_tokens.unwrap_or(0) + u.cached_write_tokens.unwrap_or(0);
-        (u.input_tokens + cached, u.output_tokens)
-    })
+        return (u.input_tokens + cached, u.output_tokens);
+    }
+    let count = response
+        .meta
+        .as_ref()
+        .and_then(|m| m.get("quota")?.get("token_count"));
+    let field = |key: &str| count.and_then(|c| c.get(key)?.as_u64()).unwrap_or(0);
+    (field("input_tokens"), field("output_tokens"))
 }
 
 #[cfg(test)]
@@ -207,6 +214,16 @@ mod tests {
         .unwrap();
         assert_eq!(usage(&r), (13, 5));
         let r: PromptResponse = serde_json::from_value(json!({"stopReason": "end_turn"})).unwrap();
+        assert_eq!(usage(&r), (0, 0));
+        // Gemini CLI 0.61.0 reports its usage in `_meta` only.
+        let r: PromptResponse = serde_json::from_value(json!({"stopReason": "end_turn",
+            "_meta": {"quota": {"token_count": {"input_tokens": 31475, "output_tokens": 80},
+                "model_usage": [{"model": "gemini-3.8-flash", "token_count": {"input_tokens": 10382, "output_tokens": 33}}]}}}))
+        .unwrap();
+        assert_eq!(usage(&r), (31475, 80));
+        let r: PromptResponse = serde_json::from_value(json!({"stopReason": "end_turn",
+            "_meta": {"quota": {"token_count": "garbage"}}}))
+        .unwrap();
         assert_eq!(usage(&r), (0, 0));
     }
 }

@@ -7,11 +7,12 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use agent_client_protocol::schema::ProtocolVersion;
 use agent_client_protocol::v1::schema::{
-    CancelNotification, ClientCapabilities, ContentBlock, FileSystemCapabilities, Implementation,
+    CancelNotification, ClientCapabilities, ContentBlock, CreateElicitationResponse,
+    ElicitationCapabilities, ElicitationFormCapabilities, FileSystemCapabilities, Implementation,
     InitializeRequest, LoadSessionRequest, NewSessionRequest, PermissionOption, PromptRequest,
     ReadTextFileRequest, ReadTextFileResponse, RequestPermissionRequest, RequestPermissionResponse,
     ResumeSessionRequest, SessionId, SessionNotification, TextContent, WriteTextFileRequest,
@@ -22,6 +23,7 @@ use agent_client_protocol::{
     Agent as AcpRole, Client, Lines, is_connection_terminated, is_incoming_transport_closed,
 };
 use futures::future::BoxFuture;
+use mainloop_agent::protocol::{MALFORMED_LINE_BYTES, truncate_bytes};
 use mainloop_agent::{
     AgentError, AgentEvent, AgentFailure, AgentMode, AgentSession, ControlReply, Placed,
     PlacedProcess, RunSpec, SessionRef,
@@ -29,10 +31,11 @@ use mainloop_agent::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::elicit::{self, RawElicitation};
 use crate::modes::{self, ModeSwitch};
 use crate::normalize::{self, Transcript};
 use crate::paths::{Worktree, slice_lines};
-use crate::{Error, lines};
+use crate::{Error, lines, quirks};
 
 /// Events buffered between the connection and `next_event`; when full, the handlers
 /// wait and the agent blocks on its stdout, which is the backpressure we want.
@@ -40,10 +43,16 @@ const EVENT_BUFFER: usize = 256;
 /// After the process exits, how long to wait for the stderr reader to drain.
 const STDERR_DRAIN: Duration = Duration::from_secs(2);
 
-/// A permission request waiting for the host's answer.
-struct Pending {
-    responder: Responder<RequestPermissionResponse>,
-    options: Vec<PermissionOption>,
+/// A request of the agent waiting for the host's answer.
+enum Pending {
+    Permission {
+        responder: Responder<RequestPermissionResponse>,
+        options: Vec<PermissionOption>,
+    },
+    Elicitation {
+        responder: Responder<CreateElicitationResponse>,
+        fields: Vec<elicit::Field>,
+    },
 }
 
 /// What the host side of the session shares with the driver (never the event
@@ -69,6 +78,8 @@ struct Ctx {
     worktree: Worktree,
     mode: AgentMode,
     next_request: AtomicU64,
+    /// When the agent last sent a `session/update` (to wait out a replay).
+    last_update: Mutex<Instant>,
 }
 
 impl Ctx {
@@ -125,6 +136,7 @@ impl AcpSession {
             worktree: Worktree::new(&spec.cwd),
             mode: spec.mode,
             next_request: AtomicU64::new(1),
+            last_update: Mutex::new(Instant::now()),
         });
         let transport = Lines::new(
             lines::outgoing(stdin),
@@ -177,12 +189,14 @@ async fn drive(
     let on_permission = Arc::clone(&ctx);
     let on_write = Arc::clone(&ctx);
     let on_read = Arc::clone(&ctx);
+    let on_elicit = Arc::clone(&ctx);
     let main = Arc::clone(&ctx);
     let result = Client
         .v1()
         .name("mainloop")
         .on_receive_notification(
             async move |n: SessionNotification, _cx| {
+                *lock(&on_update.last_update) = Instant::now();
                 let events = lock(&on_update.transcript).update(&n.update);
                 on_update.emit(events).await;
                 Ok(())
@@ -201,7 +215,7 @@ async fn drive(
                     lock(&ctx.transcript).permission(&call_id, &req.tool_call.fields);
                 lock(&ctx.control.pending).insert(
                     request_id.clone(),
-                    Pending {
+                    Pending::Permission {
                         responder,
                         options: req.options,
                     },
@@ -234,6 +248,44 @@ async fn drive(
                 match read_file(&on_read, &req).await {
                     Ok(text) => responder.respond(ReadTextFileResponse::new(text)),
                     Err(e) => responder.respond_with_error(refusal(&e)),
+                }
+            },
+            agent_client_protocol::on_receive_request!(),
+        )
+        .on_receive_request(
+            async move |req: RawElicitation,
+                        responder: Responder<CreateElicitationResponse>,
+                        _cx| {
+                let ctx = &on_elicit;
+                match elicit::form(&req.0) {
+                    Ok(form) => {
+                        let n = ctx.next_request.fetch_add(1, Ordering::Relaxed);
+                        let request_id = format!("acp-elicitation-{n}");
+                        let mut events = lock(&ctx.transcript).flush();
+                        lock(&ctx.control.pending).insert(
+                            request_id.clone(),
+                            Pending::Elicitation {
+                                responder,
+                                fields: form.fields,
+                            },
+                        );
+                        events.push(AgentEvent::Question {
+                            request_id,
+                            questions: form.questions,
+                            input: form.input,
+                        });
+                        ctx.emit(events).await;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let line = truncate_bytes(&req.0.to_string(), MALFORMED_LINE_BYTES);
+                        ctx.emit(vec![AgentEvent::Malformed {
+                            line,
+                            error: e.to_string(),
+                        }])
+                        .await;
+                        responder.respond(elicit::decline())
+                    }
                 }
             },
             agent_client_protocol::on_receive_request!(),
@@ -355,7 +407,10 @@ async fn setup(
                         .fs(FileSystemCapabilities::new()
                             .read_text_file(false)
                             .write_text_file(true))
-                        .terminal(false),
+                        .terminal(false)
+                        .elicitation(
+                            ElicitationCapabilities::new().form(ElicitationFormCapabilities::new()),
+                        ),
                 )
                 .client_info(Implementation::new("mainloop", env!("CARGO_PKG_VERSION"))),
         )
@@ -386,11 +441,13 @@ async fn setup(
                     .map_err(missing)?;
                 modes::Started::new(id, r.modes, r.config_options)
             } else if init.agent_capabilities.load_session {
+                tokio::time::sleep(quirks::load_delay(&init, SystemTime::now())).await;
                 let r = cx
                     .send_request(LoadSessionRequest::new(id.clone(), cwd))
                     .block_task()
                     .await
                     .map_err(missing)?;
+                settle_replay(ctx).await;
                 modes::Started::new(id, r.modes, r.config_options)
             } else {
                 return Err(AgentFailure::Other {
@@ -419,6 +476,15 @@ async fn setup(
     }
     let model = spec.model.clone().unwrap_or_else(|| started.model());
     Ok((started.session_id, model))
+}
+
+/// Waits until a loaded session's history has stopped arriving (see
+/// [`quirks::REPLAY_QUIET`]); what arrives meanwhile is dropped, outside any turn.
+async fn settle_replay(ctx: &Ctx) {
+    let since = Instant::now();
+    while !quirks::replay_over(*lock(&ctx.last_update), since, Instant::now()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 impl AgentSession for AcpSession {
@@ -452,17 +518,30 @@ impl AgentSession for AcpSession {
         let pending = lock(&self.control.pending).remove(request_id);
         let request_id = request_id.to_owned();
         Box::pin(async move {
-            let Some(Pending { responder, options }) = pending else {
-                return Err(AgentError::Io(format!("no pending request {request_id:?}")));
-            };
             let (allow, interrupt) = match &reply {
                 ControlReply::Allow { .. } => (true, false),
                 ControlReply::Deny { interrupt, .. } => (false, *interrupt),
             };
-            let outcome = normalize::permission_outcome(&options, allow);
-            responder
-                .respond(RequestPermissionResponse::new(outcome))
-                .map_err(|_| AgentError::Closed)?;
+            match pending {
+                None => return Err(AgentError::Io(format!("no pending request {request_id:?}"))),
+                Some(Pending::Permission { responder, options }) => {
+                    let outcome = normalize::permission_outcome(&options, allow);
+                    responder
+                        .respond(RequestPermissionResponse::new(outcome))
+                        .map_err(|_| AgentError::Closed)?;
+                }
+                Some(Pending::Elicitation { responder, fields }) => {
+                    // An answer that does not fit the form declines it: the agent
+                    // asks again or goes on without, and the turn carries on.
+                    let response = elicit::response(&fields, &reply).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "declined an elicitation");
+                        elicit::decline()
+                    });
+                    responder
+                        .respond(response)
+                        .map_err(|_| AgentError::Closed)?;
+                }
+            }
             if interrupt {
                 let cx = lock(&self.control.connection).clone();
                 let id = lock(&self.control.session_id).clone();

@@ -7,69 +7,18 @@
 // A skipped real-CLI test says so on stderr.
 #![allow(clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::time::Duration;
 
 use mainloop_acp::AcpAgent;
 use mainloop_agent::{
-    Agent, AgentEvent, AgentMode, AgentSession, ControlReply, LocalProcess, RunSpec, SessionRef,
-    TurnEnd,
+    Agent, AgentEvent, AgentMode, AgentSession, LocalProcess, RunSpec, SessionRef, TurnEnd,
 };
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
-use serde_json::{Value, json};
-
-const EVENT_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn repo_root() -> PathBuf {
-    std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
-}
-
-/// The pinned OpenCode, or None (the test skips) when `npm ci` has not installed it,
-/// except under CI.
-fn opencode_path() -> Option<PathBuf> {
-    let program = repo_root().join("node_modules/.bin/opencode");
-    if program.exists() {
-        return Some(program);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing",
-        program.display()
-    );
-    eprintln!("skipping: {} is missing (run `npm ci`)", program.display());
-    None
-}
-
-fn script(name: &str) -> Script {
-    let path = repo_root().join(format!(
-        "crates/mainloop-fake-anthropic/scripts/{name}.yaml"
-    ));
-    Script::from_path(&path).unwrap()
-}
-
-/// A directory under `target/test-homes` (never the temp dir), removed when dropped.
-struct TestDir(PathBuf);
-
-impl TestDir {
-    fn new(what: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = repo_root().join(format!(
-            "target/test-homes/acp-{what}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use serde_json::json;
+use support::{TestDir, cli_path, script, session_started, texts, turn};
 
 struct World {
     fake: FakeAnthropic,
@@ -149,70 +98,9 @@ rules:
     }
 }
 
-async fn next(s: &mut Box<dyn AgentSession>) -> AgentEvent {
-    match tokio::time::timeout(EVENT_TIMEOUT, s.next_event()).await {
-        Ok(Some(event)) => event,
-        Ok(None) => panic!("the session ended; stderr {:?}", s.stderr_tail()),
-        Err(_) => panic!(
-            "no event within {EVENT_TIMEOUT:?}; stderr {:?}",
-            s.stderr_tail()
-        ),
-    }
-}
-
-/// Runs a turn to its end, answering permissions as the worker's policy does while
-/// implementing (files inside `worktree` only); returns the events and the
-/// permissions asked, as `(tool, input)`.
-async fn turn(
-    s: &mut Box<dyn AgentSession>,
-    worktree: &Path,
-    text: &str,
-) -> (Vec<AgentEvent>, Vec<(String, Value)>) {
-    s.send_user_message(text).await.unwrap();
-    let mut events = Vec::new();
-    let mut asked = Vec::new();
-    loop {
-        let event = next(s).await;
-        if let AgentEvent::Permission {
-            request_id,
-            tool,
-            input,
-        } = &event
-        {
-            asked.push((tool.clone(), input.clone()));
-            let outside = input["file_path"]
-                .as_str()
-                .is_some_and(|p| !Path::new(p).starts_with(worktree));
-            let reply = if outside {
-                ControlReply::Deny {
-                    message: "outside the worktree".into(),
-                    interrupt: false,
-                }
-            } else {
-                ControlReply::Allow {
-                    updated_input: input.clone(),
-                }
-            };
-            s.reply(request_id, reply).await.unwrap();
-        }
-        let finished = matches!(event, AgentEvent::Finished { .. });
-        events.push(event);
-        if finished {
-            return (events, asked);
-        }
-    }
-}
-
-async fn session_started(s: &mut Box<dyn AgentSession>) -> String {
-    match next(s).await {
-        AgentEvent::SessionStarted { session_id, .. } => session_id,
-        other => panic!("wanted SessionStarted, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_writes_runs_is_confined_and_resumes() {
-    let Some(opencode) = opencode_path() else {
+    let Some(opencode) = cli_path("opencode") else {
         return;
     };
     let world = World::new(&opencode).await;
@@ -300,15 +188,8 @@ async fn opencode_writes_runs_is_confined_and_resumes() {
     let mut s = world.start(SessionRef::Resume(session_id.clone()), AgentMode::Implement);
     assert_eq!(session_started(&mut s).await, session_id);
     let (events, _) = turn(&mut s, &world.worktree.0, "Now continue, please.").await;
-    let texts: Vec<&str> = events
-        .iter()
-        .filter_map(|e| match e {
-            AgentEvent::Text { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        texts,
+        texts(&events),
         ["Continued where we left off: CONTINUED-MARK."],
         "{events:#?}"
     );
@@ -323,7 +204,7 @@ async fn opencode_writes_runs_is_confined_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_in_plan_mode_does_not_write() {
-    let Some(opencode) = opencode_path() else {
+    let Some(opencode) = cli_path("opencode") else {
         return;
     };
     let world = World::new(&opencode).await;

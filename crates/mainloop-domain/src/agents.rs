@@ -125,7 +125,7 @@ impl Protocol {
             },
             Self::Acp => Capabilities {
                 plan_mode: PlanMode::AgentModeOrPolicy,
-                questions: QuestionMode::Convention,
+                questions: QuestionMode::ElicitationOrConvention,
                 resume: true,
                 permission_requests: true,
                 cost: CostReport::Tokens,
@@ -172,6 +172,8 @@ pub enum QuestionMode {
     Native,
     /// A convention the worker's prompt teaches the agent.
     Convention,
+    /// The protocol's elicitation where the agent uses it, else the convention.
+    ElicitationOrConvention,
 }
 
 /// What a finished turn reports about its price.
@@ -226,6 +228,9 @@ impl Capabilities {
                     match c.questions {
                         QuestionMode::Native => "its own question tool",
                         QuestionMode::Convention => "a convention taught by the prompt",
+                        QuestionMode::ElicitationOrConvention => {
+                            "elicitation where the agent uses it, else the convention"
+                        }
                     }
                     .to_owned()
                 }),

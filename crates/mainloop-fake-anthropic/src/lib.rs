@@ -1,9 +1,11 @@
 //! A scripted fake model server for tests and benchmarks that run our client, the real
-//! `claude` CLI or the real `codex` CLI against it. It speaks two wire formats from one
-//! script: the Anthropic Messages API (`POST /v1/messages`) and the OpenAI Responses API
-//! (`POST /v1/responses`, normalised into the Messages shape before the rules see it).
+//! `claude`, `codex` or `gemini` CLI against it. It speaks three wire formats from one
+//! script: the Anthropic Messages API (`POST /v1/messages`), the OpenAI Responses API
+//! (`POST /v1/responses`) and the Gemini API (`POST /v1beta/models/{model}:{method}`);
+//! the latter two are normalised into the Messages shape before the rules see them.
 //! See the README for the script format.
 
+mod gemini;
 mod openai;
 mod responses;
 mod script;
@@ -23,9 +25,11 @@ pub use script::{
 };
 pub use server::{LoggedRequest, Shared};
 
-/// Every endpoint of the fake, both wire formats, over `shared`.
+/// Every endpoint of the fake, every wire format, over `shared`.
 pub fn router(shared: Shared) -> axum::Router {
-    server::router(shared.clone()).merge(responses::routes(shared))
+    server::router(shared.clone())
+        .merge(responses::routes(shared.clone()))
+        .merge(gemini::routes(shared))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,12 +114,13 @@ impl FakeAnthropic {
         self.shared.requests()
     }
 
-    /// Only the model calls (`POST /v1/messages` and `POST /v1/responses`), which is what
+    /// Only the model calls (`POST /v1/messages`, `POST /v1/responses` and Gemini's
+    /// `:streamGenerateContent`/`:generateContent`), which is what
     /// tests usually inspect. Each `body` is as the client sent it, in its own wire format.
     pub fn message_requests(&self) -> Vec<LoggedRequest> {
         let is_model_call = |r: &LoggedRequest| {
             let path = r.path.split('?').next().unwrap_or_default();
-            path == "/v1/messages" || path == "/v1/responses"
+            path == "/v1/messages" || path == "/v1/responses" || gemini::model_call(path).is_some()
         };
         self.requests().into_iter().filter(is_model_call).collect()
     }

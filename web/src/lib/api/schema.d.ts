@@ -1032,7 +1032,7 @@ export interface components {
          * @description How the agent asks clarifying questions.
          * @enum {string}
          */
-        QuestionMode: "native" | "convention";
+        QuestionMode: "native" | "convention" | "elicitation-or-convention";
         /**
          * @description One option of a multiple-choice question. The description is shown beside the label,
          *     never hidden in a tooltip.
