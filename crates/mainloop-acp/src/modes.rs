@@ -4,8 +4,8 @@
 
 use agent_client_protocol::v1::schema::{
     InitializeResponse, PromptResponse, SessionConfigKind, SessionConfigOption,
-    SessionConfigSelectOptions, SessionId, SessionModeState, SetSessionConfigOptionRequest,
-    SetSessionModeRequest,
+    SessionConfigSelectOptions, SessionConfigValueId, SessionId, SessionModeId, SessionModeState,
+    SetSessionConfigOptionRequest, SetSessionModeRequest,
 };
 use mainloop_agent::AgentMode;
 
@@ -69,6 +69,24 @@ impl Started {
             }
         }
         ModeSwitch::None
+    }
+
+    /// Records that `switch` was carried out, so the next `switch_for` starts from it.
+    pub fn switched(&mut self, switch: &ModeSwitch) {
+        match switch {
+            ModeSwitch::None => {}
+            ModeSwitch::Mode(id) => {
+                if let Some(modes) = &mut self.modes {
+                    modes.current_mode_id = SessionModeId::new(id.clone());
+                }
+            }
+            ModeSwitch::Config { config_id, value } => {
+                let option = self.config.iter_mut().find(|o| &*o.id.0 == config_id);
+                if let Some(SessionConfigKind::Select(select)) = option.map(|o| &mut o.kind) {
+                    select.current_value = SessionConfigValueId::new(value.clone());
+                }
+            }
+        }
     }
 
     /// The model the agent will use, from its `model` config option; empty if unsaid.
@@ -160,6 +178,30 @@ mod tests {
         let r: agent_client_protocol::v1::schema::NewSessionResponse =
             serde_json::from_value(response).unwrap();
         Started::new(r.session_id, r.modes, r.config_options)
+    }
+
+    #[test]
+    fn a_switch_carried_out_is_where_the_next_one_starts() {
+        let mut s = Started::new(
+            SessionId::new("s"),
+            Some(
+                serde_json::from_value(json!({
+                    "currentModeId": "default",
+                    "availableModes": [{"id": "default", "name": "Default"},
+                                       {"id": "plan", "name": "Plan"}]
+                }))
+                .unwrap(),
+            ),
+            None,
+        );
+        let to_plan = s.switch_for(AgentMode::Plan);
+        assert_eq!(to_plan, ModeSwitch::Mode("plan".into()));
+        s.switched(&to_plan);
+        assert_eq!(s.switch_for(AgentMode::Plan), ModeSwitch::None);
+        assert_eq!(
+            s.switch_for(AgentMode::Implement),
+            ModeSwitch::Mode("default".into())
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,6 +64,10 @@ struct Control {
     session_id: Mutex<Option<SessionId>>,
     /// Why the session could not start, reported with `Exited`.
     failure: Mutex<Option<AgentFailure>>,
+    /// The session as started, its mode kept current by `switch`.
+    started: Mutex<Option<modes::Started>>,
+    /// Read-only: file writes are refused.
+    planning: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -76,7 +80,6 @@ struct Ctx {
     events: mpsc::Sender<AgentEvent>,
     transcript: Mutex<Transcript>,
     worktree: Worktree,
-    mode: AgentMode,
     next_request: AtomicU64,
     /// When the agent last sent a `session/update` (to wait out a replay).
     last_update: Mutex<Instant>,
@@ -129,12 +132,14 @@ impl AcpSession {
         let (event_tx, events) = mpsc::channel(EVENT_BUFFER);
         let (prompts, prompt_rx) = mpsc::unbounded_channel();
         let control = Arc::new(Control::default());
+        control
+            .planning
+            .store(spec.mode == AgentMode::Plan, Ordering::Relaxed);
         let ctx = Arc::new(Ctx {
             control: Arc::clone(&control),
             events: event_tx.clone(),
             transcript: Mutex::new(Transcript::new(&spec.cwd)),
             worktree: Worktree::new(&spec.cwd),
-            mode: spec.mode,
             next_request: AtomicU64::new(1),
             last_update: Mutex::new(Instant::now()),
         });
@@ -306,7 +311,7 @@ fn refusal(e: &Error) -> agent_client_protocol::Error {
 
 async fn write_file(ctx: &Ctx, req: &WriteTextFileRequest) -> Result<(), Error> {
     let path = ctx.worktree.resolve(&req.path)?;
-    if ctx.mode == AgentMode::Plan {
+    if ctx.control.planning.load(Ordering::Relaxed) {
         return Err(Error::ReadOnly {
             path: path.display().to_string(),
         });
@@ -456,26 +461,42 @@ async fn setup(
             }
         }
     };
-    let switch = started.switch_for(spec.mode);
-    let switched = match switch {
-        ModeSwitch::None => Ok(()),
-        ModeSwitch::Mode(mode) => cx
-            .send_request(modes::set_mode(&started.session_id, mode))
-            .block_task()
-            .await
-            .map(drop),
-        ModeSwitch::Config { config_id, value } => cx
-            .send_request(modes::set_config(&started.session_id, config_id, &value))
-            .block_task()
-            .await
-            .map(drop),
-    };
-    if let Err(e) = switched {
+    let mut started = started;
+    if let Err(e) = switch(cx, &mut started, spec.mode).await {
         // The worker's read-only policy still applies.
         tracing::warn!(error = %e, mode = ?spec.mode, "the agent refused the mode switch");
     }
+    *lock(&ctx.control.started) = Some(started.clone());
     let model = spec.model.clone().unwrap_or_else(|| started.model());
     Ok((started.session_id, model))
+}
+
+/// Puts the session in `mode`, as the agent offers it (a mode, or a config option).
+async fn switch(
+    cx: &ConnectionTo<AcpRole>,
+    started: &mut modes::Started,
+    mode: AgentMode,
+) -> Result<(), agent_client_protocol::Error> {
+    let switch = started.switch_for(mode);
+    match &switch {
+        ModeSwitch::None => {}
+        ModeSwitch::Mode(id) => {
+            cx.send_request(modes::set_mode(&started.session_id, id.clone()))
+                .block_task()
+                .await?;
+        }
+        ModeSwitch::Config { config_id, value } => {
+            cx.send_request(modes::set_config(
+                &started.session_id,
+                config_id.clone(),
+                value,
+            ))
+            .block_task()
+            .await?;
+        }
+    }
+    started.switched(&switch);
+    Ok(())
 }
 
 /// Waits until a loaded session's history has stopped arriving (see
@@ -550,6 +571,24 @@ impl AgentSession for AcpSession {
                         .map_err(|_| AgentError::Closed)?;
                 }
             }
+            Ok(())
+        })
+    }
+
+    fn set_mode(&mut self, mode: AgentMode) -> BoxFuture<'_, Result<(), AgentError>> {
+        let control = Arc::clone(&self.control);
+        Box::pin(async move {
+            let cx = lock(&control.connection)
+                .clone()
+                .ok_or(AgentError::Closed)?;
+            let mut started = lock(&control.started).clone().ok_or(AgentError::Closed)?;
+            switch(&cx, &mut started, mode)
+                .await
+                .map_err(|e| AgentError::Io(format!("the agent refused the mode switch: {e}")))?;
+            control
+                .planning
+                .store(mode == AgentMode::Plan, Ordering::Relaxed);
+            *lock(&control.started) = Some(started);
             Ok(())
         })
     }

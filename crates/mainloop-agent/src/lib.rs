@@ -279,6 +279,16 @@ pub trait AgentSession: Send + fmt::Debug {
     ) -> BoxFuture<'_, Result<(), AgentError>>;
     /// Starts a turn (the first one too: starting a session sends no prompt).
     fn send_user_message(&mut self, text: &str) -> BoxFuture<'_, Result<(), AgentError>>;
+    /// Puts the session in `mode` for the turns that follow, where the agent can change
+    /// mode mid-session; otherwise an error, and the caller resumes the session in a new
+    /// process started in `mode`.
+    fn set_mode(&mut self, mode: AgentMode) -> BoxFuture<'_, Result<(), AgentError>> {
+        Box::pin(async move {
+            Err(AgentError::Io(format!(
+                "this agent cannot switch to {mode:?} mode mid-session"
+            )))
+        })
+    }
     /// Closes the agent's input: it finishes the current turn and exits, so `next_event`
     /// soon returns None. Later writes fail with [`AgentError::Closed`].
     fn close_input(&mut self) -> BoxFuture<'_, ()> {

@@ -81,6 +81,8 @@ pub(crate) struct Parked {
     pub request_id: String,
     pub input: serde_json::Value,
     pub waiting_for: Waiting,
+    /// The mode the session is in.
+    pub mode: mainloop_agent::AgentMode,
     pub since: Instant,
 }
 
@@ -88,6 +90,8 @@ pub(crate) struct Parked {
 pub(crate) enum Waiting {
     Answers,
     PlanReview,
+    /// The agent's turn ended with what it handed over; the answer is its next message.
+    NextTurn,
 }
 
 /// The worker runtime. Cheap to clone.

@@ -4,6 +4,7 @@
 //! whether to start again, resume, or fail the task.
 
 use crate::confine::Confined;
+use crate::convention::Lifecycle;
 use crate::prompts::{CONTINUE, instructions, message};
 use crate::react::{Context, Step, react};
 use crate::retry::{Action, Attempts, RetryPolicy, decide};
@@ -225,42 +226,24 @@ async fn deliver(
     // An idle session still stopping may still be saving the conversation this run
     // resumes.
     rt.stopped(task.id).await;
-    if let Some(mut parked) = rt.take_parked(task.id).filter(|_| !fresh) {
-        let reply = match (input, parked.waiting_for) {
-            (AgentInput::Answers(a), Waiting::Answers) => Some(ControlReply::answers(
-                &parked.input,
-                &answers_by_question_text(&task.questions, a),
-            )),
-            (AgentInput::PlanApproved, Waiting::PlanReview) => Some(ControlReply::Allow {
-                updated_input: parked.input.clone(),
-            }),
-            (AgentInput::PlanFeedback(f), Waiting::PlanReview) => Some(ControlReply::Deny {
-                message: f.clone(),
-                interrupt: false,
-            }),
-            _ => None,
-        };
-        let replied = match reply {
-            Some(reply) => parked
-                .session
-                .reply(&parked.request_id, reply)
-                .await
-                .is_ok(),
-            None => false,
-        };
-        if replied {
-            let _ = engine
-                .set_task_session(
-                    task.id,
-                    task.session_id.as_deref().unwrap_or_default(),
-                    Some(key),
-                )
-                .await;
-            return Ok(parked.session);
+    let lifecycle = rt.inner.agents.lifecycle(&task.agent);
+    let live = match rt.take_parked(task.id).filter(|_| !fresh) {
+        Some(parked) if parked.waiting_for == Waiting::NextTurn => {
+            let text = message(task, input, phase, lifecycle);
+            next_turn(parked, &text, mode_of(phase)).await
         }
-        // The parked process cannot take this input (or died): let it save its session,
-        // then resume from disk.
-        parked.session.stop(STOP_GRACE).await;
+        Some(parked) => reply_parked(task, input, parked).await,
+        None => None,
+    };
+    if let Some(session) = live {
+        let _ = engine
+            .set_task_session(
+                task.id,
+                task.session_id.as_deref().unwrap_or_default(),
+                Some(key),
+            )
+            .await;
+        return Ok(session);
     }
     let (session_ref, new_id) = match &task.session_id {
         Some(id) if fresh => (SessionRef::New(id.clone()), Some(id.clone())),
@@ -270,7 +253,6 @@ async fn deliver(
             (SessionRef::New(id.clone()), Some(id))
         }
     };
-    let lifecycle = rt.inner.agents.lifecycle(&task.agent);
     let spec = RunSpec {
         cwd: cwd.to_path_buf(),
         session: session_ref,
@@ -346,6 +328,60 @@ async fn deliver(
     Ok(session)
 }
 
+/// Answers a session parked on a control request with `input`; None, with the
+/// session stopped so that it saves its conversation, when it cannot take it.
+async fn reply_parked(
+    task: &Task,
+    input: &AgentInput,
+    mut parked: Parked,
+) -> Option<Box<dyn AgentSession>> {
+    let reply = match (input, parked.waiting_for) {
+        (AgentInput::Answers(a), Waiting::Answers) => Some(ControlReply::answers(
+            &parked.input,
+            &answers_by_question_text(&task.questions, a),
+        )),
+        (AgentInput::PlanApproved, Waiting::PlanReview) => Some(ControlReply::Allow {
+            updated_input: parked.input.clone(),
+        }),
+        (AgentInput::PlanFeedback(f), Waiting::PlanReview) => Some(ControlReply::Deny {
+            message: f.clone(),
+            interrupt: false,
+        }),
+        _ => None,
+    };
+    let replied = match reply {
+        Some(reply) => parked
+            .session
+            .reply(&parked.request_id, reply)
+            .await
+            .is_ok(),
+        None => false,
+    };
+    if replied {
+        return Some(parked.session);
+    }
+    // The parked process cannot take this input (or died): let it save its session,
+    // then resume from disk.
+    parked.session.stop(STOP_GRACE).await;
+    None
+}
+
+/// Gives a session parked at the end of its turn its next message, in `mode`; None,
+/// with the session stopped, when it cannot take it (it died, or cannot change mode
+/// mid-session), and the caller resumes it from disk.
+async fn next_turn(
+    mut parked: Parked,
+    text: &str,
+    mode: AgentMode,
+) -> Option<Box<dyn AgentSession>> {
+    let in_mode = parked.mode == mode || parked.session.set_mode(mode).await.is_ok();
+    if in_mode && parked.session.send_user_message(text).await.is_ok() {
+        return Some(parked.session);
+    }
+    parked.session.stop(STOP_GRACE).await;
+    None
+}
+
 /// What waiting for the next event came to.
 enum Next {
     Event(AgentEvent),
@@ -407,6 +443,7 @@ async fn pump(
         pending: Vec::new(),
     };
     let inactivity = rt.inner.config.inactivity_timeout;
+    let lifecycle = rt.inner.agents.lifecycle(&task.agent);
     loop {
         let event = match next_event(&mut session, &mut rec, cancel, inactivity).await {
             Next::Event(event) => event,
@@ -430,7 +467,10 @@ async fn pump(
             event,
             AgentEvent::Finished { .. } | AgentEvent::Exited { .. }
         );
-        if matches!(event, AgentEvent::Finished { .. }) {
+        // An agent that hands over by the end of its turn may wait for the human with
+        // its process kept, like one waiting on a question.
+        let may_wait = lifecycle == Lifecycle::ByTurn && event.is_done();
+        if matches!(event, AgentEvent::Finished { .. }) && !may_wait {
             // The turn is over: let the agent save all of it before anything else, so
             // that a later resume continues from its end.
             session.stop(STOP_GRACE).await;
@@ -446,9 +486,13 @@ async fn pump(
             plans_dir: &confined.plans_dir,
             session_id: task.session_id.as_deref(),
             stderr: &stderr,
-            lifecycle: rt.inner.agents.lifecycle(&task.agent),
+            lifecycle,
         };
-        for step in react(event, &cx) {
+        let steps = react(event, &cx);
+        if may_wait && !steps.iter().any(|s| matches!(s, Step::Hand(_))) {
+            session.stop(STOP_GRACE).await;
+        }
+        for step in steps {
             match step {
                 Step::Record(entry) => rec.record(entry).await,
                 Step::SetSession(id) => {
@@ -484,13 +528,14 @@ async fn pump(
                         session,
                         event,
                         (request_id, input, waiting),
+                        mode_of(phase),
                     )
                     .await;
                 }
                 Step::Hand(event) => {
-                    // The turn's end stopped the session; what it saved is resumed.
-                    session.kill().await;
-                    return apply(rt, task.id, event).await.map(|_| RunEnd::Ended);
+                    let waiting = (String::new(), serde_json::Value::Null, Waiting::NextTurn);
+                    return wait_for_human(rt, task.id, session, event, waiting, mode_of(phase))
+                        .await;
                 }
                 Step::Finish => {
                     return apply(rt, task.id, TaskEvent::AgentFinished)
@@ -511,6 +556,7 @@ async fn wait_for_human(
     mut session: Box<dyn AgentSession>,
     event: TaskEvent,
     (request_id, input, waiting_for): (String, serde_json::Value, Waiting),
+    mode: AgentMode,
 ) -> Result<RunEnd, JobError> {
     if apply(rt, task, event).await?.is_none() {
         // The task moved on (cancelled, say): nobody will answer.
@@ -524,6 +570,7 @@ async fn wait_for_human(
             request_id,
             input,
             waiting_for,
+            mode,
             since: Instant::now(),
         },
     );
