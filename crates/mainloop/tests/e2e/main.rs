@@ -11,6 +11,8 @@
     clippy::print_stderr
 )]
 
+mod agent_world;
+mod agents_opencode;
 mod chat;
 mod cli;
 mod faults;
