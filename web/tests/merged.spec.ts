@@ -40,6 +40,7 @@ test("a merged task keeps its diff and shows where it went and what it cost", as
   await expect(page.getByTestId("task-state")).toHaveText("Merged", { timeout: 60_000 });
   await expect(page.getByTestId("merged-into")).toHaveText("Merged into main.");
   await expect(page.getByTestId("cost")).toHaveText(/tokens?$/);
+  await expect(page.getByTestId("task-agent")).toHaveText("claude");
   await expect(page.getByRole("button", { name: "Cancel task…" })).toHaveCount(0);
 
   // The merged work is still there to read, from a fresh load of the page.
