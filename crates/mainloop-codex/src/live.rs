@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use mainloop_agent::{
-    Agent, AgentError, AgentEvent, AgentFailure, AgentSession, ControlReply, Launch, Placed,
-    PlacedProcess, Placement, RunSpec, read_line_capped, read_stderr,
+    Agent, AgentError, AgentEvent, AgentFailure, AgentMode, AgentSession, ControlReply, Launch,
+    Placed, PlacedProcess, Placement, RunSpec, read_line_capped, read_stderr,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -37,9 +37,9 @@ const STDERR_TAIL_LINES: usize = 40;
 /// and that is the id the caller must store to resume the thread
 /// (`SessionRef::Resume`) in a later process.
 ///
-/// The environment is `RunSpec::env` plus `CODEX_HOME` (where Codex keeps its threads
-/// and configuration), `<HOME>/.codex` unless the env names one. Codex refuses to
-/// sandbox commands when `CODEX_HOME` or `TMPDIR` lies under the temporary directory.
+/// The environment is `RunSpec::env`. Codex keeps its threads and configuration in
+/// `CODEX_HOME`, by default `<HOME>/.codex`, and refuses to sandbox commands when
+/// `CODEX_HOME` or `TMPDIR` lies under the temporary directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Codex {
     command: Vec<String>,
@@ -79,22 +79,14 @@ impl Codex {
         if !args.iter().any(|a| a == "app-server") {
             args.push("app-server".to_owned());
         }
-        let mut env = spec.env.clone();
-        let has = |key: &str| env.iter().any(|(k, _)| k == key);
-        if !has("CODEX_HOME") {
-            let home = env
-                .iter()
-                .find(|(k, _)| k == "HOME")
-                .map(|(_, home)| format!("{home}/.codex"));
-            if let Some(codex_home) = home {
-                env.push(("CODEX_HOME".to_owned(), codex_home));
-            }
-        }
+        // `CODEX_HOME` is left to Codex unless the env names one: its default,
+        // `<HOME>/.codex`, is created when missing (a fresh sandboxed home has none),
+        // while a `CODEX_HOME` that does not exist is a fatal error.
         Ok(Launch {
             program: program.clone(),
             args,
             cwd: spec.cwd.clone(),
-            env,
+            env: spec.env.clone(),
         })
     }
 
@@ -158,6 +150,8 @@ impl Agent for Codex {
 /// What the host asks of the driver.
 enum Command {
     Message(String),
+    /// The turns after this one run in this mode.
+    Mode(AgentMode),
     Reply(String, ControlReply),
     /// Interrupt the running turn, then close Codex's stdin.
     Close,
@@ -237,6 +231,11 @@ impl AgentSession for CodexSession {
         reply: ControlReply,
     ) -> BoxFuture<'_, Result<(), AgentError>> {
         let sent = self.send(Command::Reply(request_id.to_owned(), reply));
+        Box::pin(async move { sent })
+    }
+
+    fn set_mode(&mut self, mode: AgentMode) -> BoxFuture<'_, Result<(), AgentError>> {
+        let sent = self.send(Command::Mode(mode));
         Box::pin(async move { sent })
     }
 
@@ -334,6 +333,10 @@ async fn drive(
             },
             command = commands.recv(), if commands_open => match command {
                 Some(Command::Message(text)) => conversation.user_message(&text),
+                Some(Command::Mode(mode)) => {
+                    conversation.set_mode(mode);
+                    Effects::default()
+                }
                 Some(Command::Reply(id, reply)) => conversation.reply(&id, &reply)
                     .unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "a reply to codex was dropped");
@@ -401,7 +404,7 @@ mod tests {
     use mainloop_agent::{AgentMode, SessionRef};
 
     #[test]
-    fn the_command_line_ends_in_app_server_and_codex_home_follows_home() {
+    fn the_command_line_ends_in_app_server_and_codex_home_is_codexs_default() {
         let agent = Codex::new(vec!["codex".into(), "-c".into(), "model=x".into()]);
         let spec = |env: Vec<(&str, &str)>| RunSpec {
             cwd: "/w".into(),
@@ -417,10 +420,12 @@ mod tests {
         let launch = agent.launch(&spec(vec![("HOME", "/home/u")])).unwrap();
         assert_eq!(launch.program, "codex");
         assert_eq!(launch.args, ["-c", "model=x", "app-server"]);
-        assert!(
-            launch
-                .env
-                .contains(&("CODEX_HOME".to_owned(), "/home/u/.codex".to_owned()))
+        // Codex creates its default home when it is missing, but fails on a
+        // `CODEX_HOME` that does not exist: a fresh task home has no `.codex` yet.
+        assert_eq!(
+            launch.env,
+            [("HOME".to_owned(), "/home/u".to_owned())],
+            "no CODEX_HOME of ours"
         );
         let given = agent
             .launch(&spec(vec![("HOME", "/home/u"), ("CODEX_HOME", "/c")]))

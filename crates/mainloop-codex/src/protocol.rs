@@ -107,6 +107,8 @@ pub struct Conversation {
     last_text: Option<String>,
     last_error: Option<Value>,
     interrupt_when_started: bool,
+    /// The mode changed since the thread opened: the next turn carries its policies.
+    mode_changed: bool,
 }
 
 impl Conversation {
@@ -127,6 +129,7 @@ impl Conversation {
             last_text: None,
             last_error: None,
             interrupt_when_started: false,
+            mode_changed: false,
         }
     }
 
@@ -156,12 +159,16 @@ impl Conversation {
         }
     }
 
+    /// The next turns run in `mode` (Codex keeps a turn's policies for the turns after).
+    pub fn set_mode(&mut self, mode: AgentMode) {
+        if mode != self.opening.mode {
+            self.opening.mode = mode;
+            self.mode_changed = true;
+        }
+    }
+
     fn open_thread(&mut self) -> Vec<String> {
-        let (approval, sandbox) = match self.opening.mode {
-            AgentMode::Plan => ("never", "read-only"),
-            // `untrusted` sends every command and patch to the host's policy.
-            AgentMode::Implement => ("untrusted", "workspace-write"),
-        };
+        let (approval, sandbox) = policies(self.opening.mode);
         let mut params = json!({
             "cwd": self.opening.cwd.display().to_string(),
             "approvalPolicy": approval,
@@ -209,8 +216,16 @@ impl Conversation {
         self.output_tokens = 0;
         self.last_text = None;
         self.last_error = None;
-        let params = json!({"threadId": thread,
-                            "input": [{"type": "text", "text": text, "text_elements": []}]});
+        let mut params = json!({"threadId": thread,
+                                "input": [{"type": "text", "text": text, "text_elements": []}]});
+        if std::mem::take(&mut self.mode_changed) {
+            let (approval, sandbox) = policies(self.opening.mode);
+            params["approvalPolicy"] = json!(approval);
+            params["sandboxPolicy"] = match sandbox {
+                "read-only" => json!({"type": "readOnly"}),
+                _ => json!({"type": "workspaceWrite"}),
+            };
+        }
         vec![self.request(Pending::StartTurn, "turn/start", &params)]
     }
 
@@ -585,6 +600,15 @@ fn malformed(line: &str, error: String) -> Effects {
 
 fn is_turn_end(event: &AgentEvent) -> bool {
     matches!(event, AgentEvent::Finished { .. })
+}
+
+/// The approval policy and sandbox of a thread in `mode`.
+const fn policies(mode: AgentMode) -> (&'static str, &'static str) {
+    match mode {
+        AgentMode::Plan => ("never", "read-only"),
+        // `untrusted` sends every command and patch to the host's policy.
+        AgentMode::Implement => ("untrusted", "workspace-write"),
+    }
 }
 
 #[cfg(test)]

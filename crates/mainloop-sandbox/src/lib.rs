@@ -68,9 +68,25 @@ pub struct Scope {
 pub struct Bubblewrap {
     program: PathBuf,
     policy: Policy,
-    /// Root keeps its capabilities in bwrap unless told otherwise; nobody else has any.
-    drop_caps: bool,
+    /// How the server's root user is kept from lending the agent its power.
+    root: AsRoot,
 }
+
+/// What a sandbox started by root runs as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AsRoot {
+    /// The server does not run as root: the agent has no capabilities anyway.
+    NotRoot,
+    /// An unprivileged user in a user namespace of its own, as for any other user, so
+    /// the agent can sandbox its own commands in turn (Codex runs bubblewrap itself,
+    /// which a capability-less root cannot).
+    UserNamespace,
+    /// Root with every capability dropped, where user namespaces are refused.
+    CapDrop,
+}
+
+/// The user and group a sandbox started by root runs as inside its user namespace.
+const SANDBOX_ID: &str = "1000";
 
 impl fmt::Debug for Bubblewrap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,7 +112,14 @@ impl Bubblewrap {
     /// sandbox on this machine.
     pub fn detect(path_var: Option<&OsStr>, policy: Policy) -> Result<Self, SandboxError> {
         let program = which("bwrap", path_var).ok_or(SandboxError::NotInstalled)?;
-        let sandbox = Self::new(program, policy);
+        let mut sandbox = Self::new(program, policy);
+        if sandbox.root == AsRoot::CapDrop {
+            sandbox.root = AsRoot::UserNamespace;
+            if sandbox.probe().is_ok() {
+                return Ok(sandbox);
+            }
+            sandbox.root = AsRoot::CapDrop;
+        }
         sandbox.probe()?;
         Ok(sandbox)
     }
@@ -106,7 +129,11 @@ impl Bubblewrap {
         Self {
             program,
             policy,
-            drop_caps: running_as_root(),
+            root: if running_as_root() {
+                AsRoot::CapDrop
+            } else {
+                AsRoot::NotRoot
+            },
         }
     }
 
@@ -155,8 +182,12 @@ impl Bubblewrap {
         ]
         .map(str::to_owned)
         .to_vec();
-        if self.drop_caps {
-            args.extend(["--cap-drop", "ALL"].map(str::to_owned));
+        match self.root {
+            AsRoot::NotRoot => {}
+            AsRoot::UserNamespace => args.extend(
+                ["--unshare-user", "--uid", SANDBOX_ID, "--gid", SANDBOX_ID].map(str::to_owned),
+            ),
+            AsRoot::CapDrop => args.extend(["--cap-drop", "ALL"].map(str::to_owned)),
         }
         args
     }
@@ -321,7 +352,7 @@ fn utf8(p: &Path) -> Result<String, SandboxError> {
 }
 
 /// Whether this process runs as root, read from `/proc` so the crate needs no libc
-/// bindings; elsewhere (no `/proc`) it answers no, which only skips `--cap-drop`.
+/// bindings; elsewhere (no `/proc`) it answers no, which only skips the root measures.
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()

@@ -320,3 +320,16 @@ fn a_program_named_through_hidden_directories_runs_by_its_resolved_path() {
     // As written, the path walks through `clone/crates`, which the sandbox hides.
     assert!(!run(written).status.success());
 }
+
+#[test]
+fn an_agent_can_sandbox_its_own_commands_but_not_lift_its_read_only_mounts() {
+    let w = world();
+    // Codex runs each command in a bubblewrap of its own, inside ours.
+    let (code, out) =
+        w.sh("bwrap --unshare-user --ro-bind / / --dev /dev -- sh -c 'echo nested-ok'");
+    assert_eq!(code, 0, "a nested sandbox failed: {out}");
+    assert!(out.contains("nested-ok"), "{out}");
+    // Whoever started it, the agent holds no capability to undo a read-only mount.
+    w.refused("mount -o remount,rw /usr 2>&1 && echo SECRET-remounted");
+    w.refused("touch /usr/mainloop-probe 2>&1 || exit 1");
+}

@@ -494,3 +494,33 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_mode_change_rides_on_the_next_turn_only() {
+    let mut c = Conversation::new(opening(SessionRef::Resume("t1".into()), AgentMode::Plan));
+    c.start();
+    c.on_line(r#"{"id":1,"result":{"userAgent":"x","codexHome":"/h","platformFamily":"unix","platformOs":"linux"}}"#);
+    c.on_line(r#"{"id":2,"result":{"thread":{"id":"t1","path":"/h/r.jsonl"},"model":"gpt-5.5"}}"#);
+    c.set_mode(AgentMode::Plan);
+    let sent = c.user_message("plan it");
+    assert!(
+        parse(&sent.lines[0])["params"]
+            .get("sandboxPolicy")
+            .is_none()
+    );
+    c.on_line(r#"{"id":3,"result":{"turn":{"id":"turn1","status":"inProgress","items":[]}}}"#);
+    c.on_line(r#"{"method":"turn/completed","params":{"threadId":"t1","turn":{"id":"turn1","status":"completed","items":[]}}}"#);
+    c.set_mode(AgentMode::Implement);
+    let sent = c.user_message("Your plan was approved.");
+    let params = &parse(&sent.lines[0])["params"];
+    assert_eq!(params["approvalPolicy"], "untrusted");
+    assert_eq!(params["sandboxPolicy"], json!({"type": "workspaceWrite"}));
+    c.on_line(r#"{"id":4,"result":{"turn":{"id":"turn2","status":"inProgress","items":[]}}}"#);
+    c.on_line(r#"{"method":"turn/completed","params":{"threadId":"t1","turn":{"id":"turn2","status":"completed","items":[]}}}"#);
+    let sent = c.user_message("go on");
+    assert!(
+        parse(&sent.lines[0])["params"]
+            .get("sandboxPolicy")
+            .is_none()
+    );
+}

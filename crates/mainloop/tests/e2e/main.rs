@@ -13,6 +13,7 @@
 
 mod agent_world;
 mod agents_opencode;
+mod agents_codex;
 mod chat;
 mod cli;
 mod faults;
