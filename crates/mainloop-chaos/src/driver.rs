@@ -33,6 +33,8 @@ pub struct Plan {
     pub answer_on_github: bool,
     pub approve: Approve,
     pub start_after: Duration,
+    /// The agent the task asks for (None: the server's default, Claude).
+    pub agent: Option<String>,
 }
 
 impl Plan {
@@ -102,7 +104,10 @@ async fn create(api: &Api, plan: &Plan, deadline: Instant) -> Result<String> {
         }
     }
     loop {
-        let body = json!({"description": plan.description, "repo": plan.repo});
+        let mut body = json!({"description": plan.description, "repo": plan.repo});
+        if let Some(agent) = &plan.agent {
+            body["agent"] = json!(agent);
+        }
         match api.post("/api/tasks", &body).await {
             Sent::Answered(201, t) => return Ok(t["id"].as_str().unwrap_or_default().to_owned()),
             Sent::Answered(s, b) if s < 500 => bail!("POST /api/tasks: {s} {b}"),

@@ -1,12 +1,15 @@
 //! `mainloop-chaos`: the crash harness. Each run sets up a world (the fake model and a
 //! fake GitHub in-process, a local repository, a data directory), starts the real
-//! `mainloop serve` with workers on the real `claude` CLI, drives several tasks from
-//! chat message or API call to merge, SIGKILLs the server at seeded random moments (and
-//! right after GitHub carries out a write), restarts it on the same data, and at the
-//! end checks that nothing was lost or done twice.
+//! `mainloop serve` with workers on the real `claude` CLI and, for a seeded share of the
+//! tasks, the real `codex app-server`, drives several tasks from chat message or API
+//! call to merge, SIGKILLs the server at seeded random moments (and right after GitHub
+//! carries out a write), restarts it on the same data, and at the end checks that
+//! nothing was lost or done twice.
 
+mod agents;
 mod api;
 mod check;
+mod check_github;
 mod driver;
 mod gh;
 mod procs;
@@ -49,6 +52,17 @@ struct Cli {
     /// The `claude` CLI workers run (default: node_modules/.bin/claude of the workspace).
     #[arg(long)]
     claude: Option<PathBuf>,
+    /// The `codex` CLI Codex tasks run (default: node_modules/.bin/codex of the workspace).
+    #[arg(long)]
+    codex: Option<PathBuf>,
+    /// The share (percent, rounded to whole tasks) of each run's tasks that run on Codex
+    /// rather than Claude Code; 0 runs Claude only and needs no `codex`.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=100))]
+    codex_percent: u64,
+    /// Where run directories are made (default: the workspace's target/chaos-runs; not
+    /// under the temporary directory, where Codex refuses to sandbox its commands).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
     /// Tasks per run, about half of them on GitHub.
     #[arg(long, default_value_t = 4)]
     tasks: usize,
@@ -78,8 +92,16 @@ fn default_mainloop() -> Result<PathBuf> {
     Ok(dir.join("mainloop"))
 }
 
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 fn default_claude() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../node_modules/.bin/claude")
+    workspace().join("node_modules/.bin/claude")
+}
+
+fn default_codex() -> PathBuf {
+    workspace().join("node_modules/.bin/codex")
 }
 
 #[allow(clippy::print_stdout)]
@@ -128,6 +150,11 @@ fn options(cli: &Cli) -> String {
             defaults.chatter.to_string(),
         ),
         (
+            "--codex-percent",
+            cli.codex_percent.to_string(),
+            defaults.codex_percent.to_string(),
+        ),
+        (
             "--run-limit-secs",
             cli.run_limit_secs.to_string(),
             defaults.run_limit_secs.to_string(),
@@ -142,7 +169,12 @@ fn options(cli: &Cli) -> String {
     {
         out.push_str(&format!(" --plant {}", v.get_name()));
     }
-    for (name, path) in [("--mainloop", &cli.mainloop), ("--claude", &cli.claude)] {
+    for (name, path) in [
+        ("--mainloop", &cli.mainloop),
+        ("--claude", &cli.claude),
+        ("--codex", &cli.codex),
+        ("--runs-dir", &cli.runs_dir),
+    ] {
         if let Some(p) = path {
             out.push_str(&format!(" {name} {}", p.display()));
         }
@@ -179,6 +211,26 @@ async fn main_async(cli: Cli) -> Result<bool> {
             claude.display()
         );
     }
+    let codex = if cli.codex_percent > 0 {
+        let codex = cli.codex.clone().unwrap_or_else(default_codex);
+        // Resolved, so that the path names the same file inside an agent's sandbox.
+        let resolved = codex.canonicalize().map_err(|e| {
+            anyhow::anyhow!(
+                "{} is missing ({e}): run `npm ci`, pass --codex, or --codex-percent 0 to run Claude only",
+                codex.display()
+            )
+        })?;
+        Some(resolved)
+    } else {
+        None
+    };
+    let runs_dir = cli
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| workspace().join("target/chaos-runs"));
+    let runs_dir = std::fs::create_dir_all(&runs_dir)
+        .and_then(|()| runs_dir.canonicalize())
+        .with_context(|| format!("creating {}", runs_dir.display()))?;
     let runs = cli.runs.unwrap_or(if cli.budget_secs.is_some() {
         u32::MAX
     } else {
@@ -188,6 +240,9 @@ async fn main_async(cli: Cli) -> Result<bool> {
     let settings = run::Settings {
         mainloop,
         claude,
+        codex,
+        codex_percent: cli.codex_percent,
+        runs_dir,
         tasks: cli.tasks,
         kills: cli.kills,
         proxy_percent: cli.proxy_kill_percent,
@@ -199,13 +254,19 @@ async fn main_async(cli: Cli) -> Result<bool> {
         plant: cli.plant,
     };
     say(&format!(
-        "chaos: seed={seed} ({} tasks and up to {} kills per run{})",
+        "chaos: seed={seed} ({} tasks, {}% on Codex, and up to {} kills per run{})",
         settings.tasks,
+        if settings.codex.is_some() {
+            settings.codex_percent
+        } else {
+            0
+        },
         settings.kills,
         budget.map_or_else(String::new, |b| format!(", budget {}s", b.as_secs()))
     ));
     let started = Instant::now();
     let (mut done, mut kills, mut survived, mut tasks, mut checked) = (0_u32, 0, 0, 0, 0);
+    let mut codex_tasks = 0;
     let mut failed: Option<(u32, run::Report)> = None;
     for index in cli.start_run..cli.start_run.saturating_add(runs) {
         // Within the budget, a run starts only if one as long as the average so far fits.
@@ -218,10 +279,12 @@ async fn main_async(cli: Cli) -> Result<bool> {
         kills += report.kills;
         survived += report.survived;
         tasks += report.tasks;
+        codex_tasks += report.codex_tasks;
         checked += report.checked;
         say(&format!(
-            "chaos: run {index}: {} tasks, sandbox {}, {} kills ({} survived), {} GitHub writes, {} invariants checked, {} violated, {:.0}s{}",
+            "chaos: run {index}: {} tasks ({} on Codex), sandbox {}, {} kills ({} survived), {} GitHub writes, {} invariants checked, {} violated, {:.0}s{}",
             report.tasks,
+            report.codex_tasks,
             report.sandbox,
             report.kills,
             report.survived,
@@ -241,7 +304,7 @@ async fn main_async(cli: Cli) -> Result<bool> {
     }
     let status = if failed.is_some() { "FAILED" } else { "ok" };
     say(&format!(
-        "chaos: seed={seed} runs={done} kills={kills} survived={survived} tasks={tasks} invariants_checked={checked} wall={:.0}s {status}",
+        "chaos: seed={seed} runs={done} kills={kills} survived={survived} tasks={tasks} codex_tasks={codex_tasks} invariants_checked={checked} wall={:.0}s {status}",
         started.elapsed().as_secs_f64()
     ));
     let Some((index, report)) = failed else {

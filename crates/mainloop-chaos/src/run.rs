@@ -2,8 +2,10 @@
 //! behind the killing proxy), the real server, the tasks driven concurrently while the
 //! killer strikes, then a clean shutdown and the invariant checks.
 
+use crate::agents;
 use crate::api::Api;
 use crate::check::{self, Checker, Db};
+use crate::check_github;
 use crate::driver::{self, Approve, Outcome, Plan};
 use crate::gh::{self, Gh};
 use crate::procs;
@@ -25,6 +27,13 @@ use std::time::{Duration, Instant};
 pub struct Settings {
     pub mainloop: PathBuf,
     pub claude: PathBuf,
+    /// The `codex` CLI, when some tasks run on it.
+    pub codex: Option<PathBuf>,
+    /// The share of each run's tasks that run on Codex.
+    pub codex_percent: u64,
+    /// Where each run's directory is made (outside the temporary directory: Codex
+    /// refuses to sandbox commands when its home lies under it).
+    pub runs_dir: PathBuf,
     pub tasks: usize,
     pub kills: u32,
     /// Chance (percent) that a write GitHub carried out is followed by a kill.
@@ -52,6 +61,8 @@ pub struct Report {
     pub kills: u32,
     pub survived: u32,
     pub tasks: usize,
+    /// Of them, the tasks that ran on Codex.
+    pub codex_tasks: usize,
     pub checked: usize,
     pub violations: Vec<String>,
     pub kept: Option<PathBuf>,
@@ -95,10 +106,16 @@ fn free_port() -> Result<u16> {
 }
 
 /// The tasks of a run: about half on GitHub, started from the chat or the API, answered
-/// and approved every possible way.
-fn plans(rng: &mut Rng, n: usize, run: u32, local_repo: &Path) -> Vec<Plan> {
+/// and approved every possible way, on Claude or on Codex (`codex`, drawn apart so that
+/// the rest of a seed's choices do not depend on it).
+fn plans(rng: &mut Rng, n: usize, run: u32, local_repo: &Path, codex: &[bool]) -> Vec<Plan> {
     (0..n)
         .map(|i| {
+            let agent = codex
+                .get(i)
+                .copied()
+                .unwrap_or(false)
+                .then(|| "codex".to_owned());
             let github = i % 2 == 1;
             let token = rng.token();
             // The description's words become the branch name; the note is checked by it.
@@ -117,6 +134,7 @@ fn plans(rng: &mut Rng, n: usize, run: u32, local_repo: &Path) -> Vec<Plan> {
                 token: format!("SPAWN-{token}-{i}"),
                 description: description.clone(),
                 repo: repo.clone(),
+                agent: agent.clone(),
             });
             let approve = if github {
                 match rng.below(3) {
@@ -136,11 +154,13 @@ fn plans(rng: &mut Rng, n: usize, run: u32, local_repo: &Path) -> Vec<Plan> {
                 answer_on_github: github && rng.chance(50),
                 approve,
                 start_after: rng.between(Duration::ZERO, Duration::from_secs(4)),
+                agent,
             }
         })
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)] // one call, every argument a different kind of thing
 fn environment(
     world: &Path,
     log_filter: &str,
@@ -149,6 +169,7 @@ fn environment(
     claude: &Path,
     github_api: &str,
     github_root: &Path,
+    config: Option<&Path>,
 ) -> Vec<(String, String)> {
     let home = world.join("home");
     let mut env: Vec<(String, String)> = [
@@ -187,6 +208,13 @@ fn environment(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    if let Some(config) = config {
+        env.push(("MAINLOOP_CONFIG".to_owned(), config.display().to_string()));
+        env.push((
+            agents::CODEX_KEY_VAR.to_owned(),
+            "sk-chaos-codex".to_owned(),
+        ));
+    }
     env.sort();
     env
 }
@@ -196,7 +224,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     let started = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix(&format!("mainloop-chaos-{index}-"))
-        .tempdir()
+        .tempdir_in(&settings.runs_dir)
         .context("creating the run's directory")?;
     let world = dir.path().canonicalize()?;
     let mut rng = Rng::new(seed);
@@ -205,6 +233,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     let proxy_rng = rng.fork(3);
     let mut chatter_rng = rng.fork(4);
     let mut fault_rng = rng.fork(5);
+    let mut agent_rng = rng.fork(6);
     // Every other run confines agents (where bubblewrap works), so a crash is met both ways:
     // sandboxed agents die with their server, unconfined ones live on and must be reaped.
     let sandbox = if index % 2 == 1 { "auto" } else { "off" };
@@ -230,7 +259,11 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         .map(Path::to_path_buf)
         .context("the fake GitHub's repository root")?;
 
-    let plans = plans(&mut plan_rng, settings.tasks, index, &local);
+    let codex = match &settings.codex {
+        Some(_) => agents::codex_tasks(&mut agent_rng, settings.tasks, settings.codex_percent),
+        None => Vec::new(),
+    };
+    let plans = plans(&mut plan_rng, settings.tasks, index, &local, &codex);
     let spawns: Vec<ChatSpawn> = plans.iter().filter_map(|p| p.chat.clone()).collect();
     let fake_model = FakeAnthropic::start(script::script(&spawns)?)
         .await
@@ -241,6 +274,14 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         .timeout(Duration::from_secs(10))
         .build()?;
     let (proxy_listener, proxy_base) = proxy::bind().await?;
+    let config = match &settings.codex {
+        Some(codex) => {
+            let path = world.join("mainloop.toml");
+            std::fs::write(&path, agents::codex_config(codex, &fake_model.base_url()))?;
+            Some(path)
+        }
+        None => None,
+    };
     let spec = Spec {
         bin: settings.mainloop.clone(),
         data: world.join("data"),
@@ -253,6 +294,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
             &settings.claude,
             &proxy_base,
             &bare_parent,
+            config.as_deref(),
         ),
         log: world.join("server.log"),
     };
@@ -387,12 +429,12 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     if let Err(e) = check::repo(&mut c, "local repository", &local, &local_tasks) {
         c.check(false, || format!("local repository: {e:#}"));
     }
-    let gh_tasks: Vec<check::GhTask> = outcomes
+    let gh_tasks: Vec<check_github::GhTask> = outcomes
         .iter()
         .filter(|o| o.plan.github)
         .filter_map(|o| {
             let id = o.id.clone()?;
-            Some(check::GhTask {
+            Some(check_github::GhTask {
                 branch: branch_of(&id),
                 id,
                 title: o.plan.description.clone(),
@@ -413,7 +455,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     ) {
         c.check(false, || format!("GitHub repository: {e:#}"));
     }
-    if let Err(e) = check::github(&mut c, &github, &gh_tasks, &rounds).await {
+    if let Err(e) = check_github::github(&mut c, &github, &gh_tasks, &rounds).await {
         c.check(false, || format!("GitHub: {e:#}"));
     }
     // Nothing the run started may outlive the server.
@@ -425,10 +467,24 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         procs::kill(pid, start);
     }
 
-    if (settings.keep || !c.violations.is_empty())
-        && let Err(e) = dump_github(&github, &world.join("github.json")).await
-    {
-        c.check(false, || format!("dumping GitHub's state: {e:#}"));
+    // Codex asked nothing the script does not foresee (its rules end in a catch-all).
+    let requests = fake_model.message_requests();
+    let unforeseen = requests
+        .iter()
+        .filter(|r| r.rule_name.as_deref() == Some(script::CODEX_UNEXPECTED))
+        .count();
+    c.check(unforeseen == 0, || {
+        format!(
+            "Codex sent {unforeseen} model requests no rule of its script foresaw (see model.jsonl)"
+        )
+    });
+    if settings.keep || !c.violations.is_empty() {
+        if let Err(e) = dump_github(&github, &world.join("github.json")).await {
+            c.check(false, || format!("dumping GitHub's state: {e:#}"));
+        }
+        if let Err(e) = dump_model(&requests, &world.join("model.jsonl")) {
+            c.check(false, || format!("dumping the model's requests: {e:#}"));
+        }
     }
     let (github_writes, _) = proxy.counts();
     let report = Report {
@@ -438,6 +494,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
             .survived
             .load(std::sync::atomic::Ordering::SeqCst),
         tasks: outcomes.len(),
+        codex_tasks: outcomes.iter().filter(|o| o.plan.agent.is_some()).count(),
         checked: c.checked,
         violations: c.violations,
         kept: None,
@@ -488,6 +545,18 @@ async fn dump_github(gh: &Gh, path: &Path) -> Result<()> {
         out.push(issue);
     }
     std::fs::write(path, serde_json::to_vec_pretty(&out)?)?;
+    Ok(())
+}
+
+/// Every model request and the rule that answered it, one JSON line each, for reading a
+/// failed run.
+fn dump_model(requests: &[mainloop_fake_anthropic::LoggedRequest], path: &Path) -> Result<()> {
+    let mut out = Vec::new();
+    for r in requests {
+        serde_json::to_writer(&mut out, r)?;
+        out.push(b'\n');
+    }
+    std::fs::write(path, out)?;
     Ok(())
 }
 

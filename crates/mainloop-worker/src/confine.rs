@@ -67,6 +67,7 @@ impl Runtime {
         private_dir(&sandbox.homes_dir)?;
         private_dir(&home)?;
         private_dir(&home.join(".claude"))?;
+        private_dir(&home.join(".tmp"))?;
         let common = self
             .inner
             .git
@@ -95,7 +96,10 @@ impl Runtime {
             .cloned()
             .collect();
         env.push(("HOME".to_owned(), home.display().to_string()));
-        env.push(("TMPDIR".to_owned(), "/tmp".to_owned()));
+        // In the home rather than the sandbox's empty /tmp: Codex refuses to set up its
+        // own command sandbox when its home (`$HOME/.codex`) lies under the temporary
+        // directory, as the private home does when the data directory is under /tmp.
+        env.push(("TMPDIR".to_owned(), home.join(".tmp").display().to_string()));
         Ok(Confined {
             wrapper,
             env,
