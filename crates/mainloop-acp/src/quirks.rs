@@ -1,7 +1,8 @@
-//! What particular ACP agents do that the protocol does not say, and the waits that
-//! work around it: Gemini CLI's minute-named chat files, and history replayed after
-//! `session/load` has already answered.
+//! What particular ACP agents do that the protocol does not say, and the work-arounds:
+//! Gemini CLI's minute-named chat files (the wait before a load, the empty file a load
+//! leaves behind), and history replayed after `session/load` has already answered.
 
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use agent_client_protocol::v1::schema::InitializeResponse;
@@ -13,24 +14,124 @@ pub const REPLAY_QUIET: Duration = Duration::from_millis(500);
 /// The longest wait for a replay to end.
 pub const REPLAY_MAX: Duration = Duration::from_secs(10);
 
-/// How long to wait before loading a session of the agent `init` describes, at `now`.
+/// How long to wait before loading session `session_id` of the agent `init` describes,
+/// at `now`, its chat files being named `chats` (see [`chat_files`]).
 ///
-/// Gemini CLI (0.61) names a session's chat file by the UTC minute it was started and
-/// starts that file afresh when a process loads the session within the same minute,
-/// losing its history; its loads wait for the minute to turn (plus a second of slack
-/// for clocks read a moment apart).
+/// Gemini CLI (0.61) names a session's chat file by the UTC minute it was started, and
+/// a load starts a new file named by the current minute: within the minute the
+/// session's file was started the two collide, and the history is lost. Such a load
+/// waits for the minute to turn (plus a second of slack for clocks read a moment
+/// apart); any other goes ahead at once.
 #[must_use]
-pub fn load_delay(init: &InitializeResponse, now: SystemTime) -> Duration {
-    let gemini = init
-        .agent_info
-        .as_ref()
-        .is_some_and(|info| info.name == "gemini-cli");
-    if !gemini {
+pub fn load_delay(
+    init: &InitializeResponse,
+    chats: &[String],
+    session_id: &str,
+    now: SystemTime,
+) -> Duration {
+    if !is_gemini(init) {
         return Duration::ZERO;
     }
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let Some(short) = session_id.get(..8) else {
+        return Duration::ZERO;
+    };
+    let minute = utc_minute(since_epoch.as_secs());
+    let prefix = format!("session-{minute}-{short}.json");
+    if !chats.iter().any(|name| name.starts_with(&prefix)) {
+        return Duration::ZERO;
+    }
     let into_minute = u64::try_from(since_epoch.as_millis() % 60_000).unwrap_or(0);
     Duration::from_millis(60_000 - into_minute + 1_000)
+}
+
+/// The minute as Gemini CLI writes it in a chat file's name, `2026-12-06T13-05`.
+fn utc_minute(unix_secs: u64) -> String {
+    let at = i64::try_from(unix_secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}-{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+/// The names of the chat files Gemini CLI keeps under `home`
+/// (`.gemini/tmp/<project>/chats`), with the directory each is in.
+#[must_use]
+pub fn chat_files(home: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let Ok(projects) = std::fs::read_dir(home.join(".gemini").join("tmp")) else {
+        return Vec::new();
+    };
+    projects
+        .flatten()
+        .filter_map(|project| {
+            let chats = project.path().join("chats");
+            std::fs::read_dir(&chats)
+                .ok()
+                .map(|entries| (chats, entries))
+        })
+        .flat_map(|(chats, entries)| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .map(move |name| (chats.clone(), name))
+        })
+        .collect()
+}
+
+fn is_gemini(init: &InitializeResponse) -> bool {
+    init.agent_info
+        .as_ref()
+        .is_some_and(|info| info.name == "gemini-cli")
+}
+
+/// The chat files among `names` that a load of session `session_id` left behind: all of
+/// the session's `session-<minute>-<id8>.json(l)` files but the earliest, which holds
+/// its history and is the one the loaded session goes on recording to.
+///
+/// Gemini CLI (0.61) starts a new, empty chat file named by the current minute while it
+/// loads a session. Every later start of the CLI deletes chat files without a
+/// conversation, and with each one every file of the same short id: the session's own
+/// history too, so a second load finds nothing.
+#[must_use]
+pub fn stray_chat_files(names: &[String], session_id: &str) -> Vec<String> {
+    let Some(short) = session_id.get(..8) else {
+        return Vec::new();
+    };
+    let (jsonl, json) = (format!("-{short}.jsonl"), format!("-{short}.json"));
+    let mut ours: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("session-") && (n.ends_with(&jsonl) || n.ends_with(&json)))
+        .collect();
+    // The minute in the name sorts as text.
+    ours.sort();
+    ours.into_iter().skip(1).cloned().collect()
+}
+
+/// Removes the empty chat files a Gemini CLI load of `session_id` left under `home`
+/// (`.gemini/tmp/<project>/chats`), so that the next start of the CLI keeps the session.
+pub fn remove_stray_chats(init: &InitializeResponse, home: &Path, session_id: &str) {
+    if !is_gemini(init) {
+        return;
+    }
+    let files = chat_files(home);
+    let mut by_dir: std::collections::BTreeMap<&Path, Vec<String>> = Default::default();
+    for (dir, name) in &files {
+        by_dir.entry(dir.as_path()).or_default().push(name.clone());
+    }
+    for (dir, names) in by_dir {
+        for name in stray_chat_files(&names, session_id) {
+            if let Err(e) = std::fs::remove_file(dir.join(&name)) {
+                tracing::warn!(file = %name, error = %e, "could not remove a stray chat file");
+            }
+        }
+    }
 }
 
 /// Whether a replay that last sent an update at `last` has ended by `now`, having
@@ -52,25 +153,89 @@ mod tests {
     }
 
     #[test]
-    fn only_gemini_waits_and_only_until_the_minute_has_turned() {
+    fn only_a_gemini_load_in_the_minute_its_file_was_started_waits_for_the_minute_to_turn() {
+        // 2027-01-15T08:00:00Z
+        let minute = 1_800_000_000 / 60 * 60;
         let at = |secs: u64, millis: u64| {
-            UNIX_EPOCH
-                + Duration::from_secs(1_800_000_000 / 60 * 60 + secs)
-                + Duration::from_millis(millis)
+            UNIX_EPOCH + Duration::from_secs(minute + secs) + Duration::from_millis(millis)
         };
-        assert_eq!(load_delay(&init("opencode"), at(10, 0)), Duration::ZERO);
+        let id = "d3916f48-5059-41c1-9d93-3da3ac3357f0";
+        let name = format!("session-{}-d3916f48.jsonl", utc_minute(minute));
+        let started_now = [name];
+        let started_before = ["session-2020-01-01T00-00-d3916f48.jsonl".to_owned()];
+        let gemini = init("gemini-cli");
         assert_eq!(
-            load_delay(&init("gemini-cli"), at(10, 0)),
+            load_delay(&init("opencode"), &started_now, id, at(10, 0)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            load_delay(&gemini, &started_before, id, at(10, 0)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            load_delay(&gemini, &started_now, id, at(10, 0)),
             Duration::from_secs(51)
         );
         assert_eq!(
-            load_delay(&init("gemini-cli"), at(59, 500)),
+            load_delay(&gemini, &started_now, id, at(59, 500)),
             Duration::from_millis(1_500)
         );
         assert_eq!(
-            load_delay(&init("gemini-cli"), at(0, 0)),
-            Duration::from_secs(61)
+            load_delay(&gemini, &started_now, "short", at(10, 0)),
+            Duration::ZERO
         );
+    }
+
+    #[test]
+    fn the_minute_reads_as_gemini_writes_it() {
+        assert_eq!(utc_minute(1_796_529_488), "2026-12-06T03-58");
+        assert_eq!(utc_minute(0), "1970-01-01T00-00");
+    }
+
+    #[test]
+    fn a_load_leaves_every_chat_file_of_the_session_but_the_first_as_a_stray() {
+        let id = "d3916f48-5059-41c1-9d93-3da3ac3357f0";
+        let names: Vec<String> = [
+            "session-2026-12-06T13-05-d3916f48.jsonl",
+            "session-2026-12-06T13-03-d3916f48.jsonl",
+            "session-2026-12-06T13-03-f1a5e429.jsonl",
+            "session-2026-12-06T13-04-d3916f48.json",
+            "notes-d3916f48.jsonl",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            stray_chat_files(&names, id),
+            [
+                "session-2026-12-06T13-04-d3916f48.json",
+                "session-2026-12-06T13-05-d3916f48.jsonl"
+            ]
+        );
+        assert!(stray_chat_files(&names[1..3], id).is_empty());
+        assert!(stray_chat_files(&names, "short").is_empty());
+    }
+
+    #[test]
+    fn only_gemini_chat_files_are_removed_and_the_history_is_kept() {
+        let home = std::env::temp_dir().join(format!("quirks-{}", std::process::id()));
+        let chats = home.join(".gemini/tmp/proj/chats");
+        std::fs::create_dir_all(&chats).unwrap();
+        let id = "d3916f48-5059-41c1-9d93-3da3ac3357f0";
+        for name in [
+            "session-2026-12-06T13-03-d3916f48.jsonl",
+            "session-2026-12-06T13-04-d3916f48.jsonl",
+        ] {
+            std::fs::write(chats.join(name), "{}").unwrap();
+        }
+        remove_stray_chats(&init("opencode"), &home, id);
+        assert_eq!(std::fs::read_dir(&chats).unwrap().count(), 2);
+        remove_stray_chats(&init("gemini-cli"), &home, id);
+        let left: Vec<String> = std::fs::read_dir(&chats)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["session-2026-12-06T13-03-d3916f48.jsonl"]);
+        std::fs::remove_dir_all(&home).unwrap();
     }
 
     #[test]

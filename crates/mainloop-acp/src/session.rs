@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -446,13 +447,24 @@ async fn setup(
                     .map_err(missing)?;
                 modes::Started::new(id, r.modes, r.config_options)
             } else if init.agent_capabilities.load_session {
-                tokio::time::sleep(quirks::load_delay(&init, SystemTime::now())).await;
+                let home = spec.env.iter().find(|(k, _)| k == "HOME").map(|(_, h)| h);
+                let chats: Vec<String> = home
+                    .map(|h| quirks::chat_files(Path::new(h)))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(_, name)| name)
+                    .collect();
+                tokio::time::sleep(quirks::load_delay(&init, &chats, &id.0, SystemTime::now()))
+                    .await;
                 let r = cx
                     .send_request(LoadSessionRequest::new(id.clone(), cwd))
                     .block_task()
                     .await
                     .map_err(missing)?;
                 settle_replay(ctx).await;
+                if let Some(home) = home {
+                    quirks::remove_stray_chats(&init, Path::new(home), &id.0);
+                }
                 modes::Started::new(id, r.modes, r.config_options)
             } else {
                 return Err(AgentFailure::Other {

@@ -197,3 +197,38 @@ impl AgentWorld {
             .collect()
     }
 }
+
+/// The task as GET /api/tasks/{id} shows it.
+pub(crate) async fn task(base: &str, token: &str, id: &str) -> Value {
+    get(base, token, &format!("/api/tasks/{id}")).await
+}
+
+/// The body the fake model got with the request it answered with `rule`.
+pub(crate) fn request_for(world: &AgentWorld, rule: &str) -> String {
+    world
+        .fake
+        .message_requests()
+        .into_iter()
+        .find(|r| r.rule_name.as_deref() == Some(rule))
+        .unwrap_or_else(|| panic!("no request answered by {rule:?}: {:?}", world.rules()))
+        .body
+        .to_string()
+}
+
+/// Waits until the task is in `state` with `field` holding `text` (a later round of the
+/// same state, such as a revised plan).
+pub(crate) async fn wait_state_with(
+    base: &str,
+    token: &str,
+    id: &str,
+    state: &str,
+    field: &str,
+    text: &str,
+) -> Value {
+    wait_for(format!("task {id} in {state} with {text:?}"), || async {
+        let t = task(base, token, id).await;
+        assert_ne!(t["state"], "failed", "{}", t["error"]);
+        (t["state"] == state && t[field].as_str().is_some_and(|f| f.contains(text))).then_some(t)
+    })
+    .await
+}

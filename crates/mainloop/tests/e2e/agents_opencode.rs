@@ -3,44 +3,10 @@
 //! and resumed in the same OpenCode session.
 
 use super::*;
-use crate::agent_world::{AgentWorld, Cli};
+use crate::agent_world::{AgentWorld, Cli, request_for, task, wait_state_with};
 
 const JOURNEY: &str =
     include_str!("../../../mainloop-fake-anthropic/scripts/opencode-journey.yaml");
-
-async fn task(base: &str, token: &str, id: &str) -> Value {
-    get(base, token, &format!("/api/tasks/{id}")).await
-}
-
-/// The body the fake model got with the request it answered with `rule`.
-fn request_for(world: &AgentWorld, rule: &str) -> String {
-    world
-        .fake
-        .message_requests()
-        .into_iter()
-        .find(|r| r.rule_name.as_deref() == Some(rule))
-        .unwrap_or_else(|| panic!("no request answered by {rule:?}: {:?}", world.rules()))
-        .body
-        .to_string()
-}
-
-/// Waits until the task is in `state` with `field` holding `text` (a later round of the
-/// same state, such as a revised plan).
-async fn wait_state_with(
-    base: &str,
-    token: &str,
-    id: &str,
-    state: &str,
-    field: &str,
-    text: &str,
-) -> Value {
-    wait_for(format!("task {id} in {state} with {text:?}"), || async {
-        let t = task(base, token, id).await;
-        assert_ne!(t["state"], "failed", "{}", t["error"]);
-        (t["state"] == state && t[field].as_str().is_some_and(|f| f.contains(text))).then_some(t)
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_question_plan_revise_approve_checks_review_and_merge() {

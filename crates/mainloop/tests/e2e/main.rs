@@ -14,6 +14,7 @@
 mod agent_world;
 mod agents_opencode;
 mod agents_codex;
+mod agents_gemini;
 mod chat;
 mod cli;
 mod faults;
