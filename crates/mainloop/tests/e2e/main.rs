@@ -12,9 +12,9 @@
 )]
 
 mod agent_world;
-mod agents_opencode;
 mod agents_codex;
 mod agents_gemini;
+mod agents_opencode;
 mod chat;
 mod cli;
 mod faults;
