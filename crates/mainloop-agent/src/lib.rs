@@ -222,6 +222,13 @@ pub enum AgentFailure {
     /// The model API failed for a reason that passes (overloaded, rate limited, a 5xx,
     /// no connection): the same session may be resumed later.
     ModelUnavailable { reason: String },
+    /// The account's usage limit is reached (a plan's 5-hour or weekly window, a
+    /// quota): nothing runs until it resets, at `resets_at` (Unix seconds) when the
+    /// agent said.
+    UsageLimit {
+        resets_at: Option<u64>,
+        reason: String,
+    },
     /// Anything else; `reason` is the agent's own words, possibly empty.
     Other { reason: String },
 }

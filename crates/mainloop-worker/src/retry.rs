@@ -41,12 +41,13 @@ pub(crate) enum Action {
 }
 
 /// Decides what follows `failure`, where `why` is the failure told to a human, given
-/// `attempts`; returns the action and the attempts after it.
+/// `attempts`, at `now` (Unix seconds); returns the action and the attempts after it.
 pub(crate) fn decide(
     failure: &AgentFailure,
     why: &str,
     attempts: Attempts,
     policy: RetryPolicy,
+    now: u64,
 ) -> (Action, Attempts) {
     let Attempts {
         fresh,
@@ -86,6 +87,33 @@ pub(crate) fn decide(
         // An outage of the model API outlasted the agent's own retries. Nobody needs to
         // act on it: wait, then resume the same session, a few times before telling the
         // human.
+        // Until tasks park at a limit: wait for the reset when the agent said when,
+        // like an outage otherwise.
+        AgentFailure::UsageLimit { resets_at, reason } if api_failures < policy.api_retries => {
+            let wait = resets_at
+                .and_then(|at| at.checked_sub(now))
+                .map_or_else(
+                    || api_retry_wait(policy.api_retry_delay, api_failures),
+                    |secs| Duration::from_secs(secs.saturating_add(1)),
+                )
+                .min(MAX_API_WAIT);
+            let n = api_failures + 1;
+            let note = format!(
+                "the agent's usage limit is reached ({reason}); trying again in {} s ({n} of {})",
+                wait.as_secs(),
+                policy.api_retries
+            );
+            let next = Attempts {
+                fresh: false,
+                api_failures: n,
+                ..attempts
+            };
+            (Action::ResumeAfter { wait, note }, next)
+        }
+        AgentFailure::UsageLimit { reason, .. } => (
+            Action::Fail(format!("the agent's usage limit is reached: {reason}")),
+            attempts,
+        ),
         AgentFailure::ModelUnavailable { reason } if api_failures < policy.api_retries => {
             let wait = api_retry_wait(policy.api_retry_delay, api_failures);
             let n = api_failures + 1;
@@ -142,7 +170,7 @@ mod tests {
     #[test]
     fn a_missing_session_is_started_afresh_at_most_twice() {
         let start = Attempts::default();
-        let (action, next) = decide(&AgentFailure::SessionMissing, "x", start, POLICY);
+        let (action, next) = decide(&AgentFailure::SessionMissing, "x", start, POLICY, 0);
         assert!(matches!(action, Action::StartAfresh { note } if note.contains("missing")));
         assert_eq!(
             next,
@@ -153,7 +181,7 @@ mod tests {
             }
         );
         // Missing again right after a fresh start: nothing left to try.
-        let (action, _) = decide(&AgentFailure::SessionMissing, "x", next, POLICY);
+        let (action, _) = decide(&AgentFailure::SessionMissing, "x", next, POLICY, 0);
         assert_eq!(
             action,
             Action::Fail("the agent could not find its session".to_owned())
@@ -164,7 +192,7 @@ mod tests {
             session_fallbacks: 2,
             api_failures: 0,
         };
-        let (action, after) = decide(&AgentFailure::SessionMissing, "x", spent, POLICY);
+        let (action, after) = decide(&AgentFailure::SessionMissing, "x", spent, POLICY, 0);
         assert!(matches!(action, Action::Fail(_)));
         assert_eq!(after, spent);
     }
@@ -176,7 +204,7 @@ mod tests {
             session_fallbacks: 1,
             api_failures: 0,
         };
-        let (action, next) = decide(&AgentFailure::SessionInUse, "in use", fresh, POLICY);
+        let (action, next) = decide(&AgentFailure::SessionInUse, "in use", fresh, POLICY, 0);
         assert!(matches!(action, Action::Resume { note } if note.contains("saved after all")));
         assert_eq!(
             next,
@@ -195,14 +223,14 @@ mod tests {
                 api_failures: 0,
             },
         ] {
-            let (action, _) = decide(&AgentFailure::SessionInUse, "in use", attempts, POLICY);
+            let (action, _) = decide(&AgentFailure::SessionInUse, "in use", attempts, POLICY, 0);
             assert_eq!(action, Action::Fail("in use".to_owned()));
         }
     }
 
     #[test]
     fn a_model_outage_is_waited_out_doubling_then_fails_counting_the_retries() {
-        let (first, next) = decide(&unavailable(), "x", Attempts::default(), POLICY);
+        let (first, next) = decide(&unavailable(), "x", Attempts::default(), POLICY, 0);
         assert_eq!(
             first,
             Action::ResumeAfter {
@@ -212,12 +240,12 @@ mod tests {
             }
         );
         assert_eq!(next.api_failures, 1);
-        let (second, next) = decide(&unavailable(), "x", next, POLICY);
+        let (second, next) = decide(&unavailable(), "x", next, POLICY, 0);
         assert!(
             matches!(&second, Action::ResumeAfter { wait, note } if *wait == Duration::from_secs(10) && note.ends_with("(2 of 2)")),
             "{second:?}"
         );
-        let (third, _) = decide(&unavailable(), "x", next, POLICY);
+        let (third, _) = decide(&unavailable(), "x", next, POLICY, 0);
         assert_eq!(
             third,
             Action::Fail(
@@ -230,7 +258,7 @@ mod tests {
             fresh: true,
             ..Attempts::default()
         };
-        assert!(!decide(&unavailable(), "x", fresh, POLICY).1.fresh);
+        assert!(!decide(&unavailable(), "x", fresh, POLICY, 0).1.fresh);
     }
 
     #[test]
@@ -248,7 +276,7 @@ mod tests {
                 api_failures: retries,
                 ..Attempts::default()
             };
-            let (action, _) = decide(&unavailable(), "x", spent, policy);
+            let (action, _) = decide(&unavailable(), "x", spent, policy, 0);
             assert_eq!(
                 action,
                 Action::Fail(format!(
@@ -268,6 +296,7 @@ mod tests {
             "the agent reported an error: bad key",
             Attempts::default(),
             POLICY,
+            0,
         );
         assert_eq!(
             action,
@@ -282,5 +311,35 @@ mod tests {
         assert_eq!(api_retry_wait(first, 0), first);
         assert_eq!(api_retry_wait(first, 2), Duration::from_secs(120));
         assert_eq!(api_retry_wait(first, 20), MAX_API_WAIT);
+    }
+
+    #[test]
+    fn a_usage_limit_waits_for_its_reset_and_fails_plainly_when_retries_are_spent() {
+        let limit = |resets_at| AgentFailure::UsageLimit {
+            resets_at,
+            reason: "You've hit your 5-hour limit".into(),
+        };
+        let (action, next) = decide(&limit(Some(1_000)), "x", Attempts::default(), POLICY, 880);
+        let Action::ResumeAfter { wait, note } = action else {
+            panic!("{action:?}")
+        };
+        assert_eq!(wait, Duration::from_secs(121));
+        assert!(note.contains("usage limit"), "{note}");
+        // No reset time said: the outage backoff; a reset far off: at most the longest wait.
+        let (action, _) = decide(&limit(None), "x", Attempts::default(), POLICY, 0);
+        assert!(
+            matches!(action, Action::ResumeAfter { wait, .. } if wait == POLICY.api_retry_delay)
+        );
+        let (action, _) = decide(&limit(Some(100_000)), "x", Attempts::default(), POLICY, 0);
+        assert!(matches!(action, Action::ResumeAfter { wait, .. } if wait == MAX_API_WAIT));
+        let spent = Attempts {
+            api_failures: POLICY.api_retries,
+            ..next
+        };
+        let (action, _) = decide(&limit(Some(1_000)), "x", spent, POLICY, 880);
+        assert_eq!(
+            action,
+            Action::Fail("the agent's usage limit is reached: You've hit your 5-hour limit".into())
+        );
     }
 }

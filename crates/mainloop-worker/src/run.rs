@@ -115,7 +115,10 @@ pub(crate) async fn run_agent(
         let RunEnd::Failed { failure, why } = pump(&run, session, &cancel).await? else {
             return Ok(());
         };
-        let (action, next) = decide(&failure, &why, attempts, policy);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (action, next) = decide(&failure, &why, attempts, policy, now);
         attempts = next;
         match action {
             Action::Fail(reason) => return fail(rt, task.id, reason).await,
