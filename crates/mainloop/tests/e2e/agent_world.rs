@@ -198,6 +198,20 @@ impl AgentWorld {
     }
 }
 
+/// Whether a file somewhere under `dir` has a name `wanted` accepts: an agent's own
+/// record of a session.
+pub(crate) fn file_under(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            return file_under(&entry.path(), wanted);
+        }
+        wanted(&entry.file_name().to_string_lossy())
+    })
+}
+
 /// The task as GET /api/tasks/{id} shows it.
 pub(crate) async fn task(base: &str, token: &str, id: &str) -> Value {
     get(base, token, &format!("/api/tasks/{id}")).await

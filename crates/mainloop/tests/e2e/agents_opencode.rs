@@ -3,299 +3,44 @@
 //! and resumed in the same OpenCode session.
 
 use super::*;
-use crate::agent_world::{AgentWorld, Cli, request_for, task, wait_state_with};
+use crate::agent_journey::{
+    Kill, Shell, acp_journey, journey, killed_mid_implementation, long_job,
+};
+use crate::agent_world::{AgentWorld, Cli};
+use mainloop_test_support::TIMEOUT;
 
 const JOURNEY: &str =
     include_str!("../../../mainloop-fake-anthropic/scripts/opencode-journey.yaml");
+
+/// OpenCode names its sessions `ses_…`.
+fn own_session(_: &Path, id: &str) -> bool {
+    id.starts_with("ses_")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_question_plan_revise_approve_checks_review_and_merge() {
     let Some(world) = AgentWorld::new(Cli::OpenCode, JOURNEY).await else {
         return;
     };
-    // The check fails until the agent has made `fixed.txt`.
-    std::fs::write(
-        world.repo.path().join(".mainloop.toml"),
-        "check = \"test -f fixed.txt\"\n",
-    )
-    .unwrap();
-    world.repo.git(&["add", "-A"]);
-    world.repo.git(&["commit", "-q", "-m", "checks"]);
-    let (server, _log) = world.start();
-    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
-
-    let (status, created) = post(
-        &base,
-        &token,
-        "/api/tasks",
-        json!({"description": "Plan the greeter", "repo": world.repo.path(), "agent": "opencode"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-
-    // The agent asks, by the convention; the question reaches the task and the inbox.
-    let asking = wait_task_state(&base, &token, &id, "waiting_answers").await;
-    let session = asking["session_id"].as_str().unwrap().to_owned();
-    // The agent's process waits with the task (no slot held).
-    let agent_pid = || std::fs::read_to_string(world.data.0.join("agents").join(&id)).unwrap();
-    let asked_by = agent_pid();
-    assert!(
-        session.starts_with("ses_"),
-        "OpenCode's own session id: {session}"
-    );
-    let question = &asking["questions"][0];
-    assert_eq!(
-        question["question"], "Which greeting should greeting.txt hold?",
-        "{asking:#}"
-    );
-    let labels: Vec<&str> = question["options"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["label"].as_str().unwrap())
-        .collect();
-    assert_eq!(labels, ["hello", "good day"], "{asking:#}");
-    assert_eq!(question["options"][0]["description"], "short and plain");
-    let inbox = get(&base, &token, "/api/inbox").await;
-    assert!(
-        inbox["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|i| i["task_id"] == id.as_str()
-                && i["kind"] == "question"
-                && i["body"]
-                    .as_str()
-                    .is_some_and(|b| b.contains("Which greeting should greeting.txt hold?"))),
-        "{inbox:#}"
-    );
-
-    // Answered: the session resumes in a new process and plans.
-    let qid = question["id"].as_str().unwrap();
-    let (status, body) = post(
-        &base,
-        &token,
-        &format!("/api/tasks/{id}/answers"),
-        json!({"answers": {qid: ["hello"]}}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let planned = wait_state_with(
-        &base,
-        &token,
-        &id,
-        "waiting_plan_review",
-        "plan",
-        "PLAN-MARK",
-    )
-    .await;
-    assert_eq!(planned["session_id"], session.as_str());
-    let resumed = request_for(&world, "plan");
-    assert!(
-        resumed.contains("Before I plan, one thing matters") && resumed.contains("hello"),
-        "the resumed turn lacks the earlier history: {resumed}"
-    );
-
-    let (status, body) = post(
-        &base,
-        &token,
-        &format!("/api/tasks/{id}/plan"),
-        json!({"action": "revise", "feedback": "Keep it to one line."}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let revised = wait_state_with(
-        &base,
-        &token,
-        &id,
-        "waiting_plan_review",
-        "plan",
-        "REVISED-MARK",
-    )
-    .await;
-    assert_eq!(revised["session_id"], session.as_str());
-    let revising = request_for(&world, "revised-plan");
-    assert!(
-        revising.contains("Keep it to one line.") && revising.contains("PLAN-MARK"),
-        "{revising}"
-    );
-
-    // Approved: implementation, a failed check fed back, then green.
-    let (status, body) = post(
-        &base,
-        &token,
-        &format!("/api/tasks/{id}/plan"),
-        json!({"action": "approve"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    wait_rule(&world.fake, "implement").await;
-    assert_eq!(
-        agent_pid(),
-        asked_by,
-        "the process that asked and planned implements: its mode switched mid-session"
-    );
-    let in_review = wait_task_state(&base, &token, &id, "review").await;
-    assert_eq!(in_review["session_id"], session.as_str());
-    let rules = world.rules();
-    for rule in ["implement", "implemented", "fix-checks", "fixed"] {
-        assert!(rules.contains(&rule.to_owned()), "{rule}: {rules:?}");
-    }
-    assert!(request_for(&world, "fix-checks").contains("The project's checks failed"));
-    let diff = get(&base, &token, &format!("/api/tasks/{id}/diff")).await;
-    let text = diff["text"].as_str().unwrap();
-    assert!(
-        text.contains("greeting.txt") && text.contains("+hello"),
-        "{diff}"
-    );
-    let transcript = get(&base, &token, &format!("/api/tasks/{id}/transcript")).await;
-    let allowed = |tool: &str| {
-        transcript["entries"].as_array().unwrap().iter().any(|e| {
-            let e = e.to_string();
-            e.contains("\"permission\"")
-                && e.contains(&format!("\"tool\":\"{tool}\""))
-                && e.contains("\"allowed\":true")
-        })
-    };
-    assert!(
-        allowed("Write") && allowed("Bash"),
-        "OpenCode asked before writing and running, and was allowed: {transcript:#}"
-    );
-
-    // The reviewer asks for changes; the agent makes them in the same session.
-    let (status, body) = post(
-        &base,
-        &token,
-        &format!("/api/tasks/{id}/review"),
-        json!({"action": "changes", "feedback": "Greet the whole world."}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    wait_rule(&world.fake, "review-fixed").await;
-    let in_review = wait_task_state(&base, &token, &id, "review").await;
-    assert_eq!(in_review["session_id"], session.as_str());
-    assert!(request_for(&world, "review-fix").contains("Greet the whole world."));
-
-    let (status, body) = post(
-        &base,
-        &token,
-        &format!("/api/tasks/{id}/review"),
-        json!({"action": "approve"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let merged = wait_task_state(&base, &token, &id, "merged").await;
-    assert_eq!(merged["session_id"], session.as_str());
-    assert_eq!(
-        world.repo.git(&["show", "main:greeting.txt"]),
-        "hello, world\n"
-    );
-    assert_eq!(world.repo.git(&["show", "main:fixed.txt"]), "");
+    journey(&world, &acp_journey(own_session, TIMEOUT)).await;
 }
-
-/// A long job whose second model call is slow, so the server can be killed mid-turn
-/// after a command has completed (OpenCode has saved it in its session).
-const LONG_JOB: &str = r##"
-rules:
-  - name: title
-    match: {has_tools: false}
-    reply: [{text: "A long job"}]
-  - name: relaunched
-    match: {user_contains: "mainloop restarted"}
-    reply:
-      - tool_use: {name: bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
-  - name: first-step
-    match: {user_contains: "long job", times: 1}
-    reply:
-      - tool_use: {name: bash, input: {command: "echo step one", description: "Start"}}
-  - name: slow-work
-    match: {tool_result_for: bash, tool_result_contains: "step one", times: 1}
-    delay_ms: 1500
-    reply:
-      - text: "Step one is done; now a long piece of work: step two, step three, step four."
-  - name: started-again
-    match: {user_contains: "long job"}
-    reply:
-      - tool_use: {name: bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
-  - name: finish
-    match: {tool_result_for: bash}
-    reply: [{text: "Finished after the restart."}]
-"##;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_killed_mid_implementation_resumes_the_same_session() {
-    let Some(world) = AgentWorld::new(Cli::OpenCode, LONG_JOB).await else {
+    let shell = Shell {
+        tool: "bash",
+        input: "{command: CMD, description: Run}",
+        main_match: "",
+        // OpenCode titles a new session with a small model and no tools.
+        side_rules: "  - name: title\n    match: {has_tools: false}\n    reply: [{text: \"A long job\"}]",
+    };
+    let Some(world) = AgentWorld::new(Cli::OpenCode, &long_job(&shell)).await else {
         return;
     };
-    let (server, _first_log) = world.start();
-    let token = server.token.clone().unwrap();
-    let (status, created) = post(
-        &server.base,
-        &token,
-        "/api/tasks",
-        json!({"description": "long job", "repo": world.repo.path(), "skip_plan": true}),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
-
-    wait_rule(&world.fake, "slow-work").await;
-    let before = task(&server.base, &token, &id).await;
-    assert_eq!(before["state"], "implementing", "{before:#}");
-    let session = before["session_id"].as_str().unwrap().to_owned();
-    assert!(
-        session.starts_with("ses_"),
-        "OpenCode's own session id: {session}"
-    );
-    let record = std::fs::read_to_string(world.data.0.join("agents").join(&id)).unwrap();
-    let orphan: u32 = record.split_whitespace().next().unwrap().parse().unwrap();
-    server.sigkill();
-    let path = std::env::var_os("PATH");
-    if mainloop_sandbox::which("bwrap", path.as_deref()).is_some() {
-        wait_for("the sandboxed agent to die with the server", || async {
-            (!alive(orphan)).then_some(())
-        })
-        .await;
-    } else {
-        assert!(alive(orphan), "the agent outlived the server");
-    }
-
-    let (server, _log) = world.start();
-    let done = wait_for("the task to finish", || async {
-        let t = task(&server.base, &token, &id).await;
-        (t["state"] == "review" || t["state"] == "failed").then_some(t)
-    })
-    .await;
-    assert_eq!(done["state"], "review", "{done:#}");
-    assert!(
-        !alive(orphan),
-        "the restarted server stopped the orphaned agent"
-    );
-    assert_eq!(
-        done["session_id"],
-        session.as_str(),
-        "the same session was resumed"
-    );
-    let rules = world.rules();
-    // The session was saved (a command had completed), so it is resumed and told to
-    // continue rather than given the task again.
-    assert!(rules.contains(&"relaunched".to_owned()), "{rules:?}");
-    assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
-    let resumed = request_for(&world, "relaunched");
-    assert!(
-        resumed.contains("long job") && resumed.contains("step one"),
-        "the resumed turn lacks the earlier history: {resumed}"
-    );
-    let diff = get(&server.base, &token, &format!("/api/tasks/{id}/diff")).await;
-    assert!(diff["text"].as_str().unwrap().contains("+done"), "{diff}");
-    // The resumed run's process ends with its turn too: nothing is left running.
-    let record = world.data.0.join("agents").join(&id);
-    wait_for("the resumed agent to be gone", || async {
-        let pid = std::fs::read_to_string(&record)
-            .ok()
-            .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok());
-        pid.is_none_or(|pid| !alive(pid)).then_some(())
-    })
-    .await;
+    let kill = Kill {
+        own_session,
+        resume_wait: TIMEOUT,
+        outlives_unsandboxed: true,
+    };
+    killed_mid_implementation(&world, &kill).await;
 }

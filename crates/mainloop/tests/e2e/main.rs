@@ -11,6 +11,7 @@
     clippy::print_stderr
 )]
 
+mod agent_journey;
 mod agent_world;
 mod agents_codex;
 mod agents_gemini;

@@ -58,19 +58,9 @@ async fn a_task_killed_mid_implementation_finishes_after_restart() {
     assert_eq!(before["state"], "implementing");
     let record = std::fs::read_to_string(data.path().join("agents").join(&id)).unwrap();
     let orphan: u32 = record.split_whitespace().next().unwrap().parse().unwrap();
-    server.sigkill();
-    let path = std::env::var_os("PATH");
-    if mainloop_sandbox::which("bwrap", path.as_deref()).is_some() {
-        // A sandboxed agent dies with the server that started it (bubblewrap's
-        // --die-with-parent): nothing is left running unsupervised.
-        wait_for("the sandboxed agent to die with the server", || async {
-            (!alive(orphan)).then_some(())
-        })
-        .await;
-    } else {
-        // Unsandboxed, it outlives the server, and the restart must reap it.
-        assert!(alive(orphan), "the agent outlived the server");
-    }
+    // Sandboxed, the agent dies with the server; unsandboxed, it outlives it and the
+    // restart must reap it.
+    crate::agent_journey::sigkill(server, orphan, true).await;
 
     let server = start_with_workers(data.path(), &fake, &claude);
     let state = wait_for("the task to finish", || async {
