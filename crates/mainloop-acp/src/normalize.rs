@@ -261,11 +261,25 @@ pub fn turn_end(stop: StopReason) -> TurnEnd {
     }
 }
 
-/// How a failed prompt request ends the turn: a model API failure that passes can be
-/// resumed later; anything else is the agent's own words.
+/// How a failed prompt request ends the turn: a spent quota or usage limit (Google's
+/// `RESOURCE_EXHAUSTED`, "Quota exceeded …") waits for its reset, which the message does
+/// not give in a form to rely on; a model API failure that passes can be resumed later;
+/// anything else is the agent's own words.
 #[must_use]
 pub fn failed_turn(message: &str) -> TurnEnd {
     let lower = message.to_ascii_lowercase();
+    let reason = message.to_owned();
+    if ["resource_exhausted", "quota", "usage limit"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        return TurnEnd::Failed {
+            failure: AgentFailure::UsageLimit {
+                resets_at: None,
+                reason,
+            },
+        };
+    }
     let transient = [
         "429",
         "rate limit",
@@ -279,7 +293,6 @@ pub fn failed_turn(message: &str) -> TurnEnd {
     ]
     .iter()
     .any(|w| lower.contains(w));
-    let reason = message.to_owned();
     TurnEnd::Failed {
         failure: if transient {
             AgentFailure::ModelUnavailable { reason }

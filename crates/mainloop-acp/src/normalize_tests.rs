@@ -273,6 +273,24 @@ fn stop_reasons_and_errors_end_turns() {
             failure: AgentFailure::ModelUnavailable { .. }
         }
     ));
+    for spent in [
+        "[API Error: 429 RESOURCE_EXHAUSTED: You exceeded your current quota]",
+        "Quota exceeded for quota metric 'Generate Content API requests per day'",
+        "You have reached your usage limit.",
+    ] {
+        assert!(
+            matches!(
+                failed_turn(spent),
+                TurnEnd::Failed {
+                    failure: AgentFailure::UsageLimit {
+                        resets_at: None,
+                        ..
+                    }
+                }
+            ),
+            "{spent}"
+        );
+    }
     assert!(matches!(
         failed_turn("Invalid API key"),
         TurnEnd::Failed {

@@ -347,6 +347,7 @@ async fn read_stdout(
 ) {
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::new();
+    let mut lines = protocol::LineParser::default();
     loop {
         let parsed = match read_line_capped(&mut reader, &mut buf, max_line_bytes).await {
             Ok(None) => break,
@@ -359,7 +360,7 @@ async fn read_stdout(
                     error: format!("line of {len} bytes exceeds the {max_line_bytes}-byte limit"),
                 }]
             }
-            Ok(Some(_)) => protocol::parse_line(&String::from_utf8_lossy(&buf)),
+            Ok(Some(_)) => lines.parse(&String::from_utf8_lossy(&buf)),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the agent's stdout failed");
                 break;

@@ -27,7 +27,7 @@ pub use claude::{
 };
 pub use kill::{kill_stale_agent, process_start_time};
 pub use placement::{Launch, LocalProcess, Placed, PlacedProcess, Placement};
-pub use protocol::{is_transient_api_error, parse_line};
+pub use protocol::{LineParser, is_transient_api_error, parse_line};
 
 /// How much the agent may do on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -93,39 +93,119 @@ pub fn control_response_line(request_id: &str, reply: &ControlReply) -> String {
     .to_string()
 }
 
-/// Parses one stdout line of `claude --output-format stream-json --verbose`.
+/// Parses one stdout line of `claude --output-format stream-json --verbose` on its own;
+/// a session's lines are read with a [`LineParser`], which also knows the lines before.
 ///
 /// Lenient by design, because the CLI changes often: unknown line types and unknown
 /// content blocks yield nothing; only a line that is not a JSON object, or a known type
 /// missing what we need to act on, yields [`AgentEvent::Malformed`]. Never panics.
 pub fn parse_line(line: &str) -> Vec<AgentEvent> {
-    let line = line.trim();
-    if line.is_empty() {
-        return Vec::new();
+    LineParser::default().parse(line)
+}
+
+/// Reads one session's stdout lines in order. What a failed turn's `result` means can
+/// depend on the lines before it in the same turn: a rejected `rate_limit_event` gives
+/// the reset time the `result` does not carry, and an `api_retry` for a 429 says the
+/// limit was one the CLI expected to pass.
+#[derive(Debug, Default)]
+pub struct LineParser {
+    /// `resetsAt` of the last rejected rate-limit notice of this turn.
+    rejected_until: Option<u64>,
+    /// The CLI retried a 429 since the model last answered.
+    retried_429: bool,
+}
+
+impl LineParser {
+    pub fn parse(&mut self, line: &str) -> Vec<AgentEvent> {
+        let line = line.trim();
+        if line.is_empty() {
+            return Vec::new();
+        }
+        let value: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => return vec![malformed(line, e.to_string())],
+        };
+        if !value.is_object() {
+            return vec![malformed(line, "not a JSON object".to_owned())];
+        }
+        let Some(kind) = value.get("type").and_then(Value::as_str) else {
+            return vec![malformed(line, "no \"type\" field".to_owned())];
+        };
+        let parsed = match kind {
+            "system" => {
+                if str_field(&value, "subtype") == Some("api_retry")
+                    && value.get("error_status").and_then(Value::as_u64) == Some(429)
+                {
+                    self.retried_429 = true;
+                }
+                system(&value)
+            }
+            "assistant" => {
+                if value.get("is_api_error_message").and_then(Value::as_bool) == Some(true) {
+                    let info = value.pointer("/api_error_params/rate_limit_info");
+                    self.note_rate_limit(info);
+                } else {
+                    self.retried_429 = false;
+                }
+                Ok(assistant(&value))
+            }
+            "user" => Ok(user(&value)),
+            "control_request" => control_request(&value),
+            "rate_limit_event" => {
+                self.note_rate_limit(value.get("rate_limit_info"));
+                Ok(Vec::new())
+            }
+            "result" => {
+                let event = result(&value, self);
+                *self = Self::default();
+                Ok(vec![event])
+            }
+            // Acknowledges our `initialize`; its payload (commands, models) is not needed.
+            "control_response" => Ok(Vec::new()),
+            // stream_event (partial messages), control_cancel_request, and whatever later
+            // CLI versions add.
+            _ => Ok(Vec::new()),
+        };
+        parsed.unwrap_or_else(|error| vec![malformed(line, error)])
     }
-    let value: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => return vec![malformed(line, e.to_string())],
-    };
-    if !value.is_object() {
-        return vec![malformed(line, "not a JSON object".to_owned())];
+
+    /// Keeps the reset time of a rate-limit notice that refuses requests (`allowed` and
+    /// `allowed_warning` notices only report usage).
+    fn note_rate_limit(&mut self, info: Option<&Value>) {
+        let Some(info) = info else { return };
+        if str_field(info, "status") == Some("rejected") {
+            self.rejected_until = info
+                .get("resetsAt")
+                .and_then(Value::as_u64)
+                .or(self.rejected_until);
+        }
     }
-    let Some(kind) = value.get("type").and_then(Value::as_str) else {
-        return vec![malformed(line, "no \"type\" field".to_owned())];
-    };
-    let parsed = match kind {
-        "system" => system(&value),
-        "assistant" => Ok(assistant(&value)),
-        "user" => Ok(user(&value)),
-        "control_request" => control_request(&value),
-        "result" => Ok(vec![result(&value)]),
-        // Acknowledges our `initialize`; its payload (commands, models) is not needed.
-        "control_response" => Ok(Vec::new()),
-        // stream_event (partial messages), control_cancel_request, rate-limit notices,
-        // and whatever later CLI versions add.
-        _ => Ok(Vec::new()),
-    };
-    parsed.unwrap_or_else(|error| vec![malformed(line, error)])
+
+    /// The failure a failed `result` line reports when the API refused the turn for a
+    /// limit; None for other failures. Decided on `api_error` and `api_error_status`:
+    /// `subtype` stays "success" on these errors.
+    ///
+    /// - On a subscription the CLI names the usage limit (`api_error:
+    ///   "usage_limit_reached"`) after a rejected `rate_limit_event` carrying `resetsAt`.
+    /// - On an API key the same refusal (a 429 whose `anthropic-ratelimit-unified-status`
+    ///   is `rejected`) is a bare 429 that the CLI does not retry: no `api_retry` line
+    ///   comes before it, and nothing says when it resets.
+    /// - A 429 the CLI did retry (a per-minute rate limit, `retry-after` of seconds) and
+    ///   gave up on looks the same at the end, but passes: the model is unavailable for
+    ///   now, as for a 5xx.
+    fn limit_failure(&self, v: &Value, reason: &str) -> Option<AgentFailure> {
+        let status = v.get("api_error_status").and_then(Value::as_u64);
+        let usage_limit = str_field(v, "api_error") == Some("usage_limit_reached");
+        if usage_limit || (status == Some(429) && !self.retried_429) {
+            return Some(AgentFailure::UsageLimit {
+                resets_at: self.rejected_until,
+                reason: reason.to_owned(),
+            });
+        }
+        (status == Some(429)).then(|| AgentFailure::ModelUnavailable {
+            reason: reason.to_owned(),
+        })
+    }
 }
 
 fn malformed(line: &str, error: String) -> AgentEvent {
@@ -254,7 +334,7 @@ fn questions(input: &Value) -> Vec<AgentQuestion> {
         .collect()
 }
 
-fn result(v: &Value) -> AgentEvent {
+fn result(v: &Value, turn: &LineParser) -> AgentEvent {
     let subtype = str_field(v, "subtype");
     // `is_error` is authoritative: an interrupted turn can still say subtype "success"
     // in some versions, and an API error can come back with subtype "success".
@@ -274,8 +354,14 @@ fn result(v: &Value) -> AgentEvent {
     });
     let usage = v.get("usage").unwrap_or(&Value::Null);
     let tokens = |key: &str| usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+    let limit = is_error
+        .then(|| turn.limit_failure(v, result.as_deref().unwrap_or_default()))
+        .flatten();
     AgentEvent::Finished {
-        end: turn_end(is_error, result.as_deref()),
+        end: limit.map_or_else(
+            || turn_end(is_error, result.as_deref()),
+            |failure| TurnEnd::Failed { failure },
+        ),
         result,
         session_id: str_field(v, "session_id").map(str::to_owned),
         cost_usd: v
@@ -430,5 +516,7 @@ pub fn truncate_bytes(s: &str, max: usize) -> String {
     format!("{}… [{} more bytes]", &s[..cut], s.len() - cut)
 }
 
+#[cfg(test)]
+mod limit_tests;
 #[cfg(test)]
 mod tests;

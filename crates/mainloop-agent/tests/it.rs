@@ -7,6 +7,8 @@
 // Skipped real-CLI tests and timings are reported on stderr; that is the point.
 #![allow(clippy::print_stderr)]
 
+#[path = "it/limits.rs"]
+mod limits;
 #[path = "it/resume.rs"]
 mod resume;
 

@@ -347,38 +347,61 @@ fn http_status(info: &Value) -> Option<u64> {
 }
 
 /// Why a turn failed, from its `{message, codexErrorInfo}`: a 408, 429 or 5xx, a lost
-/// connection, an overloaded server or a spent quota pass, so the thread may be resumed
-/// later; anything else is the agent's own failure.
+/// connection, an overloaded server or a rate limit pass, so the thread may be resumed
+/// later; a spent usage limit (`usageLimitExceeded`, Codex's name for a 429
+/// `usage_limit_reached`, an exhausted quota or a plan without Codex) waits for its
+/// reset, `limited_until` (see [`exhausted_until`]); anything else is the agent's own
+/// failure.
 #[must_use]
-pub fn failure_of(error: Option<&Value>) -> AgentFailure {
+pub fn failure_of(error: Option<&Value>, limited_until: Option<u64>) -> AgentFailure {
     let message = error
         .and_then(|e| str_field(e, "message"))
         .unwrap_or_default()
         .to_owned();
     let info = error.and_then(|e| e.get("codexErrorInfo"));
-    let transient = info.is_some_and(|info| {
-        if let Some(status) = http_status(info) {
-            return matches!(status, 408 | 429 | 500..=599);
-        }
-        let name = match info {
-            Value::String(s) => s.as_str(),
-            Value::Object(map) => map.keys().next().map_or("", String::as_str),
-            _ => "",
+    let name = match info {
+        Some(Value::String(s)) => s.as_str(),
+        Some(Value::Object(map)) => map.keys().next().map_or("", String::as_str),
+        _ => "",
+    };
+    if name == "usageLimitExceeded" {
+        return AgentFailure::UsageLimit {
+            resets_at: limited_until,
+            reason: message,
         };
-        matches!(
-            name,
-            "serverOverloaded"
-                | "internalServerError"
-                | "usageLimitExceeded"
-                | "httpConnectionFailed"
-                | "responseStreamConnectionFailed"
-                | "responseStreamDisconnected"
-                | "responseTooManyFailedAttempts"
-        )
-    });
+    }
+    let transient = info.and_then(http_status).map_or_else(
+        || {
+            matches!(
+                name,
+                "serverOverloaded"
+                    | "internalServerError"
+                    | "rateLimitExceeded"
+                    | "httpConnectionFailed"
+                    | "responseStreamConnectionFailed"
+                    | "responseStreamDisconnected"
+                    | "responseTooManyFailedAttempts"
+            )
+        },
+        |status| matches!(status, 408 | 429 | 500..=599),
+    );
     if transient {
         AgentFailure::ModelUnavailable { reason: message }
     } else {
         AgentFailure::Other { reason: message }
     }
+}
+
+/// When the account can work again, from the `rateLimits` of an
+/// `account/rateLimits/updated` notification: the latest `resetsAt` of its windows
+/// (5-hour `primary`, weekly `secondary`) that are used up; None while none is. Codex
+/// sends one from the headers of the 429 that refused the turn, before the error.
+#[must_use]
+pub fn exhausted_until(rate_limits: &Value) -> Option<u64> {
+    ["primary", "secondary"]
+        .iter()
+        .filter_map(|w| rate_limits.get(*w))
+        .filter(|w| w.get("usedPercent").and_then(Value::as_f64) >= Some(100.0))
+        .filter_map(|w| w.get("resetsAt").and_then(Value::as_u64))
+        .max()
 }

@@ -106,6 +106,8 @@ pub struct Conversation {
     output_tokens: u64,
     last_text: Option<String>,
     last_error: Option<Value>,
+    /// When the account's used-up limit resets, as Codex last said in this turn.
+    limited_until: Option<u64>,
     interrupt_when_started: bool,
     /// The mode changed since the thread opened: the next turn carries its policies.
     mode_changed: bool,
@@ -128,6 +130,7 @@ impl Conversation {
             output_tokens: 0,
             last_text: None,
             last_error: None,
+            limited_until: None,
             interrupt_when_started: false,
             mode_changed: false,
         }
@@ -216,6 +219,7 @@ impl Conversation {
         self.output_tokens = 0;
         self.last_text = None;
         self.last_error = None;
+        self.limited_until = None;
         let mut params = json!({"threadId": thread,
                                 "input": [{"type": "text", "text": text, "text_elements": []}]});
         if std::mem::take(&mut self.mode_changed) {
@@ -460,6 +464,10 @@ impl Conversation {
                         .saturating_add(n("outputTokens").unwrap_or(0));
                 }
             }
+            "account/rateLimits/updated" => {
+                let limits = params.get("rateLimits").unwrap_or(&Value::Null);
+                self.limited_until = items::exhausted_until(limits).or(self.limited_until);
+            }
             "error" => {
                 // A retried error is progress; a final one explains the failed turn.
                 if params.get("willRetry").and_then(Value::as_bool) != Some(true) {
@@ -481,7 +489,7 @@ impl Conversation {
                         },
                     },
                     _ => TurnEnd::Failed {
-                        failure: failure_of(error.as_ref()),
+                        failure: failure_of(error.as_ref(), self.limited_until.take()),
                     },
                 };
                 let result = match &end {

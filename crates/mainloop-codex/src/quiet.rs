@@ -49,7 +49,6 @@ pub const QUIET_NOTIFICATIONS: &[&str] = &[
     "mcpServer/event/stream/notification",
     "account/updated",
     "account/gatewayOAuth/changed",
-    "account/rateLimits/updated",
     "app/list/updated",
     "remoteControl/status/changed",
     "externalAgentConfig/import/progress",

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use mainloop_agent::{
-    Agent, AgentEvent, AgentMode, AgentSession, ControlReply, LocalProcess, RunSpec, SessionRef,
-    TurnEnd,
+    Agent, AgentEvent, AgentFailure, AgentMode, AgentSession, ControlReply, LocalProcess, RunSpec,
+    SessionRef, TurnEnd,
 };
 use mainloop_codex::Codex;
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
@@ -386,4 +386,62 @@ async fn a_killed_thread_resumes_and_a_planned_one_resumes_writable() {
     );
     assert!(home.work().join("implemented.txt").exists(), "{events:#?}");
     s.stop(Duration::from_secs(10)).await;
+}
+
+/// The Responses API's answer when the account's 5-hour window is used up: a 429
+/// `usage_limit_reached` whose headers say which windows are used and when they reset.
+fn usage_limit_script(primary_reset: u64, secondary_reset: u64) -> Script {
+    let rule = json!({"rules": [{
+        "name": "limit",
+        "status": 429,
+        "error": {"type": "usage_limit_reached", "message": "The usage limit has been reached",
+                  "fields": {"plan_type": "plus", "resets_at": primary_reset}},
+        "headers": {
+            "x-codex-primary-used-percent": "100",
+            "x-codex-primary-window-minutes": "300",
+            "x-codex-primary-reset-at": primary_reset.to_string(),
+            "x-codex-secondary-used-percent": "40",
+            "x-codex-secondary-window-minutes": "10080",
+            "x-codex-secondary-reset-at": secondary_reset.to_string(),
+        },
+    }]});
+    Script::from_json(&rule.to_string()).unwrap()
+}
+
+#[tokio::test]
+async fn a_used_up_plan_is_a_usage_limit_until_its_window_resets() {
+    let Some(program) = codex_path() else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (reset, weekly_reset) = (now + 2 * 3600, now + 5 * 86_400);
+    let fake = FakeAnthropic::start(usage_limit_script(reset, weekly_reset))
+        .await
+        .unwrap();
+    let home = Home::new();
+    let agent = codex(&program, &fake);
+    let spec = home.spec(SessionRef::New("ignored-uuid".into()), AgentMode::Implement);
+    let mut s = agent.start(spec, &LocalProcess::new()).unwrap();
+    let events = turn(&mut s, "build the greeter").await;
+    match events.last() {
+        Some(AgentEvent::Finished {
+            end:
+                TurnEnd::Failed {
+                    failure: AgentFailure::UsageLimit { resets_at, reason },
+                },
+            ..
+        }) => {
+            assert_eq!(*resets_at, Some(reset), "the 5-hour window's reset");
+            assert!(reason.contains("usage limit"), "{reason}");
+        }
+        other => panic!("not a usage limit: {other:?}; all {events:#?}"),
+    }
+    let asked = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v1/responses"))
+        .count();
+    assert_eq!(asked, 1, "Codex does not retry a usage limit");
+    s.kill().await;
 }

@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
@@ -60,14 +60,13 @@ async fn responses(State(shared): State<Shared>, uri: Uri, body: Bytes) -> Respo
         });
         let kind = err
             .kind
+            .clone()
             .unwrap_or_else(|| openai::error_kind(err.status).to_owned());
-        let message = err.message.unwrap_or_else(|| format!("fake {kind}"));
-        let mut resp = error_response(err.status, &kind, &message);
-        if let Some(secs) = err.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        return resp;
+        let message = err
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("fake {kind}"));
+        return err.response(openai::error_body(&kind, &message));
     }
 
     let view = RequestView::new(&normal);

@@ -1,5 +1,6 @@
 //! The script format (rules, matchers, replies) and how a rule is chosen for a request.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,10 @@ pub struct Rule {
     /// Seconds for the `retry-after` header of an error reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// More headers of an error reply, as the real API sends them with it (the
+    /// `anthropic-ratelimit-unified-*` headers of a usage-limit 429).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// All given conditions must hold.
@@ -146,6 +151,10 @@ pub struct ErrorSpec {
     pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// More fields of the body's `error` object, e.g. the `resets_at` and `plan_type`
+    /// of OpenAI's `usage_limit_reached`.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, Value>,
 }
 
 impl Script {
@@ -545,10 +554,19 @@ rules:
   - status: 529
     error: {type: overloaded_error, message: busy}
     retry_after: 1
+  - status: 429
+    error: {type: usage_limit_reached, fields: {resets_at: 1796529488}}
+    headers: {anthropic-ratelimit-unified-status: rejected}
 "#,
         );
         assert_eq!(s.fallback, Fallback::Echo);
-        assert_eq!(s.rules.len(), 2);
+        assert_eq!(s.rules.len(), 3);
+        assert_eq!(
+            s.rules[2].headers["anthropic-ratelimit-unified-status"],
+            "rejected"
+        );
+        let fields = &s.rules[2].error.as_ref().expect("an error").fields;
+        assert_eq!(fields["resets_at"], json!(1_796_529_488));
         assert_eq!(
             s.rules[0].reply[1],
             ReplyBlock::ToolUse(ToolUseSpec {

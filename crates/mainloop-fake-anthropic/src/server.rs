@@ -2,6 +2,7 @@
 //! the Messages API endpoints, the `/_fake/*` control endpoints, and the Messages wire
 //! format of replies (SSE events and full message JSON).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -190,6 +191,35 @@ pub(crate) struct ErrorReply {
     pub(crate) kind: Option<String>,
     pub(crate) message: Option<String>,
     pub(crate) retry_after: Option<u64>,
+    pub(crate) headers: BTreeMap<String, String>,
+    /// Merged into the body's `error` object.
+    pub(crate) fields: serde_json::Map<String, Value>,
+}
+
+impl ErrorReply {
+    /// The reply: `body` with `fields` merged into its `error` object, and the headers.
+    pub(crate) fn response(&self, mut body: Value) -> Response {
+        if let Some(Value::Object(error)) = body.get_mut("error") {
+            error.extend(self.fields.clone());
+        }
+        let mut resp = json_response(self.status, &body);
+        let headers = resp.headers_mut();
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for (name, value) in &self.headers {
+            match (
+                HeaderName::try_from(name.as_str()),
+                HeaderValue::try_from(value.as_str()),
+            ) {
+                (Ok(name), Ok(value)) => {
+                    headers.insert(name, value);
+                }
+                _ => tracing::warn!(%name, %value, "a rule's header is not a valid header"),
+            }
+        }
+        resp
+    }
 }
 
 impl Shared {
@@ -233,6 +263,8 @@ impl Shared {
                     kind: spec.and_then(|e| e.kind.clone()),
                     message: spec.and_then(|e| e.message.clone()),
                     retry_after: rule.retry_after,
+                    headers: rule.headers.clone(),
+                    fields: spec.map(|e| e.fields.clone()).unwrap_or_default(),
                 }
             });
         Plan {
@@ -266,14 +298,13 @@ async fn messages(State(shared): State<Shared>, uri: Uri, body: Bytes) -> Result
         });
         let kind = err
             .kind
+            .clone()
             .unwrap_or_else(|| error_type(err.status).to_owned());
-        let message = err.message.unwrap_or_else(|| format!("fake {kind}"));
-        let mut resp = error_response(err.status, &kind, &message);
-        if let Some(secs) = err.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        return Ok(resp);
+        let message = err
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("fake {kind}"));
+        return Ok(err.response(error_body(&kind, &message)));
     }
 
     let view = RequestView::new(&req);
@@ -524,10 +555,12 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
 }
 
 pub(crate) fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
-    json_response(
-        status,
-        &json!({"type": "error", "error": {"type": kind, "message": message}}),
-    )
+    json_response(status, &error_body(kind, message))
+}
+
+/// The Messages API's error body.
+fn error_body(kind: &str, message: &str) -> Value {
+    json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
 /// The error `type` the real API uses for a status.

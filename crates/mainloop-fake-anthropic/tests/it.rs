@@ -204,6 +204,9 @@ rules:
     match: {user_contains: limit}
     status: 429
     error: {message: "slow down"}
+    headers:
+      anthropic-ratelimit-unified-status: rejected
+      anthropic-ratelimit-unified-reset: "1796529488"
   - reply: [{text: recovered}]
 "#,
     )
@@ -220,6 +223,10 @@ rules:
 
     let resp = post(&url, &user("limit me", false)).await?;
     assert_eq!(resp.status(), 429);
+    let header = |name: &str| resp.headers()[name].to_str().unwrap_or_default().to_owned();
+    assert_eq!(header("anthropic-ratelimit-unified-status"), "rejected");
+    assert_eq!(header("anthropic-ratelimit-unified-reset"), "1796529488");
+    assert!(resp.headers().get("retry-after").is_none());
     let body: Value = resp.json().await?;
     assert_eq!(
         body["error"],

@@ -66,6 +66,14 @@ rules:
     match: {user_contains: "broke"}
     status: 500
     error: {type: server_error, message: "it broke"}
+  - name: spent
+    match: {user_contains: "spent"}
+    status: 429
+    error:
+      type: usage_limit_reached
+      message: "The usage limit has been reached"
+      fields: {plan_type: plus, resets_at: 1796571057}
+    headers: {x-codex-primary-used-percent: "100", x-codex-primary-reset-at: "1796571057"}
 "#;
 
 fn request(input: &Value) -> Value {
@@ -164,6 +172,17 @@ async fn responses_errors_have_openai_shape_and_bad_bodies_are_logged() -> TestR
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     assert_eq!(body["error"]["type"], "rate_limit_exceeded");
 
+    // A usage limit: fields beside the error's own, and the headers Codex reads.
+    let r = post(&url, &request(&json!("all spent"))).await?;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-codex-primary-used-percent"], "100");
+    assert_eq!(r.headers()["x-codex-primary-reset-at"], "1796571057");
+    let body: Value = r.json().await?;
+    assert_eq!(body["error"]["type"], "usage_limit_reached");
+    assert_eq!(body["error"]["plan_type"], "plus");
+    assert_eq!(body["error"]["resets_at"], 1_796_571_057);
+    assert_eq!(body["error"]["message"], "The usage limit has been reached");
+
     let r = post(&url, &request(&json!("it broke"))).await?;
     assert_eq!(r.status(), 500);
     let body: Value = r.json().await?;
@@ -200,6 +219,7 @@ async fn responses_errors_have_openai_shape_and_bad_bodies_are_logged() -> TestR
     assert_eq!(
         statuses,
         [
+            (429, true),
             (429, true),
             (500, true),
             (400, true),

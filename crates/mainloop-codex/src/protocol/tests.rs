@@ -6,6 +6,8 @@
 use super::*;
 use std::path::Path;
 
+mod limits;
+
 fn opening(session: SessionRef, mode: AgentMode) -> Opening {
     Opening {
         cwd: PathBuf::from("/w"),
@@ -325,12 +327,12 @@ fn failures_say_whether_they_pass() {
             false,
         ),
         (json!("serverOverloaded"), true),
-        (json!("usageLimitExceeded"), true),
+        (json!("rateLimitExceeded"), true),
         (json!("contextWindowExceeded"), false),
         (json!("unauthorized"), false),
         (json!(null), false),
     ] {
-        let failure = failure_of(Some(&json!({"message": "m", "codexErrorInfo": info})));
+        let failure = failure_of(Some(&json!({"message": "m", "codexErrorInfo": info})), None);
         assert_eq!(
             matches!(failure, AgentFailure::ModelUnavailable { .. }),
             passes,
@@ -479,6 +481,7 @@ mod properties {
                 let known = QUIET_NOTIFICATIONS.contains(&method)
                     || method.starts_with("item/") || method.starts_with("thread/")
                     || method.starts_with("turn/") || method == "error"
+                    || method == "account/rateLimits/updated"
                     || method.ends_with("Approval");
                 if !known {
                     let malformed = effects.events.iter().any(|e| matches!(e, AgentEvent::Malformed { .. }));

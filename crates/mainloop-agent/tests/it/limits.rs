@@ -1,0 +1,139 @@
+//! The real `claude` CLI against the fake model refusing a turn with a usage-limit 429,
+//! headers as the API sends them: on a subscription and on an API key, the turn must
+//! end as a usage limit, with the reset time where the CLI learns it; a plain 429 that
+//! the CLI retries and gives up on is a model that is unavailable for now.
+
+use super::{EVENT_TIMEOUT, World, claude_path};
+use mainloop_agent::{
+    Agent, AgentEvent, AgentFailure, AgentMode, LocalProcess, SessionRef, TurnEnd,
+};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A rule answering every request with the 429 the API sends when the account's
+/// 5-hour window is spent, resetting at `reset` (Unix seconds).
+fn limit_script(reset: u64) -> String {
+    format!(
+        r#"
+rules:
+  - name: limit
+    status: 429
+    error:
+      type: rate_limit_error
+      message: "This request would exceed your account's rate limit. Please try again later."
+    retry_after: 3600
+    headers:
+      anthropic-ratelimit-unified-status: rejected
+      anthropic-ratelimit-unified-reset: "{reset}"
+      anthropic-ratelimit-unified-representative-claim: five_hour
+      anthropic-ratelimit-unified-overage-status: rejected
+"#
+    )
+}
+
+/// A 429 as for a per-minute rate limit: no unified headers, retry in a second.
+const PLAIN_429: &str = r#"
+rules:
+  - name: limit
+    status: 429
+    error: {type: rate_limit_error, message: "Number of request tokens has exceeded your per-minute rate limit"}
+    retry_after: 1
+"#;
+
+fn in_two_hours() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2 * 3600
+}
+
+/// Runs one turn with `auth` in place of the API key; returns how it ended and the
+/// rules that answered the CLI's requests.
+async fn limited_turn(script: &str, auth: &[(&str, &str)]) -> (AgentFailure, Vec<String>) {
+    let Some(claude) = claude_path() else {
+        panic!("no claude CLI")
+    };
+    let w = World::new(&claude, script).await;
+    let mut spec = w.spec(
+        SessionRef::New(uuid::Uuid::new_v4().to_string()),
+        AgentMode::Implement,
+    );
+    spec.env.retain(|(k, _)| k != "ANTHROPIC_API_KEY");
+    spec.env
+        .extend(auth.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let mut s = w.agent.start(spec, &LocalProcess::new()).unwrap();
+    s.send_user_message("Say hello.").await.unwrap();
+    loop {
+        let event = tokio::time::timeout(EVENT_TIMEOUT, s.next_event())
+            .await
+            .unwrap_or_else(|_| panic!("no event; stderr: {:?}", s.stderr_tail()));
+        match event {
+            Some(AgentEvent::Finished {
+                end: TurnEnd::Failed { failure },
+                ..
+            }) => {
+                s.kill().await;
+                return (failure, w.rules());
+            }
+            Some(e @ AgentEvent::Finished { .. }) => panic!("the turn did not fail: {e:?}"),
+            Some(_) => {}
+            None => panic!("ended early; stderr {:?}", s.stderr_tail()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_at_its_limit_waits_for_the_reset_the_api_gave() {
+    if claude_path().is_none() {
+        return;
+    }
+    let reset = in_two_hours();
+    let (failure, rules) = limited_turn(
+        &limit_script(reset),
+        &[("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-fake")],
+    )
+    .await;
+    match failure {
+        AgentFailure::UsageLimit { resets_at, reason } => {
+            assert_eq!(resets_at, Some(reset));
+            assert!(reason.contains("hit your"), "{reason}");
+        }
+        other => panic!("not a usage limit: {other:?}"),
+    }
+    assert_eq!(rules, ["limit"], "the CLI did not retry");
+}
+
+#[tokio::test]
+async fn an_api_key_at_its_limit_is_a_usage_limit_with_no_reset() {
+    if claude_path().is_none() {
+        return;
+    }
+    let script = limit_script(in_two_hours());
+    let (failure, rules) = limited_turn(&script, &[("ANTHROPIC_API_KEY", "sk-test")]).await;
+    match failure {
+        AgentFailure::UsageLimit { resets_at, reason } => {
+            assert_eq!(resets_at, None);
+            assert!(reason.contains("(429)"), "{reason}");
+        }
+        other => panic!("not a usage limit: {other:?}"),
+    }
+    assert_eq!(rules, ["limit"], "the CLI did not retry");
+}
+
+#[tokio::test]
+async fn a_rate_limit_the_cli_retried_in_vain_passes() {
+    if claude_path().is_none() {
+        return;
+    }
+    // One retry instead of ten keeps the CLI's backoff near a second.
+    let env = [
+        ("ANTHROPIC_API_KEY", "sk-test"),
+        ("CLAUDE_CODE_MAX_RETRIES", "1"),
+    ];
+    let (failure, rules) = limited_turn(PLAIN_429, &env).await;
+    assert!(
+        matches!(&failure, AgentFailure::ModelUnavailable { reason } if reason.contains("per-minute")),
+        "{failure:?}"
+    );
+    assert_eq!(rules, ["limit", "limit"], "the CLI retried once");
+}
