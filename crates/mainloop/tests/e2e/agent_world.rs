@@ -133,32 +133,38 @@ impl AgentWorld {
                     &["FAKE_API_KEY"],
                 )
             }
-            Cli::OpenCode => {
-                let settings = json!({
-                    "model": "anthropic/claude-sonnet-4-5",
-                    "autoupdate": false,
-                    "share": "disabled",
-                    "provider": {"anthropic": {"options": {
-                        "baseURL": format!("{}/v1", self.fake.base_url()),
-                        "apiKey": "sk-ant-fake",
-                    }}},
-                });
-                std::fs::write(self.etc.0.join("opencode.json"), settings.to_string()).unwrap();
-                (
-                    vec![program, "acp".to_owned()],
-                    &["OPENCODE_CONFIG", "OPENCODE_DISABLE_MODELS_FETCH"],
-                )
-            }
+            Cli::OpenCode => (
+                vec![program, "acp".to_owned()],
+                &["OPENCODE_DISABLE_MODELS_FETCH"],
+            ),
             Cli::Gemini => (
                 vec![program, "--acp".to_owned()],
                 &["GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"],
             ),
         };
-        let toml = format!(
+        let mut toml = format!(
             "[workers]\ndefault_agent = {name:?}\n\n[agents.{name}]\ncommand = {command:?}\n\
              pass_env = {pass_env:?}\n",
             name = self.cli.name(),
         );
+        if self.cli == Cli::OpenCode {
+            // The whole of OpenCode's settings in the mainloop file, over the built-in
+            // permissions (restated): a file named by OPENCODE_CONFIG would have to lie
+            // where a sandboxed agent can read it, and this world may sit under /tmp.
+            let settings = json!({
+                "model": "anthropic/claude-sonnet-4-5",
+                "autoupdate": false,
+                "share": "disabled",
+                "provider": {"anthropic": {"options": {
+                    "baseURL": format!("{}/v1", self.fake.base_url()),
+                    "apiKey": "sk-ant-fake",
+                }}},
+                "agent": {"build": {"permission": {"edit": "ask", "bash": "ask"}}},
+            });
+            toml.push_str(&format!(
+                "env = {{ OPENCODE_CONFIG_CONTENT = '{settings}' }}\n"
+            ));
+        }
         std::fs::write(self.config_file(), toml).unwrap();
     }
 
@@ -172,8 +178,7 @@ impl AgentWorld {
                 cmd.env("FAKE_API_KEY", "sk-fake");
             }
             Cli::OpenCode => {
-                cmd.env("OPENCODE_CONFIG", self.etc.0.join("opencode.json"))
-                    .env("OPENCODE_DISABLE_MODELS_FETCH", "1");
+                cmd.env("OPENCODE_DISABLE_MODELS_FETCH", "1");
             }
             Cli::Gemini => {
                 cmd.env("GEMINI_API_KEY", "sk-gemini-fake")
