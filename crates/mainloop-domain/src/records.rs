@@ -106,6 +106,9 @@ pub struct Task {
     pub output_tokens: i64,
     /// Why the task failed, when it did.
     pub error: Option<String>,
+    /// Why and until when the task is on hold (state `on_hold`).
+    #[serde(default)]
+    pub hold: Option<crate::task::Hold>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     /// Lifecycle bookkeeping the state machine reads and writes.

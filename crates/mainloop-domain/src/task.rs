@@ -3,6 +3,7 @@
 //! The engine persists the new state and the effects in one transaction (the outbox),
 //! then carries the effects out. Nothing here knows about processes, git or databases.
 
+use crate::Timestamp;
 use crate::inbox::InboxKind;
 use crate::question::{Answers, Question};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,9 @@ pub enum TaskState {
     WaitingPlanReview,
     /// The agent edits files on the task's branch.
     Implementing,
+    /// The agent's usage limit is reached: the task waits, holding no slot and no
+    /// process, until the limit resets, then goes on by itself.
+    OnHold,
     /// The project's checks run against the agent's work.
     Checking,
     /// Checks passed; the human reviews the diff.
@@ -37,12 +41,13 @@ pub enum TaskState {
 }
 
 impl TaskState {
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Queued,
         Self::Planning,
         Self::WaitingAnswers,
         Self::WaitingPlanReview,
         Self::Implementing,
+        Self::OnHold,
         Self::Checking,
         Self::Review,
         Self::Merged,
@@ -58,6 +63,7 @@ impl TaskState {
             Self::WaitingAnswers => "waiting_answers",
             Self::WaitingPlanReview => "waiting_plan_review",
             Self::Implementing => "implementing",
+            Self::OnHold => "on_hold",
             Self::Checking => "checking",
             Self::Review => "review",
             Self::Merged => "merged",
@@ -180,6 +186,10 @@ pub enum Announcement {
     Failed { reason: String },
     Cancelled,
     Retrying,
+    /// The agent's usage limit is reached; the task goes on after `until` (when known).
+    OnHold { until: Option<Timestamp> },
+    /// The limit reset: the agent goes on.
+    Resumed,
 }
 
 /// Something the engine must do because of a transition. Effects that touch the
@@ -204,6 +214,21 @@ pub enum Effect {
         kind: InboxKind,
     },
     Announce(Announcement),
+    /// End the task's hold at `at`; when the reset time is unknown, the engine picks a
+    /// wait.
+    WakeAt { at: Option<Timestamp> },
+}
+
+/// Why and until when a task is on hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Hold {
+    /// The agent's own words about the limit.
+    pub reason: String,
+    /// When the limit resets, if the agent said.
+    pub until: Option<Timestamp>,
+    /// The working state the task returns to.
+    #[schema(value_type = String)]
+    pub resume_in: TaskState,
 }
 
 /// The part of a task the lifecycle reads and writes.
@@ -223,6 +248,9 @@ pub struct TaskCore {
     /// The task failed because its work changed nothing ([`NO_CHANGES`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub failed_unchanged: bool,
+    /// Set while the task is on hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
 }
 
 impl TaskCore {
@@ -237,6 +265,7 @@ impl TaskCore {
             failed_in: None,
             merge_requested: false,
             failed_unchanged: false,
+            hold: None,
         }
     }
 }
@@ -270,6 +299,13 @@ pub enum TaskEvent {
     CancelRequested,
     /// The human retried a failed task, perhaps saying what to do differently.
     RetryRequested(Option<String>),
+    /// The agent's usage limit is reached.
+    LimitReached {
+        reason: String,
+        until: Option<Timestamp>,
+    },
+    /// The hold's time is up (or the human asked to go on now).
+    HoldEnded,
 }
 
 impl TaskEvent {
@@ -294,6 +330,8 @@ impl TaskEvent {
             Self::AgentFailed(_) => "agent_failed",
             Self::CancelRequested => "cancel_requested",
             Self::RetryRequested(_) => "retry_requested",
+            Self::LimitReached { .. } => "limit_reached",
+            Self::HoldEnded => "hold_ended",
         }
     }
 }
@@ -494,6 +532,30 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
             next.state = S::Cancelled;
             vec![E::ResolveInbox, E::Announce(Announcement::Cancelled)]
         }
+        (S::Planning | S::Implementing, TaskEvent::LimitReached { reason, until }) => {
+            next.state = S::OnHold;
+            next.hold = Some(Hold {
+                reason,
+                until,
+                resume_in: core.state,
+            });
+            vec![
+                E::WakeAt { at: until },
+                E::Announce(Announcement::OnHold { until }),
+            ]
+        }
+        (S::OnHold, TaskEvent::HoldEnded) => {
+            let back = core.hold.as_ref().map_or(S::Implementing, |h| h.resume_in);
+            next.state = back;
+            next.hold = None;
+            vec![
+                E::RunAgent {
+                    phase: phase_of(back),
+                    input: AgentInput::Retry,
+                },
+                E::Announce(Announcement::Resumed),
+            ]
+        }
         (state, TaskEvent::AgentFailed(reason)) if !state.is_final() && state != S::Failed => {
             let mut effects = vec![E::StopAgent];
             effects.extend(fail(&mut next, &reason));
@@ -501,6 +563,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
         }
         (state, TaskEvent::CancelRequested) if !state.is_final() => {
             next.state = S::Cancelled;
+            next.hold = None;
             vec![
                 E::StopAgent,
                 E::ResolveInbox,
@@ -556,7 +619,7 @@ fn phase_of(state: TaskState) -> AgentPhase {
 }
 
 fn fail(next: &mut TaskCore, reason: &str) -> Vec<Effect> {
-    next.failed_in = Some(next.state);
+    next.failed_in = Some(next.hold.take().map_or(next.state, |h| h.resume_in));
     next.failed_unchanged = reason == NO_CHANGES;
     next.state = TaskState::Failed;
     vec![

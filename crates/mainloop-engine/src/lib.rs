@@ -12,6 +12,7 @@ mod chat;
 mod chat_session;
 mod dispatcher;
 mod error;
+mod holds;
 mod hub;
 mod jobs;
 mod main_thread;
@@ -26,9 +27,10 @@ pub use chat::SYSTEM_PROMPT;
 use dispatcher::JobHandler;
 pub use dispatcher::{JobContext, JobError};
 pub use error::{EngineError, Result};
+pub use holds::{UNKNOWN_RESET_WAIT_MS, held_agents, hold_over, wake_time};
 pub use jobs::{
     BackgroundJob, ChatTurn, CommitWork, ForgeSync, ForgeWatch, Handler, Merge, Pool, RunAgent,
-    RunChecks, Step, StopAgent, TaskJob, enqueue,
+    RunChecks, Step, StopAgent, TaskJob, WakeTask, enqueue,
 };
 pub use main_thread::{HELP as MAIN_THREAD_HELP, MainChoice, MainStatus};
 pub use mainloop_store::{
@@ -183,6 +185,7 @@ impl Engine {
             }),
         };
         engine.register::<ChatTurn>(Arc::new(chat::ChatTurnHandler));
+        engine.register::<WakeTask>(Arc::new(holds::WakeHandler));
         engine
     }
 

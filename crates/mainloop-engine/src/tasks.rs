@@ -87,6 +87,19 @@ fn announcement_text(task: &Task, a: &Announcement) -> String {
         Announcement::Failed { reason } => format!("{what} — failed: {reason}"),
         Announcement::Cancelled => format!("{what} — cancelled."),
         Announcement::Retrying => format!("{what} — retrying."),
+        Announcement::OnHold { until } => match until {
+            Some(at) => format!(
+                "{what} — on hold: the agent's usage limit is reached; it goes on by itself \
+                 at {}.",
+                at.to_rfc3339()
+            ),
+            None => format!(
+                "{what} — on hold: the agent's usage limit is reached; it tries again in {} \
+                 minutes.",
+                crate::holds::UNKNOWN_RESET_WAIT_MS / 60_000
+            ),
+        },
+        Announcement::Resumed => format!("{what} — the usage limit reset; the agent goes on."),
         Announcement::Answered => format!("{what} — answers received; the agent continues."),
         Announcement::PlanApproved => format!("{what} — plan approved; implementing."),
         Announcement::RevisingPlan => format!("{what} — revising the plan."),
@@ -376,6 +389,7 @@ async fn enqueue_task_job(tx: &mut Tx, job: &TaskJob, at: Timestamp) -> Result<(
         TaskJob::CommitWork(j) => enqueue(tx, j, at, at).await,
         TaskJob::RunChecks(j) => enqueue(tx, j, at, at).await,
         TaskJob::Merge(j) => enqueue(tx, j, at, at).await,
+        TaskJob::WakeTask(j) => enqueue(tx, j, at, crate::holds::wake_time(j.at, at)).await,
     }
 }
 

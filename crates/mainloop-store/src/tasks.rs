@@ -83,6 +83,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
         error: row.try_get("error")?,
+        hold: core.hold.clone(),
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
         updated_at: Timestamp::from_millis(row.try_get("updated_at")?),
         core,

@@ -220,10 +220,12 @@ impl Runtime {
             return Ok(());
         }
         let caps = self.inner.agents.caps();
-        let (limit, by_agent) = if caps.is_empty() {
+        let held = engine.held_agents().await?;
+        let (limit, by_agent) = if caps.is_empty() && held.is_empty() {
             (free, HashMap::new())
         } else {
-            // Tasks of a capped agent may wait while later ones of another go ahead.
+            // Tasks of a capped or held agent may wait while later ones of another go
+            // ahead.
             let by_agent = engine
                 .unfinished_by_agent::<RunAgent>()
                 .await?
@@ -239,7 +241,7 @@ impl Runtime {
             .map(|(_, task)| (task.id, task.agent))
             .collect();
         let free = usize::try_from(free).unwrap_or(usize::MAX);
-        for id in grant(&queued, free, &by_agent, caps) {
+        for id in grant(&queued, free, &by_agent, caps, &held) {
             match engine
                 .apply_task_event(None, id, mainloop_domain::task::TaskEvent::SlotGranted)
                 .await

@@ -36,18 +36,20 @@ pub(crate) enum Action {
     Resume { note: String },
     /// Resume the recorded session after `wait`.
     ResumeAfter { wait: Duration, note: String },
+    /// Put the task on hold until its agent's usage limit resets (`until`, Unix
+    /// seconds, when known).
+    Hold { until: Option<u64>, reason: String },
     /// Fail the task.
     Fail(String),
 }
 
 /// Decides what follows `failure`, where `why` is the failure told to a human, given
-/// `attempts`, at `now` (Unix seconds); returns the action and the attempts after it.
+/// `attempts`; returns the action and the attempts after it.
 pub(crate) fn decide(
     failure: &AgentFailure,
     why: &str,
     attempts: Attempts,
     policy: RetryPolicy,
-    now: u64,
 ) -> (Action, Attempts) {
     let Attempts {
         fresh,
@@ -87,31 +89,13 @@ pub(crate) fn decide(
         // An outage of the model API outlasted the agent's own retries. Nobody needs to
         // act on it: wait, then resume the same session, a few times before telling the
         // human.
-        // Until tasks park at a limit: wait for the reset when the agent said when,
-        // like an outage otherwise.
-        AgentFailure::UsageLimit { resets_at, reason } if api_failures < policy.api_retries => {
-            let wait = resets_at
-                .and_then(|at| at.checked_sub(now))
-                .map_or_else(
-                    || api_retry_wait(policy.api_retry_delay, api_failures),
-                    |secs| Duration::from_secs(secs.saturating_add(1)),
-                )
-                .min(MAX_API_WAIT);
-            let n = api_failures + 1;
-            let note = format!(
-                "the agent's usage limit is reached ({reason}); trying again in {} s ({n} of {})",
-                wait.as_secs(),
-                policy.api_retries
-            );
-            let next = Attempts {
-                fresh: false,
-                api_failures: n,
-                ..attempts
-            };
-            (Action::ResumeAfter { wait, note }, next)
-        }
-        AgentFailure::UsageLimit { reason, .. } => (
-            Action::Fail(format!("the agent's usage limit is reached: {reason}")),
+        // Nobody can do anything about a usage limit but wait: hold the task, with no
+        // slot and no process, until it resets.
+        AgentFailure::UsageLimit { resets_at, reason } => (
+            Action::Hold {
+                until: *resets_at,
+                reason: reason.clone(),
+            },
             attempts,
         ),
         AgentFailure::ModelUnavailable { reason } if api_failures < policy.api_retries => {
@@ -170,7 +154,7 @@ mod tests {
     #[test]
     fn a_missing_session_is_started_afresh_at_most_twice() {
         let start = Attempts::default();
-        let (action, next) = decide(&AgentFailure::SessionMissing, "x", start, POLICY, 0);
+        let (action, next) = decide(&AgentFailure::SessionMissing, "x", start, POLICY);
         assert!(matches!(action, Action::StartAfresh { note } if note.contains("missing")));
         assert_eq!(
             next,
@@ -181,7 +165,7 @@ mod tests {
             }
         );
         // Missing again right after a fresh start: nothing left to try.
-        let (action, _) = decide(&AgentFailure::SessionMissing, "x", next, POLICY, 0);
+        let (action, _) = decide(&AgentFailure::SessionMissing, "x", next, POLICY);
         assert_eq!(
             action,
             Action::Fail("the agent could not find its session".to_owned())
@@ -192,7 +176,7 @@ mod tests {
             session_fallbacks: 2,
             api_failures: 0,
         };
-        let (action, after) = decide(&AgentFailure::SessionMissing, "x", spent, POLICY, 0);
+        let (action, after) = decide(&AgentFailure::SessionMissing, "x", spent, POLICY);
         assert!(matches!(action, Action::Fail(_)));
         assert_eq!(after, spent);
     }
@@ -204,7 +188,7 @@ mod tests {
             session_fallbacks: 1,
             api_failures: 0,
         };
-        let (action, next) = decide(&AgentFailure::SessionInUse, "in use", fresh, POLICY, 0);
+        let (action, next) = decide(&AgentFailure::SessionInUse, "in use", fresh, POLICY);
         assert!(matches!(action, Action::Resume { note } if note.contains("saved after all")));
         assert_eq!(
             next,
@@ -223,14 +207,14 @@ mod tests {
                 api_failures: 0,
             },
         ] {
-            let (action, _) = decide(&AgentFailure::SessionInUse, "in use", attempts, POLICY, 0);
+            let (action, _) = decide(&AgentFailure::SessionInUse, "in use", attempts, POLICY);
             assert_eq!(action, Action::Fail("in use".to_owned()));
         }
     }
 
     #[test]
     fn a_model_outage_is_waited_out_doubling_then_fails_counting_the_retries() {
-        let (first, next) = decide(&unavailable(), "x", Attempts::default(), POLICY, 0);
+        let (first, next) = decide(&unavailable(), "x", Attempts::default(), POLICY);
         assert_eq!(
             first,
             Action::ResumeAfter {
@@ -240,12 +224,12 @@ mod tests {
             }
         );
         assert_eq!(next.api_failures, 1);
-        let (second, next) = decide(&unavailable(), "x", next, POLICY, 0);
+        let (second, next) = decide(&unavailable(), "x", next, POLICY);
         assert!(
             matches!(&second, Action::ResumeAfter { wait, note } if *wait == Duration::from_secs(10) && note.ends_with("(2 of 2)")),
             "{second:?}"
         );
-        let (third, _) = decide(&unavailable(), "x", next, POLICY, 0);
+        let (third, _) = decide(&unavailable(), "x", next, POLICY);
         assert_eq!(
             third,
             Action::Fail(
@@ -258,7 +242,7 @@ mod tests {
             fresh: true,
             ..Attempts::default()
         };
-        assert!(!decide(&unavailable(), "x", fresh, POLICY, 0).1.fresh);
+        assert!(!decide(&unavailable(), "x", fresh, POLICY).1.fresh);
     }
 
     #[test]
@@ -276,7 +260,7 @@ mod tests {
                 api_failures: retries,
                 ..Attempts::default()
             };
-            let (action, _) = decide(&unavailable(), "x", spent, policy, 0);
+            let (action, _) = decide(&unavailable(), "x", spent, policy);
             assert_eq!(
                 action,
                 Action::Fail(format!(
@@ -296,7 +280,6 @@ mod tests {
             "the agent reported an error: bad key",
             Attempts::default(),
             POLICY,
-            0,
         );
         assert_eq!(
             action,
@@ -314,32 +297,25 @@ mod tests {
     }
 
     #[test]
-    fn a_usage_limit_waits_for_its_reset_and_fails_plainly_when_retries_are_spent() {
-        let limit = |resets_at| AgentFailure::UsageLimit {
-            resets_at,
+    fn a_usage_limit_holds_the_task_whatever_was_tried() {
+        let limit = AgentFailure::UsageLimit {
+            resets_at: Some(1_000),
             reason: "You've hit your 5-hour limit".into(),
         };
-        let (action, next) = decide(&limit(Some(1_000)), "x", Attempts::default(), POLICY, 880);
-        let Action::ResumeAfter { wait, note } = action else {
-            panic!("{action:?}")
-        };
-        assert_eq!(wait, Duration::from_secs(121));
-        assert!(note.contains("usage limit"), "{note}");
-        // No reset time said: the outage backoff; a reset far off: at most the longest wait.
-        let (action, _) = decide(&limit(None), "x", Attempts::default(), POLICY, 0);
-        assert!(
-            matches!(action, Action::ResumeAfter { wait, .. } if wait == POLICY.api_retry_delay)
-        );
-        let (action, _) = decide(&limit(Some(100_000)), "x", Attempts::default(), POLICY, 0);
-        assert!(matches!(action, Action::ResumeAfter { wait, .. } if wait == MAX_API_WAIT));
         let spent = Attempts {
             api_failures: POLICY.api_retries,
-            ..next
+            ..Attempts::default()
         };
-        let (action, _) = decide(&limit(Some(1_000)), "x", spent, POLICY, 880);
-        assert_eq!(
-            action,
-            Action::Fail("the agent's usage limit is reached: You've hit your 5-hour limit".into())
-        );
+        for attempts in [Attempts::default(), spent] {
+            let (action, next) = decide(&limit, "x", attempts, POLICY);
+            assert_eq!(
+                action,
+                Action::Hold {
+                    until: Some(1_000),
+                    reason: "You've hit your 5-hour limit".into()
+                }
+            );
+            assert_eq!(next, attempts);
+        }
     }
 }

@@ -17,7 +17,7 @@ use mainloop_domain::question::answers_by_question_text;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::{AgentInput, AgentPhase, TaskEvent, TaskState};
 use mainloop_domain::transcript::TranscriptEntry;
-use mainloop_domain::{TaskId, UserId};
+use mainloop_domain::{TaskId, Timestamp, UserId};
 use mainloop_engine::{JobContext, JobError, RunAgent};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -115,13 +115,26 @@ pub(crate) async fn run_agent(
         let RunEnd::Failed { failure, why } = pump(&run, session, &cancel).await? else {
             return Ok(());
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let (action, next) = decide(&failure, &why, attempts, policy, now);
+        let (action, next) = decide(&failure, &why, attempts, policy);
         attempts = next;
         match action {
             Action::Fail(reason) => return fail(rt, task.id, reason).await,
+            Action::Hold { until, reason } => {
+                // An unknown reset is tried again after a while; the hold says when.
+                let until = until.map_or_else(
+                    || mainloop_engine::wake_time(None, mainloop_engine::now()),
+                    |secs| {
+                        Timestamp::from_millis(
+                            i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+                        )
+                    },
+                );
+                let event = TaskEvent::LimitReached {
+                    reason,
+                    until: Some(until),
+                };
+                return apply(rt, task.id, event).await.map(drop);
+            }
             Action::StartAfresh { note } | Action::Resume { note } => {
                 status(rt, user, task.id, &note).await;
             }

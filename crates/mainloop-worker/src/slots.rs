@@ -5,7 +5,7 @@
 use mainloop_agent::Agent;
 use mainloop_domain::TaskId;
 use mainloop_domain::agents::{AgentName, Protocol};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::convention::Lifecycle;
 use std::sync::Arc;
@@ -75,20 +75,25 @@ pub fn unavailable(agent: &AgentName) -> String {
     format!("The {agent} agent is not available in this build yet.")
 }
 
-/// The queued tasks (oldest first) that get a slot now: at most `free` of them, and no
-/// agent past its cap counting the runs it already has (`busy`).
+/// The queued tasks (oldest first) that get a slot now: at most `free` of them, none of
+/// an agent whose usage limit holds its work (`held`), and no agent past its cap
+/// counting the runs it already has (`busy`).
 #[must_use]
 pub fn grant(
     queued: &[(TaskId, AgentName)],
     free: usize,
     busy: &HashMap<AgentName, usize>,
     caps: &BTreeMap<AgentName, usize>,
+    held: &BTreeSet<AgentName>,
 ) -> Vec<TaskId> {
     let mut taken: HashMap<&AgentName, usize> = HashMap::new();
     let mut granted = Vec::new();
     for (id, agent) in queued {
         if granted.len() >= free {
             break;
+        }
+        if held.contains(agent) {
+            continue;
         }
         let running =
             busy.get(agent).copied().unwrap_or(0) + taken.get(agent).copied().unwrap_or(0);
@@ -127,29 +132,46 @@ mod tests {
         let q = queue(&["codex", "codex", "claude", "codex", "gemini"]);
         let caps = BTreeMap::from([(name("codex"), 1)]);
         // One codex slot, so the second and third codex tasks wait and later ones pass.
-        let got = grant(&q, 3, &HashMap::new(), &caps);
+        let got = grant(&q, 3, &HashMap::new(), &caps, &BTreeSet::new());
         assert_eq!(got, vec![q[0].0, q[2].0, q[4].0]);
         // A codex run already going: no codex task now.
         let busy = HashMap::from([(name("codex"), 1)]);
-        assert_eq!(grant(&q, 5, &busy, &caps), vec![q[2].0, q[4].0]);
+        assert_eq!(
+            grant(&q, 5, &busy, &caps, &BTreeSet::new()),
+            vec![q[2].0, q[4].0]
+        );
         // The global cap still rules.
-        assert_eq!(grant(&q, 1, &HashMap::new(), &caps), vec![q[0].0]);
-        assert!(grant(&q, 0, &HashMap::new(), &caps).is_empty());
+        assert_eq!(
+            grant(&q, 1, &HashMap::new(), &caps, &BTreeSet::new()),
+            vec![q[0].0]
+        );
+        assert!(grant(&q, 0, &HashMap::new(), &caps, &BTreeSet::new()).is_empty());
     }
 
     #[test]
     fn two_agents_with_caps_share_the_slots() {
         let q = queue(&["claude", "claude", "claude", "codex", "codex", "codex"]);
         let caps = BTreeMap::from([(name("claude"), 2), (name("codex"), 1)]);
-        let got = grant(&q, 10, &HashMap::new(), &caps);
+        let got = grant(&q, 10, &HashMap::new(), &caps, &BTreeSet::new());
         assert_eq!(got, vec![q[0].0, q[1].0, q[3].0]);
         let busy = HashMap::from([(name("claude"), 2), (name("codex"), 0)]);
-        assert_eq!(grant(&q, 10, &busy, &caps), vec![q[3].0]);
+        assert_eq!(grant(&q, 10, &busy, &caps, &BTreeSet::new()), vec![q[3].0]);
     }
 
     #[test]
     fn uncapped_agents_take_what_is_free() {
         let q = queue(&["claude", "claude", "claude"]);
-        assert_eq!(grant(&q, 2, &HashMap::new(), &BTreeMap::new()).len(), 2);
+        assert_eq!(
+            grant(&q, 2, &HashMap::new(), &BTreeMap::new(), &BTreeSet::new()).len(),
+            2
+        );
+    }
+
+    #[test]
+    fn an_agent_held_at_its_usage_limit_starts_nothing_and_the_others_go_ahead() {
+        let q = queue(&["claude", "codex", "claude", "gemini"]);
+        let held = BTreeSet::from([name("claude")]);
+        let got = grant(&q, 2, &HashMap::new(), &BTreeMap::new(), &held);
+        assert_eq!(got, vec![q[1].0, q[3].0]);
     }
 }

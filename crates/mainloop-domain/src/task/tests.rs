@@ -44,6 +44,11 @@ fn all_events() -> Vec<TaskEvent> {
         TaskEvent::AgentFailed("crash".into()),
         TaskEvent::CancelRequested,
         TaskEvent::RetryRequested(None),
+        TaskEvent::LimitReached {
+            reason: "limit".into(),
+            until: None,
+        },
+        TaskEvent::HoldEnded,
     ]
 }
 
@@ -80,6 +85,9 @@ fn allowed_pairs_match_the_table() {
         ("review", "merged"),
         ("review", "closed_unmerged"),
         ("failed", "retry_requested"),
+        ("planning", "limit_reached"),
+        ("implementing", "limit_reached"),
+        ("on_hold", "hold_ended"),
     ]
     .into_iter()
     .chain(
@@ -89,6 +97,7 @@ fn allowed_pairs_match_the_table() {
             "waiting_answers",
             "waiting_plan_review",
             "implementing",
+            "on_hold",
             "checking",
             "review",
         ]
@@ -402,4 +411,76 @@ fn state_names_round_trip() {
         assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
     }
     assert!("sleeping".parse::<TaskState>().is_err());
+}
+
+#[test]
+fn a_usage_limit_holds_the_task_until_it_resets_then_it_goes_on_where_it_was() {
+    let until = Some(Timestamp::from_millis(1_800_000_000_000));
+    for working in [S::Planning, S::Implementing] {
+        let held = step(
+            &core(working),
+            TaskEvent::LimitReached {
+                reason: "You've hit your limit".into(),
+                until,
+            },
+        );
+        assert_eq!(held.core.state, S::OnHold);
+        assert_eq!(
+            held.core.hold,
+            Some(Hold {
+                reason: "You've hit your limit".into(),
+                until,
+                resume_in: working,
+            })
+        );
+        // No inbox item: nobody needs to act.
+        assert_eq!(
+            held.effects,
+            [
+                Effect::WakeAt { at: until },
+                Effect::Announce(Announcement::OnHold { until })
+            ]
+        );
+        let back = step(&held.core, TaskEvent::HoldEnded);
+        assert_eq!(back.core.state, working);
+        assert_eq!(back.core.hold, None);
+        assert_eq!(
+            back.effects[0],
+            Effect::RunAgent {
+                phase: phase_of(working),
+                input: AgentInput::Retry
+            }
+        );
+    }
+    // Only working tasks meet a limit; only held ones end a hold.
+    for state in TaskState::ALL {
+        let limit = TaskEvent::LimitReached {
+            reason: "x".into(),
+            until: None,
+        };
+        let allowed = matches!(state, S::Planning | S::Implementing);
+        assert_eq!(transition(&core(state), limit).is_ok(), allowed, "{state}");
+        let ended = transition(&core(state), TaskEvent::HoldEnded).is_ok();
+        assert_eq!(ended, state == S::OnHold, "{state}");
+    }
+}
+
+#[test]
+fn a_held_task_cancels_or_fails_without_its_hold() {
+    let held = step(
+        &core(S::Implementing),
+        TaskEvent::LimitReached {
+            reason: "x".into(),
+            until: None,
+        },
+    )
+    .core;
+    let cancelled = step(&held, TaskEvent::CancelRequested);
+    assert_eq!(cancelled.core.state, S::Cancelled);
+    assert_eq!(cancelled.core.hold, None);
+    let failed = step(&held, TaskEvent::AgentFailed("gone".into()));
+    assert_eq!(failed.core.state, S::Failed);
+    assert_eq!(failed.core.hold, None);
+    // A retry resumes where the work was, not "on hold".
+    assert_eq!(failed.core.failed_in, Some(S::Implementing));
 }

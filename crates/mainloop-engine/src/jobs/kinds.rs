@@ -5,7 +5,7 @@
 use super::{BackgroundJob, Pool};
 use crate::notifications::Notification;
 use mainloop_domain::task::{AgentInput, AgentPhase, Effect};
-use mainloop_domain::{MessageId, TaskId, UserId};
+use mainloop_domain::{MessageId, TaskId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
 /// A main-thread turn answering one user message.
@@ -158,6 +158,12 @@ task_step!(
     Merge {} = Merge, "task.merge", Pool::Effects, lane: true
 );
 
+task_step!(
+    /// Ends the task's hold once its usage limit reset (scheduled for then). The engine
+    /// handles it; not in the task's lane, which a cancel may be using.
+    WakeTask { at: Option<Timestamp> } = WakeAt, "task.wake", Pool::Default, lane: false
+);
+
 /// The job a transition's effect becomes; `None` for the effects the transition's own
 /// transaction carries out (inbox items, announcements).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +173,7 @@ pub enum TaskJob {
     CommitWork(CommitWork),
     RunChecks(RunChecks),
     Merge(Merge),
+    WakeTask(WakeTask),
 }
 
 impl TaskJob {
@@ -178,6 +185,7 @@ impl TaskJob {
             Effect::CommitWork => Self::CommitWork(CommitWork { step }),
             Effect::RunChecks { round } => Self::RunChecks(RunChecks { step, round }),
             Effect::Merge => Self::Merge(Merge { step }),
+            Effect::WakeAt { at } => Self::WakeTask(WakeTask { step, at }),
             Effect::ResolveInbox | Effect::OpenInbox { .. } | Effect::Announce(_) => return None,
         })
     }

@@ -7,7 +7,7 @@ mod kinds;
 
 pub use kinds::{
     ChatTurn, CommitWork, ForgeSync, ForgeWatch, Merge, RunAgent, RunChecks, Step, StopAgent,
-    TaskJob,
+    TaskJob, WakeTask,
 };
 
 use crate::dispatcher::{JobContext, JobError, JobHandler};

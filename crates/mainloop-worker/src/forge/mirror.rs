@@ -109,7 +109,7 @@ pub(crate) fn plan(task: &Task, m: &Mirror, issue: u64, mention: &str) -> Vec<Wr
         }
         // The mirror may reach a task past the state a decision moved it to (a crash
         // delayed it): the decision is still told.
-        TaskState::Planning | TaskState::Implementing | TaskState::Checking => {
+        TaskState::Planning | TaskState::Implementing | TaskState::OnHold | TaskState::Checking => {
             acknowledgements(task, m, &mut out);
         }
         TaskState::Review => {

@@ -127,7 +127,11 @@ async fn poll(c: &mut Ctx<'_>) -> Result<Poll, FlowError> {
         TaskState::WaitingAnswers | TaskState::WaitingPlanReview => poll_issue(c).await,
         TaskState::Checking => poll_ci(c).await,
         TaskState::Review => poll_review(c).await,
-        TaskState::Queued | TaskState::Planning | TaskState::Implementing | TaskState::Failed => {
+        TaskState::Queued
+        | TaskState::Planning
+        | TaskState::Implementing
+        | TaskState::OnHold
+        | TaskState::Failed => {
             poll_issue(c).await?;
             Ok(if c.task.state == TaskState::Failed {
                 Poll::Stop

@@ -793,6 +793,14 @@ export interface components {
             /** @description The server's version. */
             version: string;
         };
+        /** @description Why and until when a task is on hold. */
+        Hold: {
+            /** @description The agent's own words about the limit. */
+            reason: string;
+            /** @description The working state the task returns to. */
+            resume_in: string;
+            until?: null | components["schemas"]["Timestamp"];
+        };
         /** @description One inbox item. */
         InboxItem: {
             body: string;
@@ -1151,6 +1159,7 @@ export interface components {
             /** @description Why the task failed, when it did. */
             error?: string | null;
             forge?: null | components["schemas"]["TaskForgeLinks"];
+            hold?: null | components["schemas"]["Hold"];
             id: components["schemas"]["TaskId"];
             /** Format: int64 */
             input_tokens: number;
@@ -1212,7 +1221,7 @@ export interface components {
          * @description Where a task is in its lifecycle. The snake_case names are part of the public API.
          * @enum {string}
          */
-        TaskState: "queued" | "planning" | "waiting_answers" | "waiting_plan_review" | "implementing" | "checking" | "review" | "merged" | "failed" | "cancelled";
+        TaskState: "queued" | "planning" | "waiting_answers" | "waiting_plan_review" | "implementing" | "on_hold" | "checking" | "review" | "merged" | "failed" | "cancelled";
         /** @description `text`: a piece of the agent's prose. */
         TextEntry: {
             text: string;

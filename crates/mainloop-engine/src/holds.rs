@@ -1,0 +1,142 @@
+//! Tasks on hold at an agent's usage limit: the scheduled `task.wake` job that ends a
+//! hold once the limit reset, and which agents are held (their queued work waits).
+
+use std::collections::BTreeSet;
+
+use futures::future::BoxFuture;
+use mainloop_domain::Timestamp;
+use mainloop_domain::agents::AgentName;
+use mainloop_domain::task::{Hold, TaskEvent, TaskState};
+
+use crate::dispatcher::{JobContext, JobError};
+use crate::jobs::{Handler, WakeTask};
+use crate::{Engine, EngineError, Result, now};
+
+/// When an agent did not say when its limit resets, its tasks try again after this.
+pub const UNKNOWN_RESET_WAIT_MS: i64 = 15 * 60 * 1000;
+
+/// When a hold with reset time `until` ends, its wake job scheduled at `at`.
+#[must_use]
+pub fn wake_time(until: Option<Timestamp>, at: Timestamp) -> Timestamp {
+    until.unwrap_or_else(|| at.plus_millis(UNKNOWN_RESET_WAIT_MS))
+}
+
+/// Whether a task in `state` with `hold` is over its hold at `now`: it is on hold, and
+/// its reset time (if it has one) has come. A wake job of an earlier hold finds a later
+/// one not over.
+#[must_use]
+pub fn hold_over(state: TaskState, hold: Option<&Hold>, now: Timestamp) -> bool {
+    state == TaskState::OnHold && hold.is_none_or(|h| h.until.is_none_or(|until| until <= now))
+}
+
+/// The agents whose work is held at `now` by a limit not yet reset, from each task's
+/// agent, state and hold.
+#[must_use]
+pub fn held_agents<'a>(
+    tasks: impl IntoIterator<Item = (&'a AgentName, TaskState, Option<&'a Hold>)>,
+    now: Timestamp,
+) -> BTreeSet<AgentName> {
+    tasks
+        .into_iter()
+        .filter(|(_, state, hold)| *state == TaskState::OnHold && !hold_over(*state, *hold, now))
+        .map(|(agent, _, _)| agent.clone())
+        .collect()
+}
+
+impl Engine {
+    /// The agents whose usage limit has not reset yet: new work for them waits.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn held_agents(&self) -> Result<BTreeSet<AgentName>> {
+        let on_hold = self.tasks_in_states(&[TaskState::OnHold], 10_000).await?;
+        let tasks = on_hold
+            .iter()
+            .map(|(_, t)| (&t.agent, t.state, t.hold.as_ref()));
+        Ok(held_agents(tasks, now()))
+    }
+}
+
+/// Runs `task.wake` jobs.
+#[derive(Debug)]
+pub(crate) struct WakeHandler;
+
+impl Handler<WakeTask> for WakeHandler {
+    fn run(
+        &self,
+        job: WakeTask,
+        ctx: JobContext,
+    ) -> BoxFuture<'static, std::result::Result<(), JobError>> {
+        Box::pin(async move {
+            let engine = &ctx.engine;
+            let id = job.step.task_id;
+            let task = engine
+                .task_any_user(id)
+                .await
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            let Some((_, task)) = task else {
+                return Ok(());
+            };
+            if !hold_over(task.state, task.hold.as_ref(), now()) {
+                return Ok(());
+            }
+            match engine
+                .apply_task_event(None, id, TaskEvent::HoldEnded)
+                .await
+            {
+                Ok(_) | Err(EngineError::WrongState(_) | EngineError::NotFound(_)) => Ok(()),
+                Err(e) => Err(JobError::retry(e.to_string())),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hold(until: Option<i64>) -> Hold {
+        Hold {
+            reason: "limit".into(),
+            until: until.map(Timestamp::from_millis),
+            resume_in: TaskState::Implementing,
+        }
+    }
+
+    #[test]
+    fn a_hold_is_over_at_its_reset_and_an_unknown_reset_waits_a_while() {
+        let now = Timestamp::from_millis(10_000);
+        let on_hold = |until| hold_over(TaskState::OnHold, Some(&hold(until)), now);
+        assert!(!on_hold(Some(10_001)));
+        assert!(on_hold(Some(10_000)));
+        assert!(on_hold(None));
+        assert!(!hold_over(
+            TaskState::Implementing,
+            Some(&hold(Some(0))),
+            now
+        ));
+        assert_eq!(
+            wake_time(Some(Timestamp::from_millis(5)), now),
+            Timestamp::from_millis(5)
+        );
+        assert_eq!(
+            wake_time(None, now),
+            Timestamp::from_millis(10_000 + UNKNOWN_RESET_WAIT_MS)
+        );
+    }
+
+    #[test]
+    fn only_agents_whose_limit_has_not_reset_are_held() {
+        let now = Timestamp::from_millis(10_000);
+        let name = |s| AgentName::parse(s).unwrap();
+        let (claude, codex, gemini) = (name("claude"), name("codex"), name("gemini"));
+        let (later, earlier, unknown) = (hold(Some(20_000)), hold(Some(5_000)), hold(None));
+        let tasks = [
+            (&claude, TaskState::OnHold, Some(&later)),
+            (&codex, TaskState::OnHold, Some(&earlier)),
+            (&gemini, TaskState::OnHold, Some(&unknown)),
+            (&gemini, TaskState::Implementing, None),
+        ];
+        assert_eq!(held_agents(tasks, now), BTreeSet::from([claude.clone()]));
+    }
+}
