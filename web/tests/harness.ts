@@ -82,8 +82,9 @@ export class World {
     this.fakeUrl = match[1] ?? "";
   }
 
-  /** Starts (or restarts, on the same port) the server. */
-  async startServer(extraEnv: Record<string, string> = {}): Promise<void> {
+  /** Starts (or restarts, on the same port) the server; a variable `undefined` in
+   * `extraEnv` is left out of its environment. */
+  async startServer(extraEnv: Record<string, string | undefined> = {}): Promise<void> {
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,
       HOME: this.data,
@@ -152,7 +153,7 @@ export function shot(page: Page, project: string, name: string): Promise<Buffer>
  * A fresh world for each test in the file: a repository, the fake model with `script`,
  * the server (with `env`); closed after the test. Returns the current test's world.
  */
-export function worldPerTest(script: string, env: Record<string, string> = {}): () => World {
+export function worldPerTest(script: string, env: Record<string, string | undefined> = {}): () => World {
   let w: World | undefined;
   test.beforeEach(async () => {
     w = new World();

@@ -9,6 +9,7 @@
 #[cfg(feature = "app")]
 mod app;
 mod db;
+mod dirs;
 mod engine;
 mod git;
 mod model;
@@ -19,7 +20,9 @@ pub use app::{TestApp, test_config, with_model};
 pub use db::{Database, jobs_idle, try_jobs_idle};
 pub use engine::{EngineWorld, model_provider, try_model_provider};
 pub use git::{GitRepo, git, try_git};
+pub use dirs::TestDir;
 pub use model::{
-    FakeModel, claude_path, fake_model, mcp_inspector_path, script, script_path, settled,
+    FakeModel, claude_path, fake_model, mcp_inspector_path, node_bin, script, script_path,
+    settled,
 };
 pub use wait::{TIMEOUT, try_wait_for, wait_for, wait_for_within};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The fake model, as tests hold it.
 pub type FakeModel = FakeAnthropic;
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
 }
 
@@ -60,10 +60,12 @@ pub fn mcp_inspector_path() -> Option<PathBuf> {
     node_bin("mcp-inspector")
 }
 
-/// A program of the root `node_modules/.bin` by a resolved path; `None` (and the test
-/// skips) when it is missing, except under CI, where that is a failure.
+/// A pinned CLI of the root `node_modules/.bin` (`codex`, `opencode`, `gemini`, …) by a
+/// resolved path; `None` (and the test skips) when it is missing, except under CI,
+/// where that is a failure.
 #[allow(clippy::print_stderr)]
-fn node_bin(name: &str) -> Option<PathBuf> {
+#[must_use]
+pub fn node_bin(name: &str) -> Option<PathBuf> {
     let bin = repo_root().join("node_modules/.bin");
     let program = std::fs::canonicalize(&bin)
         .map(|dir| dir.join(name))

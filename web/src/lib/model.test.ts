@@ -4,9 +4,11 @@ import { describe, expect, it } from "vitest";
 import type { ChatMessage, EventName, InboxItem, Task } from "./api";
 import { eventsUrl, parseEvent, type EventPayloads, type LiveEvent } from "./events";
 import {
+  ACTIVE_STATES,
   applyEvent,
   applySnapshot,
   emptyModel,
+  FINAL_STATES,
   entryKind,
   EventFeed,
   inboxOrder,
@@ -246,6 +248,11 @@ describe("reconnecting", () => {
 });
 
 describe("inbox", () => {
+  it("a task on hold is running work, not finished (no inbox item comes with it)", () => {
+    expect(ACTIVE_STATES.has("on_hold")).toBe(true);
+    expect(FINAL_STATES.has("on_hold")).toBe(false);
+  });
+
   it("a stale mark-read reply does not reopen an item resolved meanwhile", () => {
     const m = model();
     applyEvent(m, { name: "inbox.updated", data: item("i1", { read: true }) });

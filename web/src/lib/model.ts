@@ -250,7 +250,9 @@ export function retryDelay(failures: number): number {
 }
 
 export const NEEDS_YOU: ReadonlySet<string> = new Set(["question", "plan_review", "review"]);
-export const ACTIVE_STATES: ReadonlySet<string> = new Set(["queued", "planning", "implementing", "checking"]);
+/** Work under way: a task on hold at its agent's usage limit goes on by itself, so it
+ * is running work, neither a failure nor something that needs the human. */
+export const ACTIVE_STATES: ReadonlySet<string> = new Set(["queued", "planning", "implementing", "on_hold", "checking"]);
 export const FINAL_STATES: ReadonlySet<string> = new Set(["merged", "cancelled"]);
 
 /** Open items, most urgent first, then longest waiting (the server's inbox rule). */

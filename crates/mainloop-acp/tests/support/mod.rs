@@ -1,66 +1,16 @@
-//! What the contract tests with real ACP agents share: finding the pinned CLI and the
-//! fake's scripts, test directories under `target/test-homes`, and running a turn the
+//! What the contract tests with real ACP agents share: the pinned CLI, the fake's
+//! scripts and test directories (from `mainloop-test-support`), and running a turn the
 //! way the worker's policy answers it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use mainloop_agent::{AgentEvent, AgentSession, ControlReply};
-use mainloop_fake_anthropic::Script;
 use serde_json::Value;
 
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub fn repo_root() -> PathBuf {
-    std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")).unwrap()
-}
-
-/// The pinned CLI `node_modules/.bin/<name>`, or None (the test skips) when `npm ci`
-/// has not installed it, except under CI.
-pub fn cli_path(name: &str) -> Option<PathBuf> {
-    let program = repo_root().join("node_modules/.bin").join(name);
-    if program.exists() {
-        return Some(program);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing",
-        program.display()
-    );
-    eprintln!("skipping: {} is missing (run `npm ci`)", program.display());
-    None
-}
-
-pub fn script(name: &str) -> Script {
-    let path = repo_root().join(format!(
-        "crates/mainloop-fake-anthropic/scripts/{name}.yaml"
-    ));
-    Script::from_path(&path).unwrap()
-}
-
-/// A directory under `target/test-homes` (never the temp dir), removed when dropped.
-pub struct TestDir(pub PathBuf);
-
-impl TestDir {
-    pub fn new(what: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = repo_root().join(format!(
-            "target/test-homes/acp-{what}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TestDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use mainloop_test_support::{TestDir, node_bin as cli_path, script};
 
 pub async fn next(s: &mut Box<dyn AgentSession>) -> AgentEvent {
     match tokio::time::timeout(EVENT_TIMEOUT, s.next_event()).await {

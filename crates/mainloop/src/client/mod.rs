@@ -68,7 +68,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
         /// Only tasks in this state (repeatable): queued, planning, waiting_answers,
-        /// waiting_plan_review, implementing, checking, review, merged, failed, cancelled.
+        /// waiting_plan_review, implementing, on_hold, checking, review, merged, failed,
+        /// cancelled.
         #[arg(long = "state", value_name = "STATE")]
         states: Vec<String>,
         /// At most this many.

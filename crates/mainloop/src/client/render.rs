@@ -1,10 +1,11 @@
 //! Human-readable output: aligned tables, relative times, states in words, transcript
 //! entries as lines. Pure functions of the API's data and the current time.
 
-use super::views::{EntryView, InboxView, MessageView, QuestionView, TaskView};
+use super::views::{EntryView, HoldView, InboxView, MessageView, QuestionView, TaskView};
 use std::fmt::Write as _;
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Duration, OffsetDateTime, UtcOffset};
 
 /// A task state in words.
 #[must_use]
@@ -13,7 +14,78 @@ pub fn state_words(state: &str) -> &str {
         "waiting_answers" => "waiting for answers",
         "waiting_plan_review" => "plan to review",
         "review" => "ready for review",
+        "on_hold" => "on hold",
         other => other,
+    }
+}
+
+/// A wait in whole units, rounded up so it never reads as none: "45 min", "2 h 5 min",
+/// "3 d 4 h".
+#[must_use]
+pub fn wait_words(wait: Duration) -> String {
+    let minutes = ((wait.whole_seconds() + 59) / 60).max(1);
+    match minutes {
+        ..60 => format!("{minutes} min"),
+        60..1440 if minutes % 60 == 0 => format!("{} h", minutes / 60),
+        60..1440 => format!("{} h {} min", minutes / 60, minutes % 60),
+        _ => {
+            let hours = minutes / 60;
+            if hours % 24 == 0 {
+                format!("{} d", hours / 24)
+            } else {
+                format!("{} d {} h", hours / 24, hours % 24)
+            }
+        }
+    }
+}
+
+/// A hold's reset time, if it has a readable one.
+fn reset_of(hold: &HoldView) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(hold.until.as_deref()?, &Rfc3339).ok()
+}
+
+/// When an on-hold task goes on, in words: "goes on by itself at 2026-12-06 15:30 UTC
+/// (in 3 h 30 min)"; without a reset time the server tries again after a while.
+#[must_use]
+pub fn hold_words(hold: &HoldView, now: OffsetDateTime) -> String {
+    match reset_of(hold) {
+        Some(at) if at > now => {
+            let utc = at.to_offset(UtcOffset::UTC);
+            let clock = utc
+                .format(format_description!("[year]-[month]-[day] [hour]:[minute]"))
+                .unwrap_or_else(|_| hold.until.clone().unwrap_or_default());
+            format!(
+                "goes on by itself at {clock} UTC (in {})",
+                wait_words(at - now)
+            )
+        }
+        Some(_) => "goes on now (the limit has reset)".into(),
+        None => "tries again by itself after a while (the reset time is unknown)".into(),
+    }
+}
+
+/// A task's state for the list: an on-hold task's says how long it waits.
+#[must_use]
+pub fn state_cell(t: &TaskView, now: OffsetDateTime) -> String {
+    match (&t.hold, t.state.as_str()) {
+        (Some(hold), "on_hold") => match reset_of(hold) {
+            Some(at) if at > now => format!("on hold, resets in {}", wait_words(at - now)),
+            Some(_) => "on hold, reset".into(),
+            None => "on hold".into(),
+        },
+        _ => state_words(&t.state).to_owned(),
+    }
+}
+
+/// The line `--follow` prints when the task moves to a new state.
+#[must_use]
+pub fn state_change(t: &TaskView, now: OffsetDateTime) -> String {
+    match (&t.hold, t.state.as_str()) {
+        (Some(hold), "on_hold") => format!(
+            "── on hold: the agent's usage limit is reached; it {} ──\n",
+            hold_words(hold, now)
+        ),
+        _ => format!("── {} ──\n", state_words(&t.state)),
     }
 }
 
@@ -104,7 +176,7 @@ pub fn tasks(list: &[TaskView], now: OffsetDateTime) -> String {
         .map(|t| {
             vec![
                 short_id(&t.id),
-                state_words(&t.state).to_owned(),
+                state_cell(t, now),
                 ago(&t.updated_at, now),
                 one_line(&t.repo, 40),
                 one_line(&t.description, 60),
@@ -146,6 +218,21 @@ pub fn task(t: &TaskView, now: OffsetDateTime) -> String {
         let _ = writeln!(
             out,
             "\nFailed: {e}\n(run `mainloop retry {}`)",
+            short_id(&t.id)
+        );
+    }
+    if let (Some(hold), "on_hold") = (&t.hold, t.state.as_str()) {
+        let _ = writeln!(
+            out,
+            "\nOn hold: the agent's usage limit is reached; it {}.",
+            hold_words(hold, now)
+        );
+        if !hold.reason.trim().is_empty() {
+            let _ = writeln!(out, "{}", indent(hold.reason.trim_end(), "  "));
+        }
+        let _ = writeln!(
+            out,
+            "(nothing to do meanwhile; `mainloop cancel {}` stops it)",
             short_id(&t.id)
         );
     }
@@ -388,6 +475,76 @@ mod tests {
             out.contains("1/1 [Language] Which language?\n  1. Rust — fast\n  2. Go\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn an_on_hold_task_says_when_it_goes_on() {
+        let held = |until: serde_json::Value| -> TaskView {
+            read(&json!({
+                "id": "0193a2b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b", "state": "on_hold",
+                "repo": "/r", "description": "build it", "created_at": "2026-12-06T11:00:00Z",
+                "updated_at": "2026-12-06T11:58:00Z",
+                "hold": {"reason": "You've hit your 5-hour limit · resets 3:30pm (UTC)",
+                         "until": until, "resume_in": "implementing"}
+            }))
+        };
+        let t = held(json!("2026-12-06T15:30:00Z"));
+        let out = task(&t, NOW);
+        assert!(out.contains("State:    on hold\n"), "{out}");
+        assert!(
+            out.contains(
+                "On hold: the agent's usage limit is reached; it goes on by itself at \
+                 2026-12-06 15:30 UTC (in 3 h 30 min).\n  You've hit your 5-hour limit · \
+                 resets 3:30pm (UTC)\n(nothing to do meanwhile; `mainloop cancel 3e4f5a6b` \
+                 stops it)\n"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("retry"), "{out}");
+        let list = tasks(std::slice::from_ref(&t), NOW);
+        assert!(
+            list.lines().nth(1).is_some_and(
+                |l| l.starts_with("3e4f5a6b  on hold, resets in 3 h 30 min  2 min ago")
+            ),
+            "{list}"
+        );
+        assert_eq!(
+            state_change(&t, NOW),
+            "── on hold: the agent's usage limit is reached; it goes on by itself at \
+             2026-12-06 15:30 UTC (in 3 h 30 min) ──\n"
+        );
+        // A reset in another offset is the same instant.
+        let offset = held(json!("2026-12-07T01:30:00+10:00"));
+        assert!(task(&offset, NOW).contains("at 2026-12-06 15:30 UTC (in 3 h 30 min)"));
+
+        // No reset time, an unreadable one, or one already past.
+        for until in [json!(null), json!("soon")] {
+            let t = held(until);
+            let out = task(&t, NOW);
+            assert!(
+                out.contains("it tries again by itself after a while (the reset time is unknown)."),
+                "{out}"
+            );
+            assert_eq!(state_cell(&t, NOW), "on hold");
+        }
+        let past = held(json!("2026-12-06T11:30:00Z"));
+        assert!(task(&past, NOW).contains("it goes on now (the limit has reset)."));
+        assert_eq!(state_cell(&past, NOW), "on hold, reset");
+        assert_eq!(
+            state_change(&read(&json!({"state": "checking"})), NOW),
+            "── checking ──\n"
+        );
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_units() {
+        assert_eq!(wait_words(Duration::seconds(1)), "1 min");
+        assert_eq!(wait_words(Duration::ZERO), "1 min");
+        assert_eq!(wait_words(Duration::minutes(59)), "59 min");
+        assert_eq!(wait_words(Duration::minutes(60)), "1 h");
+        assert_eq!(wait_words(Duration::seconds(61 * 60 + 1)), "1 h 2 min");
+        assert_eq!(wait_words(Duration::hours(48)), "2 d");
+        assert_eq!(wait_words(Duration::hours(53)), "2 d 5 h");
     }
 
     #[test]

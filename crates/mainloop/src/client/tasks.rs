@@ -110,14 +110,14 @@ pub async fn show(ctx: &Ctx, wanted: &str, follow: bool) -> Result<(), ClientErr
                 last_seq = print_entry(ctx, &event.data)?;
             }
             "task.updated" if event.data["id"] == id.as_str() => {
-                let next = event.data["state"].as_str().unwrap_or_default().to_owned();
-                if next != state {
+                let next: TaskView = read(&event.data);
+                if next.state != state {
                     if ctx.json {
                         print(&format!("{}\n", json!({"task": event.data})))?;
                     } else {
-                        print(&format!("── {} ──\n", render::state_words(&next)))?;
+                        print(&render::state_change(&next, now()))?;
                     }
-                    state = next;
+                    state = next.state;
                 }
             }
             _ => {}

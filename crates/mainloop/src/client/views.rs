@@ -25,6 +25,18 @@ pub struct TaskView {
     pub output_tokens: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// Set while the task is on hold at its agent's usage limit.
+    pub hold: Option<HoldView>,
+}
+
+/// Why and until when a task is on hold (`Hold`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct HoldView {
+    /// The agent's own words about the limit.
+    pub reason: String,
+    /// When the limit resets (RFC 3339), if the agent said.
+    pub until: Option<String>,
 }
 
 /// A worker's question (`Question`).
