@@ -171,7 +171,9 @@ pub const NO_CHANGES: &str = "The worker made no changes.";
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Announcement {
     Started,
-    QuestionsAsked { count: usize },
+    QuestionsAsked {
+        count: usize,
+    },
     Answered,
     PlanApproved,
     RevisingPlan,
@@ -181,13 +183,19 @@ pub enum Announcement {
     MergeConflict,
     PlanReady,
     ReadyForReview,
-    ChecksFailed { round: u32 },
+    ChecksFailed {
+        round: u32,
+    },
     Merged,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     Cancelled,
     Retrying,
     /// The agent's usage limit is reached; the task goes on after `until` (when known).
-    OnHold { until: Option<Timestamp> },
+    OnHold {
+        until: Option<Timestamp>,
+    },
     /// The limit reset: the agent goes on.
     Resumed,
 }
@@ -216,7 +224,9 @@ pub enum Effect {
     Announce(Announcement),
     /// End the task's hold at `at`; when the reset time is unknown, the engine picks a
     /// wait.
-    WakeAt { at: Option<Timestamp> },
+    WakeAt {
+        at: Option<Timestamp>,
+    },
 }
 
 /// Why and until when a task is on hold.

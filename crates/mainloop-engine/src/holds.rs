@@ -29,8 +29,12 @@ pub fn hold_over(state: TaskState, hold: Option<&Hold>, now: Timestamp) -> bool 
     state == TaskState::OnHold && hold.is_none_or(|h| h.until.is_none_or(|until| until <= now))
 }
 
-/// The agents whose work is held at `now` by a limit not yet reset, from each task's
-/// agent, state and hold.
+/// How long past its reset a task still on hold keeps its agent's queued work waiting:
+/// the wake job is due at the reset, and the held task, older, goes on first.
+pub const WAKE_GRACE_MS: i64 = 60 * 1000;
+
+/// The agents whose work is held at `now`, from each task's agent, state and hold: by a
+/// limit not yet reset, or just reset with the held task not yet gone on.
 #[must_use]
 pub fn held_agents<'a>(
     tasks: impl IntoIterator<Item = (&'a AgentName, TaskState, Option<&'a Hold>)>,
@@ -38,7 +42,12 @@ pub fn held_agents<'a>(
 ) -> BTreeSet<AgentName> {
     tasks
         .into_iter()
-        .filter(|(_, state, hold)| *state == TaskState::OnHold && !hold_over(*state, *hold, now))
+        .filter(|(_, state, hold)| {
+            *state == TaskState::OnHold
+                && hold
+                    .and_then(|h| h.until)
+                    .is_some_and(|until| now < until.plus_millis(WAKE_GRACE_MS))
+        })
         .map(|(agent, _, _)| agent.clone())
         .collect()
 }
@@ -137,6 +146,12 @@ mod tests {
             (&gemini, TaskState::OnHold, Some(&unknown)),
             (&gemini, TaskState::Implementing, None),
         ];
-        assert_eq!(held_agents(tasks, now), BTreeSet::from([claude.clone()]));
+        // Codex's reset has just passed: its held task, not gone on yet, goes first.
+        let held = BTreeSet::from([claude.clone(), codex.clone()]);
+        assert_eq!(held_agents(tasks, now), held);
+        // Long past the reset (the wake did not come), its queued work goes ahead.
+        let much_later = now.plus_millis(WAKE_GRACE_MS);
+        let tasks = [(&codex, TaskState::OnHold, Some(&earlier))];
+        assert!(held_agents(tasks, much_later).is_empty());
     }
 }

@@ -389,7 +389,8 @@ async fn enqueue_task_job(tx: &mut Tx, job: &TaskJob, at: Timestamp) -> Result<(
         TaskJob::CommitWork(j) => enqueue(tx, j, at, at).await,
         TaskJob::RunChecks(j) => enqueue(tx, j, at, at).await,
         TaskJob::Merge(j) => enqueue(tx, j, at, at).await,
-        TaskJob::WakeTask(j) => enqueue(tx, j, at, crate::holds::wake_time(j.at, at)).await,
+        // Run at the reset; enqueued now.
+        TaskJob::WakeTask(j) => enqueue(tx, j, crate::holds::wake_time(j.at, at), at).await,
     }
 }
 

@@ -18,11 +18,10 @@ mod wait;
 #[cfg(feature = "app")]
 pub use app::{TestApp, test_config, with_model};
 pub use db::{Database, jobs_idle, try_jobs_idle};
+pub use dirs::TestDir;
 pub use engine::{EngineWorld, model_provider, try_model_provider};
 pub use git::{GitRepo, git, try_git};
-pub use dirs::TestDir;
 pub use model::{
-    FakeModel, claude_path, fake_model, mcp_inspector_path, node_bin, script, script_path,
-    settled,
+    FakeModel, claude_path, fake_model, mcp_inspector_path, node_bin, script, script_path, settled,
 };
 pub use wait::{TIMEOUT, try_wait_for, wait_for, wait_for_within};

@@ -9,6 +9,8 @@
 
 #[path = "it/failures.rs"]
 mod failures;
+#[path = "it/holds.rs"]
+mod holds;
 #[path = "it/resume.rs"]
 mod resume;
 
@@ -162,9 +164,35 @@ impl World {
         script: Option<&str>,
         max_agents: usize,
         check: Option<&str>,
+        timeouts: (Duration, Duration),
+        sandboxed: bool,
+        agents: &[(&str, Option<usize>)],
+    ) -> Self {
+        Self::assemble_with_auth(
+            command,
+            script,
+            max_agents,
+            check,
+            timeouts,
+            sandboxed,
+            agents,
+            &[("ANTHROPIC_API_KEY", "sk-test")],
+        )
+        .await
+    }
+
+    /// [`World::assemble`] with `auth` (such as a subscription's OAuth token) given to
+    /// the agents in place of the API key.
+    #[allow(clippy::too_many_arguments)]
+    async fn assemble_with_auth(
+        command: Vec<String>,
+        script: Option<&str>,
+        max_agents: usize,
+        check: Option<&str>,
         (idle_timeout, inactivity_timeout): (Duration, Duration),
         sandboxed: bool,
         agents: &[(&str, Option<usize>)],
+        auth: &[(&str, &str)],
     ) -> Self {
         let specs = agents
             .iter()
@@ -214,7 +242,6 @@ impl World {
         let mut env = vec![
             ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default()),
             ("HOME".to_owned(), home.path().display().to_string()),
-            ("ANTHROPIC_API_KEY".to_owned(), "sk-test".to_owned()),
             ("DISABLE_TELEMETRY".to_owned(), "1".to_owned()),
             ("DISABLE_AUTOUPDATER".to_owned(), "1".to_owned()),
             ("DISABLE_ERROR_REPORTING".to_owned(), "1".to_owned()),
@@ -223,6 +250,7 @@ impl World {
                 "1".to_owned(),
             ),
         ];
+        env.extend(auth.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         if let Some(f) = &fake {
             env.push(("ANTHROPIC_BASE_URL".to_owned(), f.base_url()));
         }

@@ -28,6 +28,7 @@ mod model_faults;
 mod postgres;
 mod restart;
 mod sqlite;
+mod usage_limits;
 
 use mainloop_fake_anthropic::{FakeAnthropic, Script};
 use mainloop_test_support::{
