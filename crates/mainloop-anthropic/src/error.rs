@@ -4,8 +4,34 @@ use mainloop_model::ModelError;
 use serde_json::Value;
 use std::time::Duration;
 
+/// The headers that classify a failed reply beyond its status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `retry-after`, in its delay-seconds form.
+    pub retry_after: Option<Duration>,
+    /// `anthropic-ratelimit-unified-status: rejected`: the account's usage allowance
+    /// (a subscription window or a spend limit) is spent, not a momentary rate limit.
+    pub unified_rejected: bool,
+    /// `anthropic-ratelimit-unified-reset`, unix seconds.
+    pub unified_reset: Option<u64>,
+}
+
+impl Limits {
+    /// Reads the headers through `get` (a header map lookup, lower-case names).
+    pub fn from_headers<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        Self {
+            retry_after: get("retry-after").and_then(parse_retry_after),
+            unified_rejected: get("anthropic-ratelimit-unified-status")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("rejected")),
+            unified_reset: get("anthropic-ratelimit-unified-reset")
+                .and_then(|v| v.trim().parse().ok()),
+        }
+    }
+}
+
 /// The error for a non-success HTTP reply. `body` should already be free of secrets.
-pub fn from_status(status: u16, retry_after: Option<Duration>, body: &str) -> ModelError {
+pub fn from_status(status: u16, limits: Limits, body: &str) -> ModelError {
+    let retry_after = limits.retry_after;
     let message = serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| message_of(&v))
@@ -20,6 +46,9 @@ pub fn from_status(status: u16, retry_after: Option<Duration>, body: &str) -> Mo
         });
     match status {
         401 | 403 => ModelError::Unauthorized(message),
+        429 if limits.unified_rejected => ModelError::UsageLimit {
+            resets_at: limits.unified_reset,
+        },
         429 => ModelError::RateLimited { retry_after },
         529 => ModelError::Overloaded { retry_after },
         400..=499 => ModelError::BadRequest(message),
@@ -77,28 +106,81 @@ mod tests {
     fn statuses_map_to_port_errors() {
         let body = r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: required"}}"#;
         assert_eq!(
-            from_status(400, None, body),
+            from_status(400, Limits::default(), body),
             ModelError::BadRequest("max_tokens: required".into())
         );
         assert_eq!(
-            from_status(403, None, ""),
+            from_status(403, Limits::default(), ""),
             ModelError::Unauthorized("HTTP 403".into())
         );
         assert_eq!(
-            from_status(413, None, "too big"),
+            from_status(413, Limits::default(), "too big"),
             ModelError::BadRequest("too big".into())
         );
         let wait = Some(Duration::from_secs(2));
         assert_eq!(
-            from_status(529, wait, body),
+            from_status(
+                529,
+                Limits {
+                    retry_after: wait,
+                    ..Limits::default()
+                },
+                body
+            ),
             ModelError::Overloaded { retry_after: wait }
         );
         assert_eq!(
-            from_status(502, None, "<html>bad gateway</html>"),
+            from_status(502, Limits::default(), "<html>bad gateway</html>"),
             ModelError::Server {
                 status: 502,
                 message: "<html>bad gateway</html>".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_rejected_unified_limit_is_a_usage_limit_and_a_plain_429_a_rate_limit() {
+        let body = r#"{"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed your account's rate limit. Please try again later."}}"#;
+        let rejected: &[(&str, &str)] = &[
+            ("retry-after", "3600"),
+            ("anthropic-ratelimit-unified-status", "rejected"),
+            ("anthropic-ratelimit-unified-reset", "1796529488"),
+            (
+                "anthropic-ratelimit-unified-representative-claim",
+                "five_hour",
+            ),
+            ("anthropic-ratelimit-unified-overage-status", "rejected"),
+        ];
+        let limits = |headers: &'static [(&'static str, &'static str)]| {
+            Limits::from_headers(|name| headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v))
+        };
+        assert_eq!(
+            from_status(429, limits(rejected), body),
+            ModelError::UsageLimit {
+                resets_at: Some(1_796_529_488)
+            }
+        );
+        assert_eq!(
+            from_status(
+                429,
+                limits(&[("anthropic-ratelimit-unified-status", "rejected")]),
+                body
+            ),
+            ModelError::UsageLimit { resets_at: None }
+        );
+        assert_eq!(
+            from_status(429, limits(&[("retry-after", "1")]), body),
+            ModelError::RateLimited {
+                retry_after: Some(Duration::from_secs(1))
+            }
+        );
+        assert_eq!(
+            from_status(
+                429,
+                limits(&[("anthropic-ratelimit-unified-status", "allowed")]),
+                body
+            ),
+            ModelError::RateLimited { retry_after: None }
         );
     }
 

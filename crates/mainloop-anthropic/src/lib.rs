@@ -11,7 +11,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use mainloop_domain::chat::ModelMessage;
 use mainloop_model::{ModelError, ModelProvider, ModelRequest, StreamEvent, ToolSpec};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::Value;
@@ -171,11 +171,9 @@ impl Inner {
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(error::parse_retry_after);
+        let headers = response.headers();
+        let limits =
+            error::Limits::from_headers(|name| headers.get(name).and_then(|v| v.to_str().ok()));
         // The status alone is enough to classify the error, so a body that fails to
         // arrive just means a less specific message.
         let bytes = response.bytes().await.unwrap_or_default();
@@ -185,7 +183,7 @@ impl Inner {
         if !key.is_empty() {
             text = text.replace(key, "[REDACTED]");
         }
-        Err(error::from_status(status.as_u16(), retry_after, &text))
+        Err(error::from_status(status.as_u16(), limits, &text))
     }
 }
 

@@ -251,6 +251,7 @@ async fn drive(
     }
     let _ = live.stdin.flush().await;
     let mut pending: Option<(String, Vec<ContentBlock>)> = None;
+    let mut resets_at = None;
     loop {
         let next = tokio::time::timeout(cfg.silence_timeout, live.lines.recv()).await;
         let Ok(next) = next else {
@@ -328,8 +329,9 @@ async fn drive(
             }
             Line::Failed(Failure::Model(e)) => {
                 live.busy = false;
-                return Err(e);
+                return Err(protocol::with_reset(e, resets_at));
             }
+            Line::LimitReached { resets_at: at } => resets_at = at.or(resets_at),
             Line::Other => {}
         }
     }

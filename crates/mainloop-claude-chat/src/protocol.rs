@@ -101,8 +101,22 @@ pub enum Line {
         cost_usd: Option<f64>,
     },
     Failed(Failure),
+    /// The account's usage limit is reached until `resets_at` (unix seconds); the
+    /// turn's failing result follows without the time, so the reader keeps it.
+    LimitReached {
+        resets_at: Option<u64>,
+    },
     /// Progress or anything this version does not need.
     Other,
+}
+
+/// `error` with the reset time an earlier [`Line::LimitReached`] gave, if it lacks one.
+#[must_use]
+pub fn with_reset(error: ModelError, known: Option<u64>) -> ModelError {
+    match error {
+        ModelError::UsageLimit { resets_at: None } => ModelError::UsageLimit { resets_at: known },
+        other => other,
+    }
 }
 
 /// Why a turn failed.
@@ -153,6 +167,11 @@ pub fn parse(line: &str) -> Line {
             }
         }
         ("result", _) => result(&v),
+        ("rate_limit_event", _) if s(&v["rate_limit_info"], "status") == "rejected" => {
+            Line::LimitReached {
+                resets_at: v["rate_limit_info"]["resetsAt"].as_u64(),
+            }
+        }
         _ => Line::Other,
     }
 }
@@ -241,7 +260,8 @@ fn result(v: &Value) -> Line {
     // `subtype` stays "success" on API errors: the status and error kind decide.
     let status = v["api_error_status"].as_u64().unwrap_or(0);
     let error = match (status, s(v, "api_error")) {
-        (429, _) | (_, "usage_limit_reached") => ModelError::RateLimited { retry_after: None },
+        (_, "usage_limit_reached") => ModelError::UsageLimit { resets_at: None },
+        (429, _) => ModelError::RateLimited { retry_after: None },
         (401 | 403, _) => ModelError::Unauthorized(text),
         (529, _) => ModelError::Overloaded { retry_after: None },
         (500..=599, _) => ModelError::Server {

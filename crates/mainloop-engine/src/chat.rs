@@ -22,6 +22,9 @@ use mainloop_store::{NewMessage, StoreError, Summary, TurnUsageRow, Tx};
 use serde_json::json;
 use std::sync::Arc;
 
+mod limit;
+use limit::usage_limit_wait;
+
 /// What the main-thread model is told about its role.
 pub const SYSTEM_PROMPT: &str = "\
 You are mainloop, the user's main thread: one long-running conversation through which they \
@@ -332,15 +335,25 @@ pub(crate) async fn model_failure(
     err: &ModelError,
 ) -> std::result::Result<(), JobError> {
     let engine = &ctx.engine;
-    let last_attempt = ctx.job.attempts >= engine.config().max_attempts;
-    let retrying = err.is_retryable() && !last_attempt;
     let at = now();
+    let limit_wait = match err {
+        ModelError::UsageLimit { resets_at } => Some(usage_limit_wait(*resets_at, at)),
+        _ => None,
+    };
+    let last_attempt = ctx.job.attempts >= engine.config().max_attempts;
+    // A usage limit is no failure to give up on: the turn waits for the reset, however
+    // many attempts it took so far.
+    let retrying = limit_wait.is_some() || (err.is_retryable() && !last_attempt);
+    let message = match limit_wait {
+        Some(_) => format!("{err}. I will answer then."),
+        None => err.to_string(),
+    };
     let notice = async {
         let mut tx = engine.store().begin().await?;
         tx.append_event(
             user,
             EventName::ChatError,
-            &json!({"turn_id": trigger.id, "message": err.to_string(), "retrying": retrying}),
+            &json!({"turn_id": trigger.id, "message": message, "retrying": retrying}),
             at,
         )
         .await?;
@@ -348,6 +361,11 @@ pub(crate) async fn model_failure(
     };
     if let Err(e) = notice.await {
         tracing::warn!(error = %e, "could not record a chat error event");
+    }
+    if let Some(wait) = limit_wait {
+        // Queued anew rather than retried, so the wait spends none of the job's attempts.
+        ctx.requeue(wait).await.map_err(storage)?;
+        return Ok(());
     }
     if retrying {
         return Err(JobError {

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 #[path = "it/session.rs"]
 mod session;
+#[path = "it/usage_limit.rs"]
+mod usage_limit;
 
 struct Harness {
     engine: Engine,

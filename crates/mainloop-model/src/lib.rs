@@ -9,6 +9,7 @@ pub use session::{ProviderStatus, SessionEvent, SessionProvider, SessionTurn, Tu
 
 use futures::stream::BoxStream;
 use mainloop_domain::chat::{ContentBlock, ModelMessage};
+use mainloop_domain::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
@@ -80,6 +81,11 @@ pub enum ModelError {
     Unauthorized(String),
     #[error("rate limited by the provider")]
     RateLimited { retry_after: Option<Duration> },
+    /// The account's usage allowance is spent until `resets_at` (unix seconds, when
+    /// known). Retrying before then is pointless, so `retry_after` stays `None`: the
+    /// caller, which has a clock, waits until the reset.
+    #[error("the model's usage limit is reached{}", resets_text(*resets_at))]
+    UsageLimit { resets_at: Option<u64> },
     #[error("the provider is overloaded")]
     Overloaded { retry_after: Option<Duration> },
     #[error("the provider refused the request: {0}")]
@@ -103,6 +109,7 @@ impl ModelError {
         matches!(
             self,
             Self::RateLimited { .. }
+                | Self::UsageLimit { .. }
                 | Self::Overloaded { .. }
                 | Self::Server { .. }
                 | Self::Transport(_)
@@ -119,6 +126,16 @@ impl ModelError {
             _ => None,
         }
     }
+}
+
+fn resets_text(resets_at: Option<u64>) -> String {
+    resets_at
+        .and_then(|secs| i64::try_from(secs).ok())
+        .map(|secs| {
+            let at = Timestamp::from_millis(secs.saturating_mul(1000));
+            format!("; it resets at {}", at.to_rfc3339())
+        })
+        .unwrap_or_default()
 }
 
 /// A language model that can stream a reply.
@@ -147,6 +164,23 @@ mod tests {
             }
             .retry_after(),
             Some(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn a_usage_limit_says_when_it_resets_and_leaves_the_wait_to_the_caller() {
+        let limit = ModelError::UsageLimit {
+            resets_at: Some(1_796_571_000),
+        };
+        assert!(limit.is_retryable());
+        assert_eq!(limit.retry_after(), None);
+        assert_eq!(
+            limit.to_string(),
+            "the model's usage limit is reached; it resets at 2026-12-06T15:30:00Z"
+        );
+        assert_eq!(
+            ModelError::UsageLimit { resets_at: None }.to_string(),
+            "the model's usage limit is reached"
         );
     }
 

@@ -111,6 +111,11 @@ fn failures_are_told_apart_by_status_not_subtype() {
     let limit = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error":"usage_limit_reached","result":"You've hit your 5-hour limit"}"#;
     assert!(matches!(
         parse(limit),
+        Line::Failed(Failure::Model(ModelError::UsageLimit { .. }))
+    ));
+    let api_key_429 = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error_type":"rate_limit_error","result":"API Error: Request rejected (429) · This request would exceed your account's rate limit. Please try again later.","terminal_reason":"api_error","stop_reason":"stop_sequence"}"#;
+    assert!(matches!(
+        parse(api_key_429),
         Line::Failed(Failure::Model(ModelError::RateLimited { .. }))
     ));
     let login = r#"{"type":"result","subtype":"success","is_error":true,"result":"Invalid API key · Please run /login"}"#;
@@ -125,4 +130,30 @@ fn failures_are_told_apart_by_status_not_subtype() {
         parse(busy),
         Line::Failed(Failure::Model(ModelError::Overloaded { .. }))
     ));
+}
+
+#[test]
+fn a_usage_limit_carries_the_reset_of_the_rate_limit_event_before_it() {
+    // As Claude Code 2.1.332 prints them on a subscription at its 5-hour limit.
+    let event = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1796529488,"rateLimitType":"five_hour","overageStatus":"rejected","overageDisabledReason":"org_level_disabled","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":1,"resetsAt":1796529488,"status":"rejected"}}}}"#;
+    let result = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error":"usage_limit_reached","result":"You've hit your 5-hour limit · resets 3:58am (UTC)","terminal_reason":"api_error"}"#;
+    let Line::LimitReached { resets_at } = parse(event) else {
+        panic!("not a limit: {event}");
+    };
+    assert_eq!(resets_at, Some(1_796_529_488));
+    let Line::Failed(Failure::Model(e)) = parse(result) else {
+        panic!("not a failure: {result}");
+    };
+    assert_eq!(
+        with_reset(e, resets_at),
+        ModelError::UsageLimit {
+            resets_at: Some(1_796_529_488)
+        }
+    );
+    let allowed = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":1796529488}}"#;
+    assert_eq!(parse(allowed), Line::Other);
+    assert_eq!(
+        with_reset(ModelError::RateLimited { retry_after: None }, resets_at),
+        ModelError::RateLimited { retry_after: None }
+    );
 }
