@@ -25,6 +25,30 @@ pub use script::{
 };
 pub use server::{LoggedRequest, Shared};
 
+/// One script rule, as YAML for a `rules:` list, that answers the requests `when`
+/// matches (a YAML flow mapping such as `{user_contains: "task", times: 1}`) with the 429
+/// the Messages API sends when an account's usage limit is reached: a
+/// `rate_limit_error` with the unified rate-limit headers saying it is rejected until
+/// `reset` (Unix seconds), as for a subscription's spent 5-hour window.
+#[must_use]
+pub fn usage_limit_rule(name: &str, when: &str, reset: u64) -> String {
+    format!(
+        r#"  - name: {name}
+    match: {when}
+    status: 429
+    error:
+      type: rate_limit_error
+      message: "This request would exceed your account's rate limit. Please try again later."
+    retry_after: 3600
+    headers:
+      anthropic-ratelimit-unified-status: rejected
+      anthropic-ratelimit-unified-reset: "{reset}"
+      anthropic-ratelimit-unified-representative-claim: five_hour
+      anthropic-ratelimit-unified-overage-status: rejected
+"#
+    )
+}
+
 /// Every endpoint of the fake, every wire format, over `shared`.
 pub fn router(shared: Shared) -> axum::Router {
     server::router(shared.clone())

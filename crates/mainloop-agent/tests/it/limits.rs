@@ -13,20 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// 5-hour window is spent, resetting at `reset` (Unix seconds).
 fn limit_script(reset: u64) -> String {
     format!(
-        r#"
-rules:
-  - name: limit
-    status: 429
-    error:
-      type: rate_limit_error
-      message: "This request would exceed your account's rate limit. Please try again later."
-    retry_after: 3600
-    headers:
-      anthropic-ratelimit-unified-status: rejected
-      anthropic-ratelimit-unified-reset: "{reset}"
-      anthropic-ratelimit-unified-representative-claim: five_hour
-      anthropic-ratelimit-unified-overage-status: rejected
-"#
+        "rules:\n{}",
+        mainloop_fake_anthropic::usage_limit_rule("limit", "{}", reset)
     )
 }
 

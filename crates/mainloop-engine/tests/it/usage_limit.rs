@@ -8,22 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 fn script(reset: u64) -> String {
     format!(
-        r#"
-rules:
-  - name: limit
-    match: {{times: 1}}
-    status: 429
-    error:
-      type: rate_limit_error
-      message: "This request would exceed your account's rate limit. Please try again later."
-    retry_after: 3600
-    headers:
-      anthropic-ratelimit-unified-status: rejected
-      anthropic-ratelimit-unified-reset: "{reset}"
-      anthropic-ratelimit-unified-representative-claim: five_hour
-  - name: answer
-    reply: [{{text: "Back after the reset."}}]
-"#
+        "rules:\n{}  - name: answer\n    reply: [{{text: \"Back after the reset.\"}}]\n",
+        mainloop_fake_anthropic::usage_limit_rule("limit", "{times: 1}", reset)
     )
 }
 

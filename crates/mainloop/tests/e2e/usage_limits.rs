@@ -29,19 +29,7 @@ rules:
   - name: done
     match: {{tool_result_for: Bash}}
     reply: [{{text: "Done after the reset."}}]
-  - name: limit
-    match: {{user_contains: "the held task", times: 1}}
-    status: 429
-    error:
-      type: rate_limit_error
-      message: "This request would exceed your account's rate limit. Please try again later."
-    retry_after: 3600
-    headers:
-      anthropic-ratelimit-unified-status: rejected
-      anthropic-ratelimit-unified-reset: "{reset}"
-      anthropic-ratelimit-unified-representative-claim: five_hour
-      anthropic-ratelimit-unified-overage-status: rejected
-  - name: went-on
+{limit}  - name: went-on
     match: {{user_contains: "stopped before finishing"}}
     reply:
       - tool_use: {{name: Bash, input: {{command: "printf 'held\\n' > held.txt", description: "Go on"}}}}
@@ -49,7 +37,12 @@ rules:
     match: {{user_contains: "the held task"}}
     reply:
       - tool_use: {{name: Bash, input: {{command: "printf 'held\\n' > held.txt", description: "Again"}}}}
-"##
+"##,
+        limit = mainloop_fake_anthropic::usage_limit_rule(
+            "limit",
+            r#"{user_contains: "the held task", times: 1}"#,
+            reset
+        )
     )
 }
 
