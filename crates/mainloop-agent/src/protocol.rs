@@ -103,6 +103,16 @@ pub fn parse_line(line: &str) -> Vec<AgentEvent> {
     LineParser::default().parse(line)
 }
 
+/// What a rate-limit notice of Claude Code (`rate_limit_info`, in a `rate_limit_event`
+/// or a refused reply's `api_error_params`) says: `Some(reset)` when it refuses
+/// requests, `reset` being `resetsAt` (Unix seconds) when given; `None` when it only
+/// reports usage (`allowed`, `allowed_warning`).
+#[must_use]
+pub fn rejected_until(info: &Value) -> Option<Option<u64>> {
+    (str_field(info, "status") == Some("rejected"))
+        .then(|| info.get("resetsAt").and_then(Value::as_u64))
+}
+
 /// Reads one session's stdout lines in order. What a failed turn's `result` means can
 /// depend on the lines before it in the same turn: a rejected `rate_limit_event` gives
 /// the reset time the `result` does not carry, and an `api_retry` for a 429 says the
@@ -172,12 +182,8 @@ impl LineParser {
     /// Keeps the reset time of a rate-limit notice that refuses requests (`allowed` and
     /// `allowed_warning` notices only report usage).
     fn note_rate_limit(&mut self, info: Option<&Value>) {
-        let Some(info) = info else { return };
-        if str_field(info, "status") == Some("rejected") {
-            self.rejected_until = info
-                .get("resetsAt")
-                .and_then(Value::as_u64)
-                .or(self.rejected_until);
+        if let Some(until) = info.and_then(rejected_until) {
+            self.rejected_until = until.or(self.rejected_until);
         }
     }
 

@@ -3,6 +3,7 @@
 //! each output line turned into what the engine stores — text deltas, whole messages in
 //! the Messages API's shapes, the turn's end with its usage, or its failure.
 
+use mainloop_agent::protocol::rejected_until;
 use mainloop_domain::chat::ContentBlock;
 use mainloop_model::{ModelError, Usage};
 use serde_json::{Value, json};
@@ -167,11 +168,8 @@ pub fn parse(line: &str) -> Line {
             }
         }
         ("result", _) => result(&v),
-        ("rate_limit_event", _) if s(&v["rate_limit_info"], "status") == "rejected" => {
-            Line::LimitReached {
-                resets_at: v["rate_limit_info"]["resetsAt"].as_u64(),
-            }
-        }
+        ("rate_limit_event", _) => rejected_until(&v["rate_limit_info"])
+            .map_or(Line::Other, |resets_at| Line::LimitReached { resets_at }),
         _ => Line::Other,
     }
 }
