@@ -221,18 +221,22 @@ impl Runtime {
         }
         let caps = self.inner.agents.caps();
         let held = engine.held_agents().await?;
-        let (limit, by_agent) = if caps.is_empty() && held.is_empty() {
-            (free, HashMap::new())
+        // Tasks of a capped or held agent may wait while later ones of another go ahead:
+        // look past the free slots then. Only caps need each agent's running count.
+        let limit = if caps.is_empty() && held.is_empty() {
+            free
         } else {
-            // Tasks of a capped or held agent may wait while later ones of another go
-            // ahead.
-            let by_agent = engine
+            free.saturating_add(QUEUE_LOOKAHEAD)
+        };
+        let by_agent = if caps.is_empty() {
+            HashMap::new()
+        } else {
+            engine
                 .unfinished_by_agent::<RunAgent>()
                 .await?
                 .into_iter()
                 .map(|(agent, n)| (agent, usize::try_from(n).unwrap_or(0)))
-                .collect();
-            (free.saturating_add(QUEUE_LOOKAHEAD), by_agent)
+                .collect()
         };
         let queued: Vec<(TaskId, AgentName)> = engine
             .tasks_in_states(&[TaskState::Queued], limit)
