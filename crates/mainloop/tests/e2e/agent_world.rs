@@ -142,15 +142,16 @@ impl AgentWorld {
                 &["GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"],
             ),
         };
-        let mut toml = format!(
+        let toml = format!(
             "[workers]\ndefault_agent = {name:?}\n\n[agents.{name}]\ncommand = {command:?}\n\
              pass_env = {pass_env:?}\n",
             name = self.cli.name(),
         );
         if self.cli == Cli::OpenCode {
-            // The whole of OpenCode's settings in the mainloop file, over the built-in
-            // permissions (restated): a file named by OPENCODE_CONFIG would have to lie
-            // where a sandboxed agent can read it, and this world may sit under /tmp.
+            // The provider in the project's own settings, committed to the repository
+            // (a file named by OPENCODE_CONFIG would have to lie where a sandboxed agent
+            // can read it, and this world may sit under /tmp); the permissions are the
+            // built-in entry's, which the journey's permission checks then prove.
             let settings = json!({
                 "model": "anthropic/claude-sonnet-4-5",
                 "autoupdate": false,
@@ -159,11 +160,11 @@ impl AgentWorld {
                     "baseURL": format!("{}/v1", self.fake.base_url()),
                     "apiKey": "sk-ant-fake",
                 }}},
-                "agent": {"build": {"permission": {"edit": "ask", "bash": "ask"}}},
             });
-            toml.push_str(&format!(
-                "env = {{ OPENCODE_CONFIG_CONTENT = '{settings}' }}\n"
-            ));
+            std::fs::write(self.repo.path().join("opencode.json"), settings.to_string()).unwrap();
+            self.repo.git(&["add", "opencode.json"]);
+            self.repo
+                .git(&["commit", "-q", "-m", "OpenCode's provider"]);
         }
         std::fs::write(self.config_file(), toml).unwrap();
     }
