@@ -20,10 +20,18 @@ pub enum InboxKind {
     Review,
     /// A task failed.
     Failed,
+    /// A budget is reached: raise it, or let the task continue once.
+    Budget,
 }
 
 impl InboxKind {
-    pub const ALL: [Self; 4] = [Self::Question, Self::PlanReview, Self::Review, Self::Failed];
+    pub const ALL: [Self; 5] = [
+        Self::Question,
+        Self::PlanReview,
+        Self::Review,
+        Self::Failed,
+        Self::Budget,
+    ];
 
     #[must_use]
     pub const fn as_str(self) -> &'static str {
@@ -32,6 +40,7 @@ impl InboxKind {
             Self::PlanReview => "plan_review",
             Self::Review => "review",
             Self::Failed => "failed",
+            Self::Budget => "budget",
         }
     }
 
@@ -40,7 +49,7 @@ impl InboxKind {
     #[must_use]
     pub const fn priority(self) -> Priority {
         match self {
-            Self::Question | Self::PlanReview => Priority::High,
+            Self::Question | Self::PlanReview | Self::Budget => Priority::High,
             Self::Review => Priority::Normal,
             Self::Failed => Priority::Low,
         }
@@ -61,6 +70,7 @@ impl InboxKind {
             Self::PlanReview => format!("Plan ready: {what}"),
             Self::Review => format!("Ready for review: {what}"),
             Self::Failed => format!("Failed: {what}"),
+            Self::Budget => format!("Budget reached: {what}"),
         }
     }
 }

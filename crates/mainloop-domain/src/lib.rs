@@ -15,6 +15,7 @@ pub mod records;
 pub mod task;
 pub mod time;
 pub mod transcript;
+pub mod usage;
 
 pub use ids::*;
 pub use time::Timestamp;

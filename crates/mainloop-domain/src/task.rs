@@ -11,6 +11,9 @@ use std::fmt;
 use std::str::FromStr;
 use utoipa::ToSchema;
 
+mod holds;
+pub use holds::{Hold, HoldKind};
+
 /// Where a task is in its lifecycle. The snake_case names are part of the public API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -198,6 +201,16 @@ pub enum Announcement {
     },
     /// The limit reset: the agent goes on.
     Resumed,
+    /// A budget is reached: the task waits for the human.
+    BudgetReached {
+        reason: String,
+    },
+    /// The user paused all work.
+    Paused,
+    /// A budget or pause hold ended: the agent goes on.
+    Continued {
+        after: HoldKind,
+    },
 }
 
 /// Something the engine must do because of a transition. Effects that touch the
@@ -229,18 +242,6 @@ pub enum Effect {
     },
 }
 
-/// Why and until when a task is on hold.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Hold {
-    /// The agent's own words about the limit.
-    pub reason: String,
-    /// When the limit resets, if the agent said.
-    pub until: Option<Timestamp>,
-    /// The working state the task returns to.
-    #[schema(value_type = String)]
-    pub resume_in: TaskState,
-}
-
 /// The part of a task the lifecycle reads and writes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskCore {
@@ -261,6 +262,14 @@ pub struct TaskCore {
     /// Set while the task is on hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<Hold>,
+    /// What the run stopped by a budget or a pause had not yet told the agent: the run
+    /// after the hold tells it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_input: Option<AgentInput>,
+    /// The human said "continue once" at a budget: the run that follows goes past it.
+    /// Any later event ends the waiver.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub budget_waived: bool,
 }
 
 impl TaskCore {
@@ -276,6 +285,8 @@ impl TaskCore {
             merge_requested: false,
             failed_unchanged: false,
             hold: None,
+            held_input: None,
+            budget_waived: false,
         }
     }
 }
@@ -314,8 +325,20 @@ pub enum TaskEvent {
         reason: String,
         until: Option<Timestamp>,
     },
-    /// The hold's time is up (or the human asked to go on now).
+    /// The hold's time is up, the budget was raised, or the user resumed.
     HoldEnded,
+    /// A run would go past a budget; `input` is what it had not told the agent yet.
+    BudgetReached {
+        scope: crate::usage::BudgetScope,
+        reason: String,
+        input: Option<AgentInput>,
+    },
+    /// The user paused all work; `input` is what the run had not told the agent yet.
+    Paused {
+        input: Option<AgentInput>,
+    },
+    /// The human let a task on a budget hold continue once, past the budget.
+    BudgetWaived,
 }
 
 impl TaskEvent {
@@ -342,6 +365,9 @@ impl TaskEvent {
             Self::RetryRequested(_) => "retry_requested",
             Self::LimitReached { .. } => "limit_reached",
             Self::HoldEnded => "hold_ended",
+            Self::BudgetReached { .. } => "budget_reached",
+            Self::Paused { .. } => "paused",
+            Self::BudgetWaived => "budget_waived",
         }
     }
 }
@@ -370,6 +396,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
     use Effect as E;
     use TaskState as S;
     let mut next = core.clone();
+    next.budget_waived = matches!(event, TaskEvent::BudgetWaived);
     let refuse = |event: &TaskEvent| TransitionError {
         state: core.state,
         event: event.name(),
@@ -542,30 +569,14 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
             next.state = S::Cancelled;
             vec![E::ResolveInbox, E::Announce(Announcement::Cancelled)]
         }
-        (S::Planning | S::Implementing, TaskEvent::LimitReached { reason, until }) => {
-            next.state = S::OnHold;
-            next.hold = Some(Hold {
-                reason,
-                until,
-                resume_in: core.state,
-            });
-            vec![
-                E::WakeAt { at: until },
-                E::Announce(Announcement::OnHold { until }),
-            ]
-        }
-        (S::OnHold, TaskEvent::HoldEnded) => {
-            let back = core.hold.as_ref().map_or(S::Implementing, |h| h.resume_in);
-            next.state = back;
-            next.hold = None;
-            vec![
-                E::RunAgent {
-                    phase: phase_of(back),
-                    input: AgentInput::Retry,
-                },
-                E::Announce(Announcement::Resumed),
-            ]
-        }
+        (
+            _,
+            event @ (TaskEvent::LimitReached { .. }
+            | TaskEvent::BudgetReached { .. }
+            | TaskEvent::Paused { .. }
+            | TaskEvent::HoldEnded
+            | TaskEvent::BudgetWaived),
+        ) => holds::transition(core, &mut next, event).map_err(|e| refuse(&e))?,
         (state, TaskEvent::AgentFailed(reason)) if !state.is_final() && state != S::Failed => {
             let mut effects = vec![E::StopAgent];
             effects.extend(fail(&mut next, &reason));
@@ -574,6 +585,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
         (state, TaskEvent::CancelRequested) if !state.is_final() => {
             next.state = S::Cancelled;
             next.hold = None;
+            next.held_input = None;
             vec![
                 E::StopAgent,
                 E::ResolveInbox,
@@ -620,7 +632,7 @@ pub fn transition(core: &TaskCore, event: TaskEvent) -> Result<Transition, Trans
     })
 }
 
-fn phase_of(state: TaskState) -> AgentPhase {
+pub(crate) fn phase_of(state: TaskState) -> AgentPhase {
     if state == TaskState::Implementing {
         AgentPhase::Implement
     } else {
@@ -630,6 +642,7 @@ fn phase_of(state: TaskState) -> AgentPhase {
 
 fn fail(next: &mut TaskCore, reason: &str) -> Vec<Effect> {
     next.failed_in = Some(next.hold.take().map_or(next.state, |h| h.resume_in));
+    next.held_input = None;
     next.failed_unchanged = reason == NO_CHANGES;
     next.state = TaskState::Failed;
     vec![

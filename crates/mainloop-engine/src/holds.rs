@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use futures::future::BoxFuture;
 use mainloop_domain::Timestamp;
 use mainloop_domain::agents::AgentName;
-use mainloop_domain::task::{Hold, TaskEvent, TaskState};
+use mainloop_domain::task::{Hold, HoldKind, TaskEvent, TaskState};
 
 use crate::dispatcher::{JobContext, JobError};
 use crate::jobs::{Handler, WakeTask};
@@ -21,12 +21,15 @@ pub fn wake_time(until: Option<Timestamp>, at: Timestamp) -> Timestamp {
     until.unwrap_or_else(|| at.plus_millis(UNKNOWN_RESET_WAIT_MS))
 }
 
-/// Whether a task in `state` with `hold` is over its hold at `now`: it is on hold, and
-/// its reset time (if it has one) has come. A wake job of an earlier hold finds a later
-/// one not over.
+/// Whether a task in `state` with `hold` is over its hold at `now`: it is on hold at a
+/// usage limit, and its reset time (if it has one) has come. A wake job of an earlier
+/// hold finds a later one not over, and never ends a budget's or a pause's.
 #[must_use]
 pub fn hold_over(state: TaskState, hold: Option<&Hold>, now: Timestamp) -> bool {
-    state == TaskState::OnHold && hold.is_none_or(|h| h.until.is_none_or(|until| until <= now))
+    state == TaskState::OnHold
+        && hold.is_none_or(|h| {
+            h.kind == HoldKind::UsageLimit && h.until.is_none_or(|until| until <= now)
+        })
 }
 
 /// How long past its reset a task still on hold keeps its agent's queued work waiting:
@@ -45,6 +48,7 @@ pub fn held_agents<'a>(
         .filter(|(_, state, hold)| {
             *state == TaskState::OnHold
                 && hold
+                    .filter(|h| h.kind == HoldKind::UsageLimit)
                     .and_then(|h| h.until)
                     .is_some_and(|until| now < until.plus_millis(WAKE_GRACE_MS))
         })
@@ -109,6 +113,8 @@ mod tests {
             reason: "limit".into(),
             until: until.map(Timestamp::from_millis),
             resume_in: TaskState::Implementing,
+            kind: HoldKind::UsageLimit,
+            budget: None,
         }
     }
 
@@ -124,6 +130,11 @@ mod tests {
             Some(&hold(Some(0))),
             now
         ));
+        // A budget's or a pause's hold waits for the human, whatever wakes it.
+        for kind in [HoldKind::Budget, HoldKind::Paused] {
+            let h = Hold { kind, ..hold(None) };
+            assert!(!hold_over(TaskState::OnHold, Some(&h), now));
+        }
         assert_eq!(
             wake_time(Some(Timestamp::from_millis(5)), now),
             Timestamp::from_millis(5)

@@ -24,6 +24,7 @@ pub enum NotificationKind {
     PlanReview,
     Review,
     Failed,
+    Budget,
     /// Sent from the settings page to check the channels work.
     Test,
 }
@@ -35,6 +36,7 @@ impl From<InboxKind> for NotificationKind {
             InboxKind::PlanReview => Self::PlanReview,
             InboxKind::Review => Self::Review,
             InboxKind::Failed => Self::Failed,
+            InboxKind::Budget => Self::Budget,
         }
     }
 }
@@ -47,6 +49,7 @@ impl NotificationKind {
             Self::PlanReview => "plan_review",
             Self::Review => "review",
             Self::Failed => "failed",
+            Self::Budget => "budget",
             Self::Test => "test",
         }
     }

@@ -9,7 +9,7 @@ use mainloop_domain::event::EventName;
 use mainloop_domain::inbox::{InboxKind, first_line};
 use mainloop_domain::question::{Answers, validate_answers};
 use mainloop_domain::records::{ChatMessage, InboxItem, MessageKind, Task, Workplace};
-use mainloop_domain::task::{Announcement, Effect, TaskEvent, TaskState, transition};
+use mainloop_domain::task::{Announcement, Effect, HoldKind, TaskEvent, TaskState, transition};
 use mainloop_domain::{InboxItemId, TaskId, Timestamp, UserId};
 use mainloop_store::{NewMessage, NewTask, TaskForge, Tx};
 use serde_json::json;
@@ -100,6 +100,12 @@ fn announcement_text(task: &Task, a: &Announcement) -> String {
             ),
         },
         Announcement::Resumed => format!("{what} — the usage limit reset; the agent goes on."),
+        Announcement::BudgetReached { reason } => format!("{what} — on hold: {reason}"),
+        Announcement::Paused => format!("{what} — paused."),
+        Announcement::Continued { after } => match after {
+            HoldKind::Budget => format!("{what} — the budget allows it; the agent goes on."),
+            _ => format!("{what} — resumed; the agent goes on."),
+        },
         Announcement::Answered => format!("{what} — answers received; the agent continues."),
         Announcement::PlanApproved => format!("{what} — plan approved; implementing."),
         Announcement::RevisingPlan => format!("{what} — revising the plan."),
@@ -139,6 +145,12 @@ fn inbox_body(task: &Task, kind: InboxKind) -> String {
         .trim_end()
         .to_owned(),
         InboxKind::Failed => task.error.clone().unwrap_or_default(),
+        InboxKind::Budget => task
+            .core
+            .hold
+            .as_ref()
+            .map(|h| h.reason.clone())
+            .unwrap_or_default(),
     }
 }
 

@@ -198,6 +198,7 @@ fn ntfy_tags(kind: NotificationKind) -> &'static str {
         NotificationKind::PlanReview => "memo",
         NotificationKind::Review => "eyes",
         NotificationKind::Failed => "x",
+        NotificationKind::Budget => "moneybag",
         NotificationKind::Test => "bell",
     }
 }

@@ -431,6 +431,8 @@ fn a_usage_limit_holds_the_task_until_it_resets_then_it_goes_on_where_it_was() {
                 reason: "You've hit your limit".into(),
                 until,
                 resume_in: working,
+                kind: HoldKind::UsageLimit,
+                budget: None,
             })
         );
         // No inbox item: nobody needs to act.
@@ -445,7 +447,7 @@ fn a_usage_limit_holds_the_task_until_it_resets_then_it_goes_on_where_it_was() {
         assert_eq!(back.core.state, working);
         assert_eq!(back.core.hold, None);
         assert_eq!(
-            back.effects[0],
+            back.effects[1],
             Effect::RunAgent {
                 phase: phase_of(working),
                 input: AgentInput::Retry
