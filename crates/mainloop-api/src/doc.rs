@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 pub const NO_NUL: &str = "^[^\\u0000]*$";
 
 /// Each server-sent event's name, the schema of its `data:` and what it means.
-pub const SERVER_EVENTS: [(&str, &str, &str); 6] = [
+pub const SERVER_EVENTS: [(&str, &str, &str); 7] = [
     (
         "chat.delta",
         "ChatDelta",
@@ -34,6 +34,11 @@ pub const SERVER_EVENTS: [(&str, &str, &str); 6] = [
         "A worker recorded a transcript entry (the same record `GET /api/tasks/{id}/transcript` returns)",
     ),
     ("chat.error", "ChatError", "A chat turn failed"),
+    (
+        "usage.updated",
+        "UsageUpdated",
+        "The user paused or resumed work, or changed the budgets",
+    ),
 ];
 
 /// Applies the refinements to the derived document.

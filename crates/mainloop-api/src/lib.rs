@@ -107,6 +107,17 @@ pub fn router_with_shutdown(
         .route("/tasks/{id}/transcript", get(tasks::transcript))
         .route("/tasks/{id}/diff", get(tasks::diff))
         .route("/tasks/{id}/plans", get(tasks::plans))
+        .route("/tasks/{id}/budget", post(routes::usage::answer_budget))
+        .route("/usage", get(routes::usage::usage))
+        .route(
+            "/budgets",
+            get(routes::usage::get_budgets).put(routes::usage::set_budgets),
+        )
+        .route(
+            "/pause",
+            get(routes::usage::get_pause).post(routes::usage::pause),
+        )
+        .route("/resume", post(routes::usage::resume))
         .route("/inbox", get(inbox::list))
         .route("/inbox/{id}/read", post(inbox::mark_read))
         .route("/notifications", get(notifications::get))
@@ -192,6 +203,13 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::tasks::transcript,
         routes::tasks::diff,
         routes::tasks::plans,
+        routes::usage::answer_budget,
+        routes::usage::usage,
+        routes::usage::get_budgets,
+        routes::usage::set_budgets,
+        routes::usage::get_pause,
+        routes::usage::pause,
+        routes::usage::resume,
         routes::inbox::list,
         routes::inbox::mark_read,
         routes::notifications::get,
@@ -213,6 +231,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         mainloop_domain::records::ChatMessage,
         mainloop_domain::records::InboxItem,
         mainloop_domain::transcript::TranscriptRecord,
+        routes::usage::UsageUpdated,
     )),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("cookie" = [])),
@@ -222,6 +241,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         (name = "chat", description = "The main thread"),
         (name = "tasks", description = "Worker tasks and the human's decisions"),
         (name = "inbox", description = "What needs you"),
+        (name = "usage", description = "Spending, budgets, and pausing all work"),
         (name = "notifications", description = "Web Push subscriptions and ntfy"),
         (name = "projects", description = "Repositories tasks work in"),
         (name = "events", description = "Live updates as server-sent events"),

@@ -450,7 +450,7 @@ const PUBLIC: [&str; 5] = [
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 32] = [
+const ROUTES: [(&str, &str); 39] = [
     ("GET", "/api/health"),
     ("GET", "/api/model"),
     ("GET", "/api/agents"),
@@ -472,6 +472,13 @@ const ROUTES: [(&str, &str); 32] = [
     ("GET", "/api/tasks/{id}/transcript"),
     ("GET", "/api/tasks/{id}/diff"),
     ("GET", "/api/tasks/{id}/plans"),
+    ("POST", "/api/tasks/{id}/budget"),
+    ("GET", "/api/usage"),
+    ("GET", "/api/budgets"),
+    ("PUT", "/api/budgets"),
+    ("GET", "/api/pause"),
+    ("POST", "/api/pause"),
+    ("POST", "/api/resume"),
     ("GET", "/api/inbox"),
     ("POST", "/api/inbox/{id}/read"),
     ("GET", "/api/notifications"),

@@ -26,16 +26,20 @@ pub enum EventName {
     /// A chat turn failed (the model was unreachable, for instance).
     #[serde(rename = "chat.error")]
     ChatError,
+    /// The user's pause or budgets changed.
+    #[serde(rename = "usage.updated")]
+    UsageUpdated,
 }
 
 impl EventName {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::ChatDelta,
         Self::ChatMessage,
         Self::TaskUpdated,
         Self::InboxUpdated,
         Self::TaskOutput,
         Self::ChatError,
+        Self::UsageUpdated,
     ];
 
     #[must_use]
@@ -47,6 +51,7 @@ impl EventName {
             Self::InboxUpdated => "inbox.updated",
             Self::TaskOutput => "task.output",
             Self::ChatError => "chat.error",
+            Self::UsageUpdated => "usage.updated",
         }
     }
 }

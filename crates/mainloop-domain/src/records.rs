@@ -102,6 +102,9 @@ pub struct Task {
     /// The plan issue and pull request, for a task mirrored on a forge.
     pub forge: Option<TaskForgeLinks>,
     pub cost_usd: f64,
+    /// The task's own cost cap, once the human raised it (else the user's `task_usd`).
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
     pub input_tokens: i64,
     pub output_tokens: i64,
     /// Why the task failed, when it did.

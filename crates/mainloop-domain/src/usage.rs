@@ -242,6 +242,20 @@ pub const fn next_resets(t: Timestamp) -> (Timestamp, Timestamp) {
     )
 }
 
+/// The human's answer to a budget hold: `POST /api/tasks/{id}/budget`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BudgetAnswer {
+    /// Raise the budget that was reached to `usd` (above what it has spent); every task
+    /// it held goes on.
+    Raise {
+        #[schema(minimum = 0.0, maximum = 1_000_000.0, exclusive_minimum = 0.0)]
+        usd: f64,
+    },
+    /// Let this task run once past the budget; its next run is checked again.
+    ContinueOnce,
+}
+
 /// Whether the user's work is paused (no new runs; running ones park at their turn's
 /// end).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -19,6 +19,7 @@ mod main_thread;
 mod notifications;
 mod reads;
 mod runtime;
+mod spending;
 mod tasks;
 mod tools;
 
@@ -41,6 +42,7 @@ pub use notifications::{
     validate_push_endpoint, validate_push_subscription,
 };
 pub use runtime::{ForgeSummary, Workspaces};
+pub use spending::{Gate, MAX_USAGE_DAYS};
 pub use tasks::{CreateTask, PlanAction, ReviewAction};
 pub use tools::tool_specs;
 

@@ -285,6 +285,8 @@ impl Engine {
         let mut tx = self.store().begin().await?;
         tx.add_task_usage(id, cost_usd, input_tokens, output_tokens)
             .await?;
+        tx.record_run_usage(id, cost_usd, (input_tokens, output_tokens), now())
+            .await?;
         tx.commit().await?;
         Ok(())
     }

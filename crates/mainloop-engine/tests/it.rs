@@ -1040,3 +1040,7 @@ async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(later.load(Ordering::SeqCst), 1);
 }
+
+// After `both_backends!`, which it uses.
+#[path = "it/spending.rs"]
+mod spending;

@@ -15,6 +15,7 @@ mod messages;
 mod notifications;
 mod plans;
 mod projects;
+mod spending;
 mod tasks;
 mod transcript;
 mod users;
@@ -26,6 +27,7 @@ pub use main_thread::{MainSession, TurnUsageRow, UsageTotals};
 pub use messages::{NewMessage, Summary};
 pub use notifications::{NewPushSubscription, NotificationSettings, PushSubscription, VapidKeys};
 pub use plans::PlanRevision;
+pub use spending::{DaySpend, TaskSpend};
 pub use tasks::NewTask;
 pub use users::TokenKind;
 

@@ -28,7 +28,7 @@ pub struct NewTask {
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
                     answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
-                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace, agent, \
+                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace, agent, budget_usd, \
                     (SELECT repo FROM task_forge f WHERE f.task_id = tasks.id) AS forge_repo, \
                     (SELECT issue_number FROM task_forge f WHERE f.task_id = tasks.id) AS forge_issue, \
                     (SELECT pr_number FROM task_forge f WHERE f.task_id = tasks.id) AS forge_pr, \
@@ -80,6 +80,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         diffstat: row.try_get("diffstat")?,
         forge: forge_links_from_row(row)?,
         cost_usd: row.try_get("cost_usd")?,
+        budget_usd: row.try_get("budget_usd")?,
         input_tokens: row.try_get("input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
         error: row.try_get("error")?,

@@ -223,7 +223,9 @@ impl Runtime {
         let held = engine.held_agents().await?;
         // Tasks of a capped or held agent may wait while later ones of another go ahead:
         // look past the free slots then. Only caps need each agent's running count.
-        let limit = if caps.is_empty() && held.is_empty() {
+        // A paused user's tasks stay queued.
+        let paused = engine.paused_users().await?;
+        let limit = if caps.is_empty() && held.is_empty() && paused.is_empty() {
             free
         } else {
             free.saturating_add(QUEUE_LOOKAHEAD)
@@ -242,6 +244,7 @@ impl Runtime {
             .tasks_in_states(&[TaskState::Queued], limit)
             .await?
             .into_iter()
+            .filter(|(user, _)| !paused.contains(user))
             .map(|(_, task)| (task.id, task.agent))
             .collect();
         let free = usize::try_from(free).unwrap_or(usize::MAX);

@@ -18,7 +18,8 @@ use mainloop_domain::records::Task;
 use mainloop_domain::task::{AgentInput, AgentPhase, TaskEvent, TaskState};
 use mainloop_domain::transcript::TranscriptEntry;
 use mainloop_domain::{TaskId, Timestamp, UserId};
-use mainloop_engine::{JobContext, JobError, RunAgent};
+use mainloop_domain::usage;
+use mainloop_engine::{Gate, JobContext, JobError, RunAgent};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +68,26 @@ pub(crate) async fn run_agent(
     if task.state != state_of(phase) {
         // Cancelled, failed or moved on before this run started.
         return Ok(());
+    }
+    if let Some(gate) = rt
+        .inner
+        .engine
+        .spending_gate(user, &task)
+        .await
+        .map_err(retry)?
+    {
+        // What the agent has not been told yet, the run after the hold tells it.
+        let delivered = task.agent_input_key.as_deref() == Some(ctx.job.key.as_str());
+        let input = (!delivered).then_some(input);
+        let event = match gate {
+            Gate::Paused => TaskEvent::Paused { input },
+            Gate::Budget(r) => TaskEvent::BudgetReached {
+                scope: r.scope,
+                reason: usage::reason(&r, &task.agent),
+                input,
+            },
+        };
+        return apply(rt, task.id, event).await.map(drop);
     }
     let cancel = CancellationToken::new();
     if let Ok(mut r) = rt.inner.running.lock() {

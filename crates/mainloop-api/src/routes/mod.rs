@@ -10,4 +10,5 @@ pub mod model;
 pub mod notifications;
 pub mod projects;
 pub mod tasks;
+pub mod usage;
 pub mod webhooks;

@@ -92,6 +92,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/budgets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The user's budgets (an absent cap is none). */
+        get: operations["get_budgets"];
+        /** Replaces the user's budgets. Tasks held by a budget the new ones allow go on. */
+        put: operations["set_budgets"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/chat": {
         parameters: {
             query?: never;
@@ -148,6 +166,7 @@ export interface paths {
          *     | `inbox.updated` | `InboxItem` | An inbox item was created, read or resolved |
          *     | `task.output` | `TranscriptRecord` | A worker recorded a transcript entry (the same record `GET /api/tasks/{id}/transcript` returns) |
          *     | `chat.error` | `ChatError` | A chat turn failed |
+         *     | `usage.updated` | `UsageUpdated` | The user paused or resumed work, or changed the budgets |
          */
         get: operations["events"];
         put?: never;
@@ -328,6 +347,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Whether the user's work is paused. */
+        get: operations["get_pause"];
+        put?: never;
+        /**
+         * Pauses all the user's work: no agent run starts; a running agent finishes its turn
+         *     and its task holds. Lasts across restarts until resumed.
+         */
+        post: operations["pause"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects": {
         parameters: {
             query?: never;
@@ -356,6 +396,23 @@ export interface paths {
         get: operations["get_project"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resumes the user's work: every paused task goes on. */
+        post: operations["resume"];
         delete?: never;
         options?: never;
         head?: never;
@@ -408,6 +465,26 @@ export interface paths {
         put?: never;
         /** Answers the task's pending questions. */
         post: operations["answer_task"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tasks/{id}/budget": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Answers a task's budget hold: raise the budget it reached (every task that budget
+         *     held goes on), or let this task continue once past it.
+         */
+        post: operations["answer_budget"];
         delete?: never;
         options?: never;
         head?: never;
@@ -533,6 +610,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What was spent, by day, source and task; today and this week against the budgets; the
+         *     agents' quota windows; whether work is paused.
+         */
+        get: operations["get_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/webhooks/github": {
         parameters: {
             query?: never;
@@ -554,6 +651,13 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description Caps of one agent's runs. */
+        AgentBudget: {
+            /** Format: double */
+            daily_usd?: number | null;
+            /** Format: double */
+            weekly_usd?: number | null;
+        };
         /** @description A configured agent as `GET /api/agents` shows it. */
         AgentInfo: {
             capabilities: components["schemas"]["Capabilities"];
@@ -595,6 +699,43 @@ export interface components {
             answers: {
                 [key: string]: components["schemas"]["Answer"];
             };
+        };
+        /** @description The human's answer to a budget hold: `POST /api/tasks/{id}/budget`. */
+        BudgetAnswer: {
+            /** @enum {string} */
+            action: "raise";
+            /** Format: double */
+            usd: number;
+        } | {
+            /** @enum {string} */
+            action: "continue_once";
+        };
+        /**
+         * @description Which budget a run met.
+         * @enum {string}
+         */
+        BudgetScope: "task" | "day" | "week" | "agent_day" | "agent_week";
+        /** @description What a user allows to be spent, in US dollars; every cap is optional. */
+        Budgets: {
+            /** @description Caps of one agent's runs, by the agent's configured name. */
+            agents?: {
+                [key: string]: components["schemas"]["AgentBudget"];
+            };
+            /**
+             * Format: double
+             * @description The most all work may cost in a day (UTC), the main thread included.
+             */
+            daily_usd?: number | null;
+            /**
+             * Format: double
+             * @description The most one task may cost (a task's own cap, once raised, replaces it).
+             */
+            task_usd?: number | null;
+            /**
+             * Format: double
+             * @description The most all work may cost in a week (from Monday 00:00 UTC).
+             */
+            weekly_usd?: number | null;
         };
         /** @description What an agent can do, by protocol. */
         Capabilities: {
@@ -747,6 +888,7 @@ export interface components {
             "inbox.updated": components["schemas"]["InboxItem"];
             "task.output": components["schemas"]["TranscriptRecord"];
             "task.updated": components["schemas"]["Task"];
+            "usage.updated": components["schemas"]["UsageUpdated"];
         };
         /**
          * Format: int64
@@ -757,7 +899,7 @@ export interface components {
          * @description The name of an event in the log; clients switch on it.
          * @enum {string}
          */
-        EventName: "chat.delta" | "chat.message" | "task.updated" | "inbox.updated" | "task.output" | "chat.error";
+        EventName: "chat.delta" | "chat.message" | "task.updated" | "inbox.updated" | "task.output" | "chat.error" | "usage.updated";
         /** @description One file's share of a diff. */
         FileStat: {
             /** Format: int64 */
@@ -795,12 +937,19 @@ export interface components {
         };
         /** @description Why and until when a task is on hold. */
         Hold: {
-            /** @description The agent's own words about the limit. */
+            budget?: null | components["schemas"]["BudgetScope"];
+            kind?: components["schemas"]["HoldKind"];
+            /** @description What holds the task, in words (for a usage limit, the agent's own). */
             reason: string;
             /** @description The working state the task returns to. */
             resume_in: string;
             until?: null | components["schemas"]["Timestamp"];
         };
+        /**
+         * @description Why a task is on hold.
+         * @enum {string}
+         */
+        HoldKind: "usage_limit" | "budget" | "paused";
         /** @description One inbox item. */
         InboxItem: {
             body: string;
@@ -819,7 +968,7 @@ export interface components {
          * @description Why an item is in the inbox. Only things that need the human get an item.
          * @enum {string}
          */
-        InboxKind: "question" | "plan_review" | "review" | "failed";
+        InboxKind: "question" | "plan_review" | "review" | "failed" | "budget";
         /** @description Open items (most urgent, then longest waiting, first), then recently resolved ones. */
         InboxList: {
             items: components["schemas"]["InboxItem"][];
@@ -914,6 +1063,14 @@ export interface components {
              *     clears it.
              */
             url?: null | string;
+        };
+        /**
+         * @description Whether the user's work is paused (no new runs; running ones park at their turn's
+         *     end).
+         */
+        PauseState: {
+            paused: boolean;
+            since?: null | components["schemas"]["Timestamp"];
         };
         /** @description `permission`: a tool the agent asked to use, and whether it was allowed. */
         PermissionEntry: {
@@ -1049,6 +1206,23 @@ export interface components {
             description?: string;
             label: string;
         };
+        /** @description What an agent said about one of its account's quota windows. */
+        QuotaWindow: {
+            /** @description The agent's configured name. */
+            agent: string;
+            /** @description The window is used up: the agent's work waits for its reset. */
+            limited: boolean;
+            /** @description When the agent said it. */
+            observed_at: components["schemas"]["Timestamp"];
+            resets_at?: null | components["schemas"]["Timestamp"];
+            /**
+             * Format: double
+             * @description How much of the window is used, 0 to 100, when said.
+             */
+            used_percent?: number | null;
+            /** @description The window's name: `five_hour`, `seven_day`, or another the agent reported. */
+            window: string;
+        };
         /** @description Marks an item read or unread. */
         ReadRequest: {
             read: boolean;
@@ -1131,11 +1305,23 @@ export interface components {
             event: "chat.error";
             /** @description The event-log id (send it back as `Last-Event-ID`). */
             id: string;
+        } | {
+            /** @description JSON: a `UsageUpdated`. */
+            data: string;
+            /** @enum {string} */
+            event: "usage.updated";
+            /** @description The event-log id (send it back as `Last-Event-ID`). */
+            id: string;
         };
         /** @description `session`: the agent's session id and model. */
         SessionEntry: {
             model: string;
             session_id: string;
+        };
+        /** @description The spending of one source. */
+        SourceTotals: components["schemas"]["Totals"] & {
+            /** @description An agent's name, or `main_thread`. */
+            source: string;
         };
         /** @description `status`: what the worker is doing or what happened to the run. */
         StatusEntry: {
@@ -1150,6 +1336,11 @@ export interface components {
             /** @description The branch the work is based on and merged into. */
             base_branch?: string | null;
             branch?: string | null;
+            /**
+             * Format: double
+             * @description The task's own cost cap, once the human raised it (else the user's `task_usd`).
+             */
+            budget_usd?: number | null;
             /** Format: double */
             cost_usd: number;
             created_at: components["schemas"]["Timestamp"];
@@ -1222,6 +1413,14 @@ export interface components {
          * @enum {string}
          */
         TaskState: "queued" | "planning" | "waiting_answers" | "waiting_plan_review" | "implementing" | "on_hold" | "checking" | "review" | "merged" | "failed" | "cancelled";
+        /** @description One task's spending in the period. */
+        TaskUsage: components["schemas"]["Totals"] & {
+            agent: string;
+            state: string;
+            task_id: components["schemas"]["TaskId"];
+            /** @description The task description's first line. */
+            title: string;
+        };
         /** @description `text`: a piece of the agent's prose. */
         TextEntry: {
             text: string;
@@ -1239,6 +1438,20 @@ export interface components {
             is_error: boolean;
             summary: string;
             tool_use_id: string;
+        };
+        /** @description Cost and tokens of some runs. */
+        Totals: {
+            /** Format: double */
+            cost_usd: number;
+            /** Format: int64 */
+            input_tokens: number;
+            /** Format: int64 */
+            output_tokens: number;
+            /**
+             * Format: int64
+             * @description Agent runs and main-thread turns counted.
+             */
+            runs: number;
         };
         /**
          * @description What happened, by `kind`; `payload` holds the kind's fields.
@@ -1340,6 +1553,40 @@ export interface components {
             kind: string;
             /** @description The stored payload. */
             payload: Record<string, never>;
+        };
+        /** @description The usage report: `GET /api/usage`. */
+        Usage: {
+            budgets: components["schemas"]["Budgets"];
+            /** @description When today's and this week's caps reset. */
+            day_resets_at: components["schemas"]["Timestamp"];
+            /** @description Every day of the period, oldest first, days without spending included. */
+            days: components["schemas"]["UsageDay"][];
+            /** @description The first and last day reported (UTC), `YYYY-MM-DD`. */
+            from: string;
+            pause: components["schemas"]["PauseState"];
+            /** @description The period's spending by source, largest first. */
+            sources: components["schemas"]["SourceTotals"][];
+            /** @description The costliest tasks of the period (at most 10), costliest first. */
+            tasks: components["schemas"]["TaskUsage"][];
+            to: string;
+            /** @description Spent today and this week, against `budgets`. */
+            today: components["schemas"]["Totals"];
+            week: components["schemas"]["Totals"];
+            week_resets_at: components["schemas"]["Timestamp"];
+            /** @description The agents' quota windows, as they last reported them. */
+            windows: components["schemas"]["QuotaWindow"][];
+        };
+        /** @description One day of spending. */
+        UsageDay: components["schemas"]["Totals"] & {
+            /** @description The day (UTC), `YYYY-MM-DD`. */
+            date: string;
+            /** @description The day's spending by source, largest first. */
+            sources: components["schemas"]["SourceTotals"][];
+        };
+        /** @description The data of a `usage.updated` event: the user's pause and budgets as they now are. */
+        UsageUpdated: {
+            budgets: components["schemas"]["Budgets"];
+            pause: components["schemas"]["PauseState"];
         };
         /** @description A person using mainloop. */
         User: {
@@ -1581,6 +1828,104 @@ export interface operations {
             };
             /** @description Not signed in */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_budgets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The budgets */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Budgets"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_budgets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Budgets"];
+            };
+        };
+        responses: {
+            /** @description The budgets now */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Budgets"];
+                };
+            };
+            /** @description Malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An amount not above 0 or above 1000000, or an unknown field */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2180,6 +2525,73 @@ export interface operations {
             };
         };
     };
+    get_pause: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The pause */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PauseState"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    pause: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Paused */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PauseState"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_projects: {
         parameters: {
             query?: never;
@@ -2250,6 +2662,44 @@ export interface operations {
             };
             /** @description No such project */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    resume: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Resumed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PauseState"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2486,6 +2936,96 @@ export interface operations {
                 };
             };
             /** @description Answers do not fit the questions */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    answer_budget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Task id */
+                id: components["schemas"]["TaskId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BudgetAnswer"];
+            };
+        };
+        responses: {
+            /** @description The task */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Task"];
+                };
+            };
+            /** @description Malformed id or body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such task */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task is not on a budget hold */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An amount out of range or not above what is spent */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -2972,6 +3512,56 @@ export interface operations {
             };
             /** @description No such task */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_usage: {
+        parameters: {
+            query?: {
+                /** @description Days reported, today included (default 30). */
+                days?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The usage report */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Usage"];
+                };
+            };
+            /** @description Malformed query */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description days outside 1–366 */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
