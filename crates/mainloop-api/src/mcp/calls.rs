@@ -9,6 +9,7 @@ use super::bounded::{
 };
 use super::catalog::RECORDED;
 use mainloop_domain::question::Answers;
+use mainloop_domain::usage::BudgetAnswer;
 use mainloop_domain::{TaskId, UserId};
 use mainloop_engine::{Engine, EngineError, PlanAction, ReviewAction};
 use serde::Deserialize;
@@ -66,6 +67,18 @@ pub async fn call(
         "decide_plan" => decide_plan(engine, user, arguments).await,
         "review_task" => review_task(engine, user, arguments).await,
         "retry_task" => retry_task(engine, user, arguments).await,
+        "answer_budget" => answer_budget(engine, user, arguments).await,
+        "get_usage" => get_usage(engine, user, arguments).await,
+        "pause_work" => engine
+            .pause(user)
+            .await
+            .map(|s| Outcome::ok(&json!(s)))
+            .map_err(|e| from_engine(e, None)),
+        "resume_work" => engine
+            .resume(user)
+            .await
+            .map(|s| Outcome::ok(&json!(s)))
+            .map_err(|e| from_engine(e, None)),
         "get_transcript" => get_transcript(engine, user, arguments).await,
         "get_diff" => get_diff(engine, user, arguments).await,
         _ => return None,
@@ -242,6 +255,49 @@ async fn retry_task(engine: &Engine, user: UserId, arguments: Value) -> Step<Out
         .await
         .map_err(|e| from_engine(e, Some(id)))?;
     Ok(Outcome::ok(&json!(task)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetArgs {
+    task_id: String,
+    action: String,
+    usd: Option<f64>,
+}
+
+async fn answer_budget(engine: &Engine, user: UserId, arguments: Value) -> Step<Outcome> {
+    let a: BudgetArgs = args(arguments)?;
+    let id = task_id(&a.task_id)?;
+    let answer = match (a.action.as_str(), a.usd) {
+        ("raise", Some(usd)) => BudgetAnswer::Raise { usd },
+        ("raise", None) => return Err(Outcome::error("`raise` needs `usd`, the new cap")),
+        ("continue_once", _) => BudgetAnswer::ContinueOnce,
+        (other, _) => {
+            return Err(Outcome::error(format!(
+                "unknown action '{other}': use raise or continue_once"
+            )));
+        }
+    };
+    let task = engine
+        .answer_budget(user, id, answer)
+        .await
+        .map_err(|e| from_engine(e, Some(id)))?;
+    Ok(Outcome::ok(&json!(task)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageArgs {
+    days: Option<u32>,
+}
+
+async fn get_usage(engine: &Engine, user: UserId, arguments: Value) -> Step<Outcome> {
+    let a: UsageArgs = args(arguments)?;
+    let usage = engine
+        .usage(user, a.days.unwrap_or(7))
+        .await
+        .map_err(|e| from_engine(e, None))?;
+    Ok(Outcome::ok(&json!(usage)))
 }
 
 #[derive(Deserialize)]

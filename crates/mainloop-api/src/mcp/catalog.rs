@@ -146,6 +146,52 @@ pub fn tools() -> Vec<Tool> {
             hints(false, false, false),
         ),
         tool(
+            "answer_budget",
+            "Answer a task held at a budget (state `on_hold` with `hold.kind` `budget`; \
+             `hold.reason` says which budget, its cap and what is spent): `raise` sets that \
+             budget to `usd` (above what is spent; every task it held goes on), \
+             `continue_once` lets this task run once past it. Relay the user's decision; \
+             never raise a budget on your own.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "task_id": task_id,
+                    "action": {"type": "string", "enum": ["raise", "continue_once"]},
+                    "usd": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
+                            "description": "The new cap in US dollars, for `raise`."}
+                },
+                "required": ["task_id", "action"]
+            }),
+            hints(false, false, false),
+        ),
+        tool(
+            "get_usage",
+            "What the user's work has cost: spend and tokens per day (UTC) and per agent, the \
+             costliest tasks, today and this week against the budgets, the agents' quota \
+             windows (five_hour, seven_day) with their resets, and whether work is paused.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "days": {"type": "integer", "minimum": 1, "maximum": 366,
+                             "description": "Days reported, today included (default 7)."}
+                }
+            }),
+            hints(true, false, true),
+        ),
+        tool(
+            "pause_work",
+            "Pause all of the user's work: no agent run starts; a running agent finishes its \
+             turn and its task waits on hold. Lasts until `resume_work`, across restarts.",
+            json!({"type": "object", "properties": {}}),
+            hints(false, false, true),
+        ),
+        tool(
+            "resume_work",
+            "Resume the user's paused work: every paused task goes on.",
+            json!({"type": "object", "properties": {}}),
+            hints(false, false, true),
+        ),
+        tool(
             "get_transcript",
             &format!(
                 "Read a task's transcript: what its worker said and did (text, tool calls and \
@@ -231,6 +277,10 @@ mod tests {
                 "review_task",
                 "cancel_task",
                 "retry_task",
+                "answer_budget",
+                "get_usage",
+                "pause_work",
+                "resume_work",
                 "get_transcript",
                 "get_diff"
             ]

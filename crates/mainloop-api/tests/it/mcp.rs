@@ -95,7 +95,7 @@ async fn both_lifecycles_list_and_run_every_tool_for_the_caller_only() {
             .into_iter()
             .map(|t| t.name.into_owned())
             .collect();
-        assert_eq!(names.len(), 11, "{names:?}");
+        assert_eq!(names.len(), 15, "{names:?}");
         for name in ["spawn_task", "get_inbox", "get_transcript", "get_diff"] {
             assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
         }
@@ -238,6 +238,10 @@ async fn both_lifecycles_list_and_run_every_tool_for_the_caller_only() {
             ("decide_plan", json!({"task_id": id, "action": "cancel"})),
             ("review_task", json!({"task_id": id, "action": "approve"})),
             ("answer_questions", json!({"task_id": id, "answers": {}})),
+            (
+                "answer_budget",
+                json!({"task_id": id, "action": "continue_once"}),
+            ),
         ] {
             let message = error(&theirs, tool, args).await;
             // The engine's `cancel_task` words it as its other not-found errors.
@@ -267,10 +271,43 @@ async fn both_lifecycles_list_and_run_every_tool_for_the_caller_only() {
         .await;
         let retried = ok(&mcp, "retry_task", json!({"task_id": id_of(&failing)})).await;
         assert_ne!(retried["state"], "failed");
+
+        // A budget hold answered over MCP; the pause and the usage report.
+        let costly = ok(
+            &mcp,
+            "spawn_task",
+            json!({"description": "Costly", "repo": "acme/widgets", "skip_plan": true}),
+        )
+        .await;
+        let reached = TaskEvent::BudgetReached {
+            scope: mainloop_domain::usage::BudgetScope::Task,
+            reason: "This task's budget is reached".into(),
+            input: None,
+        };
+        app.drive(
+            &json!({"id": id_of(&costly)}),
+            vec![TaskEvent::SlotGranted, reached],
+        )
+        .await;
+        let not_held = json!({"task_id": id_of(&failing), "action": "continue_once"});
+        let early = error(&mcp, "answer_budget", not_held).await;
+        assert!(early.contains("not allowed"), "{early}");
+        let no_usd = json!({"task_id": id_of(&costly), "action": "raise"});
+        assert!(error(&mcp, "answer_budget", no_usd).await.contains("usd"));
+        let once = json!({"task_id": id_of(&costly), "action": "continue_once"});
+        assert_eq!(
+            ok(&mcp, "answer_budget", once).await["state"],
+            "implementing"
+        );
+        assert_eq!(ok(&mcp, "pause_work", json!({})).await["paused"], true);
+        let usage = ok(&mcp, "get_usage", json!({"days": 3})).await;
+        assert_eq!(usage["days"].as_array().unwrap().len(), 3, "{usage}");
+        assert_eq!(usage["pause"]["paused"], true);
+        assert_eq!(ok(&mcp, "resume_work", json!({})).await["paused"], false);
         mcp.cancel().await.unwrap();
     }
     let ours = app.get("/api/tasks").await.1;
-    assert_eq!(ours["tasks"].as_array().unwrap().len(), 4);
+    assert_eq!(ours["tasks"].as_array().unwrap().len(), 6);
 }
 
 #[tokio::test]
@@ -412,7 +449,7 @@ async fn a_missing_or_wrong_token_is_the_apis_401_before_any_mcp() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
         body["result"]["tools"].as_array().unwrap().len(),
-        11,
+        15,
         "{body}"
     );
 }
@@ -453,7 +490,7 @@ async fn the_mcp_inspector_lists_the_tools_and_calls_them() {
     let app = app().await;
     let listed = inspect(&app, &app.token, &["--method", "tools/list"]).await;
     let tools = listed["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 11, "{listed}");
+    assert_eq!(tools.len(), 15, "{listed}");
     let spawn = tools.iter().find(|t| t["name"] == "spawn_task").unwrap();
     assert_eq!(
         spawn["inputSchema"]["required"],
@@ -663,7 +700,7 @@ async fn claude_code_calls_the_tools_over_both_protocol_paths() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert_eq!(tools.len(), 11, "{tools:?}");
+        assert_eq!(tools.len(), 15, "{tools:?}");
         assert!(
             tools.iter().all(|t| t.starts_with("mcp__mainloop__")),
             "{tools:?}"

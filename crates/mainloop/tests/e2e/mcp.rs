@@ -131,7 +131,7 @@ async fn the_bridge_forwards_calls_with_their_tool_use_id() {
         },
     ] {
         let mcp = bridged(&server.base, &token, lifecycle).await;
-        assert_eq!(mcp.list_all_tools().await.unwrap().len(), 11);
+        assert_eq!(mcp.list_all_tools().await.unwrap().len(), 15);
         let result = spawn_with(&mcp, repo.path(), "toolu_bridge").await;
         assert!(!result.1, "{}", result.0);
         assert_eq!(first.get_or_insert_with(|| result.clone()), &result);
