@@ -16,6 +16,7 @@ mod agent_world;
 mod agents_codex;
 mod agents_gemini;
 mod agents_opencode;
+mod budgets;
 mod chat;
 mod cli;
 mod faults;
