@@ -27,7 +27,7 @@ pub use claude::{
 };
 pub use kill::{kill_stale_agent, process_start_time};
 pub use placement::{Launch, LocalProcess, Placed, PlacedProcess, Placement};
-pub use protocol::{LineParser, is_transient_api_error, parse_line};
+pub use protocol::{LineParser, is_transient_api_error, parse_line, quota_reports};
 
 /// How much the agent may do on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,6 +123,19 @@ pub struct AgentQuestion {
     pub multi_select: bool,
 }
 
+/// What an agent said about one window of its account's usage quota.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaReport {
+    /// `five_hour`, `seven_day`, or another name the agent gave.
+    pub window: String,
+    /// How much of the window is used, 0 to 100, when said.
+    pub used_percent: Option<f64>,
+    /// When the window resets, in Unix seconds, when said.
+    pub resets_at: Option<u64>,
+    /// The window is used up: the account's requests are refused until it resets.
+    pub limited: bool,
+}
+
 /// The normalized stream of an agent's output, one event per output item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -174,6 +187,13 @@ pub enum AgentEvent {
         cost_usd: f64,
         input_tokens: u64,
         output_tokens: u64,
+    },
+    /// The account's quota windows as the agent last heard of them; nothing for the
+    /// transcript. Sent when the agent says, which may be never (Claude Code on an API
+    /// key says nothing). A struct variant: the enum's internal `kind` tag cannot
+    /// carry a bare list.
+    Quota {
+        windows: Vec<QuotaReport>,
     },
     /// An output line that is not JSON or not understood; the session continues.
     Malformed {

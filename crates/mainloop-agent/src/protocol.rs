@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::{
-    AgentEvent, AgentFailure, AgentMode, AgentOption, AgentQuestion, ControlReply, SessionRef,
-    TurnEnd,
+    AgentEvent, AgentFailure, AgentMode, AgentOption, AgentQuestion, ControlReply, QuotaReport,
+    SessionRef, TurnEnd,
 };
 
 /// Longest `ToolCall::summary`, in characters.
@@ -113,6 +113,57 @@ pub fn rejected_until(info: &Value) -> Option<Option<u64>> {
         .then(|| info.get("resetsAt").and_then(Value::as_u64))
 }
 
+/// The quota windows a rate-limit notice of Claude Code (`rate_limit_info`) reports:
+/// each of `unifiedWindows` (keyed by window, `utilization` 0 to 1) when given, else the
+/// one window the notice is about (`rateLimitType`); none when it names no window.
+///
+/// Claude Code 2.1.330 sends a notice only on a subscription (OAuth), and not only when
+/// it refuses: when the API's reply carries `anthropic-ratelimit-unified-*` headers
+/// with status `allowed`, a notice with status `allowed` and the windows of the
+/// `-5h-`/`-7d-` headers follows the reply, before the `result` line, whenever the
+/// numbers changed since the last one. On an API key it sends none.
+#[must_use]
+pub fn quota_reports(info: &Value) -> Vec<QuotaReport> {
+    let rejected = |v: &Value| str_field(v, "status") == Some("rejected");
+    let report = |window: &str, v: &Value, limited: bool| QuotaReport {
+        window: window.to_owned(),
+        used_percent: v
+            .get("utilization")
+            .and_then(Value::as_f64)
+            .filter(|u| u.is_finite())
+            .map(|u| u * 100.0),
+        resets_at: v.get("resetsAt").and_then(unix_seconds),
+        limited,
+    };
+    let named = str_field(info, "rateLimitType");
+    if let Some(windows) = info.get("unifiedWindows").and_then(Value::as_object) {
+        let mut reports: Vec<QuotaReport> = windows
+            .iter()
+            .filter(|(_, w)| w.is_object())
+            .map(|(name, w)| {
+                let limited = rejected(w) || (rejected(info) && named == Some(name.as_str()));
+                report(name, w, limited)
+            })
+            .collect();
+        // In name order, whatever order the JSON map keeps.
+        reports.sort_by(|a, b| a.window.cmp(&b.window));
+        return reports;
+    }
+    named
+        .map(|name| report(name, info, rejected(info)))
+        .into_iter()
+        .collect()
+}
+
+/// A time in Unix seconds, written as an integer or as a number with a fraction.
+fn unix_seconds(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        let secs = v.as_f64().filter(|s| s.is_finite() && *s >= 0.0)?;
+        // `as` saturates; no reset time comes near u64::MAX.
+        Some(secs.round() as u64)
+    })
+}
+
 /// Reads one session's stdout lines in order. What a failed turn's `result` means can
 /// depend on the lines before it in the same turn: a rejected `rate_limit_event` gives
 /// the reset time the `result` does not carry, and an `api_retry` for a 429 says the
@@ -162,8 +213,14 @@ impl LineParser {
             "user" => Ok(user(&value)),
             "control_request" => control_request(&value),
             "rate_limit_event" => {
-                self.note_rate_limit(value.get("rate_limit_info"));
-                Ok(Vec::new())
+                let info = value.get("rate_limit_info");
+                self.note_rate_limit(info);
+                let windows = info.map(quota_reports).unwrap_or_default();
+                Ok(if windows.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![AgentEvent::Quota { windows }]
+                })
             }
             "result" => {
                 let event = result(&value, self);

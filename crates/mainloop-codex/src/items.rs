@@ -6,7 +6,9 @@
 use std::path::{Component, Path, PathBuf};
 
 use mainloop_agent::protocol::{TOOL_RESULT_SUMMARY_BYTES, tool_call_summary, truncate_bytes};
-use mainloop_agent::{AgentEvent, AgentFailure, AgentOption, AgentQuestion, ControlReply};
+use mainloop_agent::{
+    AgentEvent, AgentFailure, AgentOption, AgentQuestion, ControlReply, QuotaReport,
+};
 use serde_json::{Value, json};
 
 /// One file of a `fileChange` item.
@@ -404,4 +406,40 @@ pub fn exhausted_until(rate_limits: &Value) -> Option<u64> {
         .filter(|w| w.get("usedPercent").and_then(Value::as_f64) >= Some(100.0))
         .filter_map(|w| w.get("resetsAt").and_then(Value::as_u64))
         .max()
+}
+
+/// The quota windows of the `rateLimits` of an `account/rateLimits/updated`
+/// notification: `primary` and `secondary`, named by their length (`five_hour`,
+/// `seven_day`, else `<n>_minutes`, or the slot's own name when Codex gives none), and
+/// prefixed `<limitId>/` for a bucket other than Codex's own. A window is limited once
+/// used up; `rateLimitReachedType` names a kind of limit (`rate_limit_reached`, a
+/// workspace's credits or usage limit), not a window, so it marks none.
+#[must_use]
+pub fn quota_of(rate_limits: &Value) -> Vec<QuotaReport> {
+    let bucket = str_field(rate_limits, "limitId")
+        .filter(|id| *id != "codex" && !id.is_empty())
+        .map(|id| format!("{id}/"))
+        .unwrap_or_default();
+    ["primary", "secondary"]
+        .iter()
+        .filter_map(|slot| Some((*slot, rate_limits.get(*slot).filter(|w| w.is_object())?)))
+        .map(|(slot, w)| {
+            let used = w
+                .get("usedPercent")
+                .and_then(Value::as_f64)
+                .filter(|p| p.is_finite());
+            let name = match w.get("windowDurationMins").and_then(Value::as_u64) {
+                Some(300) => "five_hour".to_owned(),
+                Some(10_080) => "seven_day".to_owned(),
+                Some(mins) => format!("{mins}_minutes"),
+                None => slot.to_owned(),
+            };
+            QuotaReport {
+                window: format!("{bucket}{name}"),
+                used_percent: used,
+                resets_at: w.get("resetsAt").and_then(Value::as_u64),
+                limited: used.is_some_and(|p| p >= 100.0),
+            }
+        })
+        .collect()
 }

@@ -467,6 +467,10 @@ impl Conversation {
             "account/rateLimits/updated" => {
                 let limits = params.get("rateLimits").unwrap_or(&Value::Null);
                 self.limited_until = items::exhausted_until(limits).or(self.limited_until);
+                let windows = items::quota_of(limits);
+                if !windows.is_empty() {
+                    effects.events.push(AgentEvent::Quota { windows });
+                }
             }
             "error" => {
                 // A retried error is progress; a final one explains the failed turn.

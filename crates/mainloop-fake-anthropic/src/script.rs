@@ -54,8 +54,9 @@ pub struct Rule {
     /// Seconds for the `retry-after` header of an error reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
-    /// More headers of an error reply, as the real API sends them with it (the
-    /// `anthropic-ratelimit-unified-*` headers of a usage-limit 429).
+    /// More headers of the reply, as the real API sends them (the
+    /// `anthropic-ratelimit-unified-*` headers of a usage-limit 429, or of a message
+    /// from an account with room left).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
 }

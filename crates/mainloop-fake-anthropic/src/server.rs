@@ -183,6 +183,9 @@ pub(crate) struct Plan {
     pub(crate) stop_reason: Option<String>,
     pub(crate) delay: Duration,
     pub(crate) error: Option<ErrorReply>,
+    /// The rule's headers, sent with a message reply too (the unified rate-limit
+    /// headers of an account with room left).
+    pub(crate) headers: BTreeMap<String, String>,
 }
 
 /// An error rule; the kind and message default per wire format when the rule names none.
@@ -207,18 +210,23 @@ impl ErrorReply {
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        for (name, value) in &self.headers {
-            match (
-                HeaderName::try_from(name.as_str()),
-                HeaderValue::try_from(value.as_str()),
-            ) {
-                (Ok(name), Ok(value)) => {
-                    headers.insert(name, value);
-                }
-                _ => tracing::warn!(%name, %value, "a rule's header is not a valid header"),
-            }
-        }
+        add_headers(&mut resp, &self.headers);
         resp
+    }
+}
+
+/// Adds a rule's `headers` to `resp`.
+fn add_headers(resp: &mut Response, headers: &BTreeMap<String, String>) {
+    for (name, value) in headers {
+        match (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            (Ok(name), Ok(value)) => {
+                resp.headers_mut().insert(name, value);
+            }
+            _ => tracing::warn!(%name, %value, "a rule's header is not a valid header"),
+        }
     }
 }
 
@@ -246,6 +254,7 @@ impl Shared {
                 stop_reason: None,
                 delay: Duration::ZERO,
                 error: None,
+                headers: BTreeMap::new(),
             };
         };
         log.rule = Some(i);
@@ -272,6 +281,7 @@ impl Shared {
             stop_reason: rule.stop_reason.clone(),
             delay: Duration::from_millis(rule.delay_ms),
             error,
+            headers: rule.headers.clone(),
         }
     }
 }
@@ -340,17 +350,20 @@ async fn messages(State(shared): State<Shared>, uri: Uri, body: Bytes) -> Result
         HeaderName::from_static("request-id"),
         format!("req_fake_{}", shared.next_id()),
     );
-    if !stream {
+    let mut resp = if stream {
+        let events = sse_events(&message, input_tokens, output_tokens)?;
+        let headers = [
+            (header::CONTENT_TYPE, "text/event-stream".to_owned()),
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+            request_id,
+        ];
+        (headers, event_stream(events, plan.delay, in_flight)).into_response()
+    } else {
         tokio::time::sleep(plan.delay).await;
-        return Ok(([request_id], json_response(StatusCode::OK, &message)).into_response());
-    }
-    let events = sse_events(&message, input_tokens, output_tokens)?;
-    let headers = [
-        (header::CONTENT_TYPE, "text/event-stream".to_owned()),
-        (header::CACHE_CONTROL, "no-cache".to_owned()),
-        request_id,
-    ];
-    Ok((headers, event_stream(events, plan.delay, in_flight)).into_response())
+        ([request_id], json_response(StatusCode::OK, &message)).into_response()
+    };
+    add_headers(&mut resp, &plan.headers);
+    Ok(resp)
 }
 
 /// A streamed body of `events`, `delay` apart; the request stays in flight until the

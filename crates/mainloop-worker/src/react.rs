@@ -1,16 +1,20 @@
 //! What a run does with each event of its agent, as a pure function returning steps as
-//! data: the transcript entry to record, the control reply to send, the session and
-//! usage to store, and how the run ends (parked for the human, finished, or failed).
+//! data: the transcript entry to record, the control reply to send, the session, usage
+//! and quota windows to store, and how the run ends (parked for the human, finished, or
+//! failed).
 
 use std::path::Path;
 
-use mainloop_agent::{AgentEvent, AgentFailure, AgentQuestion, ControlReply, TurnEnd};
+use mainloop_agent::{AgentEvent, AgentFailure, AgentQuestion, ControlReply, QuotaReport, TurnEnd};
+use mainloop_domain::Timestamp;
+use mainloop_domain::agents::AgentName;
 use mainloop_domain::question::{Question, QuestionOption};
 use mainloop_domain::task::{AgentPhase, TaskEvent};
 use mainloop_domain::transcript::{
     ErrorEntry, FinishedEntry, MalformedEntry, PermissionEntry, PlanEntry, QuestionEntry,
     SessionEntry, ToolCallEntry, ToolResultEntry, TranscriptEntry,
 };
+use mainloop_domain::usage::QuotaWindow;
 use serde_json::Value;
 
 use crate::Waiting;
@@ -49,6 +53,9 @@ pub(crate) enum Step {
         request_id: String,
         reply: ControlReply,
     },
+    /// Keep what the agent said of its account's quota windows (see [`quota_windows`]);
+    /// nothing for the transcript.
+    Quota(Vec<QuotaReport>),
     /// Hand the task to the human and park the session; the run ends.
     Park {
         event: TaskEvent,
@@ -190,6 +197,7 @@ pub(crate) fn react(event: AgentEvent, cx: &Context<'_>) -> Vec<Step> {
             (input_tokens, output_tokens),
             cx,
         ),
+        AgentEvent::Quota { windows } => vec![Step::Quota(windows)],
         AgentEvent::Malformed { line, error } => {
             tracing::warn!(%error, "skipping malformed agent output");
             let line = cut(&line, MALFORMED_KEPT_BYTES);
@@ -216,6 +224,28 @@ pub(crate) fn react(event: AgentEvent, cx: &Context<'_>) -> Vec<Step> {
             ]
         }
     }
+}
+
+/// The quota windows `agent` reported, as observed at `observed_at`.
+pub(crate) fn quota_windows(
+    agent: &AgentName,
+    reports: Vec<QuotaReport>,
+    observed_at: Timestamp,
+) -> Vec<QuotaWindow> {
+    reports
+        .into_iter()
+        .map(|r| QuotaWindow {
+            agent: agent.clone(),
+            window: r.window,
+            used_percent: r.used_percent,
+            resets_at: r.resets_at.map(|secs| {
+                let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+                Timestamp::from_millis(secs.saturating_mul(1000))
+            }),
+            limited: r.limited,
+            observed_at,
+        })
+        .collect()
 }
 
 fn finished(

@@ -421,3 +421,45 @@ fn a_by_turn_questions_block_asks_in_either_phase_and_no_plan_fails() {
         Some(&Step::Hand(TaskEvent::PlanProposed("Plan B".into())))
     );
 }
+
+#[test]
+fn quota_reports_are_kept_not_recorded_and_their_resets_read_as_timestamps() {
+    let reports = vec![
+        QuotaReport {
+            window: "five_hour".into(),
+            used_percent: Some(42.0),
+            resets_at: Some(1_796_578_949),
+            limited: false,
+        },
+        QuotaReport {
+            window: "seven_day".into(),
+            used_percent: None,
+            resets_at: Some(u64::MAX),
+            limited: true,
+        },
+    ];
+    let event = AgentEvent::Quota {
+        windows: reports.clone(),
+    };
+    assert_eq!(
+        react(event, &cx(AgentPhase::Implement)),
+        [Step::Quota(reports.clone())]
+    );
+
+    let agent = AgentName::parse("codex").unwrap();
+    let seen = Timestamp::from_millis(7);
+    let windows = quota_windows(&agent, reports, seen);
+    assert_eq!(windows.len(), 2);
+    assert_eq!(windows[0].agent, agent);
+    assert_eq!(windows[0].window, "five_hour");
+    assert_eq!(windows[0].used_percent, Some(42.0));
+    assert_eq!(
+        windows[0].resets_at,
+        Some(Timestamp::from_millis(1_796_578_949_000))
+    );
+    assert!(!windows[0].limited);
+    assert_eq!(windows[0].observed_at, seen);
+    // An absurd reset saturates instead of wrapping.
+    assert_eq!(windows[1].resets_at, Some(Timestamp::from_millis(i64::MAX)));
+    assert!(windows[1].limited && windows[1].used_percent.is_none());
+}

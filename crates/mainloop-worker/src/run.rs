@@ -17,8 +17,8 @@ use mainloop_domain::question::answers_by_question_text;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::{AgentInput, AgentPhase, TaskEvent, TaskState};
 use mainloop_domain::transcript::TranscriptEntry;
-use mainloop_domain::{TaskId, Timestamp, UserId};
 use mainloop_domain::usage;
+use mainloop_domain::{TaskId, Timestamp, UserId};
 use mainloop_engine::{Gate, JobContext, JobError, RunAgent};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -552,6 +552,13 @@ async fn pump(
                 }
                 Step::Reply { request_id, reply } => {
                     session.reply(&request_id, reply).await.map_err(retry)?;
+                }
+                Step::Quota(reports) => {
+                    let windows =
+                        crate::react::quota_windows(&task.agent, reports, mainloop_engine::now());
+                    if let Err(error) = rt.inner.engine.record_quota(user, &windows).await {
+                        tracing::warn!(%error, task = %task.id, "could not keep the quota windows");
+                    }
                 }
                 Step::Park {
                     event,

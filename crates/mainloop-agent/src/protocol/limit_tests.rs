@@ -2,8 +2,9 @@
 //! answering 429 with the API's `anthropic-ratelimit-unified-*` headers): which failed
 //! turns are a usage limit, with which reset time, and which pass by themselves.
 
-use super::LineParser;
-use crate::{AgentEvent, AgentFailure, TurnEnd};
+use super::{LineParser, quota_reports};
+use crate::{AgentEvent, AgentFailure, QuotaReport, TurnEnd};
+use serde_json::json;
 
 /// On a subscription (`CLAUDE_CODE_OAUTH_TOKEN`), before the synthetic reply.
 const REJECTED_EVENT: &str = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1796529488,"rateLimitType":"five_hour","overageStatus":"rejected","overageDisabledReason":"org_level_disabled","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":1,"resetsAt":1796529488,"status":"rejected"}}}}"#;
@@ -105,7 +106,10 @@ fn what_a_turn_saw_is_forgotten_at_its_end() {
 fn usage_notices_that_refuse_nothing_change_nothing() {
     let warning = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed_warning","resetsAt":1796529488,"rateLimitType":"seven_day","utilization":0.9}}"#;
     let mut parser = LineParser::default();
-    assert!(parser.parse(warning).is_empty());
+    assert!(matches!(
+        parser.parse(warning).as_slice(),
+        [AgentEvent::Quota { .. }]
+    ));
     assert_eq!(parser.rejected_until, None);
     let ok = r#"{"type":"result","subtype":"success","is_error":false,"result":"Done.","session_id":"x"}"#;
     assert!(parser.parse(ok)[0].is_done());
@@ -117,4 +121,87 @@ fn usage_notices_that_refuse_nothing_change_nothing() {
     ));
     let refused = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":401,"result":"API Error: 401 invalid x-api-key","session_id":"x"}"#;
     assert!(matches!(failure(&[refused]), AgentFailure::Other { .. }));
+}
+
+/// On a subscription, after a reply whose `anthropic-ratelimit-unified-*` headers say
+/// `allowed` (5-hour window 42% used): recorded from Claude Code 2.1.330.
+const ALLOWED_EVENT: &str = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":1796578949,"rateLimitType":"five_hour","overageStatus":"rejected","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":0.42,"resetsAt":1796578949,"status":"allowed"},"seven_day":{"utilization":0.1,"resetsAt":1797003749,"status":"allowed"}}},"uuid":"ff2591a7-5ee8-4ffc-ba53-56b7e118d95d","session_id":"90e8dca8-3d0f-4008-b27a-045b034ba7f9"}"#;
+
+fn window(window: &str, used: Option<f64>, resets_at: Option<u64>, limited: bool) -> QuotaReport {
+    QuotaReport {
+        window: window.to_owned(),
+        used_percent: used,
+        resets_at,
+        limited,
+    }
+}
+
+/// The windows of the one `Quota` event `line` yields.
+fn quota(line: &str) -> Vec<QuotaReport> {
+    match LineParser::default().parse(line).as_slice() {
+        [AgentEvent::Quota { windows }] => windows.clone(),
+        other => panic!("not one Quota event: {other:?}"),
+    }
+}
+
+#[test]
+fn every_rate_limit_notice_reports_its_windows() {
+    let allowed = quota(ALLOWED_EVENT);
+    assert_eq!(allowed.len(), 2, "{allowed:?}");
+    assert_eq!(allowed[0].window, "five_hour");
+    assert!((allowed[0].used_percent.unwrap_or_default() - 42.0).abs() < 1e-9);
+    assert_eq!(allowed[0].resets_at, Some(1_796_578_949));
+    assert!(!allowed[0].limited);
+    assert_eq!(allowed[1].window, "seven_day");
+    assert_eq!(allowed[1].resets_at, Some(1_797_003_749));
+    assert!(!allowed[1].limited);
+
+    assert_eq!(
+        quota(REJECTED_EVENT),
+        [window("five_hour", Some(100.0), Some(1_796_529_488), true)]
+    );
+    // The refusal is still kept for the turn's end.
+    let mut parser = LineParser::default();
+    parser.parse(REJECTED_EVENT);
+    assert_eq!(parser.rejected_until, Some(1_796_529_488));
+}
+
+#[test]
+fn a_notice_without_windows_reports_the_window_it_names() {
+    let warning = json!({"status": "allowed_warning", "resetsAt": 1_796_529_488_u64,
+                         "rateLimitType": "seven_day", "utilization": 0.5});
+    assert_eq!(
+        quota_reports(&warning),
+        [window("seven_day", Some(50.0), Some(1_796_529_488), false)]
+    );
+    let rejected = json!({"status": "rejected", "resetsAt": 1_796_529_488.4,
+                          "rateLimitType": "five_hour"});
+    assert_eq!(
+        quota_reports(&rejected),
+        [window("five_hour", None, Some(1_796_529_488), true)]
+    );
+    // A rejected notice names its window limited even where the window says nothing.
+    let sparse = json!({"status": "rejected", "rateLimitType": "seven_day",
+                        "unifiedWindows": {"seven_day": {"utilization": 1},
+                                           "five_hour": {"utilization": 0.2}}});
+    assert_eq!(
+        quota_reports(&sparse),
+        [
+            window("five_hour", Some(20.0), None, false),
+            window("seven_day", Some(100.0), None, true),
+        ]
+    );
+    // Nothing named, nothing to report; a notice is never malformed for it.
+    assert!(quota_reports(&json!({"status": "rejected"})).is_empty());
+    assert!(quota_reports(&json!({"unifiedWindows": {"x": 3}, "rateLimitType": 7})).is_empty());
+    let odd = json!({"rateLimitType": "five_hour", "utilization": "most", "resetsAt": -5});
+    assert_eq!(
+        quota_reports(&odd),
+        [window("five_hour", None, None, false)]
+    );
+    assert!(
+        LineParser::default()
+            .parse(r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}"#)
+            .is_empty()
+    );
 }

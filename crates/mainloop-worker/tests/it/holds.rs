@@ -101,6 +101,15 @@ async fn a_task_at_its_usage_limit_holds_no_slot_and_goes_on_after_the_reset() {
     assert_eq!(hold.resume_in, TaskState::Implementing);
     assert!(hold.reason.contains("hit your"), "{}", hold.reason);
     assert!(on_hold.error.is_none(), "{:?}", on_hold.error);
+    // The CLI's notice of the spent window is kept for the usage view.
+    let windows = w.engine.usage(w.user, 1).await.unwrap().windows;
+    assert!(
+        windows.iter().any(|q| q.agent.to_string() == "claude"
+            && q.window == "five_hour"
+            && q.limited
+            && q.resets_at.map(|t| t.as_millis()) == Some(until)),
+        "{windows:?}"
+    );
     // No process and no slot: the run ended.
     let store = w.engine.store_for_tests();
     mainloop_test_support::wait_for("the held run to end", async || {

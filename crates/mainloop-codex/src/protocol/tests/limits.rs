@@ -4,7 +4,8 @@
 //! resets when the used-up window does.
 
 use super::*;
-use crate::items::exhausted_until;
+use crate::items::{exhausted_until, quota_of};
+use mainloop_agent::QuotaReport;
 
 const LIMITS: &str = r#"{"method":"account/rateLimits/updated","params":{"rateLimits":{"limitId":"codex","limitName":null,"normalModelSlug":null,"primary":{"usedPercent":100,"windowDurationMins":300,"resetsAt":1796571057},"secondary":{"usedPercent":40,"windowDurationMins":10080,"resetsAt":1796657457},"credits":null,"individualLimit":null,"spendControlReached":null,"planType":null,"rateLimitReachedType":null}},"emittedAtMs":1796563859596}"#;
 
@@ -92,5 +93,73 @@ fn a_notice_with_room_left_does_not_limit_a_turn_that_fails_otherwise() {
         AgentFailure::ModelUnavailable {
             reason: "busy".to_owned()
         }
+    );
+}
+
+fn window(window: &str, used: f64, resets_at: Option<u64>, limited: bool) -> QuotaReport {
+    QuotaReport {
+        window: window.to_owned(),
+        used_percent: Some(used),
+        resets_at,
+        limited,
+    }
+}
+
+#[test]
+fn every_rate_limits_notice_reports_its_windows() {
+    let mut c = running();
+    assert_eq!(
+        c.on_line(LIMITS).events,
+        [AgentEvent::Quota {
+            windows: vec![
+                window("five_hour", 100.0, Some(1_796_571_057), true),
+                window("seven_day", 40.0, Some(1_796_657_457), false),
+            ]
+        }]
+    );
+    let roomy = LIMITS.replace(r#""usedPercent":100"#, r#""usedPercent":12.5"#);
+    assert_eq!(
+        c.on_line(&roomy).events,
+        [AgentEvent::Quota {
+            windows: vec![
+                window("five_hour", 12.5, Some(1_796_571_057), false),
+                window("seven_day", 40.0, Some(1_796_657_457), false),
+            ]
+        }]
+    );
+    // A notice with no windows (as after a turn against a provider that sends no
+    // rate-limit headers) reports nothing.
+    assert_eq!(
+        c.on_line(r#"{"method":"account/rateLimits/updated","params":{}}"#),
+        Effects::default()
+    );
+    let empty = json!({"method": "account/rateLimits/updated", "params": {"rateLimits":
+        {"limitId": "codex", "primary": null, "secondary": null}}});
+    assert_eq!(c.on_line(&empty.to_string()), Effects::default());
+}
+
+#[test]
+fn windows_are_named_by_their_length_and_bucket() {
+    let limits = json!({"limitId": "codex_other",
+        "primary": {"usedPercent": 7, "windowDurationMins": 60, "resetsAt": 5},
+        "secondary": {"usedPercent": 100.0, "windowDurationMins": null, "resetsAt": null},
+        "rateLimitReachedType": "rate_limit_reached"});
+    assert_eq!(
+        quota_of(&limits),
+        [
+            window("codex_other/60_minutes", 7.0, Some(5), false),
+            window("codex_other/secondary", 100.0, None, true),
+        ]
+    );
+    let odd =
+        json!({"primary": {"usedPercent": "full", "windowDurationMins": 300}, "secondary": 3});
+    assert_eq!(
+        quota_of(&odd),
+        [QuotaReport {
+            window: "five_hour".to_owned(),
+            used_percent: None,
+            resets_at: None,
+            limited: false,
+        }]
     );
 }
