@@ -161,3 +161,59 @@ async fn claude_code_answers_the_chat_and_spawns_once_across_a_sigkill() {
         "{reply}"
     );
 }
+
+/// How far ahead the usage limit resets: long enough to see the turn wait.
+const LIMIT_RESET_IN_SECS: u64 = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_at_its_subscription_limit_answers_by_itself_after_the_reset() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let reset = now() + LIMIT_RESET_IN_SECS;
+    let limit = mainloop_fake_anthropic::usage_limit_rule(
+        "limit",
+        r#"{system_contains: "You are mainloop", user_contains: "limit please", times: 1}"#,
+        reset,
+    );
+    let yaml = format!(
+        "rules:\n{limit}  - name: after\n    match: {{system_contains: \"You are mainloop\", \
+         user_contains: \"limit please\"}}\n    reply: [{{text: \"Answered after the reset.\"}}]\n"
+    );
+    let fake = FakeAnthropic::start(Script::from_yaml(&yaml).unwrap())
+        .await
+        .unwrap();
+    let claude = claude_path().expect("the pinned claude CLI (npm ci at the root)");
+    let data = tempfile::tempdir().unwrap();
+    let server = start(data.path(), &fake, &claude);
+    let token = server.token.clone().unwrap();
+    let base = server.base.clone();
+
+    let ask = say(&base, &token, "limit please").await;
+    let answer = wait_for_within(
+        Duration::from_secs(LIMIT_RESET_IN_SECS + 60),
+        "the answer after the reset",
+        || async { replies(&base, &token, &ask).await.pop() },
+    )
+    .await;
+    assert_eq!(answer["text"], "Answered after the reset.", "{answer}");
+    let rules: Vec<String> = fake
+        .message_requests()
+        .into_iter()
+        .filter_map(|r| r.rule_name)
+        .collect();
+    assert_eq!(
+        rules.iter().filter(|r| *r == "limit").count(),
+        1,
+        "{rules:?}"
+    );
+    // Answered once the window reset, not retried while it was spent.
+    let at =
+        mainloop_domain::Timestamp::parse_rfc3339(answer["created_at"].as_str().unwrap()).unwrap();
+    let reset_ms = i64::try_from(reset * 1000).unwrap();
+    assert!(at.as_millis() >= reset_ms, "{answer} before {reset}");
+    assert_eq!(replies(&base, &token, &ask).await.len(), 1);
+}
