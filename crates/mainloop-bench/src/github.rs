@@ -145,6 +145,7 @@ pub async fn run(args: &Args) -> Result<()> {
                 model: None,
                 agent: mainloop_domain::agents::AgentName::default(),
                 origin_key: None,
+                budget_usd: None,
             },
             now,
         )

@@ -84,6 +84,7 @@ async fn seed_mostly_resolved(store: &Store, user: UserId, args: &Args) -> Resul
                         model: None,
                         agent: mainloop_domain::agents::AgentName::default(),
                         origin_key: None,
+                        budget_usd: None,
                     },
                     created,
                 )

@@ -31,6 +31,8 @@ pub struct CreateTask {
     /// The configured agent to run; `None`: the project's default, else the configured
     /// default.
     pub agent: Option<String>,
+    /// The task's own cost cap in US dollars; `None`: the user's `task_usd`, if any.
+    pub budget_usd: Option<f64>,
 }
 
 impl CreateTask {
@@ -65,6 +67,10 @@ impl CreateTask {
             return Err(EngineError::Invalid(
                 "model must be a model name such as claude-opus-4-1".into(),
             ));
+        }
+        if let Some(usd) = self.budget_usd {
+            mainloop_domain::usage::check_amount("budget_usd", usd)
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
         Ok(())
     }
@@ -266,6 +272,7 @@ pub(crate) async fn create_task_in(
                 model: req.model.clone(),
                 agent,
                 origin_key,
+                budget_usd: req.budget_usd,
             },
             at,
         )

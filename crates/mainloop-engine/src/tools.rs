@@ -27,7 +27,8 @@ pub fn tool_specs() -> Vec<ToolSpec> {
                     "description": {"type": "string", "description": "What the worker should do, with all the context it needs."},
                     "repo": {"type": "string", "description": "The repository: a local path, a git URL, or owner/name."},
                     "skip_plan": {"type": "boolean", "description": "Skip planning and implement straight away (only when the user asks for it)."},
-                    "agent": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$", "description": "The coding agent to run, by its configured name (claude, codex, gemini, opencode, …); leave it out for the project's or the server's default. Only when the user names one."}
+                    "agent": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$", "description": "The coding agent to run, by its configured name (claude, codex, gemini, opencode, …); leave it out for the project's or the server's default. Only when the user names one."},
+                    "budget_usd": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000, "description": "A cost cap for this task in US dollars: at it, the task waits for the user. Only when the user gives one."}
                 },
                 "required": ["description", "repo"]
             }),
@@ -38,7 +39,7 @@ pub fn tool_specs() -> Vec<ToolSpec> {
             input_schema: json!({
                 "type": "object",
                 "properties": {
-                    "state": {"type": "string", "description": "Only tasks in this state (queued, planning, waiting_answers, waiting_plan_review, implementing, checking, review, merged, failed, cancelled)."},
+                    "state": {"type": "string", "description": "Only tasks in this state (queued, planning, waiting_answers, waiting_plan_review, implementing, on_hold, checking, review, merged, failed, cancelled)."},
                     "limit": {"type": "integer", "minimum": 1, "maximum": 100}
                 }
             }),
@@ -72,6 +73,8 @@ struct SpawnInput {
     skip_plan: bool,
     #[serde(default)]
     agent: Option<String>,
+    #[serde(default)]
+    budget_usd: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +173,7 @@ pub(crate) async fn execute(
                     skip_plan: i.skip_plan,
                     model: None,
                     agent: i.agent,
+                    budget_usd: i.budget_usd,
                 };
                 create_task_in(
                     tx,

@@ -268,6 +268,7 @@ async fn task_transitions_write_outbox_inbox_and_events(backend: Backend) {
                 skip_plan: false,
                 model: None,
                 agent: None,
+                budget_usd: None,
             },
         )
         .await
@@ -842,6 +843,7 @@ async fn long_jobs_in_their_own_pool_never_starve_chat() {
                 skip_plan: true,
                 model: None,
                 agent: None,
+                budget_usd: None,
             },
         )
         .await

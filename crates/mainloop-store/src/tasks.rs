@@ -24,6 +24,8 @@ pub struct NewTask {
     /// Idempotency key of whatever created the task (e.g. the model's tool_use id), so
     /// a replayed request creates it once.
     pub origin_key: Option<String>,
+    /// The task's own cost cap in US dollars.
+    pub budget_usd: Option<f64>,
 }
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
@@ -143,8 +145,8 @@ impl Tx {
         let core = TaskCore::new(new.skip_plan, new.max_check_rounds);
         sqlx::query(
             "INSERT INTO tasks (id, user_id, project_id, state, core, description, repo, \
-                 origin_key, created_at, updated_at, model, workplace, agent) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12)",
+                 origin_key, created_at, updated_at, model, workplace, agent, budget_usd) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13)",
         )
         .bind(id.to_string())
         .bind(user.to_string())
@@ -158,6 +160,7 @@ impl Tx {
         .bind(&new.model)
         .bind(new.workplace.as_str())
         .bind(new.agent.as_str())
+        .bind(new.budget_usd)
         .execute(self.conn())
         .await?;
         let task = fetch_task(self.conn(), None, id)

@@ -504,6 +504,7 @@ fn new_task(desc: &str, origin: Option<&str>) -> NewTask {
         })
         .unwrap(),
         origin_key: origin.map(str::to_owned),
+        budget_usd: None,
     }
 }
 

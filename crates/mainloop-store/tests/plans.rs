@@ -84,6 +84,7 @@ fn new_task(description: &str) -> NewTask {
         model: None,
         agent: mainloop_domain::agents::AgentName::default(),
         origin_key: None,
+        budget_usd: None,
     }
 }
 

@@ -314,6 +314,7 @@ impl World {
                     skip_plan,
                     model: None,
                     agent: None,
+                    budget_usd: None,
                 },
             )
             .await
@@ -586,6 +587,7 @@ async fn skip_plan_goes_straight_to_work_and_cancel_stops_a_running_agent() {
                 skip_plan: true,
                 model: Some("claude-per-task-model".into()),
                 agent: None,
+                budget_usd: None,
             },
         )
         .await
@@ -799,6 +801,7 @@ async fn each_agent_runs_within_its_own_cap_and_others_go_ahead() {
                     skip_plan: true,
                     model: None,
                     agent: Some(agent.into()),
+                    budget_usd: None,
                 },
             )
             .await
@@ -870,6 +873,7 @@ async fn a_configured_agent_without_an_adapter_fails_its_task_plainly() {
                 skip_plan: true,
                 model: None,
                 agent: Some("no-adapter".into()),
+                budget_usd: None,
             },
         )
         .await

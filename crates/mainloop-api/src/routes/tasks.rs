@@ -99,6 +99,11 @@ pub struct CreateTaskRequest {
     #[serde(default)]
     #[schema(min_length = 1, max_length = 32, pattern = r"^[a-z0-9-]+$")]
     pub agent: Option<String>,
+    /// The task's own cost cap in US dollars (default: the user's `task_usd` budget, if
+    /// any). At it, the task holds for the user.
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1_000_000.0)]
+    pub budget_usd: Option<f64>,
 }
 
 /// Answers to a task's pending questions, keyed by question id: the chosen option
@@ -213,6 +218,7 @@ pub async fn create(
                 skip_plan: body.skip_plan,
                 model: body.model,
                 agent: body.agent,
+                budget_usd: body.budget_usd,
             },
         )
         .await?;

@@ -98,6 +98,7 @@ pub(super) async fn write_ceiling(
                     skip_plan: true,
                     model: None,
                     agent: None,
+                    budget_usd: None,
                 },
             )
             .await?;

@@ -155,6 +155,7 @@ pub(super) async fn measure(args: &Args, fake: &Path, events: u64) -> Result<Mea
                     skip_plan: true,
                     model: None,
                     agent: None,
+                    budget_usd: None,
                 },
             )
             .await?;

@@ -12,7 +12,8 @@ both_backends!(
     a_task_past_its_cap_holds_with_a_needs_you_item_until_raised_or_continued,
     a_daily_cap_counts_every_task_of_the_user,
     a_pause_holds_the_next_run_lasts_across_a_restart_and_resume_frees_it,
-    the_usage_report_sums_runs_by_day_source_and_task
+    the_usage_report_sums_runs_by_day_source_and_task,
+    a_task_created_with_its_own_cap_holds_at_it
 );
 
 async fn planning_task(engine: &Engine, user: UserId, what: &str) -> Task {
@@ -25,6 +26,7 @@ async fn planning_task(engine: &Engine, user: UserId, what: &str) -> Task {
                 skip_plan: false,
                 model: None,
                 agent: None,
+                budget_usd: None,
             },
         )
         .await
@@ -293,4 +295,32 @@ async fn the_usage_report_sums_runs_by_day_source_and_task(backend: Backend) {
         engine.usage(user, 367).await,
         Err(EngineError::Invalid(_))
     ));
+}
+
+async fn a_task_created_with_its_own_cap_holds_at_it(backend: Backend) {
+    let h = harness(backend, None, fast_config()).await;
+    let (engine, user) = (&h.engine, h.user);
+    let create = |budget_usd| CreateTask {
+        description: "Capped".into(),
+        repo: "/src/app".into(),
+        skip_plan: true,
+        model: None,
+        agent: None,
+        budget_usd,
+    };
+    for bad in [0.0, -1.0, f64::NAN, 2e6] {
+        let refused = engine.create_task(user, &create(Some(bad))).await;
+        assert!(matches!(refused, Err(EngineError::Invalid(_))), "{bad}");
+    }
+    let task = engine.create_task(user, &create(Some(0.02))).await.unwrap();
+    assert_eq!(task.budget_usd, Some(0.02));
+    let task = engine
+        .apply_task_event(None, task.id, TaskEvent::SlotGranted)
+        .await
+        .unwrap();
+    engine.add_task_usage(task.id, 0.02, 10, 10).await.unwrap();
+    let held = start_run(engine, user, &task).await;
+    let hold = held.hold.unwrap();
+    assert_eq!(hold.budget, Some(BudgetScope::Task));
+    assert!(hold.reason.contains("$0.02"), "{}", hold.reason);
 }

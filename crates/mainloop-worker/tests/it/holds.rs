@@ -56,6 +56,7 @@ async fn create(w: &World, description: &str, agent: &str) -> Task {
                 skip_plan: true,
                 model: None,
                 agent: Some(agent.into()),
+                budget_usd: None,
             },
         )
         .await

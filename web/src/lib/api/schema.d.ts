@@ -838,6 +838,12 @@ export interface components {
              */
             agent?: string | null;
             /**
+             * Format: double
+             * @description The task's own cost cap in US dollars (default: the user's `task_usd` budget, if
+             *     any). At it, the task holds for the user.
+             */
+            budget_usd?: number | null;
+            /**
              * @description What the worker should do; it sees nothing else, so make it self-contained. Not
              *     blank.
              */

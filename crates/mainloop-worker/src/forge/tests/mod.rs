@@ -106,6 +106,7 @@ async fn world_with(
                 skip_plan: false,
                 model: None,
                 agent: None,
+                budget_usd: None,
             },
         )
         .await
