@@ -206,11 +206,17 @@ pub fn reason(r: &Reached, agent: &AgentName) -> String {
     )
 }
 
-/// `$0.05`, `$12.30`: cents, or tenths of a cent below one cent.
+/// `$0.05`, `$12.30`: cents, or up to four decimals below one cent (`$0.0042`).
 #[must_use]
 pub fn dollars(usd: f64) -> String {
     if usd > 0.0 && usd < 0.01 {
-        format!("${usd:.3}")
+        let text = format!("{usd:.4}");
+        let text = text.trim_end_matches('0');
+        if text == "0." {
+            "<$0.0001".to_owned()
+        } else {
+            format!("${text}")
+        }
     } else {
         format!("${usd:.2}")
     }

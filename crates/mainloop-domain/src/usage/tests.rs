@@ -95,6 +95,9 @@ fn days_start_at_utc_midnight_and_weeks_on_monday() {
 fn dollars_read_as_money() {
     assert_eq!(dollars(0.05), "$0.05");
     assert_eq!(dollars(12.3), "$12.30");
-    assert_eq!(dollars(0.0042), "$0.004");
+    assert_eq!(dollars(0.0042), "$0.0042");
+    assert_eq!(dollars(0.0001), "$0.0001");
+    assert_eq!(dollars(0.005), "$0.005");
+    assert_eq!(dollars(0.00001), "<$0.0001");
     assert_eq!(dollars(0.0), "$0.00");
 }

@@ -1,5 +1,5 @@
 //! The human's decisions from the terminal: answering questions, deciding on a plan or
-//! on finished work, cancelling and retrying.
+//! on finished work, answering a budget hold, cancelling and retrying.
 
 use super::answer;
 use super::http::ClientError;
@@ -91,6 +91,26 @@ pub async fn simple(ctx: &Ctx, wanted: &str, action: &str) -> Result<(), ClientE
         "Retrying."
     };
     ctx.show(&task, || after(&task, done))
+}
+
+/// `mainloop budget raise ID USD` (`usd` set) and `mainloop budget continue ID`: a task on
+/// hold at a budget goes on, the budget raised or passed once.
+pub async fn budget(ctx: &Ctx, wanted: &str, usd: Option<f64>) -> Result<(), ClientError> {
+    let id = ids::resolve(&ctx.api, wanted).await?;
+    let body = match usd {
+        Some(usd) => json!({"action": "raise", "usd": usd}),
+        None => json!({"action": "continue_once"}),
+    };
+    let task = ctx
+        .api
+        .post(&format!("/api/tasks/{id}/budget"), Some(&body))
+        .await
+        .map_err(|e| explain(e, &id))?;
+    let done = match usd {
+        Some(usd) => format!("Budget raised to {}.", mainloop_domain::usage::dollars(usd)),
+        None => "Continuing once past the budget.".to_owned(),
+    };
+    ctx.show(&task, || after(&task, &done))
 }
 
 /// Adds what to do to the server's refusal.

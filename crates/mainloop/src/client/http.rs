@@ -224,6 +224,14 @@ impl Api {
         };
         self.json(r).await
     }
+
+    /// `PUT path` with a JSON body, as JSON.
+    ///
+    /// # Errors
+    /// See [`Api::send`].
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.json(self.request(Method::PUT, path).json(body)).await
+    }
 }
 
 #[cfg(test)]

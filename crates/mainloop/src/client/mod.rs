@@ -4,6 +4,7 @@
 
 mod agents;
 mod answer;
+mod budget;
 mod chat;
 mod config;
 mod decide;
@@ -13,6 +14,8 @@ mod login;
 mod render;
 mod sse;
 mod tasks;
+mod usage;
+mod usage_render;
 mod views;
 
 pub use http::ClientError;
@@ -153,6 +156,33 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// What has been spent: per day as a chart, per agent and per task; today and this
+    /// week against their budgets; the agents' quota windows.
+    Usage {
+        #[command(flatten)]
+        conn: Conn,
+        /// Days to show, ending today (UTC); default 30.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=366))]
+        days: Option<u32>,
+    },
+    /// Pause all work: no agent starts; running ones stop at the end of their turn.
+    Pause {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Resume all work: every paused task goes on.
+    Resume {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show or change the spending caps; answer a task on hold at one.
+    Budget {
+        #[command(flatten)]
+        conn: Conn,
+        /// What to do (default: show).
+        #[command(subcommand)]
+        action: Option<BudgetAction>,
+    },
     /// Serve mainloop's MCP tools on stdin/stdout, for clients that only speak stdio.
     Mcp {
         #[command(flatten)]
@@ -183,6 +213,30 @@ pub enum ReviewAction {
     Changes {
         #[arg(required = true, value_name = "TEXT")]
         feedback: Vec<String>,
+    },
+}
+
+/// What to do with budgets.
+#[derive(Debug, Subcommand)]
+pub enum BudgetAction {
+    /// Show the caps.
+    Show,
+    /// Change the caps named (the others stay): `--daily 5 --clear task`; with
+    /// `--agent NAME`, that agent's daily and weekly caps.
+    Set(budget::Change),
+    /// Raise the budget a task on hold reached to USD: it goes on, and so does every task
+    /// that budget held.
+    Raise {
+        /// The task.
+        id: String,
+        /// The new cap, in US dollars: more than what was spent.
+        #[arg(value_parser = budget::amount, allow_negative_numbers = true)]
+        usd: f64,
+    },
+    /// Let a task on hold at a budget run once past it (checked again at its next run).
+    Continue {
+        /// The task.
+        id: String,
     },
 }
 
@@ -305,6 +359,18 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
         }
         C::Cancel { conn, id } => decide::simple(&Ctx::connect(&conn)?, &id, "cancel").await,
         C::Retry { conn, id } => decide::simple(&Ctx::connect(&conn)?, &id, "retry").await,
+        C::Usage { conn, days } => usage::show(&Ctx::connect(&conn)?, days).await,
+        C::Pause { conn } => usage::set_paused(&Ctx::connect(&conn)?, true).await,
+        C::Resume { conn } => usage::set_paused(&Ctx::connect(&conn)?, false).await,
+        C::Budget { conn, action } => {
+            let ctx = Ctx::connect(&conn)?;
+            match action {
+                None | Some(BudgetAction::Show) => budget::show(&ctx).await,
+                Some(BudgetAction::Set(change)) => budget::set(&ctx, &change).await,
+                Some(BudgetAction::Raise { id, usd }) => decide::budget(&ctx, &id, Some(usd)).await,
+                Some(BudgetAction::Continue { id }) => decide::budget(&ctx, &id, None).await,
+            }
+        }
         C::Mcp { conn } => {
             let ctx = Ctx::connect(&conn)?;
             crate::mcp_stdio::run(ctx.api.base(), ctx.api.token().unwrap_or_default())

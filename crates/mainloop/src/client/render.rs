@@ -64,10 +64,27 @@ pub fn hold_words(hold: &HoldView, now: OffsetDateTime) -> String {
     }
 }
 
+/// Why a task is on hold and what ends it, in a sentence without its full stop.
+#[must_use]
+pub fn hold_headline(hold: &HoldView, now: OffsetDateTime) -> String {
+    if hold.is_budget() {
+        "a budget is reached; it waits for you to raise it or let it continue once".into()
+    } else if hold.is_paused() {
+        "all work is paused; it goes on when you resume".into()
+    } else {
+        format!(
+            "the agent's usage limit is reached; it {}",
+            hold_words(hold, now)
+        )
+    }
+}
+
 /// A task's state for the list: an on-hold task's says how long it waits.
 #[must_use]
 pub fn state_cell(t: &TaskView, now: OffsetDateTime) -> String {
     match (&t.hold, t.state.as_str()) {
+        (Some(hold), "on_hold") if hold.is_budget() => "on hold, budget reached".into(),
+        (Some(hold), "on_hold") if hold.is_paused() => "on hold, paused".into(),
         (Some(hold), "on_hold") => match reset_of(hold) {
             Some(at) if at > now => format!("on hold, resets in {}", wait_words(at - now)),
             Some(_) => "on hold, reset".into(),
@@ -81,10 +98,7 @@ pub fn state_cell(t: &TaskView, now: OffsetDateTime) -> String {
 #[must_use]
 pub fn state_change(t: &TaskView, now: OffsetDateTime) -> String {
     match (&t.hold, t.state.as_str()) {
-        (Some(hold), "on_hold") => format!(
-            "── on hold: the agent's usage limit is reached; it {} ──\n",
-            hold_words(hold, now)
-        ),
+        (Some(hold), "on_hold") => format!("── on hold: {} ──\n", hold_headline(hold, now)),
         _ => format!("── {} ──\n", state_words(&t.state)),
     }
 }
@@ -210,6 +224,13 @@ pub fn task(t: &TaskView, now: OffsetDateTime) -> String {
             t.cost_usd, t.input_tokens, t.output_tokens
         );
     }
+    if let Some(cap) = t.budget_usd {
+        let _ = writeln!(
+            out,
+            "Budget:   {} (this task's own cap)",
+            mainloop_domain::usage::dollars(cap)
+        );
+    }
     if let Some(d) = &t.diffstat {
         let _ = writeln!(out, "Changes:  {d}");
     }
@@ -222,19 +243,25 @@ pub fn task(t: &TaskView, now: OffsetDateTime) -> String {
         );
     }
     if let (Some(hold), "on_hold") = (&t.hold, t.state.as_str()) {
-        let _ = writeln!(
-            out,
-            "\nOn hold: the agent's usage limit is reached; it {}.",
-            hold_words(hold, now)
-        );
-        if !hold.reason.trim().is_empty() {
+        let _ = writeln!(out, "\nOn hold: {}.", hold_headline(hold, now));
+        if !hold.reason.trim().is_empty() && !hold.is_paused() {
             let _ = writeln!(out, "{}", indent(hold.reason.trim_end(), "  "));
         }
-        let _ = writeln!(
-            out,
-            "(nothing to do meanwhile; `mainloop cancel {}` stops it)",
-            short_id(&t.id)
-        );
+        let id = short_id(&t.id);
+        let _ = if hold.is_budget() {
+            writeln!(
+                out,
+                "(`mainloop budget raise {id} USD` raises it; `mainloop budget continue {id}` \
+                 lets it run once more)"
+            )
+        } else if hold.is_paused() {
+            writeln!(out, "(`mainloop resume` resumes all work)")
+        } else {
+            writeln!(
+                out,
+                "(nothing to do meanwhile; `mainloop cancel {id}` stops it)"
+            )
+        };
     }
     if t.state == "waiting_answers" && !t.questions.is_empty() {
         let _ = writeln!(
@@ -388,6 +415,7 @@ fn kind_words(kind: &str) -> &str {
         "plan_review" => "plan review",
         "review" => "review",
         "failed" => "failed",
+        "budget" => "budget reached",
         other => other,
     }
 }

@@ -191,3 +191,57 @@ fn inbox_lists_open_items_only() {
     assert!(!out.contains("Done"), "{out}");
     assert_eq!(inbox(&items[1..], 0, NOW), "Nothing needs you.\n");
 }
+
+#[test]
+fn budget_and_pause_holds_say_what_ends_them() {
+    let held = |hold: serde_json::Value| -> TaskView {
+        read(&json!({
+            "id": "0193a2b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b", "state": "on_hold",
+            "repo": "/r", "description": "build it", "created_at": "2026-12-06T11:00:00Z",
+            "updated_at": "2026-12-06T11:58:00Z", "budget_usd": 0.25, "hold": hold
+        }))
+    };
+    let budget = held(json!({
+        "reason": "This task's budget of $0.05 is reached ($0.06 spent): raise it, or continue once.",
+        "until": null, "resume_in": "implementing", "kind": "budget", "budget": "task"
+    }));
+    let out = task(&budget, NOW);
+    assert!(
+        out.contains("Budget:   $0.25 (this task's own cap)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "\nOn hold: a budget is reached; it waits for you to raise it or let it continue \
+             once.\n  This task's budget of $0.05 is reached ($0.06 spent): raise it, or \
+             continue once.\n(`mainloop budget raise 3e4f5a6b USD` raises it; `mainloop budget \
+             continue 3e4f5a6b` lets it run once more)\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("usage limit"), "{out}");
+    assert_eq!(state_cell(&budget, NOW), "on hold, budget reached");
+    assert_eq!(
+        state_change(&budget, NOW),
+        "── on hold: a budget is reached; it waits for you to raise it or let it continue \
+         once ──\n"
+    );
+
+    let paused = held(json!({
+        "reason": "All work is paused; it goes on when you resume.",
+        "until": null, "resume_in": "planning", "kind": "paused"
+    }));
+    let out = task(&paused, NOW);
+    assert!(
+        out.contains(
+            "\nOn hold: all work is paused; it goes on when you resume.\n(`mainloop resume` \
+             resumes all work)\n"
+        ),
+        "{out}"
+    );
+    assert_eq!(state_cell(&paused, NOW), "on hold, paused");
+    assert_eq!(
+        state_change(&paused, NOW),
+        "── on hold: all work is paused; it goes on when you resume ──\n"
+    );
+}

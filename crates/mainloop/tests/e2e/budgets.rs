@@ -96,7 +96,7 @@ async fn a_task_past_its_cap_holds_until_continued_once_and_a_daily_cap_starts_n
     assert!(cost > 0.0001, "the first run's cost is recorded: {held:#}");
     let reason = held["hold"]["reason"].as_str().unwrap();
     assert!(
-        reason.starts_with("This task's budget of $0.000 is reached"),
+        reason.starts_with("This task's budget of $0.0001 is reached"),
         "{reason}"
     );
     // The failing check's output has not reached the agent yet: the hold keeps it.
