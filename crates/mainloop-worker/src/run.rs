@@ -69,25 +69,10 @@ pub(crate) async fn run_agent(
         // Cancelled, failed or moved on before this run started.
         return Ok(());
     }
-    if let Some(gate) = rt
-        .inner
-        .engine
-        .spending_gate(user, &task)
-        .await
-        .map_err(retry)?
-    {
-        // What the agent has not been told yet, the run after the hold tells it.
-        let delivered = task.agent_input_key.as_deref() == Some(ctx.job.key.as_str());
-        let input = (!delivered).then_some(input);
-        let event = match gate {
-            Gate::Paused => TaskEvent::Paused { input },
-            Gate::Budget(r) => TaskEvent::BudgetReached {
-                scope: r.scope,
-                reason: usage::reason(&r, &task.agent),
-                input,
-            },
-        };
-        return apply(rt, task.id, event).await.map(drop);
+    // What the agent has not been told yet, the run after a hold tells it.
+    let delivered = task.agent_input_key.as_deref() == Some(ctx.job.key.as_str());
+    if held(rt, user, &task, (!delivered).then(|| input.clone())).await? {
+        return Ok(());
     }
     let cancel = CancellationToken::new();
     if let Ok(mut r) = rt.inner.running.lock() {
@@ -165,14 +150,46 @@ pub(crate) async fn run_agent(
                     () = cancel.cancelled() => return Ok(()),
                     () = tokio::time::sleep(wait) => {}
                 }
-                // The session (and that it has this input) is recorded now; resume it.
+                // The session (and that it has this input) is recorded now; resume it,
+                // unless the user paused meanwhile or a budget was reached.
                 match load(rt, task.id).await? {
                     Some((_, t)) if t.state == state_of(phase) => task = t,
                     _ => return Ok(()),
                 }
+                if held(rt, user, &task, None).await? {
+                    return Ok(());
+                }
             }
         }
     }
+}
+
+/// Holds the task instead of running its agent while its user has paused all work or a
+/// budget is reached, keeping `input` (what the agent was not told yet) for the run
+/// after the hold. Whether it held.
+async fn held(
+    rt: &Runtime,
+    user: UserId,
+    task: &Task,
+    input: Option<AgentInput>,
+) -> Result<bool, JobError> {
+    let gate = rt
+        .inner
+        .engine
+        .spending_gate(user, task)
+        .await
+        .map_err(retry)?;
+    let event = match gate {
+        None => return Ok(false),
+        Some(Gate::Paused) => TaskEvent::Paused { input },
+        Some(Gate::Budget(r)) => TaskEvent::BudgetReached {
+            scope: r.scope,
+            reason: usage::reason(&r, &task.agent),
+            input,
+        },
+    };
+    apply(rt, task.id, event).await?;
+    Ok(true)
 }
 
 /// How a pump ended.
