@@ -33,26 +33,8 @@ rules:
       - tool_use: {name: Bash, input: {command: "printf 'paused\n' > paused.txt", description: "Paused"}}
 "#;
 
-async fn put(base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = client()
-        .put(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 fn start(data: &Path, fake: &FakeAnthropic, claude: &Path) -> (Server, crate::faults::ServerLog) {
-    let mut cmd = command(data, Some(&fake.base_url()));
-    cmd.env("MAINLOOP_WORKERS__CLAUDE_COMMAND", claude)
-        .env("DISABLE_TELEMETRY", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("DISABLE_ERROR_REPORTING", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
-    spawn_logged(cmd, data)
+    spawn_logged(worker_command(data, fake, claude), data)
 }
 
 async fn create(base: &str, token: &str, repo: &Path, what: &str) -> String {

@@ -4,7 +4,7 @@
 
 use super::*;
 
-mod client;
+pub(crate) mod client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_token_users_config_and_safety_checks() {

@@ -3,59 +3,22 @@
 //! amount refused, work paused and resumed, the usage report as JSON and as a chart.
 
 use super::*;
+use crate::cli::client::{Out, User};
 use mainloop_domain::usage::Usage;
-
-#[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
-    }
-
-    #[track_caller]
-    fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "{self:?}");
-        self
-    }
-
-    #[track_caller]
-    fn refused(self, code: i32, says: &str) -> Self {
-        assert_eq!(self.code, code, "{self:?}");
-        assert!(self.stderr.contains(says), "{self:?}");
-        self
-    }
-}
 
 /// `mainloop ARGS` as a user on another machine runs it: its own home, the server and
 /// token given as flags.
 struct Cli {
-    home: tempfile::TempDir,
+    user: User,
     base: String,
     token: String,
 }
 
 impl Cli {
     async fn run(&self, args: &[&str]) -> Out {
-        let mut cmd = Command::new(BIN);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.home.path())
-            .env("XDG_CONFIG_HOME", self.home.path().join("cfg"))
-            .args(args)
-            .args(["--server", &self.base, "--token", &self.token])
-            .stdin(Stdio::null());
-        let out = tokio::process::Command::from(cmd).output().await.unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let flags = ["--server", &self.base, "--token", &self.token];
+        let args: Vec<&str> = args.iter().copied().chain(flags).collect();
+        self.user.run(&args).await
     }
 }
 
@@ -64,7 +27,7 @@ async fn budgets_pause_and_usage_from_the_command_line() {
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(data.path(), None);
     let cli = Cli {
-        home: tempfile::tempdir().unwrap(),
+        user: User::new(),
         base: server.base.clone(),
         token: server.token.clone().unwrap(),
     };
@@ -228,7 +191,7 @@ async fn a_budget_hold_is_shown_continued_and_raised_from_the_command_line() {
     let data = tempfile::tempdir().unwrap();
     let server = start_with_workers(data.path(), &fake, &claude);
     let cli = Cli {
-        home: tempfile::tempdir().unwrap(),
+        user: User::new(),
         base: server.base.clone(),
         token: server.token.clone().unwrap(),
     };

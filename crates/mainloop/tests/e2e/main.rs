@@ -24,6 +24,7 @@ mod faults;
 mod github;
 mod github_faults;
 mod github_lifecycle;
+mod main_quota;
 mod main_thread;
 mod mcp;
 mod model_faults;
@@ -134,8 +135,23 @@ async fn get(base: &str, token: &str, path: &str) -> Value {
 }
 
 async fn post(base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
+    send(reqwest::Method::POST, base, token, path, body).await
+}
+
+async fn put(base: &str, token: &str, path: &str, body: Value) -> (u16, Value) {
+    send(reqwest::Method::PUT, base, token, path, body).await
+}
+
+/// A JSON request; its status and JSON reply (null when it has none).
+async fn send(
+    method: reqwest::Method,
+    base: &str,
+    token: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     let r = client()
-        .post(format!("{base}{path}"))
+        .request(method, format!("{base}{path}"))
         .bearer_auth(token)
         .json(&body)
         .send()
@@ -190,13 +206,18 @@ fn alive(pid: u32) -> bool {
 }
 
 fn start_with_workers(data: &Path, fake: &FakeAnthropic, claude: &Path) -> Server {
+    Server::spawn(worker_command(data, fake, claude))
+}
+
+/// The server on `data` with the fake model and the real `claude` as its workers' agent.
+fn worker_command(data: &Path, fake: &FakeAnthropic, claude: &Path) -> Command {
     let mut cmd = command(data, Some(&fake.base_url()));
     cmd.env("MAINLOOP_WORKERS__CLAUDE_COMMAND", claude)
         .env("DISABLE_TELEMETRY", "1")
         .env("DISABLE_AUTOUPDATER", "1")
         .env("DISABLE_ERROR_REPORTING", "1")
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
-    Server::spawn(cmd)
+    cmd
 }
 
 async fn wait_task_state(base: &str, token: &str, id: &str, state: &str) -> Value {

@@ -21,32 +21,40 @@ rules:
 
 /// A user's machine: its own home and config directory, nothing of the test's
 /// environment.
-struct User {
+pub(crate) struct User {
     home: tempfile::TempDir,
 }
 
 #[derive(Debug)]
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Out {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Out {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
     }
 
     #[track_caller]
-    fn ok(self) -> Self {
+    pub(crate) fn ok(self) -> Self {
         assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+
+    /// Refused with exit code `code`, saying `says` on standard error.
+    #[track_caller]
+    pub(crate) fn refused(self, code: i32, says: &str) -> Self {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(self.stderr.contains(says), "{self:?}");
         self
     }
 }
 
 impl User {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             home: tempfile::tempdir().unwrap(),
         }
@@ -88,7 +96,7 @@ impl User {
         }
     }
 
-    async fn run(&self, args: &[&str]) -> Out {
+    pub(crate) async fn run(&self, args: &[&str]) -> Out {
         self.run_with(args, None).await
     }
 }
