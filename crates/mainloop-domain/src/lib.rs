@@ -12,6 +12,7 @@ pub mod ids;
 pub mod inbox;
 pub mod question;
 pub mod records;
+pub mod search;
 pub mod task;
 pub mod time;
 pub mod transcript;
