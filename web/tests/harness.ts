@@ -133,7 +133,7 @@ export class World {
     await expect(page.getByTestId("connection")).toHaveAttribute("data-state", "live");
   }
 
-  async api<T>(page: Page, method: "GET" | "POST", p: string, data?: unknown): Promise<T> {
+  async api<T>(page: Page, method: "GET" | "POST" | "PUT", p: string, data?: unknown): Promise<T> {
     const res = await page.request.fetch(`${this.base}/api${p}`, {
       method,
       data,

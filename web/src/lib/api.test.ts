@@ -63,6 +63,24 @@ describe("the API client", () => {
     ]);
   });
 
+  it("sends spending's requests: usage, budgets, pause and a budget hold's answer", async () => {
+    const { spending, sent } = recorder(() => json(200, {}));
+    await spending.usage(7);
+    await spending.setBudgets({ task_usd: 0.5 });
+    await spending.setPaused(true);
+    await spending.setPaused(false);
+    await spending.answer("t 1", { action: "raise", usd: 2.5 });
+    await spending.answer("t1", { action: "continue_once" });
+    expect(sent.map((s) => [s.method, s.url, s.body])).toEqual([
+      ["GET", "/api/usage?days=7", ""],
+      ["PUT", "/api/budgets", '{"task_usd":0.5}'],
+      ["POST", "/api/pause", ""],
+      ["POST", "/api/resume", ""],
+      ["POST", "/api/tasks/t%201/budget", '{"action":"raise","usd":2.5}'],
+      ["POST", "/api/tasks/t1/budget", '{"action":"continue_once"}'],
+    ]);
+  });
+
   it("returns the parsed body, and nothing for 204", async () => {
     let reply = json(200, { tasks: [] });
     const { api } = recorder(() => reply);

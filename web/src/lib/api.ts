@@ -28,6 +28,17 @@ export type NotificationSettings = S["NotificationSettings"];
 export type ModelStatus = S["ModelStatus"];
 /** A configured coding agent: its protocol, whether the server has it, what it can do. */
 export type AgentInfo = S["AgentInfo"];
+/** Spending: the usage report and its parts, budgets, the pause, a budget hold's answer. */
+export type Usage = S["Usage"];
+export type UsageDay = S["UsageDay"];
+export type Totals = S["Totals"];
+export type QuotaWindow = S["QuotaWindow"];
+export type Budgets = S["Budgets"];
+export type AgentBudget = S["AgentBudget"];
+export type PauseState = S["PauseState"];
+export type HoldKind = S["HoldKind"];
+export type BudgetAnswer = S["BudgetAnswer"];
+export type UsageUpdated = S["UsageUpdated"];
 
 /** The live event stream (read with EventSource, not fetch) and its resume parameter. */
 export const EVENTS_PATH = "/api/events" satisfies keyof paths;
@@ -139,7 +150,17 @@ export function createApi(options: ClientOptions = {}) {
     test: () => unwrap(client.POST("/api/notifications/test")),
   };
 
-  return { api, notifications };
+  const spending = {
+    usage: (days: number) => unwrap(client.GET("/api/usage", { params: { query: { days } } })),
+    budgets: () => unwrap(client.GET("/api/budgets")),
+    setBudgets: (body: Budgets) => unwrap(client.PUT("/api/budgets", { body })),
+    pause: () => unwrap(client.GET("/api/pause")),
+    setPaused: (paused: boolean) => unwrap(paused ? client.POST("/api/pause") : client.POST("/api/resume")),
+    /** Answers a budget hold: raise the cap it met, or let the task run once past it. */
+    answer: (taskId: string, body: BudgetAnswer) => unwrap(client.POST("/api/tasks/{id}/budget", { ...id(taskId), body })),
+  };
+
+  return { api, notifications, spending };
 }
 
-export const { api, notifications } = createApi();
+export const { api, notifications, spending } = createApi();

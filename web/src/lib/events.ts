@@ -25,6 +25,7 @@ const SHAPES: { [K in EventName]: (v: Json) => boolean } = {
   "chat.delta": (v) => str(v, "turn_id") && str(v, "text"),
   "chat.error": (v) => str(v, "turn_id") && str(v, "message") && typeof v.retrying === "boolean",
   "task.output": (v) => str(v, "task_id") && num(v, "seq") && str(v, "kind") && isObject(v.payload),
+  "usage.updated": (v) => isObject(v.pause) && typeof v.pause.paused === "boolean" && isObject(v.budgets),
 };
 
 /** Every event name the server sends, for subscribing to them. */

@@ -380,6 +380,16 @@ describe("task output", () => {
   });
 });
 
+describe("spending events", () => {
+  it("pause and budgets become the spending effect, nothing in the model changes", () => {
+    const m = model();
+    const update = parsed("usage.updated", { pause: { paused: true, since: "2025-01-01T10:00:00Z" }, budgets: { daily_usd: 5 } });
+    expect(applyEvent(m, { name: "usage.updated", data: update })).toEqual([{ kind: "spending", update }]);
+    expect(parseEvent("usage.updated", JSON.stringify({ pause: { paused: "yes" }, budgets: {} }))).toBeNull();
+    expect(parseEvent("usage.updated", JSON.stringify({ pause: { paused: false } }))).toBeNull();
+  });
+});
+
 describe("parsing stream messages", () => {
   it("types a known event", () => {
     const e = parseEvent("task.updated", JSON.stringify(task("2025-01-01T10:00:01Z")));

@@ -3,7 +3,7 @@
 // Plain data and functions (no Svelte), so the rules are unit-tested; `state.svelte.ts`
 // hands in reactive maps and does the IO.
 import { ActivityLog } from "./activity";
-import type { ChatMessage, InboxItem, Project, Task, TranscriptEntry } from "./api";
+import type { ChatMessage, InboxItem, Project, Task, TranscriptEntry, UsageUpdated } from "./api";
 import type { LiveEvent, OutputEvent } from "./events";
 
 /** What the app knows. Maps are mutated in place (reactive maps in the app). */
@@ -47,7 +47,10 @@ export interface Snapshot {
 }
 
 /** Work the caller must do after an event: IO the model itself does not do. */
-export type Effect = { kind: "load_projects" } | { kind: "output"; event: OutputEvent };
+export type Effect =
+  | { kind: "load_projects" }
+  | { kind: "output"; event: OutputEvent }
+  | { kind: "spending"; update: UsageUpdated };
 
 /** A record saved with a time and, where the server sends it, a version counter. */
 interface Versioned {
@@ -197,6 +200,9 @@ export function applyEvent(m: Model, e: LiveEvent): Effect[] {
       else m.lastOutput.delete(o.task_id);
       return [{ kind: "output", event: o }];
     }
+    case "usage.updated":
+      // Pause and budgets are the spending screens' (and the pause banner's), not the model's.
+      return [{ kind: "spending", update: e.data }];
   }
 }
 
@@ -249,7 +255,7 @@ export function retryDelay(failures: number): number {
   return Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
 }
 
-export const NEEDS_YOU: ReadonlySet<string> = new Set(["question", "plan_review", "review"]);
+export const NEEDS_YOU: ReadonlySet<string> = new Set(["question", "plan_review", "review", "budget"]);
 /** Work under way: a task on hold at its agent's usage limit goes on by itself, so it
  * is running work, neither a failure nor something that needs the human. */
 export const ACTIVE_STATES: ReadonlySet<string> = new Set(["queued", "planning", "implementing", "on_hold", "checking"]);

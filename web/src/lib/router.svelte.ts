@@ -54,6 +54,7 @@ export type Route =
   | { name: "inbox" }
   | { name: "task"; id: string }
   | { name: "settings" }
+  | { name: "usage" }
   | { name: "new" }
   | { name: "projects" }
   | { name: "login" }
@@ -63,6 +64,7 @@ export function match(path: string): Route {
   if (path === "/" || path === "") return { name: "chat" };
   if (path === "/inbox") return { name: "inbox" };
   if (path === "/settings") return { name: "settings" };
+  if (path === "/usage") return { name: "usage" };
   if (path === "/new") return { name: "new" };
   if (path === "/projects") return { name: "projects" };
   if (path === "/login") return { name: "login" };

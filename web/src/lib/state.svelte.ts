@@ -2,7 +2,7 @@
 // keeps them current. The merge rules live in `model.ts`; this holds them in reactive
 // state and does the IO (snapshots, the stream, reconnecting).
 import { SvelteMap } from "svelte/reactivity";
-import { api, type ChatMessage, type InboxItem, type Project, type Task, type User } from "./api";
+import { api, spending, type Budgets, type PauseState, type ChatMessage, type InboxItem, type Project, type Task, type User } from "./api";
 import type { ActivityLog } from "./activity";
 import { EVENT_NAMES, eventId, eventsUrl, parseEvent, type LiveEvent, type OutputEvent } from "./events";
 import {
@@ -31,6 +31,8 @@ class AppState implements Model {
   inbox = new SvelteMap<string, InboxItem>();
   projects = $state<Project[]>([]);
   lastOutput = new SvelteMap<string, string>();
+  /** Whether all work is paused (null until known). */
+  pause = $state<PauseState | null>(null);
 
   messages = $state<ChatMessage[]>([]);
   hasOlder = $state(false);
@@ -42,6 +44,7 @@ class AppState implements Model {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private failures = 0;
   private outputListeners = new Set<Listener<OutputEvent>>();
+  private spendListeners = new Set<Listener<"usage" | "task">>();
   activity = new Map<string, ActivityLog>();
 
   /** Items that need the human, most urgent first (the server's order). */
@@ -64,8 +67,10 @@ class AppState implements Model {
    * change) given as the event it equals, so a slow reply cannot undo a newer event.
    */
   apply(e: LiveEvent): void {
+    if (e.name === "task.updated") for (const f of this.spendListeners) f("task");
     for (const effect of applyEvent(this, e)) {
       if (effect.kind === "load_projects") void this.loadProjects();
+      else if (effect.kind === "spending") this.spendingChanged(effect.update);
       else for (const f of this.outputListeners) f(effect.event);
     }
   }
@@ -88,6 +93,7 @@ class AppState implements Model {
         hasMore: page.has_more,
       });
       this.loaded = true;
+      void this.loadPause();
     } finally {
       for (const e of this.feed.release()) this.apply(e);
     }
@@ -114,6 +120,28 @@ class AppState implements Model {
     } finally {
       this.projectsLoading = false;
     }
+  }
+
+  /** The pause switch as the server has it; a server without it leaves it unknown. */
+  private async loadPause(): Promise<void> {
+    try {
+      this.pause = await spending.pause();
+    } catch {
+      // The next snapshot refresh, or a `usage.updated` event, tells again.
+    }
+  }
+
+  /** Pause or budgets changed (a `usage.updated` event, or a write's reply). */
+  spendingChanged(change: { pause?: PauseState; budgets?: Budgets }): void {
+    if (change.pause) this.pause = change.pause;
+    for (const f of this.spendListeners) f("usage");
+  }
+
+  /** Calls `f` when spending may have changed: "usage" for pause or budgets, "task" for a
+   * task's update (its cost). */
+  onSpending(f: Listener<"usage" | "task">): () => void {
+    this.spendListeners.add(f);
+    return () => this.spendListeners.delete(f);
   }
 
   onOutput(f: Listener<OutputEvent>): () => void {

@@ -63,9 +63,12 @@ export function clockWords(at: number, now = Date.now()): string {
  * What a task on hold waits for, in one line: "Usage limit reached · goes on at 15:30
  * (in 2 h 5 min)". `until` is the limit's reset as the API gives it; without one the
  * server tries again by itself after a while, and once it has passed the task is about
- * to go on.
+ * to go on. A hold at a budget or while work is paused says so instead (`kind`, the
+ * hold's).
  */
-export function holdLine(until: string | null | undefined, now = Date.now()): string {
+export function holdLine(until: string | null | undefined, now = Date.now(), kind = "usage_limit"): string {
+  if (kind === "paused") return "Paused · goes on when you resume";
+  if (kind === "budget") return "Budget reached · raise it, or continue once";
   const at = until ? Date.parse(until) : NaN;
   if (Number.isNaN(at)) return "Usage limit reached · reset time unknown; it tries again by itself";
   if (at <= now) return "Usage limit reset · going on now";
