@@ -106,6 +106,10 @@ pub struct FinishedEntry {
     pub session_id: Option<String>,
     /// What the turn cost, in US dollars.
     pub cost_usd: f64,
+    /// The turn met the agent's usage limit: the task waits for the reset, it did not
+    /// fail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_limit: bool,
 }
 
 /// `malformed`: an unreadable output line (cut to 500 bytes) and why.

@@ -257,6 +257,12 @@ fn finished(
     cx: &Context<'_>,
 ) -> Vec<Step> {
     let is_error = end != TurnEnd::Done;
+    let usage_limit = matches!(
+        &end,
+        TurnEnd::Failed {
+            failure: AgentFailure::UsageLimit { .. }
+        }
+    );
     let why = result.filter(|r| !r.trim().is_empty()).unwrap_or(cx.stderr);
     let why = format!("the agent reported an error: {why}");
     let mut steps = vec![
@@ -270,6 +276,7 @@ fn finished(
             result: result.map(str::to_owned),
             session_id: session_id.map(str::to_owned),
             cost_usd,
+            usage_limit,
         })),
     ];
     match end {

@@ -116,6 +116,34 @@ fn a_finished_turn_adds_usage_records_and_ends() {
 }
 
 #[test]
+fn a_turn_that_meets_the_usage_limit_is_recorded_as_such_not_as_a_failure_of_the_work() {
+    let limit = AgentFailure::UsageLimit {
+        resets_at: Some(1_800_000_000),
+        reason: "You've hit your 5-hour limit".into(),
+    };
+    let steps = react(
+        finished_with(
+            TurnEnd::Failed { failure: limit },
+            Some("You've hit your 5-hour limit"),
+        ),
+        &cx(AgentPhase::Implement),
+    );
+    assert!(matches!(
+        &steps[1],
+        Step::Record(TranscriptEntry::Finished(f)) if f.is_error && f.usage_limit
+    ));
+    let other = AgentFailure::Other { reason: "x".into() };
+    let steps = react(
+        finished_with(TurnEnd::Failed { failure: other }, Some("x")),
+        &cx(AgentPhase::Implement),
+    );
+    assert!(matches!(
+        &steps[1],
+        Step::Record(TranscriptEntry::Finished(f)) if !f.usage_limit
+    ));
+}
+
+#[test]
 fn a_failed_turn_says_why_in_the_agents_words_or_its_stderr() {
     let failed = |result| {
         let failure = AgentFailure::Other {

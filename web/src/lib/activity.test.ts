@@ -127,6 +127,19 @@ describe("activity", () => {
     ]);
   });
 
+  it("words a turn that met the usage limit as a wait, not a failure", () => {
+    const result = "You've hit your 5-hour limit · resets 3:58am (UTC)";
+    const steps = activity([
+      { kind: "finished", payload: { is_error: true, result, cost_usd: 0, usage_limit: true } },
+      { kind: "finished", payload: { is_error: true, result: "API Error: 500", cost_usd: 0 } },
+    ]);
+    expect(steps.map((s) => [s.text, s.failed])).toEqual([
+      ["Stopped at the usage limit", false],
+      ["Stopped with an error", true],
+    ]);
+    expect(steps[0]?.detail).toContain("5-hour limit");
+  });
+
   it("reads a run recorded from the real CLI", () => {
     // GET /api/tasks/{id}/transcript of tests/activity.spec.ts's task, payloads as served.
     const entries: TranscriptEntry[] = [

@@ -127,7 +127,9 @@ export class ActivityLog {
         return;
       }
       case "finished":
-        if (e.payload.is_error) {
+        if (e.payload.usage_limit) {
+          this.push("done", "Stopped at the usage limit", reason(e.payload.result ?? "", this.cx));
+        } else if (e.payload.is_error) {
           const s = this.push("error", "Stopped with an error", reason(e.payload.result ?? "", this.cx));
           s.failed = true;
         } else {

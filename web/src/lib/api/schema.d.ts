@@ -925,6 +925,11 @@ export interface components {
             /** @description The agent's final reply, or its error. */
             result?: string | null;
             session_id?: string | null;
+            /**
+             * @description The turn met the agent's usage limit: the task waits for the reset, it did not
+             *     fail.
+             */
+            usage_limit?: boolean;
         };
         /** @description A GitHub repository's open pull requests and recent commits on its default branch. */
         ForgeView: {
