@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 pub const NO_NUL: &str = "^[^\\u0000]*$";
 
 /// Each server-sent event's name, the schema of its `data:` and what it means.
-pub const SERVER_EVENTS: [(&str, &str, &str); 7] = [
+pub const SERVER_EVENTS: [(&str, &str, &str); 8] = [
     (
         "chat.delta",
         "ChatDelta",
@@ -38,6 +38,11 @@ pub const SERVER_EVENTS: [(&str, &str, &str); 7] = [
         "usage.updated",
         "UsageUpdated",
         "The user paused or resumed work, or changed the budgets",
+    ),
+    (
+        "notes.updated",
+        "NoteList",
+        "The user's notes changed (added, edited, deleted, remembered or folded): all of them",
     ),
 ];
 

@@ -130,6 +130,15 @@ pub fn router_with_shutdown(
         .route("/notifications/test", post(notifications::test))
         .route("/projects", get(projects::list))
         .route("/projects/{id}", get(projects::get))
+        .route("/search", get(routes::search::search))
+        .route(
+            "/notes",
+            get(routes::notes::list).post(routes::notes::create),
+        )
+        .route(
+            "/notes/{id}",
+            put(routes::notes::update).delete(routes::notes::delete),
+        )
         .route("/events", get(events::events))
         .route("/webhooks/github", post(routes::webhooks::github))
         .nest_service("/mcp", mcp::service(&state))
@@ -219,6 +228,11 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::notifications::test,
         routes::projects::list,
         routes::projects::get,
+        routes::search::search,
+        routes::notes::list,
+        routes::notes::create,
+        routes::notes::update,
+        routes::notes::delete,
         routes::events::events,
         routes::webhooks::github,
     ),
@@ -232,6 +246,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         mainloop_domain::records::InboxItem,
         mainloop_domain::transcript::TranscriptRecord,
         routes::usage::UsageUpdated,
+        routes::notes::NoteList,
     )),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("cookie" = [])),
@@ -244,6 +259,8 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         (name = "usage", description = "Spending, budgets, and pausing all work"),
         (name = "notifications", description = "Web Push subscriptions and ntfy"),
         (name = "projects", description = "Repositories tasks work in"),
+        (name = "search", description = "Searching the user's history"),
+        (name = "notes", description = "Notes and decisions in every main-thread context"),
         (name = "events", description = "Live updates as server-sent events"),
         (name = "webhooks", description = "Deliveries from GitHub, verified by signature"),
     )

@@ -26,8 +26,12 @@ mod contract;
 mod hostile;
 #[path = "it/mcp.rs"]
 mod mcp;
+#[path = "it/notes.rs"]
+mod notes;
 #[path = "it/repos.rs"]
 mod repos;
+#[path = "it/search.rs"]
+mod search;
 #[path = "it/signin.rs"]
 mod signin;
 
@@ -450,7 +454,7 @@ const PUBLIC: [&str; 5] = [
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 39] = [
+const ROUTES: [(&str, &str); 44] = [
     ("GET", "/api/health"),
     ("GET", "/api/model"),
     ("GET", "/api/agents"),
@@ -488,6 +492,11 @@ const ROUTES: [(&str, &str); 39] = [
     ("POST", "/api/notifications/test"),
     ("GET", "/api/projects"),
     ("GET", "/api/projects/{id}"),
+    ("GET", "/api/search"),
+    ("GET", "/api/notes"),
+    ("POST", "/api/notes"),
+    ("PUT", "/api/notes/{id}"),
+    ("DELETE", "/api/notes/{id}"),
     ("GET", "/api/events"),
     ("POST", "/api/webhooks/github"),
 ];

@@ -10,6 +10,7 @@ mod github;
 mod harness;
 mod idle_rss;
 mod inbox;
+mod search;
 mod sse;
 mod stats;
 
@@ -40,6 +41,8 @@ enum Command {
     Agents(agents::Args),
     /// GitHub API calls of one idle pull request under review.
     GithubIdle(github::Args),
+    /// Full-text search over 1,000,000 transcript entries and 100,000 messages.
+    Search(search::Args),
     /// Everything above, with default settings.
     All {
         /// The `mainloop` binary for idle-rss.
@@ -71,6 +74,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Fanout(args) => fanout::run(&args).await,
         Command::Agents(args) => agents::run(&args).await,
         Command::GithubIdle(args) => github::run(&args).await,
+        Command::Search(args) => search::run(&args).await,
         Command::All { bin } => {
             let started = Instant::now();
             let mut failures = Vec::new();

@@ -7,6 +7,7 @@ use crate::protocol::{self, Failure, Line, TOKEN_VAR};
 use futures::stream::BoxStream;
 use futures::{SinkExt, StreamExt};
 use mainloop_agent::{LocalProcess, Placed, PlacedProcess, Placement};
+use mainloop_domain::Timestamp;
 use mainloop_domain::chat::{ContentBlock, Role};
 use mainloop_model::{ModelError, SessionEvent, SessionTurn, TurnUsage};
 use mainloop_sandbox::Scope;
@@ -331,7 +332,15 @@ async fn drive(
                 live.busy = false;
                 return Err(protocol::with_reset(e, resets_at));
             }
-            Line::LimitReached { resets_at: at } => resets_at = at.or(resets_at),
+            Line::RateLimit { windows, refused } => {
+                if let Some(at) = refused {
+                    resets_at = at.or(resets_at);
+                }
+                if !windows.is_empty() {
+                    let windows = protocol::quota_windows(windows, now());
+                    send(tx, SessionEvent::Quota(windows)).await?;
+                }
+            }
             Line::Other => {}
         }
     }
@@ -354,6 +363,14 @@ async fn flush(
         }
         _ => Ok(()),
     }
+}
+
+fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default();
+    Timestamp::from_millis(ms)
 }
 
 fn last_lines(s: &str) -> String {

@@ -1,10 +1,15 @@
 //! Claude Code's stream-json as the main thread reads it, as pure functions: the
 //! command line (no built-in tools, only mainloop's MCP server), the MCP config, and
 //! each output line turned into what the engine stores — text deltas, whole messages in
-//! the Messages API's shapes, the turn's end with its usage, or its failure.
+//! the Messages API's shapes, the turn's end with its usage, or its failure — and the
+//! quota windows the account's rate-limit notices report.
 
-use mainloop_agent::protocol::rejected_until;
+use mainloop_agent::QuotaReport;
+use mainloop_agent::protocol::{quota_reports, rejected_until};
+use mainloop_domain::Timestamp;
+use mainloop_domain::agents::AgentName;
 use mainloop_domain::chat::ContentBlock;
+use mainloop_domain::usage::QuotaWindow;
 use mainloop_model::{ModelError, Usage};
 use serde_json::{Value, json};
 
@@ -102,10 +107,13 @@ pub enum Line {
         cost_usd: Option<f64>,
     },
     Failed(Failure),
-    /// The account's usage limit is reached until `resets_at` (unix seconds); the
-    /// turn's failing result follows without the time, so the reader keeps it.
-    LimitReached {
-        resets_at: Option<u64>,
+    /// A rate-limit notice: the quota windows it reports, whether or not it refuses
+    /// the turn, and `refused: Some(resets_at)` (unix seconds, when given) when the
+    /// account's usage limit is reached — the turn's failing result follows without
+    /// the time, so the reader keeps it.
+    RateLimit {
+        windows: Vec<QuotaReport>,
+        refused: Option<Option<u64>>,
     },
     /// Progress or anything this version does not need.
     Other,
@@ -118,6 +126,22 @@ pub fn with_reset(error: ModelError, known: Option<u64>) -> ModelError {
         ModelError::UsageLimit { resets_at: None } => ModelError::UsageLimit { resets_at: known },
         other => other,
     }
+}
+
+/// The quota windows `reports` name, as observed at `observed_at`. They are the
+/// built-in `claude` agent's: the main thread runs Claude Code on the same login, so
+/// its notices report the same subscription's windows the `claude` worker's do.
+#[must_use]
+pub fn quota_windows(reports: Vec<QuotaReport>, observed_at: Timestamp) -> Vec<QuotaWindow> {
+    reports
+        .into_iter()
+        .map(|r| {
+            // `AgentName::default()` is `claude` (not whichever agent is configured as
+            // the default).
+            let when = (r.used_percent, r.resets_at);
+            QuotaWindow::reported(AgentName::default(), r.window, when, r.limited, observed_at)
+        })
+        .collect()
 }
 
 /// Why a turn failed.
@@ -168,8 +192,15 @@ pub fn parse(line: &str) -> Line {
             }
         }
         ("result", _) => result(&v),
-        ("rate_limit_event", _) => rejected_until(&v["rate_limit_info"])
-            .map_or(Line::Other, |resets_at| Line::LimitReached { resets_at }),
+        ("rate_limit_event", _) => {
+            let info = &v["rate_limit_info"];
+            let (windows, refused) = (quota_reports(info), rejected_until(info));
+            if windows.is_empty() && refused.is_none() {
+                Line::Other
+            } else {
+                Line::RateLimit { windows, refused }
+            }
+        }
         _ => Line::Other,
     }
 }

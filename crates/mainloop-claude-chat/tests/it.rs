@@ -146,6 +146,71 @@ async fn a_failed_mcp_server_fails_the_turn_instead_of_answering_without_tools()
 }
 
 #[tokio::test]
+async fn the_quota_windows_a_turn_reports_come_out_whether_or_not_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = stand_in(
+        dir.path(),
+        &[
+            INIT_OK,
+            r#"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"Hello."}]},"parent_tool_use_id":null}"#,
+            r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":1796578949,"rateLimitType":"five_hour","overageStatus":"rejected","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":0.42,"resetsAt":1796578949,"status":"allowed"},"seven_day":{"utilization":0.1,"resetsAt":1797003749,"status":"allowed"}}},"uuid":"ff2591a7","session_id":"SID"}"#,
+            r#"{"type":"result","subtype":"success","is_error":false,"total_cost_usd":0.5,"usage":{"input_tokens":3,"output_tokens":1}}"#,
+        ],
+    );
+    let p = provider(dir.path(), program);
+    let events = run(&p, turn(None, "hello")).await;
+    let quota: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Ok(SessionEvent::Quota(w)) => Some(w.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(quota.len(), 1, "{events:?}");
+    let windows: Vec<(&str, &str, bool)> = quota[0]
+        .iter()
+        .map(|w| (w.agent.as_str(), w.window.as_str(), w.limited))
+        .collect();
+    assert_eq!(
+        windows,
+        [
+            ("claude", "five_hour", false),
+            ("claude", "seven_day", false)
+        ]
+    );
+    assert!(
+        matches!(events.last(), Some(Ok(SessionEvent::Done(_)))),
+        "{events:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let program = stand_in(
+        dir.path(),
+        &[
+            INIT_OK,
+            r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1796529488,"rateLimitType":"five_hour","overageStatus":"rejected","overageDisabledReason":"org_level_disabled","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":1,"resetsAt":1796529488,"status":"rejected"}}}}"#,
+            r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error_type":"rate_limit_error","api_error":"usage_limit_reached","result":"You've hit your 5-hour limit · resets 3:58am (UTC)","terminal_reason":"api_error"}"#,
+        ],
+    );
+    let p = provider(dir.path(), program);
+    let events = run(&p, turn(None, "hello")).await;
+    assert!(
+        events.iter().any(|e| matches!(e, Ok(SessionEvent::Quota(w))
+            if w.len() == 1 && w[0].window == "five_hour" && w[0].limited)),
+        "{events:?}"
+    );
+    assert!(
+        matches!(
+            events.last(),
+            Some(Err(ModelError::UsageLimit {
+                resets_at: Some(1_796_529_488)
+            }))
+        ),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_session_that_cannot_be_resumed_is_reported_lost() {
     let dir = tempfile::tempdir().unwrap();
     let program = stand_in(

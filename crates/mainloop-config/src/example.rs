@@ -94,6 +94,10 @@ sandbox = "auto"
 sandbox_read_only = ""
 sandbox_read_write = ""
 
+[chat]
+# Tokens of notes and decisions in every main-thread context; older ones fold out.
+notes_budget_tokens = 2000
+
 [limits]
 # Largest accepted request body in bytes (1 MiB).
 max_body_bytes = 1048576

@@ -70,6 +70,9 @@ pub struct Config {
     /// Coding-agent workers.
     pub workers: WorkersConfig,
 
+    /// What the main thread's context carries besides the conversation.
+    pub chat: ChatConfig,
+
     /// Request size limits.
     pub limits: LimitsConfig,
 
@@ -308,6 +311,16 @@ fn path_list(list: &str, home: Option<&Path>) -> Vec<PathBuf> {
         .collect()
 }
 
+/// What the main thread's context carries besides the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Tokens of notes and decisions every main-thread context carries, most recently
+    /// written or edited first; older ones fold out (kept, listed, searchable, not sent).
+    /// Default `2000`. Env: `MAINLOOP_CHAT__NOTES_BUDGET_TOKENS`.
+    pub notes_budget_tokens: usize,
+}
+
 /// Request size limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -465,6 +478,14 @@ impl Default for WorkersConfig {
     }
 }
 
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            notes_budget_tokens: 2000,
+        }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -518,6 +539,7 @@ impl Config {
             model: ModelConfig::default(),
             dispatcher: DispatcherConfig::default(),
             workers: WorkersConfig::default(),
+            chat: ChatConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             notifications: NotificationsConfig::default(),

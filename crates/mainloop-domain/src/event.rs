@@ -29,10 +29,13 @@ pub enum EventName {
     /// The user's pause or budgets changed.
     #[serde(rename = "usage.updated")]
     UsageUpdated,
+    /// The user's notes changed (the whole list follows).
+    #[serde(rename = "notes.updated")]
+    NotesUpdated,
 }
 
 impl EventName {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::ChatDelta,
         Self::ChatMessage,
         Self::TaskUpdated,
@@ -40,6 +43,7 @@ impl EventName {
         Self::TaskOutput,
         Self::ChatError,
         Self::UsageUpdated,
+        Self::NotesUpdated,
     ];
 
     #[must_use]
@@ -52,6 +56,7 @@ impl EventName {
             Self::TaskOutput => "task.output",
             Self::ChatError => "chat.error",
             Self::UsageUpdated => "usage.updated",
+            Self::NotesUpdated => "notes.updated",
         }
     }
 }

@@ -98,6 +98,11 @@ uuid_id!(
     PushSubscriptionId,
     "push"
 );
+uuid_id!(
+    /// A note or decision kept in the main thread's context.
+    NoteId,
+    "note"
+);
 
 /// Position in the append-only event log. Strictly increasing in commit order.
 #[derive(

@@ -10,6 +10,7 @@ pub mod event;
 pub mod failure;
 pub mod ids;
 pub mod inbox;
+pub mod notes;
 pub mod question;
 pub mod records;
 pub mod search;

@@ -84,8 +84,8 @@ pub const MAX_LIMIT: u32 = 100;
 /// A search, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SearchQuery {
-    /// The words to find: every one must occur (a prefix match for the last, so that
-    /// results come as the user types). Only letters, digits and `_` survive; the rest
+    /// The words to find: every one must occur (the last, from three characters on, as
+    /// a prefix, so that results come as the user types). Only letters, digits and `_` survive; the rest
     /// separates words, so no query is database syntax.
     pub terms: Vec<String>,
     /// Only these kinds (empty: all).

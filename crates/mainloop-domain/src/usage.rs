@@ -289,6 +289,31 @@ pub struct QuotaWindow {
     pub observed_at: Timestamp,
 }
 
+impl QuotaWindow {
+    /// A window as an agent reports it, its reset in Unix seconds.
+    #[must_use]
+    pub fn reported(
+        agent: AgentName,
+        window: String,
+        (used_percent, resets_at_secs): (Option<f64>, Option<u64>),
+        limited: bool,
+        observed_at: Timestamp,
+    ) -> Self {
+        let resets_at = resets_at_secs.map(|secs| {
+            let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+            Timestamp::from_millis(secs.saturating_mul(1000))
+        });
+        Self {
+            agent,
+            window,
+            used_percent,
+            resets_at,
+            limited,
+            observed_at,
+        }
+    }
+}
+
 /// Cost and tokens of some runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Totals {

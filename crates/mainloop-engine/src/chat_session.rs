@@ -141,12 +141,18 @@ pub(crate) async fn run(
         Some(_) => None,
         None => engine.store().latest_summary(user).await.map_err(storage)?,
     };
-    let text = input(
+    let mut text = input(
         summary.as_ref().map(|s| s.text.as_str()),
         &messages,
         session.as_ref().map(|s| s.delivered_pos),
         trigger,
     );
+    let notes = crate::notes::session_notes(engine, user, &name, session.is_none())
+        .await
+        .map_err(storage)?;
+    if let Some((say, _)) = &notes {
+        text = format!("{say}\n\n{text}");
+    }
     let turn = SessionTurn {
         user: user.to_string(),
         resume: session.and_then(|s| s.session_id),
@@ -158,6 +164,11 @@ pub(crate) async fn run(
     told(engine, user, &name, None, trigger.thread_pos)
         .await
         .map_err(storage)?;
+    if let Some((_, section)) = &notes {
+        crate::notes::told_notes(engine, user, &name, section)
+            .await
+            .map_err(storage)?;
+    }
     engine.begin_session_turn(user, trigger.id);
     let outcome = drive(ctx, user, trigger, &name, provider.turn(turn)).await;
     engine.end_session_turn(user);
@@ -214,6 +225,12 @@ async fn drive(
                     .map_err(storage)?;
             }
             SessionEvent::TextDelta(text) => record_delta(engine, user, trigger, &text).await,
+            SessionEvent::Quota(windows) => {
+                // Only shown in the usage view: the turn goes on without it.
+                if let Err(e) = engine.record_quota(user, &windows).await {
+                    tracing::warn!(error = %e, "could not keep the main thread's quota windows");
+                }
+            }
             SessionEvent::Message {
                 role: Role::Assistant,
                 content,

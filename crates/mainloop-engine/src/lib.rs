@@ -16,9 +16,11 @@ mod holds;
 mod hub;
 mod jobs;
 mod main_thread;
+mod notes;
 mod notifications;
 mod reads;
 mod runtime;
+mod search;
 mod spending;
 mod tasks;
 mod tools;
@@ -42,6 +44,7 @@ pub use notifications::{
     validate_push_endpoint, validate_push_subscription,
 };
 pub use runtime::{ForgeSummary, Workspaces};
+pub use search::{DEFAULT_SEARCH_LIMIT, parse_search};
 pub use spending::{Gate, MAX_USAGE_DAYS};
 pub use tasks::{CreateTask, PlanAction, ReviewAction};
 pub use tools::tool_specs;
@@ -64,6 +67,8 @@ pub struct EngineConfig {
     pub max_check_rounds: u32,
     /// Context budget for the main thread, in estimated tokens.
     pub context_budget_tokens: usize,
+    /// Tokens of notes and decisions every main-thread context carries.
+    pub notes_budget_tokens: usize,
     pub max_tokens: u32,
     pub max_chat_chars: usize,
     pub session_ttl: Duration,
@@ -102,6 +107,7 @@ impl Default for EngineConfig {
         Self {
             max_check_rounds: 3,
             context_budget_tokens: 60_000,
+            notes_budget_tokens: 2000,
             max_tokens: 4096,
             max_chat_chars: 100_000,
             session_ttl: Duration::from_secs(30 * 24 * 3600),

@@ -133,7 +133,7 @@ impl Engine {
     /// `user`'s session answers a turn: a replayed turn (after a crash) calls it again
     /// under a new tool_use id, and must get the first call's result.
     pub(crate) fn turn_call_key(&self, user: UserId, name: &str, input: &Value) -> Option<String> {
-        if name != "spawn_task" {
+        if !matches!(name, "spawn_task" | "remember") {
             return None;
         }
         let turn = *lock(&self.inner.main.turns).get(&user)?;

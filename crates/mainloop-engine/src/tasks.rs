@@ -352,6 +352,8 @@ pub(crate) async fn apply_in(
             tx.record_plan_revision(saved.id, p, at).await?;
         }
         TaskEvent::PlanRevisionRequested(f) => tx.record_plan_feedback(saved.id, f).await?,
+        // Review feedback is kept nowhere else: the index is its record.
+        TaskEvent::ChangesRequested(f) => tx.index_review(owner, &saved, f, at).await?,
         _ => {}
     }
     for (i, effect) in step.effects.iter().enumerate() {

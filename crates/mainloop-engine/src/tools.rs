@@ -4,6 +4,8 @@
 
 use crate::tasks::{CreateTask, apply_in, create_task_in};
 use crate::{Engine, EngineError, Result};
+use mainloop_domain::notes::MAX_NOTE_CHARS;
+use mainloop_domain::search::{MAX_QUERY_CHARS, SearchHit, SearchKind};
 use mainloop_domain::task::{TaskEvent, TaskState};
 use mainloop_domain::{TaskId, Timestamp, UserId};
 use mainloop_model::ToolSpec;
@@ -62,8 +64,55 @@ pub fn tool_specs() -> Vec<ToolSpec> {
                 "required": ["task_id"]
             }),
         },
+        ToolSpec {
+            name: "search_history".into(),
+            description: SEARCH_HISTORY.into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS, "description": "The words to find (all must occur; the last may be the start of a word). Plain words: quotes, operators and other punctuation only separate words."},
+                    "kind": {"type": "array", "items": {"type": "string", "enum": SearchKind::ALL.map(SearchKind::as_str)}, "description": "Only these kinds of hit (default: all): message (this conversation), task (a task's description), question (a task's questions and answers), plan (proposed plans and the feedback on them), transcript (what a worker said and did), review (feedback on finished work), note, digest."},
+                    "task_id": {"type": "string", "description": "Only hits of this task."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_MODEL_HITS, "description": "At most this many hits (default 10)."}
+                },
+                "required": ["query"]
+            }),
+        },
+        ToolSpec {
+            name: "remember".into(),
+            description: REMEMBER.into(),
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": ["fact", "decision"], "description": "decision: something decided, to be kept to; fact: something true about the user, their work or their preferences."},
+                    "text": {"type": "string", "minLength": 1, "maxLength": MAX_NOTE_CHARS, "description": "The note, self-contained: it is read later without this conversation."}
+                },
+                "required": ["kind", "text"]
+            }),
+        },
     ]
 }
+
+/// What `remember` is for, in the model's terms.
+const REMEMBER: &str = "Keep a fact or a decision in every later context of this \
+     conversation (the <notes> you are given), however old it gets. Use it when the user \
+     decides something or states something lasting (a preference, a convention, a \
+     constraint) that later work must respect, or asks you to remember it. The user sees \
+     it at once and may edit or delete it. Keep each note short and self-contained.";
+
+/// What `search_history` is for, in the model's terms.
+const SEARCH_HISTORY: &str = "Search everything of the user's past that is stored: this \
+     conversation (including the parts no longer in your context), tasks' descriptions, \
+     their questions and answers, plans, workers' transcripts, review feedback, notes and \
+     digests. Use it when the user refers to something earlier that you do not see \
+     (\"what did we decide about the auth refactor?\", \"which task touched the billing \
+     code?\", \"what did the worker say about the failing test?\") instead of guessing. \
+     Returns the best hits first: each one's kind, id, task_id (open it with get_task), \
+     title, a snippet around the words found, and when it was written.";
+
+/// The most hits one `search_history` call returns: enough to answer from, few enough
+/// to keep the context small.
+const MAX_MODEL_HITS: u32 = 20;
 
 #[derive(Deserialize)]
 struct SpawnInput {
@@ -86,6 +135,65 @@ struct ListInput {
 #[derive(Deserialize)]
 struct TaskInput {
     task_id: String,
+}
+
+#[derive(Deserialize)]
+struct RememberInput {
+    kind: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct SearchInput {
+    query: String,
+    #[serde(default)]
+    kind: Option<OneOrMany>,
+    #[serde(default)]
+    task_id: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// A list the model may also give as its one element.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The hits as the model reads them: what each is and where, without the offsets.
+fn hits_for_model(hits: &[SearchHit]) -> Value {
+    json!({
+        "results": hits.iter().map(|h| json!({
+            "kind": h.kind,
+            "id": h.id,
+            "task_id": h.task_id,
+            "title": h.title,
+            "snippet": h.snippet,
+            "created_at": h.created_at,
+        })).collect::<Vec<_>>()
+    })
+}
+
+async fn search_history(engine: &Engine, user: UserId, i: SearchInput) -> Result<Value> {
+    let kinds = match i.kind {
+        None => Vec::new(),
+        Some(OneOrMany::One(k)) => vec![k],
+        Some(OneOrMany::Many(ks)) => ks,
+    };
+    let limit = i.limit.unwrap_or(10).clamp(1, MAX_MODEL_HITS);
+    let query = crate::parse_search(
+        &i.query,
+        &kinds,
+        None,
+        i.task_id.as_deref(),
+        None,
+        None,
+        Some(limit),
+    )?;
+    let hits = engine.search(user, &query).await?;
+    Ok(hits_for_model(&hits))
 }
 
 fn summary(task: &mainloop_domain::records::Task) -> Value {
@@ -227,6 +335,17 @@ pub(crate) async fn execute(
             },
             Err(e) => Ok(Err(e)),
         },
+        // A read: nothing to keep once, so the store's transaction has no part in it.
+        "search_history" => match parse::<SearchInput>(input) {
+            Ok(i) => search_history(engine, user, i).await.map(Ok),
+            Err(e) => Ok(Err(e)),
+        },
+        "remember" => match parse::<RememberInput>(input) {
+            Ok(i) => {
+                crate::notes::remember_in(tx, engine, user, tool_use_id, &i.kind, &i.text, at).await
+            }
+            Err(e) => Ok(Err(e)),
+        },
         other => Ok(Err(format!("unknown tool '{other}'"))),
     };
     match outcome {
@@ -249,6 +368,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn search_history_gives_the_model_a_bounded_compact_answer() {
+        let specs = tool_specs();
+        let search = specs.iter().find(|s| s.name == "search_history").unwrap();
+        assert_eq!(search.input_schema["required"], json!(["query"]));
+        assert_eq!(
+            search.input_schema["properties"]["limit"]["maximum"],
+            MAX_MODEL_HITS
+        );
+        assert!(search.description.contains("what did we decide"));
+        let hit = SearchHit {
+            kind: SearchKind::Plan,
+            id: "t:2".into(),
+            task_id: None,
+            title: "Refactor auth".into(),
+            snippet: "keep auth in the gateway".into(),
+            highlights: vec![[5, 9]],
+            created_at: Timestamp::from_millis(1_700_000_000_000),
+        };
+        assert_eq!(
+            hits_for_model(&[hit]),
+            json!({"results": [{"kind": "plan", "id": "t:2", "task_id": null,
+                "title": "Refactor auth", "snippet": "keep auth in the gateway",
+                "created_at": "2023-11-14T22:13:20Z"}]})
+        );
+    }
+
+    #[test]
     fn spawn_task_keeps_its_public_shape() {
         let specs = tool_specs();
         let spawn = specs.iter().find(|s| s.name == "spawn_task").unwrap();
@@ -260,7 +406,14 @@ mod tests {
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["spawn_task", "list_tasks", "get_task", "cancel_task"]
+            [
+                "spawn_task",
+                "list_tasks",
+                "get_task",
+                "cancel_task",
+                "search_history",
+                "remember"
+            ]
         );
     }
 }

@@ -1044,5 +1044,9 @@ async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
 }
 
 // After `both_backends!`, which it uses.
+#[path = "it/notes.rs"]
+mod notes;
+#[path = "it/search.rs"]
+mod search;
 #[path = "it/spending.rs"]
 mod spending;

@@ -6,6 +6,7 @@
 use crate::{ModelError, Usage};
 use futures::stream::BoxStream;
 use mainloop_domain::chat::{ContentBlock, Role};
+use mainloop_domain::usage::QuotaWindow;
 use std::fmt;
 
 /// One turn for a user's session.
@@ -35,7 +36,7 @@ impl fmt::Debug for SessionTurn {
 }
 
 /// What a turn yields, in order: the session id, text as it arrives and each complete
-/// message, then exactly one `Done`.
+/// message, then exactly one `Done`; `Quota` may come at any point before the end.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SessionEvent {
     /// The session's id, to store and resume later.
@@ -47,6 +48,10 @@ pub enum SessionEvent {
         role: Role,
         content: Vec<ContentBlock>,
     },
+    /// What the provider's account said of its quota windows (the 5-hour and weekly
+    /// windows of a subscription), whether or not it refused the turn; nothing for the
+    /// thread. Providers that learn nothing of quotas never send it.
+    Quota(Vec<QuotaWindow>),
     /// The turn ended; the last `Message` was the reply.
     Done(TurnUsage),
     /// The session to resume is gone (never saved, or deleted): the turn ends here, and

@@ -115,6 +115,11 @@ impl Tx {
         .bind(now.as_millis())
         .execute(self.conn())
         .await?;
+        if new.kind == MessageKind::Text && matches!(new.role, Role::User | Role::Assistant) {
+            let text = display_text(&new.content);
+            self.index_message(user, &id.to_string(), new.task_id, &text, now)
+                .await?;
+        }
         fetch_message(self.conn(), user, id)
             .await?
             .ok_or(StoreError::NotFound("message"))

@@ -55,6 +55,7 @@ impl Tx {
         .bind(now.as_millis())
         .execute(self.conn())
         .await?;
+        self.index_plan(task, next, plan, None, now).await?;
         Ok(next)
     }
 
@@ -64,6 +65,13 @@ impl Tx {
     /// # Errors
     /// On database failure.
     pub async fn record_plan_feedback(&mut self, task: TaskId, feedback: &str) -> Result<()> {
+        let latest = sqlx::query(
+            "SELECT revision, plan, created_at FROM plan_revisions WHERE task_id = $1 \
+             ORDER BY revision DESC LIMIT 1",
+        )
+        .bind(task.to_string())
+        .fetch_optional(self.conn())
+        .await?;
         sqlx::query(
             "UPDATE plan_revisions SET feedback = $1 WHERE task_id = $2 AND revision = \
              (SELECT MAX(revision) FROM plan_revisions WHERE task_id = $2)",
@@ -72,6 +80,12 @@ impl Tx {
         .bind(task.to_string())
         .execute(self.conn())
         .await?;
+        if let Some(row) = latest {
+            let plan: String = row.try_get("plan")?;
+            let at = Timestamp::from_millis(row.try_get("created_at")?);
+            self.index_plan(task, row.try_get("revision")?, &plan, Some(feedback), at)
+                .await?;
+        }
         Ok(())
     }
 }

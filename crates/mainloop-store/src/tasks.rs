@@ -166,6 +166,7 @@ impl Tx {
         let task = fetch_task(self.conn(), None, id)
             .await?
             .ok_or(StoreError::NotFound("task"))?;
+        self.index_task(user, &task).await?;
         Ok((task, true))
     }
 
@@ -190,6 +191,11 @@ impl Tx {
             .as_ref()
             .map(serde_json::to_string)
             .transpose()?;
+        // What was asked and answered before, to index questions and answers that change.
+        let before = sqlx::query("SELECT user_id, questions, answers FROM tasks WHERE id = $1")
+            .bind(task.id.to_string())
+            .fetch_optional(self.conn())
+            .await?;
         let n = sqlx::query(
             "UPDATE tasks SET state = $1, core = $2, questions = $3, answers = $4, \
                  plan = $5, error = $6, updated_at = $7, version = version + 1 \
@@ -213,9 +219,17 @@ impl Tx {
                 task.id
             )));
         }
-        fetch_task(self.conn(), None, task.id)
+        let saved = fetch_task(self.conn(), None, task.id)
             .await?
-            .ok_or(StoreError::NotFound("task"))
+            .ok_or(StoreError::NotFound("task"))?;
+        if let Some(before) = before {
+            let user = parse(&before.try_get::<String, _>("user_id")?, "user id")?;
+            let questions: String = before.try_get("questions")?;
+            let answers: Option<String> = before.try_get("answers")?;
+            self.index_questions(user, &saved, &questions, answers.as_deref(), now)
+                .await?;
+        }
+        Ok(saved)
     }
 }
 

@@ -2,7 +2,7 @@
 //! kind and payload so rows written by any version read back (as `unknown` when this
 //! version cannot read them).
 
-use crate::{Result, Store, StoreError, Tx};
+use crate::{Result, Store, StoreError, Tx, parse};
 use mainloop_domain::transcript::{TranscriptEntry, TranscriptRecord};
 use mainloop_domain::{TaskId, Timestamp};
 use sqlx::Row;
@@ -20,13 +20,19 @@ impl Tx {
         payload: &serde_json::Value,
         now: Timestamp,
     ) -> Result<i64> {
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE tasks SET transcript_seq = transcript_seq + 1 WHERE id = $1 RETURNING transcript_seq",
+        let row = sqlx::query(
+            "UPDATE tasks SET transcript_seq = transcript_seq + 1 WHERE id = $1 \
+             RETURNING transcript_seq, user_id, project_id",
         )
         .bind(task.to_string())
         .fetch_optional(self.conn())
         .await?;
-        let seq = seq.ok_or(StoreError::NotFound("task"))?;
+        let row = row.ok_or(StoreError::NotFound("task"))?;
+        let seq: i64 = row.try_get("transcript_seq")?;
+        let owner = (
+            parse(&row.try_get::<String, _>("user_id")?, "user id")?,
+            parse(&row.try_get::<String, _>("project_id")?, "project id")?,
+        );
         sqlx::query(
             "INSERT INTO transcript (task_id, seq, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -37,6 +43,8 @@ impl Tx {
         .bind(now.as_millis())
         .execute(self.conn())
         .await?;
+        self.index_transcript(owner, task, seq, kind, payload, now)
+            .await?;
         Ok(seq)
     }
 }

@@ -234,16 +234,9 @@ pub(crate) fn quota_windows(
 ) -> Vec<QuotaWindow> {
     reports
         .into_iter()
-        .map(|r| QuotaWindow {
-            agent: agent.clone(),
-            window: r.window,
-            used_percent: r.used_percent,
-            resets_at: r.resets_at.map(|secs| {
-                let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-                Timestamp::from_millis(secs.saturating_mul(1000))
-            }),
-            limited: r.limited,
-            observed_at,
+        .map(|r| {
+            let when = (r.used_percent, r.resets_at);
+            QuotaWindow::reported(agent.clone(), r.window, when, r.limited, observed_at)
         })
         .collect()
 }

@@ -71,6 +71,7 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 fn engine_config(config: &Config, single_process: bool) -> Result<EngineConfig> {
     Ok(EngineConfig {
         context_budget_tokens: config.model.context_budget_tokens,
+        notes_budget_tokens: config.chat.notes_budget_tokens,
         max_tokens: config.model.max_tokens,
         max_chat_chars: config.limits.max_chat_chars,
         session_ttl: Duration::from_secs(config.auth.session_ttl_hours.saturating_mul(3600)),

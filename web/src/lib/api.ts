@@ -39,6 +39,9 @@ export type PauseState = S["PauseState"];
 export type HoldKind = S["HoldKind"];
 export type BudgetAnswer = S["BudgetAnswer"];
 export type UsageUpdated = S["UsageUpdated"];
+export type SearchHit = S["SearchHit"];
+export type SearchKind = S["SearchKind"];
+export type SearchQuery = paths["/api/search"]["get"]["parameters"]["query"];
 
 /** The live event stream (read with EventSource, not fetch) and its resume parameter. */
 export const EVENTS_PATH = "/api/events" satisfies keyof paths;
@@ -140,6 +143,9 @@ export function createApi(options: ClientOptions = {}) {
     projects: () => unwrap(client.GET("/api/projects")),
     model: () => unwrap(client.GET("/api/model")),
     agents: () => unwrap(client.GET("/api/agents")),
+    /** The user's history matching `query.q`, best first; `signal` drops an answer no longer wanted. */
+    search: (query: SearchQuery, signal?: AbortSignal) =>
+      unwrap(client.GET("/api/search", { params: { query }, ...(signal ? { signal } : {}) })),
   };
 
   const notifications = {

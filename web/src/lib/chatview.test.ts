@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ChatMessage } from "./api";
-import { chatItems, itemKey } from "./chatview";
+import { anchorOf, chatItems, itemKey } from "./chatview";
 
 function msg(seq: number, role: ChatMessage["role"], text: string, task_id: string | null = null): ChatMessage {
   return {
@@ -34,5 +34,16 @@ describe("one card per task in the chat", () => {
       "a — questions",
       "a — merged",
     ]);
+  });
+});
+
+describe("anchorOf", () => {
+  it("finds a message's own line, or its task's card for a worker update", () => {
+    const messages = [msg(1, "user", "hi"), msg(2, "event", "Task started", "t1"), msg(3, "event", "No task"), msg(4, "assistant", "hello")];
+    expect(anchorOf(messages, "m1")).toEqual({ message: "m1" });
+    expect(anchorOf(messages, "m2")).toEqual({ task: "t1" });
+    expect(anchorOf(messages, "m3")).toEqual({ message: "m3" });
+    expect(anchorOf(messages, "m4")).toEqual({ message: "m4" });
+    expect(anchorOf(messages, "m9")).toBeNull();
   });
 });

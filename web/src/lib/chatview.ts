@@ -39,3 +39,13 @@ export function chatItems(messages: ChatMessage[]): ChatItem[] {
 export function itemKey(item: ChatItem): string {
   return item.kind === "task" ? `task:${item.taskId}` : item.message.id;
 }
+
+/**
+ * Where a message shows in the chat: its own line, or the card of the task its worker
+ * update folded into; null when the message is not among those loaded.
+ */
+export function anchorOf(messages: readonly ChatMessage[], id: string): { message: string } | { task: string } | null {
+  const found = messages.find((m) => m.id === id);
+  if (!found) return null;
+  return found.role === "event" && found.task_id ? { task: found.task_id } : { message: found.id };
+}

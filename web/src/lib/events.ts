@@ -26,6 +26,7 @@ const SHAPES: { [K in EventName]: (v: Json) => boolean } = {
   "chat.error": (v) => str(v, "turn_id") && str(v, "message") && typeof v.retrying === "boolean",
   "task.output": (v) => str(v, "task_id") && num(v, "seq") && str(v, "kind") && isObject(v.payload),
   "usage.updated": (v) => isObject(v.pause) && typeof v.pause.paused === "boolean" && isObject(v.budgets),
+  "notes.updated": (v) => Array.isArray(v.notes),
 };
 
 /** Every event name the server sends, for subscribing to them. */

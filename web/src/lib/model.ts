@@ -203,6 +203,9 @@ export function applyEvent(m: Model, e: LiveEvent): Effect[] {
     case "usage.updated":
       // Pause and budgets are the spending screens' (and the pause banner's), not the model's.
       return [{ kind: "spending", update: e.data }];
+    case "notes.updated":
+      // The notes are the notes screen's, not the model's.
+      return [];
   }
 }
 

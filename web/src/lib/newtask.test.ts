@@ -1,7 +1,7 @@
 // The "New task" form's rules: drafts, the repositories offered, and where errors show.
 import { describe, expect, it } from "vitest";
 import type { Project, Task } from "./api";
-import { EMPTY_DRAFT, errorField, missing, parseDraft, recentRepos, serializeDraft } from "./newtask";
+import { budgetUsd, EMPTY_DRAFT, errorField, missing, parseCostCap, parseDraft, recentRepos, serializeDraft } from "./newtask";
 
 function project(id: string, repo: string, created: string): Project {
   return { id, repo, name: repo.split("/").pop() ?? repo, settings: {}, created_at: created };
@@ -13,22 +13,26 @@ function task(projectId: string, updated: string): Task {
 
 describe("drafts", () => {
   it("round-trip, and an empty draft is not stored", () => {
-    const d = { description: "fix the\nbuild", repo: "/src/app", skipPlan: true };
+    const d = { description: "fix the\nbuild", repo: "/src/app", skipPlan: true, costCap: "2.50" };
     expect(parseDraft(serializeDraft(d))).toEqual(d);
     expect(serializeDraft(EMPTY_DRAFT)).toBeNull();
-    expect(serializeDraft({ description: "  ", repo: "\n", skipPlan: false })).toBeNull();
+    expect(serializeDraft({ description: "  ", repo: "\n", skipPlan: false, costCap: " " })).toBeNull();
     expect(serializeDraft({ ...EMPTY_DRAFT, skipPlan: true })).not.toBeNull();
+    expect(serializeDraft({ ...EMPTY_DRAFT, costCap: "5" })).not.toBeNull();
   });
 
   it("read anything unreadable as empty, field by field", () => {
     for (const raw of [null, "", "not json", "[]", "42", "null", '"text"']) {
       expect(parseDraft(raw)).toEqual(EMPTY_DRAFT);
     }
-    expect(parseDraft('{"description":7,"repo":"owner/name","skipPlan":"yes"}')).toEqual({
+    expect(parseDraft('{"description":7,"repo":"owner/name","skipPlan":"yes","costCap":5}')).toEqual({
       description: "",
       repo: "owner/name",
       skipPlan: false,
+      costCap: "",
     });
+    // A draft stored before the cost cap existed reads with none.
+    expect(parseDraft('{"description":"d","repo":"r","skipPlan":true}')).toEqual({ description: "d", repo: "r", skipPlan: true, costCap: "" });
   });
 });
 
@@ -54,8 +58,42 @@ describe("recentRepos", () => {
 describe("missing", () => {
   it("asks for a description and a repository, ignoring whitespace", () => {
     expect(Object.keys(missing(EMPTY_DRAFT)).sort()).toEqual(["description", "repo"]);
-    expect(missing({ description: " \n", repo: "/r", skipPlan: false })).toHaveProperty("description");
-    expect(missing({ description: "do it", repo: "/r", skipPlan: false })).toEqual({});
+    expect(missing({ ...EMPTY_DRAFT, description: " \n", repo: "/r" })).toHaveProperty("description");
+    expect(missing({ ...EMPTY_DRAFT, description: "do it", repo: "/r" })).toEqual({});
+  });
+
+  it("refuses a cost cap out of range, and nothing else about it", () => {
+    const d = { ...EMPTY_DRAFT, description: "do it", repo: "/r" };
+    expect(missing({ ...d, costCap: "5" })).toEqual({});
+    expect(Object.keys(missing({ ...d, costCap: "0" }))).toEqual(["costCap"]);
+    expect(Object.keys(missing({ ...EMPTY_DRAFT, costCap: "lots" })).sort()).toEqual(["costCap", "description", "repo"]);
+  });
+});
+
+describe("parseCostCap", () => {
+  it("reads dollars, with or without a $ and cents; empty is the default", () => {
+    expect(parseCostCap("")).toEqual({ usd: null });
+    expect(parseCostCap("   ")).toEqual({ usd: null });
+    expect(parseCostCap("5")).toEqual({ usd: 5 });
+    expect(parseCostCap(" $2.50 ")).toEqual({ usd: 2.5 });
+    expect(parseCostCap("$ 3")).toEqual({ usd: 3 });
+    expect(parseCostCap(".5")).toEqual({ usd: 0.5 });
+    expect(parseCostCap("7.")).toEqual({ usd: 7 });
+    expect(parseCostCap("1000000")).toEqual({ usd: 1_000_000 });
+  });
+
+  it("refuses what is not a positive amount of at most a million", () => {
+    for (const t of ["0", "0.00", "$0"]) expect(parseCostCap(t)).toEqual({ error: expect.stringContaining("more than $0") });
+    for (const t of ["1000000.01", "2000000"]) expect(parseCostCap(t)).toEqual({ error: expect.stringContaining("at most $1,000,000") });
+    for (const t of ["-5", "five", "1e3", "0x10", "Infinity", "NaN", "1,5", "5$", "1.2.3", "$"]) {
+      expect(parseCostCap(t), t).toEqual({ error: expect.stringContaining("number of dollars") });
+    }
+  });
+
+  it("sends budget_usd only for a cap typed", () => {
+    expect(budgetUsd({ ...EMPTY_DRAFT, costCap: "$12.5" })).toEqual({ budget_usd: 12.5 });
+    expect(budgetUsd(EMPTY_DRAFT)).toEqual({});
+    expect(budgetUsd({ ...EMPTY_DRAFT, costCap: "-1" })).toEqual({});
   });
 });
 
@@ -64,6 +102,7 @@ describe("errorField", () => {
     expect(errorField("repo: /nope is not a git repository")).toBe("repo");
     expect(errorField("repo must not be empty")).toBe("repo");
     expect(errorField("description is longer than 20000 characters")).toBe("description");
+    expect(errorField("budget_usd must be a positive number of US dollars, at most 1000000")).toBe("costCap");
     expect(errorField("Cannot reach the server. Check the connection and try again.")).toBeNull();
     expect(errorField("repository is unavailable")).toBeNull();
     expect(errorField("the description is bad")).toBeNull();

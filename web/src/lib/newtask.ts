@@ -1,18 +1,24 @@
 // The "New task" form's rules, apart from the screen: the draft that survives reloads
 // and failed sends, which repositories to offer (the ones used most recently first),
-// what is missing before sending, and which field a server refusal is about.
+// what is missing or wrong before sending (the cost cap's range among it), and which
+// field a server refusal is about.
 import type { Project, Task } from "./api";
 
 export interface TaskDraft {
   description: string;
   repo: string;
   skipPlan: boolean;
+  /** The task's own cost cap in dollars, as typed; empty for the user's default. */
+  costCap: string;
 }
 
-export type DraftField = "description" | "repo";
+export type DraftField = "description" | "repo" | "costCap";
 export type FieldErrors = Partial<Record<DraftField, string>>;
 
-export const EMPTY_DRAFT: TaskDraft = { description: "", repo: "", skipPlan: false };
+export const EMPTY_DRAFT: TaskDraft = { description: "", repo: "", skipPlan: false, costCap: "" };
+
+/** The largest cost cap the server takes, in dollars. */
+export const MAX_COST_CAP = 1_000_000;
 
 /** A stored draft, or the empty one when nothing (or something unreadable) is stored. */
 export function parseDraft(raw: string | null): TaskDraft {
@@ -25,6 +31,7 @@ export function parseDraft(raw: string | null): TaskDraft {
       description: typeof o.description === "string" ? o.description : "",
       repo: typeof o.repo === "string" ? o.repo : "",
       skipPlan: o.skipPlan === true,
+      costCap: typeof o.costCap === "string" ? o.costCap : "",
     };
   } catch {
     return { ...EMPTY_DRAFT };
@@ -33,7 +40,7 @@ export function parseDraft(raw: string | null): TaskDraft {
 
 /** What to store for a draft: nothing once it holds nothing worth keeping. */
 export function serializeDraft(d: TaskDraft): string | null {
-  if (!d.description.trim() && !d.repo.trim() && !d.skipPlan) return null;
+  if (!d.description.trim() && !d.repo.trim() && !d.skipPlan && !d.costCap.trim()) return null;
   return JSON.stringify(d);
 }
 
@@ -56,20 +63,44 @@ export function recentRepos(projects: readonly Project[], tasks: Iterable<Task>,
   return out;
 }
 
-/** What must be filled in before the form may be sent (the server checks the rest). */
+/**
+ * A cost cap as typed: dollars with an optional `$` and cents, more than zero and at
+ * most a million; empty means the user's default (null).
+ */
+export function parseCostCap(text: string): { usd: number | null } | { error: string } {
+  if (text.trim() === "") return { usd: null };
+  const t = text.trim().replace(/^\$\s*/, "");
+  const usd = /^(\d+(\.\d*)?|\.\d+)$/.test(t) ? Number(t) : NaN;
+  if (!Number.isFinite(usd)) return { error: "A cost cap is a number of dollars, like 5 or 2.50, or empty for your default." };
+  if (usd <= 0) return { error: "A cost cap must be more than $0, or empty for your default." };
+  if (usd > MAX_COST_CAP) return { error: "A cost cap can be at most $1,000,000." };
+  return { usd };
+}
+
+/** What must be filled in or put right before the form may be sent (the server checks the rest). */
 export function missing(d: TaskDraft): FieldErrors {
   const errors: FieldErrors = {};
   if (!d.description.trim()) errors.description = "Describe what the worker should do.";
   if (!d.repo.trim()) errors.repo = "Name a repository: a local path, a git URL or owner/name.";
+  const cap = parseCostCap(d.costCap);
+  if ("error" in cap) errors.costCap = cap.error;
   return errors;
+}
+
+/** The `budget_usd` to send: the cap typed, or nothing for the user's default. */
+export function budgetUsd(d: TaskDraft): { budget_usd: number } | Record<string, never> {
+  const cap = parseCostCap(d.costCap);
+  return "usd" in cap && cap.usd !== null ? { budget_usd: cap.usd } : {};
 }
 
 /**
  * Which field a refusal from the server is about. Its messages about a field start with
- * the field's name (`repo: not a git repository`, `description is longer than …`);
- * anything else (the network, the server) belongs to the form as a whole.
+ * the field's name (`repo: not a git repository`, `description is longer than …`,
+ * `budget_usd must be …`); anything else (the network, the server) belongs to the form
+ * as a whole.
  */
 export function errorField(message: string): DraftField | null {
-  const m = /^(description|repo)\b/.exec(message);
-  return m ? (m[1] as DraftField) : null;
+  const m = /^(description|repo|budget_usd)\b/.exec(message);
+  if (!m) return null;
+  return m[1] === "budget_usd" ? "costCap" : (m[1] as DraftField);
 }

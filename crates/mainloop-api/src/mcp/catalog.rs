@@ -11,12 +11,26 @@ use std::sync::Arc;
 
 /// The tools that run through [`mainloop_engine::Engine::call_tool`], recorded under the
 /// caller's tool-use id, so a replayed call reads back its first result.
-pub const RECORDED: [&str; 4] = ["spawn_task", "list_tasks", "get_task", "cancel_task"];
+pub const RECORDED: [&str; 6] = [
+    "spawn_task",
+    "list_tasks",
+    "get_task",
+    "cancel_task",
+    "search_history",
+    "remember",
+];
 
 /// Every tool, in the order clients list them.
 #[must_use]
 pub fn tools() -> Vec<Tool> {
     let main_thread = mainloop_engine::tool_specs();
+    let engine_description = |name: &str| {
+        main_thread
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.description.clone())
+            .unwrap_or_default()
+    };
     let engine_schema = |name: &str| {
         main_thread
             .iter()
@@ -233,6 +247,18 @@ pub fn tools() -> Vec<Tool> {
             }),
             hints(true, false, true),
         ),
+        tool(
+            "search_history",
+            &engine_description("search_history"),
+            engine_schema("search_history"),
+            hints(true, false, true),
+        ),
+        tool(
+            "remember",
+            &engine_description("remember"),
+            engine_schema("remember"),
+            hints(false, false, true),
+        ),
     ]
 }
 
@@ -282,7 +308,9 @@ mod tests {
                 "pause_work",
                 "resume_work",
                 "get_transcript",
-                "get_diff"
+                "get_diff",
+                "search_history",
+                "remember"
             ]
         );
         for t in &tools {

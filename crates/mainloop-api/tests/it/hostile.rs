@@ -90,9 +90,10 @@ enum Target {
     Inbox,
     Project,
     Subscription,
+    Note,
 }
 
-const TARGETS: [Target; 8] = [
+const TARGETS: [Target; 9] = [
     Target::Queued,
     Target::Questions,
     Target::Plan,
@@ -101,6 +102,7 @@ const TARGETS: [Target; 8] = [
     Target::Inbox,
     Target::Project,
     Target::Subscription,
+    Target::Note,
 ];
 
 fn target_of(template: &str) -> Option<Target> {
@@ -113,6 +115,7 @@ fn target_of(template: &str) -> Option<Target> {
         "/api/inbox/{id}/read" => Target::Inbox,
         "/api/projects/{id}" => Target::Project,
         "/api/notifications/push/{id}" => Target::Subscription,
+        "/api/notes/{id}" => Target::Note,
         // A new id route must be taught here, not silently skipped.
         t if t.contains('{') => panic!("an id route the fuzzer does not know: {t}"),
         _ => return None,
@@ -370,19 +373,26 @@ impl Fuzz {
                 assert_eq!(status, StatusCode::CREATED, "{sub}");
                 sub["id"].as_str().unwrap().to_owned()
             }
+            Target::Note => {
+                let body = json!({"kind": "decision", "text": "hostile input target"});
+                let (status, note) = app.post("/api/notes", body).await;
+                assert_eq!(status, StatusCode::CREATED, "{note}");
+                note["id"].as_str().unwrap().to_owned()
+            }
         };
         self.targets.lock().unwrap().insert(target, id);
     }
 
     /// Everything the API lists for the user.
     async fn state(&self) -> Value {
-        const READS: [&str; 6] = [
+        const READS: [&str; 7] = [
             "/api/tasks?limit=1000",
             "/api/inbox?limit=1000&resolved=1000",
             "/api/chat/messages?limit=500&include_tool_results=true",
             "/api/projects",
             "/api/notifications",
             "/api/auth/me",
+            "/api/notes",
         ];
         let t0 = Instant::now();
         let bodies = futures::future::join_all(READS.iter().map(|path| async move {

@@ -137,7 +137,11 @@ fn a_usage_limit_carries_the_reset_of_the_rate_limit_event_before_it() {
     // As Claude Code 2.1.332 prints them on a subscription at its 5-hour limit.
     let event = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1796529488,"rateLimitType":"five_hour","overageStatus":"rejected","overageDisabledReason":"org_level_disabled","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":1,"resetsAt":1796529488,"status":"rejected"}}}}"#;
     let result = r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error":"usage_limit_reached","result":"You've hit your 5-hour limit · resets 3:58am (UTC)","terminal_reason":"api_error"}"#;
-    let Line::LimitReached { resets_at } = parse(event) else {
+    let Line::RateLimit {
+        refused: Some(resets_at),
+        ..
+    } = parse(event)
+    else {
         panic!("not a limit: {event}");
     };
     assert_eq!(resets_at, Some(1_796_529_488));
@@ -156,4 +160,53 @@ fn a_usage_limit_carries_the_reset_of_the_rate_limit_event_before_it() {
         with_reset(ModelError::RateLimited { retry_after: None }, resets_at),
         ModelError::RateLimited { retry_after: None }
     );
+}
+
+/// `allowed` (5-hour window 42% used, weekly 10%): recorded from Claude Code 2.1.330 on
+/// a subscription, after a reply that carried the unified rate-limit headers.
+const ALLOWED_EVENT: &str = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":1796578949,"rateLimitType":"five_hour","overageStatus":"rejected","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":0.42,"resetsAt":1796578949,"status":"allowed"},"seven_day":{"utilization":0.1,"resetsAt":1797003749,"status":"allowed"}}},"uuid":"ff2591a7-5ee8-4ffc-ba53-56b7e118d95d","session_id":"90e8dca8-3d0f-4008-b27a-045b034ba7f9"}"#;
+
+/// `rejected` at the 5-hour limit: recorded from Claude Code 2.1.332.
+const REJECTED_EVENT: &str = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1796529488,"rateLimitType":"five_hour","overageStatus":"rejected","overageDisabledReason":"org_level_disabled","isUsingOverage":false,"unifiedWindows":{"five_hour":{"utilization":1,"resetsAt":1796529488,"status":"rejected"}}}}"#;
+
+fn windows_of(line: &str) -> (Vec<QuotaWindow>, Option<Option<u64>>) {
+    let Line::RateLimit { windows, refused } = parse(line) else {
+        panic!("not a rate-limit notice: {line}");
+    };
+    let at = Timestamp::from_millis(1_796_500_000_000);
+    (quota_windows(windows, at), refused)
+}
+
+#[test]
+fn every_rate_limit_notice_reports_the_claude_agents_windows() {
+    let (allowed, refused) = windows_of(ALLOWED_EVENT);
+    assert_eq!(refused, None, "an allowed notice refuses nothing");
+    assert_eq!(allowed.len(), 2, "{allowed:?}");
+    let five = &allowed[0];
+    assert_eq!(five.agent.as_str(), "claude");
+    assert_eq!(five.window, "five_hour");
+    assert!((five.used_percent.unwrap() - 42.0).abs() < 1e-9);
+    assert_eq!(
+        five.resets_at,
+        Some(Timestamp::from_millis(1_796_578_949_000))
+    );
+    assert!(!five.limited);
+    assert_eq!(five.observed_at, Timestamp::from_millis(1_796_500_000_000));
+    assert_eq!(allowed[1].window, "seven_day");
+    assert!((allowed[1].used_percent.unwrap() - 10.0).abs() < 1e-9);
+
+    let (rejected, refused) = windows_of(REJECTED_EVENT);
+    assert_eq!(refused, Some(Some(1_796_529_488)));
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].window, "five_hour");
+    assert!(rejected[0].limited);
+    assert!((rejected[0].used_percent.unwrap() - 100.0).abs() < 1e-9);
+    assert_eq!(
+        rejected[0].resets_at,
+        Some(Timestamp::from_millis(1_796_529_488_000))
+    );
+
+    // A notice that names no window and refuses nothing says nothing.
+    let bare = r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed"}}"#;
+    assert_eq!(parse(bare), Line::Other);
 }

@@ -129,3 +129,39 @@ async fn an_interrupted_session_turn_is_replayed_sealed_and_answered_once() {
     let status = h.engine.main_thread_status(h.user).await.unwrap();
     assert!((status.cost_usd - 0.5).abs() < 1e-9, "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_windows_a_session_reports_are_kept_for_the_usage_view() {
+    let h = sqlite_harness(None, fast_config()).await;
+    let at = mainloop_domain::Timestamp::from_millis(1_796_500_000_000);
+    let five_hour = mainloop_domain::usage::QuotaWindow {
+        agent: mainloop_domain::agents::AgentName::default(),
+        window: "five_hour".into(),
+        used_percent: Some(42.0),
+        resets_at: Some(mainloop_domain::Timestamp::from_millis(1_796_578_949_000)),
+        limited: false,
+        observed_at: at,
+    };
+    let provider = Arc::new(Scripted::default());
+    provider.turns.lock().unwrap().push_back(vec![
+        Ok(SessionEvent::Session("s-1".into())),
+        Ok(SessionEvent::Message {
+            role: Role::Assistant,
+            content: vec![ContentBlock::text("Hello.")],
+        }),
+        Ok(SessionEvent::Quota(vec![five_hour.clone()])),
+        Ok(SessionEvent::Done(TurnUsage::default())),
+    ]);
+    h.engine.set_main_thread(
+        MainChoice {
+            provider: Some("scripted".into()),
+            reason: String::new(),
+        },
+        Some(provider.clone()),
+    );
+    let msg = h.engine.post_chat(h.user, "hello").await.unwrap();
+    let reply = reply_to(&h.engine, h.user, &msg).await;
+    assert_eq!(reply.text, "Hello.");
+    let usage = h.engine.usage(h.user, 1).await.unwrap();
+    assert_eq!(usage.windows, vec![five_hour]);
+}

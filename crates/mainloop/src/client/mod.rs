@@ -12,6 +12,7 @@ mod http;
 mod ids;
 mod login;
 mod render;
+mod search;
 mod sse;
 mod tasks;
 mod usage;
@@ -88,6 +89,31 @@ pub enum ClientCommand {
         /// Stream new transcript entries until the task ends (or Ctrl-C).
         #[arg(long, short)]
         follow: bool,
+    },
+    /// Search everything: the conversation, tasks, questions and answers, plans,
+    /// transcripts, reviews, notes and digests. Every word must occur.
+    Search {
+        #[command(flatten)]
+        conn: Conn,
+        /// The words to find (joined with spaces); the last may be the start of a word.
+        #[arg(required = true, value_name = "QUERY")]
+        query: Vec<String>,
+        /// Only hits of this kind (repeatable): message, task, question, plan,
+        /// transcript, review, note, digest.
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// Only hits of this task (its id, or a unique start of it).
+        #[arg(long, value_name = "ID")]
+        task: Option<String>,
+        /// Only hits from this day on (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DATE")]
+        from: Option<String>,
+        /// Only hits up to this day, included (YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "DATE")]
+        to: Option<String>,
+        /// At most this many hits (1–100; default 20).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
     },
     /// What needs you: questions, plans and work to review, failures.
     Inbox {
@@ -323,6 +349,24 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
             limit,
         } => tasks::list(&Ctx::connect(&conn)?, &states, limit).await,
         C::Task { conn, id, follow } => tasks::show(&Ctx::connect(&conn)?, &id, follow).await,
+        C::Search {
+            conn,
+            query,
+            kinds,
+            task,
+            from,
+            to,
+            limit,
+        } => {
+            let filters = search::Filters {
+                kinds: &kinds,
+                task: task.as_deref(),
+                from: from.as_deref(),
+                to: to.as_deref(),
+                limit,
+            };
+            search::search(&Ctx::connect(&conn)?, &joined(&query), &filters).await
+        }
         C::Inbox { conn } => tasks::inbox(&Ctx::connect(&conn)?).await,
         C::New {
             conn,

@@ -19,6 +19,7 @@ mod agents_opencode;
 mod budgets;
 mod chat;
 mod cli;
+mod cli_search;
 mod cli_usage;
 mod faults;
 mod github;

@@ -167,6 +167,7 @@ export interface paths {
          *     | `task.output` | `TranscriptRecord` | A worker recorded a transcript entry (the same record `GET /api/tasks/{id}/transcript` returns) |
          *     | `chat.error` | `ChatError` | A chat turn failed |
          *     | `usage.updated` | `UsageUpdated` | The user paused or resumed work, or changed the budgets |
+         *     | `notes.updated` | `NoteList` | The user's notes changed (added, edited, deleted, remembered or folded): all of them |
          */
         get: operations["events"];
         put?: never;
@@ -240,6 +241,45 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/notes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The user's notes and decisions. */
+        get: operations["list_notes"];
+        put?: never;
+        /**
+         * Adds a note. It is in the main thread's context from the next turn on; older notes
+         *     that no longer fit fold (the chat says so).
+         */
+        post: operations["create_note"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/notes/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Rewrites a note; it becomes the most recently edited (and so the last to fold). */
+        put: operations["update_note"];
+        post?: never;
+        /** Deletes a note. */
+        delete: operations["delete_note"];
         options?: never;
         head?: never;
         patch?: never;
@@ -413,6 +453,28 @@ export interface paths {
         put?: never;
         /** Resumes the user's work: every paused task goes on. */
         post: operations["resume"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Searches the user's history: the conversation, task descriptions, questions and
+         *     answers, plans, transcripts, review feedback, notes and digests. Best hits first,
+         *     each with a snippet around the words found (`highlights` marks them) and the task to
+         *     open. Another user's history is never searched.
+         */
+        get: operations["search"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -892,6 +954,7 @@ export interface components {
             "chat.error": components["schemas"]["ChatError"];
             "chat.message": components["schemas"]["ChatMessage"];
             "inbox.updated": components["schemas"]["InboxItem"];
+            "notes.updated": components["schemas"]["NoteList"];
             "task.output": components["schemas"]["TranscriptRecord"];
             "task.updated": components["schemas"]["Task"];
             "usage.updated": components["schemas"]["UsageUpdated"];
@@ -905,7 +968,7 @@ export interface components {
          * @description The name of an event in the log; clients switch on it.
          * @enum {string}
          */
-        EventName: "chat.delta" | "chat.message" | "task.updated" | "inbox.updated" | "task.output" | "chat.error" | "usage.updated";
+        EventName: "chat.delta" | "chat.message" | "task.updated" | "inbox.updated" | "task.output" | "chat.error" | "usage.updated" | "notes.updated";
         /** @description One file's share of a diff. */
         FileStat: {
             /** Format: int64 */
@@ -1056,6 +1119,47 @@ export interface components {
             /** Format: int64 */
             turns: number;
         };
+        /** @description A note or decision kept for the main thread. */
+        Note: {
+            created_at: components["schemas"]["Timestamp"];
+            /**
+             * @description No longer in the model's context: newer notes filled the budget. Kept, listed and
+             *     searchable; editing it makes it the newest again.
+             */
+            folded: boolean;
+            id: components["schemas"]["NoteId"];
+            kind: components["schemas"]["NoteKind"];
+            source: components["schemas"]["NoteSource"];
+            /** @description At most [`MAX_NOTE_CHARS`] characters. */
+            text: string;
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        /** Format: uuid */
+        NoteId: string;
+        /** @description A note as the user writes it. */
+        NoteInput: {
+            /** @description `fact` or `decision`. */
+            kind: components["schemas"]["NoteKind"];
+            /** @description The note: not blank, at most 2000 characters. */
+            text: string;
+        };
+        /**
+         * @description What a note records.
+         * @enum {string}
+         */
+        NoteKind: "fact" | "decision";
+        /**
+         * @description The user's notes, most recently written or edited first; also the data of a
+         *     `notes.updated` event.
+         */
+        NoteList: {
+            notes: components["schemas"]["Note"][];
+        };
+        /**
+         * @description Who wrote a note.
+         * @enum {string}
+         */
+        NoteSource: "user" | "main_thread";
         /** @description The user's notification settings. */
         NotificationSettings: {
             /** @description The ntfy topic URL notifications are also posted to, if any. */
@@ -1273,6 +1377,37 @@ export interface components {
          * @enum {string}
          */
         Role: "user" | "assistant" | "event";
+        /** @description One hit. */
+        SearchHit: {
+            created_at: components["schemas"]["Timestamp"];
+            /** @description Where in `snippet` the matched words are: `[start, end)` character offsets. */
+            highlights: number[][];
+            /**
+             * @description The hit's own id: a message's, a task's, a note's or a digest's; for a question,
+             *     plan, transcript entry or review, its task's id with its position
+             *     (`<task id>:<n>`).
+             */
+            id: string;
+            kind: components["schemas"]["SearchKind"];
+            /** @description The text around the match, plain text. */
+            snippet: string;
+            task_id?: null | components["schemas"]["TaskId"];
+            /**
+             * @description What it is, in a line: the task's description, "You", "mainloop", a digest's
+             *     period, a note's first line.
+             */
+            title: string;
+        };
+        /**
+         * @description What a hit is.
+         * @enum {string}
+         */
+        SearchKind: "message" | "task" | "question" | "plan" | "transcript" | "review" | "note" | "digest";
+        /** @description `GET /api/search`'s reply. */
+        SearchResults: {
+            /** @description Best first. */
+            results: components["schemas"]["SearchHit"][];
+        };
         /** @description One message of `GET /api/events`: `id:`, `event:` and `data:` (JSON), by event name. */
         ServerEvent: {
             /** @description JSON: a `ChatDelta`. */
@@ -1321,6 +1456,13 @@ export interface components {
             data: string;
             /** @enum {string} */
             event: "usage.updated";
+            /** @description The event-log id (send it back as `Last-Event-ID`). */
+            id: string;
+        } | {
+            /** @description JSON: a `NoteList`. */
+            data: string;
+            /** @enum {string} */
+            event: "notes.updated";
             /** @description The event-log id (send it back as `Last-Event-ID`). */
             id: string;
         };
@@ -2274,6 +2416,242 @@ export interface operations {
             };
         };
     };
+    list_notes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The notes, most recently written or edited first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NoteList"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_note: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NoteInput"];
+            };
+        };
+        responses: {
+            /** @description The note */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Note"];
+                };
+            };
+            /** @description Malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unknown kind, or blank or too long text */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_note: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Note id */
+                id: components["schemas"]["NoteId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NoteInput"];
+            };
+        };
+        responses: {
+            /** @description The note */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Note"];
+                };
+            };
+            /** @description Malformed id or body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such note */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unknown kind, or blank or too long text */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_note: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Note id */
+                id: components["schemas"]["NoteId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such note */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     get_notifications: {
         parameters: {
             query?: never;
@@ -2711,6 +3089,79 @@ export interface operations {
             };
             /** @description Cross-origin request */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    search: {
+        parameters: {
+            query: {
+                /**
+                 * @description The words to find, as typed: every word must occur (the last may be the start of
+                 *     one). Only letters, digits and `_` count; everything else separates words, so no
+                 *     character has a special meaning. At least one letter, digit or `_`; at most 500
+                 *     characters; no NUL.
+                 */
+                q: string;
+                /**
+                 * @description Only hits of these kinds: the parameter repeated (`kind=message&kind=task`) or,
+                 *     equally, comma-separated (`kind=message,task`). Default: every kind.
+                 */
+                kind?: components["schemas"]["SearchKind"][];
+                /** @description Only hits in this project's tasks. */
+                project?: string;
+                /** @description Only hits of this task (its description, questions, plans, transcript, reviews). */
+                task?: string;
+                /** @description Only hits created on or after this day (UTC), or this RFC 3339 time. */
+                from?: string;
+                /**
+                 * @description Only hits created up to this day (UTC) included, or before this RFC 3339 time.
+                 *     Not before `from` (422).
+                 */
+                to?: string;
+                /** @description At most this many hits (default 20). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The hits, best first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchResults"];
+                };
+            };
+            /** @description Malformed query string, or a parameter given twice */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description q missing, without a word, too long or with a NUL; an unknown kind; a malformed id or date; to before from; limit outside 1–100 */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
