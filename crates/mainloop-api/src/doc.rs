@@ -179,6 +179,9 @@ fn body_rules(doc: &mut Value) {
             );
         }
     }
+    if let Some(agents) = doc.pointer_mut("/components/schemas/Budgets/properties/agents") {
+        agents["propertyNames"] = json!({"type": "string", "pattern": "^[a-z0-9-]{1,32}$"});
+    }
     if let Some(endpoint) =
         doc.pointer_mut("/components/schemas/RegisterPushRequest/properties/endpoint")
     {

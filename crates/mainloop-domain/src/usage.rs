@@ -250,7 +250,7 @@ pub const fn next_resets(t: Timestamp) -> (Timestamp, Timestamp) {
 
 /// The human's answer to a budget hold: `POST /api/tasks/{id}/budget`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum BudgetAnswer {
     /// Raise the budget that was reached to `usd` (above what it has spent); every task
     /// it held goes on.

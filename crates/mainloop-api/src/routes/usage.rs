@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use axum::Json;
 use axum::extract::State;
@@ -85,15 +85,32 @@ pub async fn get_budgets(
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Cross-origin request", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
-        (status = 422, description = "An amount not above 0 or above 1000000, or an unknown field", body = ErrorBody),
+        (status = 422, description = "An amount not above 0 or above 1000000", body = ErrorBody),
     )
 )]
 pub async fn set_budgets(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
-    ApiJson(budgets): ApiJson<Budgets>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> ApiResult<Json<Budgets>> {
+    // serde reads a struct from an array too; the document says objects, and budgets
+    // hold no array anywhere.
+    if !body.is_object() || holds_array(&body) {
+        return Err(ApiError::bad_request(
+            "the budgets must be a JSON object of objects and numbers",
+        ));
+    }
+    let budgets: Budgets = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid budgets: {e}")))?;
     Ok(Json(state.engine.set_budgets(user.id, budgets).await?))
+}
+
+fn holds_array(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Array(_) => true,
+        serde_json::Value::Object(m) => m.values().any(holds_array),
+        _ => false,
+    }
 }
 
 /// Whether the user's work is paused.

@@ -2077,7 +2077,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description An amount not above 0 or above 1000000, or an unknown field */
+            /** @description An amount not above 0 or above 1000000 */
             422: {
                 headers: {
                     [name: string]: unknown;
