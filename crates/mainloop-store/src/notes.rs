@@ -63,10 +63,12 @@ impl Tx {
         .rows_affected()
             > 0;
         let row = if inserted {
-            sqlx::query(&format!("SELECT {COLS} FROM notes WHERE id = $1"))
+            let row = sqlx::query(&format!("SELECT {COLS} FROM notes WHERE id = $1"))
                 .bind(id.to_string())
                 .fetch_one(self.conn())
-                .await?
+                .await?;
+            self.index_note(user, &note_from_row(&row)?).await?;
+            row
         } else {
             sqlx::query(&format!(
                 "SELECT {COLS} FROM notes WHERE user_id = $1 AND tool_use_id = $2"
@@ -110,7 +112,9 @@ impl Tx {
             .bind(id.to_string())
             .fetch_one(self.conn())
             .await?;
-        note_from_row(&row).map(Some)
+        let note = note_from_row(&row)?;
+        self.index_note(user, &note).await?;
+        Ok(Some(note))
     }
 
     /// Deletes one of the user's notes; false when the user has no such note.
@@ -124,6 +128,9 @@ impl Tx {
             .execute(self.conn())
             .await?
             .rows_affected();
+        if gone > 0 {
+            self.unindex_note(id).await?;
+        }
         Ok(gone > 0)
     }
 

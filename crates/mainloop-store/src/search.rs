@@ -7,10 +7,11 @@
 mod text;
 
 use crate::{Backend, Result, Store, Tx, parse};
+use mainloop_domain::notes::Note;
 use mainloop_domain::records::Task;
 use mainloop_domain::search::{SearchHit, SearchKind, SearchQuery};
 use mainloop_domain::transcript::TranscriptEntry;
-use mainloop_domain::{ProjectId, TaskId, Timestamp, UserId};
+use mainloop_domain::{NoteId, ProjectId, TaskId, Timestamp, UserId};
 use sqlx::Row;
 use std::collections::HashMap;
 use text::{
@@ -43,7 +44,10 @@ impl Tx {
     /// plan once its feedback is recorded) replace their earlier row and keep its time.
     async fn index(&mut self, doc: &Doc<'_>) -> Result<()> {
         let sqlite = self.backend() == Backend::Sqlite;
-        let replaces = matches!(doc.kind, SearchKind::Question | SearchKind::Plan);
+        let replaces = matches!(
+            doc.kind,
+            SearchKind::Question | SearchKind::Plan | SearchKind::Note
+        );
         let mut created_at = doc.created_at.as_millis();
         if replaces {
             let old = if sqlite {
@@ -111,6 +115,50 @@ impl Tx {
     }
 
     /// Indexes a main-thread message's words (the user's and the assistant's).
+    /// Indexes a note as it now reads (an edit replaces its row).
+    pub(crate) async fn index_note(&mut self, user: UserId, note: &Note) -> Result<()> {
+        let (title, body) = split_title(&note.text);
+        self.index(&Doc {
+            kind: SearchKind::Note,
+            ref_id: note.id.to_string(),
+            user,
+            task: None,
+            project: None,
+            created_at: note.created_at,
+            title,
+            body,
+        })
+        .await
+    }
+
+    /// Removes a deleted note from the index.
+    pub(crate) async fn unindex_note(&mut self, id: NoteId) -> Result<()> {
+        let kind = SearchKind::Note.as_str();
+        if self.backend() == Backend::Sqlite {
+            // The FTS table is found by rowid; its unindexed columns would need a scan.
+            sqlx::query(
+                "DELETE FROM search_index WHERE rowid = \
+                 (SELECT doc FROM search_keys WHERE kind = $1 AND ref_id = $2)",
+            )
+            .bind(kind)
+            .bind(id.to_string())
+            .execute(self.conn())
+            .await?;
+            sqlx::query("DELETE FROM search_keys WHERE kind = $1 AND ref_id = $2")
+                .bind(kind)
+                .bind(id.to_string())
+                .execute(self.conn())
+                .await?;
+        } else {
+            sqlx::query("DELETE FROM search_index WHERE kind = $1 AND ref_id = $2")
+                .bind(kind)
+                .bind(id.to_string())
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn index_message(
         &mut self,
         user: UserId,
@@ -460,7 +508,12 @@ impl Store {
             .into_iter()
             .map(|c| {
                 let (snippet, highlights) = snippet(&q.terms, &c.title, &c.body);
-                let description = c.task_id.and_then(|t| descriptions.get(&t.to_string()));
+                // A note or digest is titled by its own first line, a task's by the task.
+                let own = matches!(c.kind, SearchKind::Note | SearchKind::Digest)
+                    .then(|| c.title.clone());
+                let description = own
+                    .as_ref()
+                    .or_else(|| c.task_id.and_then(|t| descriptions.get(&t.to_string())));
                 SearchHit {
                     kind: c.kind,
                     title: hit_title(

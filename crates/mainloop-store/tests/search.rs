@@ -61,6 +61,7 @@ both_backends!(
     filters_narrow_by_kind_project_task_and_date,
     another_users_content_is_never_found,
     hostile_queries_are_words_or_refused,
+    notes_are_found_as_they_now_read_and_forgotten_when_deleted,
 );
 
 fn query(q: &str) -> SearchQuery {
@@ -719,4 +720,42 @@ async fn migration_indexes_rows_written_before_it(url: &str, dir: &str) {
         find(&store, user, "tapir").await.is_empty(),
         "the feedback was replaced"
     );
+}
+
+async fn notes_are_found_as_they_now_read_and_forgotten_when_deleted(store: Store) {
+    use mainloop_domain::notes::{NoteKind, NoteSource};
+    use mainloop_store::NewNote;
+    let w = world(&store, "a", "/src/app").await;
+    let other = world(&store, "b", "/src/app").await;
+    let mut tx = store.begin().await.unwrap();
+    let new = NewNote {
+        kind: NoteKind::Decision,
+        text: "Billing stays on Stripe\nDecided with the finance team",
+        source: NoteSource::User,
+        tool_use_id: None,
+    };
+    let (note, _) = tx.insert_note(w.user, &new, at(1)).await.unwrap();
+    tx.commit().await.unwrap();
+    let hits = find(&store, w.user, "stripe").await;
+    assert_eq!(ids(&hits), [(SearchKind::Note, note.id.to_string())]);
+    assert_eq!(hits[0].title, "Billing stays on Stripe");
+    assert!(find(&store, other.user, "stripe").await.is_empty());
+
+    let mut tx = store.begin().await.unwrap();
+    let edited = "Billing moves to Paddle";
+    tx.update_note(w.user, note.id, NoteKind::Decision, edited, at(2))
+        .await
+        .unwrap()
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        find(&store, w.user, "stripe").await.is_empty(),
+        "the old words are gone"
+    );
+    assert_eq!(find(&store, w.user, "paddle").await.len(), 1);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.delete_note(w.user, note.id).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(find(&store, w.user, "paddle").await.is_empty());
 }
