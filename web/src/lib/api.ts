@@ -41,6 +41,9 @@ export type BudgetAnswer = S["BudgetAnswer"];
 export type UsageUpdated = S["UsageUpdated"];
 export type SearchHit = S["SearchHit"];
 export type SearchKind = S["SearchKind"];
+export type Note = S["Note"];
+export type NoteKind = S["NoteKind"];
+export type NoteInput = S["NoteInput"];
 export type SearchQuery = paths["/api/search"]["get"]["parameters"]["query"];
 
 /** The live event stream (read with EventSource, not fetch) and its resume parameter. */
@@ -146,6 +149,11 @@ export function createApi(options: ClientOptions = {}) {
     /** The user's history matching `query.q`, best first; `signal` drops an answer no longer wanted. */
     search: (query: SearchQuery, signal?: AbortSignal) =>
       unwrap(client.GET("/api/search", { params: { query }, ...(signal ? { signal } : {}) })),
+    /** The user's notes and decisions, most recently written or edited first. */
+    notes: () => unwrap(client.GET("/api/notes")),
+    addNote: (body: NoteInput) => unwrap(client.POST("/api/notes", { body })),
+    editNote: (noteId: string, body: NoteInput) => unwrap(client.PUT("/api/notes/{id}", { ...id(noteId), body })),
+    deleteNote: (noteId: string) => unwrap(client.DELETE("/api/notes/{id}", id(noteId))),
   };
 
   const notifications = {

@@ -409,3 +409,16 @@ describe("parsing stream messages", () => {
     });
   });
 });
+
+describe("notes events", () => {
+  it("each `notes.updated` replaces the whole list", () => {
+    const m = model();
+    expect(m.notes).toBeNull();
+    const note = { id: "0b5c6f1e-8a2d-4c7e-9f00-1234567890ab", kind: "fact", text: "a", created_at: "2025-01-01T10:00:00Z", updated_at: "2025-01-01T10:00:00Z", source: "user", folded: false } as const;
+    const data = parsed("notes.updated", { notes: [note] });
+    expect(applyEvent(m, { name: "notes.updated", data })).toEqual([]);
+    expect(m.notes).toEqual([note]);
+    applyEvent(m, { name: "notes.updated", data: parsed("notes.updated", { notes: [] }) });
+    expect(m.notes).toEqual([]);
+  });
+});

@@ -3,7 +3,7 @@
 // Plain data and functions (no Svelte), so the rules are unit-tested; `state.svelte.ts`
 // hands in reactive maps and does the IO.
 import { ActivityLog } from "./activity";
-import type { ChatMessage, InboxItem, Project, Task, TranscriptEntry, UsageUpdated } from "./api";
+import type { ChatMessage, InboxItem, Note, Project, Task, TranscriptEntry, UsageUpdated } from "./api";
 import type { LiveEvent, OutputEvent } from "./events";
 
 /** What the app knows. Maps are mutated in place (reactive maps in the app). */
@@ -21,6 +21,8 @@ export interface Model {
   /** Each task's live output folded into steps (only the newest is kept). */
   activity: Map<string, ActivityLog>;
   chatError: string | null;
+  /** The user's notes, newest first (null until loaded). */
+  notes: Note[] | null;
 }
 
 export function emptyModel(): Model {
@@ -34,6 +36,7 @@ export function emptyModel(): Model {
     lastOutput: new Map(),
     activity: new Map(),
     chatError: null,
+    notes: null,
   };
 }
 
@@ -204,7 +207,8 @@ export function applyEvent(m: Model, e: LiveEvent): Effect[] {
       // Pause and budgets are the spending screens' (and the pause banner's), not the model's.
       return [{ kind: "spending", update: e.data }];
     case "notes.updated":
-      // The notes are the notes screen's, not the model's.
+      // Every change carries the whole list.
+      m.notes = e.data.notes;
       return [];
   }
 }

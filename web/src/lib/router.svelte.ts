@@ -4,6 +4,8 @@
 class Router {
   path = $state(location.pathname);
   search = $state(location.search);
+  /** The `#…` part: which item of a screen to scroll to (a note, say). */
+  hash = $state(location.hash);
 
   constructor() {
     addEventListener("popstate", () => this.sync());
@@ -24,7 +26,7 @@ class Router {
   }
 
   go(to: string, replace = false): void {
-    if (to === location.pathname + location.search) return;
+    if (to === location.pathname + location.search + location.hash) return;
     if (replace) history.replaceState(null, "", to);
     else history.pushState(null, "", to);
     this.sync();
@@ -43,6 +45,7 @@ class Router {
   private sync(): void {
     this.path = location.pathname;
     this.search = location.search;
+    this.hash = location.hash;
   }
 }
 
@@ -57,6 +60,7 @@ export type Route =
   | { name: "usage" }
   | { name: "new" }
   | { name: "projects" }
+  | { name: "notes" }
   | { name: "login" }
   | { name: "notfound" };
 
@@ -67,6 +71,7 @@ export function match(path: string): Route {
   if (path === "/usage") return { name: "usage" };
   if (path === "/new") return { name: "new" };
   if (path === "/projects") return { name: "projects" };
+  if (path === "/notes") return { name: "notes" };
   if (path === "/login") return { name: "login" };
   const m = /^\/tasks\/([0-9a-fA-F-]{8,36})\/?$/.exec(path);
   if (m?.[1]) return { name: "task", id: m[1] };

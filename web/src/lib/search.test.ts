@@ -166,7 +166,7 @@ describe("hitHref", () => {
     for (const kind of ["task", "question", "plan", "transcript", "review"] as const) {
       expect(hitHref(hit(kind, `${task}:3`, task))).toBe(`/tasks/${task}`);
     }
-    expect(hitHref(hit("note", "n1"))).toBeNull();
+    expect(hitHref(hit("note", "n1"))).toBe("/notes#n1");
     expect(hitHref(hit("digest", "d1"))).toBeNull();
   });
 });

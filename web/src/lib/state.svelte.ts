@@ -2,7 +2,7 @@
 // keeps them current. The merge rules live in `model.ts`; this holds them in reactive
 // state and does the IO (snapshots, the stream, reconnecting).
 import { SvelteMap } from "svelte/reactivity";
-import { api, spending, type Budgets, type PauseState, type ChatMessage, type InboxItem, type Project, type Task, type User } from "./api";
+import { api, spending, type Budgets, type PauseState, type ChatMessage, type InboxItem, type Note, type Project, type Task, type User } from "./api";
 import type { ActivityLog } from "./activity";
 import { EVENT_NAMES, eventId, eventsUrl, parseEvent, type LiveEvent, type OutputEvent } from "./events";
 import {
@@ -38,6 +38,9 @@ class AppState implements Model {
   hasOlder = $state(false);
   streaming = new SvelteMap<string, string>();
   chatError = $state<string | null>(null);
+  /** The user's notes, newest first: loaded when the notes screen first opens, then kept
+   * current by `notes.updated` (null until then). */
+  notes = $state<Note[] | null>(null);
 
   private source: EventSource | null = null;
   private feed = new EventFeed();
@@ -94,6 +97,8 @@ class AppState implements Model {
       });
       this.loaded = true;
       void this.loadPause();
+      // A reconnect may have missed a change to notes already shown.
+      if (this.notes !== null) void this.loadNotes().catch(() => {});
     } finally {
       for (const e of this.feed.release()) this.apply(e);
     }
@@ -105,6 +110,19 @@ class AppState implements Model {
     const page = await api.messages(first.id, 50);
     mergeOlderMessages(this, page.messages, page.has_more);
     return page.messages.length > 0;
+  }
+
+  /**
+   * Loads the notes; events arriving meanwhile are applied afterwards, so a slow answer
+   * never replaces a newer `notes.updated`.
+   */
+  async loadNotes(): Promise<void> {
+    this.feed.hold();
+    try {
+      this.notes = (await api.notes()).notes;
+    } finally {
+      for (const e of this.feed.release()) this.apply(e);
+    }
   }
 
   private projectsLoading = false;
