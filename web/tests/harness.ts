@@ -117,7 +117,9 @@ export class World {
   async close(): Promise<void> {
     await stop(this.server);
     await stop(this.fake);
-    rmSync(this.dir, { recursive: true, force: true, maxRetries: 3 });
+    // An agent the server stopped may still be saving its session in its private home
+    // for a moment after the server exited; on a loaded machine, a moment is long.
+    rmSync(this.dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 200 });
   }
 
   /** Signs the page's browser context in through the API (the login form has its own test). */
