@@ -124,6 +124,65 @@ rules:
     reply: [{text: "Still queued."}]
 "#;
 
+/// The state a crash leaves mid-turn: the user's `text`, the model's call of `tool`
+/// with `input` stored under `toolu_crash`, nothing run yet, and the turn's job pending
+/// twice (the first claim and a replay). Wakes the dispatcher; returns the user message.
+async fn crashed_tool_turn(
+    engine: &Engine,
+    user: UserId,
+    text: &str,
+    tool: &str,
+    input: serde_json::Value,
+) -> ChatMessage {
+    let mut tx = engine.store_for_tests().begin().await.unwrap();
+    let now = mainloop_engine::now();
+    let msg = tx
+        .insert_message(
+            user,
+            &NewMessage {
+                role: Role::User,
+                kind: MessageKind::Text,
+                content: vec![ContentBlock::text(text)],
+                turn_id: None,
+                task_id: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    tx.insert_message(
+        user,
+        &NewMessage {
+            role: Role::Assistant,
+            kind: MessageKind::Text,
+            content: vec![ContentBlock::tool_use("toolu_crash", tool, input)],
+            turn_id: Some(msg.id),
+            task_id: None,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    for key in ["first", "replay"] {
+        tx.enqueue(
+            &NewJob {
+                key: format!("chat:{}:{key}", msg.id),
+                kind: ChatTurn::KIND.into(),
+                user_id: Some(user),
+                lane: Some(format!("chat:{user}")),
+                payload: json!({"user_id": user, "message_id": msg.id}),
+                run_after: now,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    engine.wake_dispatcher();
+    msg
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         $(
@@ -519,58 +578,14 @@ async fn a_replayed_turn_never_repeats_a_tool_call_or_an_answer() {
         .unwrap();
     let h = sqlite_harness(Some(&fake), fast_config()).await;
     let (engine, user) = (&h.engine, h.user);
-    // State as a crash would leave it: the model's tool call is stored, nothing ran yet,
-    // and the turn's job is still pending.
-    let mut tx = engine.store_for_tests().begin().await.unwrap();
-    let now = mainloop_engine::now();
-    let msg = tx
-        .insert_message(
-            user,
-            &NewMessage {
-                role: Role::User,
-                kind: MessageKind::Text,
-                content: vec![ContentBlock::text("yes, go")],
-                turn_id: None,
-                task_id: None,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    tx.insert_message(
+    let msg = crashed_tool_turn(
+        engine,
         user,
-        &NewMessage {
-            role: Role::Assistant,
-            kind: MessageKind::Text,
-            content: vec![ContentBlock::tool_use(
-                "toolu_crash",
-                "spawn_task",
-                json!({"description": "d", "repo": "/r"}),
-            )],
-            turn_id: Some(msg.id),
-            task_id: None,
-        },
-        now,
+        "yes, go",
+        "spawn_task",
+        json!({"description": "d", "repo": "/r"}),
     )
-    .await
-    .unwrap();
-    for key in ["first", "replay"] {
-        tx.enqueue(
-            &NewJob {
-                key: format!("chat:{}:{key}", msg.id),
-                kind: ChatTurn::KIND.into(),
-                user_id: Some(user),
-                lane: Some(format!("chat:{user}")),
-                payload: json!({"user_id": user, "message_id": msg.id}),
-                run_after: now,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    engine.wake_dispatcher();
+    .await;
 
     let reply = reply_to(engine, user, &msg).await;
     assert_eq!(reply.text, "Done: the worker is queued.");

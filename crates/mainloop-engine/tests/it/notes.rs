@@ -198,57 +198,8 @@ async fn a_replayed_remember_stores_its_note_once(backend: Backend) {
     let h = harness(backend, Some(&fake), fast_config()).await;
     let (engine, user) = (&h.engine, h.user);
     // As a crash leaves it: the model's call is stored, nothing ran, two jobs pending.
-    let mut tx = engine.store_for_tests().begin().await.unwrap();
-    let now = mainloop_engine::now();
-    let msg = tx
-        .insert_message(
-            user,
-            &NewMessage {
-                role: Role::User,
-                kind: MessageKind::Text,
-                content: vec![ContentBlock::text("we use tabs")],
-                turn_id: None,
-                task_id: None,
-            },
-            now,
-        )
-        .await
-        .unwrap();
     let input = json!({"kind": "fact", "text": "Tabs everywhere"});
-    tx.insert_message(
-        user,
-        &NewMessage {
-            role: Role::Assistant,
-            kind: MessageKind::Text,
-            content: vec![ContentBlock::tool_use(
-                "toolu_crash",
-                "remember",
-                input.clone(),
-            )],
-            turn_id: Some(msg.id),
-            task_id: None,
-        },
-        now,
-    )
-    .await
-    .unwrap();
-    for key in ["first", "replay"] {
-        tx.enqueue(
-            &NewJob {
-                key: format!("chat:{}:{key}", msg.id),
-                kind: ChatTurn::KIND.into(),
-                user_id: Some(user),
-                lane: Some(format!("chat:{user}")),
-                payload: json!({"user_id": user, "message_id": msg.id}),
-                run_after: now,
-            },
-            now,
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
-    engine.wake_dispatcher();
+    let msg = crashed_tool_turn(engine, user, "we use tabs", "remember", input.clone()).await;
     assert_eq!(
         reply_to(engine, user, &msg).await.text,
         "I will keep to it."
