@@ -1468,3 +1468,7 @@ async fn main_sessions_and_turn_usage(store: Store) {
     assert_eq!((totals.turns, totals.input_tokens), (1, 15));
     assert!((totals.cost_usd - 0.25).abs() < 1e-9);
 }
+
+// After `both_backends!`, which it uses.
+#[path = "it/search.rs"]
+mod search;

@@ -1,8 +1,6 @@
 //! Full-text search, run against SQLite and PostgreSQL: what each write indexes, ranking,
 //! snippets, filters, isolation between users, hostile queries, and the migration that
 //! indexes what was written before it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use mainloop_domain::chat::{ContentBlock, Role};
 use mainloop_domain::question::{Answer, Question, QuestionOption};
 use mainloop_domain::records::{MessageKind, Task, Workplace};
@@ -12,47 +10,8 @@ use mainloop_store::{NewMessage, NewTask, Store, StoreOptions};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-const T0: i64 = 1_700_000_000_000;
-
-fn at(ms: i64) -> Timestamp {
-    Timestamp::from_millis(T0 + ms)
-}
-
-async fn sqlite_store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/test.db", dir.path().display());
-    let store = Store::connect(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    (store, dir)
-}
-
-async fn pg_store() -> (Store, ()) {
-    let url = mainloop_testpg::fresh_database_url().await.unwrap();
-    let store = Store::connect(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    (store, ())
-}
-
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    let (store, _dir) = super::sqlite_store().await;
-                    super::$name(store).await;
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    let (store, _guard) = super::pg_store().await;
-                    super::$name(store).await;
-                }
-            }
-        )*
-    };
-}
+// The backends, `at` and `both_backends!` are the store tests' own (`tests/it.rs`).
+use super::{T0, at, pg_store, sqlite_store};
 
 both_backends!(
     every_kind_is_found_with_its_link,
