@@ -206,13 +206,13 @@ impl Engine {
     }
 
     async fn held_tasks(&self, user: UserId, kind: HoldKind) -> Result<Vec<Task>> {
-        let held = self.tasks_in_states(&[TaskState::OnHold], 10_000).await?;
+        let held = self
+            .store()
+            .tasks(user, &[TaskState::OnHold], 10_000)
+            .await?;
         Ok(held
             .into_iter()
-            .filter(|(owner, t)| {
-                *owner == user && t.core.hold.as_ref().is_some_and(|h| h.kind == kind)
-            })
-            .map(|(_, t)| t)
+            .filter(|t| t.core.hold.as_ref().is_some_and(|h| h.kind == kind))
             .collect())
     }
 
