@@ -97,6 +97,10 @@ sandbox_read_write = ""
 [chat]
 # Tokens of notes and decisions in every main-thread context; older ones fold out.
 notes_budget_tokens = 2000
+# Tokens of day, week and month digests in every main-thread context; oldest go first.
+memory_budget_tokens = 3000
+# Whose midnights end a day's digest, for users who have not set their own time zone.
+time_zone = "UTC"
 
 [limits]
 # Largest accepted request body in bytes (1 MiB).

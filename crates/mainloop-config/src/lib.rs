@@ -319,6 +319,15 @@ pub struct ChatConfig {
     /// written or edited first; older ones fold out (kept, listed, searchable, not sent).
     /// Default `2000`. Env: `MAINLOOP_CHAT__NOTES_BUDGET_TOKENS`.
     pub notes_budget_tokens: usize,
+
+    /// Tokens of day, week and month digests every main-thread context carries; the
+    /// oldest go first. `0` leaves them out. Default `3000`.
+    /// Env: `MAINLOOP_CHAT__MEMORY_BUDGET_TOKENS`.
+    pub memory_budget_tokens: usize,
+
+    /// The time zone (an IANA name) whose midnights end the days that digests cover, for
+    /// users who have not set their own. Default `"UTC"`. Env: `MAINLOOP_CHAT__TIME_ZONE`.
+    pub time_zone: String,
 }
 
 /// Request size limits.
@@ -482,6 +491,8 @@ impl Default for ChatConfig {
     fn default() -> Self {
         Self {
             notes_budget_tokens: 2000,
+            memory_budget_tokens: 3000,
+            time_zone: "UTC".to_owned(),
         }
     }
 }

@@ -55,6 +55,12 @@ impl Config {
         }
 
         positive("auth.session_ttl_hours", self.auth.session_ttl_hours)?;
+        if jiff::tz::TimeZone::get(self.chat.time_zone.trim()).is_err() {
+            return Err(invalid(
+                "chat.time_zone",
+                "is not a known time zone: use an IANA name such as Europe/Paris or UTC",
+            ));
+        }
 
         let model = &self.model;
         if model.provider != Some(ModelProviderKind::None) {

@@ -103,6 +103,11 @@ uuid_id!(
     NoteId,
     "note"
 );
+uuid_id!(
+    /// A digest of a day, week or month of the user's work.
+    DigestId,
+    "digest"
+);
 
 /// Position in the append-only event log. Strictly increasing in commit order.
 #[derive(

@@ -42,7 +42,9 @@ only when the user asks.
 - When the user refers to something earlier that you do not see (a decision, a past task, \
 what a worker did), look it up with search_history before answering.
 - When the user decides something or states something lasting that later work must respect, \
-keep it with remember; the notes and decisions kept so far are given to you as <notes>.";
+keep it with remember; the notes and decisions kept so far are given to you as <notes>.
+- <memory> holds digests of the user's earlier months, weeks and days: use them for \
+\"what happened\" questions and to connect new work to old.";
 
 const SUMMARY_PROMPT: &str = "\
 You maintain the running summary of a long conversation between a user and their assistant. \
@@ -468,6 +470,10 @@ async fn build_request(
     if let Some(notes) = crate::notes::context_notes(engine, user).await? {
         system.push_str("\n\n");
         system.push_str(&notes);
+    }
+    if let Some(memory) = crate::digests::context_memory(engine, user, now()).await? {
+        system.push_str("\n\n");
+        system.push_str(&memory);
     }
     Ok(ModelRequest {
         system,

@@ -150,6 +150,13 @@ pub(crate) async fn run(
     let notes = crate::notes::session_notes(engine, user, &name, session.is_none())
         .await
         .map_err(storage)?;
+    let memory = crate::digests::session_memory(engine, user, &name, session.is_none())
+        .await
+        .map_err(storage)?;
+    // Said in the context's order: notes, then digests, then the conversation.
+    if let Some((say, _)) = &memory {
+        text = format!("{say}\n\n{text}");
+    }
     if let Some((say, _)) = &notes {
         text = format!("{say}\n\n{text}");
     }
@@ -166,6 +173,12 @@ pub(crate) async fn run(
         .map_err(storage)?;
     if let Some((_, section)) = &notes {
         crate::notes::told_notes(engine, user, &name, section)
+            .await
+            .map_err(storage)?;
+    }
+    if let Some((_, section)) = &memory {
+        let key = crate::digests::memory_key(&name);
+        crate::notes::told_notes(engine, user, &key, section)
             .await
             .map_err(storage)?;
     }

@@ -10,6 +10,7 @@ mod agents;
 mod auth;
 mod chat;
 mod chat_session;
+mod digests;
 mod dispatcher;
 mod error;
 mod holds;
@@ -32,8 +33,8 @@ pub use dispatcher::{JobContext, JobError};
 pub use error::{EngineError, Result};
 pub use holds::{UNKNOWN_RESET_WAIT_MS, held_agents, hold_over, wake_time};
 pub use jobs::{
-    BackgroundJob, ChatTurn, CommitWork, ForgeSync, ForgeWatch, Handler, Merge, Pool, RunAgent,
-    RunChecks, Step, StopAgent, TaskJob, WakeTask, enqueue,
+    BackgroundJob, ChatTurn, CommitWork, ForgeSync, ForgeWatch, Handler, MakeDigest, Merge, Pool,
+    RunAgent, RunChecks, Step, StopAgent, TaskJob, WakeTask, enqueue,
 };
 pub use main_thread::{HELP as MAIN_THREAD_HELP, MainChoice, MainStatus};
 pub use mainloop_store::{
@@ -69,6 +70,10 @@ pub struct EngineConfig {
     pub context_budget_tokens: usize,
     /// Tokens of notes and decisions every main-thread context carries.
     pub notes_budget_tokens: usize,
+    /// Tokens of day, week and month digests every main-thread context carries.
+    pub memory_budget_tokens: usize,
+    /// The zone whose midnights end users' days, unless they set their own.
+    pub time_zone: mainloop_domain::digest::Zone,
     pub max_tokens: u32,
     pub max_chat_chars: usize,
     pub session_ttl: Duration,
@@ -108,6 +113,8 @@ impl Default for EngineConfig {
             max_check_rounds: 3,
             context_budget_tokens: 60_000,
             notes_budget_tokens: 2000,
+            memory_budget_tokens: 3000,
+            time_zone: mainloop_domain::digest::Zone::utc(),
             max_tokens: 4096,
             max_chat_chars: 100_000,
             session_ttl: Duration::from_secs(30 * 24 * 3600),
@@ -194,6 +201,7 @@ impl Engine {
         };
         engine.register::<ChatTurn>(Arc::new(chat::ChatTurnHandler));
         engine.register::<WakeTask>(Arc::new(holds::WakeHandler));
+        engine.register::<MakeDigest>(Arc::new(digests::DigestHandler));
         engine
     }
 
@@ -319,8 +327,12 @@ impl Engine {
         }
         let hub = self.hub().spawn(shutdown.clone());
         let dispatcher = Dispatcher::new(self.clone()).spawn(&shutdown);
+        let digests = self.spawn_digest_sweep(shutdown.clone());
         let housekeeping = self.spawn_housekeeping(shutdown);
         Ok(tokio::spawn(async move {
+            if let Err(e) = digests.await {
+                tracing::error!(error = %e, "digest sweep stopped abnormally");
+            }
             if let Err(e) = hub.await {
                 tracing::error!(error = %e, "event fan-out stopped abnormally");
             }

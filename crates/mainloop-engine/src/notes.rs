@@ -195,20 +195,33 @@ pub(crate) async fn session_notes(
     new_session: bool,
 ) -> Result<Option<(String, String)>> {
     let section = context_notes(engine, user).await?;
+    session_told(engine, user, provider, new_session, section, session_update).await
+}
+
+/// What a session keeping its own context is told of `section` (one part of the context,
+/// recorded as told under `key`): `say(section)` when it differs from what was told.
+pub(crate) async fn session_told(
+    engine: &Engine,
+    user: UserId,
+    key: &str,
+    new_session: bool,
+    section: Option<String>,
+    say: fn(Option<&str>) -> String,
+) -> Result<Option<(String, String)>> {
     let current = section.clone().unwrap_or_default();
     let told = if new_session {
         String::new()
     } else {
         engine
             .store()
-            .notes_told(user, provider)
+            .notes_told(user, key)
             .await?
             .unwrap_or_default()
     };
     if current == told {
         return Ok(None);
     }
-    Ok(Some((session_update(section.as_deref()), current)))
+    Ok(Some((say(section.as_deref()), current)))
 }
 
 /// Records that the user's session with `provider` has been told `section`.

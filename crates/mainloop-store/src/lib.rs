@@ -5,6 +5,7 @@
 //! subscriptions, ntfy settings).
 
 mod diffs;
+mod digests;
 mod error;
 mod events;
 mod forge;

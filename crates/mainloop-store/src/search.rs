@@ -353,6 +353,25 @@ impl Tx {
         .await
     }
 
+    /// Indexes a digest that says something, under its title.
+    pub(crate) async fn index_digest(
+        &mut self,
+        user: UserId,
+        d: &mainloop_domain::digest::Digest,
+    ) -> Result<()> {
+        self.index(&Doc {
+            kind: SearchKind::Digest,
+            ref_id: d.id.to_string(),
+            user,
+            task: None,
+            project: None,
+            created_at: d.created_at,
+            title: &d.title,
+            body: &d.text,
+        })
+        .await
+    }
+
     async fn task_project(&mut self, task: TaskId) -> Result<Option<ProjectId>> {
         Ok(self.task_owner(task).await?.map(|(_, p)| p))
     }

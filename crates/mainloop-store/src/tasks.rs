@@ -167,6 +167,8 @@ impl Tx {
             .await?
             .ok_or(StoreError::NotFound("task"))?;
         self.index_task(user, &task).await?;
+        self.record_transition(user, task.id, None, task.state, now)
+            .await?;
         Ok((task, true))
     }
 
@@ -192,10 +194,11 @@ impl Tx {
             .map(serde_json::to_string)
             .transpose()?;
         // What was asked and answered before, to index questions and answers that change.
-        let before = sqlx::query("SELECT user_id, questions, answers FROM tasks WHERE id = $1")
-            .bind(task.id.to_string())
-            .fetch_optional(self.conn())
-            .await?;
+        let before =
+            sqlx::query("SELECT user_id, state, questions, answers FROM tasks WHERE id = $1")
+                .bind(task.id.to_string())
+                .fetch_optional(self.conn())
+                .await?;
         let n = sqlx::query(
             "UPDATE tasks SET state = $1, core = $2, questions = $3, answers = $4, \
                  plan = $5, error = $6, updated_at = $7, version = version + 1 \
@@ -228,6 +231,11 @@ impl Tx {
             let answers: Option<String> = before.try_get("answers")?;
             self.index_questions(user, &saved, &questions, answers.as_deref(), now)
                 .await?;
+            let from: TaskState = parse(&before.try_get::<String, _>("state")?, "task state")?;
+            if from != saved.state {
+                self.record_transition(user, saved.id, Some(from), saved.state, now)
+                    .await?;
+            }
         }
         Ok(saved)
     }

@@ -72,6 +72,9 @@ fn engine_config(config: &Config, single_process: bool) -> Result<EngineConfig> 
     Ok(EngineConfig {
         context_budget_tokens: config.model.context_budget_tokens,
         notes_budget_tokens: config.chat.notes_budget_tokens,
+        memory_budget_tokens: config.chat.memory_budget_tokens,
+        time_zone: mainloop_domain::digest::Zone::parse(&config.chat.time_zone)
+            .map_err(|e| anyhow::anyhow!("chat.time_zone: {e}"))?,
         max_tokens: config.model.max_tokens,
         max_chat_chars: config.limits.max_chat_chars,
         session_ttl: Duration::from_secs(config.auth.session_ttl_hours.saturating_mul(3600)),

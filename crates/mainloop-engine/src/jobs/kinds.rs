@@ -1,9 +1,10 @@
 //! Every kind of job mainloop queues, each declared once: the chat turn, notification
-//! delivery, the task steps a transition causes (handled by the worker runtime) and the
+//! delivery, a digest of the user's past, the task steps a transition causes (handled by the worker runtime) and the
 //! forge mirror's sync and watch.
 
 use super::{BackgroundJob, Pool};
 use crate::notifications::Notification;
+use mainloop_domain::digest::Period;
 use mainloop_domain::task::{AgentInput, AgentPhase, Effect};
 use mainloop_domain::{MessageId, TaskId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,30 @@ impl BackgroundJob for ChatTurn {
     }
     fn lane(&self) -> Option<String> {
         Some(format!("chat:{}", self.user_id))
+    }
+    fn user(&self) -> Option<UserId> {
+        Some(self.user_id)
+    }
+}
+
+/// The digest of one span of a user's time (a day, a week or a month). Its key is the
+/// span, so each is queued once; the user's digests run in order in one lane, so a week
+/// is made after its days and a month after its weeks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MakeDigest {
+    pub user_id: UserId,
+    pub period: Period,
+    pub start: jiff::civil::Date,
+}
+
+impl BackgroundJob for MakeDigest {
+    const KIND: &'static str = "memory.digest";
+    const POOL: Pool = Pool::Default;
+    fn key(&self) -> String {
+        format!("digest:{}:{}:{}", self.user_id, self.period, self.start)
+    }
+    fn lane(&self) -> Option<String> {
+        Some(format!("digests:{}", self.user_id))
     }
     fn user(&self) -> Option<UserId> {
         Some(self.user_id)

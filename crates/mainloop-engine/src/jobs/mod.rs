@@ -6,8 +6,8 @@
 mod kinds;
 
 pub use kinds::{
-    ChatTurn, CommitWork, ForgeSync, ForgeWatch, Merge, RunAgent, RunChecks, Step, StopAgent,
-    TaskJob, WakeTask,
+    ChatTurn, CommitWork, ForgeSync, ForgeWatch, MakeDigest, Merge, RunAgent, RunChecks, Step,
+    StopAgent, TaskJob, WakeTask,
 };
 
 use crate::dispatcher::{JobContext, JobError, JobHandler};
