@@ -6,7 +6,7 @@
 use crate::chat::storage;
 use crate::dispatcher::{JobContext, JobError};
 use crate::jobs::{Handler, MakeDigest, enqueue};
-use crate::{Engine, EngineError, Result, now};
+use crate::{Engine, EngineError, Result};
 use futures::future::BoxFuture;
 use mainloop_domain::digest::{
     Digest, Period, Span, TimeZoneSetting, Zone, compose_day, due, memory_section, merge, pyramid,
@@ -171,7 +171,7 @@ impl Engine {
                     () = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                match engine.sweep_digests(now()).await {
+                match engine.sweep_digests(engine.config().clock.now()).await {
                     Ok(n) if n > 0 => tracing::info!(queued = n, "digests due"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "could not look for digests due"),
@@ -195,8 +195,9 @@ impl Handler<MakeDigest> for DigestHandler {
                 period: job.period,
                 start: job.start,
             };
+            let at = ctx.engine.config().clock.now();
             ctx.engine
-                .make_digest(job.user_id, span, now())
+                .make_digest(job.user_id, span, at)
                 .await
                 .map_err(storage)?;
             Ok(())
@@ -233,7 +234,7 @@ pub(crate) async fn session_memory(
     provider: &str,
     new_session: bool,
 ) -> Result<Option<(String, String)>> {
-    let section = context_memory(engine, user, now()).await?;
+    let section = context_memory(engine, user, engine.config().clock.now()).await?;
     crate::notes::session_told(
         engine,
         user,

@@ -74,6 +74,8 @@ pub struct EngineConfig {
     pub memory_budget_tokens: usize,
     /// The zone whose midnights end users' days, unless they set their own.
     pub time_zone: mainloop_domain::digest::Zone,
+    /// The time the memory reads: when spans end, and which digests a context carries.
+    pub clock: Clock,
     pub max_tokens: u32,
     pub max_chat_chars: usize,
     pub session_ttl: Duration,
@@ -97,6 +99,34 @@ pub struct EngineConfig {
     pub agents: AgentCatalog,
 }
 
+/// A source of the current time: the system's, or one a test moves through simulated
+/// weeks in seconds.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    #[must_use]
+    pub fn system() -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// A clock that reads `f`.
+    pub fn from_fn(f: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    #[must_use]
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
+}
+
 /// The shared secret of forge webhooks. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecret(pub String);
@@ -115,6 +145,7 @@ impl Default for EngineConfig {
             notes_budget_tokens: 2000,
             memory_budget_tokens: 3000,
             time_zone: mainloop_domain::digest::Zone::utc(),
+            clock: Clock::system(),
             max_tokens: 4096,
             max_chat_chars: 100_000,
             session_ttl: Duration::from_secs(30 * 24 * 3600),

@@ -1059,6 +1059,8 @@ async fn a_panicking_job_is_retried_and_its_worker_lives_on() {
 }
 
 // After `both_backends!`, which it uses.
+#[path = "it/digests.rs"]
+mod digests;
 #[path = "it/notes.rs"]
 mod notes;
 #[path = "it/search.rs"]
