@@ -1470,5 +1470,7 @@ async fn main_sessions_and_turn_usage(store: Store) {
 }
 
 // After `both_backends!`, which it uses.
+#[path = "it/digests.rs"]
+mod digests;
 #[path = "it/search.rs"]
 mod search;
