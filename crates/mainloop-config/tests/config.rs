@@ -803,3 +803,22 @@ fn hostile_agent_tables_are_clear_errors() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn the_default_time_zone_is_an_iana_name() -> TestResult {
+    let fx = Fixture::new()?;
+    let config = Config::load_from(
+        None,
+        &fx.env(&[("MAINLOOP_CHAT__TIME_ZONE", "Europe/Paris")]),
+    )?;
+    assert_eq!(config.chat.time_zone, "Europe/Paris");
+    assert_eq!(config.chat.memory_budget_tokens, 3000);
+    for bad in ["Mars/Olympus", "../../etc/passwd", "UTC+99"] {
+        let err = expect_err(Config::load_from(
+            None,
+            &fx.env(&[("MAINLOOP_CHAT__TIME_ZONE", bad)]),
+        ))?;
+        assert!(err.to_string().contains("chat.time_zone"), "{err}");
+    }
+    Ok(())
+}
