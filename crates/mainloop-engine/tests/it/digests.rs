@@ -14,7 +14,10 @@ use mainloop_store::NewTask;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicI64;
 
-both_backends!(a_simulated_month_makes_each_digest_once_and_the_context_carries_the_pyramid);
+both_backends!(
+    a_simulated_month_makes_each_digest_once_and_the_context_carries_the_pyramid,
+    a_session_is_told_the_digests_only_when_they_changed,
+);
 
 const ZONE: &str = "Europe/Paris";
 const HOUR: i64 = 3_600_000;
@@ -199,7 +202,10 @@ async fn a_simulated_month_makes_each_digest_once_and_the_context_carries_the_py
             if n == 17 {
                 // With no sweep of ours: the start makes every day it was down.
                 let days = eventually("the days of the downtime", || async {
-                    let days = engine.digests(user, Some(Period::Day), None, 200).await.unwrap();
+                    let days = engine
+                        .digests(user, Some(Period::Day), None, 200)
+                        .await
+                        .unwrap();
                     (days.first().map(|d| d.start) == Some(day(16))).then_some(days)
                 })
                 .await;
@@ -395,4 +401,81 @@ async fn system_of_next_turn(
             .join("\n"),
         other => other.to_string(),
     }
+}
+
+async fn a_session_is_told_the_digests_only_when_they_changed(backend: Backend) {
+    // Wednesday 4 March 2026, noon (UTC, the default zone).
+    let now = at(2, 13);
+    let config = EngineConfig {
+        clock: Clock::from_fn(move || now),
+        ..fast_config()
+    };
+    let h = harness(backend, None, config).await;
+    let (engine, user) = (&h.engine, h.user);
+    let provider = Arc::new(super::notes::Greeter::default());
+    engine.set_main_thread(
+        mainloop_engine::MainChoice {
+            provider: Some("greeter".into()),
+            reason: String::new(),
+        },
+        Some(provider.clone()),
+    );
+    let said = |day_n: i64, text: &'static str| async move {
+        let mut tx = engine.store_for_tests().begin().await.unwrap();
+        tx.insert_message(
+            user,
+            &NewMessage {
+                role: Role::User,
+                kind: MessageKind::Text,
+                content: vec![ContentBlock::text(text)],
+                turn_id: None,
+                task_id: None,
+            },
+            at(day_n, 10),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        let span = Span {
+            period: Period::Day,
+            start: day(day_n),
+        };
+        assert!(engine.make_digest(user, span, now).await.unwrap());
+    };
+    let turn = async |text: &str| {
+        let msg = engine.post_chat(user, text).await.unwrap();
+        reply_to(engine, user, &msg).await;
+        provider.inputs.lock().unwrap().last().unwrap().clone()
+    };
+    said(0, "monday's ask").await;
+    let first = turn("one").await;
+    assert!(
+        first
+            .input
+            .starts_with("[mainloop: the digests of the user's earlier days")
+            && first
+                .input
+                .contains("<digest period=\"day\" start=\"2026-03-02\">")
+            && first.input.contains("\"monday's ask\"")
+            && first.input.ends_with("one"),
+        "{}",
+        first.input
+    );
+    assert!(
+        !first.system.contains("monday's ask"),
+        "said, not in the system"
+    );
+    assert_eq!(
+        turn("two").await.input,
+        "two",
+        "unchanged digests are not said again"
+    );
+    said(1, "tuesday's ask").await;
+    let third = turn("three").await;
+    assert!(
+        third.input.contains("\"monday's ask\"") && third.input.contains("\"tuesday's ask\""),
+        "{}",
+        third.input
+    );
+    assert_eq!(turn("four").await.input, "four");
 }

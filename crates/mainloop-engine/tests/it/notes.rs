@@ -325,8 +325,8 @@ async fn notes_over_budget_fold_oldest_first_and_the_user_is_told_once(backend: 
 
 /// Plays a greeting per turn and keeps what each turn was sent.
 #[derive(Debug, Default)]
-struct Greeter {
-    inputs: Mutex<Vec<SessionTurn>>,
+pub(super) struct Greeter {
+    pub(super) inputs: Mutex<Vec<SessionTurn>>,
 }
 
 impl SessionProvider for Greeter {
