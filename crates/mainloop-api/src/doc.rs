@@ -182,6 +182,12 @@ fn body_rules(doc: &mut Value) {
     if let Some(agents) = doc.pointer_mut("/components/schemas/Budgets/properties/agents") {
         agents["propertyNames"] = json!({"type": "string", "pattern": "^[a-z0-9-]{1,32}$"});
     }
+    // `Zone::parse` trims the name and takes at most 64 bytes of it.
+    if let Some(zone) = doc.pointer_mut("/components/schemas/SetTimeZone/properties/time_zone") {
+        zone["minLength"] = json!(1);
+        zone["maxLength"] = json!(64);
+        zone["pattern"] = prose.into();
+    }
     if let Some(endpoint) =
         doc.pointer_mut("/components/schemas/RegisterPushRequest/properties/endpoint")
     {
@@ -324,6 +330,14 @@ fn links(doc: &mut Value) {
             "delete_push_subscription",
             "DeletePushSubscription",
             path_id("/subscriptions/0/id"),
+        ),
+        (
+            "/api/digests",
+            "get",
+            "200",
+            "get_digest",
+            "GetDigest",
+            path_id("/digests/0/id"),
         ),
         (
             "/api/chat",

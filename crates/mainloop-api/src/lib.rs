@@ -139,6 +139,12 @@ pub fn router_with_shutdown(
             "/notes/{id}",
             put(routes::notes::update).delete(routes::notes::delete),
         )
+        .route("/digests", get(routes::digests::list))
+        .route("/digests/{id}", get(routes::digests::get))
+        .route(
+            "/settings/time-zone",
+            get(routes::digests::get_time_zone).put(routes::digests::set_time_zone),
+        )
         .route("/events", get(events::events))
         .route("/webhooks/github", post(routes::webhooks::github))
         .nest_service("/mcp", mcp::service(&state))
@@ -233,6 +239,10 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::notes::create,
         routes::notes::update,
         routes::notes::delete,
+        routes::digests::list,
+        routes::digests::get,
+        routes::digests::get_time_zone,
+        routes::digests::set_time_zone,
         routes::events::events,
         routes::webhooks::github,
     ),
@@ -261,6 +271,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         (name = "projects", description = "Repositories tasks work in"),
         (name = "search", description = "Searching the user's history"),
         (name = "notes", description = "Notes and decisions in every main-thread context"),
+        (name = "digests", description = "Day, week and month digests, and the time zone whose midnights end the user's days"),
         (name = "events", description = "Live updates as server-sent events"),
         (name = "webhooks", description = "Deliveries from GitHub, verified by signature"),
     )

@@ -22,6 +22,8 @@ use uuid::Uuid;
 mod agents;
 #[path = "it/contract.rs"]
 mod contract;
+#[path = "it/digests.rs"]
+mod digests;
 #[path = "it/hostile.rs"]
 mod hostile;
 #[path = "it/mcp.rs"]
@@ -454,7 +456,7 @@ const PUBLIC: [&str; 5] = [
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 44] = [
+const ROUTES: [(&str, &str); 48] = [
     ("GET", "/api/health"),
     ("GET", "/api/model"),
     ("GET", "/api/agents"),
@@ -497,6 +499,10 @@ const ROUTES: [(&str, &str); 44] = [
     ("POST", "/api/notes"),
     ("PUT", "/api/notes/{id}"),
     ("DELETE", "/api/notes/{id}"),
+    ("GET", "/api/digests"),
+    ("GET", "/api/digests/{id}"),
+    ("GET", "/api/settings/time-zone"),
+    ("PUT", "/api/settings/time-zone"),
     ("GET", "/api/events"),
     ("POST", "/api/webhooks/github"),
 ];

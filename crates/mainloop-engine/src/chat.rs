@@ -471,7 +471,9 @@ async fn build_request(
         system.push_str("\n\n");
         system.push_str(&notes);
     }
-    if let Some(memory) = crate::digests::context_memory(engine, user, engine.config().clock.now()).await? {
+    if let Some(memory) =
+        crate::digests::context_memory(engine, user, engine.config().clock.now()).await?
+    {
         system.push_str("\n\n");
         system.push_str(&memory);
     }

@@ -28,6 +28,7 @@ mod tools;
 
 pub use auth::{API_TOKEN_PREFIX, hash_token};
 pub use chat::SYSTEM_PROMPT;
+pub use digests::MAX_DIGESTS;
 use dispatcher::JobHandler;
 pub use dispatcher::{JobContext, JobError};
 pub use error::{EngineError, Result};

@@ -7,7 +7,8 @@ use super::bounded::{
     DEFAULT_DIFF_BYTES, DEFAULT_TRANSCRIPT_ENTRIES, MAX_TRANSCRIPT_ENTRIES, diff_page,
     transcript_page,
 };
-use super::catalog::RECORDED;
+use super::catalog::{DEFAULT_MCP_DIGESTS, MAX_MCP_DIGESTS, RECORDED};
+use mainloop_domain::digest::{Digest, Period, parse_date};
 use mainloop_domain::question::Answers;
 use mainloop_domain::usage::BudgetAnswer;
 use mainloop_domain::{TaskId, UserId};
@@ -81,6 +82,7 @@ pub async fn call(
             .map_err(|e| from_engine(e, None)),
         "get_transcript" => get_transcript(engine, user, arguments).await,
         "get_diff" => get_diff(engine, user, arguments).await,
+        "get_digests" => get_digests(engine, user, arguments).await,
         _ => return None,
     };
     Some(result.unwrap_or_else(|e| e))
@@ -348,4 +350,53 @@ async fn get_diff(engine: &Engine, user: UserId, arguments: Value) -> Step<Outco
     diff_page(&diff, offset, max_bytes)
         .map(|page| Outcome::ok(&page))
         .map_err(Outcome::error)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DigestArgs {
+    period: Option<String>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn get_digests(engine: &Engine, user: UserId, arguments: Value) -> Step<Outcome> {
+    let a: DigestArgs = args(arguments)?;
+    let period = a
+        .period
+        .as_deref()
+        .map(str::parse::<Period>)
+        .transpose()
+        .map_err(Outcome::error)?;
+    let before = a
+        .before
+        .as_deref()
+        .map(parse_date)
+        .transpose()
+        .map_err(Outcome::error)?;
+    let limit = a.limit.unwrap_or(DEFAULT_MCP_DIGESTS);
+    if !(1..=MAX_MCP_DIGESTS).contains(&limit) {
+        return Err(Outcome::error(format!(
+            "limit must be from 1 to {MAX_MCP_DIGESTS}"
+        )));
+    }
+    let digests = engine
+        .digests(user, period, before, limit)
+        .await
+        .map_err(|e| from_engine(e, None))?;
+    let zone = engine
+        .time_zone(user)
+        .await
+        .map_err(|e| from_engine(e, None))?;
+    Ok(Outcome::ok(&digest_page(&digests, &zone.time_zone)))
+}
+
+/// What a model reads of digests: each one's span, title and text (the facts' ids are
+/// for screens that link them).
+fn digest_page(digests: &[Digest], time_zone: &str) -> Value {
+    let digests: Vec<Value> = digests
+        .iter()
+        .map(|d| json!({"period": d.period, "start": d.start, "title": d.title, "text": d.text}))
+        .collect();
+    json!({"time_zone": time_zone, "digests": digests})
 }

@@ -9,6 +9,11 @@ use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+/// Digests `get_digests` returns when not told.
+pub const DEFAULT_MCP_DIGESTS: u32 = 7;
+/// The most digests one `get_digests` call returns (each is a few hundred words).
+pub const MAX_MCP_DIGESTS: u32 = 20;
+
 /// The tools that run through [`mainloop_engine::Engine::call_tool`], recorded under the
 /// caller's tool-use id, so a replayed call reads back its first result.
 pub const RECORDED: [&str; 6] = [
@@ -259,6 +264,32 @@ pub fn tools() -> Vec<Tool> {
             engine_schema("remember"),
             hints(false, false, true),
         ),
+        tool(
+            "get_digests",
+            &format!(
+                "Read the user's digests: what happened each day, week (Monday to Sunday) \
+                 and month, in the user's time zone — what was asked, what tasks were \
+                 spawned, decided, merged, failed or left open, and what it cost. Use it to \
+                 answer \"what happened last week\", \"summarise October\" or \"what did we do \
+                 on Tuesday\": pick the `period`, and to reach further back give `before` (a \
+                 date; only digests starting before it). Newest first, at most `limit` \
+                 (default {DEFAULT_MCP_DIGESTS}, at most {MAX_MCP_DIGESTS}). A day's digest \
+                 exists once that day has ended, so today has none; for exact words, use \
+                 `search_history`."
+            ),
+            json!({
+                "type": "object",
+                "properties": {
+                    "period": {"type": "string", "enum": ["day", "week", "month"],
+                               "description": "Only digests of this length (default: all)."},
+                    "before": {"type": "string", "format": "date",
+                               "description": "Only digests starting before this local date (YYYY-MM-DD)."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_MCP_DIGESTS,
+                              "description": "At most this many digests."}
+                }
+            }),
+            hints(true, false, true),
+        ),
     ]
 }
 
@@ -310,7 +341,8 @@ mod tests {
                 "get_transcript",
                 "get_diff",
                 "search_history",
-                "remember"
+                "remember",
+                "get_digests"
             ]
         );
         for t in &tools {

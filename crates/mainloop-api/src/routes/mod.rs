@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod chat;
+pub mod digests;
 pub mod events;
 pub mod health;
 pub mod inbox;

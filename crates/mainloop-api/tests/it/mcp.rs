@@ -95,7 +95,7 @@ async fn both_lifecycles_list_and_run_every_tool_for_the_caller_only() {
             .into_iter()
             .map(|t| t.name.into_owned())
             .collect();
-        assert_eq!(names.len(), 17, "{names:?}");
+        assert_eq!(names.len(), 18, "{names:?}");
         for name in ["spawn_task", "get_inbox", "get_transcript", "get_diff"] {
             assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
         }
@@ -449,7 +449,7 @@ async fn a_missing_or_wrong_token_is_the_apis_401_before_any_mcp() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
         body["result"]["tools"].as_array().unwrap().len(),
-        17,
+        18,
         "{body}"
     );
 }
@@ -490,7 +490,7 @@ async fn the_mcp_inspector_lists_the_tools_and_calls_them() {
     let app = app().await;
     let listed = inspect(&app, &app.token, &["--method", "tools/list"]).await;
     let tools = listed["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 17, "{listed}");
+    assert_eq!(tools.len(), 18, "{listed}");
     let spawn = tools.iter().find(|t| t["name"] == "spawn_task").unwrap();
     assert_eq!(
         spawn["inputSchema"]["required"],
@@ -700,7 +700,7 @@ async fn claude_code_calls_the_tools_over_both_protocol_paths() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert_eq!(tools.len(), 17, "{tools:?}");
+        assert_eq!(tools.len(), 18, "{tools:?}");
         assert!(
             tools.iter().all(|t| t.starts_with("mcp__mainloop__")),
             "{tools:?}"

@@ -8,6 +8,7 @@ mod budget;
 mod chat;
 mod config;
 mod decide;
+mod digests;
 mod http;
 mod ids;
 mod login;
@@ -114,6 +115,39 @@ pub enum ClientCommand {
         /// At most this many hits (1–100; default 20).
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
+    },
+    /// What happened each day, week and month, newest first: what was asked, spawned,
+    /// decided, merged, failed and left open.
+    Digests {
+        #[command(flatten)]
+        conn: Conn,
+        /// Only digests of this length: day, week or month.
+        #[arg(long, value_name = "PERIOD")]
+        period: Option<String>,
+        /// Only digests that start before this day (YYYY-MM-DD), to read further back.
+        #[arg(long, value_name = "DATE")]
+        before: Option<String>,
+        /// At most this many (1–200; default 30).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Show one digest.
+    Digest {
+        #[command(flatten)]
+        conn: Conn,
+        /// The digest's id, as `mainloop digests` shows it.
+        id: String,
+    },
+    /// Show the time zone whose midnights end your days (and so your digests), or set it.
+    TimeZone {
+        #[command(flatten)]
+        conn: Conn,
+        /// An IANA name, such as Europe/Paris or UTC.
+        #[arg(value_name = "ZONE", conflicts_with = "default")]
+        zone: Option<String>,
+        /// Go back to the server's default.
+        #[arg(long)]
+        default: bool,
     },
     /// What needs you: questions, plans and work to review, failures.
     Inbox {
@@ -367,6 +401,25 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
             };
             search::search(&Ctx::connect(&conn)?, &joined(&query), &filters).await
         }
+        C::Digests {
+            conn,
+            period,
+            before,
+            limit,
+        } => {
+            let filters = digests::Filters {
+                period: period.as_deref(),
+                before: before.as_deref(),
+                limit,
+            };
+            digests::list(&Ctx::connect(&conn)?, &filters).await
+        }
+        C::Digest { conn, id } => digests::show(&Ctx::connect(&conn)?, &id).await,
+        C::TimeZone {
+            conn,
+            zone,
+            default,
+        } => digests::time_zone(&Ctx::connect(&conn)?, zone.as_deref(), default).await,
         C::Inbox { conn } => tasks::inbox(&Ctx::connect(&conn)?).await,
         C::New {
             conn,

@@ -57,7 +57,7 @@ async fn the_inspector_runs_the_tools_through_mainloop_mcp() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names.len(), 17, "{listed}");
+    assert_eq!(names.len(), 18, "{listed}");
     assert!(names.contains(&"spawn_task") && names.contains(&"get_diff"));
 
     let spawned = inspect(
@@ -131,7 +131,7 @@ async fn the_bridge_forwards_calls_with_their_tool_use_id() {
         },
     ] {
         let mcp = bridged(&server.base, &token, lifecycle).await;
-        assert_eq!(mcp.list_all_tools().await.unwrap().len(), 17);
+        assert_eq!(mcp.list_all_tools().await.unwrap().len(), 18);
         let result = spawn_with(&mcp, repo.path(), "toolu_bridge").await;
         assert!(!result.1, "{}", result.0);
         assert_eq!(first.get_or_insert_with(|| result.clone()), &result);

@@ -144,6 +144,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/digests": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The user's digests of days, weeks and months, newest first. A day's is made after
+         *     the user's midnight; a week's (Monday to Sunday) and a month's from their days'.
+         *     Quiet ones (nothing happened) are listed too.
+         */
+        get: operations["list_digests"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/digests/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One of the user's digests. */
+        get: operations["get_digest"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/events": {
         parameters: {
             query?: never;
@@ -481,6 +519,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/settings/time-zone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The time zone whose midnights end the user's days (and so their digests). */
+        get: operations["get_time_zone"];
+        /**
+         * Sets the user's time zone (an IANA name such as `Europe/Paris`), or with `null` goes
+         *     back to the server's default. Digests already made keep their dates; later days are
+         *     counted in the new zone.
+         */
+        put: operations["set_time_zone"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/tasks": {
         parameters: {
             query?: never;
@@ -762,6 +822,11 @@ export interface components {
                 [key: string]: components["schemas"]["Answer"];
             };
         };
+        /** @description A message the user sent. */
+        Asked: {
+            message_id: components["schemas"]["MessageId"];
+            text: string;
+        };
         /** @description The human's answer to a budget hold: `POST /api/tasks/{id}/budget`. */
         BudgetAnswer: {
             /** @enum {string} */
@@ -919,6 +984,73 @@ export interface components {
             repo: string;
             /** @description Go straight to implementation without a plan review. */
             skip_plan?: boolean;
+        };
+        /** @description Something decided: a note of a decision, an approved plan, answered questions. */
+        Decided: {
+            note_id?: null | components["schemas"]["NoteId"];
+            task_id?: null | components["schemas"]["TaskId"];
+            text: string;
+        };
+        /** @description A stored digest. */
+        Digest: {
+            created_at: components["schemas"]["Timestamp"];
+            /**
+             * Format: date
+             * @description The local date after its last day.
+             */
+            end: string;
+            facts: components["schemas"]["DigestFacts"];
+            id: components["schemas"]["DigestId"];
+            period: components["schemas"]["Period"];
+            /**
+             * @description Nothing was asked, spawned, decided or ended: kept so the span counts as made,
+             *     but neither searched nor given to the model.
+             */
+            quiet: boolean;
+            /**
+             * Format: date
+             * @description The local date the span starts on (`YYYY-MM-DD`; a Monday for a week).
+             */
+            start: string;
+            /** @description What the model reads and search finds. */
+            text: string;
+            /** @description The time zone its days were counted in. */
+            time_zone: string;
+            /** @description "Tuesday 3 November 2026", "Week of 2 November 2026", "November 2026". */
+            title: string;
+        };
+        /** @description The facts of a span, with links (message, task and note ids). */
+        DigestFacts: {
+            /** @description The first [`ASKED_KEPT`] things asked. */
+            asked: components["schemas"]["Asked"][];
+            /**
+             * Format: int32
+             * @description How many messages the user sent.
+             */
+            asked_total: number;
+            cancelled: components["schemas"]["TaskLine"][];
+            decided: components["schemas"]["Decided"][];
+            failed: components["schemas"]["TaskLine"][];
+            merged: components["schemas"]["TaskLine"][];
+            spawned: components["schemas"]["TaskLine"][];
+            /**
+             * Format: double
+             * @description What agents and the main thread cost.
+             */
+            spent_usd: number;
+            /** @description Tasks not merged, failed or cancelled at the span's end. */
+            still_open: components["schemas"]["TaskLine"][];
+        };
+        /** Format: uuid */
+        DigestId: string;
+        /** @description A page of the user's digests, newest first. */
+        DigestList: {
+            digests: components["schemas"]["Digest"][];
+            /**
+             * @description The user's time zone now (an IANA name); each digest says the one its days were
+             *     counted in.
+             */
+            time_zone: string;
         };
         /** @description The body of every error response. */
         ErrorBody: {
@@ -1187,6 +1319,11 @@ export interface components {
             paused: boolean;
             since?: null | components["schemas"]["Timestamp"];
         };
+        /**
+         * @description The length of time one digest covers.
+         * @enum {string}
+         */
+        Period: "day" | "week" | "month";
         /** @description `permission`: a tool the agent asked to use, and whether it was allowed. */
         PermissionEntry: {
             allowed: boolean;
@@ -1471,6 +1608,11 @@ export interface components {
             model: string;
             session_id: string;
         };
+        /** @description The body of `PUT /api/settings/time-zone`. */
+        SetTimeZone: {
+            /** @description An IANA name; `null` goes back to the configured default. */
+            time_zone?: string | null;
+        };
         /** @description The spending of one source. */
         SourceTotals: components["schemas"]["Totals"] & {
             /** @description An agent's name, or `main_thread`. */
@@ -1557,6 +1699,14 @@ export interface components {
         };
         /** Format: uuid */
         TaskId: string;
+        /** @description A task named in a digest. */
+        TaskLine: {
+            /** @description Its state (still open), or why it failed. */
+            detail?: string | null;
+            task_id: components["schemas"]["TaskId"];
+            /** @description The first line of its description. */
+            title: string;
+        };
         /** @description The user's tasks, newest first. */
         TaskList: {
             tasks: components["schemas"]["Task"][];
@@ -1577,6 +1727,13 @@ export interface components {
         /** @description `text`: a piece of the agent's prose. */
         TextEntry: {
             text: string;
+        };
+        /** @description A user's time zone as the API shows it. */
+        TimeZoneSetting: {
+            /** @description The configured default (`chat.time_zone`), not one the user set. */
+            default: boolean;
+            /** @description An IANA name (`Europe/Paris`). */
+            time_zone: string;
         };
         /** Format: date-time */
         Timestamp: string;
@@ -2192,6 +2349,113 @@ export interface operations {
                 };
             };
             /** @description Unknown `before` message */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_digests: {
+        parameters: {
+            query?: {
+                /** @description Only digests of this length. Default: every length. */
+                period?: components["schemas"]["Period"];
+                /**
+                 * @description Only digests that start before this local date (`YYYY-MM-DD`): the `start` of
+                 *     the oldest digest of the previous page, to read further back.
+                 */
+                before?: string;
+                /** @description At most this many digests (default 30). */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The digests, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DigestList"];
+                };
+            };
+            /** @description Malformed query string, or a parameter given twice */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An unknown period, a date not YYYY-MM-DD, or limit outside 1–200 */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_digest: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Digest id */
+                id: components["schemas"]["DigestId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The digest */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Digest"];
+                };
+            };
+            /** @description Malformed id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such digest */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3161,6 +3425,104 @@ export interface operations {
                 };
             };
             /** @description q missing, without a word, too long or with a NUL; an unknown kind; a malformed id or date; to before from; limit outside 1–100 */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_time_zone: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's time zone */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TimeZoneSetting"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_time_zone: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SetTimeZone"];
+            };
+        };
+        responses: {
+            /** @description The user's time zone now */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TimeZoneSetting"];
+                };
+            };
+            /** @description Malformed body: not JSON, a wrong type, or an unknown field */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No time zone has that name */
             422: {
                 headers: {
                     [name: string]: unknown;
