@@ -49,6 +49,23 @@ function stop(child: ChildProcess | null, signal: NodeJS.Signals = "SIGTERM"): P
   });
 }
 
+/** The one process a `faketime` wrapper started (it forks, then waits for it). */
+function wrapped(wrapper: ChildProcess): number | null {
+  const pid = wrapper.pid;
+  if (pid === undefined) return null;
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean);
+  return children.length === 1 ? Number(children[0]) : null;
+}
+
+/** Signals a process that may have exited already. */
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // Gone already.
+  }
+}
+
 export function git(dir: string, ...args: string[]): string {
   return execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@t", ...args], { cwd: dir, encoding: "utf8" });
 }
@@ -62,6 +79,8 @@ export class World {
   private fake: ChildProcess | null = null;
   private fakeUrl = "";
   private server: ChildProcess | null = null;
+  /** The server's own pid (under `faketime`, the wrapper's child). */
+  private serverPid: number | null = null;
   private port = 0;
 
   /** A repository with one commit, for workers to branch from. */
@@ -83,8 +102,9 @@ export class World {
   }
 
   /** Starts (or restarts, on the same port) the server; a variable `undefined` in
-   * `extraEnv` is left out of its environment. */
-  async startServer(extraEnv: Record<string, string | undefined> = {}): Promise<void> {
+   * `extraEnv` is left out of its environment. With `faketime` (a date and time, UTC, as
+   * `faketime` reads it), its clock starts there and ticks (libfaketime's wrapper). */
+  async startServer(extraEnv: Record<string, string | undefined> = {}, options: { faketime?: string } = {}): Promise<void> {
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,
       HOME: this.data,
@@ -101,21 +121,48 @@ export class World {
       ...extraEnv,
     };
     const listen = `127.0.0.1:${this.port}`;
-    const { child, match } = await spawnUntil(bin("mainloop"), ["serve", "--listen", listen], env, /^mainloop listening on (http:\/\/\S+)/);
+    const args = ["serve", "--listen", listen];
+    const { child, match } = options.faketime
+      ? await spawnUntil("faketime", [options.faketime, bin("mainloop"), ...args], { ...env, TZ: "UTC", FAKETIME_DONT_FAKE_MONOTONIC: "1" }, /^mainloop listening on (http:\/\/\S+)/)
+      : await spawnUntil(bin("mainloop"), args, env, /^mainloop listening on (http:\/\/\S+)/);
     this.server = child;
+    // The wrapper forks the server and waits for it, but passes no signal on.
+    this.serverPid = options.faketime ? wrapped(child) : (child.pid ?? null);
     this.base = match[1] ?? "";
     this.port = Number(new URL(this.base).port);
     this.token = readFileSync(path.join(this.data, "owner.token"), "utf8").trim();
   }
 
+  /** Stops the server as an operator would (SIGTERM), waiting until it has exited. */
+  async stopServer(): Promise<void> {
+    await this.endServer("SIGTERM");
+  }
+
   /** Kills the server outright, as a crash would. */
   async killServer(): Promise<void> {
-    await stop(this.server, "SIGKILL");
+    await this.endServer("SIGKILL");
+  }
+
+  /** Sends `sig` to the server itself (not a `faketime` wrapper around it) and waits
+   * until it has exited; a SIGTERM unanswered for 10 s becomes a SIGKILL. */
+  private async endServer(sig: NodeJS.Signals): Promise<void> {
+    const child = this.server;
+    const pid = this.serverPid;
+    if (child && pid !== null && pid !== child.pid && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      signal(pid, sig);
+      const timer = setTimeout(() => signal(pid, "SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    } else {
+      await stop(child, sig);
+    }
     this.server = null;
+    this.serverPid = null;
   }
 
   async close(): Promise<void> {
-    await stop(this.server);
+    await this.stopServer();
     await stop(this.fake);
     // An agent the server stopped may still be saving its session in its private home
     // for a moment after the server exited; on a loaded machine, a moment is long.

@@ -45,6 +45,13 @@ export type Note = S["Note"];
 export type NoteKind = S["NoteKind"];
 export type NoteInput = S["NoteInput"];
 export type SearchQuery = paths["/api/search"]["get"]["parameters"]["query"];
+/** The temporal pyramid: a day's, week's or month's digest, its facts, the user's time zone. */
+export type Digest = S["Digest"];
+export type DigestFacts = S["DigestFacts"];
+export type DigestPeriod = S["Period"];
+export type TaskLine = S["TaskLine"];
+export type TimeZoneSetting = S["TimeZoneSetting"];
+export type DigestsQuery = NonNullable<paths["/api/digests"]["get"]["parameters"]["query"]>;
 
 /** The live event stream (read with EventSource, not fetch) and its resume parameter. */
 export const EVENTS_PATH = "/api/events" satisfies keyof paths;
@@ -154,6 +161,13 @@ export function createApi(options: ClientOptions = {}) {
     addNote: (body: NoteInput) => unwrap(client.POST("/api/notes", { body })),
     editNote: (noteId: string, body: NoteInput) => unwrap(client.PUT("/api/notes/{id}", { ...id(noteId), body })),
     deleteNote: (noteId: string) => unwrap(client.DELETE("/api/notes/{id}", id(noteId))),
+    /** Digests of one period, newest first; `before` (a date) pages to older ones. */
+    digests: (query: DigestsQuery) => unwrap(client.GET("/api/digests", { params: { query } })),
+    digest: (digestId: string) => unwrap(client.GET("/api/digests/{id}", id(digestId))),
+    /** The time zone days are counted in, and whether it is the server's default. */
+    timeZone: () => unwrap(client.GET("/api/settings/time-zone")),
+    /** Sets the time zone (an IANA name), or goes back to the server's default with null. */
+    setTimeZone: (time_zone: string | null) => unwrap(client.PUT("/api/settings/time-zone", { body: { time_zone } })),
   };
 
   const notifications = {

@@ -1,5 +1,6 @@
 // Client-side routing over the History API: the URL is the source of truth for which
 // screen shows and for the inbox's project filter, so links and reloads land right.
+import { digestIdFromPath } from "./memory";
 
 class Router {
   path = $state(location.pathname);
@@ -61,6 +62,7 @@ export type Route =
   | { name: "new" }
   | { name: "projects" }
   | { name: "notes" }
+  | { name: "memory"; id: string | null }
   | { name: "login" }
   | { name: "notfound" };
 
@@ -73,6 +75,9 @@ export function match(path: string): Route {
   if (path === "/projects") return { name: "projects" };
   if (path === "/notes") return { name: "notes" };
   if (path === "/login") return { name: "login" };
+  if (path === "/memory" || path === "/memory/") return { name: "memory", id: null };
+  const digest = digestIdFromPath(path);
+  if (digest) return { name: "memory", id: digest };
   const m = /^\/tasks\/([0-9a-fA-F-]{8,36})\/?$/.exec(path);
   if (m?.[1]) return { name: "task", id: m[1] };
   return { name: "notfound" };

@@ -160,14 +160,15 @@ describe("step", () => {
 
 describe("hitHref", () => {
   const task = "0b5c6f1e-8a2d-4c7e-9f00-1234567890ab";
-  it("opens a message in the chat, a task's kinds on its page", () => {
+  it("opens a message in the chat, a task's kinds on its page, a digest on the memory screen", () => {
     expect(hitHref(hit("message", "m-1", task))).toBe("/?message=m-1");
     expect(hitHref(hit("message", "a b"))).toBe("/?message=a%20b");
     for (const kind of ["task", "question", "plan", "transcript", "review"] as const) {
       expect(hitHref(hit(kind, `${task}:3`, task))).toBe(`/tasks/${task}`);
     }
     expect(hitHref(hit("note", "n1"))).toBe("/notes#n1");
-    expect(hitHref(hit("digest", "d1"))).toBeNull();
+    expect(hitHref(hit("digest", "d1"))).toBe("/memory/d1");
+    expect(hitHref(hit("digest", task, task))).toBe(`/memory/${task}`);
   });
 });
 

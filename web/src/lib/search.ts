@@ -150,12 +150,13 @@ export function step(active: number, count: number, by: 1 | -1): number {
 
 /**
  * Where a hit opens: a message in the chat (scrolled to it), anything of a task on the
- * task's page, a note on the notes screen (scrolled to it); a digest without a task has
- * no page of its own yet (null).
+ * task's page, a note on the notes screen (scrolled to it), a digest on its own page of
+ * the memory screen; anything else without a task opens nowhere (null).
  */
 export function hitHref(hit: SearchHit): string | null {
   if (hit.kind === "message") return `/?message=${encodeURIComponent(hit.id)}`;
   if (hit.kind === "note") return `/notes#${encodeURIComponent(hit.id)}`;
+  if (hit.kind === "digest") return `/memory/${encodeURIComponent(hit.id)}`;
   if (hit.task_id) return `/tasks/${hit.task_id}`;
   return null;
 }
