@@ -2,7 +2,9 @@
 //! transcript entries and 100,000 main-thread messages for one user (plus a tenth as
 //! much for another, whose rows every query must skip) through the store's own write
 //! paths, which index in the same transaction; then times `Store::search` over a set of
-//! queries, and the write overhead indexing adds per transcript entry.
+//! queries, and the write overhead indexing adds per transcript entry. `--keep` keeps the
+//! SQLite file and `--reuse URL` times the queries again on a loaded database (after
+//! any new migration), to compare query plans without loading for minutes.
 
 use crate::stats::{Summary, round3};
 use anyhow::Result;
@@ -32,6 +34,10 @@ pub struct Args {
     /// Keep the SQLite database after the run (its path is printed), to query it by hand.
     #[arg(long)]
     pub keep: bool,
+    /// Time the queries on a database this bench loaded before (its URL),
+    /// without loading it again nor timing writes: to compare query plans quickly.
+    #[arg(long)]
+    pub reuse: Option<String>,
 }
 
 const ENTRIES: f64 = 1_000_000.0;
@@ -306,23 +312,49 @@ async fn measure(name: &str, database: &Database, args: &Args) -> Result<Value> 
     let store = Store::connect(database.url(), &StoreOptions::default()).await?;
     let start = 1_700_000_000_000;
     let mut words = Words::new();
-    let main = owner(&store, "main", Timestamp::from_millis(start)).await?;
-    let noise = owner(&store, "noise", Timestamp::from_millis(start)).await?;
     let (entries, messages) = (count(args.scale, ENTRIES), count(args.scale, MESSAGES));
-    let t = Instant::now();
-    let tasks = load_transcripts(&store, &main, &mut words, entries, args.batch, start).await?;
-    load_messages(&store, &main, &mut words, messages, args.batch, start).await?;
-    load_transcripts(&store, &noise, &mut words, entries / 10, args.batch, start).await?;
-    load_messages(&store, &noise, &mut words, messages / 10, args.batch, start).await?;
-    store.analyze_search().await?;
-    let loaded = t.elapsed();
-    #[allow(clippy::cast_precision_loss)]
-    let rows = (entries + messages) as f64 * 1.1;
-    println!(
-        "  {name}: loaded {entries} entries + {messages} messages (+10% for another user) in {:.1} s ({:.0} µs a row)",
-        loaded.as_secs_f64(),
-        loaded.as_secs_f64() * 1e6 / rows
-    );
+    let (main, tasks, loaded) = if args.reuse.is_some() {
+        let user = store
+            .user_by_name("main")
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no user \"main\": not a database this bench loaded"))?;
+        let mut tasks: Vec<TaskId> = store
+            .tasks(user.id, &[], i64::MAX)
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        tasks.reverse();
+        println!(
+            "  {name}: reusing the loaded database ({} tasks)",
+            tasks.len()
+        );
+        // No query filters by the project; the loaded one is not looked up.
+        let project = ProjectId::new_v7(Timestamp::from_millis(start));
+        let main = Owner {
+            user: user.id,
+            project,
+        };
+        (main, tasks, None)
+    } else {
+        let main = owner(&store, "main", Timestamp::from_millis(start)).await?;
+        let noise = owner(&store, "noise", Timestamp::from_millis(start)).await?;
+        let t = Instant::now();
+        let tasks = load_transcripts(&store, &main, &mut words, entries, args.batch, start).await?;
+        load_messages(&store, &main, &mut words, messages, args.batch, start).await?;
+        load_transcripts(&store, &noise, &mut words, entries / 10, args.batch, start).await?;
+        load_messages(&store, &noise, &mut words, messages / 10, args.batch, start).await?;
+        store.analyze_search().await?;
+        let loaded = t.elapsed();
+        #[allow(clippy::cast_precision_loss)]
+        let rows = (entries + messages) as f64 * 1.1;
+        println!(
+            "  {name}: loaded {entries} entries + {messages} messages (+10% for another user) in {:.1} s ({:.0} µs a row)",
+            loaded.as_secs_f64(),
+            loaded.as_secs_f64() * 1e6 / rows
+        );
+        (main, tasks, Some(loaded))
+    };
 
     let mut all = Vec::new();
     let mut per_query = serde_json::Map::new();
@@ -353,6 +385,10 @@ async fn measure(name: &str, database: &Database, args: &Args) -> Result<Value> 
         if overall.p99 < 50.0 { "met" } else { "MISSED" }
     );
 
+    if args.reuse.is_some() {
+        store.close().await;
+        return Ok(json!({ "search_ms": overall.json(), "queries": per_query }));
+    }
     let task = tasks
         .first()
         .copied()
@@ -377,7 +413,7 @@ async fn measure(name: &str, database: &Database, args: &Args) -> Result<Value> 
     Ok(json!({
         "entries": entries,
         "messages": messages,
-        "load_s": round3(loaded.as_secs_f64()),
+        "load_s": loaded.map(|l| round3(l.as_secs_f64())),
         "search_ms": overall.json(),
         "queries": per_query,
         "append_transcript": overhead,
@@ -394,16 +430,29 @@ pub async fn run(args: &Args) -> Result<()> {
     let mut figures = serde_json::Map::new();
     figures.insert("bench".into(), json!("search"));
     figures.insert("scale".into(), json!(args.scale));
-    let only = args.only.as_deref();
+    let reused = args.reuse.as_deref().map(|url| {
+        if url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        }
+    });
+    let only = reused.or(args.only.as_deref());
     if only.is_none_or(|o| o == "sqlite") {
-        let database = Database::sqlite();
+        let database = args
+            .reuse
+            .clone()
+            .map_or_else(Database::sqlite, Database::at);
         figures.insert("sqlite".into(), measure("SQLite", &database, args).await?);
         if args.keep {
             println!("  kept: {}", database.keep().display());
         }
     }
     if only.is_none_or(|o| o == "postgres") {
-        let database = Database::postgres().await;
+        let database = match args.reuse.clone() {
+            Some(url) => Database::at(url),
+            None => Database::postgres().await,
+        };
         figures.insert(
             "postgres".into(),
             measure("PostgreSQL", &database, args).await?,

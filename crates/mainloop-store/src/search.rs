@@ -5,6 +5,7 @@
 //! from [`SearchQuery::terms`] (letters, digits and `_`), never as user text.
 
 mod text;
+mod vocabulary;
 
 use crate::{Backend, Result, Store, Tx, parse};
 use mainloop_domain::notes::Note;
@@ -16,8 +17,9 @@ use sqlx::Row;
 use std::collections::HashMap;
 use text::{
     BODY_CHARS, CANDIDATES, TRANSCRIPT_BODY_CHARS, answer_words, clean, fts5_match, hit_title,
-    question_words, score, snippet, split_title, tags, transcript_words, tsquery,
+    params, question_words, score, snippet, split_title, tags, transcript_words, tsquery,
 };
+use vocabulary::expandable;
 
 /// One row of the index.
 struct Doc<'a> {
@@ -77,6 +79,10 @@ impl Tx {
                 .await?;
             }
         }
+        let (title, body) = (clean(doc.title, BODY_CHARS), clean(doc.body, BODY_CHARS));
+        if sqlite {
+            self.add_vocabulary(&title, &body).await?;
+        }
         let insert = sqlx::query(
             if sqlite {
                 "INSERT INTO search_index (title, body, kind, ref_id, user_id, task_id, project_id, created_at, tags) \
@@ -86,8 +92,8 @@ impl Tx {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             },
         )
-        .bind(clean(doc.title, BODY_CHARS))
-        .bind(clean(doc.body, BODY_CHARS))
+        .bind(title)
+        .bind(body)
         .bind(doc.kind.as_str())
         .bind(&doc.ref_id)
         .bind(doc.user.to_string())
@@ -96,7 +102,7 @@ impl Tx {
         .bind(created_at);
         // PostgreSQL filters through its own indexes; SQLite through these tokens.
         let insert = if sqlite {
-            insert.bind(tags(doc.kind, doc.user, doc.task, doc.project))
+            insert.bind(tags(doc.kind, doc.user, doc.task, doc.project, created_at))
         } else {
             insert
         };
@@ -114,7 +120,6 @@ impl Tx {
         Ok(())
     }
 
-    /// Indexes a main-thread message's words (the user's and the assistant's).
     /// Indexes a note as it now reads (an edit replaces its row).
     pub(crate) async fn index_note(&mut self, user: UserId, note: &Note) -> Result<()> {
         let (title, body) = split_title(&note.text);
@@ -159,6 +164,7 @@ impl Tx {
         Ok(())
     }
 
+    /// Indexes a main-thread message's words (the user's and the assistant's).
     pub(crate) async fn index_message(
         &mut self,
         user: UserId,
@@ -398,7 +404,8 @@ enum Bind {
 }
 
 /// The `WHERE` conditions after the match, and their values (numbered from `first`).
-/// SQLite finds user, kinds, task and project through the match itself.
+/// SQLite finds user, kinds, task and project through the match itself, and narrows
+/// a date range there to its days (see [`text::date_tokens`]).
 fn filters(user: UserId, q: &SearchQuery, first: usize, sqlite: bool) -> (String, Vec<Bind>) {
     let mut sql = String::new();
     let mut binds = Vec::new();
@@ -447,14 +454,6 @@ struct Candidate {
     body: String,
 }
 
-/// `$first, $first+1, …` for `n` values.
-fn params(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 impl Store {
     /// The user's content matching every term of `q` (the last as a prefix when it has
     /// at least [`text::MIN_PREFIX_CHARS`] characters), best first by [`text::score`] (a title match
@@ -483,7 +482,15 @@ impl Store {
             )
         };
         let matcher = if sqlite {
-            fts5_match(user, q)
+            let expansion = match expandable(&q.terms) {
+                Some(prefix) => self.expansion(prefix).await?,
+                None => None,
+            };
+            if expansion.as_ref().is_some_and(Vec::is_empty) {
+                // No indexed word starts with the last term.
+                return Ok(Vec::new());
+            }
+            fts5_match(user, q, expansion.as_deref())
         } else {
             tsquery(&q.terms)
         };
@@ -582,6 +589,7 @@ impl Store {
             .filter(|c| c.kind == SearchKind::Message)
             .map(|c| c.ref_id.as_str())
             .collect();
+        let sqlite = self.backend() == Backend::Sqlite;
         let mut out = (HashMap::new(), HashMap::new());
         for (sql, ids, into) in [
             (
@@ -594,8 +602,11 @@ impl Store {
             if ids.is_empty() {
                 continue;
             }
+            // Without statistics SQLite guesses that a user has a few rows and would
+            // walk all of the user's messages by the user index; `+` leaves it the ids'.
+            let user_col = if sqlite { "+user_id" } else { "user_id" };
             let sql = format!(
-                "{sql} WHERE user_id = $1 AND id IN ({})",
+                "{sql} WHERE {user_col} = $1 AND id IN ({})",
                 params(2, ids.len())
             );
             let mut query = sqlx::query(&sql).bind(user.to_string());

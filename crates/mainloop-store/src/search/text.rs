@@ -5,7 +5,7 @@
 use mainloop_domain::question::{Answer, Answers, Question};
 use mainloop_domain::search::{SearchKind, SearchQuery};
 use mainloop_domain::transcript::TranscriptEntry;
-use mainloop_domain::{ProjectId, TaskId, UserId};
+use mainloop_domain::{ProjectId, TaskId, Timestamp, UserId};
 
 /// The most characters of one transcript entry that are indexed.
 pub const TRANSCRIPT_BODY_CHARS: usize = 4000;
@@ -85,18 +85,57 @@ pub(crate) fn token(prefix: char, id: &str) -> String {
     t
 }
 
+const DAY_MS: i64 = 86_400_000;
+/// Days per coarse period of the date tokens.
+const PERIOD_DAYS: i64 = 32;
+/// The most date tokens a date filter is matched through; a longer range is checked
+/// row by row only.
+const MAX_DATE_TOKENS: i64 = 64;
+
+/// The day since 1970 (UTC) of a time in milliseconds, as SQL's integer division
+/// computes it in the migration that tagged earlier rows.
+fn day(ms: i64) -> i64 {
+    ms / DAY_MS
+}
+
 /// What locates a row in the SQLite index beyond its words: its user, kind, task and
-/// project as tokens of the `tags` column, so that filters are index lookups.
+/// project as tokens of the `tags` column, so that filters are index lookups; and its
+/// day (`d<day since 1970>`) and 32-day period (`c<day / 32>`), so that a date filter
+/// skips the rows outside its days in the index instead of reading each row's time.
 pub(crate) fn tags(
     kind: SearchKind,
     user: UserId,
     task: Option<TaskId>,
     project: Option<ProjectId>,
+    created_at: i64,
 ) -> String {
     let mut tags = vec![token('u', &user.to_string()), format!("k{}", kind.as_str())];
     tags.extend(task.map(|t| token('t', &t.to_string())));
     tags.extend(project.map(|p| token('p', &p.to_string())));
+    let d = day(created_at);
+    tags.push(format!("d{d} c{}", d / PERIOD_DAYS));
     tags.join(" ")
+}
+
+/// The date tokens that every row from `from` (inclusive) to `to` (exclusive) carries
+/// one of: its days when there are few, else its 32-day periods; none for an open or
+/// a long range (its rows' times are still checked one by one).
+pub(crate) fn date_tokens(from: Option<i64>, to: Option<i64>) -> Vec<String> {
+    let (Some(from), Some(to)) = (from, to) else {
+        return Vec::new();
+    };
+    if to <= from {
+        return Vec::new();
+    }
+    let (first, last) = (day(from), day(to - 1));
+    if last - first < MAX_DATE_TOKENS {
+        return (first..=last).map(|d| format!("d{d}")).collect();
+    }
+    let (first, last) = (first / PERIOD_DAYS, last / PERIOD_DAYS);
+    if last - first < MAX_DATE_TOKENS {
+        return (first..=last).map(|c| format!("c{c}")).collect();
+    }
+    Vec::new()
 }
 
 /// Whether the last term is matched as a prefix: shorter ones would match too many
@@ -110,14 +149,19 @@ pub(crate) fn prefix_last(terms: &[String]) -> bool {
 /// The FTS5 `MATCH` expression: every term as a quoted string in the searched columns
 /// (the last as a prefix), and the filters as `tags` tokens. Terms hold only letters,
 /// digits and `_` and tags only letters and digits, so nothing can close its quotes.
-pub(crate) fn fts5_match(user: UserId, q: &SearchQuery) -> String {
+/// `expansion`: the words the last term stands for (see
+/// [`super::vocabulary::expandable`]), matched whole instead of as a prefix.
+pub(crate) fn fts5_match(user: UserId, q: &SearchQuery, expansion: Option<&[String]>) -> String {
     let mut parts: Vec<String> = q.terms.iter().map(|t| format!("\"{t}\"")).collect();
-    if prefix_last(&q.terms)
-        && let Some(last) = parts.last_mut()
-    {
-        last.push('*');
+    if let Some(last) = parts.last_mut() {
+        if let Some(words) = expansion {
+            let words: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+            *last = format!("({})", words.join(" OR "));
+        } else if prefix_last(&q.terms) {
+            last.push('*');
+        }
     }
-    let mut expr = format!("{{title body}} : ({})", parts.join(" "));
+    let mut expr = format!("{{title body}} : ({})", parts.join(" AND "));
     expr.push_str(&format!(
         " AND tags : \"{}\"",
         token('u', &user.to_string())
@@ -142,7 +186,23 @@ pub(crate) fn fts5_match(user: UserId, q: &SearchQuery) -> String {
             token('p', &project.to_string())
         ));
     }
+    let dates = date_tokens(
+        q.from.map(Timestamp::as_millis),
+        q.to.map(Timestamp::as_millis),
+    );
+    if !dates.is_empty() {
+        let dates: Vec<String> = dates.iter().map(|d| format!("\"{d}\"")).collect();
+        expr.push_str(&format!(" AND tags : ({})", dates.join(" OR ")));
+    }
     expr
+}
+
+/// `$first, $first+1, …` for `n` values.
+pub(crate) fn params(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The `to_tsquery` text: every term quoted, all required, the last as a prefix.
@@ -395,14 +455,54 @@ mod tests {
             limit: 5,
         };
         assert_eq!(
-            fts5_match(user, &q),
-            "{title body} : (\"auth\" \"near\" \"refac\"*) \
+            fts5_match(user, &q, None),
+            "{title body} : (\"auth\" AND \"near\" AND \"refac\"*) \
              AND tags : \"u0190a6f47e1c7cc29a341f2e3d4c5b6a\" AND tags : (\"ktask\" OR \"kplan\") \
              AND tags : \"t0190a6f47e1c7cc29a34000000000001\""
+        );
+        let words = ["refactor".to_owned(), "refactoring".to_owned()];
+        let day = 86_400_000;
+        let q = SearchQuery {
+            kinds: Vec::new(),
+            task: None,
+            from: Some(Timestamp::from_millis(20_000 * day + 5)),
+            to: Some(Timestamp::from_millis(20_002 * day)),
+            ..q
+        };
+        assert_eq!(
+            fts5_match(user, &q, Some(&words)),
+            "{title body} : (\"auth\" AND \"near\" AND (\"refactor\" OR \"refactoring\")) \
+             AND tags : \"u0190a6f47e1c7cc29a341f2e3d4c5b6a\" AND tags : (\"d20000\" OR \"d20001\")"
         );
         assert_eq!(tsquery(&q.terms), "'auth' & 'near' & 'refac':*");
         // A short last word is matched whole.
         assert_eq!(tsquery(&["a".to_owned(), "re".to_owned()]), "'a' & 're'");
+    }
+
+    #[test]
+    fn date_filters_match_the_days_or_periods_of_their_range() {
+        let day = 86_400_000;
+        let tags = tags(
+            SearchKind::Note,
+            UserId::new_v7(Timestamp::from_millis(0)),
+            None,
+            None,
+            40 * day + 1,
+        );
+        assert!(tags.ends_with(" knote d40 c1"), "{tags}");
+        assert_eq!(date_tokens(Some(day - 1), Some(day + 1)), ["d0", "d1"]);
+        // `to` is excluded: a range ending at midnight has nothing of the next day.
+        assert_eq!(date_tokens(Some(day), Some(2 * day)), ["d1"]);
+        assert_eq!(
+            date_tokens(Some(0), Some(100 * day)),
+            ["c0", "c1", "c2", "c3"]
+        );
+        assert!(
+            date_tokens(Some(0), Some(10_000 * day)).is_empty(),
+            "too long"
+        );
+        assert!(date_tokens(None, Some(day)).is_empty(), "open");
+        assert!(date_tokens(Some(day), Some(day)).is_empty(), "empty");
     }
 
     #[test]

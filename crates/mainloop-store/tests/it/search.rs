@@ -21,6 +21,8 @@ both_backends!(
     another_users_content_is_never_found,
     hostile_queries_are_words_or_refused,
     notes_are_found_as_they_now_read_and_forgotten_when_deleted,
+    prefixes_find_every_word_they_start,
+    date_filters_keep_to_the_millisecond_across_days_and_periods,
 );
 
 fn query(q: &str) -> SearchQuery {
@@ -669,6 +671,16 @@ async fn migration_indexes_rows_written_before_it(url: &str, dir: &str) {
         ]
     );
     assert!(find(&store, other, "gecko").await.is_empty());
+    let day = SearchQuery {
+        from: Some(at(-1)),
+        to: Some(at(1)),
+        ..query("gecko")
+    };
+    assert_eq!(
+        store.search(user, &day).await.unwrap().len(),
+        1,
+        "rows indexed before carry their day"
+    );
 
     // Rows written after the migration rewrite what it indexed.
     let mut tx = store.begin().await.unwrap();
@@ -717,4 +729,90 @@ async fn notes_are_found_as_they_now_read_and_forgotten_when_deleted(store: Stor
     assert!(tx.delete_note(w.user, note.id).await.unwrap());
     tx.commit().await.unwrap();
     assert!(find(&store, w.user, "paddle").await.is_empty());
+}
+
+/// Hits as `<created_at - T0>`, sorted.
+async fn times(store: &Store, user: UserId, q: &SearchQuery) -> Vec<i64> {
+    let mut got: Vec<i64> = store
+        .search(user, q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.created_at.as_millis() - T0)
+        .collect();
+    got.sort_unstable();
+    got
+}
+
+async fn prefixes_find_every_word_they_start(store: Store) {
+    let w = world(&store, "a", "/src/app").await;
+    say(&store, w.user, "We refactor the parser", 1).await;
+    say(&store, w.user, "Refactored: tokenizer", 2).await;
+    say(&store, w.user, "refactoring again", 3).await;
+    // Words the store cannot spell as SQLite's tokenizer does.
+    say(&store, w.user, "a naiveté", 4).await;
+    let many: Vec<String> = (0..70).map(|i| format!("zebra{i}")).collect();
+    say(&store, w.user, &many.join(" "), 5).await;
+    let q = |s: &str| query(s);
+    assert_eq!(times(&store, w.user, &q("refa")).await, [1, 2, 3]);
+    assert_eq!(
+        times(&store, w.user, &q("the refactori")).await,
+        Vec::<i64>::new()
+    );
+    assert_eq!(times(&store, w.user, &q("refactori")).await, [3]);
+    assert!(times(&store, w.user, &q("refactorx")).await.is_empty());
+    assert_eq!(times(&store, w.user, &q("naiv")).await, [4]);
+    assert_eq!(
+        times(&store, w.user, &q("zebr")).await,
+        [5],
+        "more words than expanded"
+    );
+    assert_eq!(times(&store, w.user, &q("zebra6")).await, [5]);
+    // A word that starts outside ASCII (lowercase: PostgreSQL in the C locale folds
+    // only ASCII).
+    say(&store, w.user, "über refactoring", 6).await;
+    assert_eq!(times(&store, w.user, &q("über")).await, [6]);
+    assert_eq!(times(&store, w.user, &q("refa")).await, [1, 2, 3, 6]);
+}
+
+async fn date_filters_keep_to_the_millisecond_across_days_and_periods(store: Store) {
+    let w = world(&store, "a", "/src/app").await;
+    const DAY: i64 = 86_400_000;
+    // T0 is 22:13:20 UTC: the next day starts 6,400,000 ms after it; a 32-day period of
+    // the index (days since 1970 / 32) starts four days later.
+    let midnight = 6_400_000;
+    let period = midnight + 4 * DAY;
+    let later = period + 100 * DAY;
+    for t in [midnight - 1, midnight, period, later] {
+        say(&store, w.user, "wombat", t).await;
+    }
+    let range = |from: i64, to: i64| SearchQuery {
+        from: Some(at(from)),
+        to: Some(at(to)),
+        ..query("wombat")
+    };
+    let got = |from, to| {
+        let store = store.clone();
+        async move { times(&store, w.user, &range(from, to)).await }
+    };
+    assert_eq!(got(midnight - 1, midnight).await, [midnight - 1]);
+    assert_eq!(got(midnight, midnight + 1).await, [midnight]);
+    assert_eq!(got(0, period).await, [midnight - 1, midnight]);
+    assert_eq!(got(0, period + 1).await, [midnight - 1, midnight, period]);
+    assert_eq!(got(period, later).await, [period], "by periods");
+    assert_eq!(
+        got(0, later + 1).await,
+        [midnight - 1, midnight, period, later]
+    );
+    let all = [midnight - 1, midnight, period, later];
+    assert_eq!(
+        got(-3_000 * DAY, 3_000 * DAY).await,
+        all,
+        "too long for tokens"
+    );
+    let open = SearchQuery {
+        from: Some(at(period)),
+        ..query("wombat")
+    };
+    assert_eq!(times(&store, w.user, &open).await, [period, later]);
 }
