@@ -231,45 +231,45 @@ impl Store {
         let u = user.to_string();
         let (s, e) = (start.as_millis(), end.as_millis());
         let mut r = DayRecords::default();
-        for row in sqlx::query(
-            "SELECT id, text FROM messages WHERE user_id = $1 AND role = 'user' AND kind = 'text' \
-             AND created_at >= $2 AND created_at < $3 ORDER BY created_at, seq",
-        )
-        .bind(&u)
-        .bind(s)
-        .bind(e)
-        .fetch_all(self.pool())
-        .await?
+        for row in self
+            .in_span(
+                "SELECT id, text FROM messages WHERE user_id = $1 AND role = 'user' AND kind = 'text' \
+                 AND created_at >= $2 AND created_at < $3 ORDER BY created_at, seq",
+                &u,
+                s,
+                e,
+            )
+            .await?
         {
             r.asked.push((
                 parse(&row.try_get::<String, _>("id")?, "message id")?,
                 row.try_get("text")?,
             ));
         }
-        for row in sqlx::query(
-            "SELECT id, description FROM tasks WHERE user_id = $1 \
-             AND created_at >= $2 AND created_at < $3 ORDER BY created_at, id",
-        )
-        .bind(&u)
-        .bind(s)
-        .bind(e)
-        .fetch_all(self.pool())
-        .await?
+        for row in self
+            .in_span(
+                "SELECT id, description FROM tasks WHERE user_id = $1 \
+                 AND created_at >= $2 AND created_at < $3 ORDER BY created_at, id",
+                &u,
+                s,
+                e,
+            )
+            .await?
         {
             r.spawned.push((
                 parse(&row.try_get::<String, _>("id")?, "task id")?,
                 row.try_get("description")?,
             ));
         }
-        for row in sqlx::query(
-            "SELECT id, kind, text FROM notes WHERE user_id = $1 \
-             AND created_at >= $2 AND created_at < $3 ORDER BY created_at, id",
-        )
-        .bind(&u)
-        .bind(s)
-        .bind(e)
-        .fetch_all(self.pool())
-        .await?
+        for row in self
+            .in_span(
+                "SELECT id, kind, text FROM notes WHERE user_id = $1 \
+                 AND created_at >= $2 AND created_at < $3 ORDER BY created_at, id",
+                &u,
+                s,
+                e,
+            )
+            .await?
         {
             r.notes.push((
                 parse(&row.try_get::<String, _>("id")?, "note id")?,
@@ -277,17 +277,17 @@ impl Store {
                 row.try_get("text")?,
             ));
         }
-        for row in sqlx::query(
-            "SELECT x.task_id, x.from_state, x.to_state, t.description, t.error \
-             FROM task_transitions x JOIN tasks t ON t.id = x.task_id \
-             WHERE x.user_id = $1 AND x.at >= $2 AND x.at < $3 AND x.from_state IS NOT NULL \
-             ORDER BY x.at, x.id",
-        )
-        .bind(&u)
-        .bind(s)
-        .bind(e)
-        .fetch_all(self.pool())
-        .await?
+        for row in self
+            .in_span(
+                "SELECT x.task_id, x.from_state, x.to_state, t.description, t.error \
+                 FROM task_transitions x JOIN tasks t ON t.id = x.task_id \
+                 WHERE x.user_id = $1 AND x.at >= $2 AND x.at < $3 AND x.from_state IS NOT NULL \
+                 ORDER BY x.at, x.id",
+                &u,
+                s,
+                e,
+            )
+            .await?
         {
             let from: Option<String> = row.try_get("from_state")?;
             r.transitions.push(Transition {
@@ -301,6 +301,16 @@ impl Store {
         r.still_open = self.open_at(&u, start, end).await?;
         r.spent_usd = self.spent_between(&u, s, e).await?;
         Ok(r)
+    }
+
+    /// The rows `sql` selects for the user between two instants (`$1`, `$2`, `$3`).
+    async fn in_span(&self, sql: &str, user: &str, start: i64, end: i64) -> Result<Vec<AnyRow>> {
+        Ok(sqlx::query(sql)
+            .bind(user)
+            .bind(start)
+            .bind(end)
+            .fetch_all(self.pool())
+            .await?)
     }
 
     /// The user's tasks open at `end`, with their state then. A task whose present

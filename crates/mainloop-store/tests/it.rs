@@ -40,6 +40,47 @@ async fn pg_store() -> (Store, ()) {
     )
 }
 
+/// Runs each named migration test once per backend: `name(url, migrations dir)` on a
+/// fresh, empty database.
+macro_rules! migration_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
+                    super::$name(&url, "./migrations/sqlite").await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let url = mainloop_testpg::fresh_database_url().await.unwrap();
+                    super::$name(&url, "./migrations/postgres").await;
+                }
+            }
+        )*
+    };
+}
+
+/// The database at `url` with the migrations in `dir` before `version` applied, as an
+/// older mainloop left it.
+async fn migrated_before(url: &str, dir: &str, version: i64) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
+        .await
+        .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    before.run(&pool).await.unwrap();
+    pool
+}
+
 /// Runs each named test once per backend.
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {

@@ -14,7 +14,9 @@ use mainloop_domain::task::TaskState;
 use mainloop_domain::{DigestId, ProjectId, TaskId, UserId};
 use mainloop_store::{NewMessage, NewNote, NewTask, Store, StoreOptions};
 
-use super::{T0, at, pg_store, sqlite_store};
+use super::{T0, at, migrated_before, pg_store, sqlite_store};
+
+migration_backends!(migration_dates_tasks_written_before_it);
 
 both_backends!(
     a_days_records_say_what_happened_in_it_and_what_was_left_open,
@@ -370,35 +372,10 @@ async fn the_time_zone_is_the_users_own_or_none(store: Store) {
     assert_eq!(store.time_zone(u).await.unwrap(), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_migration_dates_tasks_written_before_it_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
-    migration_dates_tasks_written_before_it(&url, "./migrations/sqlite").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_migration_dates_tasks_written_before_it_postgres() {
-    let url = mainloop_testpg::fresh_database_url().await.unwrap();
-    migration_dates_tasks_written_before_it(&url, "./migrations/postgres").await;
-}
-
 /// Applies the migrations before digests, writes tasks as that version did, then
 /// connects: each task was created queued and is in its state since its last change.
 async fn migration_dates_tasks_written_before_it(url: &str, dir: &str) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url).await.unwrap();
-    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
-        .await
-        .unwrap();
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version < 15)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&pool).await.unwrap();
+    let pool = migrated_before(url, dir, 15).await;
     let (u, p) = (UserId::new_v7(at(0)), ProjectId::new_v7(at(0)));
     let (queued, review) = (TaskId::new_v7(at(0)), TaskId::new_v7(at(1)));
     sqlx::query("INSERT INTO users (id, name, created_at) VALUES ($1, 'a', 0)")

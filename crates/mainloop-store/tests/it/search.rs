@@ -11,7 +11,9 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 // The backends, `at` and `both_backends!` are the store tests' own (`tests/it.rs`).
-use super::{T0, at, pg_store, sqlite_store};
+use super::{T0, at, migrated_before, pg_store, sqlite_store};
+
+migration_backends!(migration_indexes_rows_written_before_it);
 
 both_backends!(
     every_kind_is_found_with_its_link,
@@ -544,34 +546,9 @@ async fn hostile_queries_are_words_or_refused(store: Store) {
     assert!(find(&store, w.user, "hello OR zzz").await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_migration_indexes_rows_written_before_it_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/test.db?mode=rwc", dir.path().display());
-    migration_indexes_rows_written_before_it(&url, "./migrations/sqlite").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_migration_indexes_rows_written_before_it_postgres() {
-    let url = mainloop_testpg::fresh_database_url().await.unwrap();
-    migration_indexes_rows_written_before_it(&url, "./migrations/postgres").await;
-}
-
 /// Applies the migrations before search, writes rows as that version did, then connects.
 async fn migration_indexes_rows_written_before_it(url: &str, dir: &str) {
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(url).await.unwrap();
-    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
-        .await
-        .unwrap();
-    before.migrations = before
-        .migrations
-        .iter()
-        .filter(|m| m.version < 13)
-        .cloned()
-        .collect::<Vec<_>>()
-        .into();
-    before.run(&pool).await.unwrap();
+    let pool = migrated_before(url, dir, 13).await;
     let (user, project, task) = (
         UserId::new_v7(at(0)),
         ProjectId::new_v7(at(0)),
