@@ -65,6 +65,8 @@ test("older messages load when scrolling up", async ({ page }) => {
 
 test("the chosen theme applies before the first paint", async ({ page }, info) => {
   await open(page, "/settings");
+  // What mainloop holds on disk is measured on the server (at least its database).
+  await expect(page.getByTestId("disk-line")).toContainText(/^mainloop holds [\d.]+ [kMG]?B on disk: .*database/);
   await page.getByRole("radio", { name: "Terminal" }).click();
   await expect(page.locator("html")).toHaveAttribute("data-theme", "terminal");
   await shot(page, info.project.name, "settings-terminal");

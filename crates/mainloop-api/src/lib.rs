@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod limit;
 pub mod mcp;
+pub mod preview;
 pub mod routes;
 
 use axum::Router;
@@ -97,6 +98,7 @@ pub fn router_with_shutdown(
         .route("/chat/messages", get(chat::messages))
         .route("/model", get(routes::model::get))
         .route("/agents", get(routes::agents::list))
+        .route("/system", get(routes::system::get))
         .route("/tasks", get(tasks::list).post(tasks::create))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/answers", post(tasks::answers))
@@ -108,6 +110,10 @@ pub fn router_with_shutdown(
         .route("/tasks/{id}/diff", get(tasks::diff))
         .route("/tasks/{id}/plans", get(tasks::plans))
         .route("/tasks/{id}/budget", post(routes::usage::answer_budget))
+        .route(
+            "/tasks/{id}/preview",
+            post(routes::preview::open).delete(routes::preview::stop),
+        )
         .route("/usage", get(routes::usage::usage))
         .route(
             "/budgets",
@@ -207,6 +213,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::chat::messages,
         routes::model::get,
         routes::agents::list,
+        routes::system::get,
         routes::tasks::list,
         routes::tasks::create,
         routes::tasks::get,
@@ -219,6 +226,8 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::tasks::diff,
         routes::tasks::plans,
         routes::usage::answer_budget,
+        routes::preview::open,
+        routes::preview::stop,
         routes::usage::usage,
         routes::usage::get_budgets,
         routes::usage::set_budgets,
@@ -261,7 +270,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("cookie" = [])),
     tags(
-        (name = "meta", description = "Health and this document"),
+        (name = "meta", description = "Health, what mainloop holds on disk, and this document"),
         (name = "auth", description = "Sign-in for browsers"),
         (name = "chat", description = "The main thread"),
         (name = "tasks", description = "Worker tasks and the human's decisions"),

@@ -30,12 +30,16 @@ mod hostile;
 mod mcp;
 #[path = "it/notes.rs"]
 mod notes;
+#[path = "it/preview.rs"]
+mod preview;
 #[path = "it/repos.rs"]
 mod repos;
 #[path = "it/search.rs"]
 mod search;
 #[path = "it/signin.rs"]
 mod signin;
+#[path = "it/system.rs"]
+mod system;
 
 const VERSION: &str = "test-1.2.3";
 const PUBLIC_URL: &str = "https://mainloop.example";
@@ -456,10 +460,11 @@ const PUBLIC: [&str; 5] = [
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 48] = [
+const ROUTES: [(&str, &str); 51] = [
     ("GET", "/api/health"),
     ("GET", "/api/model"),
     ("GET", "/api/agents"),
+    ("GET", "/api/system"),
     ("GET", "/api/openapi.json"),
     ("POST", "/api/auth/login"),
     ("POST", "/api/auth/link"),
@@ -479,6 +484,8 @@ const ROUTES: [(&str, &str); 48] = [
     ("GET", "/api/tasks/{id}/diff"),
     ("GET", "/api/tasks/{id}/plans"),
     ("POST", "/api/tasks/{id}/budget"),
+    ("POST", "/api/tasks/{id}/preview"),
+    ("DELETE", "/api/tasks/{id}/preview"),
     ("GET", "/api/usage"),
     ("GET", "/api/budgets"),
     ("PUT", "/api/budgets"),

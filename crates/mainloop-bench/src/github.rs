@@ -115,6 +115,9 @@ pub async fn run(args: &Args) -> Result<()> {
         sandbox: None,
         pid_dir: work.path().join("agents"),
         forge: Some(settings),
+        port_range: mainloop_worker::DEFAULT_PORT_RANGE,
+        task_database_url: None,
+        retention: mainloop_engine::Retention::default(),
     };
     let engine_config = EngineConfig {
         forge_host: Some("github.com".into()),

@@ -93,6 +93,25 @@ sandbox = "auto"
 # Extra paths sandboxed agents may read / write, comma-separated ("~/.rustup").
 sandbox_read_only = ""
 sandbox_read_write = ""
+# Ports handed to tasks whose .mainloop.toml asks for some (PORT, PORT_1, ...).
+port_range = "20000-29999"
+# Admin URL of a PostgreSQL server where a task declaring database = "postgres" gets
+# its own database (DATABASE_URL); unset: such tasks fail, naming this key.
+# task_database_url = "postgres://mainloop:password@localhost:5432/postgres"
+# How long finished tasks keep their worktree, private home, ports and database (the
+# branch always stays): merged tasks in hours (0: at once), failed and cancelled in days.
+retention_merged_hours = 0
+retention_failed_days = 7
+retention_cancelled_days = 7
+
+[previews]
+# Preview hosts are t-<task short id>.DOMAIN on mainloop's port. Browsers resolve
+# *.localhost to this machine; elsewhere name your domain and add a wildcard DNS record.
+domain = "localhost"
+# Seconds without a request before a preview is stopped.
+idle_timeout_secs = 1800
+# Seconds a preview may take to answer on its port.
+start_timeout_secs = 120
 
 [chat]
 # Tokens of notes and decisions in every main-thread context; older ones fold out.

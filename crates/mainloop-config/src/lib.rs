@@ -70,6 +70,9 @@ pub struct Config {
     /// Coding-agent workers.
     pub workers: WorkersConfig,
 
+    /// Live previews of tasks' running work.
+    pub previews: PreviewsConfig,
+
     /// What the main thread's context carries besides the conversation.
     pub chat: ChatConfig,
 
@@ -263,6 +266,37 @@ pub struct WorkersConfig {
     /// Extra paths a sandboxed agent may write, comma-separated: a shared build cache.
     /// Default `""`. Env: `MAINLOOP_WORKERS__SANDBOX_READ_WRITE`.
     pub sandbox_read_write: String,
+
+    /// Ports handed to tasks whose `.mainloop.toml` asks for some (`ports = 2`), as
+    /// `LOW-HIGH`; each is checked free on 127.0.0.1 and held while the task lives.
+    /// Default `"20000-29999"`. Env: `MAINLOOP_WORKERS__PORT_RANGE`.
+    pub port_range: String,
+
+    /// Admin URL of the PostgreSQL server on which a task whose `.mainloop.toml` says
+    /// `database = "postgres"` gets a database of its own (`mainloop_task_<short id>`,
+    /// passed as `DATABASE_URL`, dropped when the task's environment is released).
+    /// Default: unset (such tasks fail, naming this key).
+    /// Env: `MAINLOOP_WORKERS__TASK_DATABASE_URL`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redact::serialize_url"
+    )]
+    pub task_database_url: Option<Secret>,
+
+    /// Hours a merged task keeps its worktree, private home and environment (ports, its
+    /// database) after it merged; its branch always stays. Default `0`: removed at once.
+    /// Env: `MAINLOOP_WORKERS__RETENTION_MERGED_HOURS`.
+    pub retention_merged_hours: u64,
+
+    /// Days a failed task keeps its worktree, home and environment after its last
+    /// change, so it can still be retried as it was (a retry after that starts again on
+    /// its branch). Default `7`. Env: `MAINLOOP_WORKERS__RETENTION_FAILED_DAYS`.
+    pub retention_failed_days: u64,
+
+    /// Days a cancelled task keeps its worktree, home and environment. Default `7`.
+    /// Env: `MAINLOOP_WORKERS__RETENTION_CANCELLED_DAYS`.
+    pub retention_cancelled_days: u64,
 }
 
 /// How agents and their check commands are confined.
@@ -291,6 +325,23 @@ impl WorkersConfig {
         path_list(&self.repo_roots, home)
     }
 
+    /// `port_range` as its first and last port.
+    ///
+    /// # Errors
+    /// When it is not `LOW-HIGH` with `1024 <= LOW <= HIGH <= 65535`.
+    pub fn port_range_bounds(&self) -> Result<(u16, u16), String> {
+        let parsed = self.port_range.split_once('-').and_then(|(lo, hi)| {
+            Some((
+                lo.trim().parse::<u16>().ok()?,
+                hi.trim().parse::<u16>().ok()?,
+            ))
+        });
+        match parsed {
+            Some((lo, hi)) if (1024..=hi).contains(&lo) => Ok((lo, hi)),
+            _ => Err("must be LOW-HIGH with 1024 <= LOW <= HIGH <= 65535".to_owned()),
+        }
+    }
+
     /// `sandbox_read_write` as paths, `~/` expanded against `home`.
     #[must_use]
     pub fn sandbox_read_write_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
@@ -309,6 +360,34 @@ fn path_list(list: &str, home: Option<&Path>) -> Vec<PathBuf> {
             (None, _) => Some(PathBuf::from(p)),
         })
         .collect()
+}
+
+/// Live previews: a task's `preview` command (from its repository's `.mainloop.toml`)
+/// served to its owner on a host of its own, `t-<short id>.<domain>`, on mainloop's port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewsConfig {
+    /// The domain preview hosts are named under. Default `"localhost"` (browsers
+    /// resolve `*.localhost` to this machine); a remote deployment names its own and
+    /// points a wildcard DNS record (`*.DOMAIN`) at mainloop.
+    /// Env: `MAINLOOP_PREVIEWS__DOMAIN`.
+    pub domain: String,
+    /// Seconds without a request before a preview is stopped. Default `1800`.
+    /// Env: `MAINLOOP_PREVIEWS__IDLE_TIMEOUT_SECS`.
+    pub idle_timeout_secs: u64,
+    /// Seconds a preview may take to answer on its port before opening it fails.
+    /// Default `120`. Env: `MAINLOOP_PREVIEWS__START_TIMEOUT_SECS`.
+    pub start_timeout_secs: u64,
+}
+
+impl Default for PreviewsConfig {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".to_owned(),
+            idle_timeout_secs: 1800,
+            start_timeout_secs: 120,
+        }
+    }
 }
 
 /// What the main thread's context carries besides the conversation.
@@ -483,6 +562,11 @@ impl Default for WorkersConfig {
             sandbox: SandboxMode::Auto,
             sandbox_read_only: String::new(),
             sandbox_read_write: String::new(),
+            port_range: "20000-29999".to_owned(),
+            task_database_url: None,
+            retention_merged_hours: 0,
+            retention_failed_days: 7,
+            retention_cancelled_days: 7,
         }
     }
 }
@@ -550,6 +634,7 @@ impl Config {
             model: ModelConfig::default(),
             dispatcher: DispatcherConfig::default(),
             workers: WorkersConfig::default(),
+            previews: PreviewsConfig::default(),
             chat: ChatConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),

@@ -113,6 +113,52 @@ impl Config {
             workers.inactivity_timeout_secs,
         )?;
         positive("workers.check_timeout_secs", workers.check_timeout_secs)?;
+        workers
+            .port_range_bounds()
+            .map_err(|m| invalid("workers.port_range", m))?;
+        for (key, value, max) in [
+            (
+                "workers.retention_merged_hours",
+                workers.retention_merged_hours,
+                24 * 3650,
+            ),
+            (
+                "workers.retention_failed_days",
+                workers.retention_failed_days,
+                3650,
+            ),
+            (
+                "workers.retention_cancelled_days",
+                workers.retention_cancelled_days,
+                3650,
+            ),
+        ] {
+            if value > max {
+                return Err(invalid(key, format!("must be at most {max} (ten years)")));
+            }
+        }
+        if let Some(url) = &workers.task_database_url
+            && !["postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.expose().starts_with(scheme))
+        {
+            return Err(invalid(
+                "workers.task_database_url",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
+        let previews = &self.previews;
+        positive("previews.idle_timeout_secs", previews.idle_timeout_secs)?;
+        positive("previews.start_timeout_secs", previews.start_timeout_secs)?;
+        let domain = previews.domain.trim_matches('.');
+        let label_ok =
+            |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if domain.is_empty() || !domain.split('.').all(label_ok) {
+            return Err(invalid(
+                "previews.domain",
+                "must be a domain name such as \"localhost\" or \"preview.example.com\"",
+            ));
+        }
         if workers.claude_command.trim().is_empty() {
             return Err(invalid("workers.claude_command", "must not be empty"));
         }

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod chat;
 pub mod digest;
+pub mod environment;
 pub mod event;
 pub mod failure;
 pub mod ids;

@@ -10,8 +10,10 @@ mod agents;
 mod auth;
 mod chat;
 mod chat_session;
+mod cleanup;
 mod digests;
 mod dispatcher;
+mod environment;
 mod error;
 mod holds;
 mod hub;
@@ -19,6 +21,7 @@ mod jobs;
 mod main_thread;
 mod notes;
 mod notifications;
+mod previews;
 mod reads;
 mod runtime;
 mod search;
@@ -28,9 +31,11 @@ mod tools;
 
 pub use auth::{API_TOKEN_PREFIX, hash_token};
 pub use chat::SYSTEM_PROMPT;
+pub use cleanup::{DiskUsage, Retention, SystemReport, due_for_cleanup};
 pub use digests::MAX_DIGESTS;
 use dispatcher::JobHandler;
 pub use dispatcher::{JobContext, JobError};
+pub use environment::{TaskDatabaseInfo, TaskEnv, task_database_name};
 pub use error::{EngineError, Result};
 pub use holds::{UNKNOWN_RESET_WAIT_MS, held_agents, hold_over, wake_time};
 pub use jobs::{
@@ -39,11 +44,16 @@ pub use jobs::{
 };
 pub use main_thread::{HELP as MAIN_THREAD_HELP, MainChoice, MainStatus};
 pub use mainloop_store::{
-    NotificationSettings, PlanRevision, PushSubscription, TaskForge, VapidKeys,
+    NotificationSettings, PlanRevision, PushSubscription, TaskCounts, TaskFootprint, TaskForge,
+    VapidKeys,
 };
 pub use notifications::{
     Notification, NotificationKind, NotificationOverview, RegisterPush, validate_ntfy_url,
     validate_push_endpoint, validate_push_subscription,
+};
+pub use previews::{
+    PREVIEW_CODE_TTL, PREVIEW_COOKIE_TTL, PreviewHost, PreviewLink, PreviewPort, PreviewTarget,
+    preview_host_label, preview_label,
 };
 pub use runtime::{ForgeSummary, Workspaces};
 pub use search::{DEFAULT_SEARCH_LIMIT, parse_search};
@@ -198,6 +208,8 @@ struct Inner {
     workspaces: std::sync::RwLock<Option<Arc<dyn Workspaces>>>,
     /// The forge the projects view reads, with its web host.
     forge: std::sync::RwLock<Option<(Arc<dyn mainloop_forge::Forge>, String)>>,
+    /// The preview runner, its domain, and who may enter which preview.
+    previews: previews::Previews,
     main: main_thread::MainThread,
     /// What this server found of each configured agent's program, asked once.
     agent_probes: tokio::sync::OnceCell<Vec<agents::Probe>>,
@@ -227,6 +239,7 @@ impl Engine {
                 )])),
                 workspaces: std::sync::RwLock::new(None),
                 forge: std::sync::RwLock::new(None),
+                previews: previews::Previews::default(),
                 main: main_thread::MainThread::default(),
                 agent_probes: tokio::sync::OnceCell::new(),
             }),

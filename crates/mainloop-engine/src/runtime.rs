@@ -51,6 +51,12 @@ pub trait Workspaces: Send + Sync + std::fmt::Debug + 'static {
     fn check_repo(&self, _repo: &str) -> Result<(), String> {
         Ok(())
     }
+
+    /// What the task workspaces hold on disk (worktrees, private homes, cloned
+    /// repositories); zeros where nothing is kept.
+    fn disk_usage(&self) -> BoxFuture<'static, crate::DiskUsage> {
+        Box::pin(async { crate::DiskUsage::default() })
+    }
 }
 
 impl Engine {

@@ -9,7 +9,9 @@
 //! independent of the user's global git configuration.
 
 mod check;
+mod cleanup;
 mod diff;
+mod environment;
 mod error;
 mod exec;
 mod merge;
@@ -27,6 +29,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use check::{CONFIG_FILE, CheckOutcome, read_check_command, run_check};
+pub use cleanup::{Entry as DirEntry, is_temporary};
+pub use environment::{
+    CopyReport, MAX_COPY_BYTES, MAX_COPY_FILES, copy_into_worktree, parse_config,
+};
 pub use error::GitError;
 pub use slug::{SLUG_MAX, slug};
 

@@ -391,7 +391,7 @@ impl Git {
 
 /// The cache directory name for a URL: a hash, so any URL maps to a safe, fixed-length
 /// name and the same URL always finds its clone again.
-fn cache_name(url: &str) -> String {
+pub(crate) fn cache_name(url: &str) -> String {
     let digest = Sha256::digest(url.as_bytes());
     hex::encode(&digest[..12])
 }

@@ -4,8 +4,10 @@
 //! commit together (the transactional outbox). Also notification state (VAPID keys, push
 //! subscriptions, ntfy settings).
 
+mod cleanup;
 mod diffs;
 mod digests;
+pub mod environment;
 mod error;
 mod events;
 mod forge;
@@ -23,6 +25,8 @@ mod tasks;
 mod transcript;
 mod users;
 
+pub use cleanup::{TaskCounts, TaskFootprint};
+pub use environment::TaskEnvRow;
 pub use error::{Result, StoreError};
 pub use forge::TaskForge;
 pub use jobs::{Job, JobState, NewJob};

@@ -1,6 +1,7 @@
 //! What a task's agent and check commands run under: the sandbox command line (the
 //! agent's placement), their exact environment and their home (a private one per task
-//! when sandboxed). Checks still take the command line to `mainloop-git`'s `run_check`.
+//! when sandboxed), with the task's own variables (ports, database, the repository's
+//! `env`). Checks and setup take the command line to `mainloop-git`'s `run_check`.
 
 use std::path::{Path, PathBuf};
 
@@ -56,10 +57,20 @@ impl Runtime {
     /// The sandbox, environment and home for task `id`'s processes in `wt`.
     pub(crate) async fn confine(&self, id: TaskId, wt: &Worktree) -> Result<Confined, String> {
         let cfg = &self.inner.config;
+        // The task's own variables (its ports, its database, the repository's `env`)
+        // reach every process run for it.
+        let task_vars = self
+            .inner
+            .engine
+            .task_env(id)
+            .await
+            .map_err(|e| format!("could not read the task's environment: {e}"))?
+            .map(|env| env.vars)
+            .unwrap_or_default();
         let Some(sandbox) = &cfg.sandbox else {
             return Ok(Confined {
                 wrapper: Vec::new(),
-                env: cfg.agent_env.clone(),
+                env: with_vars(cfg.agent_env.clone(), task_vars),
                 plans_dir: cfg.plans_dir.clone(),
             });
         };
@@ -102,7 +113,7 @@ impl Runtime {
         env.push(("TMPDIR".to_owned(), home.join(".tmp").display().to_string()));
         Ok(Confined {
             wrapper,
-            env,
+            env: with_vars(env, task_vars),
             plans_dir: home.join(".claude").join("plans"),
         })
     }
@@ -118,6 +129,13 @@ impl Runtime {
             }
         }
     }
+}
+
+/// `env` with `vars` in place of any variable of the same name.
+fn with_vars(mut env: Vec<(String, String)>, vars: Vec<(String, String)>) -> Vec<(String, String)> {
+    env.retain(|(k, _)| !vars.iter().any(|(name, _)| name == k));
+    env.extend(vars);
+    env
 }
 
 /// Creates `dir` readable by the server user only: homes hold session transcripts.

@@ -4,12 +4,15 @@
 //! and keeps an agent that waits for the human parked without a slot until an idle
 //! timeout, after which the session is resumed from disk when the answer comes.
 
+mod cleanup;
 mod confine;
 mod convention;
 mod delivery;
+mod environment;
 mod forge;
 mod local;
 mod policy;
+mod preview;
 mod prompts;
 mod react;
 mod retry;
@@ -18,10 +21,13 @@ mod slots;
 mod steps;
 mod task;
 
+pub use cleanup::{Leftovers, SweepReport};
 pub use confine::WorkerSandbox;
 pub use convention::{Lifecycle, QUESTIONS_TAG};
+pub use environment::{DEFAULT_PORT_RANGE, TaskDatabaseUrl};
 pub use forge::{ForgeSettings, MARKER as FORGE_MARKER, wake as wake_forge_watch};
 pub use policy::{Decision, decide};
+pub use preview::{PreviewSettings, Previews};
 pub use prompts::{BY_TURN_INSTRUCTIONS, WORKER_INSTRUCTIONS};
 pub use slots::{AgentRegistry, grant, unavailable};
 
@@ -72,6 +78,13 @@ pub struct WorkerConfig {
     pub pid_dir: PathBuf,
     /// The forge (GitHub) tasks on it are mirrored to; `None`: local work only.
     pub forge: Option<ForgeSettings>,
+    /// Where task ports (`ports` in `.mainloop.toml`) come from.
+    pub port_range: std::ops::RangeInclusive<u16>,
+    /// The server task databases (`database = "postgres"`) are made on; `None`: such
+    /// tasks fail, naming the setting.
+    pub task_database_url: Option<TaskDatabaseUrl>,
+    /// How long finished tasks keep their worktree, private home and environment.
+    pub retention: mainloop_engine::Retention,
 }
 
 /// A session waiting for the human, its process kept until the idle timeout.
@@ -119,6 +132,8 @@ pub(crate) struct Inner {
     pub forge_locks: Mutex<HashMap<TaskId, Arc<tokio::sync::Mutex<()>>>>,
     /// The login the forge token acts as, asked once.
     pub forge_login: tokio::sync::OnceCell<String>,
+    /// The last walk of the workspaces' directories.
+    pub disk: cleanup::DiskCache,
 }
 
 impl Runtime {
@@ -153,6 +168,7 @@ impl Runtime {
                 running: Mutex::new(HashMap::new()),
                 forge_locks: Mutex::new(HashMap::new()),
                 forge_login: tokio::sync::OnceCell::new(),
+                disk: cleanup::DiskCache::default(),
             }),
         }
     }
@@ -189,9 +205,10 @@ impl Runtime {
         engine.set_workspaces(Arc::new(self.clone()));
     }
 
-    /// Starts the slot scheduler and the idle reaper.
+    /// Starts the slot scheduler, the idle reaper and the cleanup.
     #[must_use]
     pub fn spawn(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        self.spawn_cleanup(shutdown.clone());
         let rt = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -393,6 +410,11 @@ impl Workspaces for Runtime {
             .git
             .validate_repo_name(repo)
             .map_err(|e| e.to_string())
+    }
+
+    fn disk_usage(&self) -> futures::future::BoxFuture<'static, mainloop_engine::DiskUsage> {
+        let rt = self.clone();
+        Box::pin(async move { rt.disk_usage().await })
     }
 }
 

@@ -6,7 +6,6 @@
 use crate::Runtime;
 use crate::delivery::Delivery;
 use crate::task::{apply, fail, record_diffstat, require_changes, status, workspace, worktree};
-use mainloop_domain::TaskId;
 use mainloop_domain::UserId;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::TaskEvent;
@@ -171,9 +170,9 @@ async fn merge(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError> 
                 &format!("merged into {} as {sha}", wt.base),
             )
             .await;
-            merged(rt, task.id, &repo, &wt).await
+            merged(rt, task, &repo, &wt).await
         }
-        Ok(MergeOutcome::AlreadyMerged) => merged(rt, task.id, &repo, &wt).await,
+        Ok(MergeOutcome::AlreadyMerged) => merged(rt, task, &repo, &wt).await,
         Ok(MergeOutcome::Conflict { files }) => {
             if let Err(e) = rt.inner.git.merge_base_into_branch(&wt).await {
                 return fail(
@@ -193,8 +192,13 @@ async fn merge(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError> 
 
 /// Marks the task merged, then removes its worktree (the branch stays): merged work
 /// needs no checkout, and a long-running server must not fill the disk with them.
-async fn merged(rt: &Runtime, id: TaskId, repo: &Repo, wt: &Worktree) -> Result<(), JobError> {
+async fn merged(rt: &Runtime, task: &Task, repo: &Repo, wt: &Worktree) -> Result<(), JobError> {
+    let id = task.id;
     apply(rt, id, TaskEvent::Merged).await?;
+    // Its ports and database serve nothing once the work is merged.
+    if let Err(e) = rt.release_environment(task).await {
+        tracing::warn!(task = %id, error = %e, "could not release the task's environment");
+    }
     if let Err(e) = rt.inner.git.remove_worktree(repo, wt).await {
         tracing::warn!(error = %e, "could not remove a merged task's worktree");
     }

@@ -92,6 +92,9 @@ pub(crate) async fn run_agent(
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("could not prepare the workspace: {e}")).await,
     };
+    if !rt.prepare_environment(user, &task, &wt, &cancel).await? {
+        return Ok(());
+    }
     let confined = match rt.confine(task.id, &wt).await {
         Ok(c) => c,
         Err(e) => return fail(rt, task.id, e).await,
@@ -332,7 +335,9 @@ async fn deliver(
             .map_err(|e| Delivery::Retry(retry(e)))?;
     }
     let delivered = task.agent_input_key.as_deref() == Some(key);
-    let text = if fresh {
+    // A retry of a task whose setup failed before any agent ran starts the first
+    // conversation, which needs the task as much as a fresh one does.
+    let text = if fresh || task.session_id.is_none() {
         // A new conversation knows nothing yet: give it the task, then the input.
         match input {
             AgentInput::Start => message(task, input, phase, lifecycle),

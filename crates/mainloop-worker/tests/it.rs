@@ -286,6 +286,9 @@ impl World {
                 sandbox,
                 pid_dir: data.path().join("agents"),
                 forge: None,
+                port_range: mainloop_worker::DEFAULT_PORT_RANGE,
+                task_database_url: None,
+                retention: mainloop_engine::Retention::default(),
             },
         );
         runtime.install();

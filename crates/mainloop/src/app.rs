@@ -257,6 +257,21 @@ fn worker_runtime(
             sandbox: sandbox.clone(),
             pid_dir: config.data_dir.join("agents"),
             forge,
+            port_range: {
+                let (lo, hi) = w
+                    .port_range_bounds()
+                    .map_err(|e| anyhow::anyhow!("workers.port_range {e}"))?;
+                lo..=hi
+            },
+            task_database_url: w
+                .task_database_url
+                .as_ref()
+                .map(|url| mainloop_worker::TaskDatabaseUrl::new(url.expose())),
+            retention: mainloop_engine::Retention::from_config(
+                w.retention_merged_hours,
+                w.retention_failed_days,
+                w.retention_cancelled_days,
+            ),
         },
     );
     Ok((runtime, sandbox))
@@ -424,15 +439,24 @@ impl App {
         }
         let background = engine.start(shutdown.clone()).await?;
         let workers = runtime.spawn(shutdown.clone());
+        let previews = runtime.previews(
+            mainloop_worker::PreviewSettings {
+                idle_timeout: Duration::from_secs(config.previews.idle_timeout_secs),
+                start_timeout: Duration::from_secs(config.previews.start_timeout_secs),
+            },
+            shutdown.clone(),
+        );
+        engine.set_previews(Arc::new(previews), &config.previews.domain);
+        let secure_cookies = config
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
         let router = mainloop_api::router_with_shutdown(
             engine.clone(),
             ApiConfig {
                 auth_enabled: config.auth.enabled,
                 max_body_bytes: config.limits.max_body_bytes,
-                secure_cookies: config
-                    .public_url
-                    .as_deref()
-                    .is_some_and(|u| u.starts_with("https://")),
+                secure_cookies,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             },
             shutdown.clone(),
@@ -440,6 +464,8 @@ impl App {
         .route("/api/docs", mainloop_web::docs_page())
         // The web app answers every path outside `/api` (the API keeps its own JSON 404).
         .merge(mainloop_web::router());
+        // Preview hosts reach their task's preview, never the API or the web app.
+        let router = mainloop_api::preview::route_previews(router, engine.clone(), secure_cookies);
         let stop = shutdown.clone();
         // Connection addresses let sign-in attempts be limited per client.
         let server = tokio::spawn(async move {

@@ -28,6 +28,8 @@ export type NotificationSettings = S["NotificationSettings"];
 export type ModelStatus = S["ModelStatus"];
 /** A configured coding agent: its protocol, whether the server has it, what it can do. */
 export type AgentInfo = S["AgentInfo"];
+/** What mainloop holds on disk, and its tasks by footprint. */
+export type SystemStatus = S["SystemStatus"];
 /** Spending: the usage report and its parts, budgets, the pause, a budget hold's answer. */
 export type Usage = S["Usage"];
 export type UsageDay = S["UsageDay"];
@@ -131,6 +133,8 @@ export function createApi(options: ClientOptions = {}) {
     review: (taskId: string, action: S["ReviewDecision"], feedback?: string) =>
       unwrap(client.POST("/api/tasks/{id}/review", { ...id(taskId), body: { action, feedback } })),
     cancel: (taskId: string) => unwrap(client.POST("/api/tasks/{id}/cancel", id(taskId))),
+    openPreview: (taskId: string) => unwrap(client.POST("/api/tasks/{id}/preview", id(taskId))),
+    stopPreview: (taskId: string) => unwrap(client.DELETE("/api/tasks/{id}/preview", id(taskId))),
     /** Retries a failed task, telling the worker what to do differently if `feedback` says. */
     retry: (taskId: string, feedback?: string) =>
       unwrap(
@@ -152,6 +156,7 @@ export function createApi(options: ClientOptions = {}) {
       unwrap(client.POST("/api/inbox/{id}/read", { ...id(itemId), body: { read } })),
     projects: () => unwrap(client.GET("/api/projects")),
     model: () => unwrap(client.GET("/api/model")),
+    system: () => unwrap(client.GET("/api/system")),
     agents: () => unwrap(client.GET("/api/agents")),
     /** The user's history matching `query.q`, best first; `signal` drops an answer no longer wanted. */
     search: (query: SearchQuery, signal?: AbortSignal) =>

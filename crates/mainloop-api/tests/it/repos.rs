@@ -107,6 +107,9 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
             plans_dir: data.path().join("home/.claude/plans"),
             pid_dir: data.path().join("agents"),
             forge: None,
+            port_range: mainloop_worker::DEFAULT_PORT_RANGE,
+            task_database_url: None,
+            retention: mainloop_engine::Retention::default(),
             sandbox: None,
         },
     );

@@ -82,6 +82,9 @@ fn runtime_config(args: &Args, work: &Path) -> Result<WorkerConfig> {
         sandbox: None,
         pid_dir: work.join("agents"),
         forge: None,
+        port_range: mainloop_worker::DEFAULT_PORT_RANGE,
+        task_database_url: None,
+        retention: mainloop_engine::Retention::default(),
     })
 }
 

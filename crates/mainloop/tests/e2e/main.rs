@@ -32,8 +32,10 @@ mod mcp;
 mod memory;
 mod model_faults;
 mod postgres;
+mod preview;
 mod restart;
 mod sqlite;
+mod task_env;
 mod usage_limits;
 
 use mainloop_fake_anthropic::{FakeAnthropic, Script};

@@ -541,6 +541,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/system": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Says what mainloop holds on disk. */
+        get: operations["get_system"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/tasks": {
         parameters: {
             query?: never;
@@ -676,6 +693,30 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tasks/{id}/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Opens the task's live preview.
+         * @description Starts the repository's `preview` command (from `.mainloop.toml`) in the task's
+         *     worktree if it is not running, waits until it answers on the task's `PORT`, and
+         *     returns its address: a host of its own (`t-<short id>.<previews.domain>`) on this
+         *     server's port, which only this user can open.
+         */
+        post: operations["open_preview"];
+        /** Stops the task's live preview. */
+        delete: operations["stop_preview"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1052,6 +1093,34 @@ export interface components {
              */
             time_zone: string;
         };
+        /** @description Bytes on disk. The directories are walked at most once a minute. */
+        DiskBytes: {
+            /**
+             * Format: int64
+             * @description Cached clones of repositories given by URL.
+             */
+            clones_bytes: number;
+            /**
+             * Format: int64
+             * @description The SQLite file, or the PostgreSQL database's size.
+             */
+            database_bytes: number;
+            /**
+             * Format: int64
+             * @description The agents' private homes (their saved sessions).
+             */
+            homes_bytes: number;
+            /**
+             * Format: int64
+             * @description All of the above.
+             */
+            total_bytes: number;
+            /**
+             * Format: int64
+             * @description The tasks' git worktrees.
+             */
+            worktrees_bytes: number;
+        };
         /** @description The body of every error response. */
         ErrorBody: {
             error: components["schemas"]["ErrorDetail"];
@@ -1370,6 +1439,15 @@ export interface components {
             /** @description Not blank; at most `limits.max_chat_chars` characters (100,000 unless configured). */
             text: string;
         };
+        /** @description Where the task's preview opens. */
+        PreviewOpened: {
+            /**
+             * @description The preview's own host on this server's port, with a one-time `preview_code`
+             *     that signs this browser in to it (valid for two minutes, once), for example
+             *     `http://t-0a1b2c3d.localhost:8080/?preview_code=…`.
+             */
+            url: string;
+        };
         /**
          * @description Urgency, most urgent first when sorted ascending.
          * @enum {string}
@@ -1622,6 +1700,11 @@ export interface components {
         StatusEntry: {
             text: string;
         };
+        /** @description What mainloop holds on disk and how many tasks hold it. */
+        SystemStatus: {
+            disk: components["schemas"]["DiskBytes"];
+            tasks: components["schemas"]["TaskFootprints"];
+        };
         /** @description A worker task. */
         Task: {
             /** @description The coding agent the task runs (a configured agent's name). */
@@ -1685,6 +1768,24 @@ export interface components {
             removed: number;
             /** @description The unified diff. */
             text: string;
+        };
+        /** @description Tasks by what they keep on disk. */
+        TaskFootprints: {
+            /**
+             * Format: int64
+             * @description Finished and cleaned up (their branch stays).
+             */
+            cleaned: number;
+            /**
+             * Format: int64
+             * @description Finished, with their worktree and home kept until their retention passes.
+             */
+            kept: number;
+            /**
+             * Format: int64
+             * @description Not yet merged, failed or cancelled.
+             */
+            live: number;
         };
         /** @description Where a forge task is on the forge: its repository, plan issue and pull request. */
         TaskForgeLinks: {
@@ -3533,6 +3634,44 @@ export interface operations {
             };
         };
     };
+    get_system: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Bytes on disk and tasks by footprint */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SystemStatus"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The database is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_tasks: {
         parameters: {
             query?: {
@@ -4100,6 +4239,131 @@ export interface operations {
             };
             /** @description Not signed in */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such task */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    open_preview: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Task id */
+                id: components["schemas"]["TaskId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The preview answers; open the URL */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PreviewOpened"];
+                };
+            };
+            /** @description Malformed id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such task */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No preview for this task, or it did not start (the reason with its output) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    stop_preview: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Task id */
+                id: components["schemas"]["TaskId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The preview is stopped (or was not running) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -94,6 +94,9 @@ async fn world_with(
             plans_dir: dir.path().join("plans"),
             pid_dir: dir.path().join("agents"),
             forge: Some(settings),
+            port_range: crate::DEFAULT_PORT_RANGE,
+            task_database_url: None,
+            retention: mainloop_engine::Retention::default(),
             sandbox: None,
         },
     );

@@ -1,0 +1,234 @@
+//! Task environments with the real `claude` against the fake model: a repository whose
+//! `.mainloop.toml` declares `setup`, `copy`, `env` and `ports`; the agent's one command
+//! prints the installed dependency, the copied `.env`, the variable and its two ports,
+//! and the model's next rule matches only a tool result holding all of them — so the
+//! agent saw them. Two tasks hold different ports. A hostile `copy` fails its task with
+//! the reason, and the file outside the repository stays as it was. A failing setup
+//! fails its task with its output and no agent starts; a retry runs it again; malformed
+//! TOML is refused naming the file.
+
+use super::*;
+use crate::faults::spawn_logged;
+
+const SCRIPT: &str = r#"
+rules:
+  - name: saw-env
+    match: {tool_result_for: Bash, tool_result_contains: "DEP=installed-dep ENV=SECRET=from-main APP=e2e PORTS=2"}
+    reply: [{text: "I saw the environment."}]
+  - name: blind
+    match: {tool_result_for: Bash}
+    reply: [{text: "Something was missing."}]
+  - name: show-env
+    match: {user_contains: "show the environment"}
+    reply:
+      - tool_use:
+          name: Bash
+          input:
+            command: "printf 'DEP=%s ENV=%s APP=%s PORTS=%s,%s\\n' \"$(cat deps/dep.txt)\" \"$(cat .env)\" \"$APP_MODE\" \"$PORT\" \"$PORT_1\" | tee seen.txt"
+            description: "Show the environment"
+"#;
+
+const SPEC: &str = r#"setup = ["mkdir -p deps && printf 'installed-dep' > deps/dep.txt"]
+copy = [".env"]
+ports = 2
+
+[env]
+APP_MODE = "e2e"
+"#;
+
+async fn create(base: &str, token: &str, repo: &Path, what: &str) -> String {
+    let body = json!({"description": what, "repo": repo, "skip_plan": true});
+    let (status, created) = post(base, token, "/api/tasks", body).await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// The two ports the agent printed in the task whose prompt holds `what`.
+fn printed_ports(fake: &FakeAnthropic, what: &str) -> (u16, u16) {
+    let body = fake
+        .message_requests()
+        .into_iter()
+        .filter(|r| r.rule_name.as_deref() == Some("saw-env"))
+        .map(|r| r.body.to_string())
+        .find(|b| b.contains(what))
+        .unwrap_or_else(|| panic!("no saw-env request for {what:?}"));
+    let at = body.find("APP=e2e PORTS=").unwrap() + "APP=e2e PORTS=".len();
+    let digits: String = body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
+        .collect();
+    let (a, b) = digits.split_once(',').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_sees_its_setup_copied_files_variables_and_own_ports() {
+    let Some(claude) = claude_path() else { return };
+    let fake = FakeAnthropic::start(Script::from_yaml(SCRIPT).unwrap())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    std::fs::write(repo.path().join(".mainloop.toml"), SPEC).unwrap();
+    std::fs::write(repo.path().join(".gitignore"), ".env\ndeps/\n").unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "environment"]);
+    // Untracked in the main checkout: only `copy` brings it into a worktree.
+    std::fs::write(repo.path().join(".env"), "SECRET=from-main").unwrap();
+
+    // A second repository asks to copy from beside itself, where a file lies.
+    let outer = tempfile::tempdir().unwrap();
+    let hostile = std::fs::canonicalize(outer.path()).unwrap().join("proj");
+    std::fs::create_dir(&hostile).unwrap();
+    let outside = hostile.parent().unwrap().join("outside");
+    std::fs::write(&outside, "untouched\n").unwrap();
+    std::fs::write(
+        hostile.join(".mainloop.toml"),
+        "copy = [\"../outside\"]\nsetup = [\"echo should-not-run > ../outside\"]\n",
+    )
+    .unwrap();
+    git(&hostile, &["init", "-q", "-b", "main"]);
+    git(&hostile, &["add", "-A"]);
+    git(&hostile, &["commit", "-q", "-m", "hostile"]);
+
+    let (server, _log) = spawn_logged(worker_command(data.path(), &fake, &claude), data.path());
+    let (base, token) = (server.base.as_str(), server.token.clone().unwrap());
+    let token = token.as_str();
+
+    let one = create(base, token, repo.path(), "show the environment one").await;
+    let two = create(base, token, repo.path(), "show the environment two").await;
+    let bad = create(base, token, &hostile, "show the environment hostile").await;
+
+    let failed = wait_task_state(base, token, &bad, "failed").await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`copy`") && error.contains("..") && error.contains(".mainloop.toml"),
+        "{failed:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched\n");
+
+    wait_for("both tasks' agents to see their environment", || async {
+        for id in [&one, &two] {
+            let t = get(base, token, &format!("/api/tasks/{id}")).await;
+            assert_ne!(t["state"], "failed", "{t:#}");
+        }
+        let rules: Vec<_> = fake
+            .message_requests()
+            .into_iter()
+            .filter_map(|r| r.rule_name)
+            .collect();
+        assert!(!rules.iter().any(|r| r == "blind"), "{rules:?}");
+        (rules.iter().filter(|r| *r == "saw-env").count() == 2).then_some(())
+    })
+    .await;
+    let (a, b) = (
+        printed_ports(&fake, "environment one"),
+        printed_ports(&fake, "environment two"),
+    );
+    let all = [a.0, a.1, b.0, b.1];
+    for (i, p) in all.iter().enumerate() {
+        assert!((20000..=29999).contains(p), "{all:?}");
+        assert!(!all[i + 1..].contains(p), "a port is shared: {all:?}");
+    }
+    drop(server);
+}
+
+const SETUP_SCRIPT: &str = r#"
+rules:
+  - name: set-up
+    match: {user_contains: "after the setup", tool_offered: Bash}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'ok\\n' > work.txt", description: "Do the work"}}
+  - name: done
+    match: {tool_result_for: Bash}
+    reply: [{text: "Done."}]
+"#;
+
+/// The setup fails the first time (its output says why) and passes the second: the
+/// file it leaves lives in the worktree, which a retry keeps.
+const FLAKY_SETUP: &str = r#"setup = ["if [ -f .tried ]; then echo second-try-passed; else touch .tried; echo broke-on-purpose; exit 3; fi"]
+"#;
+
+async fn transcript(base: &str, token: &str, id: &str) -> String {
+    get(
+        base,
+        token,
+        &format!("/api/tasks/{id}/transcript?limit=1000"),
+    )
+    .await
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_setup_fails_its_task_with_its_output_and_a_retry_runs_it_again() {
+    let Some(claude) = claude_path() else { return };
+    let fake = FakeAnthropic::start(Script::from_yaml(SETUP_SCRIPT).unwrap())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let flaky = GitRepo::new();
+    std::fs::write(flaky.path().join(".mainloop.toml"), FLAKY_SETUP).unwrap();
+    std::fs::write(flaky.path().join(".gitignore"), ".tried\n").unwrap();
+    flaky.git(&["add", "-A"]);
+    flaky.git(&["commit", "-q", "-m", "flaky setup"]);
+    // Malformed TOML: refused with the file's name, and no agent starts.
+    let malformed = GitRepo::new();
+    std::fs::write(
+        malformed.path().join(".mainloop.toml"),
+        "setup = [\"unclosed\n",
+    )
+    .unwrap();
+    malformed.git(&["add", "-A"]);
+    malformed.git(&["commit", "-q", "-m", "malformed"]);
+
+    let (server, _log) = spawn_logged(worker_command(data.path(), &fake, &claude), data.path());
+    let (base, token) = (server.base.as_str(), server.token.clone().unwrap());
+    let token = token.as_str();
+
+    let bad = create(base, token, malformed.path(), "after the setup (malformed)").await;
+    let id = create(base, token, flaky.path(), "after the setup (flaky)").await;
+
+    let refused = wait_task_state(base, token, &bad, "failed").await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(".mainloop.toml")),
+        "{refused:#}"
+    );
+
+    let failed = wait_task_state(base, token, &id, "failed").await;
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("setup failed (exit 3)") && error.contains("broke-on-purpose"),
+        "{failed:#}"
+    );
+    assert!(
+        transcript(base, token, &id)
+            .await
+            .contains("broke-on-purpose"),
+        "the failed setup's output is in the transcript"
+    );
+    assert!(
+        fake.message_requests()
+            .iter()
+            .all(|r| r.rule_name.as_deref() != Some("set-up")),
+        "an agent started although its setup failed"
+    );
+
+    let (status, body) = post(base, token, &format!("/api/tasks/{id}/retry"), json!(null)).await;
+    assert_eq!(status, 200, "{body}");
+    wait_task_state(base, token, &id, "review").await;
+    assert!(
+        fake.message_requests()
+            .iter()
+            .any(|r| r.rule_name.as_deref() == Some("set-up")
+                && r.body.to_string().contains("flaky")),
+        "the agent started after the retried setup"
+    );
+    assert!(
+        transcript(base, token, &id)
+            .await
+            .contains("second-try-passed")
+    );
+    drop(server);
+}
