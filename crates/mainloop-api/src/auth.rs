@@ -104,13 +104,24 @@ fn bearer_token(value: &HeaderValue) -> Option<&str> {
 
 /// The session token from the `Cookie` header(s), if any.
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// Every `name=value` pair of the `Cookie` header(s).
+pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == SESSION_COOKIE && !value.is_empty())
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+}
+
+/// The non-empty value of cookie `name`, unquoted.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie_pairs(headers)
+        .find(|(n, value)| n == name && !value.is_empty())
         .map(|(_, value)| value.trim_matches('"').to_owned())
 }
 

@@ -6,6 +6,7 @@
 //! upgrades included (both sides upgraded, then bytes copied both ways); without one it
 //! gets a short 403 page.
 
+use crate::auth::{cookie, cookie_pairs};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -73,7 +74,7 @@ async fn serve(p: &Previews, host: &PreviewHost, req: Request) -> Response {
             ),
         };
     }
-    let cookie = preview_cookie(req.headers());
+    let cookie = cookie(req.headers(), PREVIEW_COOKIE);
     match p.engine.preview_target(host, cookie.as_deref()) {
         PreviewTarget::Refused => page(
             StatusCode::FORBIDDEN,
@@ -147,22 +148,6 @@ fn without_param(uri: &Uri, name: &str) -> String {
     } else {
         format!("{path}?{}", rest.join("&"))
     }
-}
-
-fn preview_cookie(headers: &HeaderMap) -> Option<String> {
-    cookie_pairs(headers)
-        .find(|(name, value)| name == PREVIEW_COOKIE && !value.is_empty())
-        .map(|(_, value)| value.trim_matches('"').to_owned())
-}
-
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (String, String)> + '_ {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .map(|(n, v)| (n.to_owned(), v.to_owned()))
 }
 
 /// Whether the request asks to switch protocols (a WebSocket's handshake).

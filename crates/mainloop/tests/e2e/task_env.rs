@@ -149,16 +149,6 @@ rules:
 const FLAKY_SETUP: &str = r#"setup = ["if [ -f .tried ]; then echo second-try-passed; else touch .tried; echo broke-on-purpose; exit 3; fi"]
 "#;
 
-async fn transcript(base: &str, token: &str, id: &str) -> String {
-    get(
-        base,
-        token,
-        &format!("/api/tasks/{id}/transcript?limit=1000"),
-    )
-    .await
-    .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_setup_fails_its_task_with_its_output_and_a_retry_runs_it_again() {
     let Some(claude) = claude_path() else { return };
@@ -203,7 +193,7 @@ async fn a_failing_setup_fails_its_task_with_its_output_and_a_retry_runs_it_agai
         "{failed:#}"
     );
     assert!(
-        transcript(base, token, &id)
+        crate::github::transcript_text(base, token, &id)
             .await
             .contains("broke-on-purpose"),
         "the failed setup's output is in the transcript"
@@ -226,7 +216,7 @@ async fn a_failing_setup_fails_its_task_with_its_output_and_a_retry_runs_it_agai
         "the agent started after the retried setup"
     );
     assert!(
-        transcript(base, token, &id)
+        crate::github::transcript_text(base, token, &id)
             .await
             .contains("second-try-passed")
     );
