@@ -109,6 +109,13 @@ uuid_id!(
     "digest"
 );
 
+uuid_id!(
+    /// A machine that runs agents for its owner, connected out to the server with a
+    /// runner token.
+    RunnerId,
+    "runner"
+);
+
 /// Position in the append-only event log. Strictly increasing in commit order.
 #[derive(
     Clone,

@@ -15,6 +15,7 @@ pub mod inbox;
 pub mod notes;
 pub mod question;
 pub mod records;
+pub mod runner;
 pub mod search;
 pub mod task;
 pub mod time;
