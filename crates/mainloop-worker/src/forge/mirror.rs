@@ -119,17 +119,11 @@ pub(crate) fn plan(task: &Task, m: &Mirror, issue: u64, mention: &str) -> Vec<Wr
                     if pr.draft {
                         out.push(write(Action::MarkReady(pr.clone()), None));
                     }
-                    let ci = if m.ci.no_ci {
-                        "This repository has **no CI**: nothing checked this work."
-                    } else {
-                        "CI is green."
-                    };
-                    let summary = task.diffstat.clone().unwrap_or_default();
-                    out.push(comment(
-                        Thread::Pull(pr.number),
-                        Key::Ready(pr.number),
-                        format!("**Ready for review.** {ci}\n\n```\n{summary}\n```\n\nRequest changes in a review, or mention @{mention} / start a comment with `/revise`, and the worker picks it up."),
-                        Some(Change::ReadyMarked),
+                    out.push(ready_comment(
+                        task,
+                        m,
+                        pr.number,
+                        &format!("Request changes in a review, or mention @{mention} / start a comment with `/revise`, and the worker picks it up."),
                     ));
                 }
                 out.push(write(Action::Watch, None));
@@ -156,8 +150,22 @@ pub(crate) fn plan(task: &Task, m: &Mirror, issue: u64, mention: &str) -> Vec<Wr
         // A merged "Closes #n" pull request closes the issue on GitHub; closing again is
         // harmless and covers forges that do not. Closed first, then recorded: a crash
         // in between only closes it twice.
-        TaskState::Merged if !m.issue.closed => {
-            out.push(write(Action::CloseIssue, Some(Change::Closed)));
+        TaskState::Merged => {
+            // Approved in the app before the mirror announced the pull request (the merge
+            // marked it ready itself): the record is still told, once.
+            if let Some(pr) = &m.pull.pr
+                && !m.pull.ready_marked
+            {
+                out.push(ready_comment(
+                    task,
+                    m,
+                    pr.number,
+                    "It was approved in mainloop before this was announced, and merged.",
+                ));
+            }
+            if !m.issue.closed {
+                out.push(write(Action::CloseIssue, Some(Change::Closed)));
+            }
         }
         TaskState::Failed => {
             let reason = task.error.clone().unwrap_or_default();
@@ -176,9 +184,25 @@ pub(crate) fn plan(task: &Task, m: &Mirror, issue: u64, mention: &str) -> Vec<Wr
                 ));
             }
         }
-        TaskState::Cancelled | TaskState::Merged | TaskState::Queued => {}
+        TaskState::Cancelled | TaskState::Queued => {}
     }
     out
+}
+
+/// "Ready for review" on pull request `pr`: what CI said, the diff's summary, then `next`.
+fn ready_comment(task: &Task, m: &Mirror, pr: u64, next: &str) -> Write {
+    let ci = if m.ci.no_ci {
+        "This repository has **no CI**: nothing checked this work."
+    } else {
+        "CI is green."
+    };
+    let summary = task.diffstat.clone().unwrap_or_default();
+    comment(
+        Thread::Pull(pr),
+        Key::Ready(pr),
+        format!("**Ready for review.** {ci}\n\n```\n{summary}\n```\n\n{next}"),
+        Some(Change::ReadyMarked),
+    )
 }
 
 fn close_issue(issue: u64, why: &str, out: &mut Vec<Write>) {

@@ -113,3 +113,30 @@ async fn replies_on_the_issue_read_as_answers_once_and_the_rest_are_answered() {
     assert_eq!(r.replies[0].0, Key::Late(8));
     assert_eq!(r.event, None);
 }
+
+#[tokio::test]
+async fn a_pull_request_approved_before_it_was_announced_is_announced_once_at_merge() {
+    let w = world().await;
+    w.apply(TaskEvent::SlotGranted).await;
+    let (_, mut task) = load(&w.rt, w.task).await.unwrap().unwrap();
+    // The merge marked the draft ready itself: the mirror never reached review.
+    task.state = TaskState::Merged;
+    let mut m = Mirror::default();
+    m.pull.pr = Some(pr(7, false));
+    let writes = land(&task, &mut m);
+    assert!(
+        matches!(
+            &writes[0],
+            Action::Comment { on: Thread::Pull(7), key: Key::Ready(7), body, .. }
+                if body.contains("**Ready for review.**") && body.contains("approved in mainloop")
+        ),
+        "{writes:?}"
+    );
+    assert_eq!(writes[1..], [Action::CloseIssue]);
+    assert!(land(&task, &mut m).is_empty());
+    // Announced in review already: the merge only closes the issue.
+    let mut m = Mirror::default();
+    m.pull.pr = Some(pr(7, false));
+    m.pull.ready_marked = true;
+    assert_eq!(land(&task, &mut m), vec![Action::CloseIssue]);
+}
