@@ -145,6 +145,12 @@ pub fn router_with_shutdown(
             "/notes/{id}",
             put(routes::notes::update).delete(routes::notes::delete),
         )
+        .route(
+            "/runners",
+            get(routes::runners::list).post(routes::runners::create),
+        )
+        .route("/runners/connect", get(routes::runners::connect))
+        .route("/runners/{id}", delete(routes::runners::revoke))
         .route("/digests", get(routes::digests::list))
         .route("/digests/{id}", get(routes::digests::get))
         .route(
@@ -248,6 +254,10 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         routes::notes::create,
         routes::notes::update,
         routes::notes::delete,
+        routes::runners::list,
+        routes::runners::create,
+        routes::runners::revoke,
+        routes::runners::connect,
         routes::digests::list,
         routes::digests::get,
         routes::digests::get_time_zone,
@@ -266,6 +276,8 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         mainloop_domain::transcript::TranscriptRecord,
         routes::usage::UsageUpdated,
         routes::notes::NoteList,
+        mainloop_domain::runner::RunnerMessage,
+        mainloop_domain::runner::ServerMessage,
     )),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("cookie" = [])),
@@ -280,6 +292,7 @@ async fn openapi_json_handler(State(state): State<AppState>) -> Response {
         (name = "projects", description = "Repositories tasks work in"),
         (name = "search", description = "Searching the user's history"),
         (name = "notes", description = "Notes and decisions in every main-thread context"),
+        (name = "runners", description = "Machines that connect out to this server to run agents, and their tokens"),
         (name = "digests", description = "Day, week and month digests, and the time zone whose midnights end the user's days"),
         (name = "events", description = "Live updates as server-sent events"),
         (name = "webhooks", description = "Deliveries from GitHub, verified by signature"),

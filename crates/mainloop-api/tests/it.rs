@@ -34,6 +34,8 @@ mod notes;
 mod preview;
 #[path = "it/repos.rs"]
 mod repos;
+#[path = "it/runners.rs"]
+mod runners;
 #[path = "it/search.rs"]
 mod search;
 #[path = "it/signin.rs"]
@@ -460,7 +462,7 @@ const PUBLIC: [&str; 5] = [
     "/api/webhooks/github",
 ];
 
-const ROUTES: [(&str, &str); 51] = [
+const ROUTES: [(&str, &str); 55] = [
     ("GET", "/api/health"),
     ("GET", "/api/model"),
     ("GET", "/api/agents"),
@@ -506,6 +508,10 @@ const ROUTES: [(&str, &str); 51] = [
     ("POST", "/api/notes"),
     ("PUT", "/api/notes/{id}"),
     ("DELETE", "/api/notes/{id}"),
+    ("GET", "/api/runners"),
+    ("POST", "/api/runners"),
+    ("DELETE", "/api/runners/{id}"),
+    ("GET", "/api/runners/connect"),
     ("GET", "/api/digests"),
     ("GET", "/api/digests/{id}"),
     ("GET", "/api/settings/time-zone"),

@@ -96,7 +96,8 @@ sandbox_read_write = ""
 # Ports handed to tasks whose .mainloop.toml asks for some (PORT, PORT_1, ...).
 port_range = "20000-29999"
 # Admin URL of a PostgreSQL server where a task declaring database = "postgres" gets
-# its own database (DATABASE_URL); unset: such tasks fail, naming this key.
+# its own database (DATABASE_URL); unset: mainloop runs its own cluster in
+# <data_dir>/task-postgres (needs PostgreSQL's initdb, pg_ctl and postgres installed).
 # task_database_url = "postgres://mainloop:password@localhost:5432/postgres"
 # How long finished tasks keep their worktree, private home, ports and database (the
 # branch always stays): merged tasks in hours (0: at once), failed and cancelled in days.

@@ -275,7 +275,8 @@ pub struct WorkersConfig {
     /// Admin URL of the PostgreSQL server on which a task whose `.mainloop.toml` says
     /// `database = "postgres"` gets a database of its own (`mainloop_task_<short id>`,
     /// passed as `DATABASE_URL`, dropped when the task's environment is released).
-    /// Default: unset (such tasks fail, naming this key).
+    /// Default: unset (mainloop's own PostgreSQL cluster in `<data_dir>/task-postgres`,
+    /// started when a task first needs it).
     /// Env: `MAINLOOP_WORKERS__TASK_DATABASE_URL`.
     #[serde(
         default,

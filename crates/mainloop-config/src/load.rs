@@ -39,6 +39,8 @@ pub const NOT_CONFIGURATION: &[&str] = &[
     // The command-line client's server and token.
     "MAINLOOP_SERVER",
     "MAINLOOP_TOKEN",
+    // `mainloop runner`'s token.
+    "MAINLOOP_RUNNER_TOKEN",
 ];
 
 /// Variables other tools already use for the same settings. They sit below `MAINLOOP_*` so an

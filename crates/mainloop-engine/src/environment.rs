@@ -216,7 +216,7 @@ impl Engine {
             .await
             .map_err(|e| {
                 EngineError::Invalid(format!(
-                    "could not create database {name} on workers.task_database_url: {e}"
+                    "could not create database {name} on the task database server: {e}"
                 ))
             })?;
         let url = database_url(admin_url, &name, &password)?;

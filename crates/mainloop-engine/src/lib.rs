@@ -23,6 +23,7 @@ mod notes;
 mod notifications;
 mod previews;
 mod reads;
+mod runners;
 mod runtime;
 mod search;
 mod spending;
@@ -54,6 +55,10 @@ pub use notifications::{
 pub use previews::{
     PREVIEW_CODE_TTL, PREVIEW_COOKIE_TTL, PreviewHost, PreviewLink, PreviewPort, PreviewTarget,
     preview_host_label, preview_label,
+};
+pub use runners::{
+    Ending, LAST_SEEN_WRITE_EVERY, RUNNER_TOKEN_PREFIX, RunnerInfo, RunnerLease, RunnerRow,
+    RunnerState, last_seen_due, runner_state,
 };
 pub use runtime::{ForgeSummary, Workspaces};
 pub use search::{DEFAULT_SEARCH_LIMIT, parse_search};
@@ -213,6 +218,7 @@ struct Inner {
     main: main_thread::MainThread,
     /// What this server found of each configured agent's program, asked once.
     agent_probes: tokio::sync::OnceCell<Vec<agents::Probe>>,
+    runners: runners::Registry,
 }
 
 /// A job kind's handler and the dispatcher pool that runs it.
@@ -242,6 +248,7 @@ impl Engine {
                 previews: previews::Previews::default(),
                 main: main_thread::MainThread::default(),
                 agent_probes: tokio::sync::OnceCell::new(),
+                runners: runners::Registry::default(),
             }),
         };
         engine.register::<ChatTurn>(Arc::new(chat::ChatTurnHandler));

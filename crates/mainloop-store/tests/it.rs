@@ -1513,5 +1513,7 @@ async fn main_sessions_and_turn_usage(store: Store) {
 // After `both_backends!`, which it uses.
 #[path = "it/digests.rs"]
 mod digests;
+#[path = "it/runners.rs"]
+mod runners;
 #[path = "it/search.rs"]
 mod search;

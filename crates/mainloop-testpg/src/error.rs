@@ -1,7 +1,5 @@
 //! The one error type of this crate; messages are written for a developer staring at a failed test.
 
-use std::path::PathBuf;
-
 /// Everything that can go wrong while providing a test database.
 #[derive(Debug, thiserror::Error)]
 pub enum TestPgError {
@@ -13,52 +11,6 @@ pub enum TestPgError {
          to use an existing server)"
     )]
     BinariesNotFound,
-
-    /// Running as root, but there is no account to drop privileges to (initdb refuses root).
-    #[error(
-        "running as root and neither a `postgres` nor a `nobody` user exists; PostgreSQL refuses \
-         to run as root (create a `postgres` user, e.g. via `apt-get install postgresql`)"
-    )]
-    NoUnprivilegedUser,
-
-    /// A filesystem or process-spawning operation failed.
-    #[error("{context}: {source}")]
-    Io {
-        /// What was being attempted.
-        context: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// A helper program (`initdb`, `pg_ctl`) exited unsuccessfully.
-    #[error("`{command}` failed ({status}):\n{output}")]
-    CommandFailed {
-        /// The command line, for reproducing by hand.
-        command: String,
-        /// Exit status as printed by the OS.
-        status: String,
-        /// Tail of its combined stdout/stderr.
-        output: String,
-    },
-
-    /// The server did not come up.
-    #[error(
-        "PostgreSQL failed to start (data directory {data_dir}, {attempts} attempt(s)): \
-         {detail}\n--- last lines of {log} ---\n{log_tail}"
-    )]
-    StartFailed {
-        /// The cluster's data directory.
-        data_dir: PathBuf,
-        /// The server log file.
-        log: PathBuf,
-        /// How many ports were tried.
-        attempts: u32,
-        /// What `pg_ctl` said.
-        detail: String,
-        /// Last lines of the server log, where the real reason usually is.
-        log_tail: String,
-    },
 
     /// `TEST_DATABASE_URL` is set but unusable.
     #[error("TEST_DATABASE_URL is not a usable postgres URL ({reason}): {url}")]
@@ -84,13 +36,25 @@ pub enum TestPgError {
     /// The background task that starts the cluster died.
     #[error("the task starting PostgreSQL did not finish: {0}")]
     StartTask(String),
+
+    /// Anything else the cluster's building blocks report.
+    #[error(transparent)]
+    Cluster(mainloop_pgcluster::PgClusterError),
+}
+
+/// The building blocks' errors; a missing install keeps this crate's wording, which
+/// names `TEST_DATABASE_URL`.
+impl From<mainloop_pgcluster::PgClusterError> for TestPgError {
+    fn from(e: mainloop_pgcluster::PgClusterError) -> Self {
+        match e {
+            mainloop_pgcluster::PgClusterError::BinariesNotFound => Self::BinariesNotFound,
+            other => Self::Cluster(other),
+        }
+    }
 }
 
 impl TestPgError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io {
-            context: context.into(),
-            source,
-        }
+        Self::Cluster(mainloop_pgcluster::PgClusterError::io(context, source))
     }
 }

@@ -33,7 +33,7 @@ impl TaskDatabaseUrl {
         Self(url.into())
     }
 
-    fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -107,13 +107,18 @@ impl Runtime {
         let database = match spec.database {
             None => None,
             Some(TaskDatabase::Postgres) => {
-                let Some(admin) = &self.inner.config.task_database_url else {
+                let Some(server) = &self.inner.config.task_database_url else {
                     return Err(Stop::Fail(format!(
                         "{CONFIG_FILE} asks for database = \"postgres\", but this server has no \
                          workers.task_database_url to make it on; set it (an admin URL of a \
                          PostgreSQL server), or remove `database`"
                     )));
                 };
+                let admin = server.admin_url().await.map_err(|why| {
+                    Stop::Fail(format!(
+                        "{CONFIG_FILE} asks for database = \"postgres\", but {why}"
+                    ))
+                })?;
                 let info: TaskDatabaseInfo =
                     engine.create_task_database(task.id, admin.expose()).await?;
                 status(
@@ -276,11 +281,15 @@ impl Runtime {
             .await
             .map_err(|e| e.to_string())?
         {
-            let Some(admin) = &self.inner.config.task_database_url else {
+            let Some(server) = &self.inner.config.task_database_url else {
                 return Err(format!(
                     "database {name} stays: workers.task_database_url is no longer set"
                 ));
             };
+            let admin = server
+                .admin_url()
+                .await
+                .map_err(|why| format!("database {name} stays: {why}"))?;
             engine
                 .drop_task_database(admin.expose(), &name)
                 .await

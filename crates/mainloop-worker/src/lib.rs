@@ -20,6 +20,7 @@ mod run;
 mod slots;
 mod steps;
 mod task;
+mod task_postgres;
 
 pub use cleanup::{Leftovers, SweepReport};
 pub use confine::WorkerSandbox;
@@ -30,6 +31,7 @@ pub use policy::{Decision, decide};
 pub use preview::{PreviewSettings, Previews};
 pub use prompts::{BY_TURN_INSTRUCTIONS, WORKER_INSTRUCTIONS};
 pub use slots::{AgentRegistry, grant, unavailable};
+pub use task_postgres::{LocalPostgres, TaskDatabaseServer};
 
 use mainloop_agent::{Agent, AgentSession};
 use mainloop_domain::TaskId;
@@ -80,9 +82,9 @@ pub struct WorkerConfig {
     pub forge: Option<ForgeSettings>,
     /// Where task ports (`ports` in `.mainloop.toml`) come from.
     pub port_range: std::ops::RangeInclusive<u16>,
-    /// The server task databases (`database = "postgres"`) are made on; `None`: such
-    /// tasks fail, naming the setting.
-    pub task_database_url: Option<TaskDatabaseUrl>,
+    /// Where task databases (`database = "postgres"`) are made: the configured server
+    /// or mainloop's own cluster; `None`: such tasks fail, naming the setting.
+    pub task_database_url: Option<TaskDatabaseServer>,
     /// How long finished tasks keep their worktree, private home and environment.
     pub retention: mainloop_engine::Retention,
 }
@@ -171,6 +173,13 @@ impl Runtime {
                 disk: cleanup::DiskCache::default(),
             }),
         }
+    }
+
+    /// Where task databases are made, for starting and stopping mainloop's own cluster
+    /// with the server.
+    #[must_use]
+    pub fn task_database_server(&self) -> Option<&TaskDatabaseServer> {
+        self.inner.config.task_database_url.as_ref()
     }
 
     /// The lock serialising a forge task's mirror updates.

@@ -263,10 +263,15 @@ fn worker_runtime(
                     .map_err(|e| anyhow::anyhow!("workers.port_range {e}"))?;
                 lo..=hi
             },
-            task_database_url: w
-                .task_database_url
-                .as_ref()
-                .map(|url| mainloop_worker::TaskDatabaseUrl::new(url.expose())),
+            // Without a configured server, mainloop runs its own cluster (started on need).
+            task_database_url: Some(w.task_database_url.as_ref().map_or_else(
+                || mainloop_worker::TaskDatabaseServer::local_for(&config.data_dir),
+                |url| {
+                    mainloop_worker::TaskDatabaseServer::Configured(
+                        mainloop_worker::TaskDatabaseUrl::new(url.expose()),
+                    )
+                },
+            )),
             retention: mainloop_engine::Retention::from_config(
                 w.retention_merged_hours,
                 w.retention_failed_days,
@@ -439,6 +444,10 @@ impl App {
         }
         let background = engine.start(shutdown.clone()).await?;
         let workers = runtime.spawn(shutdown.clone());
+        if let Some(databases) = runtime.task_database_server().cloned() {
+            // In the background: the server answers while its own cluster starts.
+            tokio::spawn(async move { databases.start_if_in_use().await });
+        }
         let previews = runtime.previews(
             mainloop_worker::PreviewSettings {
                 idle_timeout: Duration::from_secs(config.previews.idle_timeout_secs),
@@ -545,6 +554,9 @@ impl App {
             .is_err()
         {
             tracing::warn!("background work did not stop within 10 s");
+        }
+        if let Some(databases) = self.runtime.task_database_server() {
+            databases.stop().await;
         }
         self.engine.close().await;
         served

@@ -56,6 +56,11 @@ enum ServerCommand {
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
     },
+    /// Run a runner: connect out to a server with a runner token and offer this
+    /// machine's agents (`docs/RUNNERS.md`). The token comes from
+    /// $MAINLOOP_RUNNER_TOKEN or --token-file. Exits 2 on a mistake, 3 when the token is
+    /// refused or revoked.
+    Runner(crate::runner::RunnerArgs),
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -85,6 +90,9 @@ pub async fn run(cli: Cli) -> Result<()> {
     // The client talks to a server; it neither needs nor reads the server's configuration.
     let command = match cli.command {
         Command::Client(c) => return Ok(client::run(c).await?),
+        Command::Server(ServerCommand::Runner(args)) => {
+            return runner(args, cli.config.as_deref()).await;
+        }
         Command::Server(c) => c,
     };
     let mut config = Config::load(cli.config.as_deref()).context("loading configuration")?;
@@ -132,6 +140,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             engine.close().await;
             Ok(())
         }
+        // Handled above, before the configuration is loaded.
+        ServerCommand::Runner(_) => Ok(()),
         ServerCommand::User { command } => {
             let engine = app::offline_engine(&config).await?;
             match command {
@@ -154,6 +164,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `mainloop runner`. The configuration only says which agents are known (a runner
+/// reads no database).
+async fn runner(args: crate::runner::RunnerArgs, file: Option<&std::path::Path>) -> Result<()> {
+    let config = Config::load(file).context("loading configuration")?;
+    let code = crate::runner::run(args, &config).await;
+    if code != 0 {
+        // The runner has said why; its exit code is what supervisors act on (3: do not
+        // restart with this token).
+        std::process::exit(i32::from(code));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -186,6 +209,24 @@ mod tests {
         assert!(matches!(
             parse(&["login-link", "--user", "bob"]).unwrap().command,
             Command::Server(ServerCommand::LoginLink { user: Some(_) })
+        ));
+        assert!(matches!(
+            parse(&[
+                "runner", "--server", "http://h", "--label", "gpu", "--agent", "claude"
+            ])
+            .unwrap()
+            .command,
+            Command::Server(ServerCommand::Runner(_))
+        ));
+        assert!(
+            parse(&["runner", "--server", "http://h", "--token", "mlr_x"]).is_err(),
+            "a runner token is never an argument"
+        );
+        assert!(matches!(
+            parse(&["runner-token", "revoke", "build-box", "--json"])
+                .unwrap()
+                .command,
+            Command::Client(ClientCommand::RunnerToken { .. })
         ));
         assert!(matches!(
             parse(&["serve"]).unwrap().command,

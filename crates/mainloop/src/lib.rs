@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod main_thread;
 pub mod mcp_stdio;
+pub mod runner;
 mod sandbox;
 pub mod signin_link;
 

@@ -48,6 +48,7 @@ export type NoteKind = S["NoteKind"];
 export type NoteInput = S["NoteInput"];
 export type SearchQuery = paths["/api/search"]["get"]["parameters"]["query"];
 /** The temporal pyramid: a day's, week's or month's digest, its facts, the user's time zone. */
+export type Runner = S["Runner"];
 export type Digest = S["Digest"];
 export type DigestFacts = S["DigestFacts"];
 export type DigestPeriod = S["Period"];
@@ -166,6 +167,12 @@ export function createApi(options: ClientOptions = {}) {
     addNote: (body: NoteInput) => unwrap(client.POST("/api/notes", { body })),
     editNote: (noteId: string, body: NoteInput) => unwrap(client.PUT("/api/notes/{id}", { ...id(noteId), body })),
     deleteNote: (noteId: string) => unwrap(client.DELETE("/api/notes/{id}", id(noteId))),
+    /** The user's runners, newest first (revoked ones included). */
+    runners: () => unwrap(client.GET("/api/runners")),
+    /** Creates a runner; the answer holds its token, shown only this once. */
+    createRunner: (name: string) => unwrap(client.POST("/api/runners", { body: { name } })),
+    /** Revokes a runner's token; a connected runner disconnects at once. */
+    revokeRunner: (runnerId: string) => unwrap(client.DELETE("/api/runners/{id}", id(runnerId))),
     /** Digests of one period, newest first; `before` (a date) pages to older ones. */
     digests: (query: DigestsQuery) => unwrap(client.GET("/api/digests", { params: { query } })),
     digest: (digestId: string) => unwrap(client.GET("/api/digests/{id}", id(digestId))),

@@ -13,6 +13,7 @@ mod http;
 mod ids;
 mod login;
 mod render;
+mod runners;
 mod search;
 mod sse;
 mod tasks;
@@ -243,6 +244,13 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: Option<BudgetAction>,
     },
+    /// Manage runner tokens: each lets one `mainloop runner` on another machine connect.
+    RunnerToken {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: runners::Action,
+    },
     /// Serve mainloop's MCP tools on stdin/stdout, for clients that only speak stdio.
     Mcp {
         #[command(flatten)]
@@ -468,6 +476,7 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
                 Some(BudgetAction::Continue { id }) => decide::budget(&ctx, &id, None).await,
             }
         }
+        C::RunnerToken { conn, action } => runners::run(&Ctx::connect(&conn)?, action).await,
         C::Mcp { conn } => {
             let ctx = Ctx::connect(&conn)?;
             crate::mcp_stdio::run(ctx.api.base(), ctx.api.token().unwrap_or_default())

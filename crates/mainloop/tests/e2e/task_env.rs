@@ -5,7 +5,9 @@
 //! agent saw them. Two tasks hold different ports. A hostile `copy` fails its task with
 //! the reason, and the file outside the repository stays as it was. A failing setup
 //! fails its task with its output and no agent starts; a retry runs it again; malformed
-//! TOML is refused naming the file.
+//! TOML is refused naming the file. Without `workers.task_database_url`, a task's
+//! database lives on mainloop's own PostgreSQL, owned by the task's role, and goes at
+//! merge.
 
 use super::*;
 use crate::faults::spawn_logged;
@@ -220,5 +222,127 @@ async fn a_failing_setup_fails_its_task_with_its_output_and_a_retry_runs_it_agai
             .await
             .contains("second-try-passed")
     );
+    drop(server);
+}
+
+const DB_SCRIPT: &str = r#"
+rules:
+  - name: saw-db
+    match: {tool_result_for: Bash, tool_result_contains: "DB=mainloop_task_"}
+    reply: [{text: "The database answers."}]
+  - name: no-db
+    match: {tool_result_for: Bash}
+    reply: [{text: "No database."}]
+  - name: query
+    match: {user_contains: "use the database", tool_offered: Bash}
+    reply:
+      - tool_use:
+          name: Bash
+          input:
+            command: "psql \"$DATABASE_URL\" -Atc \"create table t (x int); insert into t values (7); select 'DB=' || current_database() || ' AS=' || current_user || ' X=' || sum(x) from t\" 2>&1; printf 'URL=%s\\n' \"$DATABASE_URL\" > url.txt; echo used > used.txt"
+            description: "Use the database"
+"#;
+
+/// Stops mainloop's own cluster for `data` (taking over a server a killed mainloop left)
+/// and removes it, whatever the test did.
+struct ClusterGuard(PathBuf);
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if self.0.join("data").is_dir()
+            && let Ok(cluster) = mainloop_pgcluster::LocalCluster::start(&self.0)
+        {
+            let _ = cluster.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_configured_server_a_task_database_lives_on_mainloops_own_postgres() {
+    let Some(claude) = claude_path() else { return };
+    if mainloop_pgcluster::Binaries::find().is_err() {
+        eprintln!("skipped: PostgreSQL is not installed");
+        return;
+    }
+    let fake = FakeAnthropic::start(Script::from_yaml(DB_SCRIPT).unwrap())
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let _cluster = ClusterGuard(mainloop_pgcluster::LocalCluster::dir_for(data.path()));
+    let repo = GitRepo::new();
+    std::fs::write(
+        repo.path().join(".mainloop.toml"),
+        "database = \"postgres\"\n",
+    )
+    .unwrap();
+    std::fs::write(repo.path().join(".gitignore"), "url.txt\n").unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "a database"]);
+
+    let mut cmd = worker_command(data.path(), &fake, &claude);
+    cmd.env_remove("MAINLOOP_WORKERS__TASK_DATABASE_URL");
+    let (server, _log) = spawn_logged(cmd, data.path());
+    let (base, token) = (server.base.as_str(), server.token.clone().unwrap());
+    let token = token.as_str();
+
+    let id = create(base, token, repo.path(), "use the database").await;
+    wait_for("the agent to use its database", || async {
+        let t = get(base, token, &format!("/api/tasks/{id}")).await;
+        assert_ne!(t["state"], "failed", "{t:#}");
+        let rules: Vec<_> = fake
+            .message_requests()
+            .into_iter()
+            .filter_map(|r| r.rule_name)
+            .collect();
+        assert!(
+            !rules.iter().any(|r| r == "no-db"),
+            "{:#?}",
+            fake.message_requests().last().map(|r| r.body.to_string())
+        );
+        rules.iter().any(|r| r == "saw-db").then_some(())
+    })
+    .await;
+    let seen = fake
+        .message_requests()
+        .into_iter()
+        .find(|r| r.rule_name.as_deref() == Some("saw-db"))
+        .unwrap()
+        .body
+        .to_string();
+    // The task's own role owns its own database, and the table is the task's.
+    let short = &id.replace('-', "")[24..];
+    assert!(
+        seen.contains(&format!(
+            "DB=mainloop_task_{short} AS=mainloop_task_{short} X=7"
+        )),
+        "{seen}"
+    );
+    let worktree = get(base, token, &format!("/api/tasks/{id}")).await["worktree"]
+        .as_str()
+        .map(PathBuf::from)
+        .unwrap();
+    let url = std::fs::read_to_string(worktree.join("url.txt")).unwrap();
+    let url = url.trim().strip_prefix("URL=").unwrap().to_owned();
+    assert!(url.starts_with("postgres://mainloop_task_"), "{url}");
+
+    // Merging ends the task: its database and role are dropped at once.
+    wait_task_state(base, token, &id, "review").await;
+    let (status, body) = post(
+        base,
+        token,
+        &format!("/api/tasks/{id}/review"),
+        json!({"action": "approve"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_task_state(base, token, &id, "merged").await;
+    wait_for("the task's database to be dropped", || async {
+        <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
     drop(server);
 }

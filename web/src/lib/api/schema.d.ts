@@ -497,6 +497,83 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runners": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The user's runners. */
+        get: operations["list_runners"];
+        put?: never;
+        /**
+         * Creates a runner and its token. The token is in this answer only; it is stored
+         *     hashed.
+         */
+        post: operations["create_runner"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runners/connect": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A runner's connection: a WebSocket carrying JSON text messages, at most 64 KiB each.
+         * @description Authenticate with `Authorization: Bearer <runner token>` (from `POST /api/runners`);
+         *     an unknown or revoked token is a 401 before any upgrade, and no other credential
+         *     works here (nor does a runner token anywhere else).
+         *
+         *     After the upgrade the runner sends `RunnerMessage`s and the server `ServerMessage`s:
+         *     1. runner → `{"type":"hello","protocol":1,"version":"…","slots":2,"labels":["gpu"],"agents":["claude"]}`,
+         *        first and once, within 10 s;
+         *     2. server → `{"type":"welcome","protocol":1,"runner_id":"…","name":"…","heartbeat_secs":15}`;
+         *     3. runner → `{"type":"heartbeat","busy":0}` at least every `heartbeat_secs`; after
+         *        three times that in silence the server closes.
+         *
+         *     A message the server refuses (malformed, unknown type, another protocol version, an
+         *     offer out of bounds, a binary frame, a second `hello`, more than 64 KiB) gets
+         *     `{"type":"refused","reason":"…","retry":false}` and the close; nothing is recorded.
+         *     When the runner's token is revoked it gets `{"type":"revoked"}` and the close; when
+         *     another connection with the same token arrives, this one gets `refused` (`another
+         *     runner connected with this token`) and the close.
+         */
+        get: operations["connect_runner"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runners/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Revokes a runner's token. A connected runner is told `revoked` and its connection
+         *     closes at once; it stays listed as revoked.
+         */
+        delete: operations["revoke_runner"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/search": {
         parameters: {
             query?: never;
@@ -997,6 +1074,14 @@ export interface components {
          * @enum {string}
          */
         CostReport: "usd" | "tokens";
+        /** @description A new runner's name. */
+        CreateRunner: {
+            /**
+             * @description 1 to 64 letters, digits, `-`, `_` or `.`; unique among the user's runners that
+             *     are not revoked.
+             */
+            name: string;
+        };
         /** @description A task to spawn. */
         CreateTaskRequest: {
             /**
@@ -1025,6 +1110,12 @@ export interface components {
             repo: string;
             /** @description Go straight to implementation without a plan review. */
             skip_plan?: boolean;
+        };
+        /** @description A new runner and its token, shown only in this answer. */
+        CreatedRunner: {
+            runner: components["schemas"]["Runner"];
+            /** @description The runner token (`mlr_…`): `mainloop runner --server <url>` reads it. */
+            token: string;
         };
         /** @description Something decided: a note of a decision, an approved plan, answered questions. */
         Decided: {
@@ -1210,6 +1301,16 @@ export interface components {
             /** @description The server's version. */
             version: string;
         };
+        /** @description A runner's introduction. */
+        Hello: components["schemas"]["Offer"] & {
+            /**
+             * Format: int32
+             * @description The protocol version it speaks ([`PROTOCOL_VERSION`]).
+             */
+            protocol: number;
+            /** @description Its `mainloop` version, shown in the runner list. */
+            version: string;
+        };
         /** @description Why and until when a task is on hold. */
         Hold: {
             budget?: null | components["schemas"]["BudgetScope"];
@@ -1379,6 +1480,21 @@ export interface components {
              *     clears it.
              */
             url?: null | string;
+        };
+        /** @description What a runner offers: how many agent runs at once, its labels, the agents it has. */
+        Offer: {
+            /** @description The agents installed on it (`claude`, `codex`, …), at most 16. */
+            agents: components["schemas"]["AgentName"][];
+            /**
+             * @description Labels tasks can require (`gpu`, `linux-x64`, `big`): each 1 to 63 lowercase
+             *     letters, digits, `-`, `_` or `.`, at most 32.
+             */
+            labels: string[];
+            /**
+             * Format: int32
+             * @description Agent runs at once, 1 to 64.
+             */
+            slots: number;
         };
         /**
          * @description Whether the user's work is paused (no new runs; running ones park at their turn's
@@ -1592,6 +1708,50 @@ export interface components {
          * @enum {string}
          */
         Role: "user" | "assistant" | "event";
+        /** @description A runner: a machine that connects out to this server and runs agents for its owner. */
+        Runner: {
+            agents: string[];
+            /**
+             * Format: int32
+             * @description Slots busy, while connected.
+             */
+            busy: number | null;
+            created_at: components["schemas"]["Timestamp"];
+            id: components["schemas"]["RunnerId"];
+            labels: string[];
+            last_seen_at: null | components["schemas"]["Timestamp"];
+            name: string;
+            revoked_at: null | components["schemas"]["Timestamp"];
+            /**
+             * Format: int32
+             * @description Agent runs at once, as its last `hello` offered.
+             */
+            slots: number | null;
+            state: components["schemas"]["RunnerState"];
+            /** @description The `mainloop` version of its last `hello`. */
+            version: string | null;
+        };
+        /** Format: uuid */
+        RunnerId: string;
+        /** @description The user's runners, newest first. */
+        RunnerList: {
+            runners: components["schemas"]["Runner"][];
+        };
+        /** @description What a runner says. The first message must be `hello`. */
+        RunnerMessage: (components["schemas"]["Hello"] & {
+            /** @enum {string} */
+            type: "hello";
+        }) | {
+            /** Format: int32 */
+            busy: number;
+            /** @enum {string} */
+            type: "heartbeat";
+        };
+        /**
+         * @description Whether a runner can take work now.
+         * @enum {string}
+         */
+        RunnerState: "connected" | "offline" | "revoked";
         /** @description One hit. */
         SearchHit: {
             created_at: components["schemas"]["Timestamp"];
@@ -1680,6 +1840,28 @@ export interface components {
             event: "notes.updated";
             /** @description The event-log id (send it back as `Last-Event-ID`). */
             id: string;
+        };
+        /** @description What the server says. */
+        ServerMessage: {
+            /**
+             * Format: int64
+             * @description Send a heartbeat at least this often.
+             */
+            heartbeat_secs: number;
+            name: string;
+            /** Format: int32 */
+            protocol: number;
+            runner_id: components["schemas"]["RunnerId"];
+            /** @enum {string} */
+            type: "welcome";
+        } | {
+            reason: string;
+            retry: boolean;
+            /** @enum {string} */
+            type: "refused";
+        } | {
+            /** @enum {string} */
+            type: "revoked";
         };
         /** @description `session`: the agent's session id and model. */
         SessionEntry: {
@@ -3454,6 +3636,206 @@ export interface operations {
             };
             /** @description Cross-origin request */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_runners: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The runners, newest first (revoked ones included) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunnerList"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_runner: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateRunner"];
+            };
+        };
+        responses: {
+            /** @description The runner and its token */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedRunner"];
+                };
+            };
+            /** @description Malformed body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description One of your runners that is not revoked has this name */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A bad name */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    connect_runner: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Switching to the WebSocket protocol */
+            101: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not a WebSocket upgrade */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No runner token, or an unknown or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_runner: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Runner id */
+                id: components["schemas"]["RunnerId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Revoked */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Malformed id */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Cross-origin request */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such runner */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,0 +1,239 @@
+//! One connection to the server: the upgrade with the token, `hello`, the wait for
+//! `welcome`, then heartbeats until the server says something final, the connection
+//! drops, or the runner is told to stop. Its only result is how it ended
+//! ([`super::policy::Outcome`]); what to do about that is decided elsewhere.
+
+use super::policy::Outcome;
+use futures::{SinkExt, StreamExt};
+use mainloop_domain::RunnerId;
+use mainloop_domain::runner::{MAX_MESSAGE_BYTES, RunnerMessage, ServerMessage};
+use std::time::Duration;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+/// How long the TCP, TLS and HTTP upgrade may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the server has to answer `hello`.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a clean close waits for the server's answering close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct Target {
+    pub url: String,
+    pub token: String,
+    /// The `hello` message, ready to send.
+    pub hello: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("url", &self.url)
+            .field("token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the server said when it accepted the runner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    pub runner_id: RunnerId,
+    pub name: String,
+    pub heartbeat_secs: u64,
+}
+
+/// Connects once and stays connected as long as the server keeps the runner;
+/// `welcomed` is told when the server accepts it.
+pub async fn connect(
+    target: &Target,
+    stop: &CancellationToken,
+    welcomed: impl FnOnce(&Welcome),
+) -> Outcome {
+    let mut request = match target.url.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => return Outcome::Unreachable(e.to_string()),
+    };
+    let Ok(bearer) = HeaderValue::from_str(&format!("Bearer {}", target.token)) else {
+        return Outcome::Unauthorized;
+    };
+    request.headers_mut().insert("authorization", bearer);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let ws = tokio::select! {
+        () = stop.cancelled() => return Outcome::Stopped,
+        r = timeout(CONNECT_TIMEOUT, connecting) => match r {
+            Err(_) => return Outcome::Unreachable("it did not answer in time".to_owned()),
+            Ok(Err(WsError::Http(response))) => {
+                return match response.status().as_u16() {
+                    401 => Outcome::Unauthorized,
+                    status => Outcome::Rejected(status),
+                };
+            }
+            Ok(Err(e)) => return Outcome::Unreachable(innermost(&e)),
+            Ok(Ok((ws, _))) => ws,
+        },
+    };
+    let (mut tx, mut rx) = ws.split();
+    if let Err(e) = tx.send(Message::text(target.hello.clone())).await {
+        return lost(false, &e.to_string());
+    }
+
+    let welcome = tokio::select! {
+        () = stop.cancelled() => return close(tx, rx).await,
+        r = timeout(WELCOME_TIMEOUT, next_message(&mut rx)) => match r {
+            Err(_) => return lost(false, "the server did not answer hello in time"),
+            Ok(Err(outcome)) => return outcome,
+            Ok(Ok(ServerMessage::Welcome { runner_id, name, heartbeat_secs, .. })) => Welcome {
+                runner_id,
+                name,
+                heartbeat_secs: heartbeat_secs.max(1),
+            },
+            Ok(Ok(other)) => return final_word(other, false),
+        },
+    };
+    welcomed(&welcome);
+
+    let every = Duration::from_secs(welcome.heartbeat_secs);
+    // A server that says nothing for three heartbeats (not even the pong to our ping)
+    // is gone even if the socket looks open (a half-open TCP connection).
+    let silence = every.saturating_mul(3);
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    let mut heard = Instant::now();
+    let heartbeat = serde_json::to_string(&RunnerMessage::Heartbeat { busy: 0 })
+        .unwrap_or_else(|_| r#"{"type":"heartbeat","busy":0}"#.to_owned());
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return close(tx, rx).await,
+            _ = ticks.tick() => {
+                if heard.elapsed() > silence {
+                    return lost(true, "the server went silent");
+                }
+                let sent = tx.send(Message::text(heartbeat.clone())).await;
+                let pinged = tx.send(Message::Ping(Vec::new().into())).await;
+                if let Err(e) = sent.and(pinged) {
+                    return lost(true, &e.to_string());
+                }
+            }
+            frame = rx.next() => {
+                heard = Instant::now();
+                match read(frame) {
+                    Read::Message(ServerMessage::Welcome { .. }) | Read::Skip => {}
+                    Read::Message(other) => return final_word(other, true),
+                    Read::End(outcome) => return outcome.welcomed(),
+                }
+            }
+        }
+    }
+}
+
+type Rx = futures::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+type Tx = futures::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+
+/// One frame read, as the session sees it.
+enum Read {
+    Message(ServerMessage),
+    /// A ping, a pong, or a frame of no meaning here.
+    Skip,
+    /// The connection ended.
+    End(Outcome),
+}
+
+impl Outcome {
+    /// The same loss, on a connection where the runner had been welcomed.
+    fn welcomed(self) -> Self {
+        match self {
+            Self::Lost { why, .. } => Self::Lost {
+                welcomed: true,
+                why,
+            },
+            other => other,
+        }
+    }
+}
+
+fn read(frame: Option<Result<Message, WsError>>) -> Read {
+    match frame {
+        None => Read::End(lost(false, "the server closed the connection")),
+        Some(Err(e)) => Read::End(lost(false, &e.to_string())),
+        Some(Ok(Message::Close(frame))) => {
+            let why = frame
+                .map(|f| f.reason.to_string())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| "the server closed the connection".to_owned());
+            Read::End(lost(false, &why))
+        }
+        Some(Ok(Message::Text(text))) => match serde_json::from_str(text.as_str()) {
+            Ok(message) => Read::Message(message),
+            // A message from a newer server that this runner does not know: the
+            // protocol version guards anything that matters, so it is ignored.
+            Err(_) => Read::Skip,
+        },
+        Some(Ok(_)) => Read::Skip,
+    }
+}
+
+/// The next message from the server, skipping pings and unknown messages.
+async fn next_message(rx: &mut Rx) -> Result<ServerMessage, Outcome> {
+    loop {
+        match read(rx.next().await) {
+            Read::Message(m) => return Ok(m),
+            Read::Skip => {}
+            Read::End(outcome) => return Err(outcome),
+        }
+    }
+}
+
+/// The outcome of a message that ends the connection.
+fn final_word(message: ServerMessage, welcomed: bool) -> Outcome {
+    match message {
+        ServerMessage::Revoked => Outcome::Revoked,
+        ServerMessage::Refused { reason, retry } => Outcome::Refused { reason, retry },
+        ServerMessage::Welcome { .. } => lost(welcomed, "a second welcome"),
+    }
+}
+
+fn lost(welcomed: bool, why: &str) -> Outcome {
+    Outcome::Lost {
+        welcomed,
+        why: why.to_owned(),
+    }
+}
+
+/// Closes the socket cleanly (a close frame, then the server's answer or a short wait).
+async fn close(mut tx: Tx, mut rx: Rx) -> Outcome {
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "the runner is stopping".into(),
+    };
+    if tx.send(Message::Close(Some(frame))).await.is_ok() {
+        let _ = timeout(CLOSE_TIMEOUT, async {
+            while let Some(Ok(_)) = rx.next().await {}
+        })
+        .await;
+    }
+    Outcome::Stopped
+}
+
+/// The innermost cause of a connection error (connection refused, a DNS failure).
+fn innermost(e: &WsError) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    source.to_string()
+}
