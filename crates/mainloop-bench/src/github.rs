@@ -116,7 +116,7 @@ pub async fn run(args: &Args) -> Result<()> {
         pid_dir: work.path().join("agents"),
         forge: Some(settings),
         port_range: mainloop_worker::DEFAULT_PORT_RANGE,
-        task_database_url: None,
+        task_databases: None,
         retention: mainloop_engine::Retention::default(),
     };
     let engine_config = EngineConfig {

@@ -107,7 +107,7 @@ impl Runtime {
         let database = match spec.database {
             None => None,
             Some(TaskDatabase::Postgres) => {
-                let Some(server) = &self.inner.config.task_database_url else {
+                let Some(server) = &self.inner.config.task_databases else {
                     return Err(Stop::Fail(format!(
                         "{CONFIG_FILE} asks for database = \"postgres\", but this server has no \
                          workers.task_database_url to make it on; set it (an admin URL of a \
@@ -281,7 +281,7 @@ impl Runtime {
             .await
             .map_err(|e| e.to_string())?
         {
-            let Some(server) = &self.inner.config.task_database_url else {
+            let Some(server) = &self.inner.config.task_databases else {
                 return Err(format!(
                     "database {name} stays: workers.task_database_url is no longer set"
                 ));

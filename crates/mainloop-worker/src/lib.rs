@@ -84,7 +84,7 @@ pub struct WorkerConfig {
     pub port_range: std::ops::RangeInclusive<u16>,
     /// Where task databases (`database = "postgres"`) are made: the configured server
     /// or mainloop's own cluster; `None`: such tasks fail, naming the setting.
-    pub task_database_url: Option<TaskDatabaseServer>,
+    pub task_databases: Option<TaskDatabaseServer>,
     /// How long finished tasks keep their worktree, private home and environment.
     pub retention: mainloop_engine::Retention,
 }
@@ -179,7 +179,7 @@ impl Runtime {
     /// with the server.
     #[must_use]
     pub fn task_database_server(&self) -> Option<&TaskDatabaseServer> {
-        self.inner.config.task_database_url.as_ref()
+        self.inner.config.task_databases.as_ref()
     }
 
     /// The lock serialising a forge task's mirror updates.

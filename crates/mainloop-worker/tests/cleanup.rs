@@ -55,7 +55,7 @@ impl World {
                 pid_dir: data.path().join("agents"),
                 forge: None,
                 port_range: mainloop_worker::DEFAULT_PORT_RANGE,
-                task_database_url: None,
+                task_databases: None,
                 retention: Retention::default(),
             },
         );

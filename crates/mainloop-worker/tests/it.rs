@@ -287,7 +287,7 @@ impl World {
                 pid_dir: data.path().join("agents"),
                 forge: None,
                 port_range: mainloop_worker::DEFAULT_PORT_RANGE,
-                task_database_url: None,
+                task_databases: None,
                 retention: mainloop_engine::Retention::default(),
             },
         );

@@ -264,7 +264,7 @@ fn worker_runtime(
                 lo..=hi
             },
             // Without a configured server, mainloop runs its own cluster (started on need).
-            task_database_url: Some(w.task_database_url.as_ref().map_or_else(
+            task_databases: Some(w.task_database_url.as_ref().map_or_else(
                 || mainloop_worker::TaskDatabaseServer::local_for(&config.data_dir),
                 |url| {
                     mainloop_worker::TaskDatabaseServer::Configured(

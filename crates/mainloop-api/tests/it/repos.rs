@@ -108,7 +108,7 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
             pid_dir: data.path().join("agents"),
             forge: None,
             port_range: mainloop_worker::DEFAULT_PORT_RANGE,
-            task_database_url: None,
+            task_databases: None,
             retention: mainloop_engine::Retention::default(),
             sandbox: None,
         },

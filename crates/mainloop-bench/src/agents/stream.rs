@@ -83,7 +83,7 @@ fn runtime_config(args: &Args, work: &Path) -> Result<WorkerConfig> {
         pid_dir: work.join("agents"),
         forge: None,
         port_range: mainloop_worker::DEFAULT_PORT_RANGE,
-        task_database_url: None,
+        task_databases: None,
         retention: mainloop_engine::Retention::default(),
     })
 }

@@ -95,7 +95,7 @@ async fn world_with(
             pid_dir: dir.path().join("agents"),
             forge: Some(settings),
             port_range: crate::DEFAULT_PORT_RANGE,
-            task_database_url: None,
+            task_databases: None,
             retention: mainloop_engine::Retention::default(),
             sandbox: None,
         },
