@@ -1,5 +1,6 @@
-//! Live previews with the real binary: a task's `preview` command from `.mainloop.toml`
-//! starts in its worktree with the task's variables, is served through mainloop on the
+//! Live previews with the real binary: a task's `preview` command from a `.mainloop.toml`
+//! with every environment key (`setup`, `copy`, `env`, `ports`, `preview`) starts in its
+//! worktree with what setup made, the copied file and the task's variables, is served through mainloop on the
 //! task's own host to its owner, and stops — its whole process group — on request,
 //! when idle and when the task ends. A preview that exits before it listens is a clear
 //! error carrying its output.
@@ -25,7 +26,7 @@ const fs = require("fs");
 const { spawn } = require("child_process");
 spawn("sleep", ["1000"], { stdio: "ignore", env: { ...process.env, PREVIEW_CHILD_OF_PORT: process.env.PORT } });
 require("http")
-  .createServer((req, res) => res.end(`preview of ${process.env.APP_NAME} on ${process.env.PORT}: ${fs.readFileSync("page.txt", "utf8")}`))
+  .createServer((req, res) => res.end(`[${fs.readFileSync("built.txt", "utf8")} ${fs.readFileSync(".env", "utf8")}] preview of ${process.env.APP_NAME} on ${process.env.PORT}: ${fs.readFileSync("page.txt", "utf8")}`))
   .listen(Number(process.env.PORT), "127.0.0.1");
 "#;
 
@@ -33,8 +34,11 @@ fn repo_with(spec: &str) -> GitRepo {
     let repo = GitRepo::new();
     std::fs::write(repo.path().join(".mainloop.toml"), spec).unwrap();
     std::fs::write(repo.path().join("server.js"), SERVER).unwrap();
+    std::fs::write(repo.path().join(".gitignore"), ".env\nbuilt.txt\n").unwrap();
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-q", "-m", "preview"]);
+    // Untracked in the checkout: only `copy` brings it to the task.
+    std::fs::write(repo.path().join(".env"), "SECRET=copied").unwrap();
     repo
 }
 
@@ -115,7 +119,10 @@ async fn a_preview_runs_in_its_task_is_served_to_its_owner_and_stops() {
         .await
         .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let good = repo_with("ports = 1\npreview = \"node server.js\"\n\n[env]\nAPP_NAME = \"demo\"\n");
+    // Every key of a task's environment: the page needs what setup made and copy brought.
+    let good = repo_with(
+        "setup = [\"printf built > built.txt\"]\ncopy = [\".env\"]\nports = 1\npreview = \"node server.js\"\n\n[env]\nAPP_NAME = \"demo\"\n",
+    );
     let broken = repo_with("ports = 1\npreview = \"echo no such server; exit 3\"\n");
     // Unsandboxed: stopping must find the group itself, and a crash leaves the preview
     // running (a sandboxed one dies with its server); the browser test runs sandboxed.
@@ -138,7 +145,10 @@ async fn a_preview_runs_in_its_task_is_served_to_its_owner_and_stops() {
     }
 
     // It serves the task's worktree, with the task's variables and port.
-    let page = open(base, token, &one).await;
+    let full = open(base, token, &one).await;
+    let page = full
+        .strip_prefix("[built SECRET=copied] ")
+        .unwrap_or_else(|| panic!("setup's and copy's files are served: {full}"));
     assert!(page.starts_with("preview of demo on "), "{page}");
     assert!(page.ends_with(": hello\n"), "{page}");
     let port: u16 = page["preview of demo on ".len()..]
@@ -149,7 +159,7 @@ async fn a_preview_runs_in_its_task_is_served_to_its_owner_and_stops() {
         .unwrap();
     assert!(listening(port) && child_alive(port));
     // Opened again while it runs: served at once.
-    assert_eq!(open(base, token, &one).await, page);
+    assert_eq!(open(base, token, &one).await, full);
 
     // Stopped on request, the sleeping child of its group too.
     let (status, _) = send(
@@ -165,7 +175,7 @@ async fn a_preview_runs_in_its_task_is_served_to_its_owner_and_stops() {
 
     // Stopped once idle.
     let page = open(base, token, &two).await;
-    let idle_port: u16 = page["preview of demo on ".len()..]
+    let idle_port: u16 = page["[built SECRET=copied] preview of demo on ".len()..]
         .split(':')
         .next()
         .unwrap()
