@@ -1,10 +1,11 @@
 //! What mainloop holds: `GET /api/system`, the bytes on disk of its worktrees, the
 //! agents' private homes, its cloned repositories and its database, and how many tasks
-//! are live, kept after they finished, or cleaned up.
+//! are live, kept after they finished, or cleaned up. Server-wide figures: the owner's
+//! alone.
 
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -43,7 +44,7 @@ pub struct TaskFootprints {
     pub cleaned: i64,
 }
 
-/// Says what mainloop holds on disk.
+/// Says what mainloop holds on disk, for all users: only the server's owner may ask.
 #[utoipa::path(
     get,
     path = "/api/system",
@@ -52,13 +53,20 @@ pub struct TaskFootprints {
     responses(
         (status = 200, description = "Bytes on disk and tasks by footprint", body = SystemStatus),
         (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Not the server's owner", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
 pub async fn get(
-    CurrentUser(_user): CurrentUser,
+    CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
 ) -> ApiResult<Json<SystemStatus>> {
+    // Every user's work is in these figures.
+    if !user.is_owner {
+        return Err(ApiError::forbidden(
+            "only the server's owner sees what it holds on disk",
+        ));
+    }
     let report = state.engine.system_report().await?;
     Ok(Json(SystemStatus {
         disk: DiskBytes {

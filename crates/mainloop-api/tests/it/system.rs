@@ -53,4 +53,11 @@ async fn the_system_says_what_is_held_on_disk_and_by_how_many_tasks() {
 
     let (status, _) = app.call(Cred::None, Method::GET, "/api/system", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Server-wide figures cover everyone's work: the owner's alone.
+    let (_, bob) = app.engine.create_user("bob", false).await.unwrap();
+    let (status, body) = app
+        .call(Cred::Bearer(&bob), Method::GET, "/api/system", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden", "{body}");
 }

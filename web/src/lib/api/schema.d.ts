@@ -625,7 +625,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Says what mainloop holds on disk. */
+        /** Says what mainloop holds on disk, for all users: only the server's owner may ask. */
         get: operations["get_system"];
         put?: never;
         post?: never;
@@ -4036,6 +4036,15 @@ export interface operations {
             };
             /** @description Not signed in */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not the server's owner */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
