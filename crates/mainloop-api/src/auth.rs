@@ -95,7 +95,7 @@ fn changes_state(method: &Method) -> bool {
     )
 }
 
-fn bearer_token(value: &HeaderValue) -> Option<&str> {
+pub(crate) fn bearer_token(value: &HeaderValue) -> Option<&str> {
     let value = value.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -221,11 +221,7 @@ impl FromRequestParts<AppState> for CurrentRunner {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|t| !t.is_empty())
+            .and_then(crate::auth::bearer_token)
             .ok_or_else(|| ApiError::unauthorized("send `Authorization: Bearer <runner token>`"))?;
         let runner = state
             .engine
