@@ -38,6 +38,17 @@ ports = 2
 APP_MODE = "e2e"
 "#;
 
+/// A repository whose second commit adds `files`.
+fn committed(files: &[(&str, &str)]) -> GitRepo {
+    let repo = GitRepo::new();
+    for (path, text) in files {
+        std::fs::write(repo.path().join(path), text).unwrap();
+    }
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "the environment"]);
+    repo
+}
+
 async fn create(base: &str, token: &str, repo: &Path, what: &str) -> String {
     let body = json!({"description": what, "repo": repo, "skip_plan": true});
     let (status, created) = post(base, token, "/api/tasks", body).await;
@@ -70,11 +81,7 @@ async fn the_agent_sees_its_setup_copied_files_variables_and_own_ports() {
         .await
         .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let repo = GitRepo::new();
-    std::fs::write(repo.path().join(".mainloop.toml"), SPEC).unwrap();
-    std::fs::write(repo.path().join(".gitignore"), ".env\ndeps/\n").unwrap();
-    repo.git(&["add", "-A"]);
-    repo.git(&["commit", "-q", "-m", "environment"]);
+    let repo = committed(&[(".mainloop.toml", SPEC), (".gitignore", ".env\ndeps/\n")]);
     // Untracked in the main checkout: only `copy` brings it into a worktree.
     std::fs::write(repo.path().join(".env"), "SECRET=from-main").unwrap();
 
@@ -158,20 +165,9 @@ async fn a_failing_setup_fails_its_task_with_its_output_and_a_retry_runs_it_agai
         .await
         .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let flaky = GitRepo::new();
-    std::fs::write(flaky.path().join(".mainloop.toml"), FLAKY_SETUP).unwrap();
-    std::fs::write(flaky.path().join(".gitignore"), ".tried\n").unwrap();
-    flaky.git(&["add", "-A"]);
-    flaky.git(&["commit", "-q", "-m", "flaky setup"]);
+    let flaky = committed(&[(".mainloop.toml", FLAKY_SETUP), (".gitignore", ".tried\n")]);
     // Malformed TOML: refused with the file's name, and no agent starts.
-    let malformed = GitRepo::new();
-    std::fs::write(
-        malformed.path().join(".mainloop.toml"),
-        "setup = [\"unclosed\n",
-    )
-    .unwrap();
-    malformed.git(&["add", "-A"]);
-    malformed.git(&["commit", "-q", "-m", "malformed"]);
+    let malformed = committed(&[(".mainloop.toml", "setup = [\"unclosed\n")]);
 
     let (server, _log) = spawn_logged(worker_command(data.path(), &fake, &claude), data.path());
     let (base, token) = (server.base.as_str(), server.token.clone().unwrap());
@@ -270,15 +266,10 @@ async fn without_a_configured_server_a_task_database_lives_on_mainloops_own_post
         .unwrap();
     let data = tempfile::tempdir().unwrap();
     let _cluster = ClusterGuard(mainloop_pgcluster::LocalCluster::dir_for(data.path()));
-    let repo = GitRepo::new();
-    std::fs::write(
-        repo.path().join(".mainloop.toml"),
-        "database = \"postgres\"\n",
-    )
-    .unwrap();
-    std::fs::write(repo.path().join(".gitignore"), "url.txt\n").unwrap();
-    repo.git(&["add", "-A"]);
-    repo.git(&["commit", "-q", "-m", "a database"]);
+    let repo = committed(&[
+        (".mainloop.toml", "database = \"postgres\"\n"),
+        (".gitignore", "url.txt\n"),
+    ]);
 
     let mut cmd = worker_command(data.path(), &fake, &claude);
     cmd.env_remove("MAINLOOP_WORKERS__TASK_DATABASE_URL");
