@@ -43,6 +43,24 @@ mod signin;
 #[path = "it/system.rs"]
 mod system;
 
+/// An app (no background work) on SQLite (`None`) or on the PostgreSQL database named.
+async fn server(database: Option<String>) -> App {
+    app_from(Setup {
+        start: false,
+        database,
+        ..Setup::default()
+    })
+    .await
+}
+
+/// SQLite, then a fresh PostgreSQL database: the two backends a test runs on.
+async fn databases() -> [Option<String>; 2] {
+    [
+        None,
+        Some(mainloop_testpg::fresh_database_url().await.unwrap()),
+    ]
+}
+
 const VERSION: &str = "test-1.2.3";
 const PUBLIC_URL: &str = "https://mainloop.example";
 

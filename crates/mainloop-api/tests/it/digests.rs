@@ -3,27 +3,11 @@
 //! read by their user only; bad parameters and zones a clear 4xx, never a 500.
 
 use super::mcp::{call_with, connect, lifecycles};
-use super::{App, Cred, Setup, app_from, assert_error};
+use super::{App, Cred, assert_error, databases, server};
 use mainloop_domain::digest::{Period, Span, Zone};
 use mainloop_domain::{Timestamp, UserId};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-async fn server(database: Option<String>) -> App {
-    app_from(Setup {
-        start: false,
-        database,
-        ..Setup::default()
-    })
-    .await
-}
-
-async fn databases() -> [Option<String>; 2] {
-    [
-        None,
-        Some(mainloop_testpg::fresh_database_url().await.unwrap()),
-    ]
-}
 
 async fn owner(app: &App) -> UserId {
     app.engine

@@ -2,25 +2,9 @@
 //! edited and deleted, another user's answered 404, hostile input a 4xx, never a 500.
 
 use super::mcp::{call_with, connect, lifecycles};
-use super::{App, Cred, Setup, app_from, assert_error};
+use super::{App, Cred, assert_error, databases, server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-async fn server(database: Option<String>) -> App {
-    app_from(Setup {
-        start: false,
-        database,
-        ..Setup::default()
-    })
-    .await
-}
-
-async fn databases() -> [Option<String>; 2] {
-    [
-        None,
-        Some(mainloop_testpg::fresh_database_url().await.unwrap()),
-    ]
-}
 
 async fn notes_of(app: &App, token: &str) -> Vec<Value> {
     let (status, body) = app

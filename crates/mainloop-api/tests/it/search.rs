@@ -3,28 +3,12 @@
 //! hostile queries answered with results or a 4xx, never a 500.
 
 use super::mcp::{call_with, connect, lifecycles};
-use super::{App, Cred, Setup, app_from, assert_error};
+use super::{App, Cred, assert_error, databases, server};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// A server on SQLite (`None`) or the PostgreSQL database at `url`, with nothing
 /// running in the background.
-async fn server(database: Option<String>) -> App {
-    app_from(Setup {
-        start: false,
-        database,
-        ..Setup::default()
-    })
-    .await
-}
-
-async fn databases() -> [Option<String>; 2] {
-    [
-        None,
-        Some(mainloop_testpg::fresh_database_url().await.unwrap()),
-    ]
-}
-
 /// `q` and the other parameters, percent-encoded.
 fn url(q: &str, rest: &[(&str, &str)]) -> String {
     let mut pairs = vec![("q", q)];
