@@ -3,7 +3,7 @@
 //! open at its end, what it cost), digests stored once per span and searchable when they
 //! say something, the user's time zone, and the migration that dates the tasks before it.
 
-use mainloop_domain::chat::{ContentBlock, Role};
+use mainloop_domain::chat::Role;
 use mainloop_domain::digest::{
     Digest, DigestFacts, Period, Span, TaskLine, Zone, compose_day, render,
 };
@@ -12,8 +12,9 @@ use mainloop_domain::records::{MessageKind, Workplace};
 use mainloop_domain::search::{SearchKind, SearchQuery, terms};
 use mainloop_domain::task::TaskState;
 use mainloop_domain::{DigestId, ProjectId, TaskId, UserId};
-use mainloop_store::{NewMessage, NewNote, NewTask, Store, StoreOptions};
+use mainloop_store::{NewNote, NewTask, Store, StoreOptions};
 
+use super::search::message;
 use super::{T0, at, migrated_before, pg_store, sqlite_store};
 
 migration_backends!(migration_dates_tasks_written_before_it);
@@ -46,24 +47,6 @@ async fn user(store: &Store, name: &str) -> (UserId, ProjectId) {
     let project = tx.upsert_project(user, "/src/app", at(0)).await.unwrap().id;
     tx.commit().await.unwrap();
     (user, project)
-}
-
-async fn message(store: &Store, user: UserId, role: Role, kind: MessageKind, text: &str, t: i64) {
-    let mut tx = store.begin().await.unwrap();
-    tx.insert_message(
-        user,
-        &NewMessage {
-            role,
-            kind,
-            content: vec![ContentBlock::text(text)],
-            turn_id: None,
-            task_id: None,
-        },
-        at(t),
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
 }
 
 /// Moves a task to `to` at `t`.

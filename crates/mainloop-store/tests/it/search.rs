@@ -80,7 +80,15 @@ async fn task(store: &Store, w: &World, desc: &str, t: i64) -> Task {
     task
 }
 
-async fn message(store: &Store, user: UserId, role: Role, kind: MessageKind, text: &str, t: i64) {
+/// Stores one main-thread message at `t`.
+pub(super) async fn message(
+    store: &Store,
+    user: UserId,
+    role: Role,
+    kind: MessageKind,
+    text: &str,
+    t: i64,
+) {
     let mut tx = store.begin().await.unwrap();
     tx.insert_message(
         user,
