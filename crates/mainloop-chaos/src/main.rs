@@ -310,9 +310,6 @@ async fn main_async(cli: Cli) -> Result<bool> {
     let Some((index, report)) = failed else {
         return Ok(true);
     };
-    for v in &report.violations {
-        say(&format!("chaos: violated: {v}"));
-    }
     if let Some(dir) = &report.kept {
         say(&format!(
             "chaos: the run's directory (server.log, data/mainloop.db, repositories) is kept at {}",
@@ -322,6 +319,10 @@ async fn main_async(cli: Cli) -> Result<bool> {
         for line in log_tail(&dir.join("server.log"), &report.violations) {
             say(&format!("chaos: log: {line}"));
         }
+    }
+    // Last, so that a log which keeps only its tail (CI) still says what broke.
+    for v in &report.violations {
+        say(&format!("chaos: violated: {v}"));
     }
     say(&format!(
         "chaos: reproduce with: cargo build --bins --locked && cargo run --locked -q -p mainloop-chaos -- --seed {seed} --start-run {index} --runs 1{}",
