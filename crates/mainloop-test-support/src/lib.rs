@@ -13,6 +13,7 @@ mod dirs;
 mod engine;
 mod git;
 mod model;
+pub mod netns;
 mod wait;
 
 #[cfg(feature = "app")]
