@@ -70,6 +70,14 @@ pub enum GitError {
         source: std::io::Error,
     },
     /// git printed something we could not make sense of.
+    #[error("snapshot {snapshot} was taken on {parent}, but {path} is at {head}")]
+    SnapshotElsewhere {
+        snapshot: String,
+        parent: String,
+        head: String,
+        path: PathBuf,
+    },
+
     #[error("unexpected output from `{command}`: {detail}")]
     Parse { command: String, detail: String },
 }

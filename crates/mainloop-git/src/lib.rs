@@ -17,6 +17,7 @@ mod exec;
 mod merge;
 mod repo;
 mod slug;
+mod snapshot;
 mod source;
 mod worktree;
 
@@ -35,6 +36,7 @@ pub use environment::{
 };
 pub use error::GitError;
 pub use slug::{SLUG_MAX, slug};
+pub use snapshot::Snapshot;
 
 /// The identity used for commits mainloop makes when the repository has none, and
 /// always as the author of the agent's work.

@@ -16,46 +16,8 @@ use tempfile::TempDir;
 // ---------------------------------------------------------------------------
 // helpers
 
-/// Runs git as a test-side user would, independent of the machine's config.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = git_raw(dir, args);
-    assert!(
-        out.status.success(),
-        "git {args:?} in {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
-}
-
-fn git_raw(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("git")
-        .args([
-            "-c",
-            "user.name=Test User",
-            "-c",
-            "user.email=test@example.com",
-            "-c",
-            "core.hooksPath=/dev/null",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .output()
-        .unwrap()
-}
-
-fn write(path: &Path, content: &str) {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(path, content).unwrap();
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap()
-}
+mod common;
+use common::{git, git_raw, read, write};
 
 struct Fx {
     tmp: TempDir,

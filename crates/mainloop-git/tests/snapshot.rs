@@ -1,0 +1,145 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Snapshots against real repositories: a workspace's uncommitted state taken in one
+//! clone and restored in another at the same commit reads the same there, and neither
+//! side's index or ignored files are disturbed.
+
+use std::path::{Path, PathBuf};
+
+use mainloop_git::{Git, GitError};
+
+mod common;
+use common::{git, read, write};
+
+struct Fx {
+    _tmp: tempfile::TempDir,
+    git: Git,
+    /// Where the work was (a runner's copy).
+    there: PathBuf,
+    /// Where it goes (the server's worktree), at the same commit.
+    here: PathBuf,
+}
+
+fn fx() -> Fx {
+    let tmp = tempfile::tempdir().unwrap();
+    let git_ = Git::new(tmp.path().join("cache"), tmp.path().join("worktrees"))
+        .with_allow_file_urls(true)
+        .with_env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .with_env("GIT_CONFIG_NOSYSTEM", "1");
+    let here = tmp.path().join("here");
+    std::fs::create_dir_all(&here).unwrap();
+    git(&here, &["init", "-q", "-b", "main"]);
+    write(&here.join("a.txt"), "a\n");
+    write(&here.join("b.txt"), "b\n");
+    write(&here.join(".gitignore"), "*.log\n");
+    git(&here, &["add", "-A"]);
+    git(&here, &["commit", "-q", "-m", "init"]);
+    let there = tmp.path().join("there");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "-q",
+            here.to_str().unwrap(),
+            there.to_str().unwrap(),
+        ],
+    );
+    Fx {
+        _tmp: tmp,
+        git: git_,
+        there,
+        here,
+    }
+}
+
+/// `git status` as a sorted list, ignoring nothing that is not ignored.
+fn status(dir: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = git(dir, &["status", "--porcelain", "--untracked-files=all"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Moves `commit` from `from` to `to` as git would over the wire.
+fn carry(from: &Path, to: &Path, commit: &str) {
+    git(
+        from,
+        &[
+            "push",
+            "-q",
+            to.to_str().unwrap(),
+            &format!("{commit}:refs/mainloop/sync/test"),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_workspace_taken_there_reads_the_same_here() {
+    let f = fx();
+    // Both sides had an untracked file; the work deletes it there.
+    write(&f.here.join("scratch.txt"), "old\n");
+    // The work: a change, a deletion, a new file in a new directory, a log that is ignored.
+    write(&f.there.join("a.txt"), "a changed\n");
+    std::fs::remove_file(f.there.join("b.txt")).unwrap();
+    write(&f.there.join("src/new.rs"), "fn main() {}\n");
+    write(&f.there.join("build.log"), "noise\n");
+    write(&f.here.join("server.log"), "kept\n");
+    git(&f.there, &["add", "a.txt"]);
+    let index_before = git(&f.there, &["diff", "--cached", "--name-only"]);
+
+    let snap = f.git.snapshot(&f.there).await.unwrap();
+    assert!(!snap.clean);
+    assert_eq!(snap.head, git(&f.there, &["rev-parse", "HEAD"]));
+    // Taking it changed nothing there: the index keeps what was staged.
+    assert_eq!(
+        git(&f.there, &["diff", "--cached", "--name-only"]),
+        index_before
+    );
+    // The ignored file is not in it.
+    let files = git(&f.there, &["ls-tree", "-r", "--name-only", &snap.commit]);
+    assert!(!files.contains("build.log"), "{files}");
+
+    carry(&f.there, &f.here, &snap.commit);
+    f.git.restore_snapshot(&f.here, &snap.commit).await.unwrap();
+    assert_eq!(read(&f.here.join("a.txt")), "a changed\n");
+    assert!(!f.here.join("b.txt").exists());
+    assert!(!f.here.join("scratch.txt").exists());
+    assert_eq!(read(&f.here.join("src/new.rs")), "fn main() {}\n");
+    assert_eq!(read(&f.here.join("server.log")), "kept\n");
+    // Uncommitted here, as it was there: HEAD did not move and nothing is staged.
+    assert_eq!(git(&f.here, &["rev-parse", "HEAD"]), snap.head);
+    assert_eq!(git(&f.here, &["diff", "--cached", "--name-only"]), "");
+    git(&f.there, &["reset", "-q"]);
+    assert_eq!(status(&f.here), status(&f.there));
+}
+
+#[tokio::test]
+async fn a_clean_workspace_says_so_and_restores_to_itself() {
+    let f = fx();
+    let snap = f.git.snapshot(&f.there).await.unwrap();
+    assert!(snap.clean);
+    carry(&f.there, &f.here, &snap.commit);
+    f.git.restore_snapshot(&f.here, &snap.commit).await.unwrap();
+    assert!(status(&f.here).is_empty());
+}
+
+#[tokio::test]
+async fn a_snapshot_of_another_commit_is_refused_and_changes_nothing() {
+    let f = fx();
+    write(&f.there.join("a.txt"), "there\n");
+    let snap = f.git.snapshot(&f.there).await.unwrap();
+    carry(&f.there, &f.here, &snap.commit);
+    // The branch moved here meanwhile.
+    write(&f.here.join("c.txt"), "c\n");
+    git(&f.here, &["add", "-A"]);
+    git(&f.here, &["commit", "-q", "-m", "moved"]);
+    write(&f.here.join("a.txt"), "here\n");
+    let err = f
+        .git
+        .restore_snapshot(&f.here, &snap.commit)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::SnapshotElsewhere { .. }), "{err}");
+    assert_eq!(read(&f.here.join("a.txt")), "here\n");
+}
