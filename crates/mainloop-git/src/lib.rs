@@ -10,6 +10,7 @@
 
 mod check;
 mod cleanup;
+mod copy;
 mod diff;
 mod environment;
 mod error;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{CONFIG_FILE, CheckOutcome, read_check_command, run_check};
 pub use cleanup::{Entry as DirEntry, is_temporary};
+pub use copy::snapshot_ref;
 pub use environment::{
     CopyReport, MAX_COPY_BYTES, MAX_COPY_FILES, copy_into_worktree, parse_config,
 };

@@ -143,3 +143,90 @@ async fn a_snapshot_of_another_commit_is_refused_and_changes_nothing() {
     assert!(matches!(err, GitError::SnapshotElsewhere { .. }), "{err}");
     assert_eq!(read(&f.here.join("a.txt")), "here\n");
 }
+
+/// The round trip a run on a runner makes: the server's worktree (a linked worktree of
+/// the repository) publishes its uncommitted work, the runner's copy takes it, works,
+/// and sends its own back, which the server's worktree restores; after the server
+/// commits, the copy follows the branch and drops what it had.
+#[tokio::test]
+async fn work_goes_to_a_copy_and_comes_back() {
+    let f = fx();
+    let repo = &f.here;
+    let wt = f.here.parent().unwrap().join("wt");
+    git(
+        repo,
+        &["worktree", "add", "-q", "-b", "task", wt.to_str().unwrap()],
+    );
+    let url = format!("file://{}", repo.display());
+    let refname = mainloop_git::snapshot_ref("t1");
+    let copy = f.there.parent().unwrap().join("copy");
+
+    // Nothing uncommitted yet: no snapshot, and the copy is the branch.
+    assert!(
+        f.git
+            .publish_snapshot(&wt, &refname)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    f.git
+        .checkout_copy(&copy, &url, "task", None)
+        .await
+        .unwrap();
+    assert_eq!(read(&copy.join("a.txt")), "a\n");
+
+    // The server's worktree has work the copy must start from.
+    write(&wt.join("a.txt"), "from the server\n");
+    let published = f.git.publish_snapshot(&wt, &refname).await.unwrap();
+    assert!(published.is_some());
+    f.git
+        .checkout_copy(&copy, &url, "task", Some(&refname))
+        .await
+        .unwrap();
+    assert_eq!(read(&copy.join("a.txt")), "from the server\n");
+    assert_eq!(git(&copy, &["diff", "--cached", "--name-only"]), "");
+
+    // The agent works in the copy; the work comes back.
+    write(&copy.join("a.txt"), "from the runner\n");
+    write(&copy.join("new.txt"), "new\n");
+    let sent = f.git.send_snapshot(&copy, &url, &refname).await.unwrap();
+    assert!(!sent.clean);
+    f.git.restore_snapshot(&wt, &refname).await.unwrap();
+    assert_eq!(read(&wt.join("a.txt")), "from the runner\n");
+    assert_eq!(read(&wt.join("new.txt")), "new\n");
+
+    // The server commits; the copy follows and its stale state is gone.
+    git(&wt, &["add", "-A"]);
+    git(&wt, &["commit", "-q", "-m", "work"]);
+    write(&copy.join("stray.txt"), "left over\n");
+    f.git
+        .checkout_copy(&copy, &url, "task", None)
+        .await
+        .unwrap();
+    assert_eq!(read(&copy.join("new.txt")), "new\n");
+    assert!(!copy.join("stray.txt").exists());
+    assert_eq!(
+        git(&copy, &["rev-parse", "HEAD"]),
+        git(&wt, &["rev-parse", "HEAD"])
+    );
+    assert!(status(&copy).is_empty());
+}
+
+#[tokio::test]
+async fn a_copy_of_a_branch_that_is_not_there_fails_clearly() {
+    let f = fx();
+    let url = format!("file://{}", f.here.display());
+    let copy = f.there.parent().unwrap().join("copy");
+    let err = f
+        .git
+        .checkout_copy(&copy, &url, "no-such-branch", None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-branch"), "{err}");
+    let err = f
+        .git
+        .checkout_copy(&copy, &url, "-x", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::InvalidName { .. }), "{err}");
+}
