@@ -33,7 +33,7 @@ pub(crate) fn kill_tree(root: u32) {
 /// number from being reused while a member remains, so members of a group whose leader
 /// is gone are the leader's leftovers; a live process with that number is someone
 /// else's, and then nothing is done.
-pub(crate) fn kill_orphaned_group(group: u32) {
+pub fn kill_orphaned_group(group: u32) {
     let Ok(group) = i32::try_from(group) else {
         return;
     };

@@ -25,7 +25,7 @@ use serde_json::Value;
 pub use claude::{
     ClaudeCode, ClaudeSession, line_reader, read_line_capped, read_stderr, stderr_tail,
 };
-pub use kill::{kill_stale_agent, process_start_time};
+pub use kill::{kill_orphaned_group, kill_stale_agent, process_start_time};
 pub use placement::{Launch, LocalProcess, Placed, PlacedProcess, Placement};
 pub use protocol::{LineParser, is_transient_api_error, parse_line, quota_reports};
 

@@ -182,6 +182,12 @@ fn body_rules(doc: &mut Value) {
     if let Some(agents) = doc.pointer_mut("/components/schemas/Budgets/properties/agents") {
         agents["propertyNames"] = json!({"type": "string", "pattern": "^[a-z0-9-]{1,32}$"});
     }
+    // `mainloop_domain::runner::is_label`.
+    if let Some(labels) =
+        doc.pointer_mut("/components/schemas/CreateTaskRequest/properties/runner_labels")
+    {
+        labels["items"] = json!({"type": "string", "pattern": "^[a-z0-9._-]{1,63}$"});
+    }
     // `Zone::parse` trims the name and takes at most 64 bytes of it.
     if let Some(zone) = doc.pointer_mut("/components/schemas/SetTimeZone/properties/time_zone") {
         zone["minLength"] = json!(1);

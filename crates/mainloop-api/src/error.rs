@@ -130,6 +130,9 @@ impl From<EngineError> for ApiError {
                 )
             }
             EngineError::Internal(m) => Self::internal(&m),
+            EngineError::RunnerLost(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "runner_unavailable", m)
+            }
         }
     }
 }

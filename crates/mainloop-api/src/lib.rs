@@ -151,6 +151,19 @@ pub fn router_with_shutdown(
         )
         .route("/runners/connect", get(routes::runners::connect))
         .route("/runners/{id}", delete(routes::runners::revoke))
+        // Git clients, not JSON ones: outside the OpenAPI document (docs/RUNNERS.md).
+        .route(
+            "/runners/git/{task_id}/info/refs",
+            get(routes::runner_git::info_refs),
+        )
+        .route(
+            "/runners/git/{task_id}/git-upload-pack",
+            post(routes::runner_git::upload_pack),
+        )
+        .route(
+            "/runners/git/{task_id}/git-receive-pack",
+            post(routes::runner_git::receive_pack),
+        )
         .route("/digests", get(routes::digests::list))
         .route("/digests/{id}", get(routes::digests::get))
         .route(

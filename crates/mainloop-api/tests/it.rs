@@ -26,6 +26,8 @@ mod contract;
 mod digests;
 #[path = "it/hostile.rs"]
 mod hostile;
+#[path = "it/labels.rs"]
+mod labels;
 #[path = "it/mcp.rs"]
 mod mcp;
 #[path = "it/notes.rs"]
@@ -34,6 +36,8 @@ mod notes;
 mod preview;
 #[path = "it/repos.rs"]
 mod repos;
+#[path = "it/runner_git.rs"]
+mod runner_git;
 #[path = "it/runners.rs"]
 mod runners;
 #[path = "it/search.rs"]

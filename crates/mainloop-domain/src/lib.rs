@@ -13,6 +13,7 @@ pub mod failure;
 pub mod ids;
 pub mod inbox;
 pub mod notes;
+pub mod placement;
 pub mod question;
 pub mod records;
 pub mod runner;

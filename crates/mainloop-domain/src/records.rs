@@ -82,6 +82,10 @@ pub struct Task {
     /// The coding agent the task runs (a configured agent's name).
     #[serde(default)]
     pub agent: AgentName,
+    /// The runner labels the task requires: its own and its project's `runner_labels`
+    /// when it was created. Its runs go only where every one of them is.
+    #[serde(default)]
+    pub runner_labels: std::collections::BTreeSet<String>,
     /// Pending or last-asked questions.
     pub questions: Vec<Question>,
     /// The human's answers to `questions`, once given.

@@ -3,12 +3,21 @@
 //! message is held to, and what a runner offers (slots, labels, agents). Parsing is
 //! strict: a message that is too large, malformed, unknown, or out of bounds is refused
 //! with a reason, and nothing a runner says is trusted beyond what it describes.
+//! Processes the server starts on a runner (`spawn`, their stdio both ways, their exit)
+//! are shaped and bounded in [`process`].
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use utoipa::ToSchema;
 
 use crate::agents::AgentName;
+
+pub mod process;
+
+pub use process::{
+    Chunk, MAX_CHUNK_BYTES, MAX_REASON_BYTES, Program, Spawn, Stream, check_spawn, fit_reason,
+    workspace_path,
+};
 
 /// The protocol version this build speaks. A runner of another version is refused at
 /// `hello` with both versions named; bumped on any change a peer of the old version
@@ -40,6 +49,19 @@ pub enum RunnerMessage {
     Hello(Hello),
     /// Still here, with how many of its slots are busy.
     Heartbeat { busy: u16 },
+    /// The process the server asked for runs, as `pid` on the runner's machine.
+    Started { process: u64, pid: u32 },
+    /// The process could not be started; nothing runs.
+    SpawnFailed { process: u64, reason: String },
+    /// Bytes the process wrote, in order per stream.
+    Output {
+        process: u64,
+        stream: Stream,
+        data: Chunk,
+    },
+    /// The process was reaped after both its streams were drained; a death by signal N
+    /// reads as 128 + N.
+    Exited { process: u64, code: i32 },
 }
 
 /// A runner's introduction.
@@ -84,6 +106,14 @@ pub enum ServerMessage {
     Refused { reason: String, retry: bool },
     /// The runner's token was revoked: it must stop and not reconnect.
     Revoked,
+    /// Start a process in a task's workspace; answered by `started` or `spawn_failed`.
+    Spawn(Spawn),
+    /// Bytes for the process's standard input.
+    Stdin { process: u64, data: Chunk },
+    /// Close the process's standard input.
+    CloseStdin { process: u64 },
+    /// Kill the process and everything it started.
+    Kill { process: u64 },
 }
 
 /// Why a runner's message was refused.
@@ -99,6 +129,8 @@ pub enum ProtocolError {
     Version(u32),
     #[error("{0}")]
     Offer(String),
+    #[error("{0}")]
+    Process(String),
 }
 
 /// Reads one message from a runner: size, shape, then every bound.
@@ -122,8 +154,29 @@ pub fn parse_runner_message(text: &str) -> Result<RunnerMessage, ProtocolError> 
                 )));
             }
         }
+        RunnerMessage::Started { pid, .. } => {
+            if *pid == 0 {
+                return Err(ProtocolError::Process("pid 0 is no process".to_owned()));
+            }
+        }
+        RunnerMessage::SpawnFailed { reason, .. } => process::check_reason(reason)?,
+        RunnerMessage::Output { data, .. } => process::check_chunk(data)?,
+        RunnerMessage::Exited { .. } => {}
     }
     Ok(msg)
+}
+
+/// Checks a message from the server against the bounds the server holds itself to; a
+/// runner checks every `spawn` and `stdin` with it before acting.
+///
+/// # Errors
+/// The first bound it breaks, in words.
+pub fn check_server_message(msg: &ServerMessage) -> Result<(), ProtocolError> {
+    match msg {
+        ServerMessage::Spawn(spawn) => check_spawn(spawn),
+        ServerMessage::Stdin { data, .. } => process::check_chunk(data),
+        _ => Ok(()),
+    }
 }
 
 fn check_hello(hello: &Hello) -> Result<(), ProtocolError> {

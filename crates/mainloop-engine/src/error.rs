@@ -23,6 +23,10 @@ pub enum EngineError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A runner is not connected, or its connection ended: what ran there is gone, and
+    /// the work resumes elsewhere.
+    #[error("{0}")]
+    RunnerLost(String),
 }
 
 impl From<StoreError> for EngineError {

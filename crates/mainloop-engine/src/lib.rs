@@ -18,15 +18,18 @@ mod error;
 mod holds;
 mod hub;
 mod jobs;
+mod leases;
 mod main_thread;
 mod notes;
 mod notifications;
 mod previews;
 mod reads;
+mod runner_processes;
 mod runners;
 mod runtime;
 mod search;
 mod spending;
+mod task_labels;
 mod tasks;
 mod tools;
 
@@ -43,6 +46,7 @@ pub use jobs::{
     BackgroundJob, ChatTurn, CommitWork, ForgeSync, ForgeWatch, Handler, MakeDigest, Merge, Pool,
     RunAgent, RunChecks, Step, StopAgent, TaskJob, WakeTask, enqueue,
 };
+pub use leases::{LeaseRow, RepoAccess, repo_access, snapshot_ref};
 pub use main_thread::{HELP as MAIN_THREAD_HELP, MainChoice, MainStatus};
 pub use mainloop_store::{
     NotificationSettings, PlanRevision, PushSubscription, TaskCounts, TaskFootprint, TaskForge,
@@ -55,6 +59,9 @@ pub use notifications::{
 pub use previews::{
     PREVIEW_CODE_TTL, PREVIEW_COOKIE_TTL, PreviewHost, PreviewLink, PreviewPort, PreviewTarget,
     preview_host_label, preview_label,
+};
+pub use runner_processes::{
+    MAX_UNREAD_OUTPUT, OUTBOX_CAPACITY, RemoteHandle, RemoteOutput, RemoteProcess, RemoteStdin,
 };
 pub use runners::{
     Ending, LAST_SEEN_WRITE_EVERY, RUNNER_TOKEN_PREFIX, RunnerInfo, RunnerLease, RunnerRow,

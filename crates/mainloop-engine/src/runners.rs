@@ -2,16 +2,20 @@
 //! one's state, and the in-memory registry of live connections — a connection holds a
 //! [`RunnerLease`] that says when it must end and why (revoked, or replaced by a newer
 //! connection with the same token), and that takes the runner offline when dropped.
+//! Each connection carries an outbox and a table of its processes
+//! (`runner_processes.rs`), which end with it.
 
 use crate::auth::new_token;
+use crate::runner_processes::Connection;
 use crate::{Engine, EngineError, Result, hash_token, now};
-use mainloop_domain::runner::{Hello, Offer, check_runner_name};
+use mainloop_domain::runner::{Hello, Offer, RunnerMessage, ServerMessage, check_runner_name};
 use mainloop_domain::{RunnerId, Timestamp, UserId};
 pub use mainloop_store::RunnerRow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What every runner token starts with, so a leaked one is recognisable.
@@ -93,6 +97,7 @@ struct Live {
     version: String,
     offer: Offer,
     busy: u16,
+    conn: Arc<Connection>,
 }
 
 /// The live runner connections of this server process.
@@ -100,6 +105,9 @@ struct Live {
 pub(crate) struct Registry {
     live: Mutex<HashMap<RunnerId, Live>>,
     serials: AtomicU64,
+    /// Process numbers, unique across this server's connections so that one can never
+    /// be mistaken for another connection's.
+    processes: AtomicU64,
 }
 
 impl Registry {
@@ -121,6 +129,16 @@ impl Registry {
         });
     }
 
+    /// The live connection of `id`, if any.
+    pub(crate) fn connection(&self, id: RunnerId) -> Option<Arc<Connection>> {
+        self.with(|map| map.get(&id).map(|l| Arc::clone(&l.conn)))
+    }
+
+    /// A process number never handed out before by this server process.
+    pub(crate) fn next_process(&self) -> u64 {
+        self.processes.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn remove(&self, id: RunnerId, serial: u64) -> bool {
         self.with(|map| {
             if map.get(&id).is_some_and(|l| l.serial == serial) {
@@ -138,6 +156,8 @@ fn finish(live: &Live, why: Ending) {
         ending.get_or_insert(why);
     }
     live.cancel.cancel();
+    // Its processes end now, not when its socket has finished closing.
+    live.conn.close();
 }
 
 /// One runner's live connection. It ends when [`RunnerLease::ended`] resolves; dropping
@@ -150,9 +170,24 @@ pub struct RunnerLease {
     cancel: CancellationToken,
     ending: Arc<Mutex<Option<Ending>>>,
     last_written: Mutex<Instant>,
+    conn: Arc<Connection>,
+    outbox: Option<mpsc::Receiver<ServerMessage>>,
 }
 
 impl RunnerLease {
+    /// What the server has to send this runner (spawns, stdin, kills), in order; the
+    /// connection's socket takes it once and sends each message.
+    pub fn take_outbox(&mut self) -> Option<mpsc::Receiver<ServerMessage>> {
+        self.outbox.take()
+    }
+
+    /// Applies a runner's `started`, `spawn_failed`, `output` or `exited` to the
+    /// process it names — only one this connection started and that has not ended;
+    /// anything else is ignored with a warning.
+    pub fn deliver(&self, msg: RunnerMessage) {
+        self.conn.deliver(msg);
+    }
+
     /// The runner this connection is.
     #[must_use]
     pub const fn runner(&self) -> RunnerId {
@@ -209,6 +244,7 @@ impl RunnerLease {
 impl Drop for RunnerLease {
     fn drop(&mut self) {
         self.engine.inner.runners.remove(self.runner, self.serial);
+        self.conn.close();
         // The disconnect's time is worth keeping, but a drop cannot wait for a write.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (engine, runner) = (self.engine.clone(), self.runner);
@@ -291,6 +327,7 @@ impl Engine {
         let serial = registry.serials.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
         let ending = Arc::new(Mutex::new(None));
+        let (conn, outbox) = Connection::new(runner);
         registry.with(|map| {
             let old = map.insert(
                 runner,
@@ -301,6 +338,7 @@ impl Engine {
                     version: hello.version.clone(),
                     offer: hello.offer.clone(),
                     busy: 0,
+                    conn: Arc::clone(&conn),
                 },
             );
             if let Some(old) = old {
@@ -314,6 +352,8 @@ impl Engine {
             cancel,
             ending,
             last_written: Mutex::new(Instant::now()),
+            conn,
+            outbox: Some(outbox),
         };
         // Registered before this write, so a revocation committed before it finds the
         // write refused, and one committed after it finds the connection to end.

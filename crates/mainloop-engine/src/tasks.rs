@@ -13,6 +13,7 @@ use mainloop_domain::task::{Announcement, Effect, HoldKind, TaskEvent, TaskState
 use mainloop_domain::{InboxItemId, TaskId, Timestamp, UserId};
 use mainloop_store::{NewMessage, NewTask, TaskForge, Tx};
 use serde_json::json;
+use std::collections::BTreeSet;
 
 const MAX_DESCRIPTION: usize = 20_000;
 const MAX_REPO: usize = 2_048;
@@ -217,17 +218,20 @@ async fn inbox_event(tx: &mut Tx, user: UserId, item: &InboxItem, at: Timestamp)
     Ok(())
 }
 
-/// Creates a task inside `tx`: project, task row, worker update and events.
-/// With an `origin_key` already used, returns the existing task and writes nothing.
+/// Creates a task inside `tx`: project, task row, worker update and events. Its runs
+/// require `runner_labels` and its project's. With an `origin_key` already used,
+/// returns the existing task and writes nothing.
 pub(crate) async fn create_task_in(
     tx: &mut Tx,
     engine: &Engine,
     user: UserId,
     req: &CreateTask,
+    runner_labels: &BTreeSet<String>,
     origin_key: Option<String>,
     at: Timestamp,
 ) -> Result<Task> {
     req.validate()?;
+    crate::task_labels::check_task(runner_labels)?;
     // A repository on the configured forge is named one way (`owner/name`) whatever the
     // spelling, so its tasks share one project and one mirror.
     let forge_repo = engine
@@ -251,8 +255,9 @@ pub(crate) async fn create_task_in(
             project.settings.get("agent").and_then(|a| a.as_str()),
         )
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
+    let runner_labels = crate::task_labels::required(runner_labels, &project)?;
     let (task, created) = tx
-        .insert_task(
+        .insert_task_requiring(
             user,
             project.id,
             &NewTask {
@@ -274,6 +279,7 @@ pub(crate) async fn create_task_in(
                 origin_key,
                 budget_usd: req.budget_usd,
             },
+            &runner_labels,
             at,
         )
         .await?;
@@ -448,7 +454,7 @@ impl Engine {
     pub async fn create_task(&self, user: UserId, req: &CreateTask) -> Result<Task> {
         let at = now();
         let mut tx = self.store().begin().await?;
-        let task = create_task_in(&mut tx, self, user, req, None, at).await?;
+        let task = create_task_in(&mut tx, self, user, req, &BTreeSet::new(), None, at).await?;
         tx.commit().await?;
         self.wake_dispatcher();
         Ok(task)

@@ -12,6 +12,7 @@ use mainloop_model::ToolSpec;
 use mainloop_store::Tx;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 /// The tool specs offered to the model.
 #[must_use]
@@ -30,7 +31,8 @@ pub fn tool_specs() -> Vec<ToolSpec> {
                     "repo": {"type": "string", "description": "The repository: a local path, a git URL, or owner/name."},
                     "skip_plan": {"type": "boolean", "description": "Skip planning and implement straight away (only when the user asks for it)."},
                     "agent": {"type": "string", "pattern": "^[a-z0-9-]{1,32}$", "description": "The coding agent to run, by its configured name (claude, codex, gemini, opencode, …); leave it out for the project's or the server's default. Only when the user names one."},
-                    "budget_usd": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000, "description": "A cost cap for this task in US dollars: at it, the task waits for the user. Only when the user gives one."}
+                    "budget_usd": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000, "description": "A cost cap for this task in US dollars: at it, the task waits for the user. Only when the user gives one."},
+                    "runner_labels": {"type": "array", "maxItems": 8, "uniqueItems": true, "items": {"type": "string", "pattern": "^[a-z0-9._-]{1,63}$"}, "description": "Labels the machine that runs the task must carry (gpu, linux-x64, …), added to the project's; the task waits until a runner with every one is free. Only when the user asks for such a machine."}
                 },
                 "required": ["description", "repo"]
             }),
@@ -124,6 +126,8 @@ struct SpawnInput {
     agent: Option<String>,
     #[serde(default)]
     budget_usd: Option<f64>,
+    #[serde(default)]
+    runner_labels: BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +207,7 @@ fn summary(task: &mainloop_domain::records::Task) -> Value {
         "description": task.description,
         "repo": task.repo,
         "agent": task.agent,
+        "runner_labels": task.runner_labels,
         "branch": task.branch,
         "cost_usd": task.cost_usd,
         "error": task.error,
@@ -288,6 +293,7 @@ pub(crate) async fn execute(
                     engine,
                     user,
                     &req,
+                    &i.runner_labels,
                     Some(format!("tool:{tool_use_id}")),
                     at,
                 )

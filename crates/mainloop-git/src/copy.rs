@@ -1,17 +1,12 @@
 //! A copy of a task's workspace on another machine (a runner's), kept in step with the
 //! server's worktree over git: brought to the task branch's tip plus the server's
 //! snapshot of uncommitted work, and its own work sent back as a snapshot under a ref
-//! of the task's. The server's copy stays the one that commits, checks and merges.
+//! of the task's (the server names it). The server's copy stays the one that commits,
+//! checks and merges.
 
 use std::path::Path;
 
 use crate::{Git, GitError, Snapshot};
-
-/// Where a snapshot travels: the ref on the server a task's work is sent to.
-#[must_use]
-pub fn snapshot_ref(task: &str) -> String {
-    format!("refs/mainloop/snapshots/{task}")
-}
 
 impl Git {
     /// Makes `dir` a copy of `branch` from `url` (created on first use), with the work

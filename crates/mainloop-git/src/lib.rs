@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{CONFIG_FILE, CheckOutcome, read_check_command, run_check};
 pub use cleanup::{Entry as DirEntry, is_temporary};
-pub use copy::snapshot_ref;
 pub use environment::{
     CopyReport, MAX_COPY_BYTES, MAX_COPY_FILES, copy_into_worktree, parse_config,
 };

@@ -158,7 +158,7 @@ async fn work_goes_to_a_copy_and_comes_back() {
         &["worktree", "add", "-q", "-b", "task", wt.to_str().unwrap()],
     );
     let url = format!("file://{}", repo.display());
-    let refname = mainloop_git::snapshot_ref("t1");
+    let refname = "refs/mainloop/snapshots/t1".to_owned();
     let copy = f.there.parent().unwrap().join("copy");
 
     // Nothing uncommitted yet: no snapshot, and the copy is the branch.

@@ -61,6 +61,28 @@ impl Tx {
         .await?;
         project_from_row(&row)
     }
+
+    /// Replaces the settings of the user's project `id` (validated by the caller);
+    /// `None` when the user has no such project.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn set_project_settings(
+        &mut self,
+        user: UserId,
+        id: ProjectId,
+        settings: &serde_json::Value,
+    ) -> Result<Option<Project>> {
+        let row = sqlx::query(&format!(
+            "UPDATE projects SET settings = $1 WHERE user_id = $2 AND id = $3 RETURNING {COLS}"
+        ))
+        .bind(serde_json::to_string(settings)?)
+        .bind(user.to_string())
+        .bind(id.to_string())
+        .fetch_optional(self.conn())
+        .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
 }
 
 impl Store {

@@ -8,6 +8,7 @@ use mainloop_domain::task::{TaskCore, TaskState};
 use mainloop_domain::{ProjectId, TaskId, Timestamp, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::collections::BTreeSet;
 
 /// A task to create.
 #[derive(Clone, Debug)]
@@ -30,7 +31,7 @@ pub struct NewTask {
 
 const COLS: &str = "id, user_id, project_id, state, core, description, repo, branch, questions, \
                     answers, plan, session_id, cost_usd, input_tokens, output_tokens, error, \
-                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace, agent, budget_usd, \
+                    version, created_at, updated_at, worktree, base_branch, agent_input_key, model, diffstat, workplace, agent, budget_usd, runner_labels, \
                     (SELECT repo FROM task_forge f WHERE f.task_id = tasks.id) AS forge_repo, \
                     (SELECT issue_number FROM task_forge f WHERE f.task_id = tasks.id) AS forge_issue, \
                     (SELECT pr_number FROM task_forge f WHERE f.task_id = tasks.id) AS forge_pr, \
@@ -61,6 +62,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
     let core: TaskCore = serde_json::from_str(&core)?;
     let questions: String = row.try_get("questions")?;
     let answers: Option<String> = row.try_get("answers")?;
+    let runner_labels: String = row.try_get("runner_labels")?;
     Ok(Task {
         id: parse(&row.try_get::<String, _>("id")?, "task id")?,
         project_id: parse::<ProjectId>(&row.try_get::<String, _>("project_id")?, "project id")?,
@@ -79,6 +81,7 @@ fn task_from_row(row: &AnyRow) -> Result<Task> {
         agent_input_key: row.try_get("agent_input_key")?,
         model: row.try_get("model")?,
         agent: parse::<AgentName>(&row.try_get::<String, _>("agent")?, "agent")?,
+        runner_labels: serde_json::from_str(&runner_labels)?,
         diffstat: row.try_get("diffstat")?,
         forge: forge_links_from_row(row)?,
         cost_usd: row.try_get("cost_usd")?,
@@ -132,6 +135,23 @@ impl Tx {
         new: &NewTask,
         now: Timestamp,
     ) -> Result<(Task, bool)> {
+        self.insert_task_requiring(user, project, new, &BTreeSet::new(), now)
+            .await
+    }
+
+    /// [`Tx::insert_task`] for a task whose runs require `runner_labels` (validated by
+    /// the caller) of the site they run on.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn insert_task_requiring(
+        &mut self,
+        user: UserId,
+        project: ProjectId,
+        new: &NewTask,
+        runner_labels: &BTreeSet<String>,
+        now: Timestamp,
+    ) -> Result<(Task, bool)> {
         if let Some(key) = &new.origin_key {
             let row = sqlx::query(&format!("SELECT {COLS} FROM tasks WHERE origin_key = $1"))
                 .bind(key)
@@ -145,8 +165,9 @@ impl Tx {
         let core = TaskCore::new(new.skip_plan, new.max_check_rounds);
         sqlx::query(
             "INSERT INTO tasks (id, user_id, project_id, state, core, description, repo, \
-                 origin_key, created_at, updated_at, model, workplace, agent, budget_usd) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13)",
+                 origin_key, created_at, updated_at, model, workplace, agent, budget_usd, \
+                 runner_labels) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13, $14)",
         )
         .bind(id.to_string())
         .bind(user.to_string())
@@ -161,6 +182,7 @@ impl Tx {
         .bind(new.workplace.as_str())
         .bind(new.agent.as_str())
         .bind(new.budget_usd)
+        .bind(serde_json::to_string(runner_labels)?)
         .execute(self.conn())
         .await?;
         let task = fetch_task(self.conn(), None, id)

@@ -1513,6 +1513,10 @@ async fn main_sessions_and_turn_usage(store: Store) {
 // After `both_backends!`, which it uses.
 #[path = "it/digests.rs"]
 mod digests;
+#[path = "it/labels.rs"]
+mod labels;
+#[path = "it/leases.rs"]
+mod leases;
 #[path = "it/runners.rs"]
 mod runners;
 #[path = "it/search.rs"]

@@ -15,6 +15,7 @@ mod policy;
 mod preview;
 mod prompts;
 mod react;
+mod remote;
 mod retry;
 mod run;
 mod slots;
@@ -30,6 +31,7 @@ pub use forge::{ForgeSettings, MARKER as FORGE_MARKER, wake as wake_forge_watch}
 pub use policy::{Decision, decide};
 pub use preview::{PreviewSettings, Previews};
 pub use prompts::{BY_TURN_INSTRUCTIONS, WORKER_INSTRUCTIONS};
+pub use remote::RemotePlacement;
 pub use slots::{AgentRegistry, grant, unavailable};
 pub use task_postgres::{LocalPostgres, TaskDatabaseServer};
 

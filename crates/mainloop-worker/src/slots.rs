@@ -174,4 +174,49 @@ mod tests {
         let got = grant(&q, 2, &HashMap::new(), &BTreeMap::new(), &held);
         assert_eq!(got, vec![q[1].0, q[3].0]);
     }
+
+    proptest::proptest! {
+        /// The domain's placement, with no runner and no label, starts here exactly what
+        /// `grant` starts: it can replace it.
+        #[test]
+        fn place_queue_starts_here_what_grant_starts(
+            agents in proptest::collection::vec(0..3usize, 0..12),
+            free in 0..6usize,
+            busy in proptest::collection::vec(0..3usize, 3),
+            caps in proptest::collection::btree_map(0..3usize, 0..3usize, 0..3),
+            held in proptest::collection::btree_set(0..3usize, 0..3),
+        ) {
+            use mainloop_domain::placement::{Local, Needs, Place, Queued, place_queue};
+            const NAMES: [&str; 3] = ["claude", "codex", "gemini"];
+            let q = queue(&agents.iter().map(|a| NAMES[*a]).collect::<Vec<_>>());
+            let busy: HashMap<AgentName, usize> =
+                NAMES.iter().zip(&busy).map(|(a, n)| (name(a), *n)).collect();
+            let caps: BTreeMap<AgentName, usize> =
+                caps.into_iter().map(|(a, c)| (name(NAMES[a]), c)).collect();
+            let held: BTreeSet<AgentName> = held.into_iter().map(|a| name(NAMES[a])).collect();
+            let granted = grant(&q, free, &busy, &caps, &held);
+            let local = Local {
+                agents: NAMES.iter().map(|a| name(a)).collect(),
+                slots: free,
+                busy_by_agent: busy.into_iter().collect(),
+                caps,
+                held,
+                ..Local::default()
+            };
+            let queued: Vec<Queued> = q
+                .iter()
+                .map(|(task, agent)| Queued {
+                    task: *task,
+                    needs: Needs { agent: agent.clone(), labels: BTreeSet::new() },
+                    warm: None,
+                })
+                .collect();
+            let placed: Vec<TaskId> = place_queue(&queued, &local, &[])
+                .into_iter()
+                .filter(|(_, p)| *p == Place::Local)
+                .map(|(id, _)| id)
+                .collect();
+            proptest::prop_assert_eq!(placed, granted);
+        }
+    }
 }

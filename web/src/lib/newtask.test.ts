@@ -1,7 +1,18 @@
 // The "New task" form's rules: drafts, the repositories offered, and where errors show.
 import { describe, expect, it } from "vitest";
 import type { Project, Task } from "./api";
-import { budgetUsd, EMPTY_DRAFT, errorField, missing, parseCostCap, parseDraft, recentRepos, serializeDraft } from "./newtask";
+import {
+  budgetUsd,
+  EMPTY_DRAFT,
+  errorField,
+  missing,
+  parseCostCap,
+  parseDraft,
+  parseLabels,
+  recentRepos,
+  runnerLabels,
+  serializeDraft,
+} from "./newtask";
 
 function project(id: string, repo: string, created: string): Project {
   return { id, repo, name: repo.split("/").pop() ?? repo, settings: {}, created_at: created };
@@ -13,12 +24,13 @@ function task(projectId: string, updated: string): Task {
 
 describe("drafts", () => {
   it("round-trip, and an empty draft is not stored", () => {
-    const d = { description: "fix the\nbuild", repo: "/src/app", skipPlan: true, costCap: "2.50" };
+    const d = { description: "fix the\nbuild", repo: "/src/app", skipPlan: true, costCap: "2.50", labels: "gpu" };
     expect(parseDraft(serializeDraft(d))).toEqual(d);
     expect(serializeDraft(EMPTY_DRAFT)).toBeNull();
-    expect(serializeDraft({ description: "  ", repo: "\n", skipPlan: false, costCap: " " })).toBeNull();
+    expect(serializeDraft({ description: "  ", repo: "\n", skipPlan: false, costCap: " ", labels: " " })).toBeNull();
     expect(serializeDraft({ ...EMPTY_DRAFT, skipPlan: true })).not.toBeNull();
     expect(serializeDraft({ ...EMPTY_DRAFT, costCap: "5" })).not.toBeNull();
+    expect(serializeDraft({ ...EMPTY_DRAFT, labels: "gpu" })).not.toBeNull();
   });
 
   it("read anything unreadable as empty, field by field", () => {
@@ -30,9 +42,10 @@ describe("drafts", () => {
       repo: "owner/name",
       skipPlan: false,
       costCap: "",
+      labels: "",
     });
-    // A draft stored before the cost cap existed reads with none.
-    expect(parseDraft('{"description":"d","repo":"r","skipPlan":true}')).toEqual({ description: "d", repo: "r", skipPlan: true, costCap: "" });
+    // A draft stored before the cost cap and labels existed reads with none.
+    expect(parseDraft('{"description":"d","repo":"r","skipPlan":true}')).toEqual({ description: "d", repo: "r", skipPlan: true, costCap: "", labels: "" });
   });
 });
 
@@ -97,12 +110,39 @@ describe("parseCostCap", () => {
   });
 });
 
+describe("parseLabels", () => {
+  it("reads labels between commas or spaces, each once, in order", () => {
+    expect(parseLabels("")).toEqual({ labels: [] });
+    expect(parseLabels(" , ")).toEqual({ labels: [] });
+    expect(parseLabels("gpu")).toEqual({ labels: ["gpu"] });
+    expect(parseLabels(" linux-x64, gpu  gpu,big.box_2 ")).toEqual({ labels: ["big.box_2", "gpu", "linux-x64"] });
+  });
+
+  it("refuses what a runner could not carry, naming it, and more than eight", () => {
+    for (const bad of ["GPU", "gpu!", "é", "x".repeat(64)]) {
+      expect(parseLabels(`gpu ${bad}`), bad).toEqual({ error: expect.stringContaining(`"${bad}"`) });
+    }
+    expect(parseLabels("a b c d e f g h i")).toEqual({ error: "At most 8 labels." });
+    expect(parseLabels("a b c d e f g h h")).toEqual({ labels: ["a", "b", "c", "d", "e", "f", "g", "h"] });
+  });
+
+  it("sends runner_labels only when some are typed, and stops a send with a bad one", () => {
+    expect(runnerLabels({ ...EMPTY_DRAFT, labels: "gpu, big" })).toEqual({ runner_labels: ["big", "gpu"] });
+    expect(runnerLabels(EMPTY_DRAFT)).toEqual({});
+    const d = { ...EMPTY_DRAFT, description: "do it", repo: "/r" };
+    expect(Object.keys(missing({ ...d, labels: "Big" }))).toEqual(["labels"]);
+    expect(missing({ ...d, labels: "big" })).toEqual({});
+  });
+});
+
 describe("errorField", () => {
   it("places the server's field messages by the field, and the rest on the form", () => {
     expect(errorField("repo: /nope is not a git repository")).toBe("repo");
     expect(errorField("repo must not be empty")).toBe("repo");
     expect(errorField("description is longer than 20000 characters")).toBe("description");
     expect(errorField("budget_usd must be a positive number of US dollars, at most 1000000")).toBe("costCap");
+    expect(errorField('runner_labels: label "GPU" is not 1 to 63 lowercase letters')).toBe("labels");
+    expect(errorField("the project's runner_labels setting: at most 8 labels, got 9")).toBeNull();
     expect(errorField("Cannot reach the server. Check the connection and try again.")).toBeNull();
     expect(errorField("repository is unavailable")).toBeNull();
     expect(errorField("the description is bad")).toBeNull();

@@ -1,7 +1,7 @@
 // The "New task" form's rules, apart from the screen: the draft that survives reloads
 // and failed sends, which repositories to offer (the ones used most recently first),
-// what is missing or wrong before sending (the cost cap's range among it), and which
-// field a server refusal is about.
+// what is missing or wrong before sending (the cost cap's range and the runner labels
+// among it), and which field a server refusal is about.
 import type { Project, Task } from "./api";
 
 export interface TaskDraft {
@@ -10,15 +10,20 @@ export interface TaskDraft {
   skipPlan: boolean;
   /** The task's own cost cap in dollars, as typed; empty for the user's default. */
   costCap: string;
+  /** Runner labels the machine must carry, as typed (commas or spaces between). */
+  labels: string;
 }
 
-export type DraftField = "description" | "repo" | "costCap";
+export type DraftField = "description" | "repo" | "costCap" | "labels";
 export type FieldErrors = Partial<Record<DraftField, string>>;
 
-export const EMPTY_DRAFT: TaskDraft = { description: "", repo: "", skipPlan: false, costCap: "" };
+export const EMPTY_DRAFT: TaskDraft = { description: "", repo: "", skipPlan: false, costCap: "", labels: "" };
 
 /** The largest cost cap the server takes, in dollars. */
 export const MAX_COST_CAP = 1_000_000;
+
+/** The most runner labels a task may require (the project's come on top). */
+export const MAX_LABELS = 8;
 
 /** A stored draft, or the empty one when nothing (or something unreadable) is stored. */
 export function parseDraft(raw: string | null): TaskDraft {
@@ -32,6 +37,7 @@ export function parseDraft(raw: string | null): TaskDraft {
       repo: typeof o.repo === "string" ? o.repo : "",
       skipPlan: o.skipPlan === true,
       costCap: typeof o.costCap === "string" ? o.costCap : "",
+      labels: typeof o.labels === "string" ? o.labels : "",
     };
   } catch {
     return { ...EMPTY_DRAFT };
@@ -40,7 +46,7 @@ export function parseDraft(raw: string | null): TaskDraft {
 
 /** What to store for a draft: nothing once it holds nothing worth keeping. */
 export function serializeDraft(d: TaskDraft): string | null {
-  if (!d.description.trim() && !d.repo.trim() && !d.skipPlan && !d.costCap.trim()) return null;
+  if (!d.description.trim() && !d.repo.trim() && !d.skipPlan && !d.costCap.trim() && !d.labels.trim()) return null;
   return JSON.stringify(d);
 }
 
@@ -77,6 +83,24 @@ export function parseCostCap(text: string): { usd: number | null } | { error: st
   return { usd };
 }
 
+/**
+ * Runner labels as typed: separated by commas or spaces, each 1 to 63 lowercase letters,
+ * digits, `-`, `_` or `.` (as a runner's `--label`), at most eight; repeats count once.
+ */
+export function parseLabels(text: string): { labels: string[] } | { error: string } {
+  const labels = [...new Set(text.split(/[\s,]+/).filter((l) => l !== ""))].sort();
+  const bad = labels.find((l) => !/^[a-z0-9._-]{1,63}$/.test(l));
+  if (bad !== undefined) return { error: `"${bad}" is not a label: use 1 to 63 lowercase letters, digits, -, _ or .` };
+  if (labels.length > MAX_LABELS) return { error: `At most ${MAX_LABELS} labels.` };
+  return { labels };
+}
+
+/** The `runner_labels` to send: those typed, or nothing when none are. */
+export function runnerLabels(d: TaskDraft): { runner_labels: string[] } | Record<string, never> {
+  const parsed = parseLabels(d.labels);
+  return "labels" in parsed && parsed.labels.length ? { runner_labels: parsed.labels } : {};
+}
+
 /** What must be filled in or put right before the form may be sent (the server checks the rest). */
 export function missing(d: TaskDraft): FieldErrors {
   const errors: FieldErrors = {};
@@ -84,6 +108,8 @@ export function missing(d: TaskDraft): FieldErrors {
   if (!d.repo.trim()) errors.repo = "Name a repository: a local path, a git URL or owner/name.";
   const cap = parseCostCap(d.costCap);
   if ("error" in cap) errors.costCap = cap.error;
+  const labels = parseLabels(d.labels);
+  if ("error" in labels) errors.labels = labels.error;
   return errors;
 }
 
@@ -96,11 +122,13 @@ export function budgetUsd(d: TaskDraft): { budget_usd: number } | Record<string,
 /**
  * Which field a refusal from the server is about. Its messages about a field start with
  * the field's name (`repo: not a git repository`, `description is longer than …`,
- * `budget_usd must be …`); anything else (the network, the server) belongs to the form
- * as a whole.
+ * `budget_usd must be …`, `runner_labels: label …`); anything else (the network, the
+ * server, the project's own labels setting) belongs to the form as a whole.
  */
 export function errorField(message: string): DraftField | null {
-  const m = /^(description|repo|budget_usd)\b/.exec(message);
+  const m = /^(description|repo|budget_usd|runner_labels)\b/.exec(message);
   if (!m) return null;
-  return m[1] === "budget_usd" ? "costCap" : (m[1] as DraftField);
+  if (m[1] === "budget_usd") return "costCap";
+  if (m[1] === "runner_labels") return "labels";
+  return m[1] as DraftField;
 }

@@ -109,9 +109,10 @@ fn from_engine(e: EngineError, task: Option<TaskId>) -> Outcome {
             Some(id) if what == "task" => Outcome::error(format!("no task {id}")),
             _ => Outcome::error(format!("{what} not found")),
         },
-        EngineError::Invalid(_) | EngineError::WrongState(_) | EngineError::Answers(_) => {
-            Outcome::error(e.to_string())
-        }
+        EngineError::Invalid(_)
+        | EngineError::WrongState(_)
+        | EngineError::Answers(_)
+        | EngineError::RunnerLost(_) => Outcome::error(e.to_string()),
         EngineError::Conflict(detail) => {
             tracing::info!(%detail, "an MCP tool call hit a conflict");
             Outcome::error("the task changed meanwhile; read it again and retry")

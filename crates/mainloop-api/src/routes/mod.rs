@@ -12,6 +12,7 @@ pub mod notes;
 pub mod notifications;
 pub mod preview;
 pub mod projects;
+pub mod runner_git;
 pub mod runners;
 pub mod search;
 pub mod system;

@@ -1,7 +1,9 @@
 //! Runners: creating one (its token shown once), listing the user's with each one's
 //! state, revoking one, and `GET /api/runners/connect`, the WebSocket a runner holds
 //! open — authenticated by its runner token, then `hello` → `welcome`, heartbeats, and
-//! the server's `refused` or `revoked` before it closes.
+//! the server's `refused` or `revoked` before it closes. Between, it carries the
+//! processes the server runs there: the lease's outbox (spawns, stdin, kills) goes out,
+//! and the runner's `started`/`spawn_failed`/`output`/`exited` go to the lease.
 
 use crate::AppState;
 use crate::auth::CurrentUser;
@@ -243,7 +245,11 @@ impl FromRequestParts<AppState> for CurrentRunner {
 ///    first and once, within 10 s;
 /// 2. server → `{"type":"welcome","protocol":1,"runner_id":"…","name":"…","heartbeat_secs":15}`;
 /// 3. runner → `{"type":"heartbeat","busy":0}` at least every `heartbeat_secs`; after
-///    three times that in silence the server closes.
+///    three times that in silence the server closes;
+/// 4. server → `spawn`, `stdin`, `close_stdin`, `kill` for the processes it runs there;
+///    runner → `started` or `spawn_failed`, `output` (base64, at most 32 KiB decoded),
+///    then `exited`. A message about a process this connection was not given, or one
+///    that already exited, is ignored.
 ///
 /// A message the server refuses (malformed, unknown type, another protocol version, an
 /// offer out of bounds, a binary frame, a second `hello`, more than 64 KiB) gets
@@ -286,6 +292,8 @@ pub async fn connect(
 enum Heard {
     Hello(Box<Hello>),
     Heartbeat(u16),
+    /// About one of the processes the server started there.
+    Process(RunnerMessage),
     /// Refuse with this reason, then close.
     Refuse(String),
     /// Control frames the socket answers itself.
@@ -312,6 +320,8 @@ fn hear(frame: Option<Result<Message, axum::Error>>, greeted: bool) -> Heard {
             Heard::Refuse("the first message must be hello".into())
         }
         (Ok(RunnerMessage::Heartbeat { busy }), true) => Heard::Heartbeat(busy),
+        (Ok(_), false) => Heard::Refuse("the first message must be hello".into()),
+        (Ok(msg), true) => Heard::Process(msg),
     }
 }
 
@@ -385,14 +395,14 @@ async fn serve(state: AppState, runner: RunnerRow, mut socket: WebSocket) {
                 let code = refusal_code(&reason);
                 return refuse(socket, reason, code).await;
             }
-            // `hear` refuses a heartbeat before hello; this arm only keeps the match whole.
-            Heard::Heartbeat(_) => {
+            // `hear` refuses anything else before hello; this arm only keeps the match whole.
+            Heard::Heartbeat(_) | Heard::Process(_) => {
                 let reason = "the first message must be hello".to_owned();
                 return refuse(socket, reason, close_code::POLICY).await;
             }
         }
     };
-    let lease = match state.engine.connect_runner(runner.id, &hello).await {
+    let mut lease = match state.engine.connect_runner(runner.id, &hello).await {
         Ok(lease) => lease,
         Err(EngineError::NotFound(_)) => {
             let msg = Some(ServerMessage::Revoked);
@@ -417,6 +427,11 @@ async fn serve(state: AppState, runner: RunnerRow, mut socket: WebSocket) {
     if !send(&mut socket, &welcome).await {
         return;
     }
+    let Some(mut outbox) = lease.take_outbox() else {
+        return;
+    };
+    // Measured from the last frame heard, whatever the server sent meanwhile.
+    let mut heard_by = tokio::time::Instant::now() + SILENCE;
     loop {
         tokio::select! {
             why = lease.ended() => {
@@ -434,7 +449,14 @@ async fn serve(state: AppState, runner: RunnerRow, mut socket: WebSocket) {
             () = state.shutdown.cancelled() => {
                 return close(socket, None, close_code::RESTART, "server shutting down").await;
             }
-            frame = tokio::time::timeout(SILENCE, socket.recv()) => {
+            Some(msg) = outbox.recv() => {
+                // A runner that stops reading for as long as it may stay silent is gone.
+                if !matches!(tokio::time::timeout(SILENCE, send(&mut socket, &msg)).await, Ok(true)) {
+                    return;
+                }
+            }
+            frame = tokio::time::timeout_at(heard_by, socket.recv()) => {
+                heard_by = tokio::time::Instant::now() + SILENCE;
                 let Ok(frame) = frame else {
                     let reason = format!("no heartbeat for {} s", SILENCE.as_secs());
                     return close(socket, None, close_code::AWAY, &reason).await;
@@ -449,6 +471,7 @@ async fn serve(state: AppState, runner: RunnerRow, mut socket: WebSocket) {
                             tracing::warn!(runner = %runner.id, error = %e, "could not record a heartbeat");
                         }
                     },
+                    Heard::Process(msg) => lease.deliver(msg),
                     Heard::Nothing => {}
                     Heard::Gone => return,
                     Heard::Refuse(reason) => {
@@ -491,5 +514,10 @@ mod tests {
         ));
         assert_eq!(hear(None, true), Heard::Gone);
         assert!(matches!(hear(text("{"), false), Heard::Refuse(_)));
+        let exited = r#"{"type":"exited","process":1,"code":0}"#;
+        assert!(matches!(hear(text(exited), true), Heard::Process(_)));
+        assert!(matches!(hear(text(exited), false), Heard::Refuse(_)));
+        let bad = r#"{"type":"output","process":1,"stream":"stdout","data":"!!"}"#;
+        assert!(matches!(hear(text(bad), true), Heard::Refuse(r) if r.contains("base64")));
     }
 }

@@ -8,6 +8,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, at_most};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use mainloop_domain::placement::MAX_REQUIRED_LABELS;
 use mainloop_domain::question::Answer;
 use mainloop_domain::records::{Task, TaskDiff};
 use mainloop_domain::task::{TaskEvent, TaskState};
@@ -15,7 +16,7 @@ use mainloop_domain::transcript::TranscriptRecord;
 use mainloop_domain::{TaskId, Timestamp};
 use mainloop_engine::{CreateTask, PlanAction, ReviewAction};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use utoipa::{IntoParams, ToSchema};
 
 const DEFAULT_LIMIT: i64 = 100;
@@ -104,6 +105,12 @@ pub struct CreateTaskRequest {
     #[serde(default)]
     #[schema(exclusive_minimum = 0.0, maximum = 1_000_000.0)]
     pub budget_usd: Option<f64>,
+    /// Labels the machine that runs the task must carry (a runner's `--label`): each 1
+    /// to 63 lowercase letters, digits, `-`, `_` or `.`, at most 8. The task requires
+    /// these and its project's `runner_labels` setting, as they are when it is created.
+    #[serde(default)]
+    #[schema(max_items = 8)]
+    pub runner_labels: Vec<String>,
 }
 
 /// Answers to a task's pending questions, keyed by question id: the chosen option
@@ -199,7 +206,7 @@ pub async fn list(
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "Cross-origin request", body = ErrorBody),
-        (status = 422, description = "Empty description or repo, or an agent that is not configured", body = ErrorBody),
+        (status = 422, description = "Empty description or repo, an agent that is not configured, or a runner label that is not one (named)", body = ErrorBody),
     )
 )]
 pub async fn create(
@@ -208,9 +215,21 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateTaskRequest>,
 ) -> ApiResult<(StatusCode, Json<Task>)> {
     at_most("description", &body.description, MAX_DESCRIPTION)?;
+    // Counted as sent, as the document counts them, before repeats fold into one.
+    if body.runner_labels.len() > MAX_REQUIRED_LABELS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!(
+                "runner_labels: at most {MAX_REQUIRED_LABELS} labels, got {}",
+                body.runner_labels.len()
+            ),
+        ));
+    }
+    let labels: BTreeSet<String> = body.runner_labels.into_iter().collect();
     let task = state
         .engine
-        .create_task(
+        .create_task_requiring(
             user.id,
             &CreateTask {
                 description: body.description,
@@ -220,6 +239,7 @@ pub async fn create(
                 agent: body.agent,
                 budget_usd: body.budget_usd,
             },
+            &labels,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(task)))

@@ -208,6 +208,10 @@ pub enum ClientCommand {
         /// project's, else the server's.
         #[arg(long, value_name = "NAME")]
         agent: Option<String>,
+        /// A label the machine that runs the task must carry (repeatable), as a runner
+        /// offers it with `--label L`; the project's `runner_labels` are added.
+        #[arg(long = "label", value_name = "L")]
+        labels: Vec<String>,
         /// What the worker should do (words are joined with spaces).
         #[arg(required = true, value_name = "DESCRIPTION")]
         description: Vec<String>,
@@ -434,6 +438,7 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
             repo,
             skip_plan,
             agent,
+            labels,
             description,
         } => {
             tasks::create(
@@ -441,6 +446,7 @@ pub async fn run(command: ClientCommand) -> Result<(), ClientError> {
                 &repo,
                 skip_plan,
                 agent.as_deref(),
+                &labels,
                 &joined(&description),
             )
             .await

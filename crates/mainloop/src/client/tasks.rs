@@ -152,17 +152,22 @@ pub async fn inbox(ctx: &Ctx) -> Result<(), ClientError> {
     })
 }
 
-/// `mainloop new --repo REPO [--skip-plan] [--agent NAME] DESCRIPTION`.
+/// `mainloop new --repo REPO [--skip-plan] [--agent NAME] [--label L]... DESCRIPTION`.
 pub async fn create(
     ctx: &Ctx,
     repo: &str,
     skip_plan: bool,
     agent: Option<&str>,
+    labels: &[String],
     description: &str,
 ) -> Result<(), ClientError> {
     let mut body = json!({"description": description, "repo": repo, "skip_plan": skip_plan});
     if let Some(agent) = agent {
         body["agent"] = json!(agent);
+    }
+    // The server checks them and names a bad one; an older server ignores the field.
+    if !labels.is_empty() {
+        body["runner_labels"] = json!(labels);
     }
     let task = ctx.api.post("/api/tasks", Some(&body)).await?;
     ctx.show(&task, || {

@@ -2,9 +2,12 @@
 //! server over one WebSocket with a runner token, introduces itself (`hello`: protocol,
 //! version, slots, labels, agents), then heartbeats; it reconnects with backoff when the
 //! connection is lost and stops when its token is revoked or refused (`docs/RUNNERS.md`).
+//! While connected it runs the processes the server asks for (`exec.rs`), in its own
+//! data directory, which it locks; at start it kills what a killed run of it left.
 //! Exit codes: 0 stopped by SIGINT/SIGTERM, 2 a mistake in how it was started or a
 //! refusal that reconnecting cannot cure, 3 the token is refused or revoked.
 
+mod exec;
 mod policy;
 mod session;
 mod setup;
@@ -14,7 +17,12 @@ pub use setup::{RunnerArgs, TOKEN_VAR};
 use mainloop_config::Config;
 use policy::{Decision, Outcome};
 use session::Target;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// The lock file in the runner's data directory: one runner per directory, or each
+/// would take the other's processes for leftovers.
+const LOCK_FILE: &str = "runner.lock";
 
 #[allow(clippy::print_stderr)]
 fn say(line: &str) {
@@ -23,20 +31,26 @@ fn say(line: &str) {
 
 /// Runs the runner until it stops; returns the process's exit code, having said why.
 pub async fn run(args: RunnerArgs, config: &Config) -> u8 {
-    let target = match prepare(&args, config) {
+    let (target, exec, _lock) = match prepare(&args, config) {
         Ok(t) => t,
         Err(reason) => {
             say(&reason);
             return 2;
         }
     };
+    let left = exec::reap_leftovers(&exec.data_dir);
+    if left > 0 {
+        say(&format!(
+            "stopped {left} process(es) a previous run of this runner left running"
+        ));
+    }
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
     let mut failures: u32 = 0;
     let mut ever_welcomed = false;
     loop {
         let mut welcomed = false;
-        let outcome = session::connect(&target, &stop, |w| {
+        let outcome = session::connect(&target, &exec, &stop, |w| {
             welcomed = true;
             let again = if ever_welcomed { "re" } else { "" };
             say(&format!(
@@ -73,10 +87,28 @@ pub async fn run(args: RunnerArgs, config: &Config) -> u8 {
     }
 }
 
-/// The target, or why the runner cannot start.
-fn prepare(args: &RunnerArgs, config: &Config) -> Result<Target, String> {
+/// The target, what runs processes, and the data directory's lock; or why the runner
+/// cannot start.
+fn prepare(
+    args: &RunnerArgs,
+    config: &Config,
+) -> Result<(Target, Arc<exec::Config>, std::fs::File), String> {
     let url = setup::connect_url(&args.server)?;
-    let offer = setup::offer(args, &setup::known_agents(config), setup::on_path)?;
+    let known = setup::known_agents(config);
+    let offer = setup::offer(args, &known, setup::on_path)?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let data_dir = setup::data_dir(
+        args.data_dir.as_deref(),
+        std::env::var("XDG_DATA_HOME").ok(),
+        std::env::var("HOME").ok(),
+    )?;
+    let lock = lock(&data_dir)?;
+    let exec = Arc::new(exec::Config {
+        agents: setup::agent_programs(&offer, &known, Some(&path)),
+        data_dir,
+        path,
+        slots: offer.slots,
+    });
     let token = setup::token(
         args.token_file.as_deref(),
         std::env::var(setup::TOKEN_VAR).ok(),
@@ -89,7 +121,24 @@ fn prepare(args: &RunnerArgs, config: &Config) -> Result<Target, String> {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
     let hello = setup::hello(offer)?;
-    Ok(Target { url, token, hello })
+    Ok((Target { url, token, hello }, exec, lock))
+}
+
+/// Creates the data directory and holds its lock for as long as the runner runs.
+fn lock(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::File::create(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "another runner uses {}; give each runner its own --data-dir",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+    }
 }
 
 fn warn_if_readable_by_others(path: &std::path::Path) {

@@ -1,13 +1,19 @@
 //! One connection to the server: the upgrade with the token, `hello`, the wait for
 //! `welcome`, then heartbeats until the server says something final, the connection
-//! drops, or the runner is told to stop. Its only result is how it ended
-//! ([`super::policy::Outcome`]); what to do about that is decided elsewhere.
+//! drops, or the runner is told to stop. Meanwhile messages flow both ways: the
+//! server's process messages go to the connection's [`Processes`], and what those
+//! processes write comes back through a channel to the socket. Its only result is how
+//! it ended ([`super::policy::Outcome`]); what to do about that is decided elsewhere.
+//! Every process of the connection is killed when it ends.
 
+use super::exec::{self, Processes};
 use super::policy::Outcome;
 use futures::{SinkExt, StreamExt};
 use mainloop_domain::RunnerId;
 use mainloop_domain::runner::{MAX_MESSAGE_BYTES, RunnerMessage, ServerMessage};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -50,10 +56,11 @@ pub struct Welcome {
     pub heartbeat_secs: u64,
 }
 
-/// Connects once and stays connected as long as the server keeps the runner;
-/// `welcomed` is told when the server accepts it.
+/// Connects once and stays connected as long as the server keeps the runner, running
+/// the processes it asks for with `exec`; `welcomed` is told when the server accepts it.
 pub async fn connect(
     target: &Target,
+    exec: &Arc<exec::Config>,
     stop: &CancellationToken,
     welcomed: impl FnOnce(&Welcome),
 ) -> Outcome {
@@ -103,24 +110,48 @@ pub async fn connect(
     };
     welcomed(&welcome);
 
+    let (out, out_rx) = mpsc::channel(exec::OUTBOX);
+    let mut procs = Processes::new(Arc::clone(exec), out);
+    let outcome = serve(tx, rx, &welcome, stop, &mut procs, out_rx).await;
+    // They cannot be reattached to another connection: the server resumes the work.
+    procs.shutdown().await;
+    outcome
+}
+
+/// The welcomed connection: heartbeats, the server's messages, the processes' output.
+async fn serve(
+    mut tx: Tx,
+    mut rx: Rx,
+    welcome: &Welcome,
+    stop: &CancellationToken,
+    procs: &mut Processes,
+    mut out: mpsc::Receiver<RunnerMessage>,
+) -> Outcome {
     let every = Duration::from_secs(welcome.heartbeat_secs);
     // A server that says nothing for three heartbeats (not even the pong to our ping)
     // is gone even if the socket looks open (a half-open TCP connection).
     let silence = every.saturating_mul(3);
     let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
     let mut heard = Instant::now();
-    let heartbeat = serde_json::to_string(&RunnerMessage::Heartbeat { busy: 0 })
-        .unwrap_or_else(|_| r#"{"type":"heartbeat","busy":0}"#.to_owned());
     loop {
         tokio::select! {
-            () = stop.cancelled() => return close(tx, rx).await,
+            () = stop.cancelled() => {
+                procs.kill_all();
+                return close(tx, rx).await;
+            }
             _ = ticks.tick() => {
                 if heard.elapsed() > silence {
                     return lost(true, "the server went silent");
                 }
-                let sent = tx.send(Message::text(heartbeat.clone())).await;
+                let beat = RunnerMessage::Heartbeat { busy: procs.busy() };
+                let sent = send(&mut tx, &beat).await;
                 let pinged = tx.send(Message::Ping(Vec::new().into())).await;
                 if let Err(e) = sent.and(pinged) {
+                    return lost(true, &e.to_string());
+                }
+            }
+            Some(msg) = out.recv() => {
+                if let Err(e) = send(&mut tx, &msg).await {
                     return lost(true, &e.to_string());
                 }
             }
@@ -128,12 +159,31 @@ pub async fn connect(
                 heard = Instant::now();
                 match read(frame) {
                     Read::Message(ServerMessage::Welcome { .. }) | Read::Skip => {}
+                    Read::Message(
+                        msg @ (ServerMessage::Spawn(_)
+                        | ServerMessage::Stdin { .. }
+                        | ServerMessage::CloseStdin { .. }
+                        | ServerMessage::Kill { .. }),
+                    ) => {
+                        // Sent before anything the new process writes, which queues
+                        // behind it in `out`.
+                        if let Some(answer) = procs.handle(msg)
+                            && let Err(e) = send(&mut tx, &answer).await
+                        {
+                            return lost(true, &e.to_string());
+                        }
+                    }
                     Read::Message(other) => return final_word(other, true),
                     Read::End(outcome) => return outcome.welcomed(),
                 }
             }
         }
     }
+}
+
+async fn send(tx: &mut Tx, msg: &RunnerMessage) -> Result<(), WsError> {
+    let text = serde_json::to_string(msg).map_err(|e| WsError::Io(std::io::Error::other(e)))?;
+    tx.send(Message::text(text)).await
 }
 
 type Rx = futures::stream::SplitStream<
@@ -204,6 +254,10 @@ fn final_word(message: ServerMessage, welcomed: bool) -> Outcome {
         ServerMessage::Revoked => Outcome::Revoked,
         ServerMessage::Refused { reason, retry } => Outcome::Refused { reason, retry },
         ServerMessage::Welcome { .. } => lost(welcomed, "a second welcome"),
+        ServerMessage::Spawn(_)
+        | ServerMessage::Stdin { .. }
+        | ServerMessage::CloseStdin { .. }
+        | ServerMessage::Kill { .. } => lost(welcomed, "a process message before welcome"),
     }
 }
 

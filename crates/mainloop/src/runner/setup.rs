@@ -9,7 +9,7 @@ use mainloop_domain::agents::{AgentName, find_program};
 use mainloop_domain::runner::{
     Hello, Offer, PROTOCOL_VERSION, RunnerMessage, check_offer, parse_runner_message,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The variable a runner's token is read from.
@@ -37,6 +37,51 @@ pub struct RunnerArgs {
     /// PATH).
     #[arg(long = "agent", value_name = "NAME")]
     pub agents: Vec<String>,
+    /// Where the runner keeps the tasks' workspaces and its records (default:
+    /// $XDG_DATA_HOME/mainloop-runner, else ~/.local/share/mainloop-runner).
+    #[arg(long, env = "MAINLOOP_RUNNER_DATA_DIR", value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The runner's data directory: the flag's, else under `$XDG_DATA_HOME`, else under
+/// `$HOME/.local/share`.
+///
+/// # Errors
+/// None of them is given (or a relative `XDG_DATA_HOME`/`HOME`, which the base
+/// directory rules ignore).
+pub fn data_dir(
+    flag: Option<&Path>,
+    xdg_data_home: Option<String>,
+    home: Option<String>,
+) -> Result<PathBuf, String> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_path_buf());
+    }
+    let absolute = |v: Option<String>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute(xdg_data_home)
+        .or_else(|| absolute(home).map(|h| h.join(".local").join("share")))
+        .map(|base| base.join("mainloop-runner"))
+        .ok_or_else(|| "no data directory: set HOME or pass --data-dir".to_owned())
+}
+
+/// The program this runner runs for each agent it offers: the configured program as
+/// found on `path` (or as configured, when it is not there: a named agent is trusted).
+#[must_use]
+pub fn agent_programs(
+    offer: &Offer,
+    known: &[(String, String)],
+    path: Option<&str>,
+) -> BTreeMap<AgentName, String> {
+    offer
+        .agents
+        .iter()
+        .filter_map(|name| {
+            let (_, program) = known.iter().find(|(n, _)| n == name.as_str())?;
+            let found = find_program(program, path, is_program)
+                .map_or_else(|| program.clone(), |p| p.display().to_string());
+            Some((name.clone(), found))
+        })
+        .collect()
 }
 
 /// The runner token: `--token-file`'s content when given, else the variable's value.
@@ -194,7 +239,48 @@ mod tests {
             slots: 2,
             labels: labels.iter().map(|s| (*s).to_owned()).collect(),
             agents: agents.iter().map(|s| (*s).to_owned()).collect(),
+            data_dir: None,
         }
+    }
+
+    #[test]
+    fn the_data_directory_is_the_flags_or_the_base_directorys() {
+        let flag = Path::new("/srv/runner");
+        assert_eq!(
+            data_dir(Some(flag), Some("/x".into()), Some("/h".into())).unwrap(),
+            flag
+        );
+        assert_eq!(
+            data_dir(None, Some("/x".into()), Some("/h".into())).unwrap(),
+            Path::new("/x/mainloop-runner")
+        );
+        assert_eq!(
+            data_dir(None, Some("rel".into()), Some("/h".into())).unwrap(),
+            Path::new("/h/.local/share/mainloop-runner")
+        );
+        assert!(
+            data_dir(None, None, None)
+                .unwrap_err()
+                .contains("--data-dir")
+        );
+    }
+
+    #[test]
+    fn each_offered_agent_runs_its_program_found_on_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let claude = dir.path().join("claude");
+        std::fs::write(&claude, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let offer = offer(&args(&[], &["claude", "codex"]), &known(), |_| true).unwrap();
+        let path = dir.path().display().to_string();
+        let programs = agent_programs(&offer, &known(), Some(&path));
+        let by_name: Vec<(&str, &str)> = programs
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_str()))
+            .collect();
+        let found = claude.display().to_string();
+        assert_eq!(by_name, [("claude", found.as_str()), ("codex", "codex")]);
     }
 
     fn known() -> Vec<(String, String)> {

@@ -34,6 +34,7 @@ mod model_faults;
 mod postgres;
 mod preview;
 mod restart;
+mod runner_exec;
 mod runners;
 mod sqlite;
 mod task_env;

@@ -536,7 +536,11 @@ export interface paths {
          *        first and once, within 10 s;
          *     2. server → `{"type":"welcome","protocol":1,"runner_id":"…","name":"…","heartbeat_secs":15}`;
          *     3. runner → `{"type":"heartbeat","busy":0}` at least every `heartbeat_secs`; after
-         *        three times that in silence the server closes.
+         *        three times that in silence the server closes;
+         *     4. server → `spawn`, `stdin`, `close_stdin`, `kill` for the processes it runs there;
+         *        runner → `started` or `spawn_failed`, `output` (base64, at most 32 KiB decoded),
+         *        then `exited`. A message about a process this connection was not given, or one
+         *        that already exited, is ignored.
          *
          *     A message the server refuses (malformed, unknown type, another protocol version, an
          *     offer out of bounds, a binary frame, a second `hello`, more than 64 KiB) gets
@@ -1063,6 +1067,11 @@ export interface components {
             /** @description The command ran out of time and was stopped. */
             timed_out?: boolean;
         };
+        /**
+         * Format: byte
+         * @description Bytes as base64 (standard alphabet, padded) in JSON.
+         */
+        Chunk: string;
         CommitView: {
             author: string;
             message: string;
@@ -1108,6 +1117,12 @@ export interface components {
              *     `workers.repo_roots`), a git URL or `owner/name`; no control characters.
              */
             repo: string;
+            /**
+             * @description Labels the machine that runs the task must carry (a runner's `--label`): each 1
+             *     to 63 lowercase letters, digits, `-`, `_` or `.`, at most 8. The task requires
+             *     these and its project's `runner_labels` setting, as they are when it is created.
+             */
+            runner_labels?: string[];
             /** @description Go straight to implementation without a plan review. */
             skip_plan?: boolean;
         };
@@ -1569,6 +1584,17 @@ export interface components {
          * @enum {string}
          */
         Priority: "urgent" | "high" | "normal" | "low";
+        /** @description Which program a runner starts. */
+        Program: {
+            /**
+             * @description The runner's own installed program for this agent (the server's path for it
+             *     means nothing on another machine).
+             */
+            agent: components["schemas"]["AgentName"];
+        } | {
+            /** @description This program, a bare name looked up on the runner's `PATH` or a path. */
+            path: string;
+        };
         /** @description A repository a user works in. */
         Project: {
             created_at: components["schemas"]["Timestamp"];
@@ -1746,6 +1772,33 @@ export interface components {
             busy: number;
             /** @enum {string} */
             type: "heartbeat";
+        } | {
+            /** Format: int32 */
+            pid: number;
+            /** Format: int64 */
+            process: number;
+            /** @enum {string} */
+            type: "started";
+        } | {
+            /** Format: int64 */
+            process: number;
+            reason: string;
+            /** @enum {string} */
+            type: "spawn_failed";
+        } | {
+            data: components["schemas"]["Chunk"];
+            /** Format: int64 */
+            process: number;
+            stream: components["schemas"]["Stream"];
+            /** @enum {string} */
+            type: "output";
+        } | {
+            /** Format: int32 */
+            code: number;
+            /** Format: int64 */
+            process: number;
+            /** @enum {string} */
+            type: "exited";
         };
         /**
          * @description Whether a runner can take work now.
@@ -1862,6 +1915,25 @@ export interface components {
         } | {
             /** @enum {string} */
             type: "revoked";
+        } | (components["schemas"]["Spawn"] & {
+            /** @enum {string} */
+            type: "spawn";
+        }) | {
+            data: components["schemas"]["Chunk"];
+            /** Format: int64 */
+            process: number;
+            /** @enum {string} */
+            type: "stdin";
+        } | {
+            /** Format: int64 */
+            process: number;
+            /** @enum {string} */
+            type: "close_stdin";
+        } | {
+            /** Format: int64 */
+            process: number;
+            /** @enum {string} */
+            type: "kill";
         };
         /** @description `session`: the agent's session id and model. */
         SessionEntry: {
@@ -1878,10 +1950,38 @@ export interface components {
             /** @description An agent's name, or `main_thread`. */
             source: string;
         };
+        /** @description What the server asks a runner to start. */
+        Spawn: {
+            args: string[];
+            /**
+             * @description The working directory relative to the task's workspace (`""` is its root); never
+             *     absolute, never `..`.
+             */
+            cwd: string;
+            /**
+             * @description The process's environment as `[name, value]` pairs; the runner sets `HOME`,
+             *     `TMPDIR` and `PATH` itself.
+             */
+            env: string[][];
+            /**
+             * Format: int64
+             * @description The server's number for it, unique on this server; every later message about it
+             *     names it.
+             */
+            process: number;
+            program: components["schemas"]["Program"];
+            /** @description The task whose workspace it runs in. */
+            task: components["schemas"]["TaskId"];
+        };
         /** @description `status`: what the worker is doing or what happened to the run. */
         StatusEntry: {
             text: string;
         };
+        /**
+         * @description Which of a process's output streams a chunk is from.
+         * @enum {string}
+         */
+        Stream: "stdout" | "stderr";
         /** @description What mainloop holds on disk and how many tasks hold it. */
         SystemStatus: {
             disk: components["schemas"]["DiskBytes"];
@@ -1924,6 +2024,11 @@ export interface components {
             /** @description Pending or last-asked questions. */
             questions: components["schemas"]["Question"][];
             repo: string;
+            /**
+             * @description The runner labels the task requires: its own and its project's `runner_labels`
+             *     when it was created. Its runs go only where every one of them is.
+             */
+            runner_labels?: string[];
             /** @description The agent session this task resumes. */
             session_id?: string | null;
             skip_plan: boolean;
@@ -4158,7 +4263,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Empty description or repo, or an agent that is not configured */
+            /** @description Empty description or repo, an agent that is not configured, or a runner label that is not one (named) */
             422: {
                 headers: {
                     [name: string]: unknown;
