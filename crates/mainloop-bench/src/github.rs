@@ -103,6 +103,7 @@ pub async fn run(args: &Args) -> Result<()> {
     let home = work.path().join("home");
     let config = WorkerConfig {
         max_agents: 1,
+        labels: std::collections::BTreeSet::new(),
         idle_timeout: Duration::from_secs(600),
         inactivity_timeout: Duration::from_secs(600),
         api_retries: 0,

@@ -86,6 +86,9 @@ check_timeout_secs = 1800
 allow_file_urls = false
 # Directories local repositories must lie in, comma-separated ("~/src"); empty: anywhere.
 repo_roots = ""
+# This machine's runner labels, comma-separated ("gpu, linux-x64"): tasks requiring labels
+# run here only when it has them all, else on a runner that does.
+labels = ""
 # Confine agents and check commands: "auto" (bubblewrap when installed and usable),
 # "bubblewrap" (required) or "off". A sandboxed agent sees the system read-only, its
 # task's worktree and a private home; not mainloop's data, your home or other tasks.

@@ -254,6 +254,12 @@ pub struct WorkersConfig {
     /// Env: `MAINLOOP_WORKERS__REPO_ROOTS`.
     pub repo_roots: String,
 
+    /// This machine's runner labels, comma-separated (`"gpu, linux-x64"`): a task or
+    /// project requiring labels runs here only when all of them are among these, else on
+    /// a runner that has them. Default `""`. Env: `MAINLOOP_WORKERS__LABELS`.
+    #[serde(default)]
+    pub labels: String,
+
     /// How agents and check commands are confined: `"auto"` (bubblewrap when it is
     /// installed and works here, else unconfined with a warning), `"bubblewrap"` (refuse
     /// to start without it) or `"off"`. Default `"auto"`. Env: `MAINLOOP_WORKERS__SANDBOX`.
@@ -318,6 +324,17 @@ impl WorkersConfig {
     #[must_use]
     pub fn sandbox_read_only_paths(&self, home: Option<&Path>) -> Vec<PathBuf> {
         path_list(&self.sandbox_read_only, home)
+    }
+
+    /// `labels` as a set, blanks dropped.
+    #[must_use]
+    pub fn label_set(&self) -> std::collections::BTreeSet<String> {
+        self.labels
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `repo_roots` as paths, `~/` expanded against `home`.
@@ -560,6 +577,7 @@ impl Default for WorkersConfig {
             check_timeout_secs: 1800,
             allow_file_urls: false,
             repo_roots: String::new(),
+            labels: String::new(),
             sandbox: SandboxMode::Auto,
             sandbox_read_only: String::new(),
             sandbox_read_write: String::new(),

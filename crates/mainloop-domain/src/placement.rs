@@ -8,7 +8,7 @@ use std::fmt;
 
 use crate::agents::AgentName;
 use crate::runner::{MAX_LABEL_LEN, is_label};
-use crate::{RunnerId, TaskId};
+use crate::{RunnerId, TaskId, UserId};
 
 /// The most labels one task, or one project's setting, may require.
 pub const MAX_REQUIRED_LABELS: usize = 8;
@@ -21,6 +21,9 @@ pub struct Needs {
     pub agent: AgentName,
     /// Every one of these must be among the site's labels.
     pub labels: BTreeSet<String>,
+    /// Whether a runner may take it (false: this machine only — a task whose work a
+    /// runner cannot reach yet).
+    pub on_runner: bool,
 }
 
 /// The server's own machine: what it offers and what it is doing. The per-agent caps
@@ -47,6 +50,8 @@ pub struct Local {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Runner {
     pub id: RunnerId,
+    /// The user whose token it connected with: it only ever runs that user's tasks.
+    pub owner: UserId,
     pub name: String,
     pub labels: BTreeSet<String>,
     pub agents: BTreeSet<AgentName>,
@@ -60,7 +65,9 @@ impl Runner {
     }
 
     fn offers(&self, needs: &Needs) -> bool {
-        self.agents.contains(&needs.agent) && needs.labels.is_subset(&self.labels)
+        needs.on_runner
+            && self.agents.contains(&needs.agent)
+            && needs.labels.is_subset(&self.labels)
     }
 }
 
@@ -97,6 +104,8 @@ enum LocalBlock {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Queued {
     pub task: TaskId,
+    /// The task's user: only their runners are considered.
+    pub owner: UserId,
     pub needs: Needs,
     pub warm: Option<RunnerId>,
 }
@@ -285,7 +294,7 @@ fn why(
 }
 
 /// Places a whole queue at once, in queue order (oldest first), each placement taking
-/// its slot before the next task is placed. On this machine a run also counts against
+/// its slot before the next task is placed; a task goes only to its own user's runners. On this machine a run also counts against
 /// its agent's cap, and a held agent starts nothing; with no runners, no labels and
 /// every agent local, the tasks placed `Local` are exactly those the worker's `grant`
 /// starts.
@@ -296,7 +305,12 @@ pub fn place_queue(queue: &[Queued], local: &Local, runners: &[Runner]) -> Vec<(
     queue
         .iter()
         .map(|q| {
-            let place = place(&q.needs, q.warm, &local, &runners);
+            let mine: Vec<Runner> = runners
+                .iter()
+                .filter(|r| r.owner == q.owner)
+                .cloned()
+                .collect();
+            let place = place(&q.needs, q.warm, &local, &mine);
             match &place {
                 Place::Local => {
                     local.busy += 1;

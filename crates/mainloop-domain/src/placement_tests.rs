@@ -15,7 +15,13 @@ fn needs(a: &str, labels: &[&str]) -> Needs {
     Needs {
         agent: agent(a),
         labels: set(labels),
+        on_runner: true,
     }
+}
+
+/// The one user of most tests.
+fn uid() -> UserId {
+    "01a24d99-0000-7000-8000-000000000007".parse().unwrap()
 }
 
 fn rid(n: u8) -> RunnerId {
@@ -29,6 +35,7 @@ fn tid(n: usize) -> TaskId {
 fn runner(n: u8, name: &str, labels: &[&str], agents: &[&str], slots: usize) -> Runner {
     Runner {
         id: rid(n),
+        owner: uid(),
         name: name.to_owned(),
         labels: set(labels),
         agents: agents.iter().map(|a| agent(a)).collect(),
@@ -236,6 +243,7 @@ fn a_queue_takes_slots_in_order_and_later_tasks_pass_blocked_ones() {
     let gpu = runner(1, "gpu", &["gpu"], &["claude"], 1);
     let q = |n, a, labels: &[&str]| Queued {
         task: tid(n),
+        owner: uid(),
         needs: needs(a, labels),
         warm: None,
     };
@@ -266,6 +274,58 @@ fn a_queue_takes_slots_in_order_and_later_tasks_pass_blocked_ones() {
     assert_eq!(
         wait(&got[5]),
         "waiting for a free slot: this machine and the connected runner are busy (3 of 3 slots)"
+    );
+}
+
+#[test]
+fn a_task_goes_only_to_its_own_users_runners() {
+    let other: UserId = "01a24d99-0000-7000-8000-000000000008".parse().unwrap();
+    let theirs = Runner {
+        owner: other,
+        ..runner(1, "theirs", &["gpu"], &["claude"], 4)
+    };
+    let mine = runner(2, "mine", &["gpu"], &["claude"], 1);
+    let q = |n| Queued {
+        task: tid(n),
+        owner: uid(),
+        needs: needs("claude", &["gpu"]),
+        warm: Some(theirs.id),
+    };
+    let got = place_queue(
+        &[q(0), q(1)],
+        &local(&["claude"], 1),
+        &[theirs, mine.clone()],
+    );
+    assert_eq!(got[0].1, Place::Runner(mine.id));
+    assert_eq!(
+        wait(&got[1].1),
+        "waiting for a free slot: the runner labelled gpu is busy (1 of 1 slot)"
+    );
+}
+
+#[test]
+fn a_run_no_runner_can_reach_stays_here() {
+    let r = runner(1, "r", &[], &["claude"], 4);
+    let here_only = Needs {
+        on_runner: false,
+        ..needs("claude", &[])
+    };
+    let busy_here = Local {
+        busy: 1,
+        ..local(&["claude"], 1)
+    };
+    assert_eq!(
+        place(
+            &here_only,
+            Some(r.id),
+            &local(&["claude"], 1),
+            std::slice::from_ref(&r)
+        ),
+        Place::Local
+    );
+    assert_eq!(
+        place(&here_only, None, &busy_here, std::slice::from_ref(&r)),
+        Place::Wait(Waiting::LocalBusy)
     );
 }
 
@@ -381,6 +441,7 @@ fn arb_runners() -> impl Strategy<Value = Vec<Runner>> {
             .enumerate()
             .map(|(i, (name, labels, agents, slots, busy))| Runner {
                 id: rid(u8::try_from(i).unwrap()),
+                owner: uid(),
                 name: NAMES[name].to_owned(),
                 labels: labels_of(&labels),
                 agents: agents_of(&agents),
@@ -401,9 +462,11 @@ fn arb_queue() -> impl Strategy<Value = Vec<Queued>> {
             .enumerate()
             .map(|(i, (a, labels, warm))| Queued {
                 task: tid(i),
+                owner: uid(),
                 needs: Needs {
                     agent: agent(AGENTS[a]),
                     labels: labels_of(&labels),
+                    on_runner: true,
                 },
                 warm: warm.map(rid),
             })

@@ -4,7 +4,9 @@
 //! strict: a message that is too large, malformed, unknown, or out of bounds is refused
 //! with a reason, and nothing a runner says is trusted beyond what it describes.
 //! Processes the server starts on a runner (`spawn`, their stdio both ways, their exit)
-//! are shaped and bounded in [`process`].
+//! are shaped and bounded in [`process`]; a task's workspace there, prepared from and
+//! saved to the server's repository over git (`prepare`, `save`, `release`), in
+//! [`workspace`].
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -13,11 +15,13 @@ use utoipa::ToSchema;
 use crate::agents::AgentName;
 
 pub mod process;
+pub mod workspace;
 
 pub use process::{
     Chunk, MAX_CHUNK_BYTES, MAX_REASON_BYTES, Program, Spawn, Stream, check_spawn, fit_reason,
     workspace_path,
 };
+pub use workspace::{MAX_REF_BYTES, Prepare, Save, check_prepare, check_save, git_path};
 
 /// The protocol version this build speaks. A runner of another version is refused at
 /// `hello` with both versions named; bumped on any change a peer of the old version
@@ -62,6 +66,23 @@ pub enum RunnerMessage {
     /// The process was reaped after both its streams were drained; a death by signal N
     /// reads as 128 + N.
     Exited { process: u64, code: i32 },
+    /// The task's workspace is ready for the `prepare` numbered `request`: the branch
+    /// checked out with the snapshot's work uncommitted on top, in `workspace`; `home`
+    /// is the task's `HOME` there. Both absolute paths on the runner's machine.
+    Prepared {
+        request: u64,
+        workspace: String,
+        home: String,
+    },
+    /// The workspace's state was sent for the `save` numbered `request` as the snapshot
+    /// commit `commit`; `clean` when it had no uncommitted work.
+    Saved {
+        request: u64,
+        commit: String,
+        clean: bool,
+    },
+    /// The `prepare` or `save` numbered `request` could not be carried out.
+    RequestFailed { request: u64, reason: String },
 }
 
 /// A runner's introduction.
@@ -114,6 +135,14 @@ pub enum ServerMessage {
     CloseStdin { process: u64 },
     /// Kill the process and everything it started.
     Kill { process: u64 },
+    /// Bring the task's workspace to its branch plus the server's snapshot; answered by
+    /// `prepared` or `request_failed`.
+    Prepare(Prepare),
+    /// Send the task's workspace back as a snapshot; answered by `saved` or
+    /// `request_failed`.
+    Save(Save),
+    /// The task is done here: kill its processes and remove its directory (no answer).
+    Release { task: crate::TaskId },
 }
 
 /// Why a runner's message was refused.
@@ -131,6 +160,8 @@ pub enum ProtocolError {
     Offer(String),
     #[error("{0}")]
     Process(String),
+    #[error("{0}")]
+    Workspace(String),
 }
 
 /// Reads one message from a runner: size, shape, then every bound.
@@ -162,12 +193,20 @@ pub fn parse_runner_message(text: &str) -> Result<RunnerMessage, ProtocolError> 
         RunnerMessage::SpawnFailed { reason, .. } => process::check_reason(reason)?,
         RunnerMessage::Output { data, .. } => process::check_chunk(data)?,
         RunnerMessage::Exited { .. } => {}
+        RunnerMessage::Prepared {
+            workspace, home, ..
+        } => {
+            workspace::check_absolute_path("workspace", workspace)?;
+            workspace::check_absolute_path("home", home)?;
+        }
+        RunnerMessage::Saved { commit, .. } => workspace::check_commit(commit)?,
+        RunnerMessage::RequestFailed { reason, .. } => process::check_reason(reason)?,
     }
     Ok(msg)
 }
 
 /// Checks a message from the server against the bounds the server holds itself to; a
-/// runner checks every `spawn` and `stdin` with it before acting.
+/// runner checks every `spawn`, `stdin`, `prepare` and `save` with it before acting.
 ///
 /// # Errors
 /// The first bound it breaks, in words.
@@ -175,6 +214,8 @@ pub fn check_server_message(msg: &ServerMessage) -> Result<(), ProtocolError> {
     match msg {
         ServerMessage::Spawn(spawn) => check_spawn(spawn),
         ServerMessage::Stdin { data, .. } => process::check_chunk(data),
+        ServerMessage::Prepare(p) => check_prepare(p),
+        ServerMessage::Save(s) => check_save(s),
         _ => Ok(()),
     }
 }

@@ -89,6 +89,14 @@ impl Engine {
         Ok(self.store().run_lease(task).await?)
     }
 
+    /// The leases `runner` holds now.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn runner_leases(&self, runner: RunnerId) -> Result<Vec<LeaseRow>> {
+        Ok(self.store().leases_of_runner(runner).await?)
+    }
+
     /// What `runner` may reach of `task` over git: only while it holds the task's lease,
     /// and only for a task [`repo_access`] can serve.
     ///

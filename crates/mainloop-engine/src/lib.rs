@@ -25,6 +25,7 @@ mod notifications;
 mod previews;
 mod reads;
 mod runner_processes;
+mod runner_workspaces;
 mod runners;
 mod runtime;
 mod search;
@@ -63,6 +64,7 @@ pub use previews::{
 pub use runner_processes::{
     MAX_UNREAD_OUTPUT, OUTBOX_CAPACITY, RemoteHandle, RemoteOutput, RemoteProcess, RemoteStdin,
 };
+pub use runner_workspaces::{PREPARE_TIMEOUT, PreparedWorkspace, SAVE_TIMEOUT, SavedWorkspace};
 pub use runners::{
     Ending, LAST_SEEN_WRITE_EVERY, RUNNER_TOKEN_PREFIX, RunnerInfo, RunnerLease, RunnerRow,
     RunnerState, last_seen_due, runner_state,

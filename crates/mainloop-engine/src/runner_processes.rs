@@ -4,6 +4,7 @@
 //! of bytes, its exit and a kill. What a runner says is applied only to processes of its
 //! own connection, and every process of a connection ends when the connection does.
 
+use crate::runner_workspaces::Requests;
 use crate::{Engine, EngineError, Result};
 use bytes::Bytes;
 use mainloop_domain::runner::{
@@ -75,11 +76,13 @@ struct Table {
     ignored: usize,
 }
 
-/// One live runner connection's outbox and processes.
+/// One live runner connection's outbox, processes and workspace requests.
 pub(crate) struct Connection {
-    runner: RunnerId,
-    outbox: mpsc::Sender<ServerMessage>,
+    pub(crate) runner: RunnerId,
+    pub(crate) outbox: mpsc::Sender<ServerMessage>,
     table: Mutex<Table>,
+    /// The `prepare`s and `save`s sent and not yet answered (`runner_workspaces.rs`).
+    pub(crate) requests: Requests,
 }
 
 impl std::fmt::Debug for Connection {
@@ -98,6 +101,7 @@ impl Connection {
             runner,
             outbox,
             table: Mutex::new(Table::default()),
+            requests: Requests::default(),
         };
         (Arc::new(conn), rx)
     }
@@ -109,7 +113,7 @@ impl Connection {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lost(&self) -> String {
+    pub(crate) fn lost(&self) -> String {
         format!(
             "the connection to runner {} was lost; what ran there was killed",
             self.runner
@@ -181,8 +185,9 @@ impl Connection {
         })
     }
 
-    /// Applies what the runner said about one of its processes. A message naming a
-    /// process this connection did not start, or one that already ended, is ignored.
+    /// Applies what the runner said about one of its processes, or answered to one of
+    /// its workspace requests. A message naming a process this connection did not
+    /// start, or one that already ended, is ignored.
     pub(crate) fn deliver(&self, msg: RunnerMessage) {
         let mut table = self.table();
         let ignored = match msg {
@@ -236,6 +241,12 @@ impl Connection {
                 }
                 None => Some(("exited", process)),
             },
+            answer @ (RunnerMessage::Prepared { .. }
+            | RunnerMessage::Saved { .. }
+            | RunnerMessage::RequestFailed { .. }) => {
+                self.requests.deliver(self.runner, answer);
+                None
+            }
             RunnerMessage::Hello(_) | RunnerMessage::Heartbeat { .. } => Some(("hello", 0)),
         };
         if let Some((kind, process)) = ignored {
@@ -249,7 +260,8 @@ impl Connection {
     }
 
     /// Ends every process of this connection: their streams end and their handles
-    /// report the connection lost. Later spawns are refused.
+    /// report the connection lost, as do its unanswered requests. Later spawns and
+    /// requests are refused.
     pub(crate) fn close(&self) {
         let mut table = self.table();
         table.closed = true;
@@ -257,6 +269,8 @@ impl Connection {
         for (_, entry) in table.live.drain() {
             entry.finish(Err(Failure::Lost(lost.clone())));
         }
+        drop(table);
+        self.requests.close(&lost);
     }
 
     /// Queues `msg` without waiting: now if there is room, else as soon as there is.
@@ -265,7 +279,7 @@ impl Connection {
     }
 }
 
-fn send_soon(outbox: &mpsc::Sender<ServerMessage>, msg: ServerMessage) {
+pub(crate) fn send_soon(outbox: &mpsc::Sender<ServerMessage>, msg: ServerMessage) {
     match outbox.try_send(msg) {
         Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
         Err(mpsc::error::TrySendError::Full(msg)) => {

@@ -2,8 +2,9 @@
 //! one's state, and the in-memory registry of live connections — a connection holds a
 //! [`RunnerLease`] that says when it must end and why (revoked, or replaced by a newer
 //! connection with the same token), and that takes the runner offline when dropped.
-//! Each connection carries an outbox and a table of its processes
-//! (`runner_processes.rs`), which end with it.
+//! Each connection carries an outbox, a table of its processes
+//! (`runner_processes.rs`) and its unanswered workspace requests
+//! (`runner_workspaces.rs`), which end with it.
 
 use crate::auth::new_token;
 use crate::runner_processes::Connection;
@@ -108,6 +109,8 @@ pub(crate) struct Registry {
     /// Process numbers, unique across this server's connections so that one can never
     /// be mistaken for another connection's.
     processes: AtomicU64,
+    /// Workspace request numbers, unique likewise.
+    requests: AtomicU64,
 }
 
 impl Registry {
@@ -137,6 +140,11 @@ impl Registry {
     /// A process number never handed out before by this server process.
     pub(crate) fn next_process(&self) -> u64 {
         self.processes.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A workspace request number never handed out before by this server process.
+    pub(crate) fn next_request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn remove(&self, id: RunnerId, serial: u64) -> bool {
@@ -182,8 +190,10 @@ impl RunnerLease {
     }
 
     /// Applies a runner's `started`, `spawn_failed`, `output` or `exited` to the
-    /// process it names — only one this connection started and that has not ended;
-    /// anything else is ignored with a warning.
+    /// process it names — only one this connection started and that has not ended —
+    /// and its `prepared`, `saved` or `request_failed` to the request it names — only
+    /// one this connection was sent and that is still unanswered; anything else is
+    /// ignored with a warning.
     pub fn deliver(&self, msg: RunnerMessage) {
         self.conn.deliver(msg);
     }

@@ -76,6 +76,51 @@ impl Git {
         Ok(snap)
     }
 
+    /// Makes the worktree `dir` what a copy sent back as `snapshot` (a ref or commit in
+    /// its repository): the branch moved forward to the commits the copy made (the
+    /// snapshot's parent, which must descend from `HEAD`), then the snapshot's files as
+    /// uncommitted work. What `dir` held uncommitted before is replaced: the copy
+    /// started from it.
+    ///
+    /// # Errors
+    /// [`GitError::SnapshotElsewhere`] when the copy's commits do not descend from
+    /// `HEAD` (the branch moved here meanwhile) — nothing is changed then; git failures.
+    pub async fn take_back(&self, dir: &Path, snapshot: &str) -> Result<(), GitError> {
+        let head = self
+            .cmd(dir)
+            .args(["rev-parse", "--verify", "HEAD^{commit}"])
+            .text()
+            .await?;
+        let there = self
+            .cmd(dir)
+            .args(["rev-parse", "--verify", &format!("{snapshot}^1")])
+            .text()
+            .await?;
+        if !self.is_ancestor(dir, &head, &there).await? {
+            return Err(GitError::SnapshotElsewhere {
+                snapshot: snapshot.to_owned(),
+                parent: there,
+                head,
+                path: dir.to_path_buf(),
+            });
+        }
+        self.cmd(dir)
+            .args(["reset", "-q", "--hard", "HEAD"])
+            .run()
+            .await?;
+        self.cmd(dir)
+            .args(["clean", "-q", "-f", "-d"])
+            .run()
+            .await?;
+        if there != head {
+            self.cmd(dir)
+                .args(["merge", "-q", "--ff-only", &there])
+                .run()
+                .await?;
+        }
+        self.restore_snapshot(dir, snapshot).await
+    }
+
     /// Records the uncommitted work of the worktree `dir` as a snapshot under
     /// `refname` in its repository, for a copy elsewhere to fetch; `None` when there
     /// is none (and the ref is removed).

@@ -191,7 +191,7 @@ async fn work_goes_to_a_copy_and_comes_back() {
     write(&copy.join("new.txt"), "new\n");
     let sent = f.git.send_snapshot(&copy, &url, &refname).await.unwrap();
     assert!(!sent.clean);
-    f.git.restore_snapshot(&wt, &refname).await.unwrap();
+    f.git.take_back(&wt, &refname).await.unwrap();
     assert_eq!(read(&wt.join("a.txt")), "from the runner\n");
     assert_eq!(read(&wt.join("new.txt")), "new\n");
 
@@ -229,4 +229,49 @@ async fn a_copy_of_a_branch_that_is_not_there_fails_clearly() {
         .await
         .unwrap_err();
     assert!(matches!(err, GitError::InvalidName { .. }), "{err}");
+}
+
+/// An agent that commits in the copy: the server's branch moves forward to its commits,
+/// and what it left uncommitted stays uncommitted; a copy of an older branch is refused.
+#[tokio::test]
+async fn commits_made_in_the_copy_move_the_branch_when_taken_back() {
+    let f = fx();
+    let wt = f.here.parent().unwrap().join("wt");
+    git(
+        &f.here,
+        &["worktree", "add", "-q", "-b", "task", wt.to_str().unwrap()],
+    );
+    let url = format!("file://{}", f.here.display());
+    let refname = "refs/mainloop/snapshots/t2";
+    let copy = f.there.parent().unwrap().join("copy2");
+    // The server's worktree had uncommitted work that the copy starts from.
+    write(&wt.join("b.txt"), "b from the server\n");
+    f.git.publish_snapshot(&wt, refname).await.unwrap();
+    f.git
+        .checkout_copy(&copy, &url, "task", Some(refname))
+        .await
+        .unwrap();
+    write(&copy.join("a.txt"), "committed there\n");
+    git(&copy, &["add", "a.txt"]);
+    git(&copy, &["commit", "-q", "-m", "agent commit"]);
+    write(&copy.join("c.txt"), "left uncommitted\n");
+    let sent = f.git.send_snapshot(&copy, &url, refname).await.unwrap();
+    f.git.take_back(&wt, refname).await.unwrap();
+    assert_eq!(git(&wt, &["rev-parse", "HEAD"]), sent.head);
+    assert_eq!(git(&wt, &["log", "-1", "--format=%s"]), "agent commit");
+    assert_eq!(read(&wt.join("a.txt")), "committed there\n");
+    assert_eq!(read(&wt.join("b.txt")), "b from the server\n");
+    assert_eq!(read(&wt.join("c.txt")), "left uncommitted\n");
+    let mut st = status(&wt);
+    st.sort();
+    assert_eq!(st, vec![" M b.txt".to_owned(), "?? c.txt".to_owned()]);
+
+    // The branch moved here on its own meanwhile: an old copy's work is refused.
+    write(&wt.join("d.txt"), "d\n");
+    git(&wt, &["add", "-A"]);
+    git(&wt, &["commit", "-q", "-m", "server commit"]);
+    let before = git(&wt, &["rev-parse", "HEAD"]);
+    let err = f.git.take_back(&wt, refname).await.unwrap_err();
+    assert!(matches!(err, GitError::SnapshotElsewhere { .. }), "{err}");
+    assert_eq!(git(&wt, &["rev-parse", "HEAD"]), before);
 }

@@ -35,6 +35,16 @@ pub(crate) struct Confined {
 }
 
 impl Confined {
+    /// A run on a runner: the configured environment (the runner sets `HOME`, `TMPDIR`
+    /// and `PATH` itself) and the plans in the task's home there.
+    pub(crate) fn on_runner(env: Vec<(String, String)>, home: &Path) -> Self {
+        Self {
+            wrapper: Vec::new(),
+            env,
+            plans_dir: home.join(".claude").join("plans"),
+        }
+    }
+
     /// Where the task's agent runs: a local process, under the sandbox when there is one.
     pub(crate) fn placement(&self) -> LocalProcess {
         LocalProcess::sandboxed(self.wrapper.clone())

@@ -11,6 +11,7 @@ mod delivery;
 mod environment;
 mod forge;
 mod local;
+mod on_runner;
 mod policy;
 mod preview;
 mod prompts;
@@ -32,14 +33,13 @@ pub use policy::{Decision, decide};
 pub use preview::{PreviewSettings, Previews};
 pub use prompts::{BY_TURN_INSTRUCTIONS, WORKER_INSTRUCTIONS};
 pub use remote::RemotePlacement;
-pub use slots::{AgentRegistry, grant, unavailable};
+pub use slots::{AgentRegistry, unavailable};
 pub use task_postgres::{LocalPostgres, TaskDatabaseServer};
 
 use mainloop_agent::{Agent, AgentSession};
 use mainloop_domain::TaskId;
 use mainloop_domain::agents::{AgentName, Protocol};
 use mainloop_domain::records::{Task, TaskDiff};
-use mainloop_domain::task::TaskState;
 use mainloop_engine::{
     CommitWork, Engine, ForgeSync, ForgeWatch, Handler, JobContext, JobError, Merge, Pool,
     RunAgent, RunChecks, StopAgent, Workspaces,
@@ -51,14 +51,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Queued tasks looked at beyond the free slots, so a capped agent's backlog does not
-/// hide the tasks of other agents behind it.
-const QUEUE_LOOKAHEAD: i64 = 200;
+/// Runs on runners at once, beyond the local slots: each is a relay, not a process here.
+const REMOTE_RUNS: usize = 256;
 
 /// The runtime's settings.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub max_agents: usize,
+    /// This machine's own runner labels (`workers.labels`): tasks requiring labels run
+    /// here only when it has them all.
+    pub labels: std::collections::BTreeSet<String>,
     pub idle_timeout: Duration,
     pub inactivity_timeout: Duration,
     /// How many times a run whose agent gave up on a failing model API (overloaded,
@@ -138,6 +140,13 @@ pub(crate) struct Inner {
     pub forge_login: tokio::sync::OnceCell<String>,
     /// The last walk of the workspaces' directories.
     pub disk: cleanup::DiskCache,
+    /// The runner each task last ran on (placement prefers it: its workspace and the
+    /// agent's session are there).
+    pub warm: Mutex<HashMap<TaskId, mainloop_domain::RunnerId>>,
+    /// The reason each waiting task last showed, so it is said once.
+    pub waiting: Mutex<HashMap<TaskId, String>>,
+    /// Local agent runs at once (`max_agents`): runs on runners do not take these.
+    pub local_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runtime {
@@ -160,6 +169,7 @@ impl Runtime {
         git: Git,
         config: WorkerConfig,
     ) -> Self {
+        let local_slots = Arc::new(tokio::sync::Semaphore::new(config.max_agents.max(1)));
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -173,6 +183,9 @@ impl Runtime {
                 forge_locks: Mutex::new(HashMap::new()),
                 forge_login: tokio::sync::OnceCell::new(),
                 disk: cleanup::DiskCache::default(),
+                warm: Mutex::new(HashMap::new()),
+                waiting: Mutex::new(HashMap::new()),
+                local_slots,
             }),
         }
     }
@@ -200,7 +213,12 @@ impl Runtime {
     pub fn install(&self) {
         self.reap_orphans();
         let engine = &self.inner.engine;
-        engine.set_pool_size(Pool::Agents, self.inner.config.max_agents);
+        // Local runs are held to `max_agents` by `local_slots`; runs on runners only
+        // relay, so the pool leaves room for them too.
+        engine.set_pool_size(
+            Pool::Agents,
+            self.inner.config.max_agents.saturating_add(REMOTE_RUNS),
+        );
         engine.set_pool_size(Pool::Effects, 2);
         let handler = Arc::new(self.clone());
         engine.register::<RunAgent>(handler.clone());
@@ -228,64 +246,13 @@ impl Runtime {
                     () = shutdown.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                if let Err(e) = rt.grant_slots().await {
+                if let Err(e) = rt.place_queued().await {
                     tracing::warn!(error = %e, "could not schedule queued tasks");
                 }
                 rt.reap_idle();
             }
             rt.stop_all();
         })
-    }
-
-    /// Moves queued tasks, oldest first, into work while agent slots are free, each
-    /// agent within its own cap. A slot is an unfinished `task.run_agent` job: waiting
-    /// tasks have none.
-    async fn grant_slots(&self) -> mainloop_engine::Result<()> {
-        let engine = &self.inner.engine;
-        let busy = engine.count_unfinished::<RunAgent>().await?;
-        let free = i64::try_from(self.inner.config.max_agents).unwrap_or(i64::MAX) - busy;
-        if free <= 0 {
-            return Ok(());
-        }
-        let caps = self.inner.agents.caps();
-        let held = engine.held_agents().await?;
-        // Tasks of a capped or held agent may wait while later ones of another go ahead:
-        // look past the free slots then. Only caps need each agent's running count.
-        // A paused user's tasks stay queued.
-        let paused = engine.paused_users().await?;
-        let limit = if caps.is_empty() && held.is_empty() && paused.is_empty() {
-            free
-        } else {
-            free.saturating_add(QUEUE_LOOKAHEAD)
-        };
-        let by_agent = if caps.is_empty() {
-            HashMap::new()
-        } else {
-            engine
-                .unfinished_by_agent::<RunAgent>()
-                .await?
-                .into_iter()
-                .map(|(agent, n)| (agent, usize::try_from(n).unwrap_or(0)))
-                .collect()
-        };
-        let queued: Vec<(TaskId, AgentName)> = engine
-            .tasks_in_states(&[TaskState::Queued], limit)
-            .await?
-            .into_iter()
-            .filter(|(user, _)| !paused.contains(user))
-            .map(|(_, task)| (task.id, task.agent))
-            .collect();
-        let free = usize::try_from(free).unwrap_or(usize::MAX);
-        for id in grant(&queued, free, &by_agent, caps, &held) {
-            match engine
-                .apply_task_event(None, id, mainloop_domain::task::TaskEvent::SlotGranted)
-                .await
-            {
-                Ok(_) | Err(mainloop_engine::EngineError::WrongState(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Stops agents recorded by a previous server process. The data directory is locked

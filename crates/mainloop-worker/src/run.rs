@@ -5,6 +5,7 @@
 
 use crate::confine::Confined;
 use crate::convention::Lifecycle;
+use crate::on_runner::Site;
 use crate::prompts::{CONTINUE, instructions, message};
 use crate::react::{Context, Step, react};
 use crate::retry::{Action, Attempts, RetryPolicy, decide};
@@ -88,42 +89,90 @@ pub(crate) async fn run_agent(
         None => None,
     };
 
+    if rt.inner.agents.get(&task.agent).is_none() {
+        return fail(rt, task.id, crate::unavailable(&task.agent)).await;
+    }
     let wt = match worktree(rt, &task).await {
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("could not prepare the workspace: {e}")).await,
     };
-    if !rt.prepare_environment(user, &task, &wt, &cancel).await? {
+    let Some(site) = rt.site_for(user, &task, &wt, &cancel).await? else {
         return Ok(());
-    }
-    let confined = match rt.confine(task.id, &wt).await {
-        Ok(c) => c,
-        Err(e) => return fail(rt, task.id, e).await,
     };
+    let (confined, cwd) = match &site {
+        Site::Here(_) => {
+            if !rt.prepare_environment(user, &task, &wt, &cancel).await? {
+                return Ok(());
+            }
+            match rt.confine(task.id, &wt).await {
+                Ok(c) => (c, wt.path.clone()),
+                Err(e) => return fail(rt, task.id, e).await,
+            }
+        }
+        Site::Runner(on) => (
+            Confined::on_runner(rt.inner.config.agent_env.clone(), &on.home),
+            on.work.clone(),
+        ),
+    };
+    let placement = site.placement(rt, &task, confined.placement());
+    let run = Run {
+        rt,
+        user,
+        task: &task,
+        phase,
+        cwd: &cwd,
+        confined: &confined,
+        placement: placement.as_ref(),
+        input_key: &ctx.job.key,
+    };
+    let result = attempts(run, &site, &input, &cancel).await;
+    if let Site::Runner(on) = &site {
+        rt.take_back(&task, &wt, on).await;
+    }
+    result
+}
+
+/// Runs the agent until the run ends, parks, or fails for good; after a failure,
+/// `retry::decide` says whether to start again, resume, or fail the task. A run whose
+/// runner went away is retried as a job, which places it again.
+async fn attempts(
+    first: Run<'_>,
+    site: &Site,
+    input: &AgentInput,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    let Run {
+        rt, user, phase, ..
+    } = first;
     let policy = RetryPolicy {
         api_retries: rt.inner.config.api_retries,
         api_retry_delay: rt.inner.config.api_retry_delay,
     };
-    let key = ctx.job.key.clone();
-    let mut task = task;
+    let mut task = first.task.clone();
     let mut attempts = Attempts::default();
+    let runner_lost = async || match site {
+        Site::Runner(on) => !rt.is_connected(user, on.runner).await,
+        Site::Here(_) => false,
+    };
     loop {
         let run = Run {
-            rt,
-            user,
             task: &task,
-            phase,
-            cwd: &wt.path,
-            confined: &confined,
-            input_key: &key,
+            ..first
         };
-        let session = match deliver(&run, &input, attempts.fresh).await {
+        let session = match deliver(&run, input, attempts.fresh).await {
             Ok(s) => s,
             Err(Delivery::Retry(e)) => return Err(e),
+            Err(Delivery::Fail(_)) if runner_lost().await => {
+                return Err(JobError::retry("its runner disconnected"));
+            }
             Err(Delivery::Fail(reason)) => return fail(rt, task.id, reason).await,
         };
-        let RunEnd::Failed { failure, why } = pump(&run, session, &cancel).await? else {
+        let RunEnd::Failed { failure, why } = pump(&run, session, cancel).await? else {
             return Ok(());
         };
+        if runner_lost().await {
+            return Err(JobError::retry(format!("its runner disconnected: {why}")));
+        }
         let (action, next) = decide(&failure, &why, attempts, policy);
         attempts = next;
         match action {
@@ -255,6 +304,8 @@ struct Run<'a> {
     phase: AgentPhase,
     cwd: &'a std::path::Path,
     confined: &'a Confined,
+    /// Where the agent's process is started: here, or on the run's runner.
+    placement: &'a dyn mainloop_agent::Placement,
     input_key: &'a str,
 }
 
@@ -278,6 +329,7 @@ async fn deliver(
         cwd,
         confined,
         input_key: key,
+        ..
     } = *run;
     let engine = &rt.inner.engine;
     // An idle session still stopping may still be saving the conversation this run
@@ -324,7 +376,7 @@ async fn deliver(
         .get(&task.agent)
         .ok_or_else(|| Delivery::Fail(crate::unavailable(&task.agent)))?;
     let mut session = agent
-        .start(spec, &confined.placement())
+        .start(spec, run.placement)
         .map_err(|e| Delivery::Fail(e.to_string()))?;
     rt.record_pid(task.id, session.pid());
     // Record a new session before it can do anything, so a crash resumes it.
@@ -494,6 +546,7 @@ async fn pump(
         cwd,
         confined,
         input_key,
+        ..
     } = *run;
     let mut rec = Recorder {
         rt,

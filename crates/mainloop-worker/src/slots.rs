@@ -1,11 +1,16 @@
-//! Which agents run: the registry of agents by name, each with its own concurrency cap,
-//! and the pure choice of the queued tasks that get a slot (the global cap, then each
-//! agent's).
+//! Which agents run and where: the registry of agents by name, each with its own
+//! concurrency cap, and the scheduler tick that gathers every site's offer and load
+//! (this machine's slots, the queued tasks' users' connected runners and their leases)
+//! for the domain's pure `place_queue`, then carries out what it decides: a slot here,
+//! a lease on a runner, or the sentence a waiting task shows.
 
 use mainloop_agent::Agent;
-use mainloop_domain::TaskId;
 use mainloop_domain::agents::{AgentName, Protocol};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use mainloop_domain::placement::{self, Needs, Place, Queued};
+use mainloop_domain::task::{TaskEvent, TaskState};
+use mainloop_domain::{RunnerId, TaskId, UserId};
+use mainloop_engine::{EngineError, RunAgent, RunnerState};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::convention::Lifecycle;
 use std::sync::Arc;
@@ -60,6 +65,11 @@ impl AgentRegistry {
         &self.caps
     }
 
+    /// The names of every agent this server runs.
+    pub fn names(&self) -> BTreeSet<AgentName> {
+        self.agents.keys().cloned().collect()
+    }
+
     /// One semaphore per capped agent: a run holds a permit while its agent works.
     pub(crate) fn permits(&self) -> HashMap<AgentName, Arc<Semaphore>> {
         self.caps
@@ -75,148 +85,214 @@ pub fn unavailable(agent: &AgentName) -> String {
     format!("The {agent} agent is not available in this build yet.")
 }
 
-/// The queued tasks (oldest first) that get a slot now: at most `free` of them, none of
-/// an agent whose usage limit holds its work (`held`), and no agent past its cap
-/// counting the runs it already has (`busy`).
-#[must_use]
-pub fn grant(
-    queued: &[(TaskId, AgentName)],
-    free: usize,
-    busy: &HashMap<AgentName, usize>,
-    caps: &BTreeMap<AgentName, usize>,
-    held: &BTreeSet<AgentName>,
-) -> Vec<TaskId> {
-    let mut taken: HashMap<&AgentName, usize> = HashMap::new();
-    let mut granted = Vec::new();
-    for (id, agent) in queued {
-        if granted.len() >= free {
-            break;
-        }
-        if held.contains(agent) {
-            continue;
-        }
-        let running =
-            busy.get(agent).copied().unwrap_or(0) + taken.get(agent).copied().unwrap_or(0);
-        if caps.get(agent).is_some_and(|cap| running >= *cap) {
-            continue;
-        }
-        *taken.entry(agent).or_default() += 1;
-        granted.push(*id);
+/// Moves a queued task into work; one that moved on meanwhile is left alone.
+async fn grant_slot(engine: &mainloop_engine::Engine, id: TaskId) -> mainloop_engine::Result<()> {
+    match engine
+        .apply_task_event(None, id, TaskEvent::SlotGranted)
+        .await
+    {
+        Ok(_) | Err(EngineError::WrongState(_)) => Ok(()),
+        Err(e) => Err(e),
     }
-    granted
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn name(s: &str) -> AgentName {
-        AgentName::parse(s).unwrap()
+/// What a run of `task` needs of its site. A runner reaches a task's repository over
+/// the server's git (a local repository); a forge task's clone stays here for now.
+pub(crate) fn needs(task: &mainloop_domain::records::Task) -> Needs {
+    Needs {
+        agent: task.agent.clone(),
+        labels: task.runner_labels.clone(),
+        on_runner: task.workplace == mainloop_domain::records::Workplace::Local
+            && std::path::Path::new(&task.repo).is_absolute(),
     }
+}
 
-    fn queue(agents: &[&str]) -> Vec<(TaskId, AgentName)> {
-        agents
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                (
-                    TaskId::new_v7(mainloop_domain::Timestamp::from_millis(i as i64)),
-                    name(a),
-                )
-            })
-            .collect()
-    }
+/// Queued tasks looked at per tick: beyond the free slots, so that a capped agent's or
+/// a labelled backlog does not hide the tasks behind it.
+const QUEUE_LOOKAHEAD: i64 = 200;
+/// Tasks whose agent runs now, at most (a lease counts as busy while its task is one).
+const RUNNING_LIMIT: i64 = 10_000;
 
-    #[test]
-    fn the_global_cap_counts_first_then_each_agents_own() {
-        let q = queue(&["codex", "codex", "claude", "codex", "gemini"]);
-        let caps = BTreeMap::from([(name("codex"), 1)]);
-        // One codex slot, so the second and third codex tasks wait and later ones pass.
-        let got = grant(&q, 3, &HashMap::new(), &caps, &BTreeSet::new());
-        assert_eq!(got, vec![q[0].0, q[2].0, q[4].0]);
-        // A codex run already going: no codex task now.
-        let busy = HashMap::from([(name("codex"), 1)]);
-        assert_eq!(
-            grant(&q, 5, &busy, &caps, &BTreeSet::new()),
-            vec![q[2].0, q[4].0]
-        );
-        // The global cap still rules.
-        assert_eq!(
-            grant(&q, 1, &HashMap::new(), &caps, &BTreeSet::new()),
-            vec![q[0].0]
-        );
-        assert!(grant(&q, 0, &HashMap::new(), &caps, &BTreeSet::new()).is_empty());
-    }
-
-    #[test]
-    fn two_agents_with_caps_share_the_slots() {
-        let q = queue(&["claude", "claude", "claude", "codex", "codex", "codex"]);
-        let caps = BTreeMap::from([(name("claude"), 2), (name("codex"), 1)]);
-        let got = grant(&q, 10, &HashMap::new(), &caps, &BTreeSet::new());
-        assert_eq!(got, vec![q[0].0, q[1].0, q[3].0]);
-        let busy = HashMap::from([(name("claude"), 2), (name("codex"), 0)]);
-        assert_eq!(grant(&q, 10, &busy, &caps, &BTreeSet::new()), vec![q[3].0]);
-    }
-
-    #[test]
-    fn uncapped_agents_take_what_is_free() {
-        let q = queue(&["claude", "claude", "claude"]);
-        assert_eq!(
-            grant(&q, 2, &HashMap::new(), &BTreeMap::new(), &BTreeSet::new()).len(),
-            2
-        );
-    }
-
-    #[test]
-    fn an_agent_held_at_its_usage_limit_starts_nothing_and_the_others_go_ahead() {
-        let q = queue(&["claude", "codex", "claude", "gemini"]);
-        let held = BTreeSet::from([name("claude")]);
-        let got = grant(&q, 2, &HashMap::new(), &BTreeMap::new(), &held);
-        assert_eq!(got, vec![q[1].0, q[3].0]);
-    }
-
-    proptest::proptest! {
-        /// The domain's placement, with no runner and no label, starts here exactly what
-        /// `grant` starts: it can replace it.
-        #[test]
-        fn place_queue_starts_here_what_grant_starts(
-            agents in proptest::collection::vec(0..3usize, 0..12),
-            free in 0..6usize,
-            busy in proptest::collection::vec(0..3usize, 3),
-            caps in proptest::collection::btree_map(0..3usize, 0..3usize, 0..3),
-            held in proptest::collection::btree_set(0..3usize, 0..3),
-        ) {
-            use mainloop_domain::placement::{Local, Needs, Place, Queued, place_queue};
-            const NAMES: [&str; 3] = ["claude", "codex", "gemini"];
-            let q = queue(&agents.iter().map(|a| NAMES[*a]).collect::<Vec<_>>());
-            let busy: HashMap<AgentName, usize> =
-                NAMES.iter().zip(&busy).map(|(a, n)| (name(a), *n)).collect();
-            let caps: BTreeMap<AgentName, usize> =
-                caps.into_iter().map(|(a, c)| (name(NAMES[a]), c)).collect();
-            let held: BTreeSet<AgentName> = held.into_iter().map(|a| name(NAMES[a])).collect();
-            let granted = grant(&q, free, &busy, &caps, &held);
-            let local = Local {
-                agents: NAMES.iter().map(|a| name(a)).collect(),
-                slots: free,
-                busy_by_agent: busy.into_iter().collect(),
-                caps,
-                held,
-                ..Local::default()
-            };
-            let queued: Vec<Queued> = q
-                .iter()
-                .map(|(task, agent)| Queued {
-                    task: *task,
-                    needs: Needs { agent: agent.clone(), labels: BTreeSet::new() },
-                    warm: None,
-                })
-                .collect();
-            let placed: Vec<TaskId> = place_queue(&queued, &local, &[])
+impl crate::Runtime {
+    /// Places queued tasks, oldest first: each where `placement::place_queue` puts it
+    /// (here, within the global and per-agent caps; or on one of its user's connected
+    /// runners with the labels and agent it needs, under a lease), or leaves it queued
+    /// with the reason on its status line, said once.
+    pub(crate) async fn place_queued(&self) -> mainloop_engine::Result<()> {
+        let engine = &self.inner.engine;
+        let paused = engine.paused_users().await?;
+        let queued: Vec<(UserId, mainloop_domain::records::Task)> = engine
+            .tasks_in_states(&[TaskState::Queued], QUEUE_LOOKAHEAD)
+            .await?
+            .into_iter()
+            .filter(|(user, _)| !paused.contains(user))
+            .collect();
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let running = self.running_tasks().await?;
+        let mut remote_running = 0usize;
+        for id in &running {
+            if engine.run_lease(*id).await?.is_some() {
+                remote_running += 1;
+            }
+        }
+        let mut runners = Vec::new();
+        let owners: BTreeSet<UserId> = queued.iter().map(|(u, _)| *u).collect();
+        for owner in owners {
+            runners.extend(self.connected_runners(owner, &running).await?);
+        }
+        let unfinished = usize::try_from(engine.count_unfinished::<RunAgent>().await?).unwrap_or(0);
+        let caps = self.inner.agents.caps().clone();
+        let busy_by_agent = if caps.is_empty() {
+            BTreeMap::new()
+        } else {
+            engine
+                .unfinished_by_agent::<RunAgent>()
+                .await?
                 .into_iter()
-                .filter(|(_, p)| *p == Place::Local)
-                .map(|(id, _)| id)
-                .collect();
-            proptest::prop_assert_eq!(placed, granted);
+                .map(|(agent, n)| (agent, usize::try_from(n).unwrap_or(0)))
+                .collect()
+        };
+        let local = self.local_site(
+            unfinished.saturating_sub(remote_running),
+            busy_by_agent,
+            engine.held_agents().await?,
+        );
+        // A task whose agent this build has no adapter for gets no site anywhere: its
+        // run starts at once and fails saying so.
+        let (unavailable, queued): (Vec<_>, Vec<_>) = queued
+            .into_iter()
+            .partition(|(_, t)| self.inner.agents.get(&t.agent).is_none());
+        for (_, t) in &unavailable {
+            grant_slot(engine, t.id).await?;
+        }
+        let queue: Vec<Queued> = queued
+            .iter()
+            .map(|(owner, t)| Queued {
+                task: t.id,
+                owner: *owner,
+                needs: needs(t),
+                warm: self.warm(t.id),
+            })
+            .collect();
+        let owner_of: HashMap<TaskId, UserId> = queued.iter().map(|(u, t)| (t.id, *u)).collect();
+        for (id, place) in placement::place_queue(&queue, &local, &runners) {
+            let runner = match place {
+                Place::Local => None,
+                Place::Runner(runner) => Some(runner),
+                Place::Wait(why) => {
+                    if let Some(user) = owner_of.get(&id) {
+                        self.say_waiting(*user, id, &why.to_string()).await;
+                    }
+                    continue;
+                }
+            };
+            if let Some(runner) = runner {
+                match engine.lease_run(id, runner).await {
+                    Ok(_) => self.remember_runner(id, runner),
+                    Err(EngineError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.forget_waiting(id);
+            grant_slot(engine, id).await?;
+        }
+        Ok(())
+    }
+
+    /// The connected runners of `owner`, each busy with the leased tasks of `running`.
+    pub(crate) async fn connected_runners(
+        &self,
+        owner: UserId,
+        running: &HashSet<TaskId>,
+    ) -> mainloop_engine::Result<Vec<placement::Runner>> {
+        let engine = &self.inner.engine;
+        let mut runners = Vec::new();
+        for info in engine.runners(owner).await? {
+            let (RunnerState::Connected, Some(offer)) = (info.state, info.offer) else {
+                continue;
+            };
+            let busy = engine
+                .runner_leases(info.id)
+                .await?
+                .iter()
+                .filter(|l| running.contains(&l.task_id))
+                .count();
+            runners.push(placement::Runner {
+                id: info.id,
+                owner,
+                name: info.name,
+                labels: offer.labels,
+                agents: offer.agents,
+                slots: usize::from(offer.slots),
+                busy,
+            });
+        }
+        Ok(runners)
+    }
+
+    /// The tasks whose agent runs now.
+    pub(crate) async fn running_tasks(&self) -> mainloop_engine::Result<HashSet<TaskId>> {
+        Ok(self
+            .inner
+            .engine
+            .tasks_in_states(
+                &[TaskState::Planning, TaskState::Implementing],
+                RUNNING_LIMIT,
+            )
+            .await?
+            .into_iter()
+            .map(|(_, t)| t.id)
+            .collect())
+    }
+
+    /// This machine as a placement site, with `busy` runs going here now.
+    pub(crate) fn local_site(
+        &self,
+        busy: usize,
+        busy_by_agent: BTreeMap<AgentName, usize>,
+        held: BTreeSet<AgentName>,
+    ) -> placement::Local {
+        placement::Local {
+            agents: self.inner.agents.names(),
+            labels: self.inner.config.labels.clone(),
+            slots: self.inner.config.max_agents,
+            busy,
+            busy_by_agent,
+            caps: self.inner.agents.caps().clone(),
+            held,
+        }
+    }
+
+    /// The runner that last ran `task` in this process: it holds its workspace and the
+    /// agent's saved session, so placement prefers it.
+    pub(crate) fn warm(&self, task: TaskId) -> Option<RunnerId> {
+        self.inner.warm.lock().ok()?.get(&task).copied()
+    }
+
+    pub(crate) fn remember_runner(&self, task: TaskId, runner: RunnerId) {
+        if let Ok(mut warm) = self.inner.warm.lock() {
+            warm.insert(task, runner);
+        }
+    }
+
+    /// Says why `task` waits on its status line, once per reason.
+    pub(crate) async fn say_waiting(&self, user: UserId, task: TaskId, why: &str) {
+        let new = self.inner.waiting.lock().is_ok_and(|mut said| {
+            said.get(&task).is_none_or(|s| s != why) && {
+                said.insert(task, why.to_owned());
+                true
+            }
+        });
+        if new {
+            crate::task::status(self, user, task, why).await;
+        }
+    }
+
+    pub(crate) fn forget_waiting(&self, task: TaskId) {
+        if let Ok(mut said) = self.inner.waiting.lock() {
+            said.remove(&task);
         }
     }
 }

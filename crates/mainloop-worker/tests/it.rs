@@ -274,6 +274,7 @@ impl World {
             Git::new(data.path().join("repos"), data.path().join("worktrees")),
             WorkerConfig {
                 max_agents,
+                labels: std::collections::BTreeSet::new(),
                 idle_timeout,
                 inactivity_timeout,
                 api_retries: 2,

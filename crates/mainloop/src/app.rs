@@ -212,6 +212,16 @@ fn worker_runtime(
     launch: &AgentLaunch,
 ) -> Result<(Runtime, Option<WorkerSandbox>)> {
     let w = &config.workers;
+    let labels = w.label_set();
+    if let Some(bad) = labels
+        .iter()
+        .find(|l| !mainloop_domain::runner::is_label(l))
+    {
+        bail!(
+            "workers.labels: {bad:?} is not a label (1 to {} lowercase letters, digits, '-', '_' or '.')",
+            mainloop_domain::runner::MAX_LABEL_LEN
+        );
+    }
     let git = Git::new(
         config.data_dir.join("repos"),
         config.data_dir.join("worktrees"),
@@ -245,6 +255,7 @@ fn worker_runtime(
         git,
         WorkerConfig {
             max_agents: w.max_agents,
+            labels,
             idle_timeout: Duration::from_secs(w.idle_timeout_secs),
             inactivity_timeout: Duration::from_secs(w.inactivity_timeout_secs),
             api_retries: w.api_retries,

@@ -2,8 +2,10 @@
 //! state, revoking one, and `GET /api/runners/connect`, the WebSocket a runner holds
 //! open — authenticated by its runner token, then `hello` → `welcome`, heartbeats, and
 //! the server's `refused` or `revoked` before it closes. Between, it carries the
-//! processes the server runs there: the lease's outbox (spawns, stdin, kills) goes out,
-//! and the runner's `started`/`spawn_failed`/`output`/`exited` go to the lease.
+//! processes the server runs there and the task workspaces it prepares and saves: the
+//! lease's outbox (spawns, stdin, kills, prepare, save, release) goes out, and the
+//! runner's `started`/`spawn_failed`/`output`/`exited` and
+//! `prepared`/`saved`/`request_failed` go to the lease.
 
 use crate::AppState;
 use crate::auth::CurrentUser;
@@ -249,7 +251,10 @@ impl FromRequestParts<AppState> for CurrentRunner {
 /// 4. server → `spawn`, `stdin`, `close_stdin`, `kill` for the processes it runs there;
 ///    runner → `started` or `spawn_failed`, `output` (base64, at most 32 KiB decoded),
 ///    then `exited`. A message about a process this connection was not given, or one
-///    that already exited, is ignored.
+///    that already exited, is ignored;
+/// 5. server → `prepare`, `save`, `release` for the tasks' workspaces there; runner →
+///    `prepared` (absolute paths), `saved` (a commit id) or `request_failed`. An answer
+///    to a request this connection was not sent, or a second one, is ignored.
 ///
 /// A message the server refuses (malformed, unknown type, another protocol version, an
 /// offer out of bounds, a binary frame, a second `hello`, more than 64 KiB) gets
@@ -292,7 +297,8 @@ pub async fn connect(
 enum Heard {
     Hello(Box<Hello>),
     Heartbeat(u16),
-    /// About one of the processes the server started there.
+    /// About one of the processes the server started there, or an answer to one of its
+    /// workspace requests: the lease's to apply.
     Process(RunnerMessage),
     /// Refuse with this reason, then close.
     Refuse(String),
@@ -519,5 +525,10 @@ mod tests {
         assert!(matches!(hear(text(exited), false), Heard::Refuse(_)));
         let bad = r#"{"type":"output","process":1,"stream":"stdout","data":"!!"}"#;
         assert!(matches!(hear(text(bad), true), Heard::Refuse(r) if r.contains("base64")));
+        let saved = r#"{"type":"saved","request":1,"commit":"0123456789abcdef0123456789abcdef01234567","clean":true}"#;
+        assert!(matches!(hear(text(saved), true), Heard::Process(_)));
+        assert!(matches!(hear(text(saved), false), Heard::Refuse(_)));
+        let bad = r#"{"type":"saved","request":1,"commit":"HEAD","clean":true}"#;
+        assert!(matches!(hear(text(bad), true), Heard::Refuse(r) if r.contains("object id")));
     }
 }

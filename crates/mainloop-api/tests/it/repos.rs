@@ -96,6 +96,7 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
             .with_repo_roots(vec![outside.clone()]),
         WorkerConfig {
             max_agents: 4,
+            labels: std::collections::BTreeSet::new(),
             idle_timeout: Duration::from_secs(60),
             inactivity_timeout: Duration::from_secs(60),
             api_retries: 0,

@@ -67,6 +67,7 @@ fn runtime_config(args: &Args, work: &Path) -> Result<WorkerConfig> {
     std::fs::create_dir_all(&home)?;
     Ok(WorkerConfig {
         max_agents: args.agents,
+        labels: std::collections::BTreeSet::new(),
         idle_timeout: Duration::from_secs(600),
         inactivity_timeout: Duration::from_secs(120),
         api_retries: 0,

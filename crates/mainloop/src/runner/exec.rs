@@ -6,6 +6,7 @@
 //! stops its leftovers when it starts again.
 
 use mainloop_agent::{Launch, LocalProcess, Placed, Placement};
+use mainloop_domain::TaskId;
 use mainloop_domain::agents::AgentName;
 use mainloop_domain::runner::{
     Chunk, Program, RunnerMessage, ServerMessage, Spawn, Stream, check_server_message, fit_reason,
@@ -33,7 +34,7 @@ pub const OUTBOX: usize = 64;
 /// them) before its group is killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// How long stopping waits for the processes' tasks to finish after killing them.
-const STOP_WAIT: Duration = Duration::from_secs(5);
+pub(super) const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Where and with what a runner runs processes.
 #[derive(Debug, Clone)]
@@ -108,6 +109,8 @@ enum Input {
 
 struct Running {
     agent: bool,
+    /// The task whose workspace it runs in: `release` kills it.
+    of: TaskId,
     input: mpsc::UnboundedSender<Input>,
     pending: Arc<AtomicUsize>,
     kill: CancellationToken,
@@ -168,10 +171,37 @@ impl Processes {
                 }
                 None
             }
-            ServerMessage::Welcome { .. }
+            // Workspace requests are `workspace.rs`'s; the rest are the session's.
+            ServerMessage::Prepare(_)
+            | ServerMessage::Save(_)
+            | ServerMessage::Release { .. }
+            | ServerMessage::Welcome { .. }
             | ServerMessage::Refused { .. }
             | ServerMessage::Revoked => None,
         }
+    }
+
+    /// Where this connection's answers go, in order with what the processes write.
+    pub fn out(&self) -> &mpsc::Sender<RunnerMessage> {
+        &self.out
+    }
+
+    /// Kills every process of `task` (it is released) and hands over their
+    /// supervisors, which end once each is reaped and its `exited` queued.
+    pub fn kill_task(&mut self, task: TaskId) -> Vec<JoinHandle<()>> {
+        let ids: Vec<u64> = self
+            .live
+            .iter()
+            .filter(|(_, r)| r.of == task)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| self.live.remove(id))
+            .map(|r| {
+                r.kill.cancel();
+                r.task
+            })
+            .collect()
     }
 
     fn input(&self, process: u64, input: Input) {
@@ -231,6 +261,7 @@ impl Processes {
             process,
             Running {
                 agent: matches!(spawn.program, Program::Agent(_)),
+                of: spawn.task,
                 input,
                 pending,
                 kill,
@@ -425,7 +456,7 @@ fn parse_record(text: &str) -> Option<(u32, u64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mainloop_domain::{TaskId, Timestamp};
+    use mainloop_domain::Timestamp;
 
     fn config(dir: &Path) -> Config {
         Config {

@@ -2,8 +2,9 @@
 //! server over one WebSocket with a runner token, introduces itself (`hello`: protocol,
 //! version, slots, labels, agents), then heartbeats; it reconnects with backoff when the
 //! connection is lost and stops when its token is revoked or refused (`docs/RUNNERS.md`).
-//! While connected it runs the processes the server asks for (`exec.rs`), in its own
-//! data directory, which it locks; at start it kills what a killed run of it left.
+//! While connected it runs the processes the server asks for (`exec.rs`) and prepares
+//! and saves the tasks' workspaces over git (`workspace.rs`), in its own data
+//! directory, which it locks; at start it kills what a killed run of it left.
 //! Exit codes: 0 stopped by SIGINT/SIGTERM, 2 a mistake in how it was started or a
 //! refusal that reconnecting cannot cure, 3 the token is refused or revoked.
 
@@ -11,6 +12,7 @@ mod exec;
 mod policy;
 mod session;
 mod setup;
+mod workspace;
 
 pub use setup::{RunnerArgs, TOKEN_VAR};
 
@@ -31,7 +33,7 @@ fn say(line: &str) {
 
 /// Runs the runner until it stops; returns the process's exit code, having said why.
 pub async fn run(args: RunnerArgs, config: &Config) -> u8 {
-    let (target, exec, _lock) = match prepare(&args, config) {
+    let (target, exec, work, _lock) = match prepare(&args, config) {
         Ok(t) => t,
         Err(reason) => {
             say(&reason);
@@ -50,7 +52,7 @@ pub async fn run(args: RunnerArgs, config: &Config) -> u8 {
     let mut ever_welcomed = false;
     loop {
         let mut welcomed = false;
-        let outcome = session::connect(&target, &exec, &stop, |w| {
+        let outcome = session::connect(&target, &exec, &work, &stop, |w| {
             welcomed = true;
             let again = if ever_welcomed { "re" } else { "" };
             say(&format!(
@@ -87,13 +89,19 @@ pub async fn run(args: RunnerArgs, config: &Config) -> u8 {
     }
 }
 
-/// The target, what runs processes, and the data directory's lock; or why the runner
-/// cannot start.
-fn prepare(
-    args: &RunnerArgs,
-    config: &Config,
-) -> Result<(Target, Arc<exec::Config>, std::fs::File), String> {
+/// What a runner needs to start connecting: the target, what runs processes, what keeps
+/// workspaces, and the data directory's lock (held while it runs).
+type Ready = (
+    Target,
+    Arc<exec::Config>,
+    Arc<workspace::Workspaces>,
+    std::fs::File,
+);
+
+/// What the runner needs to start, or why it cannot.
+fn prepare(args: &RunnerArgs, config: &Config) -> Result<Ready, String> {
     let url = setup::connect_url(&args.server)?;
+    let git_base = setup::http_base(&args.server)?;
     let known = setup::known_agents(config);
     let offer = setup::offer(args, &known, setup::on_path)?;
     let path = std::env::var("PATH").unwrap_or_default();
@@ -103,16 +111,17 @@ fn prepare(
         std::env::var("HOME").ok(),
     )?;
     let lock = lock(&data_dir)?;
+    let token = setup::token(
+        args.token_file.as_deref(),
+        std::env::var(setup::TOKEN_VAR).ok(),
+    )?;
+    let work = Arc::new(workspace::Workspaces::new(&data_dir, git_base, &token));
     let exec = Arc::new(exec::Config {
         agents: setup::agent_programs(&offer, &known, Some(&path)),
         data_dir,
         path,
         slots: offer.slots,
     });
-    let token = setup::token(
-        args.token_file.as_deref(),
-        std::env::var(setup::TOKEN_VAR).ok(),
-    )?;
     if let Some(path) = &args.token_file {
         warn_if_readable_by_others(path);
     }
@@ -121,7 +130,7 @@ fn prepare(
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
     let hello = setup::hello(offer)?;
-    Ok((Target { url, token, hello }, exec, lock))
+    Ok((Target { url, token, hello }, exec, work, lock))
 }
 
 /// Creates the data directory and holds its lock for as long as the runner runs.

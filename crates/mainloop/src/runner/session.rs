@@ -1,13 +1,15 @@
 //! One connection to the server: the upgrade with the token, `hello`, the wait for
 //! `welcome`, then heartbeats until the server says something final, the connection
 //! drops, or the runner is told to stop. Meanwhile messages flow both ways: the
-//! server's process messages go to the connection's [`Processes`], and what those
-//! processes write comes back through a channel to the socket. Its only result is how
+//! server's process messages go to the connection's [`Processes`], its workspace
+//! requests to the runner's [`Workspaces`], and what those processes write and those
+//! requests answer comes back through a channel to the socket. Its only result is how
 //! it ended ([`super::policy::Outcome`]); what to do about that is decided elsewhere.
 //! Every process of the connection is killed when it ends.
 
 use super::exec::{self, Processes};
 use super::policy::Outcome;
+use super::workspace::Workspaces;
 use futures::{SinkExt, StreamExt};
 use mainloop_domain::RunnerId;
 use mainloop_domain::runner::{MAX_MESSAGE_BYTES, RunnerMessage, ServerMessage};
@@ -57,10 +59,12 @@ pub struct Welcome {
 }
 
 /// Connects once and stays connected as long as the server keeps the runner, running
-/// the processes it asks for with `exec`; `welcomed` is told when the server accepts it.
+/// the processes it asks for with `exec` and its workspace requests with `work`;
+/// `welcomed` is told when the server accepts it.
 pub async fn connect(
     target: &Target,
     exec: &Arc<exec::Config>,
+    work: &Arc<Workspaces>,
     stop: &CancellationToken,
     welcomed: impl FnOnce(&Welcome),
 ) -> Outcome {
@@ -112,7 +116,7 @@ pub async fn connect(
 
     let (out, out_rx) = mpsc::channel(exec::OUTBOX);
     let mut procs = Processes::new(Arc::clone(exec), out);
-    let outcome = serve(tx, rx, &welcome, stop, &mut procs, out_rx).await;
+    let outcome = serve(tx, rx, &welcome, stop, &mut procs, work, out_rx).await;
     // They cannot be reattached to another connection: the server resumes the work.
     procs.shutdown().await;
     outcome
@@ -125,6 +129,7 @@ async fn serve(
     welcome: &Welcome,
     stop: &CancellationToken,
     procs: &mut Processes,
+    work: &Arc<Workspaces>,
     mut out: mpsc::Receiver<RunnerMessage>,
 ) -> Outcome {
     let every = Duration::from_secs(welcome.heartbeat_secs);
@@ -168,6 +173,18 @@ async fn serve(
                         // Sent before anything the new process writes, which queues
                         // behind it in `out`.
                         if let Some(answer) = procs.handle(msg)
+                            && let Err(e) = send(&mut tx, &answer).await
+                        {
+                            return lost(true, &e.to_string());
+                        }
+                    }
+                    Read::Message(
+                        msg @ (ServerMessage::Prepare(_)
+                        | ServerMessage::Save(_)
+                        | ServerMessage::Release { .. }),
+                    ) => {
+                        // Carried out in the background; only a refusal answers now.
+                        if let Some(answer) = work.handle(msg, procs)
                             && let Err(e) = send(&mut tx, &answer).await
                         {
                             return lost(true, &e.to_string());
@@ -257,7 +274,10 @@ fn final_word(message: ServerMessage, welcomed: bool) -> Outcome {
         ServerMessage::Spawn(_)
         | ServerMessage::Stdin { .. }
         | ServerMessage::CloseStdin { .. }
-        | ServerMessage::Kill { .. } => lost(welcomed, "a process message before welcome"),
+        | ServerMessage::Kill { .. }
+        | ServerMessage::Prepare(_)
+        | ServerMessage::Save(_)
+        | ServerMessage::Release { .. } => lost(welcomed, "a process message before welcome"),
     }
 }
 

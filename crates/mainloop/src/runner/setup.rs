@@ -117,13 +117,31 @@ pub fn token(file: Option<&Path>, var: Option<String>) -> Result<String, String>
 /// # Errors
 /// A URL of another scheme, with a query or fragment, or without a host.
 pub fn connect_url(server: &str) -> Result<String, String> {
+    let (secure, rest) = split_server(server)?;
+    let scheme = if secure { "wss" } else { "ws" };
+    Ok(format!("{scheme}://{rest}{CONNECT_PATH}"))
+}
+
+/// The server's base URL for git over HTTP: ws → http, wss → https, any path kept,
+/// without a trailing `/` (a task's `git_path` is appended to it).
+///
+/// # Errors
+/// As [`connect_url`].
+pub fn http_base(server: &str) -> Result<String, String> {
+    let (secure, rest) = split_server(server)?;
+    let scheme = if secure { "https" } else { "http" };
+    Ok(format!("{scheme}://{rest}"))
+}
+
+/// Whether `server` is TLS, and what follows its scheme (host, port, path prefix).
+fn split_server(server: &str) -> Result<(bool, &str), String> {
     let server = server.trim().trim_end_matches('/');
     let (scheme, rest) = server
         .split_once("://")
         .ok_or_else(|| format!("--server {server:?} is not a URL (http://… or https://…)"))?;
-    let scheme = match scheme.to_ascii_lowercase().as_str() {
-        "http" | "ws" => "ws",
-        "https" | "wss" => "wss",
+    let secure = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => false,
+        "https" | "wss" => true,
         other => {
             return Err(format!(
                 "--server must be an http:// or https:// URL, not {other}://"
@@ -138,7 +156,7 @@ pub fn connect_url(server: &str) -> Result<String, String> {
             "--server {server:?} must be the server's base URL, without a query"
         ));
     }
-    Ok(format!("{scheme}://{rest}{CONNECT_PATH}"))
+    Ok((secure, rest))
 }
 
 /// What the runner offers: its slots and labels, and its agents (those named, each one
@@ -313,7 +331,17 @@ mod tests {
             "http://h h",
         ] {
             assert!(connect_url(bad).is_err(), "{bad}");
+            assert!(http_base(bad).is_err(), "{bad}");
         }
+        // Git goes to the same server, prefix kept, over http(s).
+        assert_eq!(
+            http_base(" HTTPS://m.example.com/prefix/ ").unwrap(),
+            "https://m.example.com/prefix"
+        );
+        assert_eq!(
+            http_base("ws://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ mod postgres;
 mod preview;
 mod restart;
 mod runner_exec;
+mod runner_run;
+mod runner_workspace;
 mod runners;
 mod sqlite;
 mod task_env;

@@ -27,12 +27,12 @@ const ROOT: &str = "/srv/mainloop/worktrees/task";
 
 /// A runner's machine: a fake `claude` on its PATH (before the system's, for `sh`,
 /// `head`, `sleep`), its own home and data directory.
-struct Machine {
+pub(super) struct Machine {
     dir: tempfile::TempDir,
 }
 
 impl Machine {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
@@ -47,15 +47,15 @@ impl Machine {
         Self { dir }
     }
 
-    fn data(&self) -> PathBuf {
+    pub(super) fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn said(&self) -> String {
+    pub(super) fn said(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
     }
 
-    fn runner(&self, base: &str, token: &str) -> Child {
+    pub(super) fn runner(&self, base: &str, token: &str) -> Child {
         let path = format!(
             "{}:{}",
             self.dir.path().join("bin").display(),
@@ -83,14 +83,14 @@ impl Machine {
 }
 
 /// A runner token made through the API: the runner's id and its token.
-async fn new_runner(app: &TestApp, name: &str) -> (RunnerId, String) {
+pub(super) async fn new_runner(app: &TestApp, name: &str) -> (RunnerId, String) {
     let (status, body) = app.post("/api/runners", json!({"name": name})).await;
     assert!(status.is_success(), "{body}");
     let id = body["runner"]["id"].as_str().unwrap().parse().unwrap();
     (id, body["token"].as_str().unwrap().to_owned())
 }
 
-async fn connected(app: &TestApp, name: &str) {
+pub(super) async fn connected(app: &TestApp, name: &str) {
     wait_for(format!("runner {name} to connect"), || async {
         let list = app.get("/api/runners").await;
         list["runners"]
@@ -435,10 +435,10 @@ async fn a_runner_killed_mid_run_loses_its_processes_and_kills_them_when_it_retu
     again.wait().unwrap();
 }
 
-type Ws =
+pub(super) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn hostile(app: &TestApp, token: &str) -> Ws {
+pub(super) async fn hostile(app: &TestApp, token: &str) -> Ws {
     let url = format!("{}/api/runners/connect", app.base.replacen("http", "ws", 1));
     let mut request = url.into_client_request().unwrap();
     request
@@ -453,7 +453,7 @@ async fn hostile(app: &TestApp, token: &str) -> Ws {
 }
 
 /// The next JSON message, or None once the server closed.
-async fn read(ws: &mut Ws) -> Option<Value> {
+pub(super) async fn read(ws: &mut Ws) -> Option<Value> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -466,7 +466,7 @@ async fn read(ws: &mut Ws) -> Option<Value> {
     }
 }
 
-async fn send(ws: &mut Ws, msg: &Value) {
+pub(super) async fn send(ws: &mut Ws, msg: &Value) {
     ws.send(Message::text(msg.to_string())).await.unwrap();
 }
 

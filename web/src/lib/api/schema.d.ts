@@ -540,7 +540,10 @@ export interface paths {
          *     4. server → `spawn`, `stdin`, `close_stdin`, `kill` for the processes it runs there;
          *        runner → `started` or `spawn_failed`, `output` (base64, at most 32 KiB decoded),
          *        then `exited`. A message about a process this connection was not given, or one
-         *        that already exited, is ignored.
+         *        that already exited, is ignored;
+         *     5. server → `prepare`, `save`, `release` for the tasks' workspaces there; runner →
+         *        `prepared` (absolute paths), `saved` (a commit id) or `request_failed`. An answer
+         *        to a request this connection was not sent, or a second one, is ignored.
          *
          *     A message the server refuses (malformed, unknown type, another protocol version, an
          *     offer out of bounds, a binary frame, a second `hello`, more than 64 KiB) gets
@@ -1570,6 +1573,31 @@ export interface components {
             /** @description Not blank; at most `limits.max_chat_chars` characters (100,000 unless configured). */
             text: string;
         };
+        /**
+         * @description Make the task's workspace the task branch's tip, with the work of `snapshot` (a ref
+         *     in the task's repository on the server) uncommitted on top; answered by `prepared`
+         *     or `request_failed`.
+         */
+        Prepare: {
+            /** @description The task branch (a short name: `mainloop/…`). */
+            branch: string;
+            /**
+             * @description Exactly `/api/runners/git/<task>`: the runner fetches from its own `--server`
+             *     URL plus this path, never from anywhere else.
+             */
+            git_path: string;
+            /**
+             * Format: int64
+             * @description The server's number for this request, echoed by the answer.
+             */
+            request: number;
+            /**
+             * @description The ref holding the server's uncommitted work (`refs/mainloop/snapshots/<task>`),
+             *     if there is any.
+             */
+            snapshot?: string | null;
+            task: components["schemas"]["TaskId"];
+        };
         /** @description Where the task's preview opens. */
         PreviewOpened: {
             /**
@@ -1799,12 +1827,46 @@ export interface components {
             process: number;
             /** @enum {string} */
             type: "exited";
+        } | {
+            home: string;
+            /** Format: int64 */
+            request: number;
+            /** @enum {string} */
+            type: "prepared";
+            workspace: string;
+        } | {
+            clean: boolean;
+            commit: string;
+            /** Format: int64 */
+            request: number;
+            /** @enum {string} */
+            type: "saved";
+        } | {
+            reason: string;
+            /** Format: int64 */
+            request: number;
+            /** @enum {string} */
+            type: "request_failed";
         };
         /**
          * @description Whether a runner can take work now.
          * @enum {string}
          */
         RunnerState: "connected" | "offline" | "revoked";
+        /**
+         * @description Send the workspace's state (committed or not) as a snapshot commit under
+         *     `snapshot_ref` in the task's repository on the server; answered by `saved` or
+         *     `request_failed`.
+         */
+        Save: {
+            /** @description Exactly `/api/runners/git/<task>`. */
+            git_path: string;
+            /** Format: int64 */
+            request: number;
+            /** @description The full ref name the snapshot is pushed to (`refs/…`). */
+            snapshot_ref: string;
+            task: components["schemas"]["TaskId"];
+        };
         /** @description One hit. */
         SearchHit: {
             created_at: components["schemas"]["Timestamp"];
@@ -1934,6 +1996,16 @@ export interface components {
             process: number;
             /** @enum {string} */
             type: "kill";
+        } | (components["schemas"]["Prepare"] & {
+            /** @enum {string} */
+            type: "prepare";
+        }) | (components["schemas"]["Save"] & {
+            /** @enum {string} */
+            type: "save";
+        }) | {
+            task: components["schemas"]["TaskId"];
+            /** @enum {string} */
+            type: "release";
         };
         /** @description `session`: the agent's session id and model. */
         SessionEntry: {

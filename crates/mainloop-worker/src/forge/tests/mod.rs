@@ -83,6 +83,7 @@ async fn world_with(
         git,
         crate::WorkerConfig {
             max_agents: 1,
+            labels: std::collections::BTreeSet::new(),
             idle_timeout: Duration::from_secs(60),
             inactivity_timeout: Duration::from_secs(60),
             api_retries: 0,

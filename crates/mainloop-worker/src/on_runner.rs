@@ -1,0 +1,206 @@
+//! Where one agent run happens, and a run on a runner's part of it: the site is chosen
+//! at the run's start (the runner holding the task's lease, waited for a while when it
+//! dropped — a restart — else this machine when it can take the task, else another of
+//! the user's runners that can), the runner's copy of the workspace is prepared from
+//! the server's worktree before the agent starts and its work taken back after.
+//! Everything else about the run — the agent's protocol, questions, plans, transcript,
+//! cost — is the same code as a local run's, over a [`RemotePlacement`].
+
+use crate::remote::RemotePlacement;
+use crate::{Runtime, slots};
+use mainloop_agent::{LocalProcess, Placement};
+use mainloop_domain::placement::{self, Place};
+use mainloop_domain::records::Task;
+use mainloop_domain::{RunnerId, UserId};
+use mainloop_engine::{JobError, snapshot_ref};
+use mainloop_git::Worktree;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+
+/// How long a run waits for the runner holding its lease to come back (a restart of
+/// the server or the runner) before it goes elsewhere.
+const RECONNECT_GRACE: Duration = Duration::from_secs(60);
+/// How often a waiting run looks again.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Where a run happens.
+pub(crate) enum Site {
+    /// This machine, holding one of its slots for as long as the run lasts.
+    Here(#[allow(dead_code)] OwnedSemaphorePermit),
+    Runner(OnRunner),
+}
+
+/// A run on a runner: which one, and where the task's copy and home are there.
+#[derive(Clone, Debug)]
+pub(crate) struct OnRunner {
+    pub runner: RunnerId,
+    pub work: PathBuf,
+    pub home: PathBuf,
+}
+
+impl OnRunner {
+    /// The placement that starts the task's agent there (the runner's own program for
+    /// it) and relays its streams.
+    pub(crate) fn placement(&self, rt: &Runtime, task: &Task) -> RemotePlacement {
+        RemotePlacement {
+            engine: rt.inner.engine.clone(),
+            runner: self.runner,
+            task: task.id,
+            workspace_root: self.work.clone(),
+            agent: Some(task.agent.clone()),
+        }
+    }
+}
+
+impl Site {
+    pub(crate) fn placement(
+        &self,
+        rt: &Runtime,
+        task: &Task,
+        here: LocalProcess,
+    ) -> Box<dyn Placement> {
+        match self {
+            Self::Here(_) => Box::new(here),
+            Self::Runner(on) => Box::new(on.placement(rt, task)),
+        }
+    }
+}
+
+impl Runtime {
+    /// Chooses where this run of `task` happens and, on a runner, prepares its copy of
+    /// `wt` there. `None` when the run was cancelled while it waited.
+    pub(crate) async fn site_for(
+        &self,
+        user: UserId,
+        task: &Task,
+        wt: &Worktree,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Site>, JobError> {
+        let engine = &self.inner.engine;
+        let needs = slots::needs(task);
+        let lease = engine
+            .run_lease(task.id)
+            .await
+            .map_err(crate::task::retry)?;
+        if let Some(lease) = lease {
+            let since = Instant::now();
+            while since.elapsed() < RECONNECT_GRACE {
+                if self.is_connected(user, lease.runner_id).await {
+                    return self
+                        .on_runner(user, task, wt, lease.runner_id)
+                        .await
+                        .map(Some);
+                }
+                self.say_waiting(user, task.id, "waiting for its runner to reconnect")
+                    .await;
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(POLL) => {}
+                }
+            }
+            // Gone for good, it seems: the run goes elsewhere (a later lease fences the
+            // old runner off should it come back).
+            let _ = engine.release_run(task.id, lease.epoch).await;
+        }
+        loop {
+            let here = self.local_site(0, Default::default(), BTreeSet::new());
+            let running = self.running_tasks().await.map_err(crate::task::retry)?;
+            let runners = self
+                .connected_runners(user, &running)
+                .await
+                .map_err(crate::task::retry)?;
+            match placement::place(&needs, self.warm(task.id), &here, &runners) {
+                Place::Local => {
+                    self.forget_waiting(task.id);
+                    let permit = tokio::select! {
+                        () = cancel.cancelled() => return Ok(None),
+                        p = self.inner.local_slots.clone().acquire_owned() => p,
+                    };
+                    return permit
+                        .map(|p| Some(Site::Here(p)))
+                        .map_err(|_| JobError::retry("the worker is shutting down"));
+                }
+                Place::Runner(runner) => {
+                    engine
+                        .lease_run(task.id, runner)
+                        .await
+                        .map_err(crate::task::retry)?;
+                    self.remember_runner(task.id, runner);
+                    return self.on_runner(user, task, wt, runner).await.map(Some);
+                }
+                Place::Wait(why) => self.say_waiting(user, task.id, &why.to_string()).await,
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(None),
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    pub(crate) async fn is_connected(&self, user: UserId, runner: RunnerId) -> bool {
+        self.inner.engine.runners(user).await.is_ok_and(|all| {
+            all.iter()
+                .any(|r| r.id == runner && r.state == mainloop_engine::RunnerState::Connected)
+        })
+    }
+
+    /// Prepares the runner's copy: the branch, plus what the server's worktree holds
+    /// uncommitted (published as the task's snapshot).
+    async fn on_runner(
+        &self,
+        user: UserId,
+        task: &Task,
+        wt: &Worktree,
+        runner: RunnerId,
+    ) -> Result<Site, JobError> {
+        self.forget_waiting(task.id);
+        let refname = snapshot_ref(task.id);
+        let published = self
+            .inner
+            .git
+            .publish_snapshot(&wt.path, &refname)
+            .await
+            .map_err(|e| JobError::retry(format!("could not snapshot the worktree: {e}")))?;
+        crate::task::status(self, user, task.id, "preparing the workspace on its runner").await;
+        let prepared = self
+            .inner
+            .engine
+            .runner_prepare(
+                runner,
+                task.id,
+                &wt.branch,
+                published.as_ref().map(|_| refname.as_str()),
+            )
+            .await
+            .map_err(|e| {
+                JobError::retry(format!("the runner could not prepare the workspace: {e}"))
+            })?;
+        Ok(Site::Runner(OnRunner {
+            runner,
+            work: PathBuf::from(prepared.work),
+            home: PathBuf::from(prepared.home),
+        }))
+    }
+
+    /// Brings the work of a run on a runner back into the server's worktree. When the
+    /// runner is gone, what it did since the run began is lost; the branch and the
+    /// server's worktree are as before it.
+    pub(crate) async fn take_back(&self, task: &Task, wt: &Worktree, on: &OnRunner) {
+        let saved = self.inner.engine.runner_save(on.runner, task.id).await;
+        let result = match saved {
+            Ok(_) => self
+                .inner
+                .git
+                .take_back(&wt.path, &snapshot_ref(task.id))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(task = %task.id, runner = %on.runner, %error, "could not take back the work of a run on a runner");
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! A task's whole lifecycle on a runner: the real server, and a real `mainloop runner`
+//! in a network namespace of its own that reaches only the server and the fake model
+//! (so nothing else is needed), its own HOME and data directory. A task requiring the
+//! runner's label is placed there; the real `claude` runs in the runner's copy of the
+//! workspace and asks, plans, revises and implements over the relayed protocol; the
+//! work comes back to the server's worktree, whose checks pass, and merges.
+
+use super::*;
+use mainloop_test_support::netns::{self, Netns};
+
+/// The runner binary's companion that gives it its namespace (built with the
+/// workspace's tests, next to `mainloop`).
+fn bridge() -> PathBuf {
+    let path = Path::new(BIN)
+        .parent()
+        .unwrap()
+        .join("mainloop-netns-bridge");
+    assert!(
+        path.exists(),
+        "{} is missing: cargo build -p mainloop-test-support --bins",
+        path.display()
+    );
+    path
+}
+
+/// A runner's machine: its home and data directory, and what it said.
+struct RunnerMachine {
+    dir: tempfile::TempDir,
+}
+
+impl RunnerMachine {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        Self { dir }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
+    }
+
+    /// `mainloop runner` in `ns`, offering `claude` (found on its PATH) with `label`.
+    fn start(&self, ns: &Netns, base: &str, token: &str, label: &str, claude: &Path) -> Child {
+        let path = format!(
+            "{}:{}",
+            claude.parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(self.dir.path().join("runner.log")).unwrap();
+        let mut cmd = ns.command(&bridge(), Path::new(BIN));
+        cmd.env_clear()
+            .env("PATH", path)
+            .env("HOME", self.dir.path().join("home"))
+            .env("MAINLOOP_RUNNER_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .args(["runner", "--server", base, "--slots", "1", "--label", label])
+            .arg("--data-dir")
+            .arg(self.data())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(true);
+        // A std child, so the test's Drop-based cleanup reaches the whole group.
+        let child = cmd.spawn().unwrap();
+        Child(child)
+    }
+}
+
+/// The runner's process group, killed when dropped.
+struct Child(tokio::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.id() {
+            // The group: unshare, the bridge, the runner and its agents.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+}
+
+fn port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
+    let Some(claude) = claude_path() else { return };
+    if !netns::available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must give a network namespace"
+        );
+        eprintln!("skipping: no network namespace here (unshare -rn)");
+        return;
+    }
+    let fake = FakeAnthropic::start(script("greeter")).await.unwrap();
+    let repo = GitRepo::new();
+    std::fs::write(
+        repo.path().join(".mainloop.toml"),
+        "check = \"test -f greeting.txt\"\n",
+    )
+    .unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "the check"]);
+    let data = tempfile::tempdir().unwrap();
+    let server = start_with_workers(data.path(), &fake, &claude);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+
+    let (status, made) = post(&base, &token, "/api/runners", json!({"name": "gpu-box"})).await;
+    assert_eq!(status, 201, "{made}");
+    let ns = Netns::new(&[port(&base), port(&fake.base_url())]);
+    let machine = RunnerMachine::new();
+    let _runner = machine.start(&ns, &base, made["token"].as_str().unwrap(), "gpu", &claude);
+    wait_for("the runner to connect", || async {
+        let list = get(&base, &token, "/api/runners").await;
+        list["runners"][0]["state"]
+            .as_str()
+            .is_some_and(|s| s == "connected")
+            .then_some(())
+    })
+    .await;
+
+    let (status, task) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "build the greeter", "repo": repo.path(), "runner_labels": ["gpu"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    // Asked on the runner, answered here.
+    let asked = wait_task_state(&base, &token, &id, "waiting_answers").await;
+    let questions = asked["questions"].as_array().unwrap();
+    let answers: serde_json::Map<String, Value> = questions
+        .iter()
+        .map(|q| {
+            let first = q["options"][0]["label"].clone();
+            (q["id"].as_str().unwrap().to_owned(), json!([first]))
+        })
+        .collect();
+    let (status, body) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/answers"),
+        json!({"answers": answers}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let planned = wait_task_state(&base, &token, &id, "waiting_plan_review").await;
+    assert!(
+        planned["plan"]
+            .as_str()
+            .unwrap()
+            .contains("A greeter in Rust"),
+        "{planned}"
+    );
+
+    // Revised, then approved: implemented there, checked here.
+    let (status, body) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/plan"),
+        json!({"action": "revise", "feedback": "add tests"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for("the revised plan", || async {
+        let t = get(&base, &token, &format!("/api/tasks/{id}")).await;
+        (t["state"] == "waiting_plan_review"
+            && t["plan"].as_str().is_some_and(|p| p.contains("with tests")))
+        .then_some(())
+    })
+    .await;
+    let (status, body) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/plan"),
+        json!({"action": "approve"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let review = wait_task_state(&base, &token, &id, "review").await;
+    assert!(review["error"].is_null(), "{review}");
+
+    // The agent ran in the runner's copy, never here.
+    let copy = machine.data().join("tasks").join(&id).join("work");
+    assert_eq!(
+        std::fs::read_to_string(copy.join("greeting.txt")).unwrap(),
+        "hello\n",
+        "runner said: {}",
+        machine.log()
+    );
+    assert!(!data.path().join("agents").join(&id).exists());
+    let transcript = get(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/transcript?limit=1000"),
+    )
+    .await;
+    assert!(
+        transcript
+            .to_string()
+            .contains("preparing the workspace on its runner"),
+        "{transcript:#}"
+    );
+
+    let (status, body) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/review"),
+        json!({"action": "approve"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_task_state(&base, &token, &id, "merged").await;
+    assert_eq!(
+        repo.git(&["show", "main:greeting.txt"]),
+        "hello\n",
+        "the runner's work is on main"
+    );
+}
