@@ -89,6 +89,8 @@ repo_roots = ""
 # This machine's runner labels, comma-separated ("gpu, linux-x64"): tasks requiring labels
 # run here only when it has them all, else on a runner that does.
 labels = ""
+# Seconds a run on a runner that dropped waits for it to come back before moving elsewhere.
+runner_reconnect_secs = 60
 # Confine agents and check commands: "auto" (bubblewrap when installed and usable),
 # "bubblewrap" (required) or "off". A sandboxed agent sees the system read-only, its
 # task's worktree and a private home; not mainloop's data, your home or other tasks.

@@ -254,6 +254,12 @@ pub struct WorkersConfig {
     /// Env: `MAINLOOP_WORKERS__REPO_ROOTS`.
     pub repo_roots: String,
 
+    /// Seconds a run placed on a runner that dropped (a restart of the runner or the
+    /// server) waits for it to come back before it is placed elsewhere. Default `60`.
+    /// Env: `MAINLOOP_WORKERS__RUNNER_RECONNECT_SECS`.
+    #[serde(default = "default_runner_reconnect_secs")]
+    pub runner_reconnect_secs: u64,
+
     /// This machine's runner labels, comma-separated (`"gpu, linux-x64"`): a task or
     /// project requiring labels runs here only when all of them are among these, else on
     /// a runner that has them. Default `""`. Env: `MAINLOOP_WORKERS__LABELS`.
@@ -317,6 +323,10 @@ pub enum SandboxMode {
     Bubblewrap,
     /// Agents run as the server user, with its permissions.
     Off,
+}
+
+const fn default_runner_reconnect_secs() -> u64 {
+    60
 }
 
 impl WorkersConfig {
@@ -578,6 +588,7 @@ impl Default for WorkersConfig {
             allow_file_urls: false,
             repo_roots: String::new(),
             labels: String::new(),
+            runner_reconnect_secs: default_runner_reconnect_secs(),
             sandbox: SandboxMode::Auto,
             sandbox_read_only: String::new(),
             sandbox_read_write: String::new(),

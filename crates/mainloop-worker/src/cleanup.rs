@@ -230,6 +230,15 @@ impl Runtime {
             remove_dir(&home).map_err(|e| format!("home {}: {e}", home.display()))?;
         }
         self.release_environment(&task).await?;
+        // The runner's copy and the agent's home there go too (if it is offline, they
+        // stay until it is told again; the lease ends either way).
+        if let Some(lease) = engine.run_lease(task.id).await.map_err(|e| e.to_string())? {
+            engine.runner_release(lease.runner_id, task.id);
+            engine
+                .release_run(task.id, lease.epoch)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         engine
             .mark_task_cleaned(task.id, task.updated_at, now)
             .await

@@ -61,6 +61,8 @@ pub struct WorkerConfig {
     /// This machine's own runner labels (`workers.labels`): tasks requiring labels run
     /// here only when it has them all.
     pub labels: std::collections::BTreeSet<String>,
+    /// How long a run whose runner dropped waits for it before it goes elsewhere.
+    pub runner_grace: Duration,
     pub idle_timeout: Duration,
     pub inactivity_timeout: Duration,
     /// How many times a run whose agent gave up on a failing model API (overloaded,

@@ -20,9 +20,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
-/// How long a run waits for the runner holding its lease to come back (a restart of
-/// the server or the runner) before it goes elsewhere.
-const RECONNECT_GRACE: Duration = Duration::from_secs(60);
 /// How often a waiting run looks again.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -87,7 +84,9 @@ impl Runtime {
             .map_err(crate::task::retry)?;
         if let Some(lease) = lease {
             let since = Instant::now();
-            while since.elapsed() < RECONNECT_GRACE {
+            // The runner holding the lease may be restarting (or the server was): it
+            // has the workspace and the agent's session, so it is worth a wait.
+            while since.elapsed() < self.inner.config.runner_grace {
                 if self.is_connected(user, lease.runner_id).await {
                     return self
                         .on_runner(user, task, wt, lease.runner_id)

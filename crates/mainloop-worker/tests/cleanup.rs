@@ -38,6 +38,7 @@ impl World {
             WorkerConfig {
                 max_agents: 1,
                 labels: std::collections::BTreeSet::new(),
+                runner_grace: std::time::Duration::from_secs(60),
                 idle_timeout: Duration::from_secs(60),
                 inactivity_timeout: Duration::from_secs(60),
                 api_retries: 0,

@@ -275,6 +275,7 @@ impl World {
             WorkerConfig {
                 max_agents,
                 labels: std::collections::BTreeSet::new(),
+                runner_grace: std::time::Duration::from_secs(60),
                 idle_timeout,
                 inactivity_timeout,
                 api_retries: 2,

@@ -256,6 +256,7 @@ fn worker_runtime(
         WorkerConfig {
             max_agents: w.max_agents,
             labels,
+            runner_grace: Duration::from_secs(w.runner_reconnect_secs),
             idle_timeout: Duration::from_secs(w.idle_timeout_secs),
             inactivity_timeout: Duration::from_secs(w.inactivity_timeout_secs),
             api_retries: w.api_retries,

@@ -97,6 +97,7 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
         WorkerConfig {
             max_agents: 4,
             labels: std::collections::BTreeSet::new(),
+            runner_grace: std::time::Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             inactivity_timeout: Duration::from_secs(60),
             api_retries: 0,

@@ -35,6 +35,7 @@ mod postgres;
 mod preview;
 mod restart;
 mod runner_exec;
+mod runner_faults;
 mod runner_run;
 mod runner_workspace;
 mod runners;
@@ -87,9 +88,15 @@ impl Server {
     }
 
     /// Like [`Server::spawn`], with the server's log (stderr) sent to `log`.
-    fn spawn_logging_to(mut cmd: Command, log: Stdio) -> Self {
+    fn spawn_logging_to(cmd: Command, log: Stdio) -> Self {
+        Self::spawn_on(cmd, log, "127.0.0.1:0")
+    }
+
+    /// Like [`Server::spawn_logging_to`], listening on `listen` (a fixed port for a
+    /// restart that clients must find again).
+    fn spawn_on(mut cmd: Command, log: Stdio, listen: &str) -> Self {
         let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -10,7 +10,7 @@ use mainloop_test_support::netns::{self, Netns};
 
 /// The runner binary's companion that gives it its namespace (built with the
 /// workspace's tests, next to `mainloop`).
-fn bridge() -> PathBuf {
+pub(super) fn bridge() -> PathBuf {
     let path = Path::new(BIN)
         .parent()
         .unwrap()
@@ -24,34 +24,49 @@ fn bridge() -> PathBuf {
 }
 
 /// A runner's machine: its home and data directory, and what it said.
-struct RunnerMachine {
+pub(super) struct RunnerMachine {
     dir: tempfile::TempDir,
 }
 
 impl RunnerMachine {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("home")).unwrap();
         Self { dir }
     }
 
-    fn data(&self) -> PathBuf {
+    pub(super) fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
     }
 
-    /// `mainloop runner` in `ns`, offering `claude` (found on its PATH) with `label`.
-    fn start(&self, ns: &Netns, base: &str, token: &str, label: &str, claude: &Path) -> Child {
+    /// `mainloop runner` (in `ns` when given), offering `claude` (found on its PATH)
+    /// with `label`.
+    pub(super) fn start(
+        &self,
+        ns: Option<&Netns>,
+        base: &str,
+        token: &str,
+        label: &str,
+        claude: &Path,
+    ) -> RunnerProcess {
         let path = format!(
             "{}:{}",
             claude.parent().unwrap().display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let log = std::fs::File::create(self.dir.path().join("runner.log")).unwrap();
-        let mut cmd = ns.command(&bridge(), Path::new(BIN));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("runner.log"))
+            .unwrap();
+        let mut cmd = match ns {
+            Some(ns) => ns.command(&bridge(), Path::new(BIN)),
+            None => tokio::process::Command::new(BIN),
+        };
         cmd.env_clear()
             .env("PATH", path)
             .env("HOME", self.dir.path().join("home"))
@@ -63,21 +78,43 @@ impl RunnerMachine {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            .process_group(0)
-            .kill_on_drop(true);
-        // A std child, so the test's Drop-based cleanup reaches the whole group.
-        let child = cmd.spawn().unwrap();
-        Child(child)
+            .process_group(0);
+        RunnerProcess(cmd.spawn().unwrap())
+    }
+
+    /// Kills what a runner SIGKILLed left running (its agents are in process groups
+    /// of their own): every process working under this machine's data directory.
+    fn kill_leftovers(&self) {
+        let data = self.data();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for p in procs.flatten() {
+            let cwd = std::fs::read_link(p.path().join("cwd"));
+            if cwd.is_ok_and(|c| c.starts_with(&data))
+                && let Some(pid) = p.file_name().to_str()
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid])
+                    .status();
+            }
+        }
     }
 }
 
-/// The runner's process group, killed when dropped.
-struct Child(tokio::process::Child);
-
-impl Drop for Child {
+impl Drop for RunnerMachine {
     fn drop(&mut self) {
+        self.kill_leftovers();
+    }
+}
+
+/// A runner's process group (with `unshare` and the bridge when in a namespace).
+pub(super) struct RunnerProcess(tokio::process::Child);
+
+impl RunnerProcess {
+    /// SIGKILLs the whole group, as a machine's crash would.
+    pub(super) fn sigkill(&mut self) {
         if let Some(pid) = self.0.id() {
-            // The group: unshare, the bridge, the runner and its agents.
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
@@ -85,7 +122,13 @@ impl Drop for Child {
     }
 }
 
-fn port(url: &str) -> u16 {
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+pub(super) fn port(url: &str) -> u16 {
     url.rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())
@@ -120,7 +163,13 @@ async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
     assert_eq!(status, 201, "{made}");
     let ns = Netns::new(&[port(&base), port(&fake.base_url())]);
     let machine = RunnerMachine::new();
-    let _runner = machine.start(&ns, &base, made["token"].as_str().unwrap(), "gpu", &claude);
+    let _runner = machine.start(
+        Some(&ns),
+        &base,
+        made["token"].as_str().unwrap(),
+        "gpu",
+        &claude,
+    );
     wait_for("the runner to connect", || async {
         let list = get(&base, &token, "/api/runners").await;
         list["runners"][0]["state"]

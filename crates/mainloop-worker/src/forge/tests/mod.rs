@@ -84,6 +84,7 @@ async fn world_with(
         crate::WorkerConfig {
             max_agents: 1,
             labels: std::collections::BTreeSet::new(),
+            runner_grace: std::time::Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             inactivity_timeout: Duration::from_secs(60),
             api_retries: 0,

@@ -1,0 +1,219 @@
+//! Runs on runners when something dies: a runner SIGKILLed mid-implementation (the run
+//! finishes on the other runner), and the server SIGKILLed while a runner works (the
+//! runner reconnects, the run resumes the agent's own session there; nothing is lost
+//! or done twice).
+
+use super::*;
+use crate::runner_run::{RunnerMachine, port};
+use mainloop_test_support::netns::{self, Netns};
+
+/// A long implementation: the first step, then a slow reply to be killed in; a session
+/// told "mainloop restarted" finishes; a new session given the task again finishes too.
+const LONG_JOB: &str = r##"
+rules:
+  - name: relaunched
+    match: {user_contains: "mainloop restarted"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
+  - name: first-step
+    match: {user_contains: "long job", times: 1}
+    reply:
+      - tool_use: {name: Bash, input: {command: "echo step one", description: "Start"}}
+  - name: slow-work
+    match: {tool_result_for: Bash, tool_result_contains: "step one", times: 1}
+    delay_ms: 1500
+    reply:
+      - text: "Step one is done; now a long piece of work: step two, step three, step four."
+  - name: started-again
+    match: {user_contains: "long job"}
+    reply:
+      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
+  - name: finish
+    match: {tool_result_for: Bash}
+    reply: [{text: "Finished."}]
+"##;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server on `data`, on `listen`, moving a run off a lost runner after 2 s.
+fn server_on(data: &Path, fake: &FakeAnthropic, claude: &Path, listen: &str) -> Server {
+    let mut cmd = worker_command(data, fake, claude);
+    cmd.env("MAINLOOP_WORKERS__RUNNER_RECONNECT_SECS", "2");
+    Server::spawn_on(cmd, Stdio::inherit(), listen)
+}
+
+fn rules(fake: &FakeAnthropic) -> Vec<String> {
+    fake.message_requests()
+        .into_iter()
+        .filter_map(|r| r.rule_name)
+        .collect()
+}
+
+async fn wait_rule(fake: &FakeAnthropic, rule: &str) {
+    wait_for(format!("the model's rule {rule}"), || async {
+        rules(fake).iter().any(|r| r == rule).then_some(())
+    })
+    .await;
+}
+
+async fn new_runner(base: &str, token: &str, name: &str) -> String {
+    let (status, made) = post(base, token, "/api/runners", json!({"name": name})).await;
+    assert_eq!(status, 201, "{made}");
+    made["token"].as_str().unwrap().to_owned()
+}
+
+async fn connected(base: &str, token: &str, n: usize) {
+    wait_for(format!("{n} runners to connect"), || async {
+        let list = get(base, token, "/api/runners").await;
+        let up = list["runners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "connected")
+            .count();
+        (up == n).then_some(())
+    })
+    .await;
+}
+
+/// A repository and a task that requires `label`, created on `base`.
+async fn long_job(base: &str, token: &str, repo: &GitRepo, label: &str) -> String {
+    let (status, task) = post(
+        base,
+        token,
+        "/api/tasks",
+        json!({"description": "long job", "repo": repo.path(), "skip_plan": true, "runner_labels": [label]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    task["id"].as_str().unwrap().to_owned()
+}
+
+fn skip_without_namespace() -> bool {
+    if netns::available() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must give a network namespace"
+    );
+    eprintln!("skipping: no network namespace here (unshare -rn)");
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_implementation_has_its_run_finished_on_the_other() {
+    let Some(claude) = claude_path() else { return };
+    if skip_without_namespace() {
+        return;
+    }
+    let fake = FakeAnthropic::start(Script::from_yaml(LONG_JOB).unwrap())
+        .await
+        .unwrap();
+    let repo = GitRepo::new();
+    let data = tempfile::tempdir().unwrap();
+    let server = server_on(data.path(), &fake, &claude, "127.0.0.1:0");
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    // `alpha` in a namespace, taken first (ties go by name); `beta` beside the server.
+    let ns = Netns::new(&[port(&base), port(&fake.base_url())]);
+    let (alpha, beta) = (RunnerMachine::new(), RunnerMachine::new());
+    let alpha_token = new_runner(&base, &token, "alpha").await;
+    let beta_token = new_runner(&base, &token, "beta").await;
+    let mut alpha_run = alpha.start(Some(&ns), &base, &alpha_token, "gpu", &claude);
+    let _beta_run = beta.start(None, &base, &beta_token, "gpu", &claude);
+    connected(&base, &token, 2).await;
+
+    let id = long_job(&base, &token, &repo, "gpu").await;
+    wait_rule(&fake, "slow-work").await;
+    assert!(
+        alpha.data().join("tasks").join(&id).join("work").is_dir(),
+        "alpha runs it: {}",
+        alpha.log()
+    );
+    alpha_run.sigkill();
+
+    let review = wait_task_state(&base, &token, &id, "review").await;
+    let done = beta
+        .data()
+        .join("tasks")
+        .join(&id)
+        .join("work")
+        .join("result.txt");
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap(),
+        "done\n",
+        "beta finished it: {}",
+        beta.log()
+    );
+    // Its first step was taken once; beta had no saved session, so it began afresh.
+    let rules = rules(&fake);
+    assert_eq!(
+        rules.iter().filter(|r| *r == "first-step").count(),
+        1,
+        "{rules:?}"
+    );
+    assert!(rules.contains(&"started-again".to_owned()), "{rules:?}");
+    let diff = get(&base, &token, &format!("/api/tasks/{id}/diff")).await;
+    assert!(diff["text"].as_str().unwrap().contains("+done"), "{diff}");
+    assert!(review["error"].is_null(), "{review}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_while_a_runner_works_resumes_the_run_there() {
+    let Some(claude) = claude_path() else { return };
+    if skip_without_namespace() {
+        return;
+    }
+    let fake = FakeAnthropic::start(Script::from_yaml(LONG_JOB).unwrap())
+        .await
+        .unwrap();
+    let repo = GitRepo::new();
+    let data = tempfile::tempdir().unwrap();
+    // A fixed port, so the runner finds the restarted server where it was.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = server_on(data.path(), &fake, &claude, &listen);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let ns = Netns::new(&[port(&base), port(&fake.base_url())]);
+    let machine = RunnerMachine::new();
+    let runner_token = new_runner(&base, &token, "solo").await;
+    let _runner = machine.start(Some(&ns), &base, &runner_token, "gpu", &claude);
+    connected(&base, &token, 1).await;
+
+    let id = long_job(&base, &token, &repo, "gpu").await;
+    wait_rule(&fake, "slow-work").await;
+    let before = get(&base, &token, &format!("/api/tasks/{id}")).await;
+    assert_eq!(before["state"], "implementing");
+    server.sigkill();
+
+    let server = server_on(data.path(), &fake, &claude, &listen);
+    assert_eq!(server.base, base);
+    let review = wait_task_state(&base, &token, &id, "review").await;
+    assert!(review["error"].is_null(), "{review}");
+    assert_eq!(
+        review["session_id"], before["session_id"],
+        "the same session was resumed"
+    );
+    let rules = rules(&fake);
+    // The session was saved on the runner, so it is resumed there and told to go on;
+    // nothing was started twice.
+    assert!(rules.contains(&"relaunched".to_owned()), "{rules:?}");
+    assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
+    assert_eq!(
+        rules.iter().filter(|r| *r == "first-step").count(),
+        1,
+        "{rules:?}"
+    );
+    let diff = get(&base, &token, &format!("/api/tasks/{id}/diff")).await;
+    assert!(diff["text"].as_str().unwrap().contains("+done"), "{diff}");
+    assert!(
+        machine.log().contains("reconnected"),
+        "the runner reconnected: {}",
+        machine.log()
+    );
+}
