@@ -104,6 +104,7 @@ pub async fn run(args: &Args) -> Result<()> {
     let config = WorkerConfig {
         max_agents: 1,
         labels: std::collections::BTreeSet::new(),
+        runner_grace: std::time::Duration::from_secs(60),
         idle_timeout: Duration::from_secs(600),
         inactivity_timeout: Duration::from_secs(600),
         api_retries: 0,

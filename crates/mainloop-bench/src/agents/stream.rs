@@ -68,6 +68,7 @@ fn runtime_config(args: &Args, work: &Path) -> Result<WorkerConfig> {
     Ok(WorkerConfig {
         max_agents: args.agents,
         labels: std::collections::BTreeSet::new(),
+        runner_grace: std::time::Duration::from_secs(60),
         idle_timeout: Duration::from_secs(600),
         inactivity_timeout: Duration::from_secs(120),
         api_retries: 0,
