@@ -68,49 +68,37 @@ pub fn worker_sandbox(
     let home = var("HOME").map(PathBuf::from);
     let path_var = var("PATH");
 
-    let mut hidden: Vec<PathBuf> = HIDDEN.iter().map(PathBuf::from).collect();
-    hidden.push(config.data_dir.clone());
-    hidden.extend(home.clone());
-    // The configuration may hold API keys, wherever it lives.
-    hidden.extend(config_file.map(Path::to_path_buf));
-    hidden.extend(std::env::var_os("MAINLOOP_CONFIG").map(PathBuf::from));
-    hidden.extend(
+    // The configuration may hold API keys, wherever it lives; so may a SQLite database
+    // kept outside the data directory.
+    let mut private = vec![config.data_dir.clone()];
+    private.extend(config_file.map(Path::to_path_buf));
+    private.extend(std::env::var_os("MAINLOOP_CONFIG").map(PathBuf::from));
+    private.extend(
         std::env::current_dir()
             .ok()
             .map(|d| d.join("mainloop.toml")),
     );
-    // A SQLite database kept outside the data directory.
     if let Some(file) = config.database_url().strip_prefix("sqlite://")
         && let Some(dir) = Path::new(file.split('?').next().unwrap_or(file)).parent()
     {
-        hidden.push(dir.to_path_buf());
+        private.push(dir.to_path_buf());
     }
-
-    // What the agent needs to run, even where it sits inside a hidden path: `PATH`
-    // entries, the agent's installation, and the toolchain homes it was given.
-    let mut read_only: Vec<PathBuf> = path_var
-        .map(|p| std::env::split_paths(p).collect())
-        .unwrap_or_default();
-    for program in agent_programs
-        .iter()
-        .filter_map(|p| which(p, path_var.map(OsStr::new)))
-    {
-        read_only.extend(install_roots(&program));
-    }
-    read_only.extend(
-        ["CARGO_HOME", "RUSTUP_HOME"]
-            .into_iter()
-            .filter_map(var)
-            .map(PathBuf::from),
+    let toolchains = ["CARGO_HOME", "RUSTUP_HOME"]
+        .into_iter()
+        .filter_map(var)
+        .map(PathBuf::from)
+        .collect();
+    let mut policy = base_policy(
+        private,
+        home.as_deref(),
+        path_var,
+        agent_programs,
+        toolchains,
     );
-    read_only.extend(config.workers.sandbox_read_only_paths(home.as_deref()));
-    let read_write = config.workers.sandbox_read_write_paths(home.as_deref());
-
-    let policy = Policy {
-        hidden,
-        read_only,
-        read_write,
-    };
+    policy
+        .read_only
+        .extend(config.workers.sandbox_read_only_paths(home.as_deref()));
+    policy.read_write = config.workers.sandbox_read_write_paths(home.as_deref());
     let bwrap = match Bubblewrap::detect(path_var.map(OsStr::new), policy) {
         Ok(b) => b,
         Err(e) if mode == SandboxMode::Auto => {
@@ -123,18 +111,99 @@ pub fn worker_sandbox(
         Err(e) => bail!("workers.sandbox = \"bubblewrap\": {e}"),
     };
     tracing::info!(bwrap = %bwrap.program().display(), "agents and checks run sandboxed");
-    let home_files = home
+    Ok(Some(WorkerSandbox {
+        bwrap,
+        homes_dir: config.data_dir.join("homes"),
+        home_files: home_files(home.as_deref()),
+    }))
+}
+
+/// What every sandbox hides and shows, on the server and on a runner: the always-hidden
+/// paths, `private` (the data directory, configuration) and the user's `home` hidden;
+/// `PATH` entries, the agents' installations and `toolchains` visible read-only.
+pub(crate) fn base_policy(
+    private: Vec<PathBuf>,
+    home: Option<&Path>,
+    path_var: Option<&str>,
+    agent_programs: &[&str],
+    toolchains: Vec<PathBuf>,
+) -> Policy {
+    let mut hidden: Vec<PathBuf> = HIDDEN.iter().map(PathBuf::from).collect();
+    hidden.extend(private);
+    hidden.extend(home.map(Path::to_path_buf));
+    // What the agent needs to run, even where it sits inside a hidden path: `PATH`
+    // entries, the agent's installation, and the toolchain homes it was given.
+    let mut read_only: Vec<PathBuf> = path_var
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    for program in agent_programs
         .iter()
+        .filter_map(|p| which(p, path_var.map(OsStr::new)))
+    {
+        read_only.extend(install_roots(&program));
+    }
+    read_only.extend(toolchains);
+    Policy {
+        hidden,
+        read_only,
+        read_write: Vec::new(),
+    }
+}
+
+/// The agents' login and settings files of `home` that exist, each with where it goes
+/// in a private home.
+pub(crate) fn home_files(home: Option<&Path>) -> Vec<(PathBuf, PathBuf)> {
+    home.iter()
         .flat_map(|h| {
             HOME_FILES
                 .iter()
                 .map(move |f| (h.join(f), PathBuf::from(f)))
         })
         .filter(|(outside, _)| outside.is_file())
+        .collect()
+}
+
+/// The sandbox of a runner's processes (`mainloop runner --sandbox`), or `None` when it is
+/// off or (in `auto`) unavailable: the same policy as the server's, with the runner's data
+/// directory, its token file and its user's home hidden.
+///
+/// # Errors
+/// `bubblewrap` asked for and unusable here.
+pub(crate) fn runner_sandbox(
+    mode: &str,
+    data_dir: &Path,
+    token_file: Option<&Path>,
+    path_var: &str,
+    agent_programs: &[&str],
+) -> std::result::Result<Option<crate::runner::RunnerSandbox>, String> {
+    if mode == "off" {
+        tracing::warn!("--sandbox off: agents run with the runner user's permissions");
+        return Ok(None);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut private = vec![data_dir.to_path_buf()];
+    private.extend(token_file.map(Path::to_path_buf));
+    let toolchains = ["CARGO_HOME", "RUSTUP_HOME"]
+        .into_iter()
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from)
         .collect();
-    Ok(Some(WorkerSandbox {
-        bwrap,
-        homes_dir: config.data_dir.join("homes"),
-        home_files,
-    }))
+    let policy = base_policy(
+        private,
+        home.as_deref(),
+        Some(path_var),
+        agent_programs,
+        toolchains,
+    );
+    match Bubblewrap::detect(Some(OsStr::new(path_var)), policy) {
+        Ok(bwrap) => Ok(Some(crate::runner::RunnerSandbox {
+            bwrap,
+            home_files: home_files(home.as_deref()),
+        })),
+        Err(e) if mode == "auto" => {
+            tracing::warn!(error = %e, "agents run unsandboxed, with the runner user's permissions");
+            Ok(None)
+        }
+        Err(e) => Err(format!("--sandbox bubblewrap: {e}")),
+    }
 }

@@ -47,11 +47,49 @@ pub struct Config {
     pub path: String,
     /// Its slots: `busy` is never reported above them.
     pub slots: u16,
+    /// What every process runs under; `None`: unconfined.
+    pub sandbox: Option<RunnerSandbox>,
+}
+
+/// How a runner confines what it runs: bubblewrap, and its user's agent logins bound
+/// into each task's home.
+#[derive(Debug, Clone)]
+pub struct RunnerSandbox {
+    pub bwrap: mainloop_sandbox::Bubblewrap,
+    /// `(outside path, path relative to the home)`.
+    pub home_files: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Config {
     fn pid_dir(&self) -> PathBuf {
         self.data_dir.join("pids")
+    }
+
+    /// What runs `launch` of `spawn`: a local process, under the sandbox when there is
+    /// one — it sees the system read-only, the task's copy, home and temporary directory
+    /// read-write (the copy's `.git` read-only), and nothing of the runner's data.
+    fn process(&self, spawn: &Spawn, launch: &Launch) -> Result<LocalProcess, String> {
+        let Some(sandbox) = &self.sandbox else {
+            return Ok(LocalProcess::new());
+        };
+        let task = self.data_dir.join("tasks").join(spawn.task.to_string());
+        let home = task.join("home");
+        let scope = mainloop_sandbox::Scope {
+            cwd: launch.cwd.clone(),
+            home: home.clone(),
+            read_only: vec![task.join("work").join(".git")],
+            read_write: vec![task.join("tmp")],
+            files: sandbox
+                .home_files
+                .iter()
+                .map(|(outside, inside)| (outside.clone(), home.join(inside)))
+                .collect(),
+        };
+        sandbox
+            .bwrap
+            .command_prefix(&scope)
+            .map(LocalProcess::sandboxed)
+            .map_err(|e| format!("could not set up the sandbox: {e}"))
     }
 
     /// The local launch for `spawn`, its directories created; or why there is none.
@@ -237,7 +275,11 @@ impl Processes {
             Ok(l) => l,
             Err(reason) => return failed(process, &reason),
         };
-        let placed = match LocalProcess::new().spawn(launch) {
+        let local = match self.config.process(spawn, &launch) {
+            Ok(l) => l,
+            Err(reason) => return failed(process, &reason),
+        };
+        let placed = match local.spawn(launch) {
             Ok(p) => p,
             Err(e) => return failed(process, &e.to_string()),
         };
@@ -467,6 +509,7 @@ mod tests {
             )]),
             path: "/usr/bin:/bin".into(),
             slots: 2,
+            sandbox: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod session;
 mod setup;
 mod workspace;
 
+pub use exec::RunnerSandbox;
 pub use setup::{RunnerArgs, TOKEN_VAR};
 
 use mainloop_config::Config;
@@ -116,11 +117,21 @@ fn prepare(args: &RunnerArgs, config: &Config) -> Result<Ready, String> {
         std::env::var(setup::TOKEN_VAR).ok(),
     )?;
     let work = Arc::new(workspace::Workspaces::new(&data_dir, git_base, &token));
+    let agents = setup::agent_programs(&offer, &known, Some(&path));
+    let programs: Vec<&str> = agents.values().map(String::as_str).collect();
+    let sandbox = crate::sandbox::runner_sandbox(
+        &args.sandbox,
+        &data_dir,
+        args.token_file.as_deref(),
+        &path,
+        &programs,
+    )?;
     let exec = Arc::new(exec::Config {
-        agents: setup::agent_programs(&offer, &known, Some(&path)),
+        agents,
         data_dir,
         path,
         slots: offer.slots,
+        sandbox,
     });
     if let Some(path) = &args.token_file {
         warn_if_readable_by_others(path);

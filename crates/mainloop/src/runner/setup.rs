@@ -41,6 +41,12 @@ pub struct RunnerArgs {
     /// $XDG_DATA_HOME/mainloop-runner, else ~/.local/share/mainloop-runner).
     #[arg(long, env = "MAINLOOP_RUNNER_DATA_DIR", value_name = "PATH")]
     pub data_dir: Option<PathBuf>,
+    /// How the agents it runs are confined: auto (bubblewrap when installed and usable
+    /// here, else unconfined with a warning), bubblewrap (refuse to start without it)
+    /// or off.
+    #[arg(long, env = "MAINLOOP_RUNNER_SANDBOX", value_name = "MODE", default_value = "auto",
+          value_parser = ["auto", "bubblewrap", "off"])]
+    pub sandbox: String,
 }
 
 /// The runner's data directory: the flag's, else under `$XDG_DATA_HOME`, else under
@@ -258,6 +264,7 @@ mod tests {
             labels: labels.iter().map(|s| (*s).to_owned()).collect(),
             agents: agents.iter().map(|s| (*s).to_owned()).collect(),
             data_dir: None,
+            sandbox: "auto".into(),
         }
     }
 

@@ -273,6 +273,7 @@ mod tests {
             agents: std::collections::BTreeMap::new(),
             path: "/usr/bin:/bin".into(),
             slots: 1,
+            sandbox: None,
         };
         (Processes::new(Arc::new(config), tx), rx)
     }

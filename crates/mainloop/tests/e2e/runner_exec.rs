@@ -55,7 +55,14 @@ impl Machine {
         std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
     }
 
+    /// A runner whose processes are unconfined: these tests read their pids, which a
+    /// sandbox's own process table would renumber.
     pub(super) fn runner(&self, base: &str, token: &str) -> Child {
+        self.runner_sandboxed(base, token, "off")
+    }
+
+    /// A runner with `--sandbox MODE`.
+    pub(super) fn runner_sandboxed(&self, base: &str, token: &str, mode: &str) -> Child {
         let path = format!(
             "{}:{}",
             self.dir.path().join("bin").display(),
@@ -72,7 +79,16 @@ impl Machine {
             .env("HOME", self.dir.path().join("home"))
             .env("MAINLOOP_RUNNER_TOKEN", token)
             .env("RUST_LOG", "warn")
-            .args(["runner", "--server", base, "--slots", "2", "--data-dir"])
+            .args([
+                "runner",
+                "--server",
+                base,
+                "--slots",
+                "2",
+                "--sandbox",
+                mode,
+            ])
+            .arg("--data-dir")
             .arg(self.data())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -603,4 +619,66 @@ async fn a_hostile_runner_touches_nothing_it_was_not_given_and_the_server_stays_
     assert_eq!(process.wait().await.unwrap(), 0);
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Sandboxed (bubblewrap, as `--sandbox auto` picks where it is usable): a process sees
+/// its own task's copy, home and temporary directory, writable, and nothing else of the
+/// runner's data — not its records, not another task's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandboxed_runners_process_sees_only_its_own_task() {
+    if mainloop_sandbox::which("bwrap", std::env::var_os("PATH").as_deref()).is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs bubblewrap");
+        eprintln!("skipping: bubblewrap is not installed");
+        return;
+    }
+    let app = TestApp::sqlite(None).await;
+    let (runner, token) = new_runner(&app, "boxed").await;
+    let machine = Machine::new();
+    let mut child = machine.runner_sandboxed(&app.base, &token, "bubblewrap");
+    connected(&app, "boxed").await;
+    let data = machine.data();
+    let (mine, other) = (
+        task(),
+        TaskId::new_v7(Timestamp::from_millis(1_800_000_000_001)),
+    );
+    // The other task's copy exists on the runner.
+    let mut first = placement(&app, runner, other)
+        .spawn(sh("echo theirs > secret.txt"))
+        .unwrap();
+    assert_eq!(first.process.wait().await.unwrap(), 0);
+
+    let script = format!(
+        "ls {data}/pids 2>&1; ls {data}/tasks; cat {data}/tasks/{other}/work/secret.txt 2>&1; \
+         echo mine > mine.txt && echo wrote; touch \"$HOME/h\" \"$TMPDIR/t\" && echo home",
+        data = data.display()
+    );
+    let Placed {
+        stdout,
+        mut process,
+        ..
+    } = placement(&app, runner, mine).spawn(sh(&script)).unwrap();
+    let out = String::from_utf8_lossy(&read_all(stdout).await).into_owned();
+    assert_eq!(process.wait().await.unwrap(), 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].contains("No such file"),
+        "the runner's records: {out}"
+    );
+    assert_eq!(lines[1], mine.to_string(), "only its own task: {out}");
+    assert!(
+        lines[2].contains("No such file"),
+        "another task's copy: {out}"
+    );
+    assert_eq!(&lines[3..], ["wrote", "home"], "{out}");
+    assert_eq!(
+        std::fs::read_to_string(
+            data.join("tasks")
+                .join(mine.to_string())
+                .join("work/mine.txt")
+        )
+        .unwrap(),
+        "mine\n"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
 }
