@@ -86,16 +86,8 @@ impl Git {
     /// [`GitError::SnapshotElsewhere`] when the copy's commits do not descend from
     /// `HEAD` (the branch moved here meanwhile) — nothing is changed then; git failures.
     pub async fn take_back(&self, dir: &Path, snapshot: &str) -> Result<(), GitError> {
-        let head = self
-            .cmd(dir)
-            .args(["rev-parse", "--verify", "HEAD^{commit}"])
-            .text()
-            .await?;
-        let there = self
-            .cmd(dir)
-            .args(["rev-parse", "--verify", &format!("{snapshot}^1")])
-            .text()
-            .await?;
+        let head = self.rev(dir, "HEAD").await?;
+        let there = self.rev(dir, &format!("{snapshot}^1")).await?;
         if !self.is_ancestor(dir, &head, &there).await? {
             return Err(GitError::SnapshotElsewhere {
                 snapshot: snapshot.to_owned(),

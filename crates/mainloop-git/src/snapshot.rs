@@ -26,11 +26,7 @@ impl Git {
     /// # Errors
     /// Git failures (not a repository, no `HEAD`).
     pub async fn snapshot(&self, dir: &Path) -> Result<Snapshot, GitError> {
-        let head = self
-            .cmd(dir)
-            .args(["rev-parse", "--verify", "HEAD^{commit}"])
-            .text()
-            .await?;
+        let head = self.rev(dir, "HEAD").await?;
         let index = self.private_index(dir).await?;
         let result = self.snapshot_with(dir, &head, &index).await;
         // A leftover index only costs disk; it is replaced by the next snapshot.
@@ -89,16 +85,8 @@ impl Git {
     /// [`GitError::SnapshotElsewhere`] when `HEAD` is not the snapshot's parent (the
     /// branch moved meanwhile) — nothing is changed then; git failures.
     pub async fn restore_snapshot(&self, dir: &Path, snapshot: &str) -> Result<(), GitError> {
-        let head = self
-            .cmd(dir)
-            .args(["rev-parse", "--verify", "HEAD^{commit}"])
-            .text()
-            .await?;
-        let parent = self
-            .cmd(dir)
-            .args(["rev-parse", "--verify", &format!("{snapshot}^1")])
-            .text()
-            .await?;
+        let head = self.rev(dir, "HEAD").await?;
+        let parent = self.rev(dir, &format!("{snapshot}^1")).await?;
         if parent != head {
             return Err(GitError::SnapshotElsewhere {
                 snapshot: snapshot.to_owned(),
@@ -116,6 +104,15 @@ impl Git {
             .await?;
         self.cmd(dir).args(["reset", "-q"]).run().await?;
         Ok(())
+    }
+
+    /// The commit `rev` names in `dir`.
+    pub(crate) async fn rev(&self, dir: &Path, rev: &str) -> Result<String, GitError> {
+        self.cmd(dir)
+            .args(["rev-parse", "--verify", "--end-of-options"])
+            .arg(format!("{rev}^{{commit}}"))
+            .text()
+            .await
     }
 
     /// The scratch index a snapshot of `dir` uses, inside its git directory (each

@@ -3,36 +3,10 @@
 
 use super::*;
 
-const LONG_JOB: &str = r##"
-rules:
-  - name: relaunched
-    match: {user_contains: "mainloop restarted"}
-    reply:
-      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
-  - name: first-step
-    match: {user_contains: "long job", times: 1}
-    reply:
-      - tool_use: {name: Bash, input: {command: "echo step one", description: "Start"}}
-  - name: slow-work
-    match: {tool_result_for: Bash, tool_result_contains: "step one", times: 1}
-    delay_ms: 500
-    reply:
-      - text: "Step one is done; now a long piece of work: step two, step three, step four."
-  - name: started-again
-    match: {user_contains: "long job"}
-    reply:
-      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
-  - name: finish
-    match: {tool_result_for: Bash}
-    reply: [{text: "Finished after the restart."}]
-"##;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_killed_mid_implementation_finishes_after_restart() {
     let Some(claude) = claude_path() else { return };
-    let fake = FakeAnthropic::start(Script::from_yaml(LONG_JOB).unwrap())
-        .await
-        .unwrap();
+    let fake = FakeAnthropic::start(script("long-job")).await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let repo = tempfile::tempdir().unwrap();
     git(repo.path(), &["init", "-q", "-b", "main"]);

@@ -5,41 +5,8 @@
 
 use super::*;
 use crate::runner_run::{RunnerMachine, port};
+use crate::runners::free_port;
 use mainloop_test_support::netns::{self, Netns};
-
-/// A long implementation: the first step, then a slow reply to be killed in; a session
-/// told "mainloop restarted" finishes; a new session given the task again finishes too.
-const LONG_JOB: &str = r##"
-rules:
-  - name: relaunched
-    match: {user_contains: "mainloop restarted"}
-    reply:
-      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
-  - name: first-step
-    match: {user_contains: "long job", times: 1}
-    reply:
-      - tool_use: {name: Bash, input: {command: "echo step one", description: "Start"}}
-  - name: slow-work
-    match: {tool_result_for: Bash, tool_result_contains: "step one", times: 1}
-    delay_ms: 1500
-    reply:
-      - text: "Step one is done; now a long piece of work: step two, step three, step four."
-  - name: started-again
-    match: {user_contains: "long job"}
-    reply:
-      - tool_use: {name: Bash, input: {command: "printf 'done\\n' > result.txt", description: "Finish"}}
-  - name: finish
-    match: {tool_result_for: Bash}
-    reply: [{text: "Finished."}]
-"##;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The server on `data`, on `listen`, moving a run off a lost runner after 2 s.
 fn server_on(data: &Path, fake: &FakeAnthropic, claude: &Path, listen: &str) -> Server {
@@ -113,9 +80,7 @@ async fn a_runner_killed_mid_implementation_has_its_run_finished_on_the_other() 
     if skip_without_namespace() {
         return;
     }
-    let fake = FakeAnthropic::start(Script::from_yaml(LONG_JOB).unwrap())
-        .await
-        .unwrap();
+    let fake = FakeAnthropic::start(script("long-job")).await.unwrap();
     let repo = GitRepo::new();
     let data = tempfile::tempdir().unwrap();
     let server = server_on(data.path(), &fake, &claude, "127.0.0.1:0");
@@ -170,9 +135,7 @@ async fn the_server_killed_while_a_runner_works_resumes_the_run_there() {
     if skip_without_namespace() {
         return;
     }
-    let fake = FakeAnthropic::start(Script::from_yaml(LONG_JOB).unwrap())
-        .await
-        .unwrap();
+    let fake = FakeAnthropic::start(script("long-job")).await.unwrap();
     let repo = GitRepo::new();
     let data = tempfile::tempdir().unwrap();
     // A fixed port, so the runner finds the restarted server where it was.

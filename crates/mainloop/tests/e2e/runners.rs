@@ -42,7 +42,7 @@ fn serve_on(data: &Path, port: u16) -> Option<Server> {
 }
 
 /// A port free now.
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
