@@ -29,18 +29,19 @@ pub fn snapshot_ref(task: TaskId) -> String {
 }
 
 /// The repository a runner may reach for `task`, when the task is one git over HTTP
-/// can serve: worked on here (not on a forge), with a branch, in a repository named by
-/// its local path. A task whose repository is a URL lives in the worker's clone cache,
-/// whose place the engine does not know; it is not served.
+/// can serve: with a branch, and either worked on here in a repository named by its
+/// local path, or on a forge with its worktree made (a worktree of the server's clone,
+/// whose refs and objects git serves as the clone's).
 #[must_use]
 pub fn repo_access(task: &Task) -> Option<RepoAccess> {
-    if task.workplace != Workplace::Local {
-        return None;
-    }
     let branch = task.branch.clone().filter(|b| !b.is_empty())?;
-    // Only an absolute path is a local repository: URLs (`https://…`, `file://…`) and
-    // scp-like `host:path` never are, and relative paths are refused at creation.
-    let path = Path::new(&task.repo);
+    // Only an absolute path is a local repository or worktree: URLs (`https://…`,
+    // `file://…`) and scp-like `host:path` never are, and relative paths are refused
+    // at creation.
+    let path = match task.workplace {
+        Workplace::Local => Path::new(&task.repo),
+        Workplace::Forge => Path::new(task.worktree.as_deref()?),
+    };
     if !path.is_absolute() {
         return None;
     }

@@ -97,13 +97,17 @@ async fn grant_slot(engine: &mainloop_engine::Engine, id: TaskId) -> mainloop_en
 }
 
 /// What a run of `task` needs of its site. A runner reaches a task's repository over
-/// the server's git (a local repository); a forge task's clone stays here for now.
+/// the server's git: a local repository by its path, a forge task's through its
+/// worktree of the server's clone.
 pub(crate) fn needs(task: &mainloop_domain::records::Task) -> Needs {
+    use mainloop_domain::records::Workplace;
     Needs {
         agent: task.agent.clone(),
         labels: task.runner_labels.clone(),
-        on_runner: task.workplace == mainloop_domain::records::Workplace::Local
-            && std::path::Path::new(&task.repo).is_absolute(),
+        on_runner: match task.workplace {
+            Workplace::Local => std::path::Path::new(&task.repo).is_absolute(),
+            Workplace::Forge => true,
+        },
     }
 }
 

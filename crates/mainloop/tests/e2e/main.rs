@@ -36,6 +36,7 @@ mod preview;
 mod restart;
 mod runner_exec;
 mod runner_faults;
+mod runner_github;
 mod runner_run;
 mod runner_workspace;
 mod runners;
