@@ -164,6 +164,12 @@ pub fn router_with_shutdown(
             "/runners/git/{task_id}/git-receive-pack",
             post(routes::runner_git::receive_pack),
         )
+        // The agent state a runner keeps here, for runners only: outside the OpenAPI
+        // document like the git routes (docs/RUNNERS.md).
+        .route(
+            "/runners/state/{task_id}",
+            get(routes::runner_state::get).put(routes::runner_state::put),
+        )
         .route("/digests", get(routes::digests::list))
         .route("/digests/{id}", get(routes::digests::get))
         .route(

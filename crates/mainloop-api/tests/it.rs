@@ -38,6 +38,8 @@ mod preview;
 mod repos;
 #[path = "it/runner_git.rs"]
 mod runner_git;
+#[path = "it/runner_state.rs"]
+mod runner_state;
 #[path = "it/runners.rs"]
 mod runners;
 #[path = "it/search.rs"]

@@ -6,6 +6,7 @@
 //! The engine never picks adapters itself: the binary passes in the store and the model
 //! provider, and registers job handlers (agents, forges) from other crates.
 
+mod agent_state;
 mod agents;
 mod auth;
 mod chat;
@@ -34,6 +35,7 @@ mod task_labels;
 mod tasks;
 mod tools;
 
+pub use agent_state::{AgentStateUpload, MAX_RUNNER_STATE};
 pub use auth::{API_TOKEN_PREFIX, hash_token};
 pub use chat::SYSTEM_PROMPT;
 pub use cleanup::{DiskUsage, Retention, SystemReport, due_for_cleanup};
@@ -122,6 +124,11 @@ pub struct EngineConfig {
     pub forge_webhook_secret: Option<WebhookSecret>,
     /// The configured coding agents and the default one.
     pub agents: AgentCatalog,
+    /// Where the agent state runners keep here lives (`<data dir>/runner-state`);
+    /// `None` keeps none, and a runner's attempt to store one fails.
+    pub runner_state_dir: Option<std::path::PathBuf>,
+    /// The largest agent state a runner may keep here ([`MAX_RUNNER_STATE`]).
+    pub runner_state_max_bytes: u64,
 }
 
 /// A source of the current time: the system's, or one a test moves through simulated
@@ -185,6 +192,8 @@ impl Default for EngineConfig {
             forge_max_ci_rounds: 5,
             forge_webhook_secret: None,
             agents: AgentCatalog::default(),
+            runner_state_dir: None,
+            runner_state_max_bytes: MAX_RUNNER_STATE,
         }
     }
 }

@@ -240,6 +240,10 @@ impl Runtime {
                 .map_err(|e| e.to_string())?;
         }
         engine
+            .remove_runner_state(task.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        engine
             .mark_task_cleaned(task.id, task.updated_at, now)
             .await
             .map_err(|e| e.to_string())

@@ -147,6 +147,9 @@ pub(crate) struct Inner {
     pub warm: Mutex<HashMap<TaskId, mainloop_domain::RunnerId>>,
     /// The reason each waiting task last showed, so it is said once.
     pub waiting: Mutex<HashMap<TaskId, String>>,
+    /// When each task's run on a runner was last sent back whole (its work and the
+    /// agent's session kept on the server).
+    pub saved: Mutex<HashMap<TaskId, Instant>>,
     /// Local agent runs at once (`max_agents`): runs on runners do not take these.
     pub local_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -187,6 +190,7 @@ impl Runtime {
                 disk: cleanup::DiskCache::default(),
                 warm: Mutex::new(HashMap::new()),
                 waiting: Mutex::new(HashMap::new()),
+                saved: Mutex::new(HashMap::new()),
                 local_slots,
             }),
         }

@@ -2,7 +2,8 @@
 //! at the run's start (the runner holding the task's lease, waited for a while when it
 //! dropped — a restart — else this machine when it can take the task, else another of
 //! the user's runners that can), the runner's copy of the workspace is prepared from
-//! the server's worktree before the agent starts and its work taken back after.
+//! the server's worktree before the agent starts and its work taken back after (and
+//! now and then while the agent works, with the agent's session).
 //! Everything else about the run — the agent's protocol, questions, plans, transcript,
 //! cost — is the same code as a local run's, over a [`RemotePlacement`].
 
@@ -22,6 +23,15 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a waiting run looks again.
 const POLL: Duration = Duration::from_millis(500);
+/// A run on a runner first sends its work and the agent's session back this long after
+/// the agent starts: by then the agent holds its input, so a run moved elsewhere resumes
+/// a session that has it.
+const FIRST_SAVE: Duration = Duration::from_secs(5);
+/// Then this often, so that a runner lost mid-run costs little of either...
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+/// ...but a run spends at most a tenth of its time saving (a large repository's snapshot
+/// takes long): the next save waits at least this many times the last one's duration.
+const SAVE_SHARE: u32 = 10;
 
 /// Where a run happens.
 pub(crate) enum Site {
@@ -184,11 +194,49 @@ impl Runtime {
         }))
     }
 
-    /// Brings the work of a run on a runner back into the server's worktree. When the
-    /// runner is gone, what it did since the run began is lost; the branch and the
-    /// server's worktree are as before it.
+    /// Runs `run`, a run on the runner `on`, taking its work and the agent's session
+    /// back now and then while it lasts. A save under way when the run ends is finished
+    /// first, so the last send-back is the one after the run.
+    pub(crate) async fn saving<T>(
+        &self,
+        task: &Task,
+        wt: &Worktree,
+        on: &OnRunner,
+        run: impl Future<Output = T>,
+    ) -> T {
+        let ended = CancellationToken::new();
+        let saves = async {
+            let mut wait = FIRST_SAVE;
+            loop {
+                tokio::select! {
+                    () = ended.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                let started = Instant::now();
+                self.take_back(task, wt, on).await;
+                wait = SAVE_EVERY.max(started.elapsed() * SAVE_SHARE);
+            }
+        };
+        let run = async {
+            let out = run.await;
+            ended.cancel();
+            out
+        };
+        tokio::join!(run, saves).0
+    }
+
+    /// Brings the work of a run on a runner back into the server's worktree (and the
+    /// runner keeps the agent's session on the server). When the runner is gone, what it
+    /// did since its last send-back is lost; the branch and the server's worktree are as
+    /// that send-back left them.
     pub(crate) async fn take_back(&self, task: &Task, wt: &Worktree, on: &OnRunner) {
+        let asked = Instant::now();
         let saved = self.inner.engine.runner_save(on.runner, task.id).await;
+        if saved.is_ok()
+            && let Ok(mut at) = self.inner.saved.lock()
+        {
+            at.insert(task.id, asked);
+        }
         let result = match saved {
             Ok(_) => self
                 .inner
@@ -200,6 +248,34 @@ impl Runtime {
         };
         if let Err(error) = result {
             tracing::warn!(task = %task.id, runner = %on.runner, %error, "could not take back the work of a run on a runner");
+        }
+    }
+
+    /// After its runner was lost: unless the agent's session was kept on the server
+    /// after the run's input reached it (`delivered`), the session resumed elsewhere has
+    /// not seen that input, so it is marked undelivered and the next run sends it again.
+    pub(crate) async fn undeliver_unless_saved(&self, task: &Task, delivered: Instant) {
+        let kept = self
+            .inner
+            .saved
+            .lock()
+            .ok()
+            .and_then(|at| at.get(&task.id).copied())
+            .is_some_and(|at| at >= delivered);
+        if kept {
+            return;
+        }
+        let Ok(Some((_, now))) = self.inner.engine.task_any_user(task.id).await else {
+            return;
+        };
+        if let Some(session) = &now.session_id
+            && let Err(error) = self
+                .inner
+                .engine
+                .set_task_session(task.id, session, None)
+                .await
+        {
+            tracing::warn!(task = %task.id, %error, "could not mark the run's input undelivered");
         }
     }
 }

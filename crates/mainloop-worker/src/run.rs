@@ -125,7 +125,14 @@ pub(crate) async fn run_agent(
         placement: placement.as_ref(),
         input_key: &ctx.job.key,
     };
-    let result = attempts(run, &site, &input, &cancel).await;
+    let result = match &site {
+        // The work and the agent's session go back now and then while it runs, so that
+        // a runner lost mid-run costs little of either.
+        Site::Runner(on) => {
+            Box::pin(rt.saving(&task, &wt, on, attempts(run, &site, &input, &cancel))).await
+        }
+        Site::Here(_) => attempts(run, &site, &input, &cancel).await,
+    };
     if let Site::Runner(on) = &site {
         rt.take_back(&task, &wt, on).await;
     }
@@ -159,10 +166,12 @@ async fn attempts(
             task: &task,
             ..first
         };
+        let delivering = Instant::now();
         let session = match deliver(&run, input, attempts.fresh).await {
             Ok(s) => s,
             Err(Delivery::Retry(e)) => return Err(e),
             Err(Delivery::Fail(_)) if runner_lost().await => {
+                rt.undeliver_unless_saved(&task, delivering).await;
                 return Err(JobError::retry("its runner disconnected"));
             }
             Err(Delivery::Fail(reason)) => return fail(rt, task.id, reason).await,
@@ -171,6 +180,7 @@ async fn attempts(
             return Ok(());
         };
         if runner_lost().await {
+            rt.undeliver_unless_saved(&task, delivering).await;
             return Err(JobError::retry(format!("its runner disconnected: {why}")));
         }
         let (action, next) = decide(&failure, &why, attempts, policy);

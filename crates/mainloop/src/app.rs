@@ -97,6 +97,7 @@ fn engine_config(config: &Config, single_process: bool) -> Result<EngineConfig> 
             .as_ref()
             .map(|s| mainloop_engine::WebhookSecret(s.expose().to_owned())),
         agents: crate::agents::catalog(config)?,
+        runner_state_dir: Some(config.data_dir.join("runner-state")),
         ..EngineConfig::default()
     })
 }

@@ -13,6 +13,7 @@ pub mod notifications;
 pub mod preview;
 pub mod projects;
 pub mod runner_git;
+pub mod runner_state;
 pub mod runners;
 pub mod search;
 pub mod system;

@@ -6,7 +6,7 @@
 //! These routes are for git clients, not JSON clients, so they are not in the OpenAPI
 //! document; docs/RUNNERS.md describes them.
 
-mod body;
+pub(super) mod body;
 mod pkt;
 
 use crate::AppState;

@@ -3,11 +3,13 @@
 //! version, slots, labels, agents), then heartbeats; it reconnects with backoff when the
 //! connection is lost and stops when its token is revoked or refused (`docs/RUNNERS.md`).
 //! While connected it runs the processes the server asks for (`exec.rs`) and prepares
-//! and saves the tasks' workspaces over git (`workspace.rs`), in its own data
-//! directory, which it locks; at start it kills what a killed run of it left.
+//! and saves the tasks' workspaces over git (`workspace.rs`) with the agents' sessions
+//! (`agent_state.rs`), in its own data directory, which it locks; at start it kills
+//! what a killed run of it left.
 //! Exit codes: 0 stopped by SIGINT/SIGTERM, 2 a mistake in how it was started or a
 //! refusal that reconnecting cannot cure, 3 the token is refused or revoked.
 
+mod agent_state;
 mod exec;
 mod policy;
 mod session;
@@ -116,7 +118,7 @@ fn prepare(args: &RunnerArgs, config: &Config) -> Result<Ready, String> {
         args.token_file.as_deref(),
         std::env::var(setup::TOKEN_VAR).ok(),
     )?;
-    let work = Arc::new(workspace::Workspaces::new(&data_dir, git_base, &token));
+    let work = Arc::new(workspace::Workspaces::new(&data_dir, git_base, &token)?);
     let agents = setup::agent_programs(&offer, &known, Some(&path));
     let programs: Vec<&str> = agents.values().map(String::as_str).collect();
     let sandbox = crate::sandbox::runner_sandbox(

@@ -1,10 +1,13 @@
 //! Task workspaces on a runner, prepared and saved at the server's request: `prepare`
 //! brings `<data>/tasks/<task>/work` to the task branch plus the server's snapshot over
 //! git from the runner's own server, `save` sends the work back as a snapshot, and
-//! `release` kills the task's processes and removes `<data>/tasks/<task>`. Each request
-//! runs in a task of its own, never holding up the connection; requests for one task
-//! run in the order they came, across connections.
+//! `release` kills the task's processes and removes `<data>/tasks/<task>`. The agent's
+//! sessions travel with the work (`agent_state.rs`): `save` stores them on the server
+//! after the snapshot, `prepare` puts the kept ones into this runner's home for the task.
+//! Each request runs in a task of its own, never holding up the connection; requests for
+//! one task run in the order they came, across connections.
 
+use super::agent_state::{self, MAX_ARCHIVE};
 use super::exec::{Processes, STOP_WAIT};
 use mainloop_domain::TaskId;
 use mainloop_domain::runner::{
@@ -12,11 +15,18 @@ use mainloop_domain::runner::{
     parse_runner_message,
 };
 use mainloop_git::{Git, GitError};
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
+
+/// The longest one transfer of an agent's state may take: the server gives up on a
+/// `save` after as long.
+const STATE_TIMEOUT: Duration = mainloop_engine::SAVE_TIMEOUT;
 
 /// The runner's workspaces and the git that fills them.
 #[derive(Debug)]
@@ -27,6 +37,10 @@ pub struct Workspaces {
     /// Carries the runner token in its environment, never on a command line, and never
     /// into an agent's environment.
     git: Git,
+    /// Carries the agents' state to and from the server, never following a redirect
+    /// (the token goes with every request).
+    http: reqwest::Client,
+    token: SecretString,
     /// Each task's latest request, which the next one for the task waits for.
     order: Mutex<HashMap<TaskId, JoinHandle<()>>>,
 }
@@ -54,7 +68,10 @@ impl Dirs {
 impl Workspaces {
     /// Workspaces under `data_dir`, fetched from and sent to `base` (the server's
     /// http(s) URL) with `token`.
-    pub fn new(data_dir: &Path, base: String, token: &str) -> Self {
+    ///
+    /// # Errors
+    /// The HTTP client cannot be made (no TLS backend).
+    pub fn new(data_dir: &Path, base: String, token: &str) -> Result<Self, String> {
         let git_dir = data_dir.join("git");
         let git = Git::new(git_dir.join("cache"), git_dir.join("worktrees"))
             .with_env("GIT_CONFIG_COUNT", "2")
@@ -67,12 +84,20 @@ impl Workspaces {
             // redirect points.
             .with_env("GIT_CONFIG_KEY_1", "http.followRedirects")
             .with_env("GIT_CONFIG_VALUE_1", "false");
-        Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(STATE_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        Ok(Self {
             data_dir: data_dir.to_path_buf(),
             base,
             git,
+            http,
+            token: SecretString::from(token.to_owned()),
             order: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Takes one of the server's workspace messages: the answer to send at once (a
@@ -175,7 +200,9 @@ impl Workspaces {
                 }
                 return Err(explain(&e));
             }
-            Ok::<_, String>((absolute(&dirs.work)?, absolute(&dirs.home)?))
+            let (work, home) = (absolute(&dirs.work)?, absolute(&dirs.home)?);
+            self.restore_state(p.task, &dirs, &work).await?;
+            Ok::<_, String>((work, home))
         }
         .await;
         match result {
@@ -189,7 +216,8 @@ impl Workspaces {
     }
 
     async fn save(&self, s: &Save) -> RunnerMessage {
-        let work = Dirs::of(&self.data_dir, s.task).work;
+        let dirs = Dirs::of(&self.data_dir, s.task);
+        let work = &dirs.work;
         if !work.join(".git").exists() {
             return failed(
                 s.request,
@@ -199,18 +227,149 @@ impl Workspaces {
                 ),
             );
         }
-        match self
+        let snap = match self
             .git
-            .send_snapshot(&work, &self.url(&s.git_path), &s.snapshot_ref)
+            .send_snapshot(work, &self.url(&s.git_path), &s.snapshot_ref)
             .await
         {
-            Ok(snap) => checked(RunnerMessage::Saved {
-                request: s.request,
-                commit: snap.commit,
-                clean: snap.clean,
-            }),
-            Err(e) => failed(s.request, &explain(&e)),
+            Ok(snap) => snap,
+            Err(e) => return failed(s.request, &explain(&e)),
+        };
+        // After the work: a save whose work could not be sent keeps no session either,
+        // so the session kept is never newer than the work kept but by this moment.
+        if let Err(reason) = self.keep_state(s.task, &dirs).await {
+            return failed(s.request, &reason);
         }
+        checked(RunnerMessage::Saved {
+            request: s.request,
+            commit: snap.commit,
+            clean: snap.clean,
+        })
+    }
+
+    /// `/api/runners/state/<task>` on the runner's own server: nothing the server says
+    /// can send the token elsewhere.
+    fn state_url(&self, task: TaskId) -> String {
+        format!("{}/api/runners/state/{task}", self.base)
+    }
+
+    /// Packs the agents' sessions in the task's home and stores them on the server;
+    /// nothing is sent when there are none (an agent that keeps its sessions elsewhere).
+    async fn keep_state(&self, task: TaskId, dirs: &Dirs) -> Result<(), String> {
+        let cwd = absolute(&dirs.work)?;
+        let out = dirs.root.join("state-out.tar.gz");
+        let (home, archive) = (dirs.home.clone(), out.clone());
+        let packed = tokio::task::spawn_blocking(move || agent_state::pack(&home, &cwd, &archive))
+            .await
+            .map_err(|e| format!("packing the agent's session failed: {e}"))?;
+        let result = match packed {
+            Ok(0) => Ok(()),
+            Ok(_) => self.upload_state(task, &out).await,
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&out).await;
+        result
+    }
+
+    async fn upload_state(&self, task: TaskId, archive: &Path) -> Result<(), String> {
+        let file = tokio::fs::File::open(archive)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", archive.display()))?
+            .len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let answer = self
+            .http
+            .put(self.state_url(task))
+            .bearer_auth(self.token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("could not send the agent's session to the server: {e}"))?;
+        if answer.status().is_success() {
+            return Ok(());
+        }
+        Err(format!(
+            "the server did not keep the agent's session: {}",
+            refusal(answer).await
+        ))
+    }
+
+    /// Puts the agents' sessions the server keeps for `task` into its home here, for an
+    /// agent working in `cwd`; none kept is not an error.
+    async fn restore_state(&self, task: TaskId, dirs: &Dirs, cwd: &str) -> Result<(), String> {
+        let archive = dirs.root.join("state-in.tar.gz");
+        let result = match self.download_state(task, &archive).await {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                let (home, cwd) = (dirs.home.clone(), cwd.to_owned());
+                let (from, staging) = (archive.clone(), dirs.root.join("state-in"));
+                tokio::task::spawn_blocking(move || {
+                    agent_state::unpack(&from, &staging, &home, &cwd)
+                })
+                .await
+                .map_err(|e| format!("unpacking the agent's session failed: {e}"))?
+            }
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&archive).await;
+        result
+    }
+
+    /// Fetches the task's kept state into `to`; false when there is none.
+    async fn download_state(&self, task: TaskId, to: &Path) -> Result<bool, String> {
+        let fetching =
+            |e: reqwest::Error| format!("could not fetch the agent's session from the server: {e}");
+        let mut answer = self
+            .http
+            .get(self.state_url(task))
+            .bearer_auth(self.token.expose_secret())
+            .send()
+            .await
+            .map_err(fetching)?;
+        match answer.status() {
+            reqwest::StatusCode::NOT_FOUND => return Ok(false),
+            s if s.is_success() => {}
+            _ => {
+                return Err(format!(
+                    "the server did not give the agent's session: {}",
+                    refusal(answer).await
+                ));
+            }
+        }
+        let writing = |e: std::io::Error| format!("cannot write {}: {e}", to.display());
+        let mut file = tokio::fs::File::create(to).await.map_err(writing)?;
+        let mut total: u64 = 0;
+        while let Some(chunk) = answer.chunk().await.map_err(fetching)? {
+            total = total.saturating_add(chunk.len() as u64);
+            if total > MAX_ARCHIVE {
+                return Err(format!(
+                    "the agent's session the server sent is larger than {MAX_ARCHIVE} bytes"
+                ));
+            }
+            file.write_all(&chunk).await.map_err(writing)?;
+        }
+        file.flush().await.map_err(writing)?;
+        Ok(true)
+    }
+}
+
+/// A refusal's status and the server's message, if it sent one.
+async fn refusal(answer: reqwest::Response) -> String {
+    let status = answer.status();
+    let message = answer
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned));
+    match message {
+        Some(m) => format!("HTTP {status}: {m}"),
+        None => format!("HTTP {status}"),
     }
 }
 
@@ -281,11 +440,8 @@ mod tests {
     #[tokio::test]
     async fn a_request_for_another_repository_is_refused_and_nothing_is_fetched() {
         let dir = tempfile::tempdir().unwrap();
-        let work = Arc::new(Workspaces::new(
-            dir.path(),
-            "http://127.0.0.1:9".into(),
-            "mlr_t",
-        ));
+        let work =
+            Arc::new(Workspaces::new(dir.path(), "http://127.0.0.1:9".into(), "mlr_t").unwrap());
         let (mut procs, _rx) = procs(dir.path());
         let t = task();
         let answer = work.handle(
@@ -324,11 +480,8 @@ mod tests {
     #[tokio::test]
     async fn saving_a_workspace_never_prepared_fails_and_release_removes_the_task() {
         let dir = tempfile::tempdir().unwrap();
-        let work = Arc::new(Workspaces::new(
-            dir.path(),
-            "http://127.0.0.1:9".into(),
-            "mlr_t",
-        ));
+        let work =
+            Arc::new(Workspaces::new(dir.path(), "http://127.0.0.1:9".into(), "mlr_t").unwrap());
         let (mut procs, mut rx) = procs(dir.path());
         let t = task();
         let save = ServerMessage::Save(Save {

@@ -1,7 +1,7 @@
 //! Runs on runners when something dies: a runner SIGKILLed mid-implementation (the run
-//! finishes on the other runner), and the server SIGKILLed while a runner works (the
-//! runner reconnects, the run resumes the agent's own session there; nothing is lost
-//! or done twice).
+//! finishes on the other runner, resuming the agent's session the server kept), and the
+//! server SIGKILLed while a runner works (the runner reconnects, the run resumes the
+//! agent's own session there; nothing is lost or done twice).
 
 use super::*;
 use crate::runner_run::{RunnerMachine, port};
@@ -74,13 +74,34 @@ fn skip_without_namespace() -> bool {
     true
 }
 
+/// The session's bytes in the agent state the server keeps for `task` (a tar.gz of the
+/// session logs), if it keeps one.
+fn kept_state(data: &Path, task: &str) -> Option<String> {
+    use std::io::Read as _;
+    let file =
+        std::fs::File::open(data.join("runner-state").join(format!("{task}.tar.gz"))).ok()?;
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut text)
+        .ok()?;
+    Some(String::from_utf8_lossy(&text).into_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_mid_implementation_has_its_run_finished_on_the_other() {
     let Some(claude) = claude_path() else { return };
     if skip_without_namespace() {
         return;
     }
-    let fake = FakeAnthropic::start(script("long-job")).await.unwrap();
+    // The slow reply is slower here: alpha must still be waiting for it when a save
+    // during the run has kept the session with its first step on the server.
+    let mut long_job_script = script("long-job");
+    for rule in &mut long_job_script.rules {
+        if rule.name.as_deref() == Some("slow-work") {
+            rule.delay_ms = 120_000;
+        }
+    }
+    let fake = FakeAnthropic::start(long_job_script).await.unwrap();
     let repo = GitRepo::new();
     let data = tempfile::tempdir().unwrap();
     let server = server_on(data.path(), &fake, &claude, "127.0.0.1:0");
@@ -101,6 +122,20 @@ async fn a_runner_killed_mid_implementation_has_its_run_finished_on_the_other() 
         "alpha runs it: {}",
         alpha.log()
     );
+    // The run saves its work and the agent's session a few seconds in, then every 30 s:
+    // alpha dies once the server keeps the session with the first step's result.
+    wait_for_within(
+        Duration::from_secs(90),
+        "the server to keep the session with its first step",
+        || async {
+            kept_state(data.path(), &id)
+                .filter(|s| s.contains("\"tool_result\""))
+                .map(drop)
+        },
+    )
+    .await;
+    let before = get(&base, &token, &format!("/api/tasks/{id}")).await;
+    assert_eq!(before["state"], "implementing", "{before}");
     alpha_run.sigkill();
 
     let review = wait_task_state(&base, &token, &id, "review").await;
@@ -116,14 +151,32 @@ async fn a_runner_killed_mid_implementation_has_its_run_finished_on_the_other() 
         "beta finished it: {}",
         beta.log()
     );
-    // Its first step was taken once; beta had no saved session, so it began afresh.
+    // Beta resumed the session alpha had saved, told to go on: the first step was taken
+    // once and nothing began afresh.
+    assert_eq!(
+        review["session_id"], before["session_id"],
+        "the same session was resumed"
+    );
     let rules = rules(&fake);
     assert_eq!(
         rules.iter().filter(|r| *r == "first-step").count(),
         1,
         "{rules:?}"
     );
-    assert!(rules.contains(&"started-again".to_owned()), "{rules:?}");
+    assert!(rules.contains(&"relaunched".to_owned()), "{rules:?}");
+    assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
+    // Under the name Claude Code gives beta's own copy of the workspace.
+    let session = before["session_id"].as_str().unwrap();
+    let projects = beta
+        .data()
+        .join("tasks")
+        .join(&id)
+        .join("home/.claude/projects");
+    let copied = std::fs::read_dir(&projects)
+        .unwrap()
+        .map(|e| e.unwrap().path().join(format!("{session}.jsonl")))
+        .find(|p| p.is_file());
+    assert!(copied.is_some(), "no session in {}", projects.display());
     let diff = get(&base, &token, &format!("/api/tasks/{id}/diff")).await;
     assert!(diff["text"].as_str().unwrap().contains("+done"), "{diff}");
     assert!(review["error"].is_null(), "{review}");

@@ -1,0 +1,276 @@
+use super::*;
+
+/// A home with what an agent leaves in it, some of it not to be kept.
+fn home_with_sessions(home: &Path, cwd: &str) {
+    let project = home.join(".claude/projects").join(claude_project_name(cwd));
+    std::fs::create_dir_all(project.join("sess-1/subagents")).unwrap();
+    std::fs::write(
+        project.join("sess-1.jsonl"),
+        "{\"a\":1}\n{\"b\":2}\n{\"part",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join("sess-1/subagents/agent-x.jsonl"),
+        "{\"c\":3}\n",
+    )
+    .unwrap();
+    std::fs::write(project.join("notes.json"), "{}").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", project.join("link.jsonl")).unwrap();
+    let sessions = home.join(".codex/sessions/2026/01/02");
+    std::fs::create_dir_all(&sessions).unwrap();
+    std::fs::write(
+        sessions.join("rollout-2026-01-02T03-04-05-thread.jsonl"),
+        "{}\n",
+    )
+    .unwrap();
+    // Not sessions: logins, settings, another directory's sessions.
+    std::fs::write(home.join(".claude/.credentials.json"), "secret").unwrap();
+    std::fs::write(home.join(".codex/auth.json"), "secret").unwrap();
+    let other = home.join(".claude/projects/-elsewhere");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("s.jsonl"), "{}\n").unwrap();
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn claude_names_a_project_directory_as_the_cli_does() {
+    // Both seen from the real CLI (2.1.330) run in these directories.
+    assert_eq!(
+        claude_project_name("/tmp/cc_probe/a b.c_d/é-x💡"),
+        "-tmp-cc-probe-a-b-c-d---x--"
+    );
+    let long = format!("/tmp/cc_probe/{}/Ü", "abcdefghij".repeat(22));
+    assert_eq!(
+        claude_project_name(&long),
+        format!("-tmp-cc-probe-{}abcdef-7cnohe", "abcdefghij".repeat(18))
+    );
+    assert_eq!(
+        claude_project_name("/home/ci/.local/share/mainloop-runner/tasks/0193a2b4-5c6d/work"),
+        "-home-ci--local-share-mainloop-runner-tasks-0193a2b4-5c6d-work"
+    );
+    assert_eq!(base36(0), "0");
+    assert_eq!(base36(u32::MAX), "1z141z3");
+}
+
+#[test]
+fn sessions_move_to_another_runners_home_under_its_own_directory_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (cwd_a, cwd_b) = ("/data/a/tasks/t/work", "/srv/runner b/tasks/t/work");
+    home_with_sessions(&a, cwd_a);
+    let archive = dir.path().join("state.tar.gz");
+    assert_eq!(
+        pack(&a, cwd_a, &archive).unwrap(),
+        4,
+        "the link is left out"
+    );
+
+    std::fs::create_dir_all(&b).unwrap();
+    unpack(&archive, &dir.path().join("staging"), &b, cwd_b).unwrap();
+    let name = claude_project_name(cwd_b);
+    assert_eq!(
+        files(&b),
+        [
+            format!(".claude/projects/{name}/notes.json"),
+            format!(".claude/projects/{name}/sess-1.jsonl"),
+            format!(".claude/projects/{name}/sess-1/subagents/agent-x.jsonl"),
+            ".codex/sessions/2026/01/02/rollout-2026-01-02T03-04-05-thread.jsonl".to_owned(),
+        ]
+    );
+    // A log is taken up to its last whole line: the agent may be writing the next.
+    let log = std::fs::read_to_string(b.join(".claude/projects").join(&name).join("sess-1.jsonl"));
+    assert_eq!(log.unwrap(), "{\"a\":1}\n{\"b\":2}\n");
+    assert!(!dir.path().join("staging").exists());
+
+    // Nothing to keep: an empty archive, and the caller skips the upload.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(
+        pack(empty.path(), cwd_a, &dir.path().join("e.tar.gz")).unwrap(),
+        0
+    );
+}
+
+#[test]
+fn a_newer_copy_of_a_session_stays_and_an_older_one_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = "/w";
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let log = |home: &Path| home.join(".claude/projects/-w/s.jsonl");
+    let write = |home: &Path, text: &str| {
+        std::fs::create_dir_all(log(home).parent().unwrap()).unwrap();
+        std::fs::write(log(home), text).unwrap();
+    };
+    write(&a, "1\n2\n");
+    let archive = dir.path().join("s.tar.gz");
+    pack(&a, cwd, &archive).unwrap();
+    let staging = dir.path().join("staging");
+    for (here, after) in [
+        ("1\n2\n3\n", "1\n2\n3\n"), // this runner's, further along: kept
+        ("1\n", "1\n2\n"),          // behind the kept one: replaced
+        ("x\n2\n3\n", "1\n2\n"),    // another conversation: replaced
+        ("1\n2\n", "1\n2\n"),
+    ] {
+        write(&b, here);
+        unpack(&archive, &staging, &b, cwd).unwrap();
+        assert_eq!(std::fs::read_to_string(log(&b)).unwrap(), after, "{here:?}");
+    }
+}
+
+/// An archive entry as written: name, type, data.
+type Raw<'a> = (&'a [u8], tar::EntryType, &'a [u8]);
+
+/// A tar.gz of `entries` written as given, names included.
+fn raw_archive(path: &Path, entries: &[Raw<'_>]) {
+    let mut tar = tar::Builder::new(GzEncoder::new(
+        File::create(path).unwrap(),
+        Compression::fast(),
+    ));
+    for (name, kind, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.set_entry_type(*kind);
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        if kind.is_symlink() || kind.is_hard_link() {
+            header.set_link_name("/etc/passwd").unwrap();
+        }
+        header.set_cksum();
+        tar.append(&header, *data).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+#[test]
+fn hostile_or_broken_archives_are_refused_and_write_nothing() {
+    use tar::EntryType as T;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("tasks/t/home");
+    std::fs::create_dir_all(&home).unwrap();
+    let fine: Raw<'_> = (b"claude/project/s.jsonl", T::Regular, b"{}\n");
+    let cases: Vec<(&str, Vec<Raw<'_>>)> = vec![
+        ("absolute", vec![fine, (b"/tmp/evil", T::Regular, b"x")]),
+        (
+            "dot-dot",
+            vec![fine, (b"claude/project/../../../../evil", T::Regular, b"x")],
+        ),
+        ("dot-dot first", vec![(b"../evil", T::Regular, b"x")]),
+        (
+            "symlink",
+            vec![fine, (b"claude/project/l.jsonl", T::Symlink, b"")],
+        ),
+        (
+            "hard link",
+            vec![fine, (b"claude/project/h.jsonl", T::Link, b"")],
+        ),
+        (
+            "char device",
+            vec![fine, (b"claude/project/c", T::Char, b"")],
+        ),
+        (
+            "block device",
+            vec![fine, (b"codex/sessions/b", T::Block, b"")],
+        ),
+        ("fifo", vec![fine, (b"codex/sessions/f", T::Fifo, b"")]),
+        (
+            "not a session",
+            vec![fine, (b".claude/.credentials.json", T::Regular, b"x")],
+        ),
+        (
+            "a file for a place",
+            vec![(b"codex/sessions", T::Regular, b"x")],
+        ),
+        ("twice", vec![fine, fine]),
+    ];
+    for (what, entries) in cases {
+        let archive = dir.path().join("in.tar.gz");
+        raw_archive(&archive, &entries);
+        let staging = dir.path().join("tasks/t/staging");
+        let err = unpack(&archive, &staging, &home, "/w").unwrap_err();
+        assert!(
+            err.contains("unusable") || err.contains("cannot write"),
+            "{what}: {err}"
+        );
+        assert!(files(&home).is_empty(), "{what}: {:?}", files(&home));
+        assert!(!staging.exists(), "{what}");
+        assert!(
+            !dir.path().join("evil").exists() && !Path::new("/tmp/evil").exists(),
+            "{what}"
+        );
+    }
+
+    // A header claiming more than the cap is refused before its data is read.
+    let archive = dir.path().join("big.tar.gz");
+    let mut tar = tar::Builder::new(GzEncoder::new(
+        File::create(&archive).unwrap(),
+        Compression::fast(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_path("codex/sessions/big.jsonl").unwrap();
+    header.set_entry_type(T::Regular);
+    header.set_size(MAX_UNPACKED + 1);
+    header.set_cksum();
+    tar.append(&header, &b"short"[..]).unwrap();
+    tar.into_inner().unwrap().finish().unwrap();
+    let err = unpack(&archive, &dir.path().join("s"), &home, "/w").unwrap_err();
+    assert!(err.contains("more than 4 GiB"), "{err}");
+
+    // Not gzip, or cut short: refused the same way.
+    let archive = dir.path().join("junk.tar.gz");
+    std::fs::write(&archive, b"this is not an archive").unwrap();
+    let err = unpack(&archive, &dir.path().join("s"), &home, "/w").unwrap_err();
+    assert!(err.contains("unusable"), "{err}");
+    raw_archive(&archive, &[fine]);
+    let whole = std::fs::read(&archive).unwrap();
+    std::fs::write(&archive, &whole[..whole.len() / 2]).unwrap();
+    assert!(unpack(&archive, &dir.path().join("s"), &home, "/w").is_err());
+    assert!(files(&home).is_empty(), "{:?}", files(&home));
+}
+
+#[test]
+fn a_link_in_the_home_is_never_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, outside) = (dir.path().join("home"), dir.path().join("outside"));
+    std::fs::create_dir_all(home.join(".codex")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, home.join(".codex/sessions")).unwrap();
+    let archive = dir.path().join("s.tar.gz");
+    raw_archive(
+        &archive,
+        &[(b"codex/sessions/r.jsonl", tar::EntryType::Regular, b"{}\n")],
+    );
+    let err = unpack(&archive, &dir.path().join("staging"), &home, "/w").unwrap_err();
+    assert!(err.contains("in the way"), "{err}");
+    assert!(files(&outside).is_empty());
+
+    // A link where the file goes is replaced, not written through.
+    std::fs::remove_file(home.join(".codex/sessions")).unwrap();
+    std::fs::create_dir_all(home.join(".codex/sessions")).unwrap();
+    let target = outside.join("target");
+    std::fs::write(&target, "untouched").unwrap();
+    std::os::unix::fs::symlink(&target, home.join(".codex/sessions/r.jsonl")).unwrap();
+    unpack(&archive, &dir.path().join("staging"), &home, "/w").unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    let placed = home.join(".codex/sessions/r.jsonl");
+    assert!(std::fs::symlink_metadata(&placed).unwrap().is_file());
+    assert_eq!(std::fs::read_to_string(placed).unwrap(), "{}\n");
+}
