@@ -17,6 +17,7 @@ use mainloop_engine::{JobError, snapshot_ref};
 use mainloop_git::Worktree;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -40,12 +41,22 @@ pub(crate) enum Site {
     Runner(OnRunner),
 }
 
+/// What choosing a site came to.
+enum Chosen {
+    Cancelled,
+    Here(OwnedSemaphorePermit),
+    Runner(RunnerId),
+}
+
 /// A run on a runner: which one, and where the task's copy and home are there.
 #[derive(Clone, Debug)]
 pub(crate) struct OnRunner {
     pub runner: RunnerId,
     pub work: PathBuf,
     pub home: PathBuf,
+    /// One send-back at a time; none after the one that ended the run (the server's
+    /// own steps have the worktree then).
+    back: Arc<tokio::sync::Mutex<bool>>,
 }
 
 impl OnRunner {
@@ -86,6 +97,29 @@ impl Runtime {
         wt: &Worktree,
         cancel: &CancellationToken,
     ) -> Result<Option<Site>, JobError> {
+        loop {
+            let runner = match self.choose_site(user, task, cancel).await? {
+                Chosen::Cancelled => return Ok(None),
+                Chosen::Here(permit) => return Ok(Some(Site::Here(permit))),
+                Chosen::Runner(runner) => runner,
+            };
+            match self.on_runner(user, task, wt, runner).await {
+                Ok(site) => return Ok(Some(site)),
+                // Lost while preparing: placed again, not a failed attempt of the job.
+                Err(_) if !self.is_connected(user, runner).await => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The site for this run: the runner holding the lease (waited for a while), else
+    /// what placement says now, waiting until it says somewhere.
+    async fn choose_site(
+        &self,
+        user: UserId,
+        task: &Task,
+        cancel: &CancellationToken,
+    ) -> Result<Chosen, JobError> {
         let engine = &self.inner.engine;
         let needs = slots::needs(task);
         let lease = engine
@@ -98,15 +132,12 @@ impl Runtime {
             // has the workspace and the agent's session, so it is worth a wait.
             while since.elapsed() < self.inner.config.runner_grace {
                 if self.is_connected(user, lease.runner_id).await {
-                    return self
-                        .on_runner(user, task, wt, lease.runner_id)
-                        .await
-                        .map(Some);
+                    return Ok(Chosen::Runner(lease.runner_id));
                 }
                 self.say_waiting(user, task.id, "waiting for its runner to reconnect")
                     .await;
                 tokio::select! {
-                    () = cancel.cancelled() => return Ok(None),
+                    () = cancel.cancelled() => return Ok(Chosen::Cancelled),
                     () = tokio::time::sleep(POLL) => {}
                 }
             }
@@ -125,11 +156,11 @@ impl Runtime {
                 Place::Local => {
                     self.forget_waiting(task.id);
                     let permit = tokio::select! {
-                        () = cancel.cancelled() => return Ok(None),
+                        () = cancel.cancelled() => return Ok(Chosen::Cancelled),
                         p = self.inner.local_slots.clone().acquire_owned() => p,
                     };
                     return permit
-                        .map(|p| Some(Site::Here(p)))
+                        .map(Chosen::Here)
                         .map_err(|_| JobError::retry("the worker is shutting down"));
                 }
                 Place::Runner(runner) => {
@@ -138,12 +169,12 @@ impl Runtime {
                         .await
                         .map_err(crate::task::retry)?;
                     self.remember_runner(task.id, runner);
-                    return self.on_runner(user, task, wt, runner).await.map(Some);
+                    return Ok(Chosen::Runner(runner));
                 }
                 Place::Wait(why) => self.say_waiting(user, task.id, &why.to_string()).await,
             }
             tokio::select! {
-                () = cancel.cancelled() => return Ok(None),
+                () = cancel.cancelled() => return Ok(Chosen::Cancelled),
                 () = tokio::time::sleep(POLL) => {}
             }
         }
@@ -191,6 +222,7 @@ impl Runtime {
             runner,
             work: PathBuf::from(prepared.work),
             home: PathBuf::from(prepared.home),
+            back: Arc::new(tokio::sync::Mutex::new(false)),
         }))
     }
 
@@ -229,7 +261,21 @@ impl Runtime {
     /// runner keeps the agent's session on the server). When the runner is gone, what it
     /// did since its last send-back is lost; the branch and the server's worktree are as
     /// that send-back left them.
-    pub(crate) async fn take_back(&self, task: &Task, wt: &Worktree, on: &OnRunner) {
+    pub(crate) async fn take_back(&self, task: &Task, wt: &Worktree, on: &OnRunner) -> bool {
+        self.send_back(task, wt, on, false).await
+    }
+
+    /// The send-back that ends the run: after it, the worktree is the server's steps'
+    /// (commit, checks), so no later send-back touches it.
+    pub(crate) async fn take_back_last(&self, task: &Task, wt: &Worktree, on: &OnRunner) -> bool {
+        self.send_back(task, wt, on, true).await
+    }
+
+    async fn send_back(&self, task: &Task, wt: &Worktree, on: &OnRunner, last: bool) -> bool {
+        let mut ended = on.back.lock().await;
+        if *ended {
+            return true;
+        }
         let asked = Instant::now();
         let saved = self.inner.engine.runner_save(on.runner, task.id).await;
         if saved.is_ok()
@@ -246,8 +292,15 @@ impl Runtime {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        if let Err(error) = result {
-            tracing::warn!(task = %task.id, runner = %on.runner, %error, "could not take back the work of a run on a runner");
+        match result {
+            Ok(()) => {
+                *ended = last;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(task = %task.id, runner = %on.runner, %error, "could not take back the work of a run on a runner");
+                false
+            }
         }
     }
 

@@ -96,58 +96,79 @@ pub(crate) async fn run_agent(
         Ok(w) => w,
         Err(e) => return fail(rt, task.id, format!("could not prepare the workspace: {e}")).await,
     };
-    let Some(site) = rt.site_for(user, &task, &wt, &cancel).await? else {
-        return Ok(());
-    };
-    let (confined, cwd) = match &site {
-        Site::Here(_) => {
-            if !rt.prepare_environment(user, &task, &wt, &cancel).await? {
-                return Ok(());
+    let mut task = task;
+    loop {
+        let Some(site) = rt.site_for(user, &task, &wt, &cancel).await? else {
+            return Ok(());
+        };
+        let (confined, cwd) = match &site {
+            Site::Here(_) => {
+                if !rt.prepare_environment(user, &task, &wt, &cancel).await? {
+                    return Ok(());
+                }
+                match rt.confine(task.id, &wt).await {
+                    Ok(c) => (c, wt.path.clone()),
+                    Err(e) => return fail(rt, task.id, e).await,
+                }
             }
-            match rt.confine(task.id, &wt).await {
-                Ok(c) => (c, wt.path.clone()),
-                Err(e) => return fail(rt, task.id, e).await,
+            Site::Runner(on) => (
+                Confined::on_runner(rt.inner.config.agent_env.clone(), &on.home),
+                on.work.clone(),
+            ),
+        };
+        let placement = site.placement(rt, &task, confined.placement());
+        let run = Run {
+            rt,
+            user,
+            task: &task,
+            phase,
+            cwd: &cwd,
+            confined: &confined,
+            placement: placement.as_ref(),
+            back: match &site {
+                Site::Runner(on) => Some((&wt, on)),
+                Site::Here(_) => None,
+            },
+            input_key: &ctx.job.key,
+        };
+        let ended = match &site {
+            // The work and the agent's session go back now and then while it runs, so
+            // that a runner lost mid-run costs little of either.
+            Site::Runner(on) => {
+                Box::pin(rt.saving(&task, &wt, on, attempts(run, &site, &input, &cancel))).await
             }
+            Site::Here(_) => attempts(run, &site, &input, &cancel).await,
+        };
+        if let Site::Runner(on) = &site {
+            rt.take_back(&task, &wt, on).await;
         }
-        Site::Runner(on) => (
-            Confined::on_runner(rt.inner.config.agent_env.clone(), &on.home),
-            on.work.clone(),
-        ),
-    };
-    let placement = site.placement(rt, &task, confined.placement());
-    let run = Run {
-        rt,
-        user,
-        task: &task,
-        phase,
-        cwd: &cwd,
-        confined: &confined,
-        placement: placement.as_ref(),
-        input_key: &ctx.job.key,
-    };
-    let result = match &site {
-        // The work and the agent's session go back now and then while it runs, so that
-        // a runner lost mid-run costs little of either.
-        Site::Runner(on) => {
-            Box::pin(rt.saving(&task, &wt, on, attempts(run, &site, &input, &cancel))).await
+        match ended? {
+            Ended::Done => return Ok(()),
+            // Placed again within this job: a lost runner is not a failed attempt.
+            Ended::RunnerLost => match load(rt, task.id).await? {
+                Some((_, t)) if t.state == state_of(phase) => task = t,
+                _ => return Ok(()),
+            },
         }
-        Site::Here(_) => attempts(run, &site, &input, &cancel).await,
-    };
-    if let Site::Runner(on) = &site {
-        rt.take_back(&task, &wt, on).await;
     }
-    result
+}
+
+/// How a run's attempts ended.
+enum Ended {
+    Done,
+    /// Its runner went away: the run is placed again.
+    RunnerLost,
 }
 
 /// Runs the agent until the run ends, parks, or fails for good; after a failure,
 /// `retry::decide` says whether to start again, resume, or fail the task. A run whose
-/// runner went away is retried as a job, which places it again.
+/// runner went away ends so, to be placed again.
 async fn attempts(
     first: Run<'_>,
     site: &Site,
     input: &AgentInput,
     cancel: &CancellationToken,
-) -> Result<(), JobError> {
+) -> Result<Ended, JobError> {
     let Run {
         rt, user, phase, ..
     } = first;
@@ -172,21 +193,27 @@ async fn attempts(
             Err(Delivery::Retry(e)) => return Err(e),
             Err(Delivery::Fail(_)) if runner_lost().await => {
                 rt.undeliver_unless_saved(&task, delivering).await;
-                return Err(JobError::retry("its runner disconnected"));
+                return Ok(Ended::RunnerLost);
             }
-            Err(Delivery::Fail(reason)) => return fail(rt, task.id, reason).await,
+            Err(Delivery::Fail(reason)) => return done(fail(rt, task.id, reason).await),
         };
-        let RunEnd::Failed { failure, why } = pump(&run, session, cancel).await? else {
-            return Ok(());
+        let (failure, why) = match pump(&run, session, cancel).await? {
+            RunEnd::Ended => return Ok(Ended::Done),
+            RunEnd::RunnerLost => {
+                rt.undeliver_unless_saved(&task, delivering).await;
+                return Ok(Ended::RunnerLost);
+            }
+            RunEnd::Failed { failure, why } => (failure, why),
         };
         if runner_lost().await {
+            tracing::info!(task = %task.id, %why, "its runner disconnected; placing the run again");
             rt.undeliver_unless_saved(&task, delivering).await;
-            return Err(JobError::retry(format!("its runner disconnected: {why}")));
+            return Ok(Ended::RunnerLost);
         }
         let (action, next) = decide(&failure, &why, attempts, policy);
         attempts = next;
         match action {
-            Action::Fail(reason) => return fail(rt, task.id, reason).await,
+            Action::Fail(reason) => return done(fail(rt, task.id, reason).await),
             Action::Hold { until, reason } => {
                 // An unknown reset is tried again after a while; the hold says when.
                 let until = until.map_or_else(
@@ -201,7 +228,7 @@ async fn attempts(
                     reason,
                     until: Some(until),
                 };
-                return apply(rt, task.id, event).await.map(drop);
+                return apply(rt, task.id, event).await.map(|_| Ended::Done);
             }
             Action::StartAfresh { note } | Action::Resume { note } => {
                 status(rt, user, task.id, &note).await;
@@ -209,21 +236,25 @@ async fn attempts(
             Action::ResumeAfter { wait, note } => {
                 status(rt, user, task.id, &note).await;
                 tokio::select! {
-                    () = cancel.cancelled() => return Ok(()),
+                    () = cancel.cancelled() => return Ok(Ended::Done),
                     () = tokio::time::sleep(wait) => {}
                 }
                 // The session (and that it has this input) is recorded now; resume it,
                 // unless the user paused meanwhile or a budget was reached.
                 match load(rt, task.id).await? {
                     Some((_, t)) if t.state == state_of(phase) => task = t,
-                    _ => return Ok(()),
+                    _ => return Ok(Ended::Done),
                 }
                 if held(rt, user, &task, None).await? {
-                    return Ok(());
+                    return Ok(Ended::Done);
                 }
             }
         }
     }
+}
+
+fn done(r: Result<(), JobError>) -> Result<Ended, JobError> {
+    r.map(|()| Ended::Done)
 }
 
 /// Holds the task instead of running its agent while its user has paused all work or a
@@ -258,6 +289,8 @@ async fn held(
 enum RunEnd {
     /// Finished, parked, cancelled, or the task moved on: nothing more to do.
     Ended,
+    /// The agent finished on a runner that went away before its work came back.
+    RunnerLost,
     /// The agent failed; `why` tells a human.
     Failed { failure: AgentFailure, why: String },
 }
@@ -316,6 +349,9 @@ struct Run<'a> {
     confined: &'a Confined,
     /// Where the agent's process is started: here, or on the run's runner.
     placement: &'a dyn mainloop_agent::Placement,
+    /// On a runner: the server's worktree and the runner, whose work comes back before
+    /// the run's end is applied.
+    back: Option<(&'a mainloop_git::Worktree, &'a crate::on_runner::OnRunner)>,
     input_key: &'a str,
 }
 
@@ -667,6 +703,21 @@ async fn pump(
                         .await;
                 }
                 Step::Finish => {
+                    // The work comes back before the end is applied: the end starts the
+                    // commit and the checks, which must find it here.
+                    if let Some((wt, on)) = run.back
+                        && !rt.take_back_last(task, wt, on).await
+                    {
+                        if !rt.is_connected(user, on.runner).await {
+                            return Ok(RunEnd::RunnerLost);
+                        }
+                        let why =
+                            "the agent's work could not be brought back from its runner".to_owned();
+                        let failure = AgentFailure::Other {
+                            reason: why.clone(),
+                        };
+                        return Ok(RunEnd::Failed { failure, why });
+                    }
                     return apply(rt, task.id, TaskEvent::AgentFinished)
                         .await
                         .map(|_| RunEnd::Ended);
