@@ -77,6 +77,11 @@ pub struct Db {
     pub jobs: Vec<Row_>,
     pub tool_calls: Vec<Row_>,
     pub event_counter: i64,
+    /// The transcripts' `status` entries (`task_id`, `payload`).
+    pub statuses: Vec<Row_>,
+    /// The run leases: which runner each task's run was last placed on, and how often.
+    pub leases: Vec<Row_>,
+    pub runners: Vec<Row_>,
 }
 
 fn text_col(row: &sqlx::sqlite::SqliteRow, col: &str) -> Value {
@@ -115,9 +120,11 @@ impl Db {
         let db = Self {
             tasks: load(
                 &mut c,
-                "SELECT id, state, description, branch, error, origin_key, version, agent FROM tasks",
+                "SELECT id, state, description, branch, error, origin_key, version, agent, \
+                 runner_labels FROM tasks",
                 &[
                     "agent",
+                    "runner_labels",
                     "id",
                     "state",
                     "description",
@@ -163,9 +170,37 @@ impl Db {
             event_counter: sqlx::query_scalar("SELECT value FROM counters WHERE name = 'event'")
                 .fetch_one(&mut c)
                 .await?,
+            statuses: load(
+                &mut c,
+                "SELECT task_id, payload FROM transcript WHERE kind = 'status'",
+                &["task_id", "payload"],
+            )
+            .await?,
+            leases: load(
+                &mut c,
+                "SELECT task_id, runner_id, epoch FROM run_leases",
+                &["task_id", "runner_id", "epoch"],
+            )
+            .await?,
+            runners: load(&mut c, "SELECT id, name FROM runners", &["id", "name"]).await?,
         };
         c.close().await?;
         Ok(db)
+    }
+
+    /// Whether a job has given up (`failed`: final), read while the server runs; false
+    /// when the database cannot be read just now.
+    pub async fn a_job_gave_up(path: &Path) -> bool {
+        let opts = SqliteConnectOptions::new().filename(path).read_only(true);
+        let Ok(mut c) = SqliteConnection::connect_with(&opts).await else {
+            return false;
+        };
+        let failed: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'failed'")
+                .fetch_one(&mut c)
+                .await;
+        let _ = c.close().await;
+        failed.is_ok_and(|n| n > 0)
     }
 
     fn payloads(&self, name: &str) -> impl Iterator<Item = (i64, Value)> + '_ {

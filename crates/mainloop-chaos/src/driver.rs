@@ -10,6 +10,8 @@ use crate::script::ChatSpawn;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How the plan gets approved.
@@ -35,6 +37,8 @@ pub struct Plan {
     pub start_after: Duration,
     /// The agent the task asks for (None: the server's default, Claude).
     pub agent: Option<String>,
+    /// The runner labels it requires (`runner_labels`; none: it may run on the server).
+    pub runner_labels: Vec<String>,
 }
 
 impl Plan {
@@ -89,7 +93,7 @@ async fn find_task(api: &Api, description: &str) -> Result<Option<Value>> {
 }
 
 /// Creates the task (once) and returns its id.
-async fn create(api: &Api, plan: &Plan, deadline: Instant) -> Result<String> {
+async fn create(api: &Api, plan: &Plan, deadline: &Deadline) -> Result<String> {
     if let Some(text) = plan.chat_text() {
         post_chat(api, &text).await?;
         // The model spawns it in the turn that answers.
@@ -97,8 +101,8 @@ async fn create(api: &Api, plan: &Plan, deadline: Instant) -> Result<String> {
             if let Some(t) = find_task(api, &plan.description).await? {
                 return Ok(t["id"].as_str().unwrap_or_default().to_owned());
             }
-            if Instant::now() > deadline {
-                bail!("the chat never spawned the task");
+            if deadline.passed() {
+                bail!("the chat never spawned the task ({})", deadline.why());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -108,6 +112,9 @@ async fn create(api: &Api, plan: &Plan, deadline: Instant) -> Result<String> {
         if let Some(agent) = &plan.agent {
             body["agent"] = json!(agent);
         }
+        if !plan.runner_labels.is_empty() {
+            body["runner_labels"] = json!(plan.runner_labels);
+        }
         match api.post("/api/tasks", &body).await {
             Sent::Answered(201, t) => return Ok(t["id"].as_str().unwrap_or_default().to_owned()),
             Sent::Answered(s, b) if s < 500 => bail!("POST /api/tasks: {s} {b}"),
@@ -116,8 +123,8 @@ async fn create(api: &Api, plan: &Plan, deadline: Instant) -> Result<String> {
         if let Some(t) = find_task(api, &plan.description).await? {
             return Ok(t["id"].as_str().unwrap_or_default().to_owned());
         }
-        if Instant::now() > deadline {
-            bail!("could not create the task");
+        if deadline.passed() {
+            bail!("could not create the task ({})", deadline.why());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -179,8 +186,30 @@ fn issue_answers(task: &Value) -> String {
         .join("\n")
 }
 
+/// When the drives stop trying: at the run's time limit, or as soon as a job gave up
+/// (the run has failed then, and waiting out the limit would only spend the budget).
+#[derive(Clone, Debug)]
+pub struct Deadline {
+    pub at: Instant,
+    pub gave_up: Arc<AtomicBool>,
+}
+
+impl Deadline {
+    pub fn passed(&self) -> bool {
+        Instant::now() > self.at || self.gave_up.load(Ordering::SeqCst)
+    }
+
+    pub fn why(&self) -> &'static str {
+        if self.gave_up.load(Ordering::SeqCst) {
+            "stopped early: a job gave up"
+        } else {
+            "the run's time was up"
+        }
+    }
+}
+
 /// Drives one task to `merged` (or until `deadline`).
-pub async fn drive(api: Api, gh: Gh, plan: Plan, started: Instant, deadline: Instant) -> Outcome {
+pub async fn drive(api: Api, gh: Gh, plan: Plan, started: Instant, deadline: Deadline) -> Outcome {
     tokio::time::sleep(plan.start_after).await;
     let mut outcome = Outcome {
         plan: plan.clone(),
@@ -189,7 +218,7 @@ pub async fn drive(api: Api, gh: Gh, plan: Plan, started: Instant, deadline: Ins
         problem: None,
         timeline: Vec::new(),
     };
-    let id = match create(&api, &plan, deadline).await {
+    let id = match create(&api, &plan, &deadline).await {
         Ok(id) => id,
         Err(e) => {
             outcome.problem = Some(format!("{e:#}"));
@@ -227,10 +256,11 @@ pub async fn drive(api: Api, gh: Gh, plan: Plan, started: Instant, deadline: Ins
                 return outcome;
             }
         }
-        if Instant::now() > deadline {
+        if deadline.passed() {
             outcome.problem = Some(format!(
-                "still {} when the run's time was up",
-                outcome.state.as_deref().unwrap_or("unknown")
+                "still {} ({})",
+                outcome.state.as_deref().unwrap_or("unknown"),
+                deadline.why()
             ));
             return outcome;
         }

@@ -4,21 +4,25 @@
 //! tasks, the real `codex app-server`, drives several tasks from chat message or API
 //! call to merge, SIGKILLs the server at seeded random moments (and right after GitHub
 //! carries out a write), restarts it on the same data, and at the end checks that
-//! nothing was lost or done twice.
+//! nothing was lost or done twice. Some runs place the local tasks on `mainloop runner`
+//! processes, which are SIGKILLed and restarted too.
 
 mod agents;
 mod api;
 mod check;
 mod check_github;
+mod check_runners;
 mod driver;
 mod gh;
 mod procs;
 mod proxy;
 mod rng;
 mod run;
+mod runners;
 mod script;
 mod server;
 mod sse;
+mod world;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -66,9 +70,17 @@ struct Cli {
     /// Tasks per run, about half of them on GitHub.
     #[arg(long, default_value_t = 4)]
     tasks: usize,
-    /// SIGKILLs per run at most.
+    /// SIGKILLs of the server per run at most.
     #[arg(long, default_value_t = 10)]
     kills: u32,
+    /// Runners in every run (each `mainloop runner` with 1 or 2 slots and label
+    /// `chaos`, which the run's local tasks then require); default: 2 in every third
+    /// run (which ones, by the seed), none in the others.
+    #[arg(long)]
+    runners: Option<u32>,
+    /// SIGKILLs of a runner per run at most (in runs with runners).
+    #[arg(long, default_value_t = 6)]
+    runner_kills: u32,
     /// Chance (percent) that a write GitHub carried out is followed at once by a kill.
     #[arg(long, default_value_t = 20)]
     proxy_kill_percent: u64,
@@ -140,6 +152,11 @@ fn options(cli: &Cli) -> String {
         ("--tasks", cli.tasks.to_string(), defaults.tasks.to_string()),
         ("--kills", cli.kills.to_string(), defaults.kills.to_string()),
         (
+            "--runner-kills",
+            cli.runner_kills.to_string(),
+            defaults.runner_kills.to_string(),
+        ),
+        (
             "--proxy-kill-percent",
             cli.proxy_kill_percent.to_string(),
             defaults.proxy_kill_percent.to_string(),
@@ -163,6 +180,9 @@ fn options(cli: &Cli) -> String {
         if value != default {
             out.push_str(&format!(" {name} {value}"));
         }
+    }
+    if let Some(n) = cli.runners {
+        out.push_str(&format!(" --runners {n}"));
     }
     if let Some(plant) = cli.plant
         && let Some(v) = clap::ValueEnum::to_possible_value(&plant)
@@ -247,6 +267,11 @@ async fn main_async(cli: Cli) -> Result<bool> {
         kills: cli.kills,
         proxy_percent: cli.proxy_kill_percent,
         kill_every: (Duration::from_millis(1500), Duration::from_millis(6000)),
+        runner_kills: cli.runner_kills,
+        runner_kill_every: (Duration::from_millis(2000), Duration::from_millis(7000)),
+        // Around the server's 2 s wait for a runner: sometimes back in time to resume
+        // there, sometimes too late, and the run moves.
+        runner_pause: (Duration::from_millis(300), Duration::from_millis(4000)),
         chatter: cli.chatter,
         time_limit: Duration::from_secs(cli.run_limit_secs),
         log_filter: cli.log_filter.clone(),
@@ -254,7 +279,7 @@ async fn main_async(cli: Cli) -> Result<bool> {
         plant: cli.plant,
     };
     say(&format!(
-        "chaos: seed={seed} ({} tasks, {}% on Codex, and up to {} kills per run{})",
+        "chaos: seed={seed} ({} tasks, {}% on Codex, up to {} kills per run; {}{})",
         settings.tasks,
         if settings.codex.is_some() {
             settings.codex_percent
@@ -262,11 +287,24 @@ async fn main_async(cli: Cli) -> Result<bool> {
             0
         },
         settings.kills,
+        match cli.runners {
+            None => format!(
+                "2 runners in every third run, up to {} runner kills",
+                settings.runner_kills
+            ),
+            Some(0) => "no runners".to_owned(),
+            Some(n) => format!(
+                "{n} runner{} in every run, up to {} runner kills",
+                if n == 1 { "" } else { "s" },
+                settings.runner_kills
+            ),
+        },
         budget.map_or_else(String::new, |b| format!(", budget {}s", b.as_secs()))
     ));
     let started = Instant::now();
     let (mut done, mut kills, mut survived, mut tasks, mut checked) = (0_u32, 0, 0, 0, 0);
     let mut codex_tasks = 0;
+    let (mut runner_kills, mut runner_tasks) = (0, 0);
     let mut failed: Option<(u32, run::Report)> = None;
     for index in cli.start_run..cli.start_run.saturating_add(runs) {
         // Within the budget, a run starts only if one as long as the average so far fits.
@@ -274,15 +312,30 @@ async fn main_async(cli: Cli) -> Result<bool> {
         if done > 0 && budget.is_some_and(|b| started.elapsed() + average > b) {
             break;
         }
-        let report = run::run(index, run_seed(seed, index), &settings).await?;
+        let runner_count = runners::for_run(cli.runners, seed, index);
+        let report = run::run(index, run_seed(seed, index), runner_count, &settings).await?;
         done += 1;
         kills += report.kills;
         survived += report.survived;
         tasks += report.tasks;
         codex_tasks += report.codex_tasks;
+        runner_kills += report.runner_kills;
+        runner_tasks += report.runner_tasks;
         checked += report.checked;
+        let on_runners = if report.runners > 0 {
+            format!(
+                ", {} on {} runner{}, {} runner kills, {} re-placed",
+                report.runner_tasks,
+                report.runners,
+                if report.runners == 1 { "" } else { "s" },
+                report.runner_kills,
+                report.replaced
+            )
+        } else {
+            String::new()
+        };
         say(&format!(
-            "chaos: run {index}: {} tasks ({} on Codex), sandbox {}, {} kills ({} survived), {} GitHub writes, {} invariants checked, {} violated, {:.0}s{}",
+            "chaos: run {index}: {} tasks ({} on Codex{on_runners}), sandbox {}, {} kills ({} survived), {} GitHub writes, {} invariants checked, {} violated, {:.0}s{}",
             report.tasks,
             report.codex_tasks,
             report.sandbox,
@@ -304,7 +357,7 @@ async fn main_async(cli: Cli) -> Result<bool> {
     }
     let status = if failed.is_some() { "FAILED" } else { "ok" };
     say(&format!(
-        "chaos: seed={seed} runs={done} kills={kills} survived={survived} tasks={tasks} codex_tasks={codex_tasks} invariants_checked={checked} wall={:.0}s {status}",
+        "chaos: seed={seed} runs={done} kills={kills} survived={survived} runner_kills={runner_kills} tasks={tasks} codex_tasks={codex_tasks} runner_tasks={runner_tasks} invariants_checked={checked} wall={:.0}s {status}",
         started.elapsed().as_secs_f64()
     ));
     let Some((index, report)) = failed else {

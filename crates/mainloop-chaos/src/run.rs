@@ -1,24 +1,26 @@
 //! One run: a fresh world (data directory, local repository, fake model, fake GitHub
-//! behind the killing proxy), the real server, the tasks driven concurrently while the
-//! killer strikes, then a clean shutdown and the invariant checks.
+//! behind the killing proxy), the real server and (some runs) runners, the tasks driven
+//! concurrently while the killers strike, then a clean shutdown and the invariant checks.
 
 use crate::agents;
 use crate::api::Api;
 use crate::check::{self, Checker, Db};
 use crate::check_github;
+use crate::check_runners::{self, Watcher};
 use crate::driver::{self, Approve, Outcome, Plan};
 use crate::gh::{self, Gh};
 use crate::procs;
 use crate::proxy;
 use crate::rng::Rng;
+use crate::runners::{self, Runners};
 use crate::script::{self, ChatSpawn};
 use crate::server::{self, Spec, Supervisor};
 use crate::sse::Follower;
+use crate::world::{environment, free_port, local_repo, plans};
 use anyhow::{Context, Result, bail};
 use mainloop_fake_anthropic::FakeAnthropic;
 use mainloop_fake_github::FakeGithub;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,10 @@ pub struct Settings {
     /// Chance (percent) that a write GitHub carried out is followed by a kill.
     pub proxy_percent: u64,
     pub kill_every: (Duration, Duration),
+    /// Runner kills per run at most, how often, and how long a killed runner stays down.
+    pub runner_kills: u32,
+    pub runner_kill_every: (Duration, Duration),
+    pub runner_pause: (Duration, Duration),
     pub chatter: usize,
     pub time_limit: Duration,
     pub log_filter: String,
@@ -70,157 +76,16 @@ pub struct Report {
     pub github_writes: u32,
     /// The run's `workers.sandbox` setting (`auto` or `off`).
     pub sandbox: &'static str,
+    /// How many runners it had, how often one was killed, how many tasks required
+    /// them, and how many placements on one came after a task's first.
+    pub runners: u32,
+    pub runner_kills: u32,
+    pub runner_tasks: usize,
+    pub replaced: i64,
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=chaos",
-            "-c",
-            "user.email=chaos@example.com",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .with_context(|| format!("git {args:?}"))?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-/// A local repository whose checks pass once a note exists.
-fn local_repo(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    git(dir, &["init", "-q", "-b", "main"])?;
-    std::fs::write(dir.join("README.md"), "notes, one per task\n")?;
-    std::fs::write(dir.join(".mainloop.toml"), "check = \"ls notes\"\n")?;
-    git(dir, &["add", "-A"])?;
-    git(dir, &["commit", "-q", "-m", "init"])
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
-/// The tasks of a run: about half on GitHub, started from the chat or the API, answered
-/// and approved every possible way, on Claude or on Codex (`codex`, drawn apart so that
-/// the rest of a seed's choices do not depend on it).
-fn plans(rng: &mut Rng, n: usize, run: u32, local_repo: &Path, codex: &[bool]) -> Vec<Plan> {
-    (0..n)
-        .map(|i| {
-            let agent = codex
-                .get(i)
-                .copied()
-                .unwrap_or(false)
-                .then(|| "codex".to_owned());
-            let github = i % 2 == 1;
-            let token = rng.token();
-            // The description's words become the branch name; the note is checked by it.
-            let description = format!("chaos r{run}t{i} {token} write a note");
-            let repo = if github {
-                if rng.chance(50) {
-                    format!("{}/{}", gh::OWNER, gh::REPO)
-                } else {
-                    format!("https://github.com/{}/{}", gh::OWNER, gh::REPO)
-                }
-            } else {
-                local_repo.display().to_string()
-            };
-            // The first task always comes from the chat, so every run spawns through it.
-            let chat = (i == 0 || rng.chance(50)).then(|| ChatSpawn {
-                token: format!("SPAWN-{token}-{i}"),
-                description: description.clone(),
-                repo: repo.clone(),
-                agent: agent.clone(),
-            });
-            let approve = if github {
-                match rng.below(3) {
-                    0 => Approve::App,
-                    1 => Approve::Comment,
-                    _ => Approve::ThumbsUp,
-                }
-            } else {
-                Approve::App
-            };
-            Plan {
-                index: i,
-                github,
-                description,
-                repo,
-                chat,
-                answer_on_github: github && rng.chance(50),
-                approve,
-                start_after: rng.between(Duration::ZERO, Duration::from_secs(4)),
-                agent,
-            }
-        })
-        .collect()
-}
-
-#[allow(clippy::too_many_arguments)] // one call, every argument a different kind of thing
-fn environment(
-    world: &Path,
-    log_filter: &str,
-    sandbox: &str,
-    model: &str,
-    claude: &Path,
-    github_api: &str,
-    github_root: &Path,
-    config: Option<&Path>,
-) -> Vec<(String, String)> {
-    let home = world.join("home");
-    let mut env: Vec<(String, String)> = [
-        ("PATH", std::env::var("PATH").unwrap_or_default()),
-        ("HOME", home.display().to_string()),
-        (
-            "MAINLOOP_DATA_DIR",
-            world.join("data").display().to_string(),
-        ),
-        ("MAINLOOP_LOG__FILTER", log_filter.to_owned()),
-        ("MAINLOOP_DISPATCHER__BACKOFF_BASE_MS", "50".to_owned()),
-        ("MAINLOOP_DISPATCHER__BACKOFF_MAX_MS", "500".to_owned()),
-        ("ANTHROPIC_BASE_URL", model.to_owned()),
-        ("ANTHROPIC_API_KEY", "sk-chaos".to_owned()),
-        (
-            "MAINLOOP_WORKERS__CLAUDE_COMMAND",
-            claude.display().to_string(),
-        ),
-        ("MAINLOOP_WORKERS__ALLOW_FILE_URLS", "true".to_owned()),
-        ("MAINLOOP_WORKERS__SANDBOX", sandbox.to_owned()),
-        ("GITHUB_TOKEN", gh::BOT_TOKEN.to_owned()),
-        ("GITHUB_API_URL", github_api.to_owned()),
-        (
-            "MAINLOOP_GITHUB__GIT_URL",
-            format!("file://{}/{{owner}}/{{name}}.git", github_root.display()),
-        ),
-        ("MAINLOOP_GITHUB__POLL_INTERVAL_SECS", "1".to_owned()),
-        // The harness reports CI as soon as it sees the push; "no CI" only if it is slow.
-        ("MAINLOOP_GITHUB__CI_APPEAR_TIMEOUT_SECS", "60".to_owned()),
-        ("MAINLOOP_GITHUB__TRUSTED_USERS", gh::ALICE.to_owned()),
-        ("DISABLE_TELEMETRY", "1".to_owned()),
-        ("DISABLE_AUTOUPDATER", "1".to_owned()),
-        ("DISABLE_ERROR_REPORTING", "1".to_owned()),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    if let Some(config) = config {
-        env.push(("MAINLOOP_CONFIG".to_owned(), config.display().to_string()));
-        env.push((
-            agents::CODEX_KEY_VAR.to_owned(),
-            "sk-chaos-codex".to_owned(),
-        ));
-    }
-    env.sort();
-    env
-}
-
-/// Runs once with `seed`.
-pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
+/// Runs once with `seed`, with `runner_count` runners (none: every task on the server).
+pub async fn run(index: u32, seed: u64, runner_count: u32, settings: &Settings) -> Result<Report> {
     let started = Instant::now();
     let dir = tempfile::Builder::new()
         .prefix(&format!("mainloop-chaos-{index}-"))
@@ -234,6 +99,8 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     let mut chatter_rng = rng.fork(4);
     let mut fault_rng = rng.fork(5);
     let mut agent_rng = rng.fork(6);
+    let mut runner_rng = rng.fork(7);
+    let runner_killer_rng = rng.fork(8);
     // Every other run confines agents (where bubblewrap works), so a crash is met both ways:
     // sandboxed agents die with their server, unconfined ones live on and must be reaped.
     let sandbox = if index % 2 == 1 { "auto" } else { "off" };
@@ -263,7 +130,20 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         Some(_) => agents::codex_tasks(&mut agent_rng, settings.tasks, settings.codex_percent),
         None => Vec::new(),
     };
-    let plans = plans(&mut plan_rng, settings.tasks, index, &local, &codex);
+    // With runners, the local tasks require their label (GitHub's stay on the server).
+    let local_labels: Vec<String> = if runner_count > 0 {
+        vec![runners::LABEL.to_owned()]
+    } else {
+        Vec::new()
+    };
+    let plans = plans(
+        &mut plan_rng,
+        settings.tasks,
+        index,
+        &local,
+        &codex,
+        &local_labels,
+    );
     let spawns: Vec<ChatSpawn> = plans.iter().filter_map(|p| p.chat.clone()).collect();
     let fake_model = FakeAnthropic::start(script::script(&spawns)?)
         .await
@@ -314,6 +194,33 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     let api = Api::new(http.clone(), supervisor.spec().base(), token.clone());
     let github = Gh::new(http.clone(), fake_gh.base_url());
     let follower = Follower::start(http.clone(), supervisor.spec().base(), token);
+    let runners = if runner_count > 0 {
+        let mut agents = vec![("claude", settings.claude.clone())];
+        if let Some(codex) = &settings.codex {
+            agents.push(("codex", codex.clone()));
+        }
+        let setup = runners::Setup {
+            bin: settings.mainloop.clone(),
+            server: supervisor.spec().base(),
+            dir: world.join("runners"),
+            agents,
+            log: supervisor.spec().log.clone(),
+            kill_budget: settings.runner_kills,
+            pause: settings.runner_pause,
+            since: supervisor.started(),
+            sandbox,
+        };
+        let started = Runners::start(setup, &api, runner_count, &mut runner_rng).await?;
+        Some(Arc::new(started))
+    } else {
+        None
+    };
+    let watcher = runners
+        .as_ref()
+        .map(|r| Watcher::start(world.join("data").join("agents"), r.data_dirs()));
+    let runner_killer = runners
+        .as_ref()
+        .map(|r| r.killer(runner_killer_rng, settings.runner_kill_every));
 
     // The killer: SIGKILL at seeded random moments until the budget is spent or the
     // tasks are done.
@@ -329,7 +236,25 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         })
     };
 
-    let deadline = started + settings.time_limit;
+    // A job that gave up fails the run whatever else happens: stop driving at once
+    // rather than wait out the time limit (looked for in the database every second).
+    let deadline = driver::Deadline {
+        at: started + settings.time_limit,
+        gave_up: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let gave_up = {
+        let flag = Arc::clone(&deadline.gave_up);
+        let db = world.join("data").join("mainloop.db");
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if Db::a_job_gave_up(&db).await {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+            }
+        })
+    };
     let drives: Vec<_> = plans
         .iter()
         .cloned()
@@ -339,7 +264,7 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
                 github.clone(),
                 p,
                 started,
-                deadline,
+                deadline.clone(),
             ))
         })
         .collect();
@@ -365,8 +290,15 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         outcomes.push(d.await.context("a task driver panicked")?);
     }
     let chatter_result = chatter.await.context("the chatter panicked")?;
+    gave_up.abort();
     killer.abort();
+    if let Some(k) = runner_killer {
+        k.abort();
+    }
     supervisor.freeze().await;
+    if let Some(r) = &runners {
+        r.freeze().await;
+    }
 
     let mut c = Checker::default();
     if let Err(e) = chatter_result {
@@ -394,6 +326,13 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
     posted.extend(chatter_texts);
 
     supervisor.stop().await;
+    if let Some(r) = &runners {
+        r.stop().await;
+    }
+    let sightings = match watcher {
+        Some(w) => Some(w.finish().await),
+        None => None,
+    };
     let seen = follower.finish().await;
     let db = Db::read(&world.join("data").join("mainloop.db")).await?;
 
@@ -412,6 +351,14 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
 
     for p in supervisor.problems() {
         c.check(false, || format!("server: {p}"));
+    }
+    let mut placed = check_runners::Placed::default();
+    if let (Some(r), Some(sightings)) = (&runners, &sightings) {
+        for p in r.problems() {
+            c.check(false, || format!("runner: {p}"));
+        }
+        let names: Vec<String> = r.data_dirs().into_iter().map(|(n, _)| n).collect();
+        placed = check_runners::placed(&mut c, &db, &outcomes, sightings, &names);
     }
     let rounds = check::tasks(&mut c, &db, &outcomes);
     check::events(&mut c, &db, &seen.ids, seen.connections);
@@ -500,6 +447,12 @@ pub async fn run(index: u32, seed: u64, settings: &Settings) -> Result<Report> {
         kept: None,
         elapsed: started.elapsed(),
         github_writes,
+        runners: runner_count,
+        runner_kills: runners
+            .as_ref()
+            .map_or(0, |r| r.kills.load(std::sync::atomic::Ordering::SeqCst)),
+        runner_tasks: placed.on_runners,
+        replaced: placed.replaced,
     };
     drop(fake_model);
     drop(proxy);

@@ -14,7 +14,7 @@
 //! writable sandbox's instructions, so a restart there (re)writes the note, and a
 //! restart while still read-only asks the questions again (whether they were answered
 //! is not known; a second round is checked as its own). The note is named after the
-//! worktree (the task's short id) and holds the branch name, so the harness knows what
+//! task's short id in its branch name and holds the branch name, so the harness knows what
 //! every task's merge must contain.
 
 use anyhow::Result;
@@ -33,8 +33,10 @@ const CODEX: &str = "Filesystem sandboxing defines which files can be read or wr
 const CODEX_WRITABLE: &str = "`sandbox_mode` is `workspace-write`";
 
 /// The agent's implementation: one file per task, content known from the task alone.
-pub const NOTE_COMMAND: &str =
-    "mkdir -p notes && git rev-parse --abbrev-ref HEAD > \"notes/$(basename \"$PWD\").txt\"";
+/// Named by the short id in the branch's name (`mainloop/<short id>-<slug>`), not by
+/// the working directory's: on a runner that is `tasks/<task id>/work`.
+pub const NOTE_COMMAND: &str = "b=$(git rev-parse --abbrev-ref HEAD) && s=${b#mainloop/} && \
+     mkdir -p notes && echo \"$b\" > \"notes/${s%%-*}.txt\"";
 pub const PLAN: &str = "# Plan\n\nWrite the task's note into notes/.\n";
 
 /// One task the main thread spawns when the user's message carries `token`.
@@ -45,6 +47,8 @@ pub struct ChatSpawn {
     pub repo: String,
     /// The agent the model names in `spawn_task` (None: the server's default, Claude).
     pub agent: Option<String>,
+    /// The runner labels the model names in `spawn_task` (none: it may run anywhere).
+    pub runner_labels: Vec<String>,
 }
 
 /// The questions every worker asks (one round), and what the harness answers.
@@ -207,6 +211,9 @@ pub fn script(spawns: &[ChatSpawn]) -> Result<Script> {
         if let Some(agent) = &s.agent {
             input["agent"] = json!(agent);
         }
+        if !s.runner_labels.is_empty() {
+            input["runner_labels"] = json!(s.runner_labels);
+        }
         rules.push(rule(
             &format!("spawn-{}", s.token),
             main(json!({"user_contains": s.token})),
@@ -307,6 +314,7 @@ mod tests {
             description: "d".into(),
             repo: "r".into(),
             agent: Some("codex".into()),
+            runner_labels: vec!["chaos".into()],
         }])
         .unwrap()
     }
@@ -338,7 +346,7 @@ mod tests {
     const READ_ONLY: &str = "Filesystem sandboxing defines which files can be read or written. `sandbox_mode` is `read-only`: …";
 
     #[test]
-    fn the_script_spawns_with_the_agent_named() {
+    fn the_script_spawns_with_the_agent_and_labels_named() {
         let s = the_script();
         let spawn = s
             .rules
@@ -346,6 +354,11 @@ mod tests {
             .find(|r| r.name.as_deref() == Some("spawn-SPAWN-1"));
         let reply = serde_json::to_value(&spawn.unwrap().reply).unwrap();
         assert_eq!(reply[1]["tool_use"]["input"]["agent"], "codex", "{reply}");
+        assert_eq!(
+            reply[1]["tool_use"]["input"]["runner_labels"],
+            json!(["chaos"]),
+            "{reply}"
+        );
     }
 
     #[test]

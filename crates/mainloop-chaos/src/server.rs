@@ -69,6 +69,11 @@ impl Supervisor {
         &self.spec
     }
 
+    /// When it was made: the time the log's `+N s` count from.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     fn problem(&self, what: String) {
         log(&self.spec, &format!("chaos: PROBLEM: {what}"));
         if let Ok(mut p) = self.problems.lock() {
@@ -205,7 +210,14 @@ impl Supervisor {
                     restarted = Some(c);
                     break;
                 }
-                Err(e) => self.problem(format!("restart {attempt} after kill #{n} failed: {e:#}")),
+                Err(e) => {
+                    // Who still has the data directory's lock open, if anyone: the
+                    // evidence for "another mainloop server is using …".
+                    let holders = procs::holding(&self.spec.data.join("mainloop.lock"));
+                    self.problem(format!(
+                        "restart {attempt} after kill #{n} failed: {e:#}; the lock file is open in {holders:?}"
+                    ));
+                }
             }
         }
         let Some(child) = restarted else {
@@ -335,10 +347,15 @@ async fn reap(child: &mut Child, within: Duration) -> bool {
 
 /// A line in the server's log, so its own lines read in context.
 pub fn log(spec: &Spec, line: &str) {
+    append(&spec.log, line);
+}
+
+/// A line appended to the log at `path`.
+pub fn append(path: &std::path::Path, line: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&spec.log)
+        .open(path)
     {
         let _ = writeln!(f, "{line}");
     }
