@@ -16,6 +16,7 @@ mod stream;
 mod transcripts;
 
 pub use config::Args;
+pub(crate) use stream::runtime_config;
 
 use anyhow::{Result, bail};
 use figures::Figures;

@@ -1,5 +1,6 @@
 //! `mainloop-bench`: measures the core's performance figures (idle memory, chat latency,
-//! inbox latency, event fan-out, concurrent agents) and prints each as text plus one JSON line.
+//! inbox latency, event fan-out, concurrent agents, what a runner adds) and prints each as
+//! text plus one JSON line.
 // A benchmark binary: printing results is its job, and setup failures may abort it.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,6 +11,7 @@ mod github;
 mod harness;
 mod idle_rss;
 mod inbox;
+mod runner;
 mod search;
 mod sse;
 mod stats;
@@ -43,6 +45,12 @@ enum Command {
     GithubIdle(github::Args),
     /// Full-text search over 1,000,000 transcript entries and 100,000 messages.
     Search(search::Args),
+    /// Per transcript event: agent write → stored, a task here against one on a runner.
+    RunnerStream(runner::stream::Args),
+    /// Per question: agent asks → answer on its stdin, here against on a runner.
+    RunnerQuestions(runner::questions::Args),
+    /// Memory of an idle connected `mainloop runner`, release and debug builds.
+    RunnerIdle(runner::idle::Args),
     /// Everything above, with default settings.
     All {
         /// The `mainloop` binary for idle-rss.
@@ -52,6 +60,11 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // The probe agent the runner benches run (as `claude`, on a runner too): the claude
+    // flags after it are its own to skip, so it is not a clap subcommand.
+    if std::env::args().nth(1).as_deref() == Some(runner::probe::SUBCOMMAND) {
+        return runner::probe::main(std::env::args().skip(2));
+    }
     let cli = Cli::parse();
     // Logs only on request (`RUST_LOG=warn`, `RUST_LOG=sqlx=debug`), to stderr.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
@@ -75,6 +88,9 @@ async fn run(command: Command) -> Result<()> {
         Command::Agents(args) => agents::run(&args).await,
         Command::GithubIdle(args) => github::run(&args).await,
         Command::Search(args) => search::run(&args).await,
+        Command::RunnerStream(args) => runner::stream::run(&args).await,
+        Command::RunnerQuestions(args) => runner::questions::run(&args).await,
+        Command::RunnerIdle(args) => runner::idle::run(&args).await,
         Command::All { bin } => {
             let started = Instant::now();
             let mut failures = Vec::new();

@@ -61,12 +61,13 @@ impl Measured {
     }
 }
 
-/// The runtime's settings for `args.agents` agents, its directories under `work`.
-fn runtime_config(args: &Args, work: &Path) -> Result<WorkerConfig> {
+/// The runtime's settings for `max_agents` agents, its directories under `work` (the
+/// runner benches use them too).
+pub(crate) fn runtime_config(max_agents: usize, work: &Path) -> Result<WorkerConfig> {
     let home = work.join("home");
     std::fs::create_dir_all(&home)?;
     Ok(WorkerConfig {
-        max_agents: args.agents,
+        max_agents,
         labels: std::collections::BTreeSet::new(),
         runner_grace: std::time::Duration::from_secs(60),
         idle_timeout: Duration::from_secs(600),
@@ -111,7 +112,7 @@ pub(super) async fn measure(args: &Args, fake: &Path, events: u64) -> Result<Mea
     let work = tempfile::Builder::new()
         .prefix("mainloop-bench-agents-")
         .tempdir()?;
-    let config = runtime_config(args, work.path())?;
+    let config = runtime_config(args.agents, work.path())?;
     let pid_dir = config.pid_dir.clone();
     let agent = Arc::new(ClaudeCode::new(fake_agent_command(args, fake, events)));
     let git_dirs = Git::new(work.path().join("repos"), work.path().join("worktrees"));
