@@ -5,8 +5,8 @@
 
 use super::github::*;
 use super::*;
-use crate::runner_run::{RunnerMachine, port};
-use mainloop_test_support::netns::{self, Netns};
+use crate::runner_run::{answer_first_options, gpu_runner};
+use mainloop_test_support::netns;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_github_task_requiring_a_label_runs_on_the_runner_and_merges() {
@@ -24,22 +24,7 @@ async fn a_github_task_requiring_a_label_runs_on_the_runner_and_merges() {
     let data = dir.path().join("data");
     let server = start_with_github(&data, &fake, &claude, &gh);
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
-    let (status, made) = post(&base, &token, "/api/runners", json!({"name": "gpu-box"})).await;
-    assert_eq!(status, 201, "{made}");
-    let ns = Netns::new(&[port(&base), port(&fake.base_url())]);
-    let machine = RunnerMachine::new();
-    let _runner = machine.start(
-        Some(&ns),
-        &base,
-        made["token"].as_str().unwrap(),
-        "gpu",
-        &claude,
-    );
-    wait_for("the runner to connect", || async {
-        let list = get(&base, &token, "/api/runners").await;
-        (list["runners"][0]["state"] == "connected").then_some(())
-    })
-    .await;
+    let (_ns, machine, _runner) = gpu_runner(&base, &token, &fake, &claude).await;
 
     let (status, task) = post(
         &base,
@@ -50,24 +35,7 @@ async fn a_github_task_requiring_a_label_runs_on_the_runner_and_merges() {
     .await;
     assert_eq!(status, 201, "{task}");
     let id = task["id"].as_str().unwrap().to_owned();
-    let asked = wait_task_state(&base, &token, &id, "waiting_answers").await;
-    let answers: serde_json::Map<String, Value> = asked["questions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| {
-            let first = q["options"][0]["label"].clone();
-            (q["id"].as_str().unwrap().to_owned(), json!([first]))
-        })
-        .collect();
-    let (status, body) = post(
-        &base,
-        &token,
-        &format!("/api/tasks/{id}/answers"),
-        json!({"answers": answers}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    answer_first_options(&base, &token, &id).await;
     wait_task_state(&base, &token, &id, "waiting_plan_review").await;
     let (status, body) = post(
         &base,

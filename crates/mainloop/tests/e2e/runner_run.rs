@@ -135,6 +135,55 @@ pub(super) fn port(url: &str) -> u16 {
         .unwrap()
 }
 
+/// A runner labelled `gpu`, registered on `base` and connected, in a namespace that
+/// reaches only the server and `fake`; drop the three to stop it.
+pub(super) async fn gpu_runner(
+    base: &str,
+    token: &str,
+    fake: &FakeAnthropic,
+    claude: &Path,
+) -> (Netns, RunnerMachine, RunnerProcess) {
+    let (status, made) = post(base, token, "/api/runners", json!({"name": "gpu-box"})).await;
+    assert_eq!(status, 201, "{made}");
+    let ns = Netns::new(&[port(base), port(&fake.base_url())]);
+    let machine = RunnerMachine::new();
+    let process = machine.start(
+        Some(&ns),
+        base,
+        made["token"].as_str().unwrap(),
+        "gpu",
+        claude,
+    );
+    wait_for("the runner to connect", || async {
+        let list = get(base, token, "/api/runners").await;
+        (list["runners"][0]["state"] == "connected").then_some(())
+    })
+    .await;
+    (ns, machine, process)
+}
+
+/// Waits for task `id` to ask, and answers each question with its first option.
+pub(super) async fn answer_first_options(base: &str, token: &str, id: &str) {
+    let asked = wait_task_state(base, token, id, "waiting_answers").await;
+    let answers: serde_json::Map<String, Value> = asked["questions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            let first = q["options"][0]["label"].clone();
+            (q["id"].as_str().unwrap().to_owned(), json!([first]))
+        })
+        .collect();
+    let (status, body) = post(
+        base,
+        token,
+        &format!("/api/tasks/{id}/answers"),
+        json!({"answers": answers}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
     let Some(claude) = claude_path() else { return };
@@ -159,25 +208,7 @@ async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
     let server = start_with_workers(data.path(), &fake, &claude);
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
 
-    let (status, made) = post(&base, &token, "/api/runners", json!({"name": "gpu-box"})).await;
-    assert_eq!(status, 201, "{made}");
-    let ns = Netns::new(&[port(&base), port(&fake.base_url())]);
-    let machine = RunnerMachine::new();
-    let _runner = machine.start(
-        Some(&ns),
-        &base,
-        made["token"].as_str().unwrap(),
-        "gpu",
-        &claude,
-    );
-    wait_for("the runner to connect", || async {
-        let list = get(&base, &token, "/api/runners").await;
-        list["runners"][0]["state"]
-            .as_str()
-            .is_some_and(|s| s == "connected")
-            .then_some(())
-    })
-    .await;
+    let (_ns, machine, _runner) = gpu_runner(&base, &token, &fake, &claude).await;
 
     let (status, task) = post(
         &base,
@@ -190,23 +221,7 @@ async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
     let id = task["id"].as_str().unwrap().to_owned();
 
     // Asked on the runner, answered here.
-    let asked = wait_task_state(&base, &token, &id, "waiting_answers").await;
-    let questions = asked["questions"].as_array().unwrap();
-    let answers: serde_json::Map<String, Value> = questions
-        .iter()
-        .map(|q| {
-            let first = q["options"][0]["label"].clone();
-            (q["id"].as_str().unwrap().to_owned(), json!([first]))
-        })
-        .collect();
-    let (status, body) = post(
-        &base,
-        &token,
-        &format!("/api/tasks/{id}/answers"),
-        json!({"answers": answers}),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    answer_first_options(&base, &token, &id).await;
     let planned = wait_task_state(&base, &token, &id, "waiting_plan_review").await;
     assert!(
         planned["plan"]
