@@ -29,7 +29,11 @@ struct World {
 impl World {
     async fn new(database: Database) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let world = EngineWorld::new(database, None, EngineConfig::default()).await;
+        let config = EngineConfig {
+            runner_state_dir: Some(data.path().join("runner-state")),
+            ..EngineConfig::default()
+        };
+        let world = EngineWorld::new(database, None, config).await;
         let git = Git::new(data.path().join("repos"), data.path().join("worktrees"));
         let runtime = Runtime::with_agents(
             world.engine.clone(),
@@ -183,10 +187,33 @@ async fn retention_is_honoured_and_live_tasks_are_untouched(database: Database) 
         );
     }
 
+    // Two of them ran on a runner: a lease each, and an agent's session kept here.
+    let (runner, _) = w
+        .engine()
+        .create_runner(w.world.owner.id, "box")
+        .await
+        .unwrap();
+    let kept = |id: TaskId| {
+        w.data
+            .path()
+            .join("runner-state")
+            .join(format!("{id}.tar.gz"))
+    };
+    std::fs::create_dir_all(w.data.path().join("runner-state")).unwrap();
+    for t in [&live, &merged] {
+        w.engine().lease_run(t.id, runner.id).await.unwrap();
+        std::fs::write(kept(t.id), b"state").unwrap();
+    }
+
     // Merged work goes at once; a failed task stays within its seven days.
     let now = at(failed.updated_at.max(merged.updated_at), 60_000);
     let report = w.runtime.sweep(now).await;
     assert_eq!(report.cleaned, vec![merged.id]);
+    // Its lease ends and its kept session goes; the live task keeps both.
+    assert!(w.engine().run_lease(merged.id).await.unwrap().is_none());
+    assert!(!kept(merged.id).exists());
+    assert!(w.engine().run_lease(live.id).await.unwrap().is_some());
+    assert!(kept(live.id).exists());
     assert!(report.failed.is_empty(), "{report:?}");
     assert!(!worktree(&merged).exists() && !w.home(merged.id).exists());
     assert!(w.branch_exists(&merged), "the branch stays");
