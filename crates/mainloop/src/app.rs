@@ -206,14 +206,9 @@ impl AgentLaunch {
     }
 }
 
-fn worker_runtime(
-    engine: &Engine,
-    config: &Config,
-    config_file: Option<&Path>,
-    launch: &AgentLaunch,
-) -> Result<(Runtime, Option<WorkerSandbox>)> {
-    let w = &config.workers;
-    let labels = w.label_set();
+/// This machine's runner labels (`workers.labels`), each checked.
+fn machine_labels(config: &Config) -> Result<std::collections::BTreeSet<String>> {
+    let labels = config.workers.label_set();
     if let Some(bad) = labels
         .iter()
         .find(|l| !mainloop_domain::runner::is_label(l))
@@ -223,6 +218,17 @@ fn worker_runtime(
             mainloop_domain::runner::MAX_LABEL_LEN
         );
     }
+    Ok(labels)
+}
+
+fn worker_runtime(
+    engine: &Engine,
+    config: &Config,
+    config_file: Option<&Path>,
+    launch: &AgentLaunch,
+) -> Result<(Runtime, Option<WorkerSandbox>)> {
+    let w = &config.workers;
+    let labels = machine_labels(config)?;
     let git = Git::new(
         config.data_dir.join("repos"),
         config.data_dir.join("worktrees"),
@@ -413,6 +419,8 @@ impl App {
                 config.listen
             );
         }
+        // A mistake in the configuration stops the start before anything is made.
+        machine_labels(&config)?;
         ensure_data_dir(&config)?;
         let lock = lock_data_dir(&config)?;
         let store = open_store(&config).await?;

@@ -295,3 +295,47 @@ async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
         "the runner's work is on main"
     );
 }
+
+/// `workers.labels`: a server that has the labels a task requires runs it itself, with
+/// no runner connected; a label that is not one stops the server at start, named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_the_labels_runs_the_task_itself_and_a_bad_label_stops_it() {
+    let Some(claude) = claude_path() else { return };
+    let fake = FakeAnthropic::start(script("greeter")).await.unwrap();
+    let repo = GitRepo::new();
+    let data = tempfile::tempdir().unwrap();
+
+    let mut bad = worker_command(data.path(), &fake, &claude);
+    let out = bad
+        .env("MAINLOOP_WORKERS__LABELS", "gpu, GPU!")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("workers.labels") && said.contains("GPU!"),
+        "{said}"
+    );
+    assert!(
+        std::fs::read_dir(data.path()).unwrap().next().is_none(),
+        "nothing was made"
+    );
+
+    let mut good = worker_command(data.path(), &fake, &claude);
+    good.env("MAINLOOP_WORKERS__LABELS", "gpu, big");
+    let server = Server::spawn(good);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let (status, task) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "build the greeter", "repo": repo.path(), "runner_labels": ["gpu"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap();
+    wait_task_state(&base, &token, id, "waiting_answers").await;
+    let leased = get(&base, &token, "/api/runners").await;
+    assert_eq!(leased["runners"], json!([]), "no runner exists to take it");
+}
