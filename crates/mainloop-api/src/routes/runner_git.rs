@@ -259,8 +259,8 @@ pub async fn upload_pack(
         .map_err(IntoResponse::into_response)
 }
 
-/// A push: its ref updates are checked (the task's branch only, no deletions) before
-/// git sees any of it.
+/// A push: its ref updates are checked (the task's branch and snapshot ref only, no
+/// deletions) before git sees any of it.
 pub async fn receive_pack(
     GitRunner(runner): GitRunner,
     State(state): State<AppState>,

@@ -523,48 +523,26 @@ async fn a_hostile_runner_touches_nothing_it_was_not_given_and_the_server_stays_
     assert_eq!(mine, own.id);
     // It speaks of processes it was never given — the good runner's among them — and
     // of its own before it started: all ignored, the connection stays.
+    let output = |process: u64, data: &str| json!({"type": "output", "process": process, "stream": "stdout", "data": data});
+    let mut said = Vec::new();
     for other in [mine + 1, mine - 1, 0, u64::MAX] {
-        send(
-            &mut ws,
-            &json!({"type": "started", "process": other, "pid": 9}),
-        )
-        .await;
-        send(
-            &mut ws,
-            &json!({"type": "output", "process": other, "stream": "stdout", "data": "cHduZWQK"}),
-        )
-        .await;
-        send(
-            &mut ws,
-            &json!({"type": "exited", "process": other, "code": 0}),
-        )
-        .await;
+        said.extend([
+            json!({"type": "started", "process": other, "pid": 9}),
+            output(other, "cHduZWQK"),
+            json!({"type": "exited", "process": other, "code": 0}),
+        ]);
     }
-    send(
-        &mut ws,
-        &json!({"type": "output", "process": mine, "stream": "stdout", "data": "ZWFybHkK"}),
-    )
-    .await;
-    send(
-        &mut ws,
-        &json!({"type": "started", "process": mine, "pid": 4242}),
-    )
-    .await;
-    send(
-        &mut ws,
-        &json!({"type": "output", "process": mine, "stream": "stdout", "data": "b3duCg=="}),
-    )
-    .await;
-    send(
-        &mut ws,
-        &json!({"type": "exited", "process": mine, "code": 5}),
-    )
-    .await;
-    send(
-        &mut ws,
-        &json!({"type": "output", "process": mine, "stream": "stdout", "data": "bGF0ZQo="}),
-    )
-    .await;
+    // Then its own: output before it started, the start, output, the exit, and more.
+    said.extend([
+        output(mine, "ZWFybHkK"),
+        json!({"type": "started", "process": mine, "pid": 4242}),
+        output(mine, "b3duCg=="),
+        json!({"type": "exited", "process": mine, "code": 5}),
+        output(mine, "bGF0ZQo="),
+    ]);
+    for message in &said {
+        send(&mut ws, message).await;
+    }
     let got: Vec<u8> = own
         .stdout
         .map(|b| b.to_vec())
