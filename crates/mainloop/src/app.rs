@@ -357,19 +357,32 @@ pub async fn owner_token(engine: &Engine, config: &Config, new: bool) -> Result<
 }
 
 /// Holds an exclusive lock on the data directory: a second server on the same data
-/// would break the single-process assumptions (job reclaim at start).
-fn lock_data_dir(config: &Config) -> Result<File> {
+/// would break the single-process assumptions (job reclaim at start). A server killed a
+/// moment ago may still hold it for a while — a child it forked keeps the lock until it
+/// execs — so a held lock is waited for before it is taken as another server's.
+async fn lock_data_dir(config: &Config) -> Result<File> {
     let path = config.data_dir.join(LOCK_FILE);
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "another mainloop server is using {}; stop it first",
-            config.data_dir.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).context("locking the data directory"),
+    let since = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if since.elapsed() < LOCK_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => bail!(
+                "another mainloop server is using {}; stop it first",
+                config.data_dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).context("locking the data directory");
+            }
+        }
     }
 }
+
+/// How long a held lock on the data directory is waited for.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[allow(clippy::print_stdout)]
 fn announce(line: &str) {
@@ -422,7 +435,7 @@ impl App {
         // A mistake in the configuration stops the start before anything is made.
         machine_labels(&config)?;
         ensure_data_dir(&config)?;
-        let lock = lock_data_dir(&config)?;
+        let lock = lock_data_dir(&config).await?;
         let store = open_store(&config).await?;
         let single_process = store.backend() == Backend::Sqlite;
         let launch = AgentLaunch::new(&config);

@@ -3,10 +3,10 @@
 //! the task's home are packed into a tar.gz and stored (`PUT /api/runners/state/<task>`);
 //! on `prepare` the kept archive is fetched and unpacked into this runner's home for the
 //! task. Only sessions travel — Claude Code's project directory for the copy's working
-//! directory (renamed for the runner's own path on the way in) and Codex's `sessions/` —
-//! never credentials, settings or caches. An archive is checked before any of it lands:
-//! plain files and directories under those two names only, nothing absolute, no `..`, no
-//! link or device, within a size cap.
+//! directory (renamed for the runner's own path on the way in) and its plan files, and
+//! Codex's `sessions/` — never credentials, settings or caches. An archive is checked
+//! before any of it lands: plain files and directories under those three names only,
+//! nothing absolute, no `..`, no link or device, within a size cap.
 
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -25,16 +25,21 @@ const MAX_ENTRIES: usize = 100_000;
 /// Claude Code cuts a project directory's name here and adds a hash of the path.
 const CLAUDE_NAME_MAX: usize = 200;
 
+/// The names in an archive, each a directory of one kind of session file.
+const KNOWN: [&str; 3] = ["claude/project", "claude/plans", "codex/sessions"];
+
 /// Where each agent's sessions are: (name in the archive, path in the task's home).
-fn places(home: &Path, cwd: &str) -> [(&'static str, PathBuf); 2] {
+/// Claude Code's plan files travel too: a session names its plan by a slug, and a plan
+/// written before a move must be there when the agent, resumed elsewhere, proposes it.
+fn places(home: &Path, cwd: &str) -> [(&'static str, PathBuf); 3] {
+    let claude = home.join(".claude");
     [
         (
-            "claude/project",
-            home.join(".claude")
-                .join("projects")
-                .join(claude_project_name(cwd)),
+            KNOWN[0],
+            claude.join("projects").join(claude_project_name(cwd)),
         ),
-        ("codex/sessions", home.join(".codex").join("sessions")),
+        (KNOWN[1], claude.join("plans")),
+        (KNOWN[2], home.join(".codex").join("sessions")),
     ]
 }
 
@@ -261,7 +266,7 @@ fn corrupt(why: impl std::fmt::Display) -> String {
 }
 
 /// Writes the archive's entries under `staging`, refusing anything but plain files and
-/// directories under the two known names, with relative paths, within the caps.
+/// directories under the known names, with relative paths, within the caps.
 fn extract(archive: &Path, staging: &Path) -> Result<(), String> {
     let file =
         File::open(archive).map_err(|e| format!("cannot read {}: {e}", archive.display()))?;
@@ -311,7 +316,7 @@ fn writing(path: &Path, e: &std::io::Error) -> String {
     format!("cannot write {}: {e}", path.display())
 }
 
-/// `path` as a relative path of plain names under `claude/project` or `codex/sessions`.
+/// `path` as a relative path of plain names under one of the [`KNOWN`] names.
 fn checked_path(path: &Path) -> Result<PathBuf, String> {
     let mut rel = PathBuf::new();
     for c in path.components() {
@@ -323,10 +328,7 @@ fn checked_path(path: &Path) -> Result<PathBuf, String> {
             }
         }
     }
-    let known = ["claude/project", "codex/sessions"]
-        .iter()
-        .any(|p| rel.starts_with(p));
-    if known {
+    if KNOWN.iter().any(|p| rel.starts_with(p)) {
         Ok(rel)
     } else {
         Err(format!("{} is not an agent's session", path.display()))

@@ -15,6 +15,9 @@ fn home_with_sessions(home: &Path, cwd: &str) {
     )
     .unwrap();
     std::fs::write(project.join("notes.json"), "{}").unwrap();
+    let plans = home.join(".claude/plans");
+    std::fs::create_dir_all(&plans).unwrap();
+    std::fs::write(plans.join("a-slug.md"), "# Plan\n").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", project.join("link.jsonl")).unwrap();
     let sessions = home.join(".codex/sessions/2026/01/02");
     std::fs::create_dir_all(&sessions).unwrap();
@@ -81,7 +84,7 @@ fn sessions_move_to_another_runners_home_under_its_own_directory_name() {
     let archive = dir.path().join("state.tar.gz");
     assert_eq!(
         pack(&a, cwd_a, &archive).unwrap(),
-        4,
+        5,
         "the link is left out"
     );
 
@@ -91,6 +94,7 @@ fn sessions_move_to_another_runners_home_under_its_own_directory_name() {
     assert_eq!(
         files(&b),
         [
+            ".claude/plans/a-slug.md".to_owned(),
             format!(".claude/projects/{name}/notes.json"),
             format!(".claude/projects/{name}/sess-1.jsonl"),
             format!(".claude/projects/{name}/sess-1/subagents/agent-x.jsonl"),
