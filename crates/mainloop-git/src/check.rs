@@ -153,7 +153,7 @@ pub async fn run_check(
         Err(e) => return failed(format!("mainloop: cannot read the check's output: {e}")),
     };
 
-    let mut tail = Tail::new(max_bytes);
+    let mut tail = OutputTail::new(max_bytes);
     let mut buf = vec![0u8; 16 * 1024];
     let mut eof = false;
     let deadline = tokio::time::Instant::now() + timeout;
@@ -216,14 +216,15 @@ pub async fn run_check(
 
 /// The last `max` bytes of a stream, without keeping the whole stream in memory.
 #[derive(Debug)]
-struct Tail {
+pub struct OutputTail {
     buf: Vec<u8>,
     max: usize,
     truncated: bool,
 }
 
-impl Tail {
-    fn new(max: usize) -> Self {
+impl OutputTail {
+    #[must_use]
+    pub fn new(max: usize) -> Self {
         Self {
             buf: Vec::new(),
             max,
@@ -231,7 +232,7 @@ impl Tail {
         }
     }
 
-    fn push(&mut self, data: &[u8]) {
+    pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
         // Trim in batches rather than on every push, to keep this linear.
         if self.buf.len() > self.max.saturating_mul(2).max(64 * 1024) {
@@ -247,7 +248,9 @@ impl Tail {
         }
     }
 
-    fn finish(mut self) -> String {
+    /// What was kept, as text that begins on a character.
+    #[must_use]
+    pub fn finish(mut self) -> String {
         self.trim();
         let mut start = 0;
         if self.truncated {
@@ -261,7 +264,7 @@ impl Tail {
 }
 
 fn tail_of(data: &[u8], max: usize) -> String {
-    let mut tail = Tail::new(max);
+    let mut tail = OutputTail::new(max);
     tail.push(data);
     tail.finish()
 }
@@ -272,7 +275,7 @@ mod tests {
 
     #[test]
     fn tail_keeps_the_end_on_char_boundaries() {
-        let mut t = Tail::new(5);
+        let mut t = OutputTail::new(5);
         t.push("héllo wörld".as_bytes());
         let s = t.finish();
         assert!(s.len() <= 5);

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use check::{CONFIG_FILE, CheckOutcome, read_check_command, run_check};
+pub use check::{CONFIG_FILE, CheckOutcome, OutputTail, read_check_command, run_check};
 pub use cleanup::{Entry as DirEntry, is_temporary};
 pub use environment::{
     CopyReport, MAX_COPY_BYTES, MAX_COPY_FILES, copy_into_worktree, parse_config,

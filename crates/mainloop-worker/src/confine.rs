@@ -142,7 +142,10 @@ impl Runtime {
 }
 
 /// `env` with `vars` in place of any variable of the same name.
-fn with_vars(mut env: Vec<(String, String)>, vars: Vec<(String, String)>) -> Vec<(String, String)> {
+pub(crate) fn with_vars(
+    mut env: Vec<(String, String)>,
+    vars: Vec<(String, String)>,
+) -> Vec<(String, String)> {
     env.retain(|(k, _)| !vars.iter().any(|(name, _)| name == k));
     env.extend(vars);
     env

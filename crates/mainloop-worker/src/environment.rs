@@ -2,7 +2,7 @@
 //! read at the base branch (the project's settings win), untracked files copied from
 //! the main checkout, ports and a database taken, then the setup commands run in the
 //! task's confinement with its variables; and released (database dropped, ports freed)
-//! when the task is over.
+//! when the task is over. On a runner, the repository's variables and setup only.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -15,7 +15,10 @@ use mainloop_git::{CONFIG_FILE, Worktree};
 use tokio_util::sync::CancellationToken;
 
 use crate::Runtime;
+use crate::confine::with_vars;
 use crate::delivery::Delivery;
+use crate::on_runner::OnRunner;
+use crate::on_runner_steps::Lost;
 use crate::steps::Destination;
 use crate::task::{fail, retry, status};
 
@@ -52,6 +55,12 @@ enum Stop {
     Retry(JobError),
     /// The run was cancelled.
     Cancelled,
+}
+
+impl From<Lost> for Stop {
+    fn from(lost: Lost) -> Self {
+        Self::Retry(lost.into())
+    }
 }
 
 impl From<EngineError> for Stop {
@@ -252,25 +261,108 @@ impl Runtime {
                     self.inner.config.check_output_bytes,
                 ) => outcome,
             };
-            let tail = outcome.output_tail.trim_end();
-            if !tail.is_empty() {
-                status(self, user, task.id, &format!("$ {command}\n{tail}")).await;
-            }
-            if outcome.passed {
-                continue;
-            }
-            let why = if outcome.timed_out {
-                format!("timed out after {} s", timeout.as_secs())
-            } else {
-                outcome
-                    .exit_code
-                    .map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"))
-            };
-            return Err(Stop::Fail(format!(
-                "setup failed ({why}): $ {command}\n{tail}"
-            )));
+            self.setup_outcome(user, task, command, &outcome, timeout)
+                .await?;
         }
         Ok(())
+    }
+
+    /// Reports one setup command's outcome; `Err` fails the task with its output.
+    async fn setup_outcome(
+        &self,
+        user: UserId,
+        task: &Task,
+        command: &str,
+        outcome: &mainloop_git::CheckOutcome,
+        timeout: Duration,
+    ) -> Result<(), Stop> {
+        let tail = outcome.output_tail.trim_end();
+        if !tail.is_empty() {
+            status(self, user, task.id, &format!("$ {command}\n{tail}")).await;
+        }
+        if outcome.passed {
+            return Ok(());
+        }
+        let why = if outcome.timed_out {
+            format!("timed out after {} s", timeout.as_secs())
+        } else {
+            outcome
+                .exit_code
+                .map_or_else(|| "killed".to_owned(), |c| format!("exit {c}"))
+        };
+        Err(Stop::Fail(format!(
+            "setup failed ({why}): $ {command}\n{tail}"
+        )))
+    }
+
+    /// On a runner: the repository's `env` for the task's processes there, with its
+    /// setup run in the runner's copy unless it passed there already. Ports, the
+    /// database, `copy` and previews are this machine's, not made for a run on a runner.
+    /// `None` when the run may not go on (the task failed, or the run was cancelled).
+    pub(crate) async fn prepare_environment_on(
+        &self,
+        user: UserId,
+        task: &Task,
+        wt: &Worktree,
+        on: &OnRunner,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Vec<(String, String)>>, JobError> {
+        match self.prepare_on(user, task, wt, on, cancel).await {
+            Ok(vars) => Ok(Some(vars)),
+            Err(Stop::Cancelled) => Ok(None),
+            Err(Stop::Retry(e)) => Err(e),
+            Err(Stop::Fail(reason)) => fail(self, task.id, reason).await.map(|()| None),
+        }
+    }
+
+    async fn prepare_on(
+        &self,
+        user: UserId,
+        task: &Task,
+        wt: &Worktree,
+        on: &OnRunner,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<(String, String)>, Stop> {
+        let spec = self.spec(user, task, wt).await?;
+        let vars: Vec<(String, String)> = spec.env.clone().into_iter().collect();
+        if spec.setup.is_empty() || self.setup_done_on(user, task, on).await? {
+            return Ok(vars);
+        }
+        let env = with_vars(self.inner.config.agent_env.clone(), vars.clone());
+        let timeout = Duration::from_secs(spec.setup_timeout_secs);
+        for command in &spec.setup {
+            status(
+                self,
+                user,
+                task.id,
+                &format!("setup on its runner: {command}"),
+            )
+            .await;
+            // Dropping the run on cancel kills it and everything it started there.
+            let outcome = tokio::select! {
+                () = cancel.cancelled() => return Err(Stop::Cancelled),
+                outcome = self.run_on_runner(user, task, on, command, env.clone(), timeout) => outcome?,
+            };
+            self.setup_outcome(user, task, command, &outcome, timeout)
+                .await?;
+        }
+        self.mark_setup_done_on(user, task, on).await?;
+        Ok(vars)
+    }
+
+    /// The variables of the task's processes on a runner: the repository's `env`.
+    pub(crate) async fn runner_vars(
+        &self,
+        user: UserId,
+        task: &Task,
+        wt: &Worktree,
+    ) -> Result<Vec<(String, String)>, String> {
+        match self.spec(user, task, wt).await {
+            Ok(spec) => Ok(spec.env.into_iter().collect()),
+            Err(Stop::Fail(m)) => Err(m),
+            Err(Stop::Retry(e)) => Err(e.to_string()),
+            Err(Stop::Cancelled) => Err("cancelled".to_owned()),
+        }
     }
 
     /// Drops the task's database and frees its ports, once the task is over.

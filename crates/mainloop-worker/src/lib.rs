@@ -12,6 +12,7 @@ mod environment;
 mod forge;
 mod local;
 mod on_runner;
+mod on_runner_steps;
 mod policy;
 mod preview;
 mod prompts;

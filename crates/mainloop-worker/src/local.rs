@@ -4,6 +4,7 @@
 //! merge into the base branch, a conflict sending the agent back to resolve it.
 
 use crate::Runtime;
+use crate::confine::with_vars;
 use crate::delivery::Delivery;
 use crate::task::{apply, fail, record_diffstat, require_changes, status, workspace, worktree};
 use mainloop_domain::UserId;
@@ -104,22 +105,44 @@ async fn checks(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError>
             .await
             .map(|_| ());
     };
-    // The checks run the agent's code: the same confinement as the agent.
-    let confined = match rt.confine(task.id, &wt).await {
-        Ok(c) => c,
-        Err(e) => return fail(rt, task.id, e).await,
-    };
-    status(rt, user, task.id, &format!("running checks: {command}")).await;
     let cfg = &rt.inner.config;
-    let outcome = mainloop_git::run_check(
-        &wt.path,
-        &command,
-        &confined.env,
-        &confined.wrapper,
-        cfg.check_timeout,
-        cfg.check_output_bytes,
-    )
-    .await;
+    // On the task's runner when its agent runs on runners: the toolchain the checks
+    // need is the one the agent built with.
+    let outcome = match rt.step_site(user, task, &wt).await? {
+        Some(on) => {
+            let vars = match rt.runner_vars(user, task, &wt).await {
+                Ok(v) => v,
+                Err(e) => return fail(rt, task.id, e).await,
+            };
+            let env = with_vars(cfg.agent_env.clone(), vars);
+            status(
+                rt,
+                user,
+                task.id,
+                &format!("running checks on its runner: {command}"),
+            )
+            .await;
+            rt.run_on_runner(user, task, &on, &command, env, cfg.check_timeout)
+                .await?
+        }
+        None => {
+            // The checks run the agent's code: the same confinement as the agent.
+            let confined = match rt.confine(task.id, &wt).await {
+                Ok(c) => c,
+                Err(e) => return fail(rt, task.id, e).await,
+            };
+            status(rt, user, task.id, &format!("running checks: {command}")).await;
+            mainloop_git::run_check(
+                &wt.path,
+                &command,
+                &confined.env,
+                &confined.wrapper,
+                cfg.check_timeout,
+                cfg.check_output_bytes,
+            )
+            .await
+        }
+    };
     let _ = rt
         .inner
         .engine

@@ -3,7 +3,7 @@
 //! the session is parked and the slot freed); after a failure, `retry::decide` says
 //! whether to start again, resume, or fail the task.
 
-use crate::confine::Confined;
+use crate::confine::{Confined, with_vars};
 use crate::convention::Lifecycle;
 use crate::on_runner::Site;
 use crate::prompts::{CONTINUE, instructions, message};
@@ -115,10 +115,20 @@ pub(crate) async fn run_agent(
                     Err(e) => return fail(rt, task.id, e).await,
                 }
             }
-            Site::Runner(on) => (
-                Confined::on_runner(rt.inner.config.agent_env.clone(), &on.home),
-                on.work.clone(),
-            ),
+            Site::Runner(on) => {
+                let vars = match rt
+                    .prepare_environment_on(user, &task, &wt, on, &cancel)
+                    .await
+                {
+                    Ok(Some(vars)) => vars,
+                    Ok(None) => return Ok(()),
+                    // Lost during setup: placed again, as when lost while preparing.
+                    Err(_) if !rt.is_connected(user, on.runner).await => continue,
+                    Err(e) => return Err(e),
+                };
+                let env = with_vars(rt.inner.config.agent_env.clone(), vars);
+                (Confined::on_runner(env, &on.home), on.work.clone())
+            }
         };
         let placement = site.placement(rt, &task, confined.placement());
         let run = Run {

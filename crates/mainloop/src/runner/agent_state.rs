@@ -4,9 +4,13 @@
 //! on `prepare` the kept archive is fetched and unpacked into this runner's home for the
 //! task. Only sessions travel — Claude Code's project directory for the copy's working
 //! directory (renamed for the runner's own path on the way in) and its plan files, and
-//! Codex's `sessions/` — never credentials, settings or caches. An archive is checked
-//! before any of it lands: plain files and directories under those three names only,
-//! nothing absolute, no `..`, no link or device, within a size cap.
+//! Codex's `sessions/` — never credentials, settings or caches. A session names the
+//! paths it ran in (its working directory, its plan file in the home), so the archive
+//! says where it was packed (`origin`: the task's directory on that runner) and another
+//! runner rewrites those paths to its own as it unpacks: the agent resumes as if it had
+//! always run there. An archive is checked before any of it lands: plain files and
+//! directories under those three names (and `origin`) only, nothing absolute, no `..`,
+//! no link or device, within a size cap.
 
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -24,6 +28,23 @@ const MAX_UNPACKED: u64 = 4 * 1024 * 1024 * 1024;
 const MAX_ENTRIES: usize = 100_000;
 /// Claude Code cuts a project directory's name here and adds a hash of the path.
 const CLAUDE_NAME_MAX: usize = 200;
+
+/// The file in an archive naming the task's directory on the runner that packed it.
+const ORIGIN: &str = "origin";
+/// The longest `origin` read.
+const ORIGIN_MAX: u64 = 4096;
+/// A session file larger than this is moved as it is, its paths not rewritten.
+const REWRITE_MAX: u64 = 512 * 1024 * 1024;
+
+/// The task's directory on this runner, the home's parent: every path a session names
+/// that is the runner's own lies under it.
+fn task_dir(home: &Path) -> Result<String, String> {
+    home.parent()
+        .and_then(Path::to_str)
+        .filter(|d| d.starts_with('/'))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{} is not a task's home", home.display()))
+}
 
 /// The names in an archive, each a directory of one kind of session file.
 const KNOWN: [&str; 3] = ["claude/project", "claude/plans", "codex/sessions"];
@@ -94,6 +115,13 @@ pub(super) fn pack(home: &Path, cwd: &str, out: &Path) -> Result<usize, String> 
         written: 0,
     };
     let mut tar = tar::Builder::new(GzEncoder::new(capped, Compression::default()));
+    let origin = task_dir(home)?;
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(origin.len() as u64);
+    header.set_mode(0o600);
+    tar.append_data(&mut header, ORIGIN, origin.as_bytes())
+        .map_err(|e| packing(&e))?;
     let mut files = 0;
     for (name, dir) in places(home, cwd) {
         if is_real_dir(&dir) {
@@ -249,6 +277,7 @@ pub(super) fn unpack(archive: &Path, staging: &Path, home: &Path, cwd: &str) -> 
     std::fs::create_dir_all(staging)
         .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
     let result = extract(archive, staging).and_then(|()| {
+        rewrite_origin(staging, home)?;
         for (name, target) in places(home, cwd) {
             let from = staging.join(name);
             if is_real_dir(&from) {
@@ -259,6 +288,65 @@ pub(super) fn unpack(archive: &Path, staging: &Path, home: &Path, cwd: &str) -> 
     });
     let _ = std::fs::remove_dir_all(staging);
     result
+}
+
+/// When the archive was packed on another runner (or at another data directory),
+/// rewrites its task directory to this one's in every session file under `staging`.
+fn rewrite_origin(staging: &Path, home: &Path) -> Result<(), String> {
+    let origin_file = staging.join(ORIGIN);
+    let Ok(meta) = std::fs::symlink_metadata(&origin_file) else {
+        return Ok(()); // an archive from before origins were kept
+    };
+    if !meta.is_file() || meta.len() > ORIGIN_MAX {
+        return Err(corrupt("its origin is not a short file"));
+    }
+    let origin = std::fs::read_to_string(&origin_file).map_err(corrupt)?;
+    if !origin.starts_with('/') || origin.contains(['\n', '\0']) {
+        return Err(corrupt("its origin is not an absolute path"));
+    }
+    let here = task_dir(home)?;
+    if origin == here {
+        return Ok(());
+    }
+    let mut stack: Vec<PathBuf> = KNOWN.iter().map(|k| staging.join(k)).collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() && meta.len() <= REWRITE_MAX {
+                let text = std::fs::read(&path).map_err(|e| writing(&path, &e))?;
+                if let Some(new) = replaced(&text, origin.as_bytes(), here.as_bytes()) {
+                    std::fs::write(&path, new).map_err(|e| writing(&path, &e))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `text` with every `from` replaced by `to`; `None` when it has none.
+fn replaced(text: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    let mut any = false;
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(to);
+        rest = &rest[at + from.len()..];
+        any = true;
+    }
+    if !any {
+        return None;
+    }
+    out.extend_from_slice(rest);
+    Some(out)
 }
 
 fn corrupt(why: impl std::fmt::Display) -> String {
@@ -285,7 +373,8 @@ fn extract(archive: &Path, staging: &Path) -> Result<(), String> {
             std::fs::create_dir_all(&dest).map_err(|e| writing(&dest, &e))?;
             continue;
         }
-        if !(kind.is_file() || kind.is_contiguous()) || rel.components().count() < 3 {
+        let origin = rel == Path::new(ORIGIN);
+        if !(kind.is_file() || kind.is_contiguous()) || (rel.components().count() < 3 && !origin) {
             return Err(corrupt(format!(
                 "{} is not a plain file of a session",
                 path.display()
@@ -328,7 +417,7 @@ fn checked_path(path: &Path) -> Result<PathBuf, String> {
             }
         }
     }
-    if KNOWN.iter().any(|p| rel.starts_with(p)) {
+    if rel == Path::new(ORIGIN) || KNOWN.iter().any(|p| rel.starts_with(p)) {
         Ok(rel)
     } else {
         Err(format!("{} is not an agent's session", path.display()))

@@ -204,6 +204,18 @@ fn hostile_or_broken_archives_are_refused_and_write_nothing() {
             vec![(b"codex/sessions", T::Regular, b"x")],
         ),
         ("twice", vec![fine, fine]),
+        (
+            "origin relative",
+            vec![fine, (b"origin", T::Regular, b"tasks/t")],
+        ),
+        (
+            "origin with a newline",
+            vec![fine, (b"origin", T::Regular, b"/a\n/b")],
+        ),
+        (
+            "origin a directory",
+            vec![fine, (b"origin", T::Directory, b"")],
+        ),
     ];
     for (what, entries) in cases {
         let archive = dir.path().join("in.tar.gz");
@@ -277,4 +289,49 @@ fn a_link_in_the_home_is_never_followed() {
     let placed = home.join(".codex/sessions/r.jsonl");
     assert!(std::fs::symlink_metadata(&placed).unwrap().is_file());
     assert_eq!(std::fs::read_to_string(placed).unwrap(), "{}\n");
+}
+
+#[test]
+fn a_session_packed_on_one_runner_names_the_other_runners_paths_once_unpacked() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = |runner: &str| dir.path().join(runner).join("tasks/t");
+    let (a, b) = (task("a"), task("b"));
+    let cwd = |t: &Path| t.join("work").display().to_string();
+    let project = a
+        .join("home/.claude/projects")
+        .join(claude_project_name(&cwd(&a)));
+    std::fs::create_dir_all(&project).unwrap();
+    let plan = |t: &Path| t.join("home/.claude/plans/p.md").display().to_string();
+    let log = |t: &Path| format!("{{\"cwd\":\"{}\",\"plan\":\"{}\"}}\n", cwd(t), plan(t));
+    std::fs::write(project.join("s.jsonl"), log(&a)).unwrap();
+    let archive = dir.path().join("state.tar.gz");
+    assert_eq!(pack(&a.join("home"), &cwd(&a), &archive).unwrap(), 1);
+
+    let home_b = b.join("home");
+    std::fs::create_dir_all(&home_b).unwrap();
+    unpack(&archive, &b.join("staging"), &home_b, &cwd(&b)).unwrap();
+    let moved = home_b
+        .join(".claude/projects")
+        .join(claude_project_name(&cwd(&b)))
+        .join("s.jsonl");
+    assert_eq!(std::fs::read_to_string(moved).unwrap(), log(&b));
+    assert_eq!(files(&home_b).len(), 1, "the origin stays out of the home");
+
+    // Unpacked where it was packed, nothing is rewritten (and nothing else changes).
+    let again = tempfile::tempdir().unwrap();
+    unpack(&archive, &again.path().join("s"), &a.join("home"), &cwd(&a)).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(project.join("s.jsonl")).unwrap(),
+        log(&a)
+    );
+}
+
+#[test]
+fn replacing_a_path_in_a_log_replaces_every_one_and_nothing_else() {
+    assert_eq!(
+        replaced(b"x/a/y/a", b"/a", b"/bb"),
+        Some(b"x/bb/y/bb".to_vec())
+    );
+    assert_eq!(replaced(b"none here", b"/a", b"/b"), None);
+    assert_eq!(replaced(b"/a", b"/a", b""), Some(Vec::new()));
 }

@@ -2,8 +2,9 @@
 //! in a network namespace of its own that reaches only the server and the fake model
 //! (so nothing else is needed), its own HOME and data directory. A task requiring the
 //! runner's label is placed there; the real `claude` runs in the runner's copy of the
-//! workspace and asks, plans, revises and implements over the relayed protocol; the
-//! work comes back to the server's worktree, whose checks pass, and merges.
+//! workspace (after the repository's setup ran there) and asks, plans, revises and
+//! implements over the relayed protocol; the checks run there too, the work comes back
+//! to the server's worktree, and merges.
 
 use super::*;
 use mainloop_test_support::netns::{self, Netns};
@@ -197,11 +198,18 @@ async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
     }
     let fake = FakeAnthropic::start(script("greeter")).await.unwrap();
     let repo = GitRepo::new();
+    // Setup and the checks run in the runner's copy, with the repository's variables;
+    // the check passes only where setup ran and the agent's work is.
     std::fs::write(
         repo.path().join(".mainloop.toml"),
-        "check = \"test -f greeting.txt\"\n",
+        concat!(
+            "setup = [\"echo \\\"$GREETING\\\" > .setup-ran\"]\n",
+            "check = \"test -f greeting.txt && test -f .setup-ran && echo checked in $PWD\"\n",
+            "[env]\nGREETING = \"set up\"\n",
+        ),
     )
     .unwrap();
+    std::fs::write(repo.path().join(".gitignore"), ".setup-ran\n").unwrap();
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-q", "-m", "the check"]);
     let data = tempfile::tempdir().unwrap();
@@ -231,7 +239,7 @@ async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
         "{planned}"
     );
 
-    // Revised, then approved: implemented there, checked here.
+    // Revised, then approved: implemented and checked there.
     let (status, body) = post(
         &base,
         &token,
@@ -273,12 +281,26 @@ async fn a_task_requiring_a_label_runs_its_whole_lifecycle_on_the_runner() {
         &format!("/api/tasks/{id}/transcript?limit=1000"),
     )
     .await;
+    let said = transcript.to_string();
     assert!(
-        transcript
-            .to_string()
-            .contains("preparing the workspace on its runner"),
+        said.contains("preparing the workspace on its runner")
+            && said.contains("setup on its runner")
+            && said.contains("running checks on its runner"),
         "{transcript:#}"
     );
+    // Setup ran once there, with the repository's variables, and the checks in the
+    // copy (the server's worktree never ran setup).
+    assert_eq!(
+        std::fs::read_to_string(copy.join(".setup-ran")).unwrap(),
+        "set up\n"
+    );
+    assert_eq!(
+        said.matches("setup on its runner").count(),
+        1,
+        "{transcript:#}"
+    );
+    let checked = format!("checked in {}", copy.canonicalize().unwrap().display());
+    assert!(said.contains(&checked), "{checked}: {transcript:#}");
 
     let (status, body) = post(
         &base,
