@@ -41,6 +41,26 @@ pub struct ApiConfig {
     pub secure_cookies: bool,
     /// The server version, reported by `/api/health` and the OpenAPI document.
     pub version: String,
+    /// How long a runner's connection may stay quiet.
+    pub runner_timeouts: RunnerTimeouts,
+}
+
+/// How long a runner's connection may stay quiet before it is closed.
+#[derive(Clone, Copy, Debug)]
+pub struct RunnerTimeouts {
+    /// For its `hello`, after the upgrade.
+    pub hello: std::time::Duration,
+    /// For any frame once connected (three missed heartbeats by default).
+    pub silence: std::time::Duration,
+}
+
+impl Default for RunnerTimeouts {
+    fn default() -> Self {
+        Self {
+            hello: std::time::Duration::from_secs(10),
+            silence: std::time::Duration::from_secs(3 * mainloop_domain::runner::HEARTBEAT_SECS),
+        }
+    }
 }
 
 /// What every handler can reach.

@@ -76,6 +76,7 @@ fn config() -> ApiConfig {
         max_body_bytes: 1 << 20,
         secure_cookies: false,
         version: VERSION.into(),
+        runner_timeouts: mainloop_api::RunnerTimeouts::default(),
     }
 }
 

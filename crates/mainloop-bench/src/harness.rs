@@ -87,6 +87,7 @@ impl Server {
                 max_body_bytes: 1 << 20,
                 secure_cookies: false,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+                runner_timeouts: mainloop_api::RunnerTimeouts::default(),
             },
             world.shutdown.clone(),
         );

@@ -501,6 +501,7 @@ impl App {
                 max_body_bytes: config.limits.max_body_bytes,
                 secure_cookies,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+                runner_timeouts: mainloop_api::RunnerTimeouts::default(),
             },
             shutdown.clone(),
         )

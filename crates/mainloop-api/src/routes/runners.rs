@@ -7,10 +7,10 @@
 //! runner's `started`/`spawn_failed`/`output`/`exited` and
 //! `prepared`/`saved`/`request_failed` go to the lease.
 
-use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
+use crate::{AppState, RunnerTimeouts};
 use axum::Json;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
@@ -28,10 +28,6 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
 
-/// How long a runner has to say `hello` after the upgrade.
-const HELLO_WAIT: Duration = Duration::from_secs(10);
-/// Silence after which a runner is taken as gone: three missed heartbeats.
-const SILENCE: Duration = Duration::from_secs(3 * HEARTBEAT_SECS);
 /// How long the server waits for the runner's answer to its close.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -388,9 +384,13 @@ async fn refuse(socket: WebSocket, reason: String, code: u16) {
 }
 
 async fn serve(state: AppState, runner: RunnerRow, mut socket: WebSocket) {
+    let RunnerTimeouts {
+        hello: hello_wait,
+        silence,
+    } = state.config.runner_timeouts;
     let hello = loop {
-        let Ok(frame) = tokio::time::timeout(HELLO_WAIT, socket.recv()).await else {
-            let reason = "no hello within 10 s".to_owned();
+        let Ok(frame) = tokio::time::timeout(hello_wait, socket.recv()).await else {
+            let reason = format!("no hello within {} s", hello_wait.as_secs_f32());
             return refuse(socket, reason, close_code::POLICY).await;
         };
         match hear(frame, false) {
@@ -437,7 +437,7 @@ async fn serve(state: AppState, runner: RunnerRow, mut socket: WebSocket) {
         return;
     };
     // Measured from the last frame heard, whatever the server sent meanwhile.
-    let mut heard_by = tokio::time::Instant::now() + SILENCE;
+    let mut heard_by = tokio::time::Instant::now() + silence;
     loop {
         tokio::select! {
             why = lease.ended() => {
@@ -457,14 +457,14 @@ async fn serve(state: AppState, runner: RunnerRow, mut socket: WebSocket) {
             }
             Some(msg) = outbox.recv() => {
                 // A runner that stops reading for as long as it may stay silent is gone.
-                if !matches!(tokio::time::timeout(SILENCE, send(&mut socket, &msg)).await, Ok(true)) {
+                if !matches!(tokio::time::timeout(silence, send(&mut socket, &msg)).await, Ok(true)) {
                     return;
                 }
             }
             frame = tokio::time::timeout_at(heard_by, socket.recv()) => {
-                heard_by = tokio::time::Instant::now() + SILENCE;
+                heard_by = tokio::time::Instant::now() + silence;
                 let Ok(frame) = frame else {
-                    let reason = format!("no heartbeat for {} s", SILENCE.as_secs());
+                    let reason = format!("no heartbeat for {} s", silence.as_secs_f32());
                     return close(socket, None, close_code::AWAY, &reason).await;
                 };
                 match hear(frame, true) {

@@ -2,10 +2,12 @@
 //! client on the other end: tokens shown once, the handshake, the list's states, every
 //! hostile message refused and then closed with nothing recorded, credentials that are
 //! not a live runner token refused before the upgrade, revocation and replacement
-//! ending a live connection at once, and another user seeing nothing.
+//! ending a live connection at once, another user seeing nothing, and a runner that
+//! stays quiet — before its hello, or between heartbeats — closed.
 
-use super::{App, Cred, app, assert_error, eventually, json_of};
+use super::{App, Cred, app, app_with, assert_error, config, eventually, json_of};
 use futures::{SinkExt, StreamExt};
+use mainloop_api::{ApiConfig, RunnerTimeouts};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -393,4 +395,58 @@ async fn a_second_connection_with_the_same_token_replaces_the_first() {
     })
     .await;
     assert_eq!(r["state"], "connected");
+}
+
+/// A server that waits 400 ms for a hello and closes a runner silent for 1.2 s.
+async fn impatient() -> App {
+    let timeouts = RunnerTimeouts {
+        hello: Duration::from_millis(400),
+        silence: Duration::from_millis(1200),
+    };
+    app_with(
+        ApiConfig {
+            runner_timeouts: timeouts,
+            ..config()
+        },
+        false,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_runner_that_never_says_hello_is_refused_and_never_listed_connected() {
+    let app = impatient().await;
+    let (_, token) = app.create_runner("mute").await;
+    let mut ws = app.ws(Some(&format!("Bearer {token}"))).await.unwrap();
+    let refused = read_json(&mut ws).await;
+    assert_eq!(refused["type"], "refused", "{refused}");
+    assert_eq!(refused["retry"], false, "{refused}");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("no hello"),
+        "{refused}"
+    );
+    assert_eq!(closed(&mut ws).await, Some(1008));
+    let r = app.runners().await.remove(0);
+    assert_eq!(r["state"], "offline");
+    assert_eq!(r["last_seen_at"], Value::Null, "it never connected");
+}
+
+#[tokio::test]
+async fn a_runner_is_kept_while_it_beats_and_closed_once_it_falls_silent() {
+    let app = impatient().await;
+    let (_, token) = app.create_runner("quiet").await;
+    let (mut ws, welcome) = app.connected(&token).await;
+    assert_eq!(welcome["type"], "welcome");
+    // Heartbeats for more than twice the allowed silence: still connected.
+    for _ in 0..10 {
+        send(&mut ws, &json!({"type": "heartbeat", "busy": 0})).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(app.runners().await[0]["state"], "connected");
+    // Then nothing: closed as gone away, and listed offline.
+    assert_eq!(closed(&mut ws).await, Some(1001));
+    eventually("offline", async || {
+        (app.runners().await[0]["state"] == "offline").then_some(())
+    })
+    .await;
 }
