@@ -24,6 +24,13 @@ listen = "127.0.0.1:8080"
 # Externally reachable base URL, used for links in notifications. Default: unset.
 # public_url = "https://mainloop.example.com"
 
+[database]
+# Connections kept open while idle (PostgreSQL); more open when work needs them and
+# close again once idle.
+min_connections = 1
+# The most connections open at once.
+max_connections = 16
+
 [auth]
 # Require login. Only disable on a single-user machine with a localhost listener.
 enabled = true

@@ -60,6 +60,9 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
 
+    /// The database's connection pool.
+    pub database: DatabaseConfig,
+
     /// Login and sessions.
     pub auth: AuthConfig,
 
@@ -258,6 +261,20 @@ pub struct ChatConfig {
     pub time_zone: String,
 }
 
+/// The database's connection pool (`database_url` names the database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connections kept open while idle (PostgreSQL): more are opened when work needs
+    /// them and closed again once idle, so an idle server holds few backends. Default
+    /// `1`. Env: `MAINLOOP_DATABASE__MIN_CONNECTIONS`.
+    pub min_connections: u32,
+
+    /// The most connections open at once. Default `16`.
+    /// Env: `MAINLOOP_DATABASE__MAX_CONNECTIONS`.
+    pub max_connections: u32,
+}
+
 /// Request size limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -403,6 +420,15 @@ impl Default for ChatConfig {
     }
 }
 
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            min_connections: 1,
+            max_connections: 16,
+        }
+    }
+}
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
@@ -459,6 +485,7 @@ impl Config {
             previews: PreviewsConfig::default(),
             chat: ChatConfig::default(),
             limits: LimitsConfig::default(),
+            database: DatabaseConfig::default(),
             log: LogConfig::default(),
             notifications: NotificationsConfig::default(),
             github: GithubConfig::default(),

@@ -181,6 +181,17 @@ impl Config {
             ));
         }
 
+        let pool = &self.database;
+        positive("database.max_connections", u64::from(pool.max_connections))?;
+        if pool.max_connections > 1000 {
+            return Err(invalid("database.max_connections", "must be at most 1000"));
+        }
+        if pool.min_connections > pool.max_connections {
+            return Err(invalid(
+                "database.min_connections",
+                "must be at most database.max_connections",
+            ));
+        }
         positive("limits.max_body_bytes", self.limits.max_body_bytes as u64)?;
         positive("limits.max_chat_chars", self.limits.max_chat_chars as u64)?;
 

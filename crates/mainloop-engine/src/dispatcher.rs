@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use mainloop_domain::Timestamp;
 use mainloop_store::{Job, NewJob};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -102,6 +103,7 @@ impl Dispatcher {
     pub(crate) fn spawn(self, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
         let mut handles = Vec::new();
         for (pool, workers) in self.engine.pools() {
+            let poller = Poller::default();
             for i in 0..workers {
                 let engine = self.engine.clone();
                 let owner = format!("{}/{pool}/{i}", self.owner);
@@ -110,6 +112,7 @@ impl Dispatcher {
                     engine,
                     pool.clone(),
                     owner,
+                    Arc::clone(&poller),
                     shutdown,
                 )));
             }
@@ -128,6 +131,17 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A poll a second away moves by up to half a second either way: workers that went
+/// idle together would otherwise poll in step, each needing a database connection at
+/// the same moment, and the pool would keep that many open. Sooner waits (a job due)
+/// stay exact.
+fn spread(wait: Duration) -> Duration {
+    if wait < Duration::from_secs(1) {
+        return wait;
+    }
+    wait.mul_f64(0.5 + rand::random::<f64>())
+}
+
 /// Exponential backoff with full jitter, capped.
 fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
     let exp = base.saturating_mul(2_u32.saturating_pow(attempts.saturating_sub(1).min(20)));
@@ -139,12 +153,19 @@ fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
 /// Keeps one dispatcher worker alive: a panic outside any job (a job's own panic is
 /// caught in [`run_job`]) restarts it instead of leaving its pool a worker short for
 /// the life of the process.
-async fn supervise(engine: Engine, pool: String, owner: String, shutdown: CancellationToken) {
+async fn supervise(
+    engine: Engine,
+    pool: String,
+    owner: String,
+    poller: Poller,
+    shutdown: CancellationToken,
+) {
     loop {
         let run = tokio::spawn(worker(
             engine.clone(),
             pool.clone(),
             owner.clone(),
+            Arc::clone(&poller),
             shutdown.clone(),
         ));
         match run.await {
@@ -160,56 +181,97 @@ async fn supervise(engine: Engine, pool: String, owner: String, shutdown: Cancel
     }
 }
 
-async fn worker(engine: Engine, pool: String, owner: String, shutdown: CancellationToken) {
+async fn worker(
+    engine: Engine,
+    pool: String,
+    owner: String,
+    poller: Poller,
+    shutdown: CancellationToken,
+) {
     let lease = engine.config().lease;
+    let notify = engine.pool_notify(&pool);
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let notify = engine.pool_notify(&pool);
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let kinds = engine.handler_kinds(&pool);
-        let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-        let t = now();
-        match engine
-            .store()
-            .claim_job(&kinds, &owner, t.plus_millis(millis(lease)), t)
-            .await
-        {
-            Ok(Some(job)) => run_job(&engine, &owner, job, &shutdown).await,
-            Ok(None) => {
-                // Nothing claimable: sleep until woken (enqueues and finished jobs wake
-                // us), until the next job of ours is due, or a poll interval (another
-                // process may share the database). A job that is due but could not be
-                // claimed waits behind its lane, whose end wakes us: no fast polling.
-                let wait = match engine.store().next_due(&kinds).await {
-                    Ok(Some(at)) => {
-                        let ms = at.as_millis() - now().as_millis();
-                        if ms <= 0 {
-                            Duration::from_millis(250)
-                        } else {
-                            Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-                                .clamp(Duration::from_millis(5), Duration::from_secs(1))
-                        }
+        let claimed = {
+            // Registered before the claim, so a wake-up between the two is not lost;
+            // dropped before the job runs, so the hand-over below reaches another worker.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let kinds = engine.handler_kinds(&pool);
+            let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+            let t = now();
+            match engine
+                .store()
+                .claim_job(&kinds, &owner, t.plus_millis(millis(lease)), t)
+                .await
+            {
+                Ok(Some(job)) => Some(job),
+                Ok(None) => {
+                    // Nothing claimable: sleep until woken (enqueues and finished jobs
+                    // wake one worker). One idle worker of the pool — the poller — also
+                    // wakes when the next job of ours is due, or after a poll interval
+                    // (another process may share the database); the others only when
+                    // woken, so an idle pool of many workers costs one query a second,
+                    // not one per worker. A job that is due but could not be claimed
+                    // waits behind its lane, whose end wakes us: no fast polling.
+                    let turn = poller.try_lock().ok();
+                    let wait = match turn {
+                        Some(_) => Some(spread(next_wait(&engine, &kinds).await)),
+                        None => None,
+                    };
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = &mut notified => {}
+                        () = sleep_or_never(wait) => {}
                     }
-                    _ => Duration::from_secs(1),
-                };
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = &mut notified => {}
-                    () = tokio::time::sleep(wait) => {}
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not claim jobs; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    None
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not claim jobs; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+        };
+        if let Some(job) = claimed {
+            // More may be due: the next idle worker looks, and so on until one finds
+            // nothing.
+            notify.notify_one();
+            run_job(&engine, &owner, job, &shutdown).await;
+        }
+    }
+}
+
+/// One per pool: held by the idle worker that polls on a timer.
+type Poller = Arc<tokio::sync::Mutex<()>>;
+
+/// How long the pool's poller sleeps: until the next job of `kinds` is due, at most a
+/// second.
+async fn next_wait(engine: &Engine, kinds: &[&str]) -> Duration {
+    match engine.store().next_due(kinds).await {
+        Ok(Some(at)) => {
+            let ms = at.as_millis() - now().as_millis();
+            if ms <= 0 {
+                Duration::from_millis(250)
+            } else {
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                    .clamp(Duration::from_millis(5), Duration::from_secs(1))
             }
         }
+        _ => Duration::from_secs(1),
+    }
+}
+
+async fn sleep_or_never(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -997,6 +997,51 @@ impl<J: BackgroundJob> Handler<J> for Panicky {
     }
 }
 
+/// Of a pool's idle workers only one polls; the others wait to be woken. Jobs another
+/// process enqueued (no wake-up here) are found by that poller, and each worker that
+/// claims one hands the turn on, so a burst of them all starts, as does a burst this
+/// process enqueues with a single wake-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_jobs_no_one_announced_all_start_on_a_pool_of_many_workers() {
+    let world = EngineWorld::new(Database::sqlite(), None, fast_config()).await;
+    let engine = world.engine.clone();
+    engine.set_pool_size(Pool::Agents, 40);
+    engine.register::<BlockJob>(Arc::new(Blocker));
+    world.start().await;
+    let running = async |n: i64| {
+        eventually(&format!("{n} jobs running"), || async {
+            (engine
+                .store_for_tests()
+                .count_jobs(JobState::Running)
+                .await
+                .unwrap()
+                == n)
+                .then_some(())
+        })
+        .await;
+    };
+    let now = mainloop_engine::now();
+    let mut tx = engine.store_for_tests().begin().await.unwrap();
+    for i in 0..25 {
+        let job = NewJob {
+            key: format!("quiet-{i}"),
+            kind: "test.block".to_owned(),
+            user_id: None,
+            lane: None,
+            payload: json!({}),
+            run_after: now,
+        };
+        tx.enqueue(&job, now).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    running(25).await;
+    let keys: Vec<String> = (0..10).map(|i| format!("loud-{i}")).collect();
+    let jobs: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "test.block")).collect();
+    enqueue_test_jobs(&engine, &jobs, None).await;
+    running(35).await;
+    world.shutdown.cancel();
+}
+
 /// A job whose handler panics is retried like any failed attempt, and the dispatcher
 /// worker that ran it (the only one of its pool) goes on serving the jobs after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

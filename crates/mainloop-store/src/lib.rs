@@ -81,6 +81,12 @@ impl Backend {
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub max_connections: u32,
+    /// PostgreSQL: connections kept open while idle. A busy moment opens more, up to
+    /// `max_connections`; those beyond this many are closed once idle (each is a
+    /// PostgreSQL backend, which costs the database server memory).
+    pub min_connections: u32,
+    /// PostgreSQL: how often idle connections beyond `min_connections` are closed.
+    pub idle_trim: Duration,
     /// How long to wait for a connection, and (SQLite) for this process's other
     /// writers: past it the store is unavailable rather than slow without bound.
     pub acquire_timeout: Duration,
@@ -92,6 +98,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             max_connections: 16,
+            min_connections: 1,
+            idle_trim: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(10),
         }
@@ -114,6 +122,31 @@ pub struct Store {
     /// The longest a write waits for `write_lock`.
     write_wait: Duration,
     latest_event: Arc<watch::Sender<EventId>>,
+}
+
+/// Every `every`, closes the idle connections of `pool` beyond `min`. The pool hands out
+/// its idle connections in turn, so under a light steady load none is idle for long and
+/// an idle timeout alone would keep every connection a busy moment opened.
+fn keep_few_idle(pool: AnyPool, min: u32, every: Duration) {
+    let min = usize::try_from(min).unwrap_or(usize::MAX);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            for _ in min..pool.num_idle() {
+                let Some(conn) = pool.try_acquire() else {
+                    break;
+                };
+                if let Err(error) = conn.close().await {
+                    tracing::debug!(%error, "closing an idle database connection failed");
+                }
+            }
+        }
+    });
 }
 
 impl Store {
@@ -147,7 +180,10 @@ impl Store {
                 .connect(&url)
                 .await?
             }
-            Backend::Postgres => pool.clone(),
+            Backend::Postgres => {
+                keep_few_idle(pool.clone(), options.min_connections, options.idle_trim);
+                pool.clone()
+            }
         };
         let store = Self {
             pool,
@@ -170,6 +206,11 @@ impl Store {
     ) -> AnyPoolOptions {
         let pool_options = AnyPoolOptions::new()
             .max_connections(options.max_connections)
+            .min_connections(if backend == Backend::Postgres {
+                options.min_connections.min(options.max_connections)
+            } else {
+                0
+            })
             .acquire_timeout(options.acquire_timeout)
             // A connection opened before the database last refused a write may keep
             // refusing after writes are allowed again; a new one sees the database as

@@ -1517,6 +1517,8 @@ mod digests;
 mod labels;
 #[path = "it/leases.rs"]
 mod leases;
+#[path = "it/pool.rs"]
+mod pool;
 #[path = "it/runners.rs"]
 mod runners;
 #[path = "it/search.rs"]

@@ -63,7 +63,12 @@ fn restrict(_path: &Path, _mode: u32) {}
 pub async fn open_store(config: &Config) -> Result<Store> {
     ensure_data_dir(config)?;
     let url = config.database_url();
-    Store::connect(&url, &StoreOptions::default())
+    let options = StoreOptions {
+        min_connections: config.database.min_connections,
+        max_connections: config.database.max_connections,
+        ..StoreOptions::default()
+    };
+    Store::connect(&url, &options)
         .await
         .context("opening the database")
 }
