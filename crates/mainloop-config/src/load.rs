@@ -39,8 +39,10 @@ pub const NOT_CONFIGURATION: &[&str] = &[
     // The command-line client's server and token.
     "MAINLOOP_SERVER",
     "MAINLOOP_TOKEN",
-    // `mainloop runner`'s token.
+    // `mainloop runner`'s token and flags.
     "MAINLOOP_RUNNER_TOKEN",
+    "MAINLOOP_RUNNER_DATA_DIR",
+    "MAINLOOP_RUNNER_SANDBOX",
 ];
 
 /// Variables other tools already use for the same settings. They sit below `MAINLOOP_*` so an

@@ -184,6 +184,31 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    /// A flag's variable is the command line's, not configuration: the configuration
+    /// loader, which refuses unknown `MAINLOOP_*` names, must pass it over.
+    #[test]
+    fn every_variable_a_flag_reads_is_left_to_the_command_line() {
+        fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                if let Some(env) = arg.get_env().and_then(|e| e.to_str()) {
+                    out.push(env.to_owned());
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, out);
+            }
+        }
+        let mut vars = Vec::new();
+        walk(&Cli::command(), &mut vars);
+        assert!(vars.iter().any(|v| v == "MAINLOOP_RUNNER_SANDBOX"), "{vars:?}");
+        for var in vars.iter().filter(|v| v.starts_with("MAINLOOP_")) {
+            assert!(
+                mainloop_config::NOT_CONFIGURATION.contains(&var.as_str()),
+                "{var} is read by a flag but would be refused as configuration"
+            );
+        }
+    }
+
     #[test]
     fn the_command_line_is_consistent_and_client_flags_go_anywhere() {
         Cli::command().debug_assert();
