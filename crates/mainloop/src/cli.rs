@@ -200,7 +200,10 @@ mod tests {
         }
         let mut vars = Vec::new();
         walk(&Cli::command(), &mut vars);
-        assert!(vars.iter().any(|v| v == "MAINLOOP_RUNNER_SANDBOX"), "{vars:?}");
+        assert!(
+            vars.iter().any(|v| v == "MAINLOOP_RUNNER_SANDBOX"),
+            "{vars:?}"
+        );
         for var in vars.iter().filter(|v| v.starts_with("MAINLOOP_")) {
             assert!(
                 mainloop_config::NOT_CONFIGURATION.contains(&var.as_str()),
