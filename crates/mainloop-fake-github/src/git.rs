@@ -41,7 +41,20 @@ struct Run {
     stderr: String,
 }
 
+/// Runs git to its end even when the request that asked is dropped (its client went
+/// away): as on GitHub, a request cut short still completes on the server, and a git
+/// killed halfway would leave a lock file (`refs/heads/main.lock`) that fails every
+/// later update of that ref.
 async fn run(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Run, Error> {
+    let dir = dir.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let input = input.map(<[u8]>::to_vec);
+    tokio::spawn(async move { run_to_end(&dir, &args, input.as_deref()).await })
+        .await
+        .map_err(|e| Error::Git(format!("git stopped: {e}")))?
+}
+
+async fn run_to_end(dir: &Path, args: &[String], input: Option<&[u8]>) -> Result<Run, Error> {
     let mut cmd = Command::new("git");
     cmd.arg("-C")
         .arg(dir)
@@ -55,8 +68,7 @@ async fn run(dir: &Path, args: &[&str], input: Option<&[u8]>) -> Result<Run, Err
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::Git(format!("cannot run git: {e}")))?;
