@@ -9,6 +9,7 @@ mod chat_latency;
 mod fanout;
 mod github;
 mod harness;
+mod idle_postgres;
 mod idle_rss;
 mod inbox;
 mod runner;
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Resident memory of an idle `mainloop serve`.
     IdleRss(idle_rss::Args),
+    /// What an idle `mainloop serve` costs its PostgreSQL: backends, transactions, memory.
+    IdlePostgres(idle_postgres::Args),
     /// Chat message → first streamed delta / stored reply, through the HTTP API.
     ChatLatency(chat_latency::Args),
     /// `GET /api/inbox` latency with 100,000 inbox items.
@@ -82,6 +85,7 @@ fn main() -> Result<()> {
 async fn run(command: Command) -> Result<()> {
     match command {
         Command::IdleRss(args) => idle_rss::run(&args).await,
+        Command::IdlePostgres(args) => idle_postgres::run(&args).await,
         Command::ChatLatency(args) => chat_latency::run(&args).await,
         Command::InboxP99(args) => inbox::run(&args).await,
         Command::Fanout(args) => fanout::run(&args).await,
