@@ -81,7 +81,12 @@ impl AcpAgent {
             env: spec.env.clone(),
         };
         let placed = placement.spawn(launch)?;
-        Ok(AcpSession::start(placed, spec, self.max_line_bytes))
+        Ok(AcpSession::start(
+            placed,
+            spec,
+            self.max_line_bytes,
+            placement.shares_files(),
+        ))
     }
 }
 

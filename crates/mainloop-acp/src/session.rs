@@ -82,6 +82,9 @@ struct Ctx {
     next_request: AtomicU64,
     /// When the agent last sent a `session/update` (to wait out a replay).
     last_update: Mutex<Instant>,
+    /// Whether the agent's files are this machine's: only then does the client write
+    /// files for it, or look into its home.
+    local: bool,
 }
 
 impl Ctx {
@@ -121,7 +124,7 @@ impl fmt::Debug for AcpSession {
 impl AcpSession {
     /// Connects to the placed process and starts the session `spec` asks for; must be
     /// called within a Tokio runtime.
-    pub(crate) fn start(placed: Placed, spec: RunSpec, max_line_bytes: usize) -> Self {
+    pub(crate) fn start(placed: Placed, spec: RunSpec, max_line_bytes: usize, local: bool) -> Self {
         let Placed {
             stdin,
             stdout,
@@ -141,6 +144,7 @@ impl AcpSession {
             worktree: Worktree::new(&spec.cwd),
             next_request: AtomicU64::new(1),
             last_update: Mutex::new(Instant::now()),
+            local,
         });
         let transport = Lines::new(
             lines::outgoing(stdin),

@@ -73,6 +73,13 @@ pub trait PlacedProcess: Send + fmt::Debug {
 pub trait Placement: Send + Sync + fmt::Debug {
     /// Starts `launch`; must be called within a Tokio runtime.
     fn spawn(&self, launch: Launch) -> Result<Placed, AgentError>;
+
+    /// Whether the process sees this machine's files, so that a path it names can be
+    /// served from here (an adapter that writes files for its agent); not so on a
+    /// runner, whose paths are another machine's.
+    fn shares_files(&self) -> bool {
+        true
+    }
 }
 
 /// A local child process in a process group of its own, under `prefix` when given.

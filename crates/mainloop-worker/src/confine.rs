@@ -35,9 +35,13 @@ pub(crate) struct Confined {
 }
 
 impl Confined {
-    /// A run on a runner: the configured environment (the runner sets `HOME`, `TMPDIR`
-    /// and `PATH` itself) and the plans in the task's home there.
-    pub(crate) fn on_runner(env: Vec<(String, String)>, home: &Path) -> Self {
+    /// A run on a runner: the configured environment but this machine's home and XDG
+    /// directories (the runner sets `HOME`, `TMPDIR` and `PATH` itself) and the plans in
+    /// the task's home there.
+    pub(crate) fn on_runner(mut env: Vec<(String, String)>, home: &Path) -> Self {
+        // This machine's home and XDG directories mean nothing there: the agent's own
+        // defaults under the task's home apply.
+        env.retain(|(k, _)| !REPLACED.contains(&k.as_str()));
         Self {
             wrapper: Vec::new(),
             env,

@@ -46,6 +46,10 @@ impl RemotePlacement {
 }
 
 impl Placement for RemotePlacement {
+    fn shares_files(&self) -> bool {
+        false
+    }
+
     fn spawn(&self, launch: Launch) -> Result<Placed, AgentError> {
         let cwd = self.relative_cwd(&launch.cwd)?;
         let program = match &self.agent {

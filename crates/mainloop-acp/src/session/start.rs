@@ -35,10 +35,11 @@ pub(super) async fn setup(
                     ClientCapabilities::new()
                         // Gemini reads a file it is about to create and takes any error
                         // for a failure, so reads are not offered; OpenCode writes
-                        // through the client whatever is offered.
+                        // through the client whatever is offered. An agent on another
+                        // machine writes its own files.
                         .fs(FileSystemCapabilities::new()
                             .read_text_file(false)
-                            .write_text_file(true))
+                            .write_text_file(ctx.local))
                         .terminal(false)
                         .elicitation(
                             ElicitationCapabilities::new().form(ElicitationFormCapabilities::new()),
@@ -73,7 +74,13 @@ pub(super) async fn setup(
                     .map_err(missing)?;
                 modes::Started::new(id, r.modes, r.config_options)
             } else if init.agent_capabilities.load_session {
-                let home = spec.env.iter().find(|(k, _)| k == "HOME").map(|(_, h)| h);
+                // The agent's home on this machine, when it is here: on another
+                // machine its chat files cannot be looked at (nor tidied) from here.
+                let home = spec
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == "HOME" && ctx.local)
+                    .map(|(_, h)| h);
                 let chats: Vec<String> = home
                     .map(|h| quirks::chat_files(Path::new(h)))
                     .unwrap_or_default()

@@ -3,15 +3,22 @@
 //! the task's home are packed into a tar.gz and stored (`PUT /api/runners/state/<task>`);
 //! on `prepare` the kept archive is fetched and unpacked into this runner's home for the
 //! task. Only sessions travel — Claude Code's project directory for the copy's working
-//! directory (renamed for the runner's own path on the way in) and its plan files, and
-//! Codex's `sessions/` — never credentials, settings or caches. A session names the
-//! paths it ran in (its working directory, its plan file in the home), so the archive
-//! says where it was packed (`origin`: the task's directory on that runner) and another
-//! runner rewrites those paths to its own as it unpacks: the agent resumes as if it had
-//! always run there. An archive is checked before any of it lands: plain files and
-//! directories under those three names (and `origin`) only, nothing absolute, no `..`,
-//! no link or device, within a size cap.
+//! directory (renamed for the runner's own path on the way in) and its plan files,
+//! Codex's `sessions/`, Gemini CLI's project directories in the task's directory (root
+//! file, chats, sessions' own directories) and OpenCode's database (`agent_places.rs`)
+//! — never credentials, settings or caches. A session names the paths it ran in (its
+//! working directory, its plan file in the home), so the archive says where it was packed
+//! (`origin`: the task's directory on that runner; `workdir`: the working directory) and
+//! another runner rewrites those paths to its own in the text files as it unpacks: the
+//! agent resumes as if it had always run there. OpenCode's database is binary (records
+//! of fixed lengths, a checksummed log), never rewritten: it is restored only where both
+//! paths are the same as where it was packed. An archive is checked before any of it
+//! lands: plain files and directories of those kinds (and the two paths) only, nothing
+//! absolute, no `..`, no link or device, within a size cap.
 
+use super::agent_places::{
+    self, GEMINI_ROOT, GEMINI_TMP, OPENCODE_DATA, OPENCODE_DB, OPENCODE_WAL, claude_project_name,
+};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -26,13 +33,13 @@ pub(super) const MAX_ARCHIVE: u64 = mainloop_engine::MAX_RUNNER_STATE;
 const MAX_UNPACKED: u64 = 4 * 1024 * 1024 * 1024;
 /// The most entries an archive may hold.
 const MAX_ENTRIES: usize = 100_000;
-/// Claude Code cuts a project directory's name here and adds a hash of the path.
-const CLAUDE_NAME_MAX: usize = 200;
 
 /// The file in an archive naming the task's directory on the runner that packed it.
 const ORIGIN: &str = "origin";
-/// The longest `origin` read.
-const ORIGIN_MAX: u64 = 4096;
+/// The file in an archive naming the working directory on the runner that packed it.
+const WORKDIR: &str = "workdir";
+/// The longest `origin` or `workdir` read.
+const META_MAX: u64 = 4096;
 /// A session file larger than this is moved as it is, its paths not rewritten.
 const REWRITE_MAX: u64 = 512 * 1024 * 1024;
 
@@ -47,63 +54,34 @@ fn task_dir(home: &Path) -> Result<String, String> {
 }
 
 /// The names in an archive, each a directory of one kind of session file.
-const KNOWN: [&str; 3] = ["claude/project", "claude/plans", "codex/sessions"];
+const CLAUDE_PROJECT: &str = "claude/project";
+const CLAUDE_PLANS: &str = "claude/plans";
+const CODEX_SESSIONS: &str = "codex/sessions";
+const GEMINI: &str = "gemini/tmp";
+const OPENCODE: &str = "opencode/data";
+const KNOWN: [&str; 5] = [
+    CLAUDE_PROJECT,
+    CLAUDE_PLANS,
+    CODEX_SESSIONS,
+    GEMINI,
+    OPENCODE,
+];
 
-/// Where each agent's sessions are: (name in the archive, path in the task's home).
-/// Claude Code's plan files travel too: a session names its plan by a slug, and a plan
-/// written before a move must be there when the agent, resumed elsewhere, proposes it.
-fn places(home: &Path, cwd: &str) -> [(&'static str, PathBuf); 3] {
+/// Where the agents' text session files are: (name in the archive, path in the task's
+/// home). Claude Code's plan files travel too: a session names its plan by a slug, and a
+/// plan written before a move must be there when the agent, resumed elsewhere, proposes
+/// it. Gemini's directory is packed only in part ([`agent_places::gemini_kept`]).
+fn text_places(home: &Path, cwd: &str) -> [(&'static str, PathBuf); 4] {
     let claude = home.join(".claude");
     [
         (
-            KNOWN[0],
+            CLAUDE_PROJECT,
             claude.join("projects").join(claude_project_name(cwd)),
         ),
-        (KNOWN[1], claude.join("plans")),
-        (KNOWN[2], home.join(".codex").join("sessions")),
+        (CLAUDE_PLANS, claude.join("plans")),
+        (CODEX_SESSIONS, home.join(".codex").join("sessions")),
+        (GEMINI, home.join(GEMINI_TMP)),
     ]
-}
-
-/// The directory under `~/.claude/projects` where Claude Code keeps the sessions of a
-/// process working in `cwd` (its real path): every UTF-16 unit that is not an ASCII
-/// letter or digit becomes `-`; a name longer than 200 is cut there and followed by `-`
-/// and a hash of the path in base 36 (as the CLI does, checked against it).
-pub(super) fn claude_project_name(cwd: &str) -> String {
-    let mut name = String::with_capacity(cwd.len());
-    for c in cwd.chars() {
-        if c.is_ascii_alphanumeric() {
-            name.push(c);
-        } else {
-            name.extend(std::iter::repeat_n('-', c.len_utf16()));
-        }
-    }
-    if name.len() <= CLAUDE_NAME_MAX {
-        return name;
-    }
-    // Java's string hash over UTF-16 units, as a 32-bit integer.
-    let hash = cwd.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    });
-    // The name is all ASCII, so cutting at a byte count cuts at a character.
-    format!(
-        "{}-{}",
-        &name[..CLAUDE_NAME_MAX],
-        base36(hash.unsigned_abs())
-    )
-}
-
-fn base36(mut n: u32) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    loop {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    out.reverse();
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Packs the sessions in `home` of an agent working in `cwd` into `out`; returns how many
@@ -116,21 +94,79 @@ pub(super) fn pack(home: &Path, cwd: &str, out: &Path) -> Result<usize, String> 
     };
     let mut tar = tar::Builder::new(GzEncoder::new(capped, Compression::default()));
     let origin = task_dir(home)?;
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(origin.len() as u64);
-    header.set_mode(0o600);
-    tar.append_data(&mut header, ORIGIN, origin.as_bytes())
-        .map_err(|e| packing(&e))?;
+    append_meta(&mut tar, ORIGIN, &origin)?;
+    append_meta(&mut tar, WORKDIR, cwd)?;
     let mut files = 0;
-    for (name, dir) in places(home, cwd) {
+    let [claude, plans, codex, (gemini, gemini_dir)] = text_places(home, cwd);
+    for (name, dir) in [claude, plans, codex] {
         if is_real_dir(&dir) {
             files += add_dir(&mut tar, &dir, Path::new(name))?;
         }
     }
+    for project in agent_places::gemini_projects(&gemini_dir, &origin) {
+        files += add_gemini_project(
+            &mut tar,
+            &gemini_dir.join(&project),
+            &Path::new(gemini).join(&project),
+        )?;
+    }
+    // Copied aside first: OpenCode may be writing to it, and only a copy checked whole
+    // can go into the archive.
+    let scratch = out.with_extension("opencode");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).map_err(|e| writing(&scratch, &e))?;
+    let database =
+        agent_places::copy_database(&home.join(OPENCODE_DATA), &scratch).and_then(|names| {
+            for name in &names {
+                let path = scratch.join(name);
+                let meta = std::fs::symlink_metadata(&path).map_err(|e| packing(&e))?;
+                add_file(&mut tar, &path, &Path::new(OPENCODE).join(name), &meta)?;
+            }
+            Ok(names.len())
+        });
+    let _ = std::fs::remove_dir_all(&scratch);
+    files += database?;
     let gz = tar.into_inner().map_err(|e| packing(&e))?;
     let capped = gz.finish().map_err(|e| packing(&e))?;
     capped.inner.sync_all().map_err(|e| packing(&e))?;
+    Ok(files)
+}
+
+/// Adds `text` as the archive's file `name`.
+fn append_meta<W: Write>(tar: &mut tar::Builder<W>, name: &str, text: &str) -> Result<(), String> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(text.len() as u64);
+    header.set_mode(0o600);
+    tar.append_data(&mut header, name, text.as_bytes())
+        .map_err(|e| packing(&e))
+}
+
+/// Adds what of the Gemini project directory `dir` is its sessions, as `name/…`.
+fn add_gemini_project<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    name: &Path,
+) -> Result<usize, String> {
+    let mut files = 0;
+    let root = dir.join(GEMINI_ROOT);
+    if let Ok(meta) = std::fs::symlink_metadata(&root)
+        && meta.is_file()
+    {
+        add_file(tar, &root, &name.join(GEMINI_ROOT), &meta)?;
+        files += 1;
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| agent_places::gemini_kept_dir(&e.file_name()))
+        .collect();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        if is_real_dir(&entry.path()) {
+            files += add_dir(tar, &entry.path(), &name.join(entry.file_name()))?;
+        }
+    }
     Ok(files)
 }
 
@@ -172,7 +208,8 @@ fn add_file<W: Write>(
     name: &Path,
     meta: &std::fs::Metadata,
 ) -> Result<(), String> {
-    let mut file = File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut file = agent_places::open_plain(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     // The agent may be writing as this runs: a session log is taken up to its last
     // whole line, anything else up to the size it had.
     let len = if path.extension().is_some_and(|x| x == "jsonl") {
@@ -270,19 +307,34 @@ impl Write for Capped {
 
 /// Unpacks `archive` into `home` for an agent working in `cwd`, through `staging` (made
 /// afresh, removed after): every entry is checked and written there first, so an archive
-/// refused halfway leaves the home as it was. A file the home already has that goes on
-/// from the kept one (this runner's own, newer copy of a session log) stays.
+/// refused halfway leaves the home as it was. A text file the home already has that goes
+/// on from the kept one (this runner's own, newer copy of a session log) stays.
 pub(super) fn unpack(archive: &Path, staging: &Path, home: &Path, cwd: &str) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(staging);
     std::fs::create_dir_all(staging)
         .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
     let result = extract(archive, staging).and_then(|()| {
-        rewrite_origin(staging, home)?;
-        for (name, target) in places(home, cwd) {
+        let origin = meta(staging, ORIGIN)?;
+        let workdir = meta(staging, WORKDIR)?;
+        let here = task_dir(home)?;
+        if let Some(origin) = origin.as_deref().filter(|o| *o != here) {
+            rewrite_origin(staging, origin, &here)?;
+        }
+        for (name, target) in text_places(home, cwd) {
             let from = staging.join(name);
             if is_real_dir(&from) {
                 move_into(&from, home, &target)?;
             }
+        }
+        // Its records name the working directory and the home, and OpenCode runs a
+        // resumed session in the directory it names: elsewhere it would fail, so it is
+        // left out and the agent starts afresh.
+        let from = staging.join(OPENCODE);
+        if origin.as_deref() == Some(here.as_str())
+            && workdir.as_deref() == Some(cwd)
+            && is_real_dir(&from)
+        {
+            agent_places::replace_database(&from, home, &home.join(OPENCODE_DATA))?;
         }
         Ok(())
     });
@@ -290,25 +342,32 @@ pub(super) fn unpack(archive: &Path, staging: &Path, home: &Path, cwd: &str) -> 
     result
 }
 
-/// When the archive was packed on another runner (or at another data directory),
-/// rewrites its task directory to this one's in every session file under `staging`.
-fn rewrite_origin(staging: &Path, home: &Path) -> Result<(), String> {
-    let origin_file = staging.join(ORIGIN);
-    let Ok(meta) = std::fs::symlink_metadata(&origin_file) else {
-        return Ok(()); // an archive from before origins were kept
+/// The path the archive's file `name` (`origin`, `workdir`) holds; `None` in an archive
+/// from before it was kept.
+fn meta(staging: &Path, name: &str) -> Result<Option<String>, String> {
+    let file = staging.join(name);
+    let Ok(meta) = std::fs::symlink_metadata(&file) else {
+        return Ok(None);
     };
-    if !meta.is_file() || meta.len() > ORIGIN_MAX {
-        return Err(corrupt("its origin is not a short file"));
+    if !meta.is_file() || meta.len() > META_MAX {
+        return Err(corrupt(format!("its {name} is not a short file")));
     }
-    let origin = std::fs::read_to_string(&origin_file).map_err(corrupt)?;
-    if !origin.starts_with('/') || origin.contains(['\n', '\0']) {
-        return Err(corrupt("its origin is not an absolute path"));
+    let path = std::fs::read_to_string(&file).map_err(corrupt)?;
+    if !path.starts_with('/') || path.contains(['\n', '\0']) {
+        return Err(corrupt(format!("its {name} is not an absolute path")));
     }
-    let here = task_dir(home)?;
-    if origin == here {
-        return Ok(());
-    }
-    let mut stack: Vec<PathBuf> = KNOWN.iter().map(|k| staging.join(k)).collect();
+    Ok(Some(path))
+}
+
+/// Rewrites the task directory `origin` of the runner that packed the archive to this
+/// one's, `here`, in every text session file under `staging` (never in OpenCode's
+/// database, whose records would no longer hold together).
+fn rewrite_origin(staging: &Path, origin: &str, here: &str) -> Result<(), String> {
+    let mut stack: Vec<PathBuf> = KNOWN
+        .iter()
+        .filter(|k| **k != OPENCODE)
+        .map(|k| staging.join(k))
+        .collect();
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -373,8 +432,7 @@ fn extract(archive: &Path, staging: &Path) -> Result<(), String> {
             std::fs::create_dir_all(&dest).map_err(|e| writing(&dest, &e))?;
             continue;
         }
-        let origin = rel == Path::new(ORIGIN);
-        if !(kind.is_file() || kind.is_contiguous()) || (rel.components().count() < 3 && !origin) {
+        if !(kind.is_file() || kind.is_contiguous()) || !session_file(&rel) {
             return Err(corrupt(format!(
                 "{} is not a plain file of a session",
                 path.display()
@@ -401,7 +459,7 @@ fn extract(archive: &Path, staging: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn writing(path: &Path, e: &std::io::Error) -> String {
+pub(super) fn writing(path: &Path, e: &std::io::Error) -> String {
     format!("cannot write {}: {e}", path.display())
 }
 
@@ -417,11 +475,31 @@ fn checked_path(path: &Path) -> Result<PathBuf, String> {
             }
         }
     }
-    if rel == Path::new(ORIGIN) || KNOWN.iter().any(|p| rel.starts_with(p)) {
+    if is_meta(&rel) || KNOWN.iter().any(|p| rel.starts_with(p)) {
         Ok(rel)
     } else {
         Err(format!("{} is not an agent's session", path.display()))
     }
+}
+
+fn is_meta(rel: &Path) -> bool {
+    rel == Path::new(ORIGIN) || rel == Path::new(WORKDIR)
+}
+
+/// Whether `rel` (under a [`KNOWN`] name) may be a file: one inside a kind's directory,
+/// of the sessions of a Gemini project, or OpenCode's database and its log.
+fn session_file(rel: &Path) -> bool {
+    if is_meta(rel) {
+        return true;
+    }
+    if let Ok(inside) = rel.strip_prefix(GEMINI) {
+        let mut parts = inside.components();
+        return parts.next().is_some() && agent_places::gemini_kept(parts.as_path());
+    }
+    if let Ok(inside) = rel.strip_prefix(OPENCODE) {
+        return inside == Path::new(OPENCODE_DB) || inside == Path::new(OPENCODE_WAL);
+    }
+    rel.components().count() >= 3
 }
 
 /// Moves the files under `from` to the same places under `target`, a directory inside
@@ -454,7 +532,7 @@ fn move_into(from: &Path, home: &Path, target: &Path) -> Result<(), String> {
 
 /// Makes `dir` (inside `home`) a directory, each part of it below `home` a real
 /// directory, not a link.
-fn real_dirs(home: &Path, dir: &Path) -> Result<(), String> {
+pub(super) fn real_dirs(home: &Path, dir: &Path) -> Result<(), String> {
     let rel = dir
         .strip_prefix(home)
         .map_err(|_| format!("{} is outside {}", dir.display(), home.display()))?;

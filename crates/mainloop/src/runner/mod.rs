@@ -9,6 +9,7 @@
 //! Exit codes: 0 stopped by SIGINT/SIGTERM, 2 a mistake in how it was started or a
 //! refusal that reconnecting cannot cure, 3 the token is refused or revoked.
 
+mod agent_places;
 mod agent_state;
 mod exec;
 mod policy;

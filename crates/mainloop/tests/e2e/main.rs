@@ -34,6 +34,7 @@ mod model_faults;
 mod postgres;
 mod preview;
 mod restart;
+mod runner_acp;
 mod runner_exec;
 mod runner_faults;
 mod runner_github;

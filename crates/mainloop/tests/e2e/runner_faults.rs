@@ -29,13 +29,13 @@ async fn wait_rule(fake: &FakeAnthropic, rule: &str) {
     .await;
 }
 
-async fn new_runner(base: &str, token: &str, name: &str) -> String {
+pub(super) async fn new_runner(base: &str, token: &str, name: &str) -> String {
     let (status, made) = post(base, token, "/api/runners", json!({"name": name})).await;
     assert_eq!(status, 201, "{made}");
     made["token"].as_str().unwrap().to_owned()
 }
 
-async fn connected(base: &str, token: &str, n: usize) {
+pub(super) async fn connected(base: &str, token: &str, n: usize) {
     wait_for(format!("{n} runners to connect"), || async {
         let list = get(base, token, "/api/runners").await;
         let up = list["runners"]
@@ -50,7 +50,7 @@ async fn connected(base: &str, token: &str, n: usize) {
 }
 
 /// A repository and a task that requires `label`, created on `base`.
-async fn long_job(base: &str, token: &str, repo: &GitRepo, label: &str) -> String {
+pub(super) async fn long_job(base: &str, token: &str, repo: &GitRepo, label: &str) -> String {
     let (status, task) = post(
         base,
         token,
@@ -76,7 +76,7 @@ fn skip_without_namespace() -> bool {
 
 /// The session's bytes in the agent state the server keeps for `task` (a tar.gz of the
 /// session logs), if it keeps one.
-fn kept_state(data: &Path, task: &str) -> Option<String> {
+pub(super) fn kept_state(data: &Path, task: &str) -> Option<String> {
     use std::io::Read as _;
     let file =
         std::fs::File::open(data.join("runner-state").join(format!("{task}.tar.gz"))).ok()?;

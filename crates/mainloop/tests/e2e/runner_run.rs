@@ -85,7 +85,7 @@ impl RunnerMachine {
 
     /// Kills what a runner SIGKILLed left running (its agents are in process groups
     /// of their own): every process working under this machine's data directory.
-    fn kill_leftovers(&self) {
+    pub(super) fn kill_leftovers(&self) {
         let data = self.data();
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return;
