@@ -55,13 +55,41 @@ const CONVENTIONAL: &[(&str, &str)] = &[
     ("GITHUB_API_URL", "github.api_url"),
 ];
 
+/// The Services Kubernetes announced to this process by their variables: the `<NAME>`
+/// of each `MAINLOOP…_SERVICE_HOST`.
+fn services(names: impl Iterator<Item = String>) -> Vec<String> {
+    names
+        .filter(|n| n.starts_with(PREFIX))
+        .filter_map(|n| n.strip_suffix("_SERVICE_HOST").map(str::to_owned))
+        .collect()
+}
+
+/// Whether `name` is one of the variables Kubernetes gives a container for a Service in
+/// its namespace — `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<port>]`,
+/// `<NAME>_PORT[_<n>_<proto>[_…]]` — of a Service named `mainloop…`: not configuration,
+/// though it would read as an unknown key and stop the server.
+fn is_service_link(name: &str, services: &[String]) -> bool {
+    services.iter().any(|service| {
+        name.strip_prefix(service.as_str()).is_some_and(|rest| {
+            rest == "_SERVICE_HOST"
+                || rest == "_SERVICE_PORT"
+                || rest.starts_with("_SERVICE_PORT_")
+                || rest == "_PORT"
+                || rest.starts_with("_PORT_")
+        })
+    })
+}
+
 /// The process environment, restricted to the variables loading looks at, so unrelated
 /// non-UTF-8 variables cannot break startup.
 pub(crate) fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let mut env = Vec::new();
+    let services = services(std::env::vars_os().filter_map(|(n, _)| n.into_string().ok()));
     for (name, value) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
-        let relevant = (name.starts_with(PREFIX) && !NOT_CONFIGURATION.contains(&name))
+        let relevant = (name.starts_with(PREFIX)
+            && !NOT_CONFIGURATION.contains(&name)
+            && !is_service_link(name, &services))
             || CONVENTIONAL.iter().any(|(var, _)| *var == name);
         if !relevant {
             continue;
@@ -214,5 +242,40 @@ fn describe_source(metadata: &Metadata) -> String {
     match &metadata.source {
         Some(figment::Source::File(path)) => format!("{} {}", metadata.name, path.display()),
         _ => metadata.name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variables_kubernetes_sets_for_a_mainloop_service_are_not_configuration() {
+        let env = [
+            "MAINLOOP_SERVICE_HOST",
+            "MAINLOOP_SERVICE_PORT",
+            "MAINLOOP_SERVICE_PORT_HTTP",
+            "MAINLOOP_PORT",
+            "MAINLOOP_PORT_8080_TCP",
+            "MAINLOOP_PORT_8080_TCP_ADDR",
+            "MAINLOOP_POSTGRES_SERVICE_HOST",
+            "MAINLOOP_POSTGRES_PORT_5432_TCP_PORT",
+            "MAINLOOP_LISTEN",
+            "MAINLOOP_WORKERS__PORT_RANGE",
+            "MAINLOOP_LISTEN_PORT",
+        ];
+        let announced = services(env.iter().map(|n| (*n).to_owned()));
+        assert_eq!(announced, ["MAINLOOP", "MAINLOOP_POSTGRES"]);
+        let links: Vec<&str> = env
+            .iter()
+            .copied()
+            .filter(|n| is_service_link(n, &announced))
+            .collect();
+        assert_eq!(links, &env[..8]);
+        // Without a Service announced, a stray `_PORT` name stays a mistake to report.
+        assert!(!is_service_link(
+            "MAINLOOP_LISTEN_PORT",
+            &services(std::iter::empty())
+        ));
     }
 }
