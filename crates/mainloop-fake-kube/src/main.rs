@@ -25,6 +25,8 @@ struct Args {
     history_window: usize,
 }
 
+// Returned once, to be printed: its size costs nothing here.
+#[allow(clippy::result_large_err)]
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt()
