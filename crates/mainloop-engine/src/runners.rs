@@ -10,7 +10,7 @@ use crate::auth::new_token;
 use crate::runner_processes::Connection;
 use crate::{Engine, EngineError, Result, hash_token, now};
 use mainloop_domain::runner::{Hello, Offer, RunnerMessage, ServerMessage, check_runner_name};
-use mainloop_domain::{RunnerId, Timestamp, UserId};
+use mainloop_domain::{RunnerId, TaskId, Timestamp, UserId};
 pub use mainloop_store::RunnerRow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +63,8 @@ pub struct RunnerInfo {
     pub offer: Option<Offer>,
     /// Slots busy, while connected.
     pub busy: Option<u16>,
+    /// The task it is bound to, if it is a launched task's runner.
+    pub task_id: Option<TaskId>,
 }
 
 /// The state a runner is in: revocation wins over a connection that has not ended yet.
@@ -289,6 +291,41 @@ impl Engine {
         Ok((self.runner_info(row), token))
     }
 
+    /// The token of the runner bound to `task`, which the one-shot runners a launcher
+    /// starts for the task's runs connect with: the runner is made on first need, and
+    /// given a new token after (the old one no longer connects).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn task_runner_token(&self, user: UserId, task: TaskId) -> Result<String> {
+        let token = new_token(RUNNER_TOKEN_PREFIX);
+        match self.store().task_runner(task).await? {
+            Some(runner) => {
+                self.store()
+                    .set_runner_token(runner.id, &hash_token(&token))
+                    .await?;
+            }
+            None => {
+                let name = format!("task-{task}");
+                self.store()
+                    .insert_bound_runner(user, Some(task), &name, &hash_token(&token), now())
+                    .await?;
+            }
+        }
+        Ok(token)
+    }
+
+    /// Revokes the runner bound to `task`, if any: the task is over.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn revoke_task_runner(&self, task: TaskId) -> Result<()> {
+        if let Some(runner) = self.store().task_runner(task).await? {
+            self.revoke_runner(runner.user_id, runner.id).await?;
+        }
+        Ok(())
+    }
+
     /// The user's runners, newest first, each with its state now.
     ///
     /// # Errors
@@ -399,6 +436,7 @@ impl Engine {
             version,
             offer,
             busy,
+            task_id: row.task_id,
         }
     }
 }

@@ -4,12 +4,12 @@
 
 use crate::{Result, Store, StoreError, parse};
 use mainloop_domain::runner::Offer;
-use mainloop_domain::{RunnerId, Timestamp, UserId};
+use mainloop_domain::{RunnerId, TaskId, Timestamp, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-const COLS: &str =
-    "id, user_id, name, created_at, last_seen_at, revoked_at, version, slots, labels, agents";
+const COLS: &str = "id, user_id, name, created_at, last_seen_at, revoked_at, version, slots, \
+                    labels, agents, task_id";
 const ORDER: &str = "ORDER BY created_at DESC, id DESC";
 
 /// A runner as stored.
@@ -25,6 +25,8 @@ pub struct RunnerRow {
     pub version: Option<String>,
     /// The offer of its last accepted `hello`.
     pub offer: Option<Offer>,
+    /// The task it is bound to: it runs that task's runs and no other's.
+    pub task_id: Option<TaskId>,
 }
 
 fn json_set<T: serde::de::DeserializeOwned + Default>(
@@ -63,6 +65,10 @@ fn runner_from_row(row: &AnyRow) -> Result<RunnerRow> {
             .map(Timestamp::from_millis),
         version: row.try_get("version")?,
         offer,
+        task_id: row
+            .try_get::<Option<String>, _>("task_id")?
+            .map(|t| parse(&t, "runner task id"))
+            .transpose()?,
     })
 }
 
@@ -83,17 +89,34 @@ impl Store {
         token_hash: &str,
         now: Timestamp,
     ) -> Result<RunnerRow> {
+        self.insert_bound_runner(user, None, name, token_hash, now)
+            .await
+    }
+
+    /// Stores a new runner bound to `task` when given (see [`RunnerRow::task_id`]).
+    ///
+    /// # Errors
+    /// As [`Store::insert_runner`].
+    pub async fn insert_bound_runner(
+        &self,
+        user: UserId,
+        task: Option<TaskId>,
+        name: &str,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<RunnerRow> {
         let id = RunnerId::new_v7(now);
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO runners (id, user_id, name, token_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO runners (id, user_id, name, token_hash, created_at, task_id) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id.to_string())
         .bind(user.to_string())
         .bind(name)
         .bind(token_hash)
         .bind(now.as_millis())
+        .bind(task.map(|t| t.to_string()))
         .execute(tx.conn())
         .await?;
         let row = sqlx::query(&format!("SELECT {COLS} FROM runners WHERE id = $1"))
@@ -132,6 +155,35 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         row.as_ref().map(runner_from_row).transpose()
+    }
+
+    /// The runner bound to `task` that is not revoked, if any.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn task_runner(&self, task: TaskId) -> Result<Option<RunnerRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLS} FROM runners WHERE task_id = $1 AND revoked_at IS NULL {ORDER}"
+        ))
+        .bind(task.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(runner_from_row).transpose()
+    }
+
+    /// Gives a runner a new token (the old one no longer authenticates).
+    ///
+    /// # Errors
+    /// On database failure.
+    pub async fn set_runner_token(&self, id: RunnerId, token_hash: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE runners SET token_hash = $1 WHERE id = $2")
+            .bind(token_hash)
+            .bind(id.to_string())
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The runner whose token hashes to `token_hash`, revoked or not.

@@ -217,6 +217,11 @@ impl crate::Runtime {
             let (RunnerState::Connected, Some(offer)) = (info.state, info.offer) else {
                 continue;
             };
+            // A task's own launched runner takes that task's runs, leased to it
+            // directly; it is never offered to another task.
+            if info.task_id.is_some() {
+                continue;
+            }
             let busy = engine
                 .runner_leases(info.id)
                 .await?

@@ -22,7 +22,7 @@ use mainloop_domain::runner::{
     HEARTBEAT_SECS, Hello, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RunnerMessage, ServerMessage,
     parse_runner_message,
 };
-use mainloop_domain::{RunnerId, Timestamp};
+use mainloop_domain::{RunnerId, TaskId, Timestamp};
 use mainloop_engine::{Ending, EngineError, RunnerInfo, RunnerRow, RunnerState};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -64,6 +64,10 @@ pub struct Runner {
     pub busy: Option<u16>,
     pub labels: Vec<String>,
     pub agents: Vec<String>,
+    /// The task it is bound to: a launcher's one-shot runners for that task's runs
+    /// connect as it (made and revoked by the server; it runs no other task).
+    #[schema(required = true)]
+    pub task_id: Option<TaskId>,
 }
 
 impl From<RunnerInfo> for Runner {
@@ -94,6 +98,7 @@ impl From<RunnerInfo> for Runner {
             busy: r.busy,
             labels,
             agents,
+            task_id: r.task_id,
         }
     }
 }

@@ -450,3 +450,35 @@ async fn a_runner_is_kept_while_it_beats_and_closed_once_it_falls_silent() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_tasks_own_runner_is_listed_with_it_and_a_new_token_ends_the_old_one() {
+    let app = app().await;
+    let owner = app
+        .engine
+        .authenticate_token(&app.token)
+        .await
+        .unwrap()
+        .unwrap();
+    let task = mainloop_domain::TaskId::new_v7(mainloop_domain::Timestamp::from_millis(1));
+    let first = app.engine.task_runner_token(owner.id, task).await.unwrap();
+    let (_ws, welcome) = app.connected(&first).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let listed = app.runners().await.remove(0);
+    assert_eq!(listed["task_id"], task.to_string(), "{listed}");
+    assert_eq!(listed["name"], format!("task-{task}"));
+
+    // Given a new token, the old one no longer connects; the runner is the same.
+    let second = app.engine.task_runner_token(owner.id, task).await.unwrap();
+    let err = app.ws(Some(&format!("Bearer {first}"))).await.unwrap_err();
+    assert_eq!(status_of(&err), StatusCode::UNAUTHORIZED);
+    let (_ws2, _) = app.connected(&second).await;
+    assert_eq!(app.runners().await.len(), 1);
+    assert_eq!(app.runners().await[0]["id"], listed["id"]);
+
+    // The task is over: its runner is revoked, and a free runner has no task.
+    app.engine.revoke_task_runner(task).await.unwrap();
+    assert_eq!(app.runners().await[0]["state"], "revoked");
+    let (free, _) = app.create_runner("box").await;
+    assert_eq!(free["task_id"], Value::Null);
+}

@@ -2,7 +2,7 @@
 //! their user only, names unique among those not revoked, hellos recorded unless
 //! revoked, and `last_seen_at` never moved back.
 use mainloop_domain::runner::Offer;
-use mainloop_domain::{RunnerId, UserId};
+use mainloop_domain::{RunnerId, TaskId, UserId};
 use mainloop_store::{Store, StoreError};
 
 use super::{at, pg_store, sqlite_store, user};
@@ -10,6 +10,7 @@ use super::{at, pg_store, sqlite_store, user};
 both_backends!(
     runners_are_stored_listed_and_revoked_per_user,
     a_revoked_runner_records_no_hello_and_frees_its_name,
+    a_runner_bound_to_a_task_is_found_by_it_and_takes_a_new_token,
 );
 
 fn offer() -> Offer {
@@ -125,4 +126,32 @@ async fn a_revoked_runner_records_no_hello_and_frees_its_name(store: Store) {
     // Tokens are unique.
     let dup = store.insert_runner(ada, "other", "h2", at(5)).await;
     assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+}
+
+async fn a_runner_bound_to_a_task_is_found_by_it_and_takes_a_new_token(store: Store) {
+    let ada = user(&store, "ada").await;
+    let task = TaskId::new_v7(at(1));
+    assert_eq!(store.task_runner(task).await.unwrap(), None);
+    let free = store.insert_runner(ada, "box", "h0", at(1)).await.unwrap();
+    assert_eq!(free.task_id, None);
+    let bound = store
+        .insert_bound_runner(ada, Some(task), "task-1", "h1", at(2))
+        .await
+        .unwrap();
+    assert_eq!(bound.task_id, Some(task));
+    assert_eq!(store.task_runner(task).await.unwrap(), Some(bound.clone()));
+    assert_eq!(
+        store.task_runner(TaskId::new_v7(at(3))).await.unwrap(),
+        None
+    );
+
+    store.set_runner_token(bound.id, "h2").await.unwrap();
+    assert_eq!(store.runner_by_token("h1").await.unwrap(), None);
+    assert_eq!(
+        store.runner_by_token("h2").await.unwrap().map(|r| r.id),
+        Some(bound.id)
+    );
+    // Revoked, it is no longer the task's.
+    store.revoke_runner(ada, bound.id, at(4)).await.unwrap();
+    assert_eq!(store.task_runner(task).await.unwrap(), None);
 }

@@ -6,7 +6,7 @@
 //! and saves the tasks' workspaces over git (`workspace.rs`) with the agents' sessions
 //! (`agent_state.rs`), in its own data directory, which it locks; at start it kills
 //! what a killed run of it left.
-//! Exit codes: 0 stopped by SIGINT/SIGTERM, 2 a mistake in how it was started or a
+//! Exit codes: 0 stopped by SIGINT/SIGTERM (or done: `--once`, `--idle-exit`), 2 a mistake in how it was started or a
 //! refusal that reconnecting cannot cure, 3 the token is refused or revoked.
 
 mod agent_places;
@@ -52,6 +52,15 @@ pub async fn run(args: RunnerArgs, config: &Config) -> u8 {
     }
     let stop = CancellationToken::new();
     tokio::spawn(stop_on_signal(stop.clone()));
+    if args.once || args.idle_exit.is_some() {
+        let idle = args.idle_exit.map(std::time::Duration::from_secs);
+        tokio::spawn(exit_when_done(
+            work.activity(),
+            args.once,
+            idle,
+            stop.clone(),
+        ));
+    }
     let mut failures: u32 = 0;
     let mut ever_welcomed = false;
     loop {
@@ -183,6 +192,42 @@ fn why(outcome: &Outcome, server: &str) -> String {
         Outcome::Refused { reason, .. } => format!("the server refused this runner: {reason}"),
         Outcome::Lost { why, .. } => format!("lost the connection to {server} ({why})"),
         Outcome::Stopped | Outcome::Unauthorized | Outcome::Revoked => String::new(),
+    }
+}
+
+/// Cancels `stop` (the runner then exits 0, as on SIGTERM) once its work is done: with
+/// `once`, when a release leaves it holding no task; with `idle`, when it has held none
+/// for that long.
+async fn exit_when_done(
+    mut activity: tokio::sync::watch::Receiver<workspace::Activity>,
+    once: bool,
+    idle: Option<std::time::Duration>,
+    stop: CancellationToken,
+) {
+    loop {
+        let now = activity.borrow_and_update().clone();
+        if once && now.released > 0 && now.held.is_empty() {
+            say("its task was released; exiting (--once)");
+            return stop.cancel();
+        }
+        let idle = idle.filter(|_| now.held.is_empty());
+        tokio::select! {
+            changed = activity.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = async {
+                match idle {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let secs = idle.map_or(0, |d| d.as_secs());
+                say(&format!("held no task for {secs} s; exiting (--idle-exit)"));
+                return stop.cancel();
+            }
+        }
     }
 }
 

@@ -47,6 +47,14 @@ pub struct RunnerArgs {
     #[arg(long, env = "MAINLOOP_RUNNER_SANDBOX", value_name = "MODE", default_value = "auto",
           value_parser = ["auto", "bubblewrap", "off"])]
     pub sandbox: String,
+    /// A one-shot runner (a Kubernetes Job per run, a CI job): exit 0 once the server
+    /// releases the task it worked on and it holds no other.
+    #[arg(long)]
+    pub once: bool,
+    /// Exit 0 after this many seconds holding no task (never having had one, or since
+    /// the last was released).
+    #[arg(long, value_name = "SECS")]
+    pub idle_exit: Option<u64>,
 }
 
 /// The runner's data directory: the flag's, else under `$XDG_DATA_HOME`, else under
@@ -265,6 +273,8 @@ mod tests {
             agents: agents.iter().map(|s| (*s).to_owned()).collect(),
             data_dir: None,
             sandbox: "auto".into(),
+            once: false,
+            idle_exit: None,
         }
     }
 

@@ -43,6 +43,16 @@ pub struct Workspaces {
     token: SecretString,
     /// Each task's latest request, which the next one for the task waits for.
     order: Mutex<HashMap<TaskId, JoinHandle<()>>>,
+    /// The tasks it holds a workspace for, and how many it released.
+    activity: tokio::sync::watch::Sender<Activity>,
+}
+
+/// What a runner is doing with tasks, for the ways it exits by itself (`--once`,
+/// `--idle-exit`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Activity {
+    pub held: std::collections::BTreeSet<TaskId>,
+    pub released: u64,
 }
 
 /// A task's directories on the runner.
@@ -97,7 +107,13 @@ impl Workspaces {
             http,
             token: SecretString::from(token.to_owned()),
             order: Mutex::new(HashMap::new()),
+            activity: tokio::sync::watch::Sender::new(Activity::default()),
         })
+    }
+
+    /// Follows what the runner holds.
+    pub fn activity(&self) -> tokio::sync::watch::Receiver<Activity> {
+        self.activity.subscribe()
     }
 
     /// Takes one of the server's workspace messages: the answer to send at once (a
@@ -120,6 +136,9 @@ impl Workspaces {
         let out = procs.out().clone();
         match msg {
             ServerMessage::Prepare(p) => {
+                self.activity.send_modify(|a| {
+                    a.held.insert(p.task);
+                });
                 let this = Arc::clone(self);
                 self.queue(p.task, async move {
                     let answer = this.prepare(&p).await;
@@ -136,6 +155,7 @@ impl Workspaces {
             ServerMessage::Release { task } => {
                 let killed = procs.kill_task(task);
                 let root = Dirs::of(&self.data_dir, task).root;
+                let activity = self.activity.clone();
                 self.queue(task, async move {
                     // Reaped first, so that nothing writes while the directory goes.
                     let _ = tokio::time::timeout(STOP_WAIT, futures::future::join_all(killed))
@@ -147,6 +167,10 @@ impl Workspaces {
                             tracing::warn!(dir = %root.display(), error = %e, "could not remove a released task's directory");
                         }
                     }
+                    activity.send_modify(|a| {
+                        a.held.remove(&task);
+                        a.released += 1;
+                    });
                 });
             }
             _ => {}

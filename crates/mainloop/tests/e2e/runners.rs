@@ -284,3 +284,31 @@ async fn a_runner_connects_comes_back_after_a_restart_and_stops_when_revoked() {
     assert_eq!(listed["runners"].as_array().unwrap().len(), 2, "{listed}");
     drop(restarted);
 }
+
+/// `--idle-exit`: a runner that holds no task for that long exits 0 by itself, having
+/// connected first; without it a runner stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_holds_no_task_for_its_idle_limit_exits_by_itself() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let server = serve_on(&data, free_port()).expect("the server starts");
+    let (base, owner) = (server.base.clone(), server.token.clone().unwrap());
+    let (status, made) = post(&base, &owner, "/api/runners", json!({"name": "brief"})).await;
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap();
+    let machine = Machine::new();
+    let mut runner = machine.runner("brief", &base, Some(token), &["--idle-exit", "1"]);
+    let code = exit_code(
+        &mut runner,
+        Duration::from_secs(30),
+        "the idle runner to exit",
+    )
+    .await;
+    assert_eq!(code, 0, "{}", machine.said("brief"));
+    let said = machine.said("brief");
+    assert!(
+        said.contains("connected to") && said.contains("held no task for 1 s"),
+        "{said}"
+    );
+}

@@ -1782,6 +1782,7 @@ export interface components {
              */
             slots: number | null;
             state: components["schemas"]["RunnerState"];
+            task_id: null | components["schemas"]["TaskId"];
             /** @description The `mainloop` version of its last `hello`. */
             version: string | null;
         };
