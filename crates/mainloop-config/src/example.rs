@@ -31,6 +31,23 @@ min_connections = 1
 # The most connections open at once.
 max_connections = 16
 
+[kubernetes]
+# With workers.runtime = "kubernetes": each agent run is a Job in its task's namespace
+# (mainloop-task-<task id>), running the agent image as `mainloop runner --once`.
+# image = "registry.example.com/mainloop-agent:0.1.0"
+# server_url = "http://mainloop.mainloop.svc"   # as the pods reach the server
+# server_namespace = "mainloop"
+# server_port = 8080
+# egress = ["203.0.113.0/24:443"]               # the model APIs, the forge (CIDRs)
+# kubeconfig = "/etc/mainloop/kubeconfig"       # default: in-cluster, else $KUBECONFIG
+# image_pull_policy = "IfNotPresent"
+namespace_prefix = "mainloop-task-"
+job_ttl_secs = 3600
+# Each agent container's requests and limits, and each task namespace's quota.
+requests = { cpu = "500m", memory = "1Gi", ephemeral-storage = "2Gi" }
+limits = { cpu = "2", memory = "4Gi", ephemeral-storage = "10Gi" }
+quota = { pods = "2", "requests.cpu" = "1", "requests.memory" = "2Gi", "limits.cpu" = "4", "limits.memory" = "8Gi" }
+
 [auth]
 # Require login. Only disable on a single-user machine with a localhost listener.
 enabled = true
@@ -71,6 +88,8 @@ backoff_max_ms = 60000
 [workers]
 # Agents running at once; more tasks queue. Tasks waiting for you hold no slot.
 max_agents = 3
+# Where agents run: "local" (here and on your runners) or "kubernetes" (see [kubernetes]).
+runtime = "local"
 # The agent tasks run unless they or their project (its "agent" setting) choose another.
 default_agent = "claude"
 # The Claude Code command (program and leading arguments).

@@ -10,6 +10,7 @@
 mod agents;
 mod error;
 mod example;
+mod kubernetes;
 mod load;
 mod redact;
 mod secret;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use agents::{AgentEntry, AgentProtocol, AgentSettings};
 pub use error::ConfigError;
 pub use example::EXAMPLE_TOML;
+pub use kubernetes::{KubernetesConfig, WorkersRuntime};
 pub use load::NOT_CONFIGURATION;
 pub use secret::{REDACTED, Secret};
 pub use workers::{SandboxMode, WorkersConfig};
@@ -74,6 +76,9 @@ pub struct Config {
 
     /// Coding-agent workers.
     pub workers: WorkersConfig,
+
+    /// Where agent runs are launched with `workers.runtime = "kubernetes"`.
+    pub kubernetes: KubernetesConfig,
 
     /// Live previews of tasks' running work.
     pub previews: PreviewsConfig,
@@ -486,6 +491,7 @@ impl Config {
             chat: ChatConfig::default(),
             limits: LimitsConfig::default(),
             database: DatabaseConfig::default(),
+            kubernetes: KubernetesConfig::default(),
             log: LogConfig::default(),
             notifications: NotificationsConfig::default(),
             github: GithubConfig::default(),

@@ -181,6 +181,21 @@ impl Config {
             ));
         }
 
+        if self.workers.runtime == crate::WorkersRuntime::Kubernetes {
+            let k = &self.kubernetes;
+            if k.image.trim().is_empty() {
+                return Err(invalid(
+                    "kubernetes.image",
+                    "is required with workers.runtime = \"kubernetes\" (the agent image)",
+                ));
+            }
+            http_url("kubernetes.server_url", &k.server_url)?;
+            if k.namespace_prefix.len() > 31 {
+                return Err(invalid("kubernetes.namespace_prefix", "is longer than 31"));
+            }
+            k.egress_rules()
+                .map_err(|m| invalid("kubernetes.egress", &m))?;
+        }
         let pool = &self.database;
         positive("database.max_connections", u64::from(pool.max_connections))?;
         if pool.max_connections > 1000 {

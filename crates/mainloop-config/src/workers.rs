@@ -15,6 +15,12 @@ pub struct WorkersConfig {
     /// no slot. Default `3`. Env: `MAINLOOP_WORKERS__MAX_AGENTS`.
     pub max_agents: usize,
 
+    /// Where agents run: `"local"` (this machine and the user's runners) or
+    /// `"kubernetes"` (a one-shot runner per run, launched as a Job; see
+    /// `[kubernetes]`). Default `"local"`. Env: `MAINLOOP_WORKERS__RUNTIME`.
+    #[serde(default)]
+    pub runtime: crate::WorkersRuntime,
+
     /// The agent tasks run unless they or their project choose another: a configured
     /// agent's name. Default `"claude"`. Env: `MAINLOOP_WORKERS__DEFAULT_AGENT`.
     pub default_agent: String,
@@ -192,6 +198,7 @@ impl Default for WorkersConfig {
     fn default() -> Self {
         Self {
             max_agents: 3,
+            runtime: crate::WorkersRuntime::Local,
             default_agent: "claude".to_owned(),
             claude_command: "claude".to_owned(),
             model: None,

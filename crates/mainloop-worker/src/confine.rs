@@ -57,7 +57,7 @@ impl Confined {
 
 /// Variables that would point a sandboxed process back into the server user's home or
 /// its shared temporary directory, which it cannot see.
-const REPLACED: &[&str] = &[
+pub(crate) const REPLACED: &[&str] = &[
     "HOME",
     "TMPDIR",
     "XDG_CONFIG_HOME",

@@ -10,6 +10,7 @@ mod convention;
 mod delivery;
 mod environment;
 mod forge;
+mod launched;
 mod local;
 mod on_runner;
 mod on_runner_steps;
@@ -94,6 +95,9 @@ pub struct WorkerConfig {
     pub task_databases: Option<TaskDatabaseServer>,
     /// How long finished tasks keep their worktree, private home and environment.
     pub retention: mainloop_engine::Retention,
+    /// Launches a one-shot runner for each run instead of running agents here
+    /// (`workers.runtime = "kubernetes"`); `None`: agents run here or on runners.
+    pub launcher: Option<Arc<dyn mainloop_launch::Launcher>>,
 }
 
 /// A session waiting for the human, its process kept until the idle timeout.
@@ -245,6 +249,19 @@ impl Runtime {
     #[must_use]
     pub fn spawn(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         self.spawn_cleanup(shutdown.clone());
+        if self.launcher().is_some() {
+            let rt = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(launched::COLLECT_EVERY);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        _ = tick.tick() => rt.collect_launches().await,
+                    }
+                }
+            });
+        }
         let rt = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));

@@ -122,8 +122,11 @@ async fn checks(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError>
                 &format!("running checks on its runner: {command}"),
             )
             .await;
-            rt.run_on_runner(user, task, &on, &command, env, cfg.check_timeout)
-                .await?
+            let outcome = rt
+                .run_on_runner(user, task, &on, &command, env, cfg.check_timeout)
+                .await;
+            rt.end_step_site(task, &on).await;
+            outcome?
         }
         None => {
             // The checks run the agent's code: the same confinement as the agent.

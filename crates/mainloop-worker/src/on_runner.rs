@@ -7,6 +7,7 @@
 //! Everything else about the run — the agent's protocol, questions, plans, transcript,
 //! cost — is the same code as a local run's, over a [`RemotePlacement`].
 
+use crate::launched::Launched;
 use crate::remote::RemotePlacement;
 use crate::{Runtime, slots};
 use mainloop_agent::{LocalProcess, Placement};
@@ -46,6 +47,16 @@ enum Chosen {
     Cancelled,
     Here(OwnedSemaphorePermit),
     Runner(RunnerId),
+    /// This machine's turn, taken by a runner launched for the run (with a launcher).
+    Launch(OwnedSemaphorePermit),
+}
+
+/// A run's launched runner: its launch's name, and this machine's slot, held for as
+/// long as the run lasts (launches count against `max_agents`).
+#[derive(Debug)]
+pub(crate) struct LaunchedRun {
+    pub run: String,
+    _slot: OwnedSemaphorePermit,
 }
 
 /// A run on a runner: which one, and where the task's copy and home are there.
@@ -57,6 +68,8 @@ pub(crate) struct OnRunner {
     /// One send-back at a time; none after the one that ended the run (the server's
     /// own steps have the worktree then).
     back: Arc<tokio::sync::Mutex<bool>>,
+    /// Set when the runner was launched for this run: it is ended with the run.
+    pub launched: Option<Arc<LaunchedRun>>,
 }
 
 impl OnRunner {
@@ -98,13 +111,47 @@ impl Runtime {
         cancel: &CancellationToken,
     ) -> Result<Option<Site>, JobError> {
         loop {
-            let runner = match self.choose_site(user, task, cancel).await? {
+            let (runner, launched) = match self.choose_site(user, task, cancel).await? {
                 Chosen::Cancelled => return Ok(None),
                 Chosen::Here(permit) => return Ok(Some(Site::Here(permit))),
-                Chosen::Runner(runner) => runner,
+                Chosen::Runner(runner) => (runner, None),
+                Chosen::Launch(slot) => {
+                    let Some(launcher) = self.launcher().cloned() else {
+                        return Ok(Some(Site::Here(slot)));
+                    };
+                    match self.launch_run(&launcher, user, task, cancel).await? {
+                        Launched::Stopped => return Ok(None),
+                        Launched::Connected { runner, run } => {
+                            self.inner
+                                .engine
+                                .lease_run(task.id, runner)
+                                .await
+                                .map_err(crate::task::retry)?;
+                            (runner, Some(Arc::new(LaunchedRun { run, _slot: slot })))
+                        }
+                    }
+                }
             };
             match self.on_runner(user, task, wt, runner).await {
+                Ok(Site::Runner(mut on)) if launched.is_some() => {
+                    on.launched = launched;
+                    return Ok(Some(Site::Runner(on)));
+                }
                 Ok(site) => return Ok(Some(site)),
+                Err(_) if launched.is_some() => {
+                    // Lost or refused while preparing: that launch is over; another
+                    // is made for the run.
+                    let on = OnRunner {
+                        runner,
+                        work: PathBuf::new(),
+                        home: PathBuf::new(),
+                        back: Arc::default(),
+                        launched: None,
+                    };
+                    if let Some(l) = &launched {
+                        self.end_launched(task, &on, &l.run).await;
+                    }
+                }
                 // Lost while preparing: placed again, not a failed attempt of the job.
                 Err(_) if !self.is_connected(user, runner).await => {}
                 Err(e) => return Err(e),
@@ -159,8 +206,15 @@ impl Runtime {
                         () = cancel.cancelled() => return Ok(Chosen::Cancelled),
                         p = self.inner.local_slots.clone().acquire_owned() => p,
                     };
+                    let launch = self.launcher().is_some();
                     return permit
-                        .map(Chosen::Here)
+                        .map(|p| {
+                            if launch {
+                                Chosen::Launch(p)
+                            } else {
+                                Chosen::Here(p)
+                            }
+                        })
                         .map_err(|_| JobError::retry("the worker is shutting down"));
                 }
                 Place::Runner(runner) => {
@@ -223,6 +277,7 @@ impl Runtime {
             work: PathBuf::from(prepared.work),
             home: PathBuf::from(prepared.home),
             back: Arc::new(tokio::sync::Mutex::new(false)),
+            launched: None,
         }))
     }
 

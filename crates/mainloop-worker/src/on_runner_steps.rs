@@ -33,8 +33,10 @@ impl From<Lost> for JobError {
 
 impl Runtime {
     /// Where a step of `task` (its checks) runs: when the task's agent runs on runners
-    /// (it holds a run lease), on the runner placement gives it, its copy there
-    /// prepared again from `wt`; else here (`None`). Waits as an agent run would.
+    /// (it holds a run lease) or runners are launched for it, on the runner placement
+    /// gives it, its copy there prepared again from `wt`; else here (`None`). Waits as
+    /// an agent run would. A launched runner is the caller's to end
+    /// ([`Runtime::end_step_site`]).
     pub(crate) async fn step_site(
         &self,
         user: UserId,
@@ -48,7 +50,8 @@ impl Runtime {
             .await
             .map_err(crate::task::retry)?
             .is_some();
-        if !leased {
+        // With a launcher nothing runs here: the step gets a runner launched for it.
+        if !leased && self.launcher().is_none() {
             return Ok(None);
         }
         match self
@@ -58,6 +61,13 @@ impl Runtime {
             Some(Site::Runner(on)) => Ok(Some(on)),
             // Placed here: the step needs no slot of this machine's agents.
             Some(Site::Here(_)) | None => Ok(None),
+        }
+    }
+
+    /// Ends a step's site: a runner launched for the step goes with it.
+    pub(crate) async fn end_step_site(&self, task: &Task, on: &OnRunner) {
+        if let Some(launched) = &on.launched {
+            self.end_launched(task, on, &launched.run).await;
         }
     }
 

@@ -155,6 +155,10 @@ pub(crate) async fn run_agent(
         };
         if let Site::Runner(on) = &site {
             rt.take_back(&task, &wt, on).await;
+            // A runner launched for this run goes with it: a waiting task holds none.
+            if let Some(launched) = &on.launched {
+                rt.end_launched(&task, on, &launched.run).await;
+            }
         }
         match ended? {
             Ended::Done => return Ok(()),

@@ -63,6 +63,7 @@ impl World {
                 port_range: mainloop_worker::DEFAULT_PORT_RANGE,
                 task_databases: None,
                 retention: Retention::default(),
+                launcher: None,
             },
         );
         world.engine.set_workspaces(Arc::new(runtime.clone()));

@@ -291,6 +291,7 @@ impl World {
                 port_range: mainloop_worker::DEFAULT_PORT_RANGE,
                 task_databases: None,
                 retention: mainloop_engine::Retention::default(),
+                launcher: None,
             },
         );
         runtime.install();

@@ -231,6 +231,7 @@ fn worker_runtime(
     config: &Config,
     config_file: Option<&Path>,
     launch: &AgentLaunch,
+    launcher: Option<Arc<dyn mainloop_launch::Launcher>>,
 ) -> Result<(Runtime, Option<WorkerSandbox>)> {
     let w = &config.workers;
     let labels = machine_labels(config)?;
@@ -301,6 +302,7 @@ fn worker_runtime(
                 w.retention_failed_days,
                 w.retention_cancelled_days,
             ),
+            launcher,
         },
     );
     Ok((runtime, sandbox))
@@ -456,7 +458,8 @@ impl App {
         let (_, created_token) = ensure_owner(&engine, &config).await?;
 
         let shutdown = CancellationToken::new();
-        let (runtime, sandbox) = worker_runtime(&engine, &config, config_file, &launch)?;
+        let launcher = crate::launcher::launcher(&config).await?;
+        let (runtime, sandbox) = worker_runtime(&engine, &config, config_file, &launch, launcher)?;
         runtime.install();
         mainloop_push::install(
             &engine,

@@ -218,9 +218,15 @@ async fn runner_state_over_the_cap_is_413_and_stores_nothing() {
     // connection cut before it reads the 413.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..8).map(|i| Ok(bytes(16 * 1024, 7 + i))).collect();
-    let sent = w
-        .app
-        .request(Cred::Bearer(&a), Method::PUT, &w.path())
+    // On a connection of its own: the one the server cuts must not go back to the
+    // shared client's pool, where the next request would find it dead.
+    let own = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let sent = own
+        .put(format!("{}{}", w.app.base, w.path()))
+        .bearer_auth(&a)
         .header("content-type", "application/gzip")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()

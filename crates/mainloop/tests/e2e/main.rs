@@ -26,6 +26,7 @@ mod faults;
 mod github;
 mod github_faults;
 mod github_lifecycle;
+mod kubernetes;
 mod main_quota;
 mod main_thread;
 mod mcp;

@@ -99,6 +99,7 @@ async fn world_with(
             port_range: crate::DEFAULT_PORT_RANGE,
             task_databases: None,
             retention: mainloop_engine::Retention::default(),
+            launcher: None,
             sandbox: None,
         },
     );

@@ -1,0 +1,80 @@
+//! The launcher the composition root picks: none with `workers.runtime = "local"`; with
+//! `"kubernetes"`, the Kubernetes launcher, its client from `kubernetes.kubeconfig`, else
+//! the pod's service account in a cluster, else `$KUBECONFIG` or `~/.kube/config`.
+
+use anyhow::{Context, Result, anyhow};
+use mainloop_config::{Config, WorkersRuntime};
+use mainloop_kube::{CidrEgress, KubeLauncher, KubeSettings, Resources, ServerEgress};
+use mainloop_launch::Launcher;
+use std::sync::Arc;
+
+/// The configured launcher, if agents run launched.
+///
+/// # Errors
+/// No cluster configuration to be found, or settings the launcher refuses.
+pub async fn launcher(config: &Config) -> Result<Option<Arc<dyn Launcher>>> {
+    if config.workers.runtime != WorkersRuntime::Kubernetes {
+        return Ok(None);
+    }
+    let k = &config.kubernetes;
+    let client_config = match &k.kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("kubernetes.kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubernetes.kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes cluster configuration (set kubernetes.kubeconfig)")?,
+    };
+    let client = kube::Client::try_from(client_config).context("the Kubernetes client")?;
+    let settings = settings(config)?;
+    settings
+        .validate()
+        .map_err(|e| anyhow!("[kubernetes]: {e}"))?;
+    tracing::info!(
+        image = %settings.image,
+        server_url = %settings.server_url,
+        "agent runs are launched as Kubernetes Jobs"
+    );
+    Ok(Some(Arc::new(KubeLauncher::new(client, settings))))
+}
+
+/// `[kubernetes]` as the launcher's settings.
+fn settings(config: &Config) -> Result<KubeSettings> {
+    let k = &config.kubernetes;
+    let defaults = KubeSettings::default();
+    let server = match defaults.server {
+        ServerEgress::Pods { mut peer, .. } => {
+            peer.namespace.clone_from(&k.server_namespace);
+            ServerEgress::Pods {
+                peer,
+                port: k.server_port,
+            }
+        }
+        other @ ServerEgress::Cidr { .. } => other,
+    };
+    let allowed_egress = k
+        .egress_rules()
+        .map_err(|e| anyhow!("kubernetes.egress: {e}"))?
+        .iter()
+        .map(|(cidr, port)| CidrEgress::new(cidr, *port))
+        .collect();
+    Ok(KubeSettings {
+        namespace_prefix: k.namespace_prefix.clone(),
+        image: k.image.clone(),
+        image_pull_policy: k.image_pull_policy.clone(),
+        server_url: k.server_url.clone(),
+        server,
+        allowed_egress,
+        resources: Resources {
+            requests: k.requests.clone(),
+            limits: k.limits.clone(),
+        },
+        quota: k.quota.clone(),
+        job_ttl_secs: i32::try_from(k.job_ttl_secs).ok(),
+        ..defaults
+    })
+}

@@ -1,0 +1,239 @@
+//! `workers.runtime = "kubernetes"` against the fake Kubernetes API server: the real
+//! server launches, through the real launcher (kube-rs), a Job per agent run in the
+//! task's namespace; each Job's pod is played by a real `mainloop runner --once`
+//! process started from the pod's own arguments and environment (its token and the
+//! agent's credentials come from the task's Secret). A task goes through questions, a
+//! plan, implementation, the checks, review and the merge; no pod runs while it waits
+//! for the human; its namespace goes when it has ended.
+
+use super::*;
+use crate::runners::free_port;
+use mainloop_fake_kube::{Config as KubeConfig, FakeKube, PodHandle};
+use std::sync::{Arc, Mutex};
+
+/// Starts a local `mainloop runner` for each pod the fake makes, from the pod's own
+/// command line and environment, its data directory under `root`; the pod follows the
+/// process, and the process the pod (deleted or killed: stopped).
+fn play_pods(fake: &FakeKube, root: PathBuf, claude: PathBuf, started: Arc<Mutex<Vec<String>>>) {
+    fake.set_pod_runner(move |pod: PodHandle| {
+        let (root, claude, started) = (root.clone(), claude.clone(), started.clone());
+        tokio::spawn(async move {
+            let name = pod.name().to_owned();
+            started
+                .lock()
+                .unwrap()
+                .push(format!("{}/{name}", pod.namespace()));
+            let dir = root.join(&name);
+            std::fs::create_dir_all(dir.join("home")).unwrap();
+            let args: Vec<String> = pod.pod()["spec"]["containers"][0]["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(args[..2], ["runner", "--once"], "{args:?}");
+            // The image's data directory becomes this pod's own.
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| {
+                    if a == "/var/lib/mainloop-runner" {
+                        dir.join("data").display().to_string()
+                    } else {
+                        a.clone()
+                    }
+                })
+                .collect();
+            let path = format!(
+                "{}:{}",
+                claude.parent().unwrap().display(),
+                std::env::var("PATH").unwrap_or_default()
+            );
+            let log = std::fs::File::create(dir.join("runner.log")).unwrap();
+            let mut child = tokio::process::Command::new(BIN)
+                .env_clear()
+                .envs(pod.env(None).unwrap())
+                .env("PATH", path)
+                .env("HOME", dir.join("home"))
+                .env("RUST_LOG", "warn")
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            pod.set_running().unwrap();
+            tokio::select! {
+                status = child.wait() => {
+                    let code = status.ok().and_then(|s| s.code()).unwrap_or(137);
+                    let _ = pod.finish(code);
+                }
+                () = pod.stopped() => {
+                    let _ = child.kill().await;
+                }
+            }
+        });
+    });
+}
+
+fn kubeconfig(dir: &Path, fake: &FakeKube) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+             clusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: test, user: {{}}}}]\n\
+             contexts: [{{name: fake, context: {{cluster: fake, user: test}}}}]\n",
+            fake.base_url()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The pods whose process runs now.
+fn running_pods(fake: &FakeKube) -> usize {
+    fake.pods()
+        .iter()
+        .filter_map(PodHandle::current)
+        .filter(|p| p["status"]["phase"] == "Running")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_its_whole_lifecycle_on_pods_the_launcher_starts_and_holds_none_while_it_waits()
+{
+    let Some(claude) = claude_path() else { return };
+    let fake = FakeAnthropic::start(script("greeter")).await.unwrap();
+    let kube = FakeKube::start(KubeConfig::default()).await.unwrap();
+    let pods = tempfile::tempdir().unwrap();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    play_pods(
+        &kube,
+        pods.path().to_owned(),
+        claude.clone(),
+        started.clone(),
+    );
+
+    let repo = GitRepo::new();
+    std::fs::write(
+        repo.path().join(".mainloop.toml"),
+        "check = \"test -f greeting.txt && echo checked in $PWD\"\n",
+    )
+    .unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "the check"]);
+    let data = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cmd = worker_command(data.path(), &fake, &claude);
+    cmd.env("MAINLOOP_WORKERS__RUNTIME", "kubernetes")
+        .env(
+            "MAINLOOP_KUBERNETES__KUBECONFIG",
+            kubeconfig(data.path(), &kube),
+        )
+        .env(
+            "MAINLOOP_KUBERNETES__IMAGE",
+            "localhost/mainloop-agent:test",
+        )
+        .env(
+            "MAINLOOP_KUBERNETES__SERVER_URL",
+            format!("http://{listen}"),
+        );
+    let server = Server::spawn_on(cmd, Stdio::inherit(), &listen);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+
+    let (status, task) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "build the greeter", "repo": repo.path()}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let namespace = format!("mainloop-task-{}", id.replace('-', ""));
+
+    // Asked from a pod; while the task waits for the answer, no pod runs.
+    crate::runner_run::answer_first_options(&base, &token, &id).await;
+    wait_task_state(&base, &token, &id, "waiting_plan_review").await;
+    wait_for("no pod to run while the task waits", || async {
+        (running_pods(&kube) == 0).then_some(())
+    })
+    .await;
+    let (status, body) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/plan"),
+        json!({"action": "approve"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let review = wait_task_state(&base, &token, &id, "review").await;
+    assert!(review["error"].is_null(), "{review}");
+
+    // Every run had a pod of its own, in the task's namespace, its Job gone with the
+    // run; the checks ran in one.
+    let pods_started = started.lock().unwrap().clone();
+    assert!(
+        pods_started.len() >= 4,
+        "ask, plan, implement, check: {pods_started:?}"
+    );
+    assert!(
+        pods_started
+            .iter()
+            .all(|p| p.starts_with(&format!("{namespace}/run-"))),
+        "{pods_started:?}"
+    );
+    wait_for("each run's Job to go with it", || async {
+        kube.objects("batch/v1", "Job", Some(&namespace))
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let transcript = get(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/transcript?limit=1000"),
+    )
+    .await
+    .to_string();
+    assert!(
+        transcript.contains("launching a runner for this run")
+            && transcript.contains("running checks on its runner")
+            && transcript.contains(&pods.path().display().to_string()),
+        "{transcript}"
+    );
+    assert!(
+        !data.path().join("agents").join(&id).exists(),
+        "nothing ran here"
+    );
+
+    let (status, body) = post(
+        &base,
+        &token,
+        &format!("/api/tasks/{id}/review"),
+        json!({"action": "approve"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_task_state(&base, &token, &id, "merged").await;
+    assert_eq!(repo.git(&["show", "main:greeting.txt"]), "hello\n");
+
+    // The task has ended: its namespace goes (at the next collection) and its runner
+    // is revoked.
+    wait_for_within(
+        Duration::from_secs(90),
+        "the task's namespace to go",
+        || async {
+            kube.object("v1", "Namespace", "", &namespace)
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let runners = get(&base, &token, "/api/runners").await;
+    assert_eq!(runners["runners"][0]["task_id"], id.as_str(), "{runners}");
+    assert_eq!(runners["runners"][0]["state"], "revoked", "{runners}");
+}
