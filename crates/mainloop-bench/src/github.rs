@@ -120,6 +120,7 @@ pub async fn run(args: &Args) -> Result<()> {
         port_range: mainloop_worker::DEFAULT_PORT_RANGE,
         task_databases: None,
         retention: mainloop_engine::Retention::default(),
+        launcher: None,
     };
     let engine_config = EngineConfig {
         forge_host: Some("github.com".into()),

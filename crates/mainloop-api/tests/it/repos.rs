@@ -112,6 +112,7 @@ async fn hostile_repositories_run_nothing_and_create_nothing() {
             port_range: mainloop_worker::DEFAULT_PORT_RANGE,
             task_databases: None,
             retention: mainloop_engine::Retention::default(),
+            launcher: None,
             sandbox: None,
         },
     );

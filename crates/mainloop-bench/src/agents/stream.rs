@@ -88,6 +88,7 @@ pub(crate) fn runtime_config(max_agents: usize, work: &Path) -> Result<WorkerCon
         port_range: mainloop_worker::DEFAULT_PORT_RANGE,
         task_databases: None,
         retention: mainloop_engine::Retention::default(),
+        launcher: None,
     })
 }
 
