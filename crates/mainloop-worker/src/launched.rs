@@ -170,7 +170,7 @@ impl Runtime {
 
     /// Ends a launched run, whatever became of it: its runner releases the task's copy
     /// and exits, the lease ends (the next run launches anew) and the launch is stopped.
-    pub(crate) async fn end_launched(&self, task: &Task, on: &OnRunner, run: &str) {
+    pub(crate) async fn end_launched(&self, task: &Task, on: &OnRunner, run: Option<&str>) {
         let engine = &self.inner.engine;
         engine.runner_release(on.runner, task.id);
         if let Ok(Some(lease)) = engine.run_lease(task.id).await
@@ -180,6 +180,7 @@ impl Runtime {
             tracing::warn!(task = %task.id, %error, "could not end a launched run's lease");
         }
         if let Some(launcher) = self.launcher()
+            && let Some(run) = run
             && let Err(error) = launcher.stop_run(task.id, run).await
         {
             tracing::warn!(task = %task.id, %run, %error, "could not stop a launched run; the next collection will");

@@ -55,8 +55,10 @@ enum Chosen {
 /// long as the run lasts (launches count against `max_agents`).
 #[derive(Debug)]
 pub(crate) struct LaunchedRun {
-    pub run: String,
-    _slot: OwnedSemaphorePermit,
+    /// `None` for a launched runner found connected (after a restart of this server):
+    /// its launch's name was this server's memory, and its Job ends with it.
+    pub run: Option<String>,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 /// A run on a runner: which one, and where the task's copy and home are there.
@@ -114,7 +116,21 @@ impl Runtime {
             let (runner, launched) = match self.choose_site(user, task, cancel).await? {
                 Chosen::Cancelled => return Ok(None),
                 Chosen::Here(permit) => return Ok(Some(Site::Here(permit))),
-                Chosen::Runner(runner) => (runner, None),
+                Chosen::Runner(runner) => {
+                    // The task's own launched runner, still there after a restart: the
+                    // run goes on there, and the runner goes with it.
+                    let bound = self.inner.engine.runners(user).await.is_ok_and(|all| {
+                        all.iter()
+                            .any(|r| r.id == runner && r.task_id == Some(task.id))
+                    });
+                    let launched = bound.then(|| {
+                        Arc::new(LaunchedRun {
+                            run: None,
+                            _slot: None,
+                        })
+                    });
+                    (runner, launched)
+                }
                 Chosen::Launch(slot) => {
                     let Some(launcher) = self.launcher().cloned() else {
                         return Ok(Some(Site::Here(slot)));
@@ -127,7 +143,11 @@ impl Runtime {
                                 .lease_run(task.id, runner)
                                 .await
                                 .map_err(crate::task::retry)?;
-                            (runner, Some(Arc::new(LaunchedRun { run, _slot: slot })))
+                            let launched = LaunchedRun {
+                                run: Some(run),
+                                _slot: Some(slot),
+                            };
+                            (runner, Some(Arc::new(launched)))
                         }
                     }
                 }
@@ -149,7 +169,7 @@ impl Runtime {
                         launched: None,
                     };
                     if let Some(l) = &launched {
-                        self.end_launched(task, &on, &l.run).await;
+                        self.end_launched(task, &on, l.run.as_deref()).await;
                     }
                 }
                 // Lost while preparing: placed again, not a failed attempt of the job.

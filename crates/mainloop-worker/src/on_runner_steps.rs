@@ -67,7 +67,7 @@ impl Runtime {
     /// Ends a step's site: a runner launched for the step goes with it.
     pub(crate) async fn end_step_site(&self, task: &Task, on: &OnRunner) {
         if let Some(launched) = &on.launched {
-            self.end_launched(task, on, &launched.run).await;
+            self.end_launched(task, on, launched.run.as_deref()).await;
         }
     }
 

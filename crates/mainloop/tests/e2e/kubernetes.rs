@@ -93,6 +93,24 @@ fn kubeconfig(dir: &Path, fake: &FakeKube) -> PathBuf {
     path
 }
 
+/// A server whose agent runs are launched on `kube`.
+fn launching_server(data: &Path, fake: &FakeAnthropic, claude: &Path, kube: &FakeKube) -> Server {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cmd = worker_command(data, fake, claude);
+    cmd.env("MAINLOOP_WORKERS__RUNTIME", "kubernetes")
+        .env("MAINLOOP_WORKERS__RUNNER_RECONNECT_SECS", "2")
+        .env("MAINLOOP_KUBERNETES__KUBECONFIG", kubeconfig(data, kube))
+        .env(
+            "MAINLOOP_KUBERNETES__IMAGE",
+            "localhost/mainloop-agent:test",
+        )
+        .env(
+            "MAINLOOP_KUBERNETES__SERVER_URL",
+            format!("http://{listen}"),
+        );
+    Server::spawn_on(cmd, Stdio::inherit(), &listen)
+}
+
 /// The pods whose process runs now.
 fn running_pods(fake: &FakeKube) -> usize {
     fake.pods()
@@ -126,22 +144,7 @@ async fn a_task_runs_its_whole_lifecycle_on_pods_the_launcher_starts_and_holds_n
     repo.git(&["add", "-A"]);
     repo.git(&["commit", "-q", "-m", "the check"]);
     let data = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cmd = worker_command(data.path(), &fake, &claude);
-    cmd.env("MAINLOOP_WORKERS__RUNTIME", "kubernetes")
-        .env(
-            "MAINLOOP_KUBERNETES__KUBECONFIG",
-            kubeconfig(data.path(), &kube),
-        )
-        .env(
-            "MAINLOOP_KUBERNETES__IMAGE",
-            "localhost/mainloop-agent:test",
-        )
-        .env(
-            "MAINLOOP_KUBERNETES__SERVER_URL",
-            format!("http://{listen}"),
-        );
-    let server = Server::spawn_on(cmd, Stdio::inherit(), &listen);
+    let server = launching_server(data.path(), &fake, &claude, &kube);
     let (base, token) = (server.base.clone(), server.token.clone().unwrap());
 
     let (status, task) = post(
@@ -236,4 +239,74 @@ async fn a_task_runs_its_whole_lifecycle_on_pods_the_launcher_starts_and_holds_n
     let runners = get(&base, &token, "/api/runners").await;
     assert_eq!(runners["runners"][0]["task_id"], id.as_str(), "{runners}");
     assert_eq!(runners["runners"][0]["state"], "revoked", "{runners}");
+}
+
+/// A pod killed mid-implementation (its node lost): the run is launched again and the
+/// new pod resumes the session the server kept; the first step is not taken twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_killed_mid_run_has_its_run_resumed_on_a_new_one() {
+    use crate::runner_faults::{kept_state, rules, wait_rule};
+    let Some(claude) = claude_path() else { return };
+    let mut long_job_script = script("long-job");
+    for rule in &mut long_job_script.rules {
+        if rule.name.as_deref() == Some("slow-work") {
+            rule.delay_ms = 120_000;
+        }
+    }
+    let fake = FakeAnthropic::start(long_job_script).await.unwrap();
+    let kube = FakeKube::start(KubeConfig::default()).await.unwrap();
+    let pods = tempfile::tempdir().unwrap();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    play_pods(
+        &kube,
+        pods.path().to_owned(),
+        claude.clone(),
+        started.clone(),
+    );
+    let repo = GitRepo::new();
+    let data = tempfile::tempdir().unwrap();
+    let server = launching_server(data.path(), &fake, &claude, &kube);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let (status, task) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "long job", "repo": repo.path(), "skip_plan": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+
+    wait_rule(&fake, "slow-work").await;
+    wait_for_within(
+        Duration::from_secs(90),
+        "the server to keep the session with its first step",
+        || async {
+            kept_state(data.path(), &id)
+                .filter(|s| s.contains("\"tool_result\""))
+                .map(drop)
+        },
+    )
+    .await;
+    let before = get(&base, &token, &format!("/api/tasks/{id}")).await;
+    assert_eq!(before["state"], "implementing", "{before}");
+    let victim = started.lock().unwrap().last().cloned().unwrap();
+    let (namespace, name) = victim.split_once('/').unwrap();
+    kube.kill_pod(namespace, name).unwrap();
+
+    let review = wait_task_state(&base, &token, &id, "review").await;
+    assert_eq!(
+        review["session_id"], before["session_id"],
+        "the same session"
+    );
+    let pods_started = started.lock().unwrap().clone();
+    assert!(pods_started.len() >= 2, "{pods_started:?}");
+    let rules = rules(&fake);
+    assert_eq!(
+        rules.iter().filter(|r| *r == "first-step").count(),
+        1,
+        "{rules:?}"
+    );
+    assert!(rules.contains(&"relaunched".to_owned()), "{rules:?}");
+    assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
 }

@@ -15,14 +15,14 @@ fn server_on(data: &Path, fake: &FakeAnthropic, claude: &Path, listen: &str) -> 
     Server::spawn_on(cmd, Stdio::inherit(), listen)
 }
 
-fn rules(fake: &FakeAnthropic) -> Vec<String> {
+pub(super) fn rules(fake: &FakeAnthropic) -> Vec<String> {
     fake.message_requests()
         .into_iter()
         .filter_map(|r| r.rule_name)
         .collect()
 }
 
-async fn wait_rule(fake: &FakeAnthropic, rule: &str) {
+pub(super) async fn wait_rule(fake: &FakeAnthropic, rule: &str) {
     wait_for(format!("the model's rule {rule}"), || async {
         rules(fake).iter().any(|r| r == rule).then_some(())
     })
