@@ -95,7 +95,23 @@ fn kubeconfig(dir: &Path, fake: &FakeKube) -> PathBuf {
 
 /// A server whose agent runs are launched on `kube`.
 fn launching_server(data: &Path, fake: &FakeAnthropic, claude: &Path, kube: &FakeKube) -> Server {
-    let listen = format!("127.0.0.1:{}", free_port());
+    launching_server_on(
+        data,
+        fake,
+        claude,
+        kube,
+        &format!("127.0.0.1:{}", free_port()),
+    )
+}
+
+/// [`launching_server`] on `listen`.
+fn launching_server_on(
+    data: &Path,
+    fake: &FakeAnthropic,
+    claude: &Path,
+    kube: &FakeKube,
+    listen: &str,
+) -> Server {
     let mut cmd = worker_command(data, fake, claude);
     cmd.env("MAINLOOP_WORKERS__RUNTIME", "kubernetes")
         .env("MAINLOOP_WORKERS__RUNNER_RECONNECT_SECS", "2")
@@ -108,7 +124,7 @@ fn launching_server(data: &Path, fake: &FakeAnthropic, claude: &Path, kube: &Fak
             "MAINLOOP_KUBERNETES__SERVER_URL",
             format!("http://{listen}"),
         );
-    Server::spawn_on(cmd, Stdio::inherit(), &listen)
+    Server::spawn_on(cmd, Stdio::inherit(), listen)
 }
 
 /// The pods whose process runs now.
@@ -308,5 +324,92 @@ async fn a_pod_killed_mid_run_has_its_run_resumed_on_a_new_one() {
         "{rules:?}"
     );
     assert!(rules.contains(&"relaunched".to_owned()), "{rules:?}");
+    assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
+}
+
+/// The server SIGKILLed while a pod works, and the cluster away for a while as it comes
+/// back: the run waits for the launcher (the task says so), then goes on — on the pod
+/// that reconnects, or a new one — resuming the same session; nothing is done twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_while_a_pod_works_and_the_cluster_away_lose_nothing() {
+    use crate::runner_faults::{kept_state, rules, wait_rule};
+    let Some(claude) = claude_path() else { return };
+    let mut long_job_script = script("long-job");
+    for rule in &mut long_job_script.rules {
+        if rule.name.as_deref() == Some("slow-work") {
+            rule.delay_ms = 120_000;
+        }
+    }
+    let fake = FakeAnthropic::start(long_job_script).await.unwrap();
+    let kube = FakeKube::start(KubeConfig::default()).await.unwrap();
+    let pods = tempfile::tempdir().unwrap();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    play_pods(
+        &kube,
+        pods.path().to_owned(),
+        claude.clone(),
+        started.clone(),
+    );
+    let repo = GitRepo::new();
+    let data = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server = launching_server_on(data.path(), &fake, &claude, &kube, &listen);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let (status, task) = post(
+        &base,
+        &token,
+        "/api/tasks",
+        json!({"description": "long job", "repo": repo.path(), "skip_plan": true}),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    wait_rule(&fake, "slow-work").await;
+    wait_for_within(
+        Duration::from_secs(90),
+        "the server to keep the session with its first step",
+        || async {
+            kept_state(data.path(), &id)
+                .filter(|s| s.contains("\"tool_result\""))
+                .map(drop)
+        },
+    )
+    .await;
+    let before = get(&base, &token, &format!("/api/tasks/{id}")).await;
+
+    server.sigkill();
+    kube.set_outage(Some(mainloop_fake_kube::Outage::Unavailable))
+        .await;
+    let restarted = wait_for("the server to start again on its port", || async {
+        Some(launching_server_on(
+            data.path(),
+            &fake,
+            &claude,
+            &kube,
+            &listen,
+        ))
+    })
+    .await;
+    // The restarted server meets the outage (its collection asks at once) and waits.
+    wait_for("the restarted server to meet the outage", || async {
+        kube.requests()
+            .iter()
+            .any(|r| r.status == 503)
+            .then_some(())
+    })
+    .await;
+    kube.set_outage(None).await;
+
+    let review = wait_task_state(&restarted.base, &token, &id, "review").await;
+    assert_eq!(
+        review["session_id"], before["session_id"],
+        "the same session"
+    );
+    let rules = rules(&fake);
+    assert_eq!(
+        rules.iter().filter(|r| *r == "first-step").count(),
+        1,
+        "{rules:?}"
+    );
     assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
 }
