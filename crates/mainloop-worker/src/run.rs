@@ -200,12 +200,15 @@ async fn attempts(
         Site::Runner(on) => !rt.is_connected(user, on.runner).await,
         Site::Here(_) => false,
     };
+    // When the run's input reached the agent: its first delivery in this run, which a
+    // resumed session keeps (a session started afresh is told it again).
+    let mut reached: Option<Instant> = None;
     loop {
         let run = Run {
             task: &task,
             ..first
         };
-        let delivering = Instant::now();
+        let delivering = *reached.get_or_insert_with(Instant::now);
         let session = match deliver(&run, input, attempts.fresh).await {
             Ok(s) => s,
             Err(Delivery::Retry(e)) => return Err(e),
@@ -248,9 +251,11 @@ async fn attempts(
                 };
                 return apply(rt, task.id, event).await.map(|_| Ended::Done);
             }
-            Action::StartAfresh { note } | Action::Resume { note } => {
+            Action::StartAfresh { note } => {
+                reached = None;
                 status(rt, user, task.id, &note).await;
             }
+            Action::Resume { note } => status(rt, user, task.id, &note).await,
             Action::ResumeAfter { wait, note } => {
                 status(rt, user, task.id, &note).await;
                 tokio::select! {

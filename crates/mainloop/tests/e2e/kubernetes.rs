@@ -257,159 +257,146 @@ async fn a_task_runs_its_whole_lifecycle_on_pods_the_launcher_starts_and_holds_n
     assert_eq!(runners["runners"][0]["state"], "revoked", "{runners}");
 }
 
-/// A pod killed mid-implementation (its node lost): the run is launched again and the
-/// new pod resumes the session the server kept; the first step is not taken twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pod_killed_mid_run_has_its_run_resumed_on_a_new_one() {
-    use crate::runner_faults::{kept_state, rules, wait_rule};
-    let Some(claude) = claude_path() else { return };
-    let mut long_job_script = script("long-job");
-    for rule in &mut long_job_script.rules {
-        if rule.name.as_deref() == Some("slow-work") {
-            rule.delay_ms = 120_000;
+/// A long job under way on a launched pod, its session with the first step kept on
+/// the server: what the fault tests start from.
+struct LongJob {
+    fake: FakeAnthropic,
+    kube: FakeKube,
+    claude: PathBuf,
+    started: Arc<Mutex<Vec<String>>>,
+    data: tempfile::TempDir,
+    listen: String,
+    server: Option<Server>,
+    token: String,
+    id: String,
+    /// The task as it was then.
+    before: Value,
+    _pods: tempfile::TempDir,
+    _repo: GitRepo,
+}
+
+impl LongJob {
+    async fn start(claude: PathBuf) -> Self {
+        use crate::runner_faults::{kept_state, wait_rule};
+        // The slow reply is slower here: the pod must still be waiting for it when a
+        // save during the run has kept the session with its first step.
+        let mut long_job_script = script("long-job");
+        for rule in &mut long_job_script.rules {
+            if rule.name.as_deref() == Some("slow-work") {
+                rule.delay_ms = 120_000;
+            }
+        }
+        let fake = FakeAnthropic::start(long_job_script).await.unwrap();
+        let kube = FakeKube::start(KubeConfig::default()).await.unwrap();
+        let pods = tempfile::tempdir().unwrap();
+        let started = Arc::new(Mutex::new(Vec::new()));
+        play_pods(
+            &kube,
+            pods.path().to_owned(),
+            claude.clone(),
+            started.clone(),
+        );
+        let repo = GitRepo::new();
+        let data = tempfile::tempdir().unwrap();
+        let listen = format!("127.0.0.1:{}", free_port());
+        let server = launching_server_on(data.path(), &fake, &claude, &kube, &listen);
+        let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+        let (status, task) = post(
+            &base,
+            &token,
+            "/api/tasks",
+            json!({"description": "long job", "repo": repo.path(), "skip_plan": true}),
+        )
+        .await;
+        assert_eq!(status, 201, "{task}");
+        let id = task["id"].as_str().unwrap().to_owned();
+        wait_rule(&fake, "slow-work").await;
+        wait_for_within(
+            Duration::from_secs(90),
+            "the server to keep the session with its first step",
+            || async {
+                kept_state(data.path(), &id)
+                    .filter(|s| s.contains("\"tool_result\""))
+                    .map(drop)
+            },
+        )
+        .await;
+        let before = get(&base, &token, &format!("/api/tasks/{id}")).await;
+        assert_eq!(before["state"], "implementing", "{before}");
+        Self {
+            fake,
+            kube,
+            claude,
+            started,
+            data,
+            listen,
+            server: Some(server),
+            token,
+            id,
+            before,
+            _pods: pods,
+            _repo: repo,
         }
     }
-    let fake = FakeAnthropic::start(long_job_script).await.unwrap();
-    let kube = FakeKube::start(KubeConfig::default()).await.unwrap();
-    let pods = tempfile::tempdir().unwrap();
-    let started = Arc::new(Mutex::new(Vec::new()));
-    play_pods(
-        &kube,
-        pods.path().to_owned(),
-        claude.clone(),
-        started.clone(),
-    );
-    let repo = GitRepo::new();
-    let data = tempfile::tempdir().unwrap();
-    let server = launching_server(data.path(), &fake, &claude, &kube);
-    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
-    let (status, task) = post(
-        &base,
-        &token,
-        "/api/tasks",
-        json!({"description": "long job", "repo": repo.path(), "skip_plan": true}),
-    )
-    .await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["id"].as_str().unwrap().to_owned();
 
-    wait_rule(&fake, "slow-work").await;
-    wait_for_within(
-        Duration::from_secs(90),
-        "the server to keep the session with its first step",
-        || async {
-            kept_state(data.path(), &id)
-                .filter(|s| s.contains("\"tool_result\""))
-                .map(drop)
-        },
-    )
-    .await;
-    let before = get(&base, &token, &format!("/api/tasks/{id}")).await;
-    assert_eq!(before["state"], "implementing", "{before}");
-    let victim = started.lock().unwrap().last().cloned().unwrap();
+    /// The task reached review resuming the same session, its first step taken once
+    /// and nothing started afresh.
+    async fn finishes_on(&self, base: &str) {
+        let review = wait_task_state(base, &self.token, &self.id, "review").await;
+        assert_eq!(
+            review["session_id"], self.before["session_id"],
+            "the same session"
+        );
+        let rules = crate::runner_faults::rules(&self.fake);
+        let first = rules.iter().filter(|r| *r == "first-step").count();
+        assert_eq!(first, 1, "{rules:?}");
+        assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
+    }
+}
+
+/// A pod killed mid-implementation (its node lost): the run is launched again and the
+/// new pod resumes the session the server kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_killed_mid_run_has_its_run_resumed_on_a_new_one() {
+    let Some(claude) = claude_path() else { return };
+    let job = LongJob::start(claude).await;
+    let victim = job.started.lock().unwrap().last().cloned().unwrap();
     let (namespace, name) = victim.split_once('/').unwrap();
-    kube.kill_pod(namespace, name).unwrap();
-
-    let review = wait_task_state(&base, &token, &id, "review").await;
-    assert_eq!(
-        review["session_id"], before["session_id"],
-        "the same session"
-    );
-    let pods_started = started.lock().unwrap().clone();
-    assert!(pods_started.len() >= 2, "{pods_started:?}");
-    let rules = rules(&fake);
-    assert_eq!(
-        rules.iter().filter(|r| *r == "first-step").count(),
-        1,
-        "{rules:?}"
-    );
+    job.kube.kill_pod(namespace, name).unwrap();
+    let base = job.server.as_ref().unwrap().base.clone();
+    job.finishes_on(&base).await;
+    assert!(job.started.lock().unwrap().len() >= 2, "a new pod took it");
+    let rules = crate::runner_faults::rules(&job.fake);
     assert!(rules.contains(&"relaunched".to_owned()), "{rules:?}");
-    assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
 }
 
 /// The server SIGKILLed while a pod works, and the cluster away for a while as it comes
-/// back: the run waits for the launcher (the task says so), then goes on — on the pod
-/// that reconnects, or a new one — resuming the same session; nothing is done twice.
+/// back: the run waits for the launcher, then goes on — on the pod that reconnects, or
+/// a new one — resuming the same session; nothing is done twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_killed_while_a_pod_works_and_the_cluster_away_lose_nothing() {
-    use crate::runner_faults::{kept_state, rules, wait_rule};
     let Some(claude) = claude_path() else { return };
-    let mut long_job_script = script("long-job");
-    for rule in &mut long_job_script.rules {
-        if rule.name.as_deref() == Some("slow-work") {
-            rule.delay_ms = 120_000;
-        }
-    }
-    let fake = FakeAnthropic::start(long_job_script).await.unwrap();
-    let kube = FakeKube::start(KubeConfig::default()).await.unwrap();
-    let pods = tempfile::tempdir().unwrap();
-    let started = Arc::new(Mutex::new(Vec::new()));
-    play_pods(
-        &kube,
-        pods.path().to_owned(),
-        claude.clone(),
-        started.clone(),
-    );
-    let repo = GitRepo::new();
-    let data = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let server = launching_server_on(data.path(), &fake, &claude, &kube, &listen);
-    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
-    let (status, task) = post(
-        &base,
-        &token,
-        "/api/tasks",
-        json!({"description": "long job", "repo": repo.path(), "skip_plan": true}),
-    )
-    .await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["id"].as_str().unwrap().to_owned();
-    wait_rule(&fake, "slow-work").await;
-    wait_for_within(
-        Duration::from_secs(90),
-        "the server to keep the session with its first step",
-        || async {
-            kept_state(data.path(), &id)
-                .filter(|s| s.contains("\"tool_result\""))
-                .map(drop)
-        },
-    )
-    .await;
-    let before = get(&base, &token, &format!("/api/tasks/{id}")).await;
-
-    server.sigkill();
-    kube.set_outage(Some(mainloop_fake_kube::Outage::Unavailable))
+    let mut job = LongJob::start(claude).await;
+    job.kube
+        .set_outage(Some(mainloop_fake_kube::Outage::Unavailable))
         .await;
-    let restarted = wait_for("the server to start again on its port", || async {
-        Some(launching_server_on(
-            data.path(),
-            &fake,
-            &claude,
-            &kube,
-            &listen,
-        ))
-    })
-    .await;
+    job.server.take().unwrap().sigkill();
+    let restarted = launching_server_on(
+        job.data.path(),
+        &job.fake,
+        &job.claude,
+        &job.kube,
+        &job.listen,
+    );
     // The restarted server meets the outage (its collection asks at once) and waits.
     wait_for("the restarted server to meet the outage", || async {
-        kube.requests()
+        job.kube
+            .requests()
             .iter()
             .any(|r| r.status == 503)
             .then_some(())
     })
     .await;
-    kube.set_outage(None).await;
-
-    let review = wait_task_state(&restarted.base, &token, &id, "review").await;
-    assert_eq!(
-        review["session_id"], before["session_id"],
-        "the same session"
-    );
-    let rules = rules(&fake);
-    assert_eq!(
-        rules.iter().filter(|r| *r == "first-step").count(),
-        1,
-        "{rules:?}"
-    );
-    assert!(!rules.contains(&"started-again".to_owned()), "{rules:?}");
+    job.kube.set_outage(None).await;
+    job.finishes_on(&restarted.base).await;
 }
