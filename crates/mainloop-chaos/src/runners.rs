@@ -85,7 +85,15 @@ impl Runners {
         let bin = setup.dir.join("bin");
         std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
         for (name, program) in &setup.agents {
-            std::os::unix::fs::symlink(program, bin.join(name))
+            // Its directories resolved (`crates/x/../../node_modules/.bin/claude` becomes
+            // `node_modules/.bin/claude`): a sandbox resolves a link's `..` through
+            // directories it hides, such as the checkout under a hidden /tmp.
+            let program = match (program.parent(), program.file_name()) {
+                (Some(dir), Some(file)) => std::fs::canonicalize(dir)
+                    .map_or_else(|_| program.clone(), |dir| dir.join(file)),
+                _ => program.clone(),
+            };
+            std::os::unix::fs::symlink(&program, bin.join(name))
                 .with_context(|| format!("linking {} into {}", program.display(), bin.display()))?;
         }
         let path = format!(
