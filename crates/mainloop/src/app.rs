@@ -21,9 +21,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::data_dir::{ensure_data_dir, lock_data_dir, restrict};
+
 const OWNER_NAME: &str = "owner";
 const TOKEN_FILE: &str = "owner.token";
-const LOCK_FILE: &str = "mainloop.lock";
 
 /// Sets up logging to stderr as configured (`RUST_LOG` wins over the config file).
 pub fn init_logging(config: &Config) {
@@ -40,24 +41,6 @@ pub fn init_logging(config: &Config) {
         builder.try_init()
     };
 }
-
-fn ensure_data_dir(config: &Config) -> Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    restrict(&config.data_dir, 0o700);
-    Ok(())
-}
-
-#[cfg(unix)]
-fn restrict(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
-        tracing::warn!(path = %path.display(), error = %e, "could not restrict permissions");
-    }
-}
-
-#[cfg(not(unix))]
-fn restrict(_path: &Path, _mode: u32) {}
 
 /// Opens the database (creating it and applying migrations as needed).
 pub async fn open_store(config: &Config) -> Result<Store> {
@@ -362,34 +345,6 @@ pub async fn owner_token(engine: &Engine, config: &Config, new: bool) -> Result<
     save_token(config, &token)?;
     Ok(token)
 }
-
-/// Holds an exclusive lock on the data directory: a second server on the same data
-/// would break the single-process assumptions (job reclaim at start). A server killed a
-/// moment ago may still hold it for a while — a child it forked keeps the lock until it
-/// execs — so a held lock is waited for before it is taken as another server's.
-async fn lock_data_dir(config: &Config) -> Result<File> {
-    let path = config.data_dir.join(LOCK_FILE);
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let since = std::time::Instant::now();
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if since.elapsed() < LOCK_WAIT => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            Err(std::fs::TryLockError::WouldBlock) => bail!(
-                "another mainloop server is using {}; stop it first",
-                config.data_dir.display()
-            ),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).context("locking the data directory");
-            }
-        }
-    }
-}
-
-/// How long a held lock on the data directory is waited for.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[allow(clippy::print_stdout)]
 fn announce(line: &str) {

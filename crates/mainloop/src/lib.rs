@@ -6,6 +6,7 @@ mod agents;
 pub mod app;
 pub mod cli;
 pub mod client;
+mod data_dir;
 mod launcher;
 pub mod main_thread;
 pub mod mcp_stdio;
