@@ -43,10 +43,11 @@ max_connections = 16
 # image_pull_policy = "IfNotPresent"
 namespace_prefix = "mainloop-task-"
 job_ttl_secs = 3600
-# Each agent container's requests and limits, and each task namespace's quota.
-requests = { cpu = "500m", memory = "1Gi", ephemeral-storage = "2Gi" }
-limits = { cpu = "2", memory = "4Gi", ephemeral-storage = "10Gi" }
-quota = { pods = "2", "requests.cpu" = "1", "requests.memory" = "2Gi", "limits.cpu" = "4", "limits.memory" = "8Gi" }
+# Each agent container's requests and limits, and each task namespace's quota
+# (empty: the launcher's, these).
+# requests = { cpu = "500m", memory = "1Gi", ephemeral-storage = "2Gi" }
+# limits = { cpu = "2", memory = "4Gi", ephemeral-storage = "10Gi" }
+# quota = { pods = "2", "requests.cpu" = "1", "requests.memory" = "2Gi", "limits.cpu" = "4", "limits.memory" = "8Gi" }
 
 [auth]
 # Require login. Only disable on a single-user machine with a localhost listener.

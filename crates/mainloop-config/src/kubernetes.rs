@@ -46,21 +46,14 @@ pub struct KubernetesConfig {
     /// name hosts. Default none.
     pub egress: Vec<String>,
     /// Each agent container's requests and limits (`cpu`, `memory`,
-    /// `ephemeral-storage`); defaults 500m/1Gi/2Gi and 2/4Gi/10Gi.
+    /// `ephemeral-storage`); empty: the launcher's (500m/1Gi/2Gi and 2/4Gi/10Gi).
     pub requests: BTreeMap<String, String>,
     pub limits: BTreeMap<String, String>,
-    /// The task namespace's ResourceQuota (`pods`, `requests.cpu`, …); default room for
-    /// a run and the one stopping before it.
+    /// The task namespace's ResourceQuota (`pods`, `requests.cpu`, …); empty: the
+    /// launcher's, room for a run and the one stopping before it.
     pub quota: BTreeMap<String, String>,
     /// Seconds a finished Job is kept. Default `3600`.
     pub job_ttl_secs: u32,
-}
-
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
 }
 
 impl Default for KubernetesConfig {
@@ -74,23 +67,9 @@ impl Default for KubernetesConfig {
             server_namespace: "mainloop".to_owned(),
             server_port: 8080,
             egress: Vec::new(),
-            requests: map(&[
-                ("cpu", "500m"),
-                ("memory", "1Gi"),
-                ("ephemeral-storage", "2Gi"),
-            ]),
-            limits: map(&[
-                ("cpu", "2"),
-                ("memory", "4Gi"),
-                ("ephemeral-storage", "10Gi"),
-            ]),
-            quota: map(&[
-                ("pods", "2"),
-                ("requests.cpu", "1"),
-                ("requests.memory", "2Gi"),
-                ("limits.cpu", "4"),
-                ("limits.memory", "8Gi"),
-            ]),
+            requests: BTreeMap::new(),
+            limits: BTreeMap::new(),
+            quota: BTreeMap::new(),
             job_ttl_secs: 3600,
         }
     }

@@ -70,11 +70,23 @@ fn settings(config: &Config) -> Result<KubeSettings> {
         server,
         allowed_egress,
         resources: Resources {
-            requests: k.requests.clone(),
-            limits: k.limits.clone(),
+            requests: or_default(&k.requests, &defaults.resources.requests),
+            limits: or_default(&k.limits, &defaults.resources.limits),
         },
-        quota: k.quota.clone(),
+        quota: or_default(&k.quota, &defaults.quota),
         job_ttl_secs: i32::try_from(k.job_ttl_secs).ok(),
         ..defaults
     })
+}
+
+/// The configured table, or the launcher's own when none is configured.
+fn or_default(
+    configured: &std::collections::BTreeMap<String, String>,
+    default: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    if configured.is_empty() {
+        default.clone()
+    } else {
+        configured.clone()
+    }
 }
