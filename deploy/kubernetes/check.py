@@ -398,6 +398,20 @@ def summary(config: dict) -> str:
     return f"listen {config.get('listen')}, data_dir {config.get('data_dir')}, database {db}"
 
 
+def check_preview_hosts(objects: list[dict], config: dict, where: str) -> None:
+    """An Ingress's wildcard host serves previews only under mainloop's previews.domain."""
+    domain = (config.get("previews") or {}).get("domain")
+    for obj in objects:
+        if obj.get("kind") != "Ingress":
+            continue
+        for rule in (obj.get("spec") or {}).get("rules") or []:
+            host = rule.get("host") or ""
+            if host.startswith("*.") and host[2:] != domain:
+                error(f"{where}: the Ingress serves {host}, but previews.domain is {domain!r}")
+            elif host.startswith("*."):
+                print(f"  {where}: previews at t-<id>.{domain}, as the Ingress's {host}")
+
+
 def check_rendered_config(binary: str, rendered: Path) -> None:
     objects = load_stream(rendered)
     label = rendered.stem
@@ -443,6 +457,7 @@ def check_rendered_config(binary: str, rendered: Path) -> None:
                 config = print_config(binary, env, where)
                 if config is not None:
                     print(f"  {label}: mainloop accepts its configuration: {summary(config)}")
+                    check_preview_hosts(objects, config, where)
                 checked += 1
     if checked == 0:
         error(f"{label}: no container with MAINLOOP_CONFIG, so no configuration was checked")

@@ -1,10 +1,10 @@
 //! The host-routed preview proxy: a request whose `Host` is a preview host
 //! (`t-<short id>.<previews domain>`) never reaches the API or the web app. Its
 //! one-time code becomes a host-only cookie (then a redirect drops the code); with a
-//! valid cookie it is forwarded to the task's preview on loopback — method, path,
-//! query, headers without the hop-by-hop ones, the body streamed — WebSocket and other
-//! upgrades included (both sides upgraded, then bytes copied both ways); without one it
-//! gets a short 403 page.
+//! valid cookie it is forwarded to the task's preview (on loopback, or in the task's
+//! pod) — method, path, query, headers without the hop-by-hop ones, the body streamed —
+//! WebSocket and other upgrades included (both sides upgraded, then bytes copied both
+//! ways); without one it gets a short 403 page.
 
 use crate::auth::{cookie, cookie_pairs};
 use axum::Router;
@@ -15,7 +15,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use mainloop_engine::{Engine, PreviewHost, PreviewTarget};
-use std::net::Ipv4Addr;
+use std::net::SocketAddr;
 
 /// The cookie that lets the task's owner into one preview host.
 pub const PREVIEW_COOKIE: &str = "mainloop_preview";
@@ -84,7 +84,7 @@ async fn serve(p: &Previews, host: &PreviewHost, req: Request) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "This preview has stopped (it was idle, or the task ended). Open it again from mainloop.",
         ),
-        PreviewTarget::Port(port) => forward(req, port).await,
+        PreviewTarget::At(addr) => forward(req, addr).await,
     }
 }
 
@@ -198,15 +198,15 @@ pub fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn bad_gateway(port: u16, e: &dyn std::fmt::Display) -> Response {
-    tracing::info!(port, error = %e, "preview did not answer");
+fn bad_gateway(addr: SocketAddr, e: &dyn std::fmt::Display) -> Response {
+    tracing::info!(%addr, error = %e, "preview did not answer");
     page(
         StatusCode::BAD_GATEWAY,
         "The preview did not answer. It may still be starting, or it stopped; open it again from mainloop.",
     )
 }
 
-async fn forward(mut req: Request, port: u16) -> Response {
+async fn forward(mut req: Request, addr: SocketAddr) -> Response {
     let upgrade = upgrade_of(req.headers());
     let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -228,17 +228,17 @@ async fn forward(mut req: Request, port: u16) -> Response {
         .body(body)
     {
         Ok(r) => r,
-        Err(e) => return bad_gateway(port, &e),
+        Err(e) => return bad_gateway(addr, &e),
     };
     *out.headers_mut() = headers;
-    let stream = match tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await {
+    let stream = match tokio::net::TcpStream::connect(addr).await {
         Ok(s) => s,
-        Err(e) => return bad_gateway(port, &e),
+        Err(e) => return bad_gateway(addr, &e),
     };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(pair) => pair,
-        Err(e) => return bad_gateway(port, &e),
+        Err(e) => return bad_gateway(addr, &e),
     };
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -247,7 +247,7 @@ async fn forward(mut req: Request, port: u16) -> Response {
     });
     let mut resp = match sender.send_request(out).await {
         Ok(r) => r,
-        Err(e) => return bad_gateway(port, &e),
+        Err(e) => return bad_gateway(addr, &e),
     };
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_side

@@ -44,10 +44,23 @@ max_connections = 16
 namespace_prefix = "mainloop-task-"
 job_ttl_secs = 3600
 # Each agent container's requests and limits, and each task namespace's quota
-# (empty: the launcher's, these).
+# (empty: the launcher's, these; the quota holds a run, the one stopping before it and
+# the task's database).
 # requests = { cpu = "500m", memory = "1Gi", ephemeral-storage = "2Gi" }
 # limits = { cpu = "2", memory = "4Gi", ephemeral-storage = "10Gi" }
-# quota = { pods = "2", "requests.cpu" = "1", "requests.memory" = "2Gi", "limits.cpu" = "4", "limits.memory" = "8Gi" }
+# quota = { pods = "3", "requests.cpu" = "1100m", "requests.memory" = "2560Mi", "requests.ephemeral-storage" = "4608Mi", "limits.cpu" = "5", "limits.memory" = "9Gi", "limits.ephemeral-storage" = "21Gi" }
+
+[kubernetes.database]
+# Where the cluster runs CloudNativePG, a task that asks for a database gets a Cluster of
+# one instance in its namespace, deleted with it (elsewhere: workers.task_database_url).
+storage_size = "1Gi"
+# The operator's namespace: its pods may reach the database's.
+operator_namespace = "cnpg-system"
+# storage_class = "fast-ssd"                       # default: the cluster's default class
+# image = "ghcr.io/cloudnative-pg/postgresql:17"   # default: the operator's
+# The database container's requests and limits (empty: the launcher's, these).
+# requests = { cpu = "100m", memory = "512Mi", ephemeral-storage = "512Mi" }
+# limits = { cpu = "1", memory = "1Gi", ephemeral-storage = "1Gi" }
 
 [auth]
 # Require login. Only disable on a single-user machine with a localhost listener.

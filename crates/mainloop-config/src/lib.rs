@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use agents::{AgentEntry, AgentProtocol, AgentSettings};
 pub use error::ConfigError;
 pub use example::EXAMPLE_TOML;
-pub use kubernetes::{KubernetesConfig, WorkersRuntime};
+pub use kubernetes::{KubernetesConfig, KubernetesDatabaseConfig, WorkersRuntime};
 pub use load::NOT_CONFIGURATION;
 pub use secret::{REDACTED, Secret};
 pub use workers::{SandboxMode, WorkersConfig};

@@ -26,7 +26,10 @@ pub struct TaskEnv {
 /// A database made for one task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskDatabaseInfo {
-    pub name: String,
+    /// Its name on the server configured for task databases, where it is dropped when
+    /// the task ends; `None` for one made elsewhere (in the task's Kubernetes
+    /// namespace), which goes with that.
+    pub name: Option<String>,
     /// The task's `DATABASE_URL`.
     pub url: String,
 }
@@ -109,6 +112,7 @@ impl Engine {
         database: Option<TaskDatabaseInfo>,
     ) -> Result<TaskEnv> {
         let (database_name, database_url) = database.map(|d| (d.name, d.url)).unzip();
+        let database_name = database_name.flatten();
         let row = TaskEnvRow {
             vars: spec
                 .env
@@ -220,7 +224,10 @@ impl Engine {
                 ))
             })?;
         let url = database_url(admin_url, &name, &password)?;
-        Ok(TaskDatabaseInfo { name, url })
+        Ok(TaskDatabaseInfo {
+            name: Some(name),
+            url,
+        })
     }
 
     /// Drops database `name` made for a task on the server at `admin_url`.

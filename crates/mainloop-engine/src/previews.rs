@@ -8,6 +8,7 @@ use crate::{Engine, EngineError, Result};
 use futures::future::BoxFuture;
 use mainloop_domain::{TaskId, UserId};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -19,12 +20,13 @@ pub const PREVIEW_COOKIE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Starts, uses and stops tasks' preview processes (implemented by the worker runtime;
 /// installed by the binary).
 pub trait PreviewPort: Send + Sync + std::fmt::Debug + 'static {
-    /// Starts the task's preview unless it runs, waits until its port answers, and
-    /// gives the port; the error says why it could not, with the command's output.
-    fn start(&self, task: TaskId) -> BoxFuture<'static, Result<u16, String>>;
-    /// The port of the task's running preview, counting as use (it keeps the preview
+    /// Starts the task's preview unless it runs, waits until it answers, and gives
+    /// where it answers (a loopback port, or its pod's address); the error says why it
+    /// could not, with the command's output.
+    fn start(&self, task: TaskId) -> BoxFuture<'static, Result<SocketAddr, String>>;
+    /// Where the task's running preview answers, counting as use (it keeps the preview
     /// from its idle stop); `None` when it does not run.
-    fn touch(&self, task: TaskId) -> Option<u16>;
+    fn touch(&self, task: TaskId) -> Option<SocketAddr>;
     /// Stops the task's preview, if it runs.
     fn stop(&self, task: TaskId) -> BoxFuture<'static, ()>;
 }
@@ -45,8 +47,8 @@ pub struct PreviewHost(pub String);
 /// Where a request to a preview host goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PreviewTarget {
-    /// To the preview process listening on this loopback port.
-    Port(u16),
+    /// To the preview process listening there (loopback, or its pod).
+    At(SocketAddr),
     /// Nowhere: no valid cookie of the task's owner for this host.
     Refused,
     /// The visitor may enter, but the preview no longer runs (idle or the task ended).
@@ -214,7 +216,7 @@ impl Engine {
             return PreviewTarget::Refused;
         };
         match self.preview_port().and_then(|(p, _)| p.touch(grant.task)) {
-            Some(port) => PreviewTarget::Port(port),
+            Some(addr) => PreviewTarget::At(addr),
             None => PreviewTarget::Stopped,
         }
     }

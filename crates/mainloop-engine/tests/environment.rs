@@ -117,7 +117,7 @@ async fn a_task_database_is_made_passed_and_dropped() {
         .create_task_database(task, &admin)
         .await
         .unwrap();
-    assert_eq!(info.name, name);
+    assert_eq!(info.name.as_deref(), Some(name.as_str()));
     // Made again (a retry): kept, no error, a new password.
     let info = world
         .engine

@@ -4,10 +4,10 @@
 //! paging, watch, create, update, patch, delete, deletecollection), and logs the request.
 
 use crate::Error;
-use crate::faults::RequestRecord;
+use crate::faults::{RequestRecord, ResourcePath, resource_path};
 use crate::ops::DeleteOpts;
 use crate::patch::{self, PatchKind};
-use crate::resources::{self, TYPES};
+use crate::resources::{self, Served, TYPES};
 use crate::select::Selector;
 use crate::state::{Shared, State};
 use crate::status::json_response;
@@ -42,27 +42,32 @@ struct Target {
     sub: Option<String>,
 }
 
-fn parse_path(path: &str, server: &str, aggregated: bool) -> Option<Route> {
+fn parse_path(path: &str, server: &str, aggregated: bool, served: Served) -> Option<Route> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (group, version, rest) = match segs.as_slice() {
         ["version"] => return Some(Route::Discovery(Some(resources::version()))),
-        ["api"] if aggregated => return Some(Route::Discovery(Some(resources::aggregated(true)))),
+        ["api"] if aggregated => {
+            return Some(Route::Discovery(Some(resources::aggregated(served, true))));
+        }
         ["api"] => return Some(Route::Discovery(Some(resources::core_versions(server)))),
         ["apis"] if aggregated => {
-            return Some(Route::Discovery(Some(resources::aggregated(false))));
+            return Some(Route::Discovery(Some(resources::aggregated(served, false))));
         }
-        ["apis"] => return Some(Route::Discovery(Some(resources::group_list()))),
-        ["apis", g] => return Some(Route::Discovery(resources::group(g))),
+        ["apis"] => return Some(Route::Discovery(Some(resources::group_list(served)))),
+        ["apis", g] => return Some(Route::Discovery(resources::group(served, g))),
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return None,
     };
     if rest.is_empty() {
-        return Some(Route::Discovery(resources::resource_list(group, version)));
+        return Some(Route::Discovery(resources::resource_list(
+            served, group, version,
+        )));
     }
     let own = |s: Option<&&str>| s.map(|s| (*s).to_owned());
     if let ["namespaces", ns, plural, tail @ ..] = rest
-        && let Some(rt) = resources::find(group, version, plural).filter(|rt| TYPES[*rt].namespaced)
+        && let Some(rt) =
+            resources::find(served, group, version, plural).filter(|rt| TYPES[*rt].namespaced)
     {
         if tail.len() > 2 {
             return None;
@@ -75,7 +80,7 @@ fn parse_path(path: &str, server: &str, aggregated: bool) -> Option<Route> {
         }));
     }
     let (plural, tail) = rest.split_first()?;
-    let rt = resources::find(group, version, plural)?;
+    let rt = resources::find(served, group, version, plural)?;
     if tail.len() > 2 || (TYPES[rt].namespaced && !tail.is_empty()) {
         return None;
     }
@@ -98,7 +103,7 @@ fn qget<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
     q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-fn verb_of(method: &Method, t: Option<&Target>, q: &[(String, String)]) -> String {
+fn verb_of(method: &Method, t: Option<&ResourcePath>, q: &[(String, String)]) -> String {
     let named = t.is_some_and(|t| t.name.is_some());
     let v = match *method {
         Method::GET if named => "get",
@@ -130,12 +135,20 @@ pub(crate) async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) 
         &path,
         shared.opts.base_url.trim_start_matches("http://"),
         aggregated,
+        shared.opts.served,
     );
-    let target = match &route {
-        Some(Route::Resource(t)) => Some(t.clone()),
-        _ => None,
+    let rbac = match &route {
+        Some(Route::Resource(t)) => Some(ResourcePath {
+            group: TYPES[t.rt].group.to_owned(),
+            resource: TYPES[t.rt].plural.to_owned(),
+            sub: t.sub.clone(),
+            ns: t.ns.clone(),
+            name: t.name.clone(),
+        }),
+        Some(Route::Discovery(_)) => None,
+        None => resource_path(&path),
     };
-    let verb = verb_of(&parts.method, target.as_ref(), &q);
+    let verb = verb_of(&parts.method, rbac.as_ref(), &q);
     let injected = shared.with(|st| st.faults.take(parts.method.as_str(), &path, &verb));
     let response = match injected {
         Some(code) => Error::injected(code).into_response(),
@@ -157,11 +170,11 @@ pub(crate) async fn handle(AxState(shared): AxState<Arc<Shared>>, req: Request) 
         query,
         status: response.status().as_u16(),
         verb,
-        group: target.as_ref().map(|t| TYPES[t.rt].group.to_owned()),
-        resource: target.as_ref().map(|t| TYPES[t.rt].plural.to_owned()),
-        subresource: target.as_ref().and_then(|t| t.sub.clone()),
-        namespace: target.as_ref().and_then(|t| t.ns.clone()),
-        name: target.as_ref().and_then(|t| t.name.clone()),
+        group: rbac.as_ref().map(|r| r.group.clone()),
+        resource: rbac.as_ref().map(|r| r.resource.clone()),
+        subresource: rbac.as_ref().and_then(|r| r.sub.clone()),
+        namespace: rbac.as_ref().and_then(|r| r.ns.clone()),
+        name: rbac.and_then(|r| r.name),
     };
     shared.with(|st| st.log.push(record));
     response
@@ -405,7 +418,10 @@ mod tests {
     type Parsed = (usize, Option<String>, Option<String>, Option<String>);
 
     fn target(path: &str) -> Option<Parsed> {
-        match parse_path(path, "x", false)? {
+        let served = Served {
+            cloudnativepg: true,
+        };
+        match parse_path(path, "x", false, served)? {
             Route::Resource(t) => Some((t.rt, t.ns, t.name, t.sub)),
             Route::Discovery(_) => None,
         }
@@ -438,5 +454,23 @@ mod tests {
         );
         assert!(target("/api/v1/pods/x").is_none());
         assert!(target("/api/v1/widgets").is_none());
+        assert_eq!(
+            target("/apis/postgresql.cnpg.io/v1/namespaces/t/clusters/db"),
+            Some((
+                resources::CLUSTERS,
+                Some("t".into()),
+                Some("db".into()),
+                None
+            ))
+        );
+        assert!(
+            parse_path(
+                "/apis/postgresql.cnpg.io/v1/clusters",
+                "x",
+                false,
+                Served::default()
+            )
+            .is_none()
+        );
     }
 }

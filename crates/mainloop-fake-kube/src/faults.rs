@@ -1,5 +1,6 @@
 //! Faults a test imposes (failing the next requests, outages) and the request log it
-//! reads back, with each request's verb and resource as RBAC names them.
+//! reads back, with each request's verb and resource as RBAC names them (also for
+//! resources the server does not serve, as the authorizer sees those before the 404).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -117,9 +118,11 @@ pub struct RequestRecord {
     /// The RBAC verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
     /// `deletecollection`; for non-resource URLs the lower-case method.
     pub verb: String,
-    /// The API group (`""` for core) of a resource request.
+    /// The API group (`""` for core) of a resource request; `None` for a non-resource
+    /// URL (discovery, `/version`).
     pub group: Option<String>,
-    /// The resource (`pods`) of a resource request.
+    /// The resource (`pods`) of a resource request, also of one the server does not
+    /// serve (a CRD not installed: the answer is a 404, the permission still needed).
     pub resource: Option<String>,
     /// The subresource (`status`), if any.
     pub subresource: Option<String>,
@@ -145,6 +148,49 @@ impl RequestRecord {
     }
 }
 
+/// What RBAC names in a request's path: its group, resource, subresource, namespace and
+/// name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ResourcePath {
+    pub group: String,
+    pub resource: String,
+    pub sub: Option<String>,
+    pub ns: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The resource a path names, read as the apiserver's `RequestInfoFactory` reads it
+/// (whether or not the resource is served: authorization comes before routing, so a
+/// request for a CRD that is not installed still needs its permission); `None` for a
+/// non-resource URL such as discovery (`/apis/{group}/{version}`).
+pub(crate) fn resource_path(path: &str) -> Option<ResourcePath> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, mut parts) = match segs.as_slice() {
+        ["api", _, rest @ ..] => ("", rest),
+        ["apis", g, _, rest @ ..] => (*g, rest),
+        _ => return None,
+    };
+    let mut ns = None;
+    if let ["namespaces", n, tail @ ..] = parts {
+        ns = Some((*n).to_owned());
+        // `namespaces/{name}/status` and `/finalize` are the namespace's own subresources.
+        if !tail.is_empty() && !["status", "finalize"].contains(&tail[0]) {
+            parts = tail;
+        }
+    }
+    let (resource, rest) = parts.split_first()?;
+    if resource.is_empty() {
+        return None;
+    }
+    Some(ResourcePath {
+        group: group.to_owned(),
+        resource: (*resource).to_owned(),
+        name: rest.first().map(|s| (*s).to_owned()),
+        sub: rest.get(1).map(|s| (*s).to_owned()),
+        ns,
+    })
+}
+
 /// An RBAC `(apiGroup, resource, verb)` triple a request needed.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Permission {
@@ -157,4 +203,49 @@ pub struct Permission {
 #[must_use]
 pub fn permissions(log: &[RequestRecord]) -> BTreeSet<Permission> {
     log.iter().filter_map(RequestRecord::permission).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rp(group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Option<ResourcePath> {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        Some(ResourcePath {
+            group: group.into(),
+            resource: resource.into(),
+            sub: some(sub),
+            ns: some(ns),
+            name: some(name),
+        })
+    }
+
+    #[test]
+    fn paths_as_rbac_reads_them() {
+        for discovery in [
+            "/apis/postgresql.cnpg.io/v1",
+            "/apis/postgresql.cnpg.io",
+            "/api/v1",
+            "/version",
+        ] {
+            assert_eq!(resource_path(discovery), None);
+        }
+        let cnpg = "postgresql.cnpg.io";
+        assert_eq!(
+            resource_path("/apis/postgresql.cnpg.io/v1/namespaces/t/clusters/db/status"),
+            rp(cnpg, "clusters", "status", "t", "db")
+        );
+        assert_eq!(
+            resource_path("/apis/postgresql.cnpg.io/v1/clusters"),
+            rp(cnpg, "clusters", "", "", "")
+        );
+        assert_eq!(
+            resource_path("/api/v1/namespaces/t/status"),
+            rp("", "namespaces", "status", "t", "t")
+        );
+        assert_eq!(
+            resource_path("/api/v1/namespaces"),
+            rp("", "namespaces", "", "", "")
+        );
+    }
 }

@@ -1,11 +1,13 @@
 //! What each kind's registry strategy does on create and update: defaults (pods, the
 //! pod template of Jobs, Jobs' selector and labels, namespaces, secrets' `stringData`),
 //! the status reset of a create, and the validations a launcher could trip over
-//! (names, labels, containers, Jobs' `restartPolicy`, secrets' base64).
+//! (names, labels, containers, Jobs' `restartPolicy`, secrets' base64, the schema of
+//! CloudNativePG's Cluster).
 
 use crate::Error;
+use crate::cnpg;
 use crate::meta::{check_labels, check_name};
-use crate::resources::{JOBS, NAMESPACES, PODS, SECRETS, TYPES};
+use crate::resources::{CLUSTERS, JOBS, NAMESPACES, PODS, SECRETS, TYPES};
 use crate::status::Cause;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -31,6 +33,12 @@ pub(crate) fn on_create(rt: usize, obj: &mut Value) -> Result<(), Error> {
         }
         JOBS => default_job(obj),
         SECRETS => fold_string_data(obj),
+        // A custom resource starts with no status at all; its operator writes one.
+        CLUSTERS => {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
         _ => {}
     }
     validate(rt, obj)
@@ -276,6 +284,7 @@ fn validate(rt: usize, obj: &Value) -> Result<(), Error> {
                 }
             }
         }
+        CLUSTERS => cnpg::check(obj, &mut causes),
         _ => {}
     }
     if causes.is_empty() {

@@ -2,14 +2,19 @@
 //! wire format over plain HTTP on loopback: discovery, core/v1 (namespaces, pods,
 //! secrets, configmaps, serviceaccounts, services, resourcequotas, limitranges, events),
 //! batch/v1 Jobs, networking.k8s.io/v1 NetworkPolicies and Ingresses, and
-//! coordination.k8s.io/v1 Leases; every verb kube-rs uses (list with selectors and
+//! coordination.k8s.io/v1 Leases, and (with [`Config::cloudnativepg`]) CloudNativePG's
+//! postgresql.cnpg.io/v1 Clusters; every verb kube-rs uses (list with selectors and
 //! paging, watch with bookmarks and `410 Expired`, create, replace with optimistic
 //! concurrency, merge/JSON/apply patches, delete, deletecollection), namespaces that
-//! terminate, and a Job controller whose pods a test "runs" through [`PodRunner`].
+//! terminate, a Job controller whose pods a test "runs" through [`PodRunner`] (at
+//! [`Config::pod_ip`] if it wants to reach them), and a Cluster's database made by the
+//! test's [`ClusterOperator`], its credentials in the `<cluster>-app` Secret.
 //! Faults (failed requests, outages, ended watches, compacted history) and a request
-//! log are driven from Rust or from `/_fake/...` HTTP endpoints.
+//! log with the RBAC permission each request needed are driven from Rust or from
+//! `/_fake/...` HTTP endpoints.
 
 mod api;
+mod cnpg;
 mod control;
 mod faults;
 mod jobs;
@@ -27,14 +32,16 @@ mod status;
 mod store;
 mod watch;
 
+pub use cnpg::{ClusterCredentials, ClusterOperator};
 pub use faults::{Fault, Outage, Permission, RequestRecord, permissions};
 pub use pods::{PodHandle, PodRunner};
 
 use axum::Router;
+use resources::Served;
 use serde_json::Value;
 use state::{Options, Shared};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -72,6 +79,13 @@ pub struct Config {
     /// How many watch events are kept; a watch from a resourceVersion older than the
     /// oldest kept gets `410 Expired`.
     pub history_window: usize,
+    /// CloudNativePG's CRDs are installed: `clusters.postgresql.cnpg.io` is served and
+    /// discovered. Without them every request to the group is a 404, as from a real
+    /// API server, and discovery does not list it.
+    pub cloudnativepg: bool,
+    /// Every running pod's `status.podIP`/`podIPs` (say `127.0.0.1`, where a test runs
+    /// pods as local processes); `None` gives each its own address in `10.244.0.0/24`.
+    pub pod_ip: Option<IpAddr>,
 }
 
 impl Default for Config {
@@ -81,6 +95,8 @@ impl Default for Config {
             namespace_termination_delay: Duration::from_millis(200),
             bookmark_interval: Duration::from_secs(1),
             history_window: 1000,
+            cloudnativepg: false,
+            pod_ip: None,
         }
     }
 }
@@ -107,6 +123,10 @@ impl FakeKube {
             termination_delay: config.namespace_termination_delay,
             bookmark_interval: config.bookmark_interval,
             base_url: format!("http://{addr}"),
+            served: Served {
+                cloudnativepg: config.cloudnativepg,
+            },
+            pod_ip: config.pod_ip,
         };
         let shared = Shared::new(
             opts,
@@ -160,6 +180,18 @@ impl FakeKube {
     /// Pods created from now on stay `Pending` until driven through [`FakeKube::pod`].
     pub fn clear_pod_runner(&self) {
         self.shared.set_runner(None);
+    }
+
+    /// Sets the hook that makes Clusters' databases; Clusters created while none was
+    /// set are handed to it now.
+    pub fn set_cluster_operator(&self, operator: impl ClusterOperator) {
+        self.shared.set_operator(Some(Arc::new(operator)));
+    }
+
+    /// Clusters created from now on get no status, as when no operator runs; a removal
+    /// while no hook is set is told to no one.
+    pub fn clear_cluster_operator(&self) {
+        self.shared.set_operator(None);
     }
 
     /// A live (not finished, not deleted) pod.
@@ -289,7 +321,7 @@ impl FakeKube {
         namespace: &str,
         name: &str,
     ) -> Option<Value> {
-        let rt = resources::find_kind(api_version, kind)?;
+        let rt = resources::find_kind(self.shared.opts.served, api_version, kind)?;
         let ns = if resources::TYPES[rt].namespaced {
             namespace
         } else {
@@ -302,7 +334,7 @@ impl FakeKube {
     /// Every object of a kind, in a namespace or (`None`) all of them.
     #[must_use]
     pub fn objects(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
-        let Some(rt) = resources::find_kind(api_version, kind) else {
+        let Some(rt) = resources::find_kind(self.shared.opts.served, api_version, kind) else {
             return Vec::new();
         };
         self.shared.read(|st| {

@@ -1,10 +1,11 @@
 //! Command-line entry point: serves a fake Kubernetes API until killed. Pods stay
-//! `Pending` until driven through `/_fake/pods/{ns}/{name}/{running|succeed|fail|kill}`.
+//! `Pending` until driven through `/_fake/pods/{ns}/{name}/{running|succeed|fail|kill}`;
+//! CloudNativePG Clusters (`--cloudnativepg`) never get a status, as no operator runs.
 
 use clap::Parser;
 use mainloop_fake_kube::{Config, Error, FakeKube};
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// A fake Kubernetes API server for tests.
@@ -23,6 +24,12 @@ struct Args {
     /// How many watch events are kept for resuming watches.
     #[arg(long, default_value_t = 1000)]
     history_window: usize,
+    /// Serve CloudNativePG's `clusters.postgresql.cnpg.io`, as if its CRDs were installed.
+    #[arg(long)]
+    cloudnativepg: bool,
+    /// The IP every running pod reports (default: one of 10.244.0.0/24 each).
+    #[arg(long)]
+    pod_ip: Option<IpAddr>,
 }
 
 // Returned once, to be printed: its size costs nothing here.
@@ -42,6 +49,8 @@ async fn main() -> Result<(), Error> {
         namespace_termination_delay: Duration::from_millis(args.termination_delay_ms),
         bookmark_interval: Duration::from_millis(args.bookmark_interval_ms),
         history_window: args.history_window,
+        cloudnativepg: args.cloudnativepg,
+        pod_ip: args.pod_ip,
     })
     .await?;
     // A harness reads this line to learn the port, so it goes to stdout and is flushed now.

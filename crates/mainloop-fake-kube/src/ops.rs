@@ -1,13 +1,14 @@
 //! The write verbs on the state, shared by the HTTP API and the fake's own controllers:
 //! create (with the namespace admission checks), replace (optimistic concurrency),
 //! patch (merge, JSON, apply as create-or-merge) and delete (per-kind: namespaces
-//! terminate, Jobs propagate to their pods, pods stop their runner).
+//! terminate, Jobs propagate to their pods, pods stop their runner, Clusters go to the
+//! operator hook and leave it).
 
 use crate::Error;
 use crate::kinds;
 use crate::meta;
 use crate::patch::{self, PatchKind};
-use crate::resources::{JOBS, NAMESPACES, PODS, SERVICEACCOUNTS, TYPES};
+use crate::resources::{CLUSTERS, JOBS, NAMESPACES, PODS, SERVICEACCOUNTS, TYPES};
 use crate::state::{Effect, PodRun, State};
 use crate::status;
 use crate::store::Key;
@@ -89,6 +90,11 @@ impl State {
             }
             PODS => self.on_pod_created(ns, &name),
             JOBS => self.reconcile_job(ns, &name),
+            CLUSTERS => self.effects.push(Effect::StartCluster {
+                ns: ns.to_owned(),
+                name: name.clone(),
+                uid: created["metadata"]["uid"].as_str().unwrap_or("").to_owned(),
+            }),
             _ => {}
         }
         Ok(self
@@ -270,7 +276,8 @@ impl State {
     }
 
     /// Removes an object outright: for a pod, its runner is told to stop and its Job
-    /// takes note.
+    /// takes note; a Cluster takes its `-app` Secret along and the operator hook hears
+    /// of it.
     pub(crate) fn remove(&mut self, key: &Key) -> Option<Value> {
         let mut gone = self.store.get(key).cloned()?;
         // A pod is first marked for deletion (MODIFIED), then removed (DELETED).
@@ -286,6 +293,9 @@ impl State {
                 run.stop.cancel();
             }
             self.on_pod_changed(&gone);
+        }
+        if key.rt == CLUSTERS {
+            self.on_cluster_removed(&gone);
         }
         Some(gone)
     }

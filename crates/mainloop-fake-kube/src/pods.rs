@@ -1,6 +1,6 @@
 //! Pods in place of a kubelet: the [`PodRunner`] hook a test supplies to "run" each new
-//! pod (say, as a local process), the [`PodHandle`] it reports through (Running, then
-//! Succeeded or Failed with an exit code), kills (the pod fails as when its node dies),
+//! pod (say, as a local process), the [`PodHandle`] it reports through (Running, with
+//! `Config::pod_ip` or an IP of its own, then Succeeded or Failed with an exit code), kills (the pod fails as when its node dies),
 //! and what a runner needs from the pod spec: its environment and mounted files
 //! resolved from Secrets and ConfigMaps.
 
@@ -284,13 +284,19 @@ impl State {
         status["startTime"] = json!(started);
         status["hostIP"] = json!("10.0.0.1");
         status["hostIPs"] = json!([{"ip": "10.0.0.1"}]);
-        let octet = uid
-            .bytes()
-            .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)))
-            % 250
-            + 2;
-        status["podIP"] = json!(format!("10.244.0.{octet}"));
-        status["podIPs"] = json!([{"ip": format!("10.244.0.{octet}")}]);
+        let ip = self.pod_ip.map_or_else(
+            || {
+                let octet = uid
+                    .bytes()
+                    .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)))
+                    % 250
+                    + 2;
+                format!("10.244.0.{octet}")
+            },
+            |ip| ip.to_string(),
+        );
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!([{ "ip": ip }]);
         let end = match t {
             Transition::Running => None,
             Transition::Exited(0) => Some((0, "Completed", false)),

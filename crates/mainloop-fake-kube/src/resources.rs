@@ -1,9 +1,38 @@
 //! The resource types the fake serves (group, version, plural, kind, scope, status
-//! subresource) and the discovery documents built from them: `/api`, `/apis`,
-//! `/api/v1`, `/apis/{group}/{version}`, the aggregated (apidiscovery.k8s.io/v2) lists,
-//! and `/version`.
+//! subresource, and whether a CRD must be installed for it: CloudNativePG's `Cluster`)
+//! and the discovery documents built from the ones served: `/api`, `/apis`, `/api/v1`,
+//! `/apis/{group}/{version}`, the aggregated (apidiscovery.k8s.io/v2) lists, and
+//! `/version`.
 
 use serde_json::{Value, json};
+
+/// What must be installed in the cluster for a type to be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Needs {
+    Nothing,
+    /// CloudNativePG's CRDs (`postgresql.cnpg.io`).
+    CloudNativePg,
+}
+
+/// The optional types this server serves: which CRDs are installed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Served {
+    pub cloudnativepg: bool,
+}
+
+impl Served {
+    pub(crate) const fn has(self, t: &ResType) -> bool {
+        match t.needs {
+            Needs::Nothing => true,
+            Needs::CloudNativePg => self.cloudnativepg,
+        }
+    }
+
+    /// The served types with their ids.
+    fn types(self) -> impl Iterator<Item = (usize, &'static ResType)> {
+        TYPES.iter().enumerate().filter(move |(_, t)| self.has(t))
+    }
+}
 
 /// One resource type.
 #[derive(Debug)]
@@ -18,6 +47,7 @@ pub(crate) struct ResType {
     /// status, writes to `/status` change only the status.
     pub status: bool,
     pub short_names: &'static [&'static str],
+    pub needs: Needs,
 }
 
 impl ResType {
@@ -71,6 +101,7 @@ const fn rt(
         namespaced,
         status,
         short_names,
+        needs: Needs::Nothing,
     }
 }
 
@@ -153,6 +184,20 @@ pub(crate) static TYPES: &[ResType] = &[
         false,
         &[],
     ),
+    // As CloudNativePG's CRD declares it: no short names; its `scale` subresource is not
+    // served here.
+    ResType {
+        needs: Needs::CloudNativePg,
+        ..rt(
+            "postgresql.cnpg.io",
+            "clusters",
+            "cluster",
+            "Cluster",
+            true,
+            true,
+            &[],
+        )
+    },
 ];
 
 pub(crate) const NAMESPACES: usize = 0;
@@ -161,25 +206,26 @@ pub(crate) const SECRETS: usize = 2;
 pub(crate) const CONFIGMAPS: usize = 3;
 pub(crate) const SERVICEACCOUNTS: usize = 4;
 pub(crate) const JOBS: usize = 9;
+pub(crate) const CLUSTERS: usize = 13;
 
 /// The type served at `group/version/plural`.
-pub(crate) fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
-    TYPES
-        .iter()
-        .position(|t| t.group == group && t.version == version && t.plural == plural)
+pub(crate) fn find(s: Served, group: &str, version: &str, plural: &str) -> Option<usize> {
+    s.types()
+        .find(|(_, t)| t.group == group && t.version == version && t.plural == plural)
+        .map(|(i, _)| i)
 }
 
-/// The type whose objects have this `apiVersion` and `kind`.
-pub(crate) fn find_kind(api_version: &str, kind: &str) -> Option<usize> {
-    TYPES
-        .iter()
-        .position(|t| t.api_version() == api_version && t.kind == kind)
+/// The served type whose objects have this `apiVersion` and `kind`.
+pub(crate) fn find_kind(s: Served, api_version: &str, kind: &str) -> Option<usize> {
+    s.types()
+        .find(|(_, t)| t.api_version() == api_version && t.kind == kind)
+        .map(|(i, _)| i)
 }
 
 /// The API groups other than core, in table order, without repeats.
-fn groups() -> Vec<&'static str> {
+fn groups(s: Served) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for t in TYPES {
+    for (_, t) in s.types() {
         if !t.group.is_empty() && !out.contains(&t.group) {
             out.push(t.group);
         }
@@ -221,9 +267,10 @@ fn api_resource(t: &ResType) -> Vec<Value> {
 }
 
 /// `APIResourceList` for `group/version`, or `None` when nothing is served there.
-pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let types: Vec<&ResType> = TYPES
-        .iter()
+pub(crate) fn resource_list(s: Served, group: &str, version: &str) -> Option<Value> {
+    let types: Vec<&ResType> = s
+        .types()
+        .map(|(_, t)| t)
         .filter(|t| t.group == group && t.version == version)
         .collect();
     let first = types.first()?;
@@ -242,8 +289,8 @@ fn group_doc(group: &str) -> Value {
 }
 
 /// `APIGroup` for `/apis/{group}`.
-pub(crate) fn group(group: &str) -> Option<Value> {
-    if !groups().contains(&group) {
+pub(crate) fn group(s: Served, group: &str) -> Option<Value> {
+    if !groups(s).contains(&group) {
         return None;
     }
     let mut doc = group_doc(group);
@@ -262,20 +309,21 @@ pub(crate) fn core_versions(server: &str) -> Value {
 }
 
 /// `APIGroupList` for `/apis`.
-pub(crate) fn group_list() -> Value {
-    let groups: Vec<Value> = groups().into_iter().map(group_doc).collect();
+pub(crate) fn group_list(s: Served) -> Value {
+    let groups: Vec<Value> = groups(s).into_iter().map(group_doc).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// The aggregated discovery document (`APIGroupDiscoveryList`, apidiscovery.k8s.io/v2)
 /// for `/api` (`core`) or `/apis`.
-pub(crate) fn aggregated(core: bool) -> Value {
-    let names: Vec<&str> = if core { vec![""] } else { groups() };
+pub(crate) fn aggregated(s: Served, core: bool) -> Value {
+    let names: Vec<&str> = if core { vec![""] } else { groups(s) };
     let items: Vec<Value> = names
         .into_iter()
         .map(|g| {
-            let resources: Vec<Value> = TYPES
-                .iter()
+            let resources: Vec<Value> = s
+                .types()
+                .map(|(_, t)| t)
                 .filter(|t| t.group == g)
                 .map(|t| {
                     let kind = json!({"group": t.group, "version": t.version, "kind": t.kind});
@@ -330,4 +378,42 @@ pub(crate) fn version() -> Value {
         "compiler": "gc",
         "platform": "linux/amd64",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_their_types() {
+        for (id, plural) in [
+            (NAMESPACES, "namespaces"),
+            (PODS, "pods"),
+            (SECRETS, "secrets"),
+            (CONFIGMAPS, "configmaps"),
+            (SERVICEACCOUNTS, "serviceaccounts"),
+            (JOBS, "jobs"),
+            (CLUSTERS, "clusters"),
+        ] {
+            assert_eq!(TYPES[id].plural, plural);
+        }
+    }
+
+    #[test]
+    fn cloudnativepg_is_served_only_when_installed() {
+        let off = Served::default();
+        let on = Served {
+            cloudnativepg: true,
+        };
+        assert_eq!(find(off, "postgresql.cnpg.io", "v1", "clusters"), None);
+        assert_eq!(
+            find(on, "postgresql.cnpg.io", "v1", "clusters"),
+            Some(CLUSTERS)
+        );
+        assert!(group(off, "postgresql.cnpg.io").is_none());
+        assert!(resource_list(off, "postgresql.cnpg.io", "v1").is_none());
+        assert!(!group_list(off).to_string().contains("cnpg"));
+        assert!(group_list(on).to_string().contains("postgresql.cnpg.io"));
+        assert!(!aggregated(off, false).to_string().contains("cnpg"));
+    }
 }

@@ -1,13 +1,18 @@
 //! The fake's shared state behind one lock: the store, the faults, the request log,
-//! the pods' stop signals and the Jobs' bookkeeping; and the effects a change leaves to
-//! run once the lock is released (starting a pod through the runner hook, timers for
-//! namespace purges, Job deadlines and TTLs).
+//! the pods' stop signals, the Jobs' and the CloudNativePG Clusters' bookkeeping; and
+//! the effects a change leaves to run once the lock is released (starting a pod through
+//! the runner hook, handing a Cluster to the operator hook or telling it one is gone,
+//! timers for namespace purges, Job deadlines and TTLs).
 
+use crate::cnpg::{ClusterOperator, ClusterRun};
 use crate::faults::{Faults, RequestRecord};
 use crate::jobs::JobTrack;
 use crate::pods::{PodHandle, PodRunner};
+use crate::resources::Served;
 use crate::store::Store;
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -31,7 +36,21 @@ pub(crate) enum Timer {
 /// Work a change leaves for after the lock.
 #[derive(Debug)]
 pub(crate) enum Effect {
-    StartPod { ns: String, name: String },
+    StartPod {
+        ns: String,
+        name: String,
+    },
+    /// Hands a new Cluster (by uid, as a namesake may follow) to the operator hook.
+    StartCluster {
+        ns: String,
+        name: String,
+        uid: String,
+    },
+    /// Tells the operator hook a Cluster it was given is gone.
+    RemoveCluster {
+        ns: String,
+        name: String,
+    },
     After(Duration, Timer),
 }
 
@@ -54,9 +73,16 @@ pub(crate) struct State {
     pub jobs: HashMap<String, JobTrack>,
     /// Pods created while no runner was set, started when one is.
     pub unstarted: Vec<(String, String)>,
+    /// Clusters handed to the operator hook, by uid.
+    pub clusters: HashMap<String, ClusterRun>,
+    /// Clusters (namespace, name, uid) created while no operator was set, handed to
+    /// it when one is.
+    pub unstarted_clusters: Vec<(String, String, String)>,
     pub effects: Vec<Effect>,
     /// How long a deleted namespace stays `Terminating` before its purge.
     pub termination_delay: Duration,
+    /// Every pod's IP when set (else one of `10.244.0.0/24`).
+    pub pod_ip: Option<IpAddr>,
 }
 
 /// Settings fixed at start.
@@ -65,6 +91,8 @@ pub(crate) struct Options {
     pub termination_delay: Duration,
     pub bookmark_interval: Duration,
     pub base_url: String,
+    pub served: Served,
+    pub pod_ip: Option<IpAddr>,
 }
 
 /// The state and what reaches it: the runner hook, the signals to watches and to the
@@ -73,6 +101,7 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     pub opts: Options,
     runner: Mutex<Option<Arc<dyn PodRunner>>>,
+    operator: Mutex<Option<Arc<dyn ClusterOperator>>>,
     /// Bumped to end every open watch.
     pub watch_epoch: tokio::sync::watch::Sender<u64>,
     /// Open watches, for the control API.
@@ -102,11 +131,15 @@ impl Shared {
                 pods: HashMap::new(),
                 jobs: HashMap::new(),
                 unstarted: Vec::new(),
+                clusters: HashMap::new(),
+                unstarted_clusters: Vec::new(),
                 effects: Vec::new(),
                 termination_delay: opts.termination_delay,
+                pod_ip: opts.pod_ip,
             }),
             opts,
             runner: Mutex::new(None),
+            operator: Mutex::new(None),
             watch_epoch: tokio::sync::watch::Sender::new(0),
             open_watches: std::sync::atomic::AtomicUsize::new(0),
             refusing: tokio::sync::watch::Sender::new(false),
@@ -146,6 +179,29 @@ impl Shared {
         );
     }
 
+    pub(crate) fn set_operator(self: &Arc<Self>, operator: Option<Arc<dyn ClusterOperator>>) {
+        *self.operator.lock().unwrap_or_else(PoisonError::into_inner) = operator;
+        let waiting = self.with(|st| std::mem::take(&mut st.unstarted_clusters));
+        self.run_effects(
+            waiting
+                .into_iter()
+                .map(|(ns, name, uid)| Effect::StartCluster { ns, name, uid })
+                .collect(),
+        );
+    }
+
+    pub(crate) fn operator(&self) -> Option<Arc<dyn ClusterOperator>> {
+        self.operator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs a task on the fake's runtime (effects may run on threads outside it).
+    pub(crate) fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.rt.spawn(fut);
+    }
+
     pub(crate) fn end_watches(&self) {
         self.watch_epoch.send_modify(|e| *e += 1);
     }
@@ -154,6 +210,8 @@ impl Shared {
         for e in effects {
             match e {
                 Effect::StartPod { ns, name } => self.start_pod(ns, name),
+                Effect::StartCluster { ns, name, uid } => self.start_cluster(ns, name, uid),
+                Effect::RemoveCluster { ns, name } => self.remove_cluster(ns, name),
                 Effect::After(delay, timer) => {
                     let shared = Arc::downgrade(self);
                     self.rt.spawn(async move {

@@ -1,20 +1,26 @@
 //! The Kubernetes launcher: `mainloop_launch::Launcher` through kube-rs. Each task gets a
-//! namespace of its own (`<prefix><task id's hex>`, labelled as the launcher's) fenced in
-//! by a NetworkPolicy (no ingress; egress to DNS, the server and the allowed CIDRs), a
-//! ResourceQuota and a LimitRange, with the runner's token and the agent's credentials in
-//! the Secret `runner`; each agent run of it is a Job (`backoffLimit: 0`) whose one pod
-//! runs `mainloop runner --once` as the agent image's unprivileged user. Every call is
-//! idempotent: what exists is found (a 409 on create is success, the Secret's data is
-//! replaced so a rotated token lands), what is gone is success to delete. What the
-//! objects look like is `objects.rs`; a run's state, `state.rs`; errors, `error.rs`.
+//! namespace of its own (`<prefix><task id's hex>`, labelled as the launcher's) with a
+//! NetworkPolicy fencing in its runner pods (ingress only from the server, on any TCP
+//! port, for previews; egress to DNS, the server, the task's database and the allowed
+//! CIDRs), a ResourceQuota and a LimitRange, with the runner's token and the agent's
+//! credentials in the Secret `runner`; each agent run of it is a Job (`backoffLimit: 0`)
+//! whose one pod runs `mainloop runner --once` as the agent image's unprivileged user.
+//! Where CloudNativePG is installed, a task's database is a `Cluster` in its namespace
+//! behind a NetworkPolicy of its own (`database.rs`); the server reaches a running
+//! runner at its pod's address. Every call is idempotent: what exists is found (a 409 on
+//! create is success, the Secret's data is replaced so a rotated token lands), what is
+//! gone is success to delete; everything goes with the namespace. What the objects look
+//! like is `objects.rs`; a run's state and the runner's address, `state.rs`; errors,
+//! `error.rs`.
 
+mod database;
 mod error;
 pub mod names;
 mod objects;
 mod settings;
 mod state;
 
-pub use settings::{CidrEgress, KubeSettings, PodPeer, Resources, ServerEgress};
+pub use settings::{CidrEgress, DatabaseSettings, KubeSettings, PodPeer, Resources, ServerEgress};
 
 use error::{code, launch_error};
 use futures::future::BoxFuture;
@@ -23,11 +29,12 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Client, Resource};
 use mainloop_domain::TaskId;
-use mainloop_launch::{LaunchError, Launcher, RunState, TaskLaunch};
+use mainloop_launch::{LaunchError, Launcher, RunState, TaskDatabase, TaskLaunch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::IpAddr;
 
 /// How many namespaces one list call asks for.
 const PAGE: u32 = 500;
@@ -256,6 +263,20 @@ impl KubeLauncher {
         }
     }
 
+    async fn address(&self, task: TaskId) -> Result<Option<IpAddr>, LaunchError> {
+        let pods: Api<Pod> = self.in_task(task);
+        let lp = ListParams::default().labels(&names::runner_pods(task));
+        match pods.list(&lp).await {
+            Ok(list) => Ok(state::running_address(&list.items)),
+            // No namespace (never prepared, or forgotten): no runner either.
+            Err(e) if code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(launch_error(
+                &format!("listing the runner pods in {}", self.namespace(task)),
+                &e,
+            )),
+        }
+    }
+
     async fn forget(&self, task: TaskId) -> Result<(), LaunchError> {
         let name = self.namespace(task);
         let api: Api<Namespace> = Api::all(self.client.clone());
@@ -339,6 +360,14 @@ impl Launcher for KubeLauncher {
         run: &'a str,
     ) -> BoxFuture<'a, Result<(), LaunchError>> {
         Box::pin(self.stop(task, run))
+    }
+
+    fn task_database(&self, task: TaskId) -> BoxFuture<'_, Result<TaskDatabase, LaunchError>> {
+        Box::pin(self.database(task))
+    }
+
+    fn task_address(&self, task: TaskId) -> BoxFuture<'_, Result<Option<IpAddr>, LaunchError>> {
+        Box::pin(self.address(task))
     }
 
     fn forget_task(&self, task: TaskId) -> BoxFuture<'_, Result<(), LaunchError>> {

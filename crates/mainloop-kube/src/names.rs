@@ -24,6 +24,18 @@ pub const TOKEN_VAR: &str = "MAINLOOP_RUNNER_TOKEN";
 pub const RUNNER_UID: i64 = 10001;
 /// The label the Job controller puts on its pods.
 pub const CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+/// The task's CloudNativePG `Cluster` and the NetworkPolicy fencing its pods in.
+pub const DATABASE: &str = "database";
+/// The Secret CloudNativePG makes for the Cluster's owner (`<cluster>-app`), its
+/// connection URL under [`DATABASE_URI_KEY`].
+pub const DATABASE_SECRET: &str = "database-app";
+pub const DATABASE_URI_KEY: &str = "uri";
+/// The label CloudNativePG puts on every pod of a Cluster, its name the value.
+pub const CNPG_CLUSTER: &str = "cnpg.io/cluster";
+/// PostgreSQL's port on the database's pods.
+pub const POSTGRES_PORT: u16 = 5432;
+/// The instance manager's port (status, backups), which the operator calls.
+pub const INSTANCE_MANAGER_PORT: u16 = 8000;
 /// A namespace name is at most 63 characters; the task's part takes 32.
 pub const MAX_PREFIX: usize = 63 - 32;
 /// A run's name, as the port promises it.
@@ -43,6 +55,19 @@ pub fn task_labels(task: TaskId) -> BTreeMap<String, String> {
         (MANAGED_BY.to_owned(), MANAGER.to_owned()),
         (TASK_LABEL.to_owned(), task.to_string()),
     ])
+}
+
+/// The labels every runner pod of the task carries (a Job's pod template has the task's
+/// labels and `mainloop.dev/run`): the task's labels, and [`RUN_LABEL`] present.
+/// What CloudNativePG runs in the namespace has none of them.
+#[must_use]
+pub fn runner_pods(task: TaskId) -> String {
+    let mut selector: Vec<String> = task_labels(task)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    selector.push(RUN_LABEL.to_owned());
+    selector.join(",")
 }
 
 /// The selector for the launcher's namespaces.

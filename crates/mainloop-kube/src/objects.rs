@@ -1,8 +1,13 @@
 //! The objects the launcher makes, as typed k8s-openapi values built from the settings
 //! alone (no IO): per task the Namespace, its NetworkPolicy, ResourceQuota and LimitRange
-//! and the Secret `runner`; per run the Job `run`.
+//! and the Secret `runner`; per run the Job `run`; for the task's database the
+//! CloudNativePG `Cluster` `database` (a `DynamicObject`: its type is no k8s-openapi
+//! one) and the NetworkPolicy `database`.
 
-use crate::names::{self, DATA_DIR, RUN_LABEL, RUNNER, RUNNER_UID, TOKEN_VAR};
+use crate::names::{
+    self, CNPG_CLUSTER, DATA_DIR, DATABASE, INSTANCE_MANAGER_PORT, POSTGRES_PORT, RUN_LABEL,
+    RUNNER, RUNNER_UID, TOKEN_VAR,
+};
 use crate::settings::{CidrEgress, KubeSettings, PodPeer, ServerEgress};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -13,15 +18,19 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ApiResource, DynamicObject, TypeMeta};
 use mainloop_domain::TaskId;
 use mainloop_launch::TaskLaunch;
 use secrecy::ExposeSecret;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// The label every namespace carries with its own name.
@@ -97,18 +106,86 @@ fn rule(to: NetworkPolicyPeer, ports: Vec<NetworkPolicyPort>) -> NetworkPolicyEg
     }
 }
 
-/// Every pod in the namespace: no ingress at all; egress to DNS, the server and the
-/// allowed CIDRs only.
+fn ingress_rule(
+    from: NetworkPolicyPeer,
+    ports: Vec<NetworkPolicyPort>,
+) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
+        from: Some(vec![from]),
+        ports: Some(ports),
+    }
+}
+
+/// Every TCP port: the server reaches a task's preview on whichever port the task's
+/// environment gave it.
+fn any_tcp() -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: None,
+        protocol: Some("TCP".to_owned()),
+        end_port: None,
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The task's runner pods (see [`names::runner_pods`]): the labels the Job's pod
+/// template gives them, a run's name among them.
+fn runner_pods(task: TaskId) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(names::task_labels(task)),
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: RUN_LABEL.to_owned(),
+            operator: "Exists".to_owned(),
+            values: None,
+        }]),
+    }
+}
+
+/// The pods of the task's database, as CloudNativePG labels them.
+fn database_pods() -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels(&[(CNPG_CLUSTER, DATABASE)])),
+        ..LabelSelector::default()
+    }
+}
+
+/// Pods of the policy's own namespace (a peer with only a `podSelector`).
+fn here(pods: LabelSelector) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(pods),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// The server: its pods, or its address range.
+fn server(s: &KubeSettings) -> (NetworkPolicyPeer, u16) {
+    match &s.server {
+        ServerEgress::Pods { peer, port } => (pods_in(peer), *port),
+        ServerEgress::Cidr { cidr, port } => (block(cidr, &[]), *port),
+    }
+}
+
+/// The task's runner pods: ingress only from the server (on any TCP port: it proxies the
+/// task's preview to the pod); egress to DNS, the server, the task's database and the
+/// allowed CIDRs only. Other pods of the namespace (the database's) are not selected:
+/// the policy `database` fences those.
 #[must_use]
 pub fn network_policy(s: &KubeSettings, task: TaskId) -> NetworkPolicy {
+    let (server, server_port) = server(s);
     let mut egress = Vec::new();
     if let Some(dns) = &s.dns {
         egress.push(rule(pods_in(dns), vec![port("UDP", 53), port("TCP", 53)]));
     }
-    egress.push(match &s.server {
-        ServerEgress::Pods { peer, port: p } => rule(pods_in(peer), vec![port("TCP", *p)]),
-        ServerEgress::Cidr { cidr, port: p } => rule(block(cidr, &[]), vec![port("TCP", *p)]),
-    });
+    egress.push(rule(server.clone(), vec![port("TCP", server_port)]));
+    egress.push(rule(
+        here(database_pods()),
+        vec![port("TCP", POSTGRES_PORT)],
+    ));
     for CidrEgress {
         cidr,
         except,
@@ -121,11 +198,100 @@ pub fn network_policy(s: &KubeSettings, task: TaskId) -> NetworkPolicy {
     NetworkPolicy {
         metadata: meta(RUNNER, names::task_labels(task)),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector::default()),
+            pod_selector: Some(runner_pods(task)),
             policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
-            ingress: Some(Vec::new()),
+            ingress: Some(vec![ingress_rule(server, vec![any_tcp()])]),
             egress: Some(egress),
         }),
+    }
+}
+
+/// The task database's pods: ingress only from the task's runner pods (PostgreSQL) and
+/// from the operator's namespace (PostgreSQL and the instance manager). Their egress is
+/// left open: the instance manager talks to the API server, whose address no policy
+/// here knows.
+#[must_use]
+pub fn database_policy(s: &KubeSettings, task: TaskId) -> NetworkPolicy {
+    let operator = NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(labels(&[(
+                NAMESPACE_NAME_LABEL,
+                &s.database.operator_namespace,
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    NetworkPolicy {
+        metadata: meta(DATABASE, names::task_labels(task)),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(database_pods()),
+            policy_types: Some(vec!["Ingress".to_owned()]),
+            ingress: Some(vec![
+                ingress_rule(here(runner_pods(task)), vec![port("TCP", POSTGRES_PORT)]),
+                ingress_rule(
+                    operator,
+                    vec![
+                        port("TCP", POSTGRES_PORT),
+                        port("TCP", INSTANCE_MANAGER_PORT),
+                    ],
+                ),
+            ]),
+            egress: None,
+        }),
+    }
+}
+
+/// CloudNativePG's `Cluster` (`postgresql.cnpg.io/v1`, plural `clusters`).
+#[must_use]
+pub fn cluster_resource() -> ApiResource {
+    ApiResource {
+        group: "postgresql.cnpg.io".to_owned(),
+        version: "v1".to_owned(),
+        api_version: "postgresql.cnpg.io/v1".to_owned(),
+        kind: "Cluster".to_owned(),
+        plural: "clusters".to_owned(),
+    }
+}
+
+/// The task's database: one PostgreSQL instance with the database `app` owned by the
+/// role `app` (CloudNativePG then writes the Secret `database-app`, its URL under
+/// `uri`), on a volume of `database.storage_size`.
+#[must_use]
+pub fn cluster(s: &KubeSettings, task: TaskId) -> DynamicObject {
+    let d = &s.database;
+    let mut storage = json!({"size": d.storage_size});
+    if let Some(class) = &d.storage_class {
+        storage["storageClass"] = json!(class);
+    }
+    let mut spec = json!({
+        "instances": 1,
+        "storage": storage,
+        "bootstrap": {"initdb": {"database": "app", "owner": "app"}},
+    });
+    if let Some(image) = &d.image {
+        spec["imageName"] = json!(image);
+    }
+    let mut resources = serde_json::Map::new();
+    for (key, map) in [
+        ("requests", &d.resources.requests),
+        ("limits", &d.resources.limits),
+    ] {
+        if !map.is_empty() {
+            resources.insert(key.to_owned(), json!(map));
+        }
+    }
+    if !resources.is_empty() {
+        spec["resources"] = Value::Object(resources);
+    }
+    let ar = cluster_resource();
+    DynamicObject {
+        types: Some(TypeMeta {
+            api_version: ar.api_version,
+            kind: ar.kind,
+        }),
+        metadata: meta(DATABASE, names::task_labels(task)),
+        data: json!({"spec": spec}),
     }
 }
 

@@ -1,8 +1,9 @@
 //! What the launcher is told: the agent image and how its runners reach the server, the
 //! network a task's pods may use (NetworkPolicy), their resources (container requests and
-//! limits, the namespace's ResourceQuota and LimitRange), and how long Jobs live. The
-//! server's configuration maps onto [`KubeSettings`]; [`KubeSettings::validate`] says
-//! what is wrong with it in words.
+//! limits, the namespace's ResourceQuota and LimitRange), how long Jobs live, and the
+//! task's database where CloudNativePG makes one ([`DatabaseSettings`]). The server's
+//! configuration maps onto [`KubeSettings`]; [`KubeSettings::validate`] says what is
+//! wrong with it in words.
 
 use crate::names;
 use mainloop_launch::LaunchError;
@@ -52,6 +53,27 @@ pub struct KubeSettings {
     pub job_ttl_secs: Option<i32>,
     /// A run's pod is stopped (the run `Failed`, `DeadlineExceeded`) after this long.
     pub active_deadline_secs: Option<i64>,
+    /// The task's database, where CloudNativePG is installed.
+    pub database: DatabaseSettings,
+}
+
+/// The CloudNativePG `Cluster` a task's database is: one instance in the task's
+/// namespace, gone with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    /// Its volume's size (`storage.size`), a Kubernetes quantity (`1Gi`).
+    pub storage_size: String,
+    /// Its volume's StorageClass; `None` is the cluster's default.
+    pub storage_class: Option<String>,
+    /// The PostgreSQL image (`imageName`); `None` is the operator's default.
+    pub image: Option<String>,
+    /// Where the operator runs: its pods may reach the database's (TCP 5432 and the
+    /// instance manager's 8000).
+    pub operator_namespace: String,
+    /// The database container's requests and limits. They count against the namespace's
+    /// quota beside a run's; a resource left out takes the LimitRange's default (the
+    /// runner's), so an empty map makes the database as big as a run.
+    pub resources: Resources,
 }
 
 /// Pods in one namespace, by labels: an in-cluster peer.
@@ -148,20 +170,85 @@ impl Default for KubeSettings {
                     ("ephemeral-storage", "10Gi"),
                 ]),
             },
-            // Room for one run and the one stopping before it.
+            // Room for one run, the one stopping before it and the task's database: twice
+            // `resources` plus `database.resources` (the pods of a database and of its
+            // bootstrap Job never run at once).
             quota: map(&[
-                ("pods", "2"),
-                ("requests.cpu", "1"),
-                ("requests.memory", "2Gi"),
-                ("requests.ephemeral-storage", "4Gi"),
-                ("limits.cpu", "4"),
-                ("limits.memory", "8Gi"),
-                ("limits.ephemeral-storage", "20Gi"),
+                ("pods", "3"),
+                ("requests.cpu", "1100m"),
+                ("requests.memory", "2560Mi"),
+                ("requests.ephemeral-storage", "4608Mi"),
+                ("limits.cpu", "5"),
+                ("limits.memory", "9Gi"),
+                ("limits.ephemeral-storage", "21Gi"),
             ]),
             job_ttl_secs: Some(3600),
             active_deadline_secs: None,
+            database: DatabaseSettings::default(),
         }
     }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            storage_size: "1Gi".to_owned(),
+            storage_class: None,
+            image: None,
+            operator_namespace: "cnpg-system".to_owned(),
+            // A task's test database: small, and every resource given, so the LimitRange's
+            // defaults (a run's) do not apply.
+            resources: Resources {
+                requests: map(&[
+                    ("cpu", "100m"),
+                    ("memory", "512Mi"),
+                    ("ephemeral-storage", "512Mi"),
+                ]),
+                limits: map(&[
+                    ("cpu", "1"),
+                    ("memory", "1Gi"),
+                    ("ephemeral-storage", "1Gi"),
+                ]),
+            },
+        }
+    }
+}
+
+/// A Kubernetes quantity as written in a manifest: a number (digits, at most one `.`,
+/// an optional sign) and an optional suffix (`Ki`…`Ei`, `m`, `k`, `M`…`E`, or an
+/// exponent `e3`/`E3`). Only the shape is checked; the API server has the last word.
+fn quantity(q: &str) -> bool {
+    let q = q.strip_prefix(['+', '-']).unwrap_or(q);
+    let digits = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(digits);
+    let exponent = suffix.strip_prefix(['e', 'E']).is_some_and(|e| {
+        let e = e.strip_prefix(['+', '-']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    number.bytes().any(|b| b.is_ascii_digit())
+        && number.matches('.').count() <= 1
+        && (exponent
+            || [
+                "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+            ]
+            .contains(&suffix))
+}
+
+/// A DNS label (RFC 1123): a namespace's name.
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS subdomain (RFC 1123): a StorageClass's name.
+fn dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns_label)
 }
 
 impl KubeSettings {
@@ -212,6 +299,48 @@ impl KubeSettings {
         if self.active_deadline_secs.is_some_and(|t| t <= 0) {
             return bad("active_deadline_secs must be positive".to_owned());
         }
+        self.database.validate().or_else(bad)
+    }
+}
+
+impl DatabaseSettings {
+    /// What is wrong, in words naming the setting.
+    fn validate(&self) -> Result<(), String> {
+        if !quantity(&self.storage_size) {
+            return Err(format!(
+                "database.storage_size {:?} is not a quantity (e.g. 1Gi)",
+                self.storage_size
+            ));
+        }
+        if let Some(class) = &self.storage_class
+            && !dns_subdomain(class)
+        {
+            return Err(format!(
+                "database.storage_class {class:?} is not a StorageClass name (lowercase \
+                 letters, digits, '-' and '.')"
+            ));
+        }
+        if let Some(image) = &self.image
+            && (image.trim().is_empty() || image.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "database.image {image:?} is not an image reference"
+            ));
+        }
+        if !dns_label(&self.operator_namespace) {
+            return Err(format!(
+                "database.operator_namespace {:?} is not a namespace name",
+                self.operator_namespace
+            ));
+        }
+        let r = &self.resources;
+        for (kind, map) in [("requests", &r.requests), ("limits", &r.limits)] {
+            if let Some((name, q)) = map.iter().find(|(_, q)| !quantity(q)) {
+                return Err(format!(
+                    "database.{kind}.{name} {q:?} is not a quantity (e.g. 500m, 1Gi)"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -252,5 +381,109 @@ mod tests {
             ..KubeSettings::default()
         });
         assert!(why.contains("active_deadline_secs"), "{why}");
+        let database = |d: DatabaseSettings| {
+            refused(KubeSettings {
+                database: d,
+                ..KubeSettings::default()
+            })
+        };
+        let d = DatabaseSettings::default;
+        let why = database(DatabaseSettings {
+            storage_size: "lots".to_owned(),
+            ..d()
+        });
+        assert!(why.contains("database.storage_size \"lots\""), "{why}");
+        let why = database(DatabaseSettings {
+            storage_class: Some("Fast_SSD".to_owned()),
+            ..d()
+        });
+        assert!(why.contains("database.storage_class"), "{why}");
+        let why = database(DatabaseSettings {
+            image: Some(" ".to_owned()),
+            ..d()
+        });
+        assert!(why.contains("database.image"), "{why}");
+        let why = database(DatabaseSettings {
+            operator_namespace: "CNPG".to_owned(),
+            ..d()
+        });
+        assert!(why.contains("database.operator_namespace"), "{why}");
+        let mut r = d();
+        r.resources
+            .limits
+            .insert("memory".to_owned(), "1 GB".to_owned());
+        let why = database(r);
+        assert!(why.contains("database.limits.memory"), "{why}");
+        assert!(
+            KubeSettings {
+                database: DatabaseSettings {
+                    storage_class: Some("fast.ssd-1".to_owned()),
+                    image: Some("ghcr.io/cloudnative-pg/postgresql:17.5".to_owned()),
+                    resources: Resources::default(),
+                    ..d()
+                },
+                ..KubeSettings::default()
+            }
+            .validate()
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn quantities_as_kubernetes_writes_them() {
+        for ok in [
+            "1Gi",
+            "500m",
+            "2",
+            "0.5",
+            "1.5Gi",
+            "1e3",
+            "2E+2",
+            "128974848",
+            "+1k",
+        ] {
+            assert!(quantity(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "1GB", "1 Gi", "1..5", "e3", "1e", "1Gi2", "-"] {
+            assert!(!quantity(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_quota_holds_two_runs_and_the_database() {
+        // pods: two runs and the database's; each total twice a run's plus the
+        // database's (in the units the defaults are written in).
+        let s = KubeSettings::default();
+        let in_units = |q: &str| -> u64 {
+            let (n, unit) = q
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or((q, ""), |i| q.split_at(i));
+            let n: u64 = n.parse().unwrap();
+            match unit {
+                "" => n * 1000,
+                "m" => n,
+                "Gi" => n * 1024,
+                "Mi" => n,
+                other => panic!("unit {other}"),
+            }
+        };
+        assert_eq!(s.quota["pods"], "3");
+        for (kind, run, db) in [
+            (
+                "requests",
+                &s.resources.requests,
+                &s.database.resources.requests,
+            ),
+            ("limits", &s.resources.limits, &s.database.resources.limits),
+        ] {
+            for (name, q) in run {
+                let want = 2 * in_units(q) + in_units(&db[name]);
+                assert_eq!(
+                    in_units(&s.quota[&format!("{kind}.{name}")]),
+                    want,
+                    "{kind}.{name}"
+                );
+            }
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! Where a run is, read from its Job's status and its pod's (a pure function, so every
-//! odd shape a cluster may answer with is a test case, never a panic).
+//! Where a run is, read from its Job's status and its pod's, and where the task's running
+//! runner is, from its pods' (pure functions, so every odd shape a cluster may answer
+//! with is a test case, never a panic).
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use mainloop_launch::RunState;
+use std::net::IpAddr;
 
 /// Container waiting reasons that a pod does not get over by itself: the run cannot
 /// start.
@@ -165,6 +167,21 @@ fn phase(pod: &Pod) -> &str {
         .unwrap_or("Pending")
 }
 
+/// Where the task's running runner is: the address of the newest of its pods that runs
+/// and is not being deleted (one stopping for the next run still answers for a moment,
+/// but not for long), or `None`.
+#[must_use]
+pub fn running_address(pods: &[Pod]) -> Option<IpAddr> {
+    pods.iter()
+        .filter(|p| phase(p) == "Running" && p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+            Some((p.metadata.creation_timestamp.as_ref(), ip))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, ip)| ip)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +281,58 @@ mod tests {
                 format!("the runner cannot start: {reason}: no such image")
             );
         }
+    }
+
+    #[test]
+    fn the_address_is_the_newest_running_pods() {
+        let at = |name: &str, created: &str, status: &serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": name,
+                "creationTimestamp": created}, "status": status}))
+            .unwrap()
+        };
+        let old = at(
+            "a",
+            "2026-01-01T00:00:00Z",
+            &json!({"phase": "Running", "podIP": "10.244.0.7"}),
+        );
+        let new = at(
+            "b",
+            "2026-01-01T00:01:00Z",
+            &json!({"phase": "Running", "podIP": "fd00::8"}),
+        );
+        assert_eq!(running_address(&[]), None);
+        assert_eq!(
+            running_address(std::slice::from_ref(&old)),
+            Some("10.244.0.7".parse().unwrap())
+        );
+        assert_eq!(
+            running_address(&[new, old.clone()]),
+            Some("fd00::8".parse().unwrap())
+        );
+        // Not running, being deleted, no address yet or a strange one: none of these.
+        let pending = at("c", "2026-01-01T00:02:00Z", &json!({"phase": "Pending"}));
+        let done = at(
+            "d",
+            "2026-01-01T00:03:00Z",
+            &json!({"phase": "Succeeded", "podIP": "10.244.0.9"}),
+        );
+        let mut deleting = at(
+            "e",
+            "2026-01-01T00:04:00Z",
+            &json!({"phase": "Running", "podIP": "10.244.0.10"}),
+        );
+        deleting.metadata.deletion_timestamp = deleting.metadata.creation_timestamp.clone();
+        let no_ip = at("f", "2026-01-01T00:05:00Z", &json!({"phase": "Running"}));
+        let odd = at(
+            "g",
+            "2026-01-01T00:06:00Z",
+            &json!({"phase": "Running", "podIP": "not-an-ip"}),
+        );
+        assert_eq!(
+            running_address(&[old, pending.clone(), done, deleting, no_ip, odd]),
+            Some("10.244.0.7".parse().unwrap())
+        );
+        assert_eq!(running_address(&[pending]), None);
     }
 
     #[test]

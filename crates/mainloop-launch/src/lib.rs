@@ -11,6 +11,7 @@ use mainloop_domain::TaskId;
 use mainloop_domain::agents::AgentName;
 use secrecy::SecretString;
 use std::fmt;
+use std::net::IpAddr;
 
 /// What a launcher needs to know of a task.
 pub struct TaskLaunch {
@@ -48,6 +49,18 @@ pub enum RunState {
     Failed(String),
     /// Nothing of that run exists.
     Gone,
+}
+
+/// A task's own PostgreSQL database, made beside its runs by the platform.
+#[derive(Clone, Debug)]
+pub enum TaskDatabase {
+    /// The platform makes none (CloudNativePG is not installed there): the task's
+    /// database comes from the server configured for task databases.
+    NotOffered,
+    /// Asked for, not ready yet: what it is waiting for.
+    Starting(String),
+    /// Ready: the URL the task's processes connect with (`DATABASE_URL`).
+    Ready(SecretString),
 }
 
 /// Why a launcher could not do what it was asked.
@@ -88,6 +101,14 @@ pub trait Launcher: Send + Sync + fmt::Debug {
     /// Stops the run's runner and removes what is left of it.
     fn stop_run<'a>(&'a self, task: TaskId, run: &'a str)
     -> BoxFuture<'a, Result<(), LaunchError>>;
+
+    /// The task's own database, asked for unless it was (the task's namespace prepared
+    /// first): ready, still starting, or not offered here. It goes with the task.
+    fn task_database(&self, task: TaskId) -> BoxFuture<'_, Result<TaskDatabase, LaunchError>>;
+
+    /// Where this server reaches the task's running runner (its pod's address), so a
+    /// preview it serves can be proxied to; `None` while none runs.
+    fn task_address(&self, task: TaskId) -> BoxFuture<'_, Result<Option<IpAddr>, LaunchError>>;
 
     /// Removes everything launched for the task (it has ended).
     fn forget_task(&self, task: TaskId) -> BoxFuture<'_, Result<(), LaunchError>>;

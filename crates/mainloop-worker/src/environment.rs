@@ -2,7 +2,8 @@
 //! read at the base branch (the project's settings win), untracked files copied from
 //! the main checkout, ports and a database taken, then the setup commands run in the
 //! task's confinement with its variables; and released (database dropped, ports freed)
-//! when the task is over. On a runner, the repository's variables and setup only.
+//! when the task is over. On a runner, the repository's variables and setup only; on a
+//! runner launched for the run, its ports and database too (`environment_launched.rs`).
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -48,7 +49,7 @@ impl std::fmt::Debug for TaskDatabaseUrl {
 }
 
 /// Why preparation stopped.
-enum Stop {
+pub(crate) enum Stop {
     /// The task fails with this.
     Fail(String),
     /// Storage was away; the job tries again.
@@ -115,30 +116,7 @@ impl Runtime {
         }
         let database = match spec.database {
             None => None,
-            Some(TaskDatabase::Postgres) => {
-                let Some(server) = &self.inner.config.task_databases else {
-                    return Err(Stop::Fail(format!(
-                        "{CONFIG_FILE} asks for database = \"postgres\", but this server has no \
-                         workers.task_database_url to make it on; set it (an admin URL of a \
-                         PostgreSQL server), or remove `database`"
-                    )));
-                };
-                let admin = server.admin_url().await.map_err(|why| {
-                    Stop::Fail(format!(
-                        "{CONFIG_FILE} asks for database = \"postgres\", but {why}"
-                    ))
-                })?;
-                let info: TaskDatabaseInfo =
-                    engine.create_task_database(task.id, admin.expose()).await?;
-                status(
-                    self,
-                    user,
-                    task.id,
-                    &format!("database {} ready", info.name),
-                )
-                .await;
-                Some(info)
-            }
+            Some(TaskDatabase::Postgres) => Some(self.configured_database(user, task).await?),
         };
         let env = engine
             .prepare_task_env(
@@ -155,6 +133,34 @@ impl Runtime {
         self.setup(user, task, wt, &spec, cancel).await?;
         engine.set_task_setup_done(task.id, true).await?;
         Ok(())
+    }
+
+    /// The task's database on the server configured for task databases.
+    pub(crate) async fn configured_database(
+        &self,
+        user: UserId,
+        task: &Task,
+    ) -> Result<TaskDatabaseInfo, Stop> {
+        let Some(server) = &self.inner.config.task_databases else {
+            return Err(Stop::Fail(format!(
+                "{CONFIG_FILE} asks for database = \"postgres\", but this server has no \
+                 workers.task_database_url to make it on; set it (an admin URL of a \
+                 PostgreSQL server), or remove `database`"
+            )));
+        };
+        let admin = server.admin_url().await.map_err(|why| {
+            Stop::Fail(format!(
+                "{CONFIG_FILE} asks for database = \"postgres\", but {why}"
+            ))
+        })?;
+        let info = self
+            .inner
+            .engine
+            .create_task_database(task.id, admin.expose())
+            .await?;
+        let name = info.name.as_deref().unwrap_or_default();
+        status(self, user, task.id, &format!("database {name} ready")).await;
+        Ok(info)
     }
 
     /// The spec from `.mainloop.toml` at the base branch with the project's settings of
@@ -297,7 +303,8 @@ impl Runtime {
 
     /// On a runner: the repository's `env` for the task's processes there, with its
     /// setup run in the runner's copy unless it passed there already. Ports, the
-    /// database, `copy` and previews are this machine's, not made for a run on a runner.
+    /// database, `copy` and previews are this machine's, not made for a run on a runner
+    /// — except on one launched for the run, which gets the task's ports and database.
     /// `None` when the run may not go on (the task failed, or the run was cancelled).
     pub(crate) async fn prepare_environment_on(
         &self,
@@ -315,7 +322,7 @@ impl Runtime {
         }
     }
 
-    async fn prepare_on(
+    pub(crate) async fn prepare_on(
         &self,
         user: UserId,
         task: &Task,
@@ -324,7 +331,11 @@ impl Runtime {
         cancel: &CancellationToken,
     ) -> Result<Vec<(String, String)>, Stop> {
         let spec = self.spec(user, task, wt).await?;
-        let vars: Vec<(String, String)> = spec.env.clone().into_iter().collect();
+        let vars: Vec<(String, String)> = if on.launched.is_some() {
+            self.launched_env(user, task, &spec, cancel).await?
+        } else {
+            spec.env.clone().into_iter().collect()
+        };
         if spec.setup.is_empty() || self.setup_done_on(user, task, on).await? {
             return Ok(vars);
         }
@@ -348,21 +359,6 @@ impl Runtime {
         }
         self.mark_setup_done_on(user, task, on).await?;
         Ok(vars)
-    }
-
-    /// The variables of the task's processes on a runner: the repository's `env`.
-    pub(crate) async fn runner_vars(
-        &self,
-        user: UserId,
-        task: &Task,
-        wt: &Worktree,
-    ) -> Result<Vec<(String, String)>, String> {
-        match self.spec(user, task, wt).await {
-            Ok(spec) => Ok(spec.env.into_iter().collect()),
-            Err(Stop::Fail(m)) => Err(m),
-            Err(Stop::Retry(e)) => Err(e.to_string()),
-            Err(Stop::Cancelled) => Err("cancelled".to_owned()),
-        }
     }
 
     /// Drops the task's database and frees its ports, once the task is over.

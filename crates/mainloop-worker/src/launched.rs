@@ -10,6 +10,7 @@ use crate::Runtime;
 use crate::confine::REPLACED;
 use crate::on_runner::OnRunner;
 use mainloop_domain::records::Task;
+use mainloop_domain::task::TaskState;
 use mainloop_domain::{RunnerId, TaskId, UserId};
 use mainloop_engine::{JobError, RunnerState};
 use mainloop_launch::{LaunchError, Launcher, RunState, TaskLaunch};
@@ -202,8 +203,11 @@ impl Runtime {
         };
         for id in launched {
             let ended = match self.inner.engine.task_any_user(id).await {
-                Ok(Some((_, task))) => task.state.is_final(),
-                Ok(None) => true,
+                Ok(Some((user, task))) if !task.state.is_final() => {
+                    self.end_stray_pod(user, &task).await;
+                    false
+                }
+                Ok(Some(_) | None) => true,
                 Err(_) => continue,
             };
             if !ended {
@@ -219,6 +223,55 @@ impl Runtime {
                     tracing::warn!(task = %id, %error, "could not remove what was launched for an ended task");
                 }
             }
+        }
+    }
+}
+
+impl Runtime {
+    /// Ends the launched runner of a task that waits for the human while nothing here
+    /// uses it: a preview's pod that outlived its server (killed), or a run's whose end
+    /// was not seen. A waiting task holds no pod.
+    async fn end_stray_pod(&self, user: UserId, task: &Task) {
+        let waiting = matches!(
+            task.state,
+            TaskState::WaitingAnswers
+                | TaskState::WaitingPlanReview
+                | TaskState::Review
+                | TaskState::Failed
+                | TaskState::OnHold
+        );
+        let used = self
+            .inner
+            .running
+            .lock()
+            .map_or(true, |r| r.contains_key(&task.id))
+            || self
+                .inner
+                .previewing
+                .lock()
+                .map_or(true, |p| p.contains(&task.id));
+        if !waiting || used {
+            return;
+        }
+        let engine = &self.inner.engine;
+        let Ok(runners) = engine.runners(user).await else {
+            return;
+        };
+        let Some(bound) = runners.iter().find(|r| r.task_id == Some(task.id)) else {
+            return;
+        };
+        let lease = engine.run_lease(task.id).await.ok().flatten();
+        let leased = lease.as_ref().is_some_and(|l| l.runner_id == bound.id);
+        if !leased && bound.state != RunnerState::Connected {
+            return;
+        }
+        tracing::info!(task = %task.id, "ending the pod of a task that waits for the human");
+        // A `--once` runner exits once it has released the task.
+        engine.runner_release(bound.id, task.id);
+        if let Some(lease) = lease.filter(|_| leased)
+            && let Err(error) = engine.release_run(task.id, lease.epoch).await
+        {
+            tracing::warn!(task = %task.id, %error, "could not end a waiting task's lease");
         }
     }
 }

@@ -9,6 +9,7 @@ mod confine;
 mod convention;
 mod delivery;
 mod environment;
+mod environment_launched;
 mod forge;
 mod launched;
 mod local;
@@ -16,6 +17,7 @@ mod on_runner;
 mod on_runner_steps;
 mod policy;
 mod preview;
+mod preview_pod;
 mod prompts;
 mod react;
 mod remote;
@@ -140,6 +142,8 @@ pub(crate) struct Inner {
     pub stopping: Mutex<HashMap<TaskId, tokio::task::JoinHandle<()>>>,
     /// Cancels the live run of a task (cancel, failure elsewhere).
     pub running: Mutex<HashMap<TaskId, CancellationToken>>,
+    /// Tasks whose preview runs in a pod launched for it (with a launcher).
+    pub previewing: Mutex<std::collections::HashSet<TaskId>>,
     /// One lock per forge task: its mirror bookkeeping is read, changed and written
     /// under it by the sync, watch, commit and checks jobs.
     pub forge_locks: Mutex<HashMap<TaskId, Arc<tokio::sync::Mutex<()>>>>,
@@ -190,6 +194,7 @@ impl Runtime {
                 parked: Mutex::new(HashMap::new()),
                 stopping: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                previewing: Mutex::default(),
                 forge_locks: Mutex::new(HashMap::new()),
                 forge_login: tokio::sync::OnceCell::new(),
                 disk: cleanup::DiskCache::default(),

@@ -3,6 +3,8 @@
 //! project's check command run in the task's confinement, and a git
 //! merge into the base branch, a conflict sending the agent back to resolve it.
 
+use tokio_util::sync::CancellationToken;
+
 use crate::Runtime;
 use crate::confine::with_vars;
 use crate::delivery::Delivery;
@@ -110,9 +112,18 @@ async fn checks(rt: &Runtime, user: UserId, task: &Task) -> Result<(), JobError>
     // need is the one the agent built with.
     let outcome = match rt.step_site(user, task, &wt).await? {
         Some(on) => {
-            let vars = match rt.runner_vars(user, task, &wt).await {
-                Ok(v) => v,
-                Err(e) => return fail(rt, task.id, e).await,
+            // The copy there may be new (a launched runner's always is): setup runs
+            // there first unless it passed in it.
+            let vars = match rt
+                .prepare_environment_on(user, task, &wt, &on, &CancellationToken::new())
+                .await
+            {
+                Ok(Some(vars)) => vars,
+                outcome => {
+                    rt.end_step_site(task, &on).await;
+                    // `None`: the task failed, with the reason.
+                    return outcome.map(|_| ());
+                }
             };
             let env = with_vars(cfg.agent_env.clone(), vars);
             status(

@@ -5,13 +5,13 @@
 //! shutdown. The tail of its output explains a preview that would not start.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use mainloop_agent::{Launch, Placement};
+use mainloop_agent::{Launch, Placed, Placement};
 use mainloop_domain::TaskId;
 use mainloop_engine::PreviewPort;
 use mainloop_git::Worktree;
@@ -53,11 +53,27 @@ struct State {
 
 #[derive(Debug)]
 struct Running {
-    port: u16,
+    addr: SocketAddr,
     last_used: Instant,
     stop: CancellationToken,
     /// The exit code once the group is gone.
     exited: watch::Receiver<Option<i32>>,
+}
+
+/// What a preview runs, and where.
+pub(crate) struct Plan {
+    pub command: String,
+    /// The port it is told to listen on (`PORT`).
+    pub port: u16,
+    /// The task's worktree on this machine.
+    pub wt: Worktree,
+}
+
+/// A preview process just started: where it will answer, and what to do once it ended.
+pub(crate) struct Started {
+    pub placed: Placed,
+    pub addr: SocketAddr,
+    pub on_exit: BoxFuture<'static, ()>,
 }
 
 /// The last `TAIL_BYTES` of a preview's output.
@@ -110,15 +126,15 @@ impl Previews {
         }
     }
 
-    /// The port of task `id`'s live preview, marking it used.
-    fn use_running(&self, id: TaskId) -> Option<u16> {
+    /// Where task `id`'s live preview answers, marking it used.
+    fn use_running(&self, id: TaskId) -> Option<SocketAddr> {
         let mut running = self.inner.running.lock().ok()?;
         let r = running.get_mut(&id)?;
         if r.exited.borrow().is_some() {
             return None;
         }
         r.last_used = Instant::now();
-        Some(r.port)
+        Some(r.addr)
     }
 
     /// Records the preview's process beside the agents' (the runtime's start-up reap
@@ -140,7 +156,7 @@ impl Previews {
     }
 
     /// What the preview of task `id` runs: its command, port and worktree.
-    async fn plan(&self, id: TaskId) -> Result<(String, u16, Worktree), String> {
+    async fn plan(&self, id: TaskId) -> Result<Plan, String> {
         let engine = &self.inner.rt.inner.engine;
         let (_, task) = engine
             .task_any_user(id)
@@ -168,30 +184,69 @@ impl Previews {
         let port = *env.ports.first().ok_or(
             "the preview needs a port: set `ports = 1` next to `preview` in the repository's .mainloop.toml",
         )?;
-        Ok((command, port, Worktree { path, branch, base }))
+        Ok(Plan {
+            command,
+            port,
+            wt: Worktree { path, branch, base },
+        })
     }
 
-    async fn start_now(self, id: TaskId) -> Result<u16, String> {
+    async fn start_now(self, id: TaskId) -> Result<SocketAddr, String> {
         let lock = self.start_lock(id);
         let _one = lock.lock().await;
-        if let Some(port) = self.use_running(id) {
-            return Ok(port);
+        if let Some(addr) = self.use_running(id) {
+            return Ok(addr);
         }
         // A preview that exited leaves its entry; a new one replaces it.
         self.stop_now(id).await;
-        let (command, port, wt) = self.plan(id).await?;
-        let confined = self.inner.rt.confine(id, &wt).await?;
+        let plan = self.plan(id).await?;
+        let started = match self.inner.rt.launcher() {
+            // With a launcher, the preview runs in a pod of the task's own.
+            Some(_) => self.inner.rt.preview_in_pod(id, &plan).await?,
+            None => self.start_here(id, &plan).await?,
+        };
+        self.supervise(id, &plan.command, started).await
+    }
+
+    /// Starts the preview on this machine, in the task's worktree and confinement.
+    async fn start_here(&self, id: TaskId, plan: &Plan) -> Result<Started, String> {
+        let confined = self.inner.rt.confine(id, &plan.wt).await?;
         let placed = confined
             .placement()
             .spawn(Launch {
                 program: "sh".to_owned(),
-                args: vec!["-c".to_owned(), command.clone()],
-                cwd: wt.path.clone(),
+                args: vec!["-c".to_owned(), plan.command.clone()],
+                cwd: plan.wt.path.clone(),
                 env: confined.env,
             })
-            .map_err(|e| format!("could not start the preview `{command}`: {e}"))?;
+            .map_err(|e| format!("could not start the preview `{}`: {e}", plan.command))?;
         // Found and stopped at the next start should this server be killed outright.
         let record = self.record_pid(id, placed.process.pid());
+        let on_exit: BoxFuture<'static, ()> = Box::pin(async move {
+            if let Some(record) = record {
+                let _ = std::fs::remove_file(record);
+            }
+        });
+        Ok(Started {
+            placed,
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, plan.port)),
+            on_exit,
+        })
+    }
+
+    /// Keeps the started preview's output tail, stops it (its whole group) when asked,
+    /// and waits until it answers.
+    async fn supervise(
+        &self,
+        id: TaskId,
+        command: &str,
+        started: Started,
+    ) -> Result<SocketAddr, String> {
+        let Started {
+            placed,
+            addr,
+            on_exit,
+        } = started;
         let tail = Arc::new(Mutex::new(Tail::default()));
         tokio::spawn(keep_tail(placed.stdout, tail.clone()));
         tokio::spawn(keep_tail(placed.stderr, tail.clone()));
@@ -211,16 +266,14 @@ impl Previews {
                 Some(code) => code,
                 None => process.wait().await.unwrap_or(-1),
             };
-            if let Some(record) = record {
-                let _ = std::fs::remove_file(record);
-            }
+            on_exit.await;
             exit_tx.send_replace(Some(code));
         });
         if let Ok(mut running) = self.inner.running.lock() {
             running.insert(
                 id,
                 Running {
-                    port,
+                    addr,
                     last_used: Instant::now(),
                     stop,
                     exited: exited.clone(),
@@ -234,21 +287,18 @@ impl Previews {
             if let Some(code) = code {
                 self.stop_now(id).await;
                 return Err(format!(
-                    "the preview `{command}` exited (code {code}) before answering on port {port}; its output:\n{}",
+                    "the preview `{command}` exited (code {code}) before answering on {addr}; its output:\n{}",
                     output(&tail)
                 ));
             }
-            if tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-                .await
-                .is_ok()
-            {
-                tracing::info!(task = %id, port, "preview ready");
-                return Ok(port);
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                tracing::info!(task = %id, %addr, "preview ready");
+                return Ok(addr);
             }
             if tokio::time::Instant::now() >= deadline {
                 self.stop_now(id).await;
                 return Err(format!(
-                    "the preview `{command}` did not answer on port {port} within {} s; its output:\n{}",
+                    "the preview `{command}` did not answer on {addr} within {} s; its output:\n{}",
                     self.inner.settings.start_timeout.as_secs(),
                     output(&tail)
                 ));
@@ -330,11 +380,11 @@ async fn keep_tail(mut from: std::pin::Pin<Box<dyn AsyncRead + Send>>, tail: Arc
 }
 
 impl PreviewPort for Previews {
-    fn start(&self, task: TaskId) -> BoxFuture<'static, Result<u16, String>> {
+    fn start(&self, task: TaskId) -> BoxFuture<'static, Result<SocketAddr, String>> {
         Box::pin(self.clone().start_now(task))
     }
 
-    fn touch(&self, task: TaskId) -> Option<u16> {
+    fn touch(&self, task: TaskId) -> Option<SocketAddr> {
         self.use_running(task)
     }
 

@@ -4,7 +4,9 @@
 
 use anyhow::{Context, Result, anyhow};
 use mainloop_config::{Config, WorkersRuntime};
-use mainloop_kube::{CidrEgress, KubeLauncher, KubeSettings, Resources, ServerEgress};
+use mainloop_kube::{
+    CidrEgress, DatabaseSettings, KubeLauncher, KubeSettings, Resources, ServerEgress,
+};
 use mainloop_launch::Launcher;
 use std::sync::Arc;
 
@@ -75,8 +77,26 @@ fn settings(config: &Config) -> Result<KubeSettings> {
         },
         quota: or_default(&k.quota, &defaults.quota),
         job_ttl_secs: i32::try_from(k.job_ttl_secs).ok(),
+        database: database(&k.database, &defaults.database),
         ..defaults
     })
+}
+
+/// `[kubernetes.database]` as the launcher's database settings.
+fn database(
+    d: &mainloop_config::KubernetesDatabaseConfig,
+    defaults: &DatabaseSettings,
+) -> DatabaseSettings {
+    DatabaseSettings {
+        storage_size: d.storage_size.clone(),
+        storage_class: d.storage_class.clone(),
+        image: d.image.clone(),
+        operator_namespace: d.operator_namespace.clone(),
+        resources: Resources {
+            requests: or_default(&d.requests, &defaults.resources.requests),
+            limits: or_default(&d.limits, &defaults.resources.limits),
+        },
+    }
 }
 
 /// The configured table, or the launcher's own when none is configured.
@@ -88,5 +108,44 @@ fn or_default(
         default.clone()
     } else {
         configured.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_database_table_maps_onto_the_launchers_settings() {
+        let mut config = Config::defaults_in(std::env::temp_dir());
+        let s = settings(&config).unwrap();
+        assert_eq!(s.database, KubeSettings::default().database);
+        let d = &mut config.kubernetes.database;
+        d.storage_size = "5Gi".to_owned();
+        d.storage_class = Some("fast".to_owned());
+        d.image = Some("ghcr.io/cloudnative-pg/postgresql:17".to_owned());
+        d.operator_namespace = "postgres-operator".to_owned();
+        d.requests = BTreeMap::from([("cpu".to_owned(), "250m".to_owned())]);
+        let s = settings(&config).unwrap().database;
+        assert_eq!(
+            (
+                s.storage_size.as_str(),
+                s.storage_class.as_deref(),
+                s.image.as_deref()
+            ),
+            (
+                "5Gi",
+                Some("fast"),
+                Some("ghcr.io/cloudnative-pg/postgresql:17")
+            )
+        );
+        assert_eq!(s.operator_namespace, "postgres-operator");
+        assert_eq!(s.resources.requests, config.kubernetes.database.requests);
+        // A table left empty is the launcher's own.
+        assert_eq!(
+            s.resources.limits,
+            DatabaseSettings::default().resources.limits
+        );
     }
 }

@@ -19,18 +19,21 @@ struct OneServer {
 }
 
 impl PreviewPort for OneServer {
-    fn start(&self, task: TaskId) -> futures::future::BoxFuture<'static, Result<u16, String>> {
+    fn start(
+        &self,
+        task: TaskId,
+    ) -> futures::future::BoxFuture<'static, Result<std::net::SocketAddr, String>> {
         self.running.lock().unwrap().insert(task);
-        let port = self.port;
-        Box::pin(async move { Ok(port) })
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        Box::pin(async move { Ok(addr) })
     }
 
-    fn touch(&self, task: TaskId) -> Option<u16> {
+    fn touch(&self, task: TaskId) -> Option<std::net::SocketAddr> {
         self.running
             .lock()
             .unwrap()
             .contains(&task)
-            .then_some(self.port)
+            .then_some(std::net::SocketAddr::from(([127, 0, 0, 1], self.port)))
     }
 
     fn stop(&self, task: TaskId) -> futures::future::BoxFuture<'static, ()> {

@@ -1,13 +1,14 @@
 //! Jobs make pods the test runs through the pod runner hook; the Job's status follows
-//! the pods (success, failure with retries under `backoffLimit`, kills, deadlines), and
-//! deletion (of a pod, a Job, a namespace) stops the runner.
+//! the pods (success, failure with retries under `backoffLimit`, kills, deadlines),
+//! deletion (of a pod, a Job, a namespace) stops the runner, and running pods report
+//! `Config::pod_ip`.
 
-use crate::common::{Env, env, eventually, obj, within};
+use crate::common::{Env, env, env_with, eventually, obj, within};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use mainloop_fake_kube::PodHandle;
+use mainloop_fake_kube::{Config, PodHandle};
 use serde_json::json;
 use std::path::PathBuf;
 use tokio::sync::mpsc;
@@ -326,4 +327,38 @@ async fn runner_sees_env_and_files_from_secrets() {
         vec![(PathBuf::from("/etc/mainloop/ca.pem"), b"PEM".to_vec())]
     );
     assert!(p.env(Some("nope")).is_err());
+}
+
+#[tokio::test]
+async fn running_pods_report_the_configured_ip() {
+    for (pod_ip, want) in [
+        (Some("127.0.0.1".parse().unwrap()), Some("127.0.0.1")),
+        (None, None),
+    ] {
+        let e = env_with(Config {
+            pod_ip,
+            ..Config::default()
+        })
+        .await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        e.fake.set_pod_runner(move |pod: PodHandle| {
+            let _ = tx.send(pod);
+        });
+        e.namespace("task-6").await;
+        let jobs: Api<Job> = Api::namespaced(e.client.clone(), "task-6");
+        jobs.create(&PostParams::default(), &job("ip", &json!({})))
+            .await
+            .unwrap();
+        let p = within("the pod", rx.recv()).await.unwrap();
+        p.set_running().unwrap();
+        let pods: Api<Pod> = Api::namespaced(e.client.clone(), "task-6");
+        let st = pods.get(p.name()).await.unwrap().status.unwrap();
+        let ip = st.pod_ip.unwrap();
+        let ips: Vec<String> = st.pod_ips.unwrap().into_iter().map(|i| i.ip).collect();
+        assert_eq!(ips, std::slice::from_ref(&ip));
+        match want {
+            Some(w) => assert_eq!(ip, w),
+            None => assert!(ip.starts_with("10.244.0."), "{ip}"),
+        }
+    }
 }

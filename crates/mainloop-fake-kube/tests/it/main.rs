@@ -2,6 +2,7 @@
 //! runtime watcher.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cnpg;
 mod common;
 mod crud;
 mod faults;

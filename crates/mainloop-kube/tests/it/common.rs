@@ -4,7 +4,12 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Client, Config as KubeConfig};
 use mainloop_domain::TaskId;
 use mainloop_domain::agents::AgentName;
@@ -52,14 +57,34 @@ pub fn client(fake: &FakeKube) -> Client {
 
 /// A fake whose namespaces take `termination` to go.
 pub async fn env_with(termination: Duration, settings: KubeSettings) -> Env {
-    let fake = FakeKube::start(Config {
-        namespace_termination_delay: termination,
-        ..Config::default()
-    })
+    env_on(
+        Config {
+            namespace_termination_delay: termination,
+            ..Config::default()
+        },
+        settings,
+    )
     .await
-    .unwrap();
+}
+
+/// A fake started with `config`.
+pub async fn env_on(config: Config, settings: KubeSettings) -> Env {
+    let fake = FakeKube::start(config).await.unwrap();
     let launcher = KubeLauncher::new(client(&fake), settings);
     Env { fake, launcher }
+}
+
+/// A fake with CloudNativePG's CRDs installed (no operator hook yet).
+pub async fn env_with_cloudnativepg() -> Env {
+    env_on(
+        Config {
+            namespace_termination_delay: Duration::from_millis(100),
+            cloudnativepg: true,
+            ..Config::default()
+        },
+        settings(),
+    )
+    .await
 }
 
 pub async fn env() -> Env {
@@ -134,6 +159,21 @@ impl Env {
         self.typed("batch/v1", "Job", &self.ns(t), run)
     }
 
+    /// The task's CloudNativePG Cluster, as stored.
+    pub fn cluster(&self, t: &TaskLaunch) -> Option<serde_json::Value> {
+        self.fake
+            .object("postgresql.cnpg.io/v1", "Cluster", &self.ns(t), "database")
+    }
+
+    pub fn database_policy(&self, t: &TaskLaunch) -> Option<NetworkPolicy> {
+        self.typed(
+            "networking.k8s.io/v1",
+            "NetworkPolicy",
+            &self.ns(t),
+            "database",
+        )
+    }
+
     /// The pods the fake's runner hook is handed, as they start.
     pub fn pods(&self) -> mpsc::UnboundedReceiver<PodHandle> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -166,6 +206,76 @@ pub fn refused<T: std::fmt::Debug>(r: Result<T, LaunchError>) -> String {
         Err(LaunchError::Refused(why)) => why,
         other => panic!("expected Refused, got {other:?}"),
     }
+}
+
+/// A label selector in words: its labels, then each expression (`key Exists`).
+pub fn selector(sel: &LabelSelector) -> String {
+    let mut words = format!("{:?}", sel.match_labels.clone().unwrap_or_default());
+    for e in sel.match_expressions.iter().flatten() {
+        words.push_str(&format!(" {} {}", e.key, e.operator));
+    }
+    words
+}
+
+/// A peer in words: `cidr X except [..]`, `pods {namespace} {pods}`, `namespace {..}`,
+/// or `here {pods}` (this namespace's pods).
+pub fn peer(peer: &NetworkPolicyPeer) -> String {
+    if let Some(b) = &peer.ip_block {
+        return format!(
+            "cidr {} except {:?}",
+            b.cidr,
+            b.except.clone().unwrap_or_default()
+        );
+    }
+    match (&peer.namespace_selector, &peer.pod_selector) {
+        (Some(ns), Some(pods)) => format!("pods {} {}", selector(ns), selector(pods)),
+        (Some(ns), None) => format!("namespace {}", selector(ns)),
+        (None, Some(pods)) => format!("here {}", selector(pods)),
+        (None, None) => panic!("an empty peer: {peer:?}"),
+    }
+}
+
+/// Ports in words: `PROTO/port`, `PROTO/*` for every port.
+pub fn ports(ports: Option<&Vec<NetworkPolicyPort>>) -> Vec<String> {
+    ports
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let port = match &p.port {
+                Some(IntOrString::Int(i)) => i.to_string(),
+                Some(IntOrString::String(s)) => s.clone(),
+                None => "*".to_owned(),
+            };
+            format!("{}/{port}", p.protocol.as_deref().unwrap())
+        })
+        .collect()
+}
+
+/// One egress rule as `(peer, ports)` in words.
+pub fn egress(rule: &NetworkPolicyEgressRule) -> (String, Vec<String>) {
+    let to = rule.to.as_ref().unwrap();
+    assert_eq!(to.len(), 1);
+    (peer(&to[0]), ports(rule.ports.as_ref()))
+}
+
+/// One ingress rule as `(peer, ports)` in words.
+pub fn ingress(rule: &NetworkPolicyIngressRule) -> (String, Vec<String>) {
+    let from = rule.from.as_ref().unwrap();
+    assert_eq!(from.len(), 1);
+    (peer(&from[0]), ports(rule.ports.as_ref()))
+}
+
+/// Strings, owned.
+pub fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| (*x).to_owned()).collect()
+}
+
+/// The selector of the task's runner pods, in words.
+pub fn runner_pods(t: &TaskLaunch) -> String {
+    format!(
+        r#"{{"app.kubernetes.io/managed-by": "mainloop", "mainloop.dev/task": "{}"}} mainloop.dev/run Exists"#,
+        t.task
+    )
 }
 
 /// Polls `f` until it gives `Some`, every 10 ms for up to 10 s.

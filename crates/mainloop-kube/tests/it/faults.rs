@@ -15,6 +15,14 @@ async fn every_call(e: &Env, t: &TaskLaunch, check: impl Fn(&str, &Result<(), La
         &e.launcher.run_state(t.task, "run-1").await.map(|_| ()),
     );
     check("stop_run", &e.launcher.stop_run(t.task, "run-1").await);
+    check(
+        "task_database",
+        &e.launcher.task_database(t.task).await.map(|_| ()),
+    );
+    check(
+        "task_address",
+        &e.launcher.task_address(t.task).await.map(|_| ()),
+    );
     check("forget_task", &e.launcher.forget_task(t.task).await);
     check(
         "launched_tasks",

@@ -1,11 +1,12 @@
-//! `prepare_task`: the task's namespace and what fences it in (NetworkPolicy,
-//! ResourceQuota, LimitRange), the Secret `runner`; made once, found the second time,
-//! the Secret's data replaced so a rotated token lands; a namespace not the launcher's
-//! left alone; bad input refused before anything is sent.
+//! `prepare_task`: the task's namespace and what fences it in (the NetworkPolicy of its
+//! runner pods, ResourceQuota, LimitRange), the Secret `runner`; made once, found the
+//! second time, the Secret's data replaced so a rotated token lands; a namespace not the
+//! launcher's left alone; bad input refused before anything is sent.
 
-use crate::common::{env, env_with, refused, rotated, secret_data, settings, task, task_with};
-use k8s_openapi::api::networking::v1::NetworkPolicyEgressRule;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use crate::common::{
+    egress, env, env_with, ingress, refused, rotated, runner_pods, secret_data, selector, settings,
+    strings, task, task_with,
+};
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use mainloop_kube::{KubeSettings, ServerEgress};
@@ -19,50 +20,6 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
-}
-
-/// One egress rule as `(peer, ports)` in words: `pods ns {labels}` or `cidr X except [..]`,
-/// and `PROTO/port`.
-fn egress(rule: &NetworkPolicyEgressRule) -> (String, Vec<String>) {
-    let to = rule.to.as_ref().unwrap();
-    assert_eq!(to.len(), 1);
-    let peer = &to[0];
-    let who = if let Some(b) = &peer.ip_block {
-        format!(
-            "cidr {} except {:?}",
-            b.cidr,
-            b.except.clone().unwrap_or_default()
-        )
-    } else {
-        let ns = peer
-            .namespace_selector
-            .as_ref()
-            .unwrap()
-            .match_labels
-            .clone()
-            .unwrap();
-        let pods = peer
-            .pod_selector
-            .as_ref()
-            .unwrap()
-            .match_labels
-            .clone()
-            .unwrap();
-        format!("pods {ns:?} {pods:?}")
-    };
-    let ports = rule
-        .ports
-        .iter()
-        .flatten()
-        .map(|p| {
-            let port = match p.port.as_ref().unwrap() {
-                IntOrString::Int(i) => i.to_string(),
-                IntOrString::String(s) => s.clone(),
-            };
-            format!("{}/{port}", p.protocol.as_deref().unwrap())
-        })
-        .collect();
-    (who, ports)
 }
 
 #[tokio::test]
@@ -80,30 +37,33 @@ async fn prepare_makes_the_task_namespace() {
     for (k, v) in &want {
         assert_eq!(ns.labels().get(k), Some(v), "namespace label {k}");
     }
-    // The NetworkPolicy: every pod, no ingress, egress to DNS, the server and the CIDRs.
+    // The NetworkPolicy: the runner pods; ingress from the server on any TCP port;
+    // egress to DNS, the server, the task's database and the CIDRs.
     let np = e.policy(&t).unwrap();
     assert_eq!(np.labels(), &want);
     let spec = np.spec.unwrap();
-    assert_eq!(spec.pod_selector.unwrap(), Default::default());
+    assert_eq!(selector(&spec.pod_selector.unwrap()), runner_pods(&t));
     assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
-    assert_eq!(spec.ingress.unwrap_or_default(), []);
+    let server = r#"pods {"kubernetes.io/metadata.name": "mainloop"} {"app.kubernetes.io/component": "server", "app.kubernetes.io/name": "mainloop"}"#;
+    let rules: Vec<(String, Vec<String>)> = spec.ingress.unwrap().iter().map(ingress).collect();
+    assert_eq!(rules, [(server.to_owned(), strings(&["TCP/*"]))]);
     let rules: Vec<(String, Vec<String>)> = spec.egress.unwrap().iter().map(egress).collect();
-    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
     assert_eq!(
         rules,
         [
             (
                 r#"pods {"kubernetes.io/metadata.name": "kube-system"} {"k8s-app": "kube-dns"}"#
                     .to_owned(),
-                s(&["UDP/53", "TCP/53"])
+                strings(&["UDP/53", "TCP/53"])
             ),
+            (server.to_owned(), strings(&["TCP/8080"])),
             (
-                r#"pods {"kubernetes.io/metadata.name": "mainloop"} {"app.kubernetes.io/component": "server", "app.kubernetes.io/name": "mainloop"}"#.to_owned(),
-                s(&["TCP/8080"])
+                r#"here {"cnpg.io/cluster": "database"}"#.to_owned(),
+                strings(&["TCP/5432"])
             ),
             (
                 r#"cidr 0.0.0.0/0 except ["10.0.0.0/8", "169.254.169.254/32"]"#.to_owned(),
-                s(&["TCP/443"])
+                strings(&["TCP/443"])
             ),
             ("cidr 192.0.2.10/32 except []".to_owned(), vec![]),
         ]
@@ -121,7 +81,7 @@ async fn prepare_makes_the_task_namespace() {
         .map(|(k, v)| (k, v.0))
         .collect();
     assert_eq!(hard, d.quota);
-    assert_eq!(hard["pods"], "2");
+    assert_eq!(hard["pods"], "3");
     let lr = e.limits(&t).unwrap();
     let item = &lr.spec.unwrap().limits[0];
     assert_eq!(item.type_, "Container");
@@ -264,21 +224,28 @@ async fn other_settings_shape_the_objects() {
     let e = env_with(Duration::from_millis(100), s).await;
     let t = task();
     e.launcher.prepare_task(&t).await.unwrap();
-    let rules: Vec<_> = e
-        .policy(&t)
-        .unwrap()
-        .spec
-        .unwrap()
-        .egress
-        .unwrap()
-        .iter()
-        .map(egress)
-        .collect();
+    let spec = e.policy(&t).unwrap().spec.unwrap();
+    let rules: Vec<_> = spec.egress.unwrap().iter().map(egress).collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "cidr 198.51.100.7/32 except []".to_owned(),
+                strings(&["TCP/443"])
+            ),
+            (
+                r#"here {"cnpg.io/cluster": "database"}"#.to_owned(),
+                strings(&["TCP/5432"])
+            ),
+        ]
+    );
+    // The server's address range may reach the runner pods' previews.
+    let rules: Vec<_> = spec.ingress.unwrap().iter().map(ingress).collect();
     assert_eq!(
         rules,
         [(
             "cidr 198.51.100.7/32 except []".to_owned(),
-            vec!["TCP/443".to_owned()]
+            strings(&["TCP/*"])
         )]
     );
     assert!(e.quota(&t).is_none(), "no quota asked for, none made");

@@ -14,7 +14,12 @@ use std::sync::{Arc, Mutex};
 /// Starts a local `mainloop runner` for each pod the fake makes, from the pod's own
 /// command line and environment, its data directory under `root`; the pod follows the
 /// process, and the process the pod (deleted or killed: stopped).
-fn play_pods(fake: &FakeKube, root: PathBuf, claude: PathBuf, started: Arc<Mutex<Vec<String>>>) {
+pub(super) fn play_pods(
+    fake: &FakeKube,
+    root: PathBuf,
+    claude: PathBuf,
+    started: Arc<Mutex<Vec<String>>>,
+) {
     fake.set_pod_runner(move |pod: PodHandle| {
         let (root, claude, started) = (root.clone(), claude.clone(), started.clone());
         tokio::spawn(async move {
@@ -77,7 +82,7 @@ fn play_pods(fake: &FakeKube, root: PathBuf, claude: PathBuf, started: Arc<Mutex
     });
 }
 
-fn kubeconfig(dir: &Path, fake: &FakeKube) -> PathBuf {
+pub(super) fn kubeconfig(dir: &Path, fake: &FakeKube) -> PathBuf {
     let path = dir.join("kubeconfig");
     std::fs::write(
         &path,
@@ -94,7 +99,12 @@ fn kubeconfig(dir: &Path, fake: &FakeKube) -> PathBuf {
 }
 
 /// A server whose agent runs are launched on `kube`.
-fn launching_server(data: &Path, fake: &FakeAnthropic, claude: &Path, kube: &FakeKube) -> Server {
+pub(super) fn launching_server(
+    data: &Path,
+    fake: &FakeAnthropic,
+    claude: &Path,
+    kube: &FakeKube,
+) -> Server {
     launching_server_on(
         data,
         fake,
@@ -105,13 +115,26 @@ fn launching_server(data: &Path, fake: &FakeAnthropic, claude: &Path, kube: &Fak
 }
 
 /// [`launching_server`] on `listen`.
-fn launching_server_on(
+pub(super) fn launching_server_on(
     data: &Path,
     fake: &FakeAnthropic,
     claude: &Path,
     kube: &FakeKube,
     listen: &str,
 ) -> Server {
+    let cmd = launching_command(data, fake, claude, kube, listen);
+    Server::spawn_on(cmd, Stdio::inherit(), listen)
+}
+
+/// The command of a server listening on `listen` whose agent runs are launched on
+/// `kube`.
+pub(super) fn launching_command(
+    data: &Path,
+    fake: &FakeAnthropic,
+    claude: &Path,
+    kube: &FakeKube,
+    listen: &str,
+) -> Command {
     let mut cmd = worker_command(data, fake, claude);
     cmd.env("MAINLOOP_WORKERS__RUNTIME", "kubernetes")
         .env("MAINLOOP_WORKERS__RUNNER_RECONNECT_SECS", "2")
@@ -124,11 +147,11 @@ fn launching_server_on(
             "MAINLOOP_KUBERNETES__SERVER_URL",
             format!("http://{listen}"),
         );
-    Server::spawn_on(cmd, Stdio::inherit(), listen)
+    cmd
 }
 
 /// The pods whose process runs now.
-fn running_pods(fake: &FakeKube) -> usize {
+pub(super) fn running_pods(fake: &FakeKube) -> usize {
     fake.pods()
         .iter()
         .filter_map(PodHandle::current)

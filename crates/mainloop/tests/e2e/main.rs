@@ -27,6 +27,7 @@ mod github;
 mod github_faults;
 mod github_lifecycle;
 mod kubernetes;
+mod kubernetes_env;
 mod main_quota;
 mod main_thread;
 mod mcp;

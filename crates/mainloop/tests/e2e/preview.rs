@@ -51,7 +51,7 @@ async fn create(base: &str, token: &str, repo: &Path) -> String {
 
 /// A browser on this machine: preview hosts resolve to the server, redirects are not
 /// followed, cookies are kept by hand.
-fn browser(url: &str, server: &str) -> reqwest::Client {
+pub(super) fn browser(url: &str, server: &str) -> reqwest::Client {
     let host = reqwest::Url::parse(url).unwrap();
     let addr = reqwest::Url::parse(server).unwrap();
     reqwest::Client::builder()
@@ -68,7 +68,7 @@ fn browser(url: &str, server: &str) -> reqwest::Client {
 }
 
 /// Opens the preview as its owner, as a browser following the link would: the page.
-async fn open(base: &str, token: &str, id: &str) -> String {
+pub(super) async fn open(base: &str, token: &str, id: &str) -> String {
     let (status, body) = post(base, token, &format!("/api/tasks/{id}/preview"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     let url = body["url"].as_str().unwrap();

@@ -241,7 +241,7 @@ rules:
 
 /// Stops mainloop's own cluster for `data` (taking over a server a killed mainloop left)
 /// and removes it, whatever the test did.
-struct ClusterGuard(PathBuf);
+pub(super) struct ClusterGuard(pub(super) PathBuf);
 
 impl Drop for ClusterGuard {
     fn drop(&mut self) {
