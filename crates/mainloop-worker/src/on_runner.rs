@@ -88,6 +88,32 @@ impl OnRunner {
     }
 }
 
+impl OnRunner {
+    /// Starts `sh -c script` in the task's copy there, with `env` (no agent: the
+    /// task's setup, checks and preview).
+    pub(crate) fn shell(
+        &self,
+        rt: &Runtime,
+        task: &Task,
+        script: String,
+        env: Vec<(String, String)>,
+    ) -> Result<mainloop_agent::Placed, mainloop_agent::AgentError> {
+        let placement = RemotePlacement {
+            engine: rt.inner.engine.clone(),
+            runner: self.runner,
+            task: task.id,
+            workspace_root: self.work.clone(),
+            agent: None,
+        };
+        placement.spawn(mainloop_agent::Launch {
+            program: "sh".to_owned(),
+            args: vec!["-c".to_owned(), script],
+            cwd: self.work.clone(),
+            env,
+        })
+    }
+}
+
 impl Site {
     pub(crate) fn placement(
         &self,

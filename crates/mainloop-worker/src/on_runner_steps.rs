@@ -6,8 +6,6 @@
 
 use crate::Runtime;
 use crate::on_runner::{OnRunner, Site};
-use crate::remote::RemotePlacement;
-use mainloop_agent::{Launch, Placement};
 use mainloop_domain::UserId;
 use mainloop_domain::records::Task;
 use mainloop_engine::JobError;
@@ -121,22 +119,9 @@ impl Runtime {
     ) -> Result<CheckOutcome, Lost> {
         let started = Instant::now();
         let max = self.inner.config.check_output_bytes;
-        let placement = RemotePlacement {
-            engine: self.inner.engine.clone(),
-            runner: on.runner,
-            task: task.id,
-            workspace_root: on.work.clone(),
-            agent: None,
-        };
-        let launch = Launch {
-            program: "sh".to_owned(),
-            // One stream, as a terminal shows it (the relay keeps each stream's order,
-            // not their interleaving).
-            args: vec!["-c".to_owned(), format!("exec 2>&1\n{command}")],
-            cwd: on.work.clone(),
-            env,
-        };
-        let mut placed = match placement.spawn(launch) {
+        // One stream, as a terminal shows it (the relay keeps each stream's order, not
+        // their interleaving).
+        let mut placed = match on.shell(self, task, format!("exec 2>&1\n{command}"), env) {
             Ok(p) => p,
             Err(e) if !self.is_connected(user, on.runner).await => return Err(Lost(e.to_string())),
             Err(e) => {

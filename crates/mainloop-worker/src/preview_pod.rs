@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mainloop_agent::{Launch, Placement};
 use mainloop_domain::TaskId;
 use mainloop_domain::records::Task;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +17,6 @@ use crate::confine::{Confined, with_vars};
 use crate::environment::Stop;
 use crate::on_runner::{OnRunner, Site};
 use crate::preview::{Plan, Started};
-use crate::remote::RemotePlacement;
 
 /// How long a preview's pod may take to be launched, connect and be prepared.
 const POD_WITHIN: Duration = Duration::from_secs(600);
@@ -116,20 +114,8 @@ impl Runtime {
         };
         let env = with_vars(self.inner.config.agent_env.clone(), vars);
         let confined = Confined::on_runner(env, &on.home);
-        let placement = RemotePlacement {
-            engine: self.inner.engine.clone(),
-            runner: on.runner,
-            task: task.id,
-            workspace_root: on.work.clone(),
-            agent: None,
-        };
-        let placed = placement
-            .spawn(Launch {
-                program: "sh".to_owned(),
-                args: vec!["-c".to_owned(), plan.command.clone()],
-                cwd: on.work.clone(),
-                env: confined.env,
-            })
+        let placed = on
+            .shell(self, task, plan.command.clone(), confined.env)
             .map_err(|e| format!("could not start the preview `{}`: {e}", plan.command))?;
         let launcher = self.launcher().ok_or("no launcher")?;
         let ip = launcher

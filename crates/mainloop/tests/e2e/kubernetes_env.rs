@@ -93,12 +93,55 @@ async fn fresh_credentials() -> Result<(ClusterCredentials, String), String> {
     Ok((credentials, url))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_launched_task_gets_its_database_in_its_namespace_and_its_preview_in_a_pod() {
-    let Some(claude) = claude_path() else { return };
+/// A launching server on `kube`, each of whose pods is played by a local runner, and
+/// one task on [`repo`] under way.
+struct World {
+    fake: FakeAnthropic,
+    _pods: tempfile::TempDir,
+    _repo: GitRepo,
+    data: tempfile::TempDir,
+    _server: Server,
+    base: String,
+    token: String,
+    id: String,
+}
+
+async fn world(kube: &FakeKube, claude: &Path) -> World {
     let fake = FakeAnthropic::start(Script::from_yaml(SCRIPT).unwrap())
         .await
         .unwrap();
+    let pods = tempfile::tempdir().unwrap();
+    play_pods(
+        kube,
+        pods.path().to_owned(),
+        claude.to_owned(),
+        Arc::default(),
+    );
+    let repo = repo();
+    let data = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cmd = launching_command(data.path(), &fake, claude, kube, &listen);
+    let server = Server::spawn_on(cmd, Stdio::inherit(), &listen);
+    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
+    let body = json!({"description": "add the page", "repo": repo.path(), "skip_plan": true});
+    let (status, task) = post(&base, &token, "/api/tasks", body).await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().unwrap().to_owned();
+    World {
+        fake,
+        _pods: pods,
+        _repo: repo,
+        data,
+        _server: server,
+        base,
+        token,
+        id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launched_task_gets_its_database_in_its_namespace_and_its_preview_in_a_pod() {
+    let Some(claude) = claude_path() else { return };
     let kube = FakeKube::start(KubeConfig {
         cloudnativepg: true,
         pod_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -106,13 +149,6 @@ async fn a_launched_task_gets_its_database_in_its_namespace_and_its_preview_in_a
     })
     .await
     .unwrap();
-    let pods = tempfile::tempdir().unwrap();
-    play_pods(
-        &kube,
-        pods.path().to_owned(),
-        claude.clone(),
-        Arc::default(),
-    );
     // The operator: each Cluster's database is a real one; its removal is recorded.
     let made: Arc<Mutex<Vec<String>>> = Arc::default();
     let removed: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -152,21 +188,12 @@ async fn a_launched_task_gets_its_database_in_its_namespace_and_its_preview_in_a
         removed: removed.clone(),
     });
 
-    let repo = repo();
-    let data = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let cmd = launching_command(data.path(), &fake, &claude, &kube, &listen);
-    let server = Server::spawn_on(cmd, Stdio::inherit(), &listen);
-    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
-
-    let body = json!({"description": "add the page", "repo": repo.path(), "skip_plan": true});
-    let (status, task) = post(&base, &token, "/api/tasks", body).await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["id"].as_str().unwrap().to_owned();
+    let w = world(&kube, &claude).await;
+    let (base, token, id) = (w.base.clone(), w.token.clone(), w.id.clone());
     let namespace = format!("mainloop-task-{}", id.replace('-', ""));
 
     // The agent's database is the Cluster's, in the task's namespace.
-    let seen = database_used(&fake, &base, &token, &id).await;
+    let seen = database_used(&w.fake, &base, &token, &id).await;
     let clusters = kube.objects("postgresql.cnpg.io/v1", "Cluster", Some(&namespace));
     assert_eq!(clusters.len(), 1, "{clusters:?}");
     let url = made.lock().unwrap().first().cloned().unwrap();
@@ -240,31 +267,12 @@ async fn without_the_operator_a_launched_task_gets_its_database_from_the_configu
         eprintln!("skipped: PostgreSQL is not installed");
         return;
     }
-    let fake = FakeAnthropic::start(Script::from_yaml(SCRIPT).unwrap())
-        .await
-        .unwrap();
     let kube = FakeKube::start(KubeConfig::default()).await.unwrap();
-    let pods = tempfile::tempdir().unwrap();
-    play_pods(
-        &kube,
-        pods.path().to_owned(),
-        claude.clone(),
-        Arc::default(),
-    );
-    let repo = repo();
-    let data = tempfile::tempdir().unwrap();
+    let w = world(&kube, &claude).await;
     // No `workers.task_database_url`: the server's own PostgreSQL is the configured one.
-    let _cluster = ClusterGuard(mainloop_pgcluster::LocalCluster::dir_for(data.path()));
-    let listen = format!("127.0.0.1:{}", free_port());
-    let cmd = launching_command(data.path(), &fake, &claude, &kube, &listen);
-    let server = Server::spawn_on(cmd, Stdio::inherit(), &listen);
-    let (base, token) = (server.base.clone(), server.token.clone().unwrap());
-
-    let body = json!({"description": "add the page", "repo": repo.path(), "skip_plan": true});
-    let (status, task) = post(&base, &token, "/api/tasks", body).await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["id"].as_str().unwrap().to_owned();
-    let seen = database_used(&fake, &base, &token, &id).await;
+    let _cluster = ClusterGuard(mainloop_pgcluster::LocalCluster::dir_for(w.data.path()));
+    let (base, token, id) = (w.base.clone(), w.token.clone(), w.id.clone());
+    let seen = database_used(&w.fake, &base, &token, &id).await;
     // The task's own database and role on the configured server.
     let short = &id.replace('-', "")[24..];
     assert!(
