@@ -1,6 +1,8 @@
 //! What particular ACP agents do that the protocol does not say, and the work-arounds:
 //! Gemini CLI's minute-named chat files (the wait before a load, the empty file a load
-//! leaves behind), and history replayed after `session/load` has already answered.
+//! leaves behind; for a runner, which cannot tell what a start will load, the same for
+//! every session in a home), and history replayed after `session/load` has already
+//! answered.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +43,38 @@ pub fn load_delay(
     if !chats.iter().any(|name| name.starts_with(&prefix)) {
         return Duration::ZERO;
     }
+    until_the_minute_turns(since_epoch)
+}
+
+/// How long to hold back a start of Gemini CLI, at `now`, in a home whose chat files are
+/// named `chats` (see [`chat_files`]), by a host that cannot tell whether the start will
+/// load a session, nor which (a runner: the server decides that, after the start).
+///
+/// A chat file named by the current minute is a session started this minute, and a
+/// start now most likely loads it (a turn's process ended, the next one resumes): that
+/// start waits for the minute to turn, as [`load_delay`] does, lest the load's new file
+/// collide with the session's own. Any other start goes ahead at once.
+///
+/// By names alone a start may wait needlessly: a start of the CLI that loads a session
+/// (0.61, in ACP mode) first begins a chat file of a throwaway session of its own, no
+/// conversation in it, so the next start within that minute waits too. That costs a
+/// minute at most, never a session's history.
+#[must_use]
+pub fn start_delay(chats: &[String], now: SystemTime) -> Duration {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let prefix = format!("session-{}-", utc_minute(since_epoch.as_secs()));
+    if !chats
+        .iter()
+        .any(|name| name.starts_with(&prefix) && chat_short_id(name).is_some())
+    {
+        return Duration::ZERO;
+    }
+    until_the_minute_turns(since_epoch)
+}
+
+/// From `since_epoch` to a second past the start of the next UTC minute: the second is
+/// slack for clocks read a moment apart.
+fn until_the_minute_turns(since_epoch: Duration) -> Duration {
     let into_minute = u64::try_from(since_epoch.as_millis() % 60_000).unwrap_or(0);
     Duration::from_millis(60_000 - into_minute + 1_000)
 }
@@ -112,6 +146,32 @@ pub fn stray_chat_files(names: &[String], session_id: &str) -> Vec<String> {
     // The minute in the name sorts as text.
     ours.sort();
     ours.into_iter().skip(1).cloned().collect()
+}
+
+/// The short id (`<id8>`, the first 8 characters of the session id) a Gemini CLI chat
+/// file's name `session-<minute>-<id8>.json(l)` carries; `None` for any other file.
+fn chat_short_id(name: &str) -> Option<&str> {
+    let stem = name
+        .strip_suffix(".jsonl")
+        .or_else(|| name.strip_suffix(".json"))?;
+    let (_, short) = stem.strip_prefix("session-")?.rsplit_once('-')?;
+    (short.len() == 8 && short.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(short)
+}
+
+/// The stray chat files among `names` (the files of one `chats` directory) of every
+/// session there: for each short id, all of its files but the earliest by name, as
+/// [`stray_chat_files`] finds them for one session. For a host that cannot tell which
+/// session a start of the CLI will load (a runner), before that start: the earliest
+/// file of a session, its history, is never among them, and a session with one file
+/// has no strays.
+#[must_use]
+pub fn stray_chat_files_of_all(names: &[String]) -> Vec<String> {
+    let shorts: std::collections::BTreeSet<&str> =
+        names.iter().filter_map(|n| chat_short_id(n)).collect();
+    shorts
+        .into_iter()
+        .flat_map(|short| stray_chat_files(names, short))
+        .collect()
 }
 
 /// Removes the empty chat files a Gemini CLI load of `session_id` left under `home`
@@ -213,6 +273,108 @@ mod tests {
         );
         assert!(stray_chat_files(&names[1..3], id).is_empty());
         assert!(stray_chat_files(&names, "short").is_empty());
+    }
+
+    #[test]
+    fn a_start_waits_for_the_minute_to_turn_only_after_a_chat_file_of_this_minute() {
+        // 2027-01-15T08:00:00Z
+        let minute = 1_800_000_000 / 60 * 60;
+        let at = |secs: u64, millis: u64| {
+            UNIX_EPOCH + Duration::from_secs(minute + secs) + Duration::from_millis(millis)
+        };
+        let this_minute = format!("session-{}-d3916f48.jsonl", utc_minute(minute));
+        let last_minute = format!("session-{}-f1a5e429.json", utc_minute(minute - 60));
+        let next_minute = format!("session-{}-f1a5e429.json", utc_minute(minute + 60));
+        let names = |n: &[&String]| n.iter().map(|s| (*s).clone()).collect::<Vec<_>>();
+
+        assert_eq!(start_delay(&[], at(10, 0)), Duration::ZERO, "no files");
+        let others = names(&[&last_minute, &next_minute]);
+        assert_eq!(start_delay(&others, at(10, 0)), Duration::ZERO);
+        let with = names(&[&last_minute, &this_minute]);
+        assert_eq!(start_delay(&with, at(10, 0)), Duration::from_secs(51));
+        // The minute's first and last moments.
+        assert_eq!(start_delay(&with, at(0, 0)), Duration::from_secs(61));
+        assert_eq!(
+            start_delay(&with, at(59, 999)),
+            Duration::from_millis(1_001)
+        );
+        // Once the minute has turned, the same files hold nothing back.
+        assert_eq!(start_delay(&with, at(60, 0)), Duration::ZERO);
+        let just_before = at(0, 0) - Duration::from_millis(1);
+        assert_eq!(
+            start_delay(&names(&[&this_minute]), just_before),
+            Duration::ZERO
+        );
+        // The minute before's file, a millisecond before the minute turned.
+        assert_eq!(
+            start_delay(&with, just_before),
+            Duration::from_millis(1_001)
+        );
+        // Only a chat file's name counts.
+        let not_chats = [
+            format!("session-{}-d3916f48.txt", utc_minute(minute)),
+            format!("session-{}-toolong99.json", utc_minute(minute)),
+            format!("notes-{}-d3916f48.json", utc_minute(minute)),
+        ];
+        assert_eq!(start_delay(&not_chats, at(10, 0)), Duration::ZERO);
+    }
+
+    #[test]
+    fn every_sessions_files_but_its_earliest_are_strays() {
+        let names: Vec<String> = [
+            "session-2026-12-06T13-05-d3916f48.jsonl",
+            "session-2026-12-06T13-03-d3916f48.jsonl",
+            "session-2026-12-06T13-03-f1a5e429.jsonl",
+            "session-2026-12-06T13-04-d3916f48.json",
+            "session-2026-12-06T13-09-f1a5e429.json",
+            "session-2026-12-06T13-07-0a1b2c3d.jsonl",
+            "session-2026-12-06T13-08-notanid.jsonl",
+            "notes-2026-12-06T13-09-0a1b2c3d.jsonl",
+            "logs.json",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let mut strays = stray_chat_files_of_all(&names);
+        strays.sort();
+        assert_eq!(
+            strays,
+            [
+                "session-2026-12-06T13-04-d3916f48.json",
+                "session-2026-12-06T13-05-d3916f48.jsonl",
+                "session-2026-12-06T13-09-f1a5e429.json",
+            ]
+        );
+        // The earliest of each session stays; a session of one file has no strays.
+        for kept in [
+            "session-2026-12-06T13-03-d3916f48.jsonl",
+            "session-2026-12-06T13-03-f1a5e429.jsonl",
+            "session-2026-12-06T13-07-0a1b2c3d.jsonl",
+        ] {
+            assert!(!strays.iter().any(|s| s == kept), "{kept}");
+        }
+        assert!(stray_chat_files_of_all(&names[2..3]).is_empty());
+        assert!(stray_chat_files_of_all(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_chat_files_short_id_is_read_from_its_name() {
+        assert_eq!(
+            chat_short_id("session-2026-12-06T13-05-d3916f48.jsonl"),
+            Some("d3916f48")
+        );
+        assert_eq!(
+            chat_short_id("session-2026-12-06T13-05-d3916f48.json"),
+            Some("d3916f48")
+        );
+        for other in [
+            "session-2026-12-06T13-05-d3916f48.txt",
+            "session-2026-12-06T13-05-d3916f4.json",
+            "session-d3916f48.json",
+            "chat-2026-12-06T13-05-d3916f48.json",
+            "session-2026-12-06T13-05-d3916f48.json.bak",
+        ] {
+            assert_eq!(chat_short_id(other), None, "{other}");
+        }
     }
 
     #[test]

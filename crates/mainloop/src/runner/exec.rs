@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -108,7 +108,7 @@ impl Config {
                 })?,
                 Program::Path(p) => p.clone(),
             };
-        Ok(Launch {
+        let launch = Launch {
             program,
             args: spawn.args.clone(),
             cwd: if rel.as_os_str().is_empty() {
@@ -117,7 +117,10 @@ impl Config {
                 work.join(rel)
             },
             env: environment(&spawn.env, &home, &tmp, &self.path),
-        })
+        };
+        // Only here can Gemini CLI's quirks be seen to: its home is on this machine.
+        let now = SystemTime::now();
+        Ok(super::gemini::before_start(spawn, &home, launch, now))
     }
 }
 

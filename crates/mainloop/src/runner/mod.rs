@@ -5,13 +5,15 @@
 //! While connected it runs the processes the server asks for (`exec.rs`) and prepares
 //! and saves the tasks' workspaces over git (`workspace.rs`) with the agents' sessions
 //! (`agent_state.rs`), in its own data directory, which it locks; at start it kills
-//! what a killed run of it left.
+//! what a killed run of it left. It works around Gemini CLI's quirks in the task's home
+//! before starting it (`gemini.rs`): the server cannot see that home.
 //! Exit codes: 0 stopped by SIGINT/SIGTERM (or done: `--once`, `--idle-exit`), 2 a mistake in how it was started or a
 //! refusal that reconnecting cannot cure, 3 the token is refused or revoked.
 
 mod agent_places;
 mod agent_state;
 mod exec;
+mod gemini;
 mod policy;
 mod session;
 mod setup;
