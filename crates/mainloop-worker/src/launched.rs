@@ -8,7 +8,6 @@
 
 use crate::Runtime;
 use crate::confine::REPLACED;
-use crate::on_runner::OnRunner;
 use mainloop_domain::records::Task;
 use mainloop_domain::task::TaskState;
 use mainloop_domain::{RunnerId, TaskId, UserId};
@@ -171,11 +170,11 @@ impl Runtime {
 
     /// Ends a launched run, whatever became of it: its runner releases the task's copy
     /// and exits, the lease ends (the next run launches anew) and the launch is stopped.
-    pub(crate) async fn end_launched(&self, task: &Task, on: &OnRunner, run: Option<&str>) {
+    pub(crate) async fn end_launched(&self, task: &Task, runner: RunnerId, run: Option<&str>) {
         let engine = &self.inner.engine;
-        engine.runner_release(on.runner, task.id);
+        engine.runner_release(runner, task.id);
         if let Ok(Some(lease)) = engine.run_lease(task.id).await
-            && lease.runner_id == on.runner
+            && lease.runner_id == runner
             && let Err(error) = engine.release_run(task.id, lease.epoch).await
         {
             tracing::warn!(task = %task.id, %error, "could not end a launched run's lease");

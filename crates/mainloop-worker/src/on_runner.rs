@@ -16,6 +16,7 @@ use mainloop_domain::records::Task;
 use mainloop_domain::{RunnerId, UserId};
 use mainloop_engine::{JobError, snapshot_ref};
 use mainloop_git::Worktree;
+use mainloop_launch::Launcher;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,8 +48,8 @@ enum Chosen {
     Cancelled,
     Here(OwnedSemaphorePermit),
     Runner(RunnerId),
-    /// This machine's turn, taken by a runner launched for the run (with a launcher).
-    Launch(OwnedSemaphorePermit),
+    /// This machine's turn, taken by a runner `launcher` launches for the run.
+    Launch(OwnedSemaphorePermit, Arc<dyn Launcher>),
 }
 
 /// A run's launched runner: its launch's name, and this machine's slot, held for as
@@ -75,8 +76,9 @@ pub(crate) struct OnRunner {
 }
 
 impl OnRunner {
-    /// The placement that starts the task's agent there (the runner's own program for
-    /// it) and relays its streams.
+    /// The placement that starts processes in the task's copy there and relays their
+    /// streams: the task's agent (the runner's own program for it) or, with `agent`
+    /// unset, the program named.
     pub(crate) fn placement(&self, rt: &Runtime, task: &Task) -> RemotePlacement {
         RemotePlacement {
             engine: rt.inner.engine.clone(),
@@ -86,9 +88,7 @@ impl OnRunner {
             agent: Some(task.agent.clone()),
         }
     }
-}
 
-impl OnRunner {
     /// Starts `sh -c script` in the task's copy there, with `env` (no agent: the
     /// task's setup, checks and preview).
     pub(crate) fn shell(
@@ -99,11 +99,8 @@ impl OnRunner {
         env: Vec<(String, String)>,
     ) -> Result<mainloop_agent::Placed, mainloop_agent::AgentError> {
         let placement = RemotePlacement {
-            engine: rt.inner.engine.clone(),
-            runner: self.runner,
-            task: task.id,
-            workspace_root: self.work.clone(),
             agent: None,
+            ..self.placement(rt, task)
         };
         placement.spawn(mainloop_agent::Launch {
             program: "sh".to_owned(),
@@ -157,10 +154,7 @@ impl Runtime {
                     });
                     (runner, launched)
                 }
-                Chosen::Launch(slot) => {
-                    let Some(launcher) = self.launcher().cloned() else {
-                        return Ok(Some(Site::Here(slot)));
-                    };
+                Chosen::Launch(slot, launcher) => {
                     match self.launch_run(&launcher, user, task, cancel).await? {
                         Launched::Stopped => return Ok(None),
                         Launched::Connected { runner, run } => {
@@ -184,19 +178,10 @@ impl Runtime {
                     return Ok(Some(Site::Runner(on)));
                 }
                 Ok(site) => return Ok(Some(site)),
-                Err(_) if launched.is_some() => {
-                    // Lost or refused while preparing: that launch is over; another
-                    // is made for the run.
-                    let on = OnRunner {
-                        runner,
-                        work: PathBuf::new(),
-                        home: PathBuf::new(),
-                        back: Arc::default(),
-                        launched: None,
-                    };
-                    if let Some(l) = &launched {
-                        self.end_launched(task, &on, l.run.as_deref()).await;
-                    }
+                // Lost or refused while preparing: that launch is over; another is
+                // made for the run.
+                Err(_) if let Some(l) = &launched => {
+                    self.end_launched(task, runner, l.run.as_deref()).await;
                 }
                 // Lost while preparing: placed again, not a failed attempt of the job.
                 Err(_) if !self.is_connected(user, runner).await => {}
@@ -252,14 +237,11 @@ impl Runtime {
                         () = cancel.cancelled() => return Ok(Chosen::Cancelled),
                         p = self.inner.local_slots.clone().acquire_owned() => p,
                     };
-                    let launch = self.launcher().is_some();
+                    let launcher = self.launcher().cloned();
                     return permit
-                        .map(|p| {
-                            if launch {
-                                Chosen::Launch(p)
-                            } else {
-                                Chosen::Here(p)
-                            }
+                        .map(|p| match launcher {
+                            Some(launcher) => Chosen::Launch(p, launcher),
+                            None => Chosen::Here(p),
                         })
                         .map_err(|_| JobError::retry("the worker is shutting down"));
                 }

@@ -65,7 +65,8 @@ impl Runtime {
     /// Ends a step's site: a runner launched for the step goes with it.
     pub(crate) async fn end_step_site(&self, task: &Task, on: &OnRunner) {
         if let Some(launched) = &on.launched {
-            self.end_launched(task, on, launched.run.as_deref()).await;
+            self.end_launched(task, on.runner, launched.run.as_deref())
+                .await;
         }
     }
 

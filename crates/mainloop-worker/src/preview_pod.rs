@@ -61,13 +61,13 @@ impl Runtime {
         let on = match site {
             Ok(Ok(Some(Site::Runner(on)))) if on.launched.is_some() => on,
             Ok(Ok(Some(Site::Runner(on)))) => {
-                self.end_preview_pod(&task, &on, None).await;
+                // One of the user's own runners, leased for this: let it go again.
+                self.end_launched(&task, on.runner, None).await;
                 return Err("the task was placed on a runner, where previews do not run".to_owned());
             }
             Ok(Ok(_)) => return Err("no pod could be launched for the preview".to_owned()),
             Ok(Err(e)) => return Err(format!("could not launch the preview's pod: {e}")),
             Err(_) => {
-                cancel.cancel();
                 return Err(format!(
                     "the preview's pod was not ready within {} s",
                     POD_WITHIN.as_secs()
@@ -141,7 +141,7 @@ impl Runtime {
         if lease.is_some_and(|l| Some(l.epoch) != epoch) {
             return;
         }
-        let run = on.launched.as_ref().and_then(|l| l.run.clone());
-        self.end_launched(task, on, run.as_deref()).await;
+        let run = on.launched.as_ref().and_then(|l| l.run.as_deref());
+        self.end_launched(task, on.runner, run).await;
     }
 }

@@ -157,7 +157,8 @@ pub(crate) async fn run_agent(
             rt.take_back(&task, &wt, on).await;
             // A runner launched for this run goes with it: a waiting task holds none.
             if let Some(launched) = &on.launched {
-                rt.end_launched(&task, on, launched.run.as_deref()).await;
+                rt.end_launched(&task, on.runner, launched.run.as_deref())
+                    .await;
             }
         }
         match ended? {

@@ -100,7 +100,8 @@ struct World {
     _pods: tempfile::TempDir,
     _repo: GitRepo,
     data: tempfile::TempDir,
-    _server: Server,
+    server: Option<Server>,
+    listen: String,
     base: String,
     token: String,
     id: String,
@@ -132,10 +133,22 @@ async fn world(kube: &FakeKube, claude: &Path) -> World {
         _pods: pods,
         _repo: repo,
         data,
-        _server: server,
+        server: Some(server),
+        listen,
         base,
         token,
         id,
+    }
+}
+
+impl World {
+    /// SIGKILLs the server and starts it again on the same data and address.
+    fn restart(&mut self, kube: &FakeKube, claude: &Path) {
+        if let Some(server) = self.server.take() {
+            server.sigkill();
+        }
+        let cmd = launching_command(self.data.path(), &self.fake, claude, kube, &self.listen);
+        self.server = Some(Server::spawn_on(cmd, Stdio::inherit(), &self.listen));
     }
 }
 
@@ -188,7 +201,7 @@ async fn a_launched_task_gets_its_database_in_its_namespace_and_its_preview_in_a
         removed: removed.clone(),
     });
 
-    let w = world(&kube, &claude).await;
+    let mut w = world(&kube, &claude).await;
     let (base, token, id) = (w.base.clone(), w.token.clone(), w.id.clone());
     let namespace = format!("mainloop-task-{}", id.replace('-', ""));
 
@@ -236,6 +249,18 @@ async fn a_launched_task_gets_its_database_in_its_namespace_and_its_preview_in_a
     wait_for("the preview's pod to end with it", || async {
         (running_pods(&kube) == 0).then_some(())
     })
+    .await;
+
+    // Opened again, and the server killed while it runs: the pod outlives the server,
+    // and the server that comes back ends it, since the task waits for the human.
+    crate::preview::open(&base, &token, &id).await;
+    assert_eq!(running_pods(&kube), 1);
+    w.restart(&kube, &claude);
+    wait_for_within(
+        Duration::from_secs(90),
+        "the pod the killed server left to be ended",
+        || async { (running_pods(&kube) == 0).then_some(()) },
+    )
     .await;
 
     // Merged: the namespace goes, and the database with it.
